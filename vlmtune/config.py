@@ -1,0 +1,276 @@
+"""Typed run configuration: one set of dataclasses feeds the recipe YAML, `key=value` overrides and `--help`.
+
+    cfg = load_config("recipes/quickstart.yaml", ["train.epochs=2", "model.name=llava-hf/llava-1.5-7b-hf"])
+
+Every field carries its documentation in `metadata["help"]`; `describe_fields()` prints them.
+Unknown keys are errors with a did-you-mean, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vlmtune.errors import ConfigError
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class DataConfig:
+    source: str = _f("synth", "where examples come from: 'synth' (the built-in shapes world) or 'jsonl'")
+    task: str = _f("count", "task name (see `vlmtune ls`); for synth also the generator")
+    n: int = _f(2400, "synth: number of examples to generate before splitting")
+    image_size: int = _f(64, "synth: image side in pixels")
+    seed: int = _f(0, "seed of the synthetic generator and of the split")
+    path: str | None = _f(None, "jsonl: one file to split, or null when train/val/test are given")
+    train: str | None = _f(None, "jsonl: train file (already split)")
+    val: str | None = _f(None, "jsonl: validation file (already split)")
+    test: str | None = _f(None, "jsonl: test file (already split)")
+    split: dict = _f({"train": 0.75, "val": 0.125, "test": 0.125}, "fractions used when one file is split")
+    stratify: bool = _f(True, "stratify the split by target label")
+
+
+@dataclass
+class ModelConfig:
+    name: str = _f("tiny", "'tiny' (the built-in base VLM, built and cached on first use), a local "
+                           "directory, or a hub id such as llava-hf/llava-1.5-7b-hf")
+    dtype: str = _f("auto", "auto | float32 | bfloat16 | float16 (auto: bf16 on a GPU that supports it, else fp32)")
+    load_in_4bit: bool = _f(False, "QLoRA: load the base in 4-bit nf4 with double quantization (bitsandbytes)")
+    device: str = _f("auto", "auto | cpu | cuda | mps")
+    tiny_pretrain_examples: int = _f(6000, "tiny: captions the base is pretrained on (enters the cache key)")
+    tiny_pretrain_epochs: int = _f(3, "tiny: pretraining epochs (enters the cache key)")
+
+
+@dataclass
+class TrainConfig:
+    method: str = _f("lora", "lora | full")
+    epochs: float = _f(2.0, "training epochs")
+    max_steps: int = _f(-1, "stop after this many optimizer steps (-1: use epochs)")
+    lr: float = _f(1e-3, "peak learning rate")
+    batch_size: int = _f(16, "per-device batch size")
+    grad_accum: int = _f(1, "gradient accumulation steps")
+    warmup_ratio: float = _f(0.05, "fraction of steps for linear warm-up")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    lr_scheduler: str = _f("linear", "transformers scheduler name: linear | cosine | constant ...")
+    lora_r: int = _f(16, "LoRA rank")
+    lora_alpha: int = _f(32, "LoRA alpha")
+    lora_dropout: float = _f(0.05, "LoRA dropout")
+    lora_target: str = _f("language", "which linear layers get LoRA: language | language+projector | all")
+    lora_modules: str = _f("attention+mlp", "attention | mlp | attention+mlp")
+    loss_on: str = _f("assistant", "assistant (loss on answer tokens only) | all (prompt and answer; image "
+                                  "and padding tokens are always excluded)")
+    max_length: int = _f(256, "maximum tokens per example; cutting an image's tokens is an error")
+    eval_steps: int = _f(0, "validate every N steps (0: once per epoch); validation generates and scores")
+    val_max_examples: int = _f(64, "validation examples generated during training (keeps it quick)")
+    save_steps: int = _f(0, "checkpoint every N steps (0: once per epoch)")
+    logging_steps: int = _f(10, "log the loss every N steps")
+    gradient_checkpointing: bool = _f(False, "trade compute for memory")
+    seed: int = _f(0, "training seed (data order, dropout, LoRA init)")
+    report_to: list = _f(["tensorboard"], "loggers: tensorboard, and/or others transformers supports; [] for none")
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = _f(32, "generation batch size")
+    max_new_tokens: int = _f(16, "greedy decoding budget per answer")
+    zero_shot: bool = _f(True, "evaluate the base model before fine-tuning")
+    n_boot: int = _f(2000, "bootstrap resamples for confidence intervals")
+
+
+@dataclass
+class RunConfig:
+    name: str = _f("run", "run name: results go to <output_dir>/<name>/")
+    output_dir: str = _f("runs", "parent directory of run directories")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
+CHOICES = {
+    ("data", "source"): ("synth", "jsonl"),
+    ("model", "dtype"): ("auto", "float32", "bfloat16", "float16"),
+    ("model", "device"): ("auto", "cpu", "cuda", "mps"),
+    ("train", "method"): ("lora", "full"),
+    ("train", "lora_target"): ("language", "language+projector", "all"),
+    ("train", "lora_modules"): ("attention", "mlp", "attention+mlp"),
+    ("train", "loss_on"): ("assistant", "all"),
+}
+
+
+def _unknown(key: str, known: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return ConfigError(f"unknown key '{key}' in {where}.{hint} Known: {', '.join(known)}")
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the field's type, with an error naming the key."""
+    origin = typing.get_origin(typ)
+    args = typing.get_args(typ)
+    if value is None:
+        if type(None) in args or typ is Any:
+            return None
+        raise ConfigError(f"'{key}' cannot be null")
+    if origin is typing.Union or (origin is not None and type(None) in args):
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key) if inner else value
+    try:
+        if typ is bool or typ == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
+                return False
+            raise ValueError(value)
+        if typ in (int, "int"):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if typ in (float, "float"):
+            return float(value)
+        if typ in (str, "str"):
+            return str(value)
+        if typ in (list, "list"):
+            if isinstance(value, str):
+                return [v for v in value.split(",") if v] if value not in ("[]", "") else []
+            return list(value)
+        if typ in (dict, "dict"):
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return dict(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"'{key}' expects {getattr(typ, '__name__', typ)}, got {value!r}") from None
+    return value
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def from_dict(d: dict, where: str = "config") -> RunConfig:
+    """Build a RunConfig from a nested dict (a parsed recipe), validating every key and value."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level, got {type(d).__name__}")
+    cfg = RunConfig()
+    top = [f.name for f in dataclasses.fields(RunConfig)]
+    for key, value in d.items():
+        if key not in top:
+            raise _unknown(key, top, where)
+        if key in SECTIONS:
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: '{key}' must be a mapping of its fields")
+            section = getattr(cfg, key)
+            types = _field_types(SECTIONS[key])
+            for k, v in value.items():
+                if k not in types:
+                    raise _unknown(k, list(types), f"{where} section '{key}'")
+                setattr(section, k, _coerce(v, types[k], f"{key}.{k}"))
+        else:
+            setattr(cfg, key, _coerce(value, _field_types(RunConfig)[key], key))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Check choices and ranges; errors name the key and what to type instead."""
+    for (sec, key), allowed in CHOICES.items():
+        v = getattr(getattr(cfg, sec), key)
+        if v not in allowed:
+            raise ConfigError(f"'{sec}.{key}' is {v!r}; choose one of {', '.join(allowed)}")
+    if cfg.data.source == "jsonl" and not (cfg.data.path or cfg.data.train):
+        raise ConfigError("data.source=jsonl needs data.path (one file to split) or data.train/data.val/data.test")
+    if cfg.data.source == "jsonl" and cfg.data.path is None and not cfg.data.test:
+        raise ConfigError("data.train is set but data.test is not; give data.test=FILE (or data.path to split one file)")
+    total = sum(cfg.data.split.values())
+    if abs(total - 1.0) > 1e-6 or set(cfg.data.split) - {"train", "val", "test"}:
+        raise ConfigError(f"data.split must map train/val/test to fractions summing to 1, got {cfg.data.split}")
+    positive = [("train", "batch_size"), ("train", "grad_accum"), ("eval", "batch_size"), ("train", "max_length"),
+                ("eval", "max_new_tokens"), ("train", "lora_r")]
+    for sec, key in positive:
+        if getattr(getattr(cfg, sec), key) < 1:
+            raise ConfigError(f"'{sec}.{key}' must be >= 1")
+    if cfg.train.lr <= 0:
+        raise ConfigError("'train.lr' must be > 0")
+    from vlmtune.tasks import get_task  # noqa: F401  (import registers tasks)
+    from vlmtune.registry import TASKS
+
+    TASKS.get(cfg.data.task)
+
+
+def apply_overrides(d: dict, overrides: list[str]) -> dict:
+    """Apply `section.key=value` strings (values parsed as YAML) to a nested dict."""
+    d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
+    for ov in overrides:
+        if "=" not in ov:
+            raise ConfigError(f"override '{ov}' must look like key=value (e.g. train.epochs=3)")
+        key, raw = ov.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else ""
+        parts = key.strip().split(".")
+        if len(parts) == 1:
+            d[parts[0]] = value
+        elif len(parts) == 2:
+            d.setdefault(parts[0], {})
+            if not isinstance(d[parts[0]], dict):
+                d[parts[0]] = {}
+            d[parts[0]][parts[1]] = value
+        elif len(parts) == 3 and parts[0] == "data" and parts[1] == "split":
+            d.setdefault("data", {}).setdefault("split", {})[parts[2]] = value
+        else:
+            raise ConfigError(f"override key '{key}' must be 'field' or 'section.field'")
+    return d
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    d: dict = {}
+    where = "overrides"
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"recipe not found: {p}. Shipped recipes live in recipes/ (see `vlmtune ls`)")
+        try:
+            d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        where = str(p)
+    return from_dict(apply_overrides(d, overrides or []), where=where)
+
+
+def dump_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def describe_fields() -> str:
+    """Every config key with its default and help, for `--help` and the README."""
+    lines = []
+    for sec, cls in [("", RunConfig), *SECTIONS.items()]:
+        for f in dataclasses.fields(cls):
+            if f.name in SECTIONS:
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            key = f"{sec}.{f.name}" if sec else f.name
+            lines.append(f"  {key:<28} {default!r:<14} {f.metadata.get('help', '')}")
+    return "\n".join(lines)

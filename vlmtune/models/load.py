@@ -1,0 +1,170 @@
+"""Load any HF model + processor through the Auto classes; 4-bit; LoRA attach; adapter load/merge.
+
+    model, processor = load_model(ModelConfig(name="tiny"))                   # the built-in base
+    model, processor = load_model(ModelConfig(name="llava-hf/llava-1.5-7b-hf", load_in_4bit=True))
+
+The tiny base and a hub id go through the same `from_pretrained` path; only the name differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from vlmtune.config import ModelConfig
+from vlmtune.errors import ConfigError
+
+_LINEAR_CLASSES = ("Linear", "Linear4bit", "Linear8bitLt")
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP = ("gate_proj", "up_proj", "down_proj", "fc1", "fc2", "linear_1", "linear_2")
+
+
+def resolve_name(cfg: ModelConfig, *, log=print) -> str:
+    """'tiny' -> the cached tiny base directory (built on first use); anything else is passed through."""
+    if cfg.name == "tiny":
+        from vlmtune.models.tiny import TinyBaseConfig, build_base
+
+        tcfg = TinyBaseConfig(pretrain_examples=cfg.tiny_pretrain_examples, pretrain_epochs=cfg.tiny_pretrain_epochs)
+        return str(build_base(tcfg, log=log))
+    return cfg.name
+
+
+def pick_device(requested: str = "auto") -> tuple[str, str]:
+    """Return (device, reason)."""
+    import torch
+
+    if requested != "auto":
+        if requested == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("model.device=cuda but no CUDA GPU is visible; use model.device=auto or cpu")
+        return requested, "set by model.device"
+    if torch.cuda.is_available():
+        return "cuda", f"CUDA GPU found ({torch.cuda.get_device_name(0)})"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps", "Apple GPU (MPS) found"
+    return "cpu", "no GPU found"
+
+
+def pick_dtype(requested: str, device: str):
+    import torch
+
+    if requested != "auto":
+        return getattr(torch, requested), "set by model.dtype"
+    if device == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16, "GPU supports bf16"
+    return torch.float32, f"fp32 on {device}"
+
+
+def is_vision_model(path_or_id: str) -> bool:
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(path_or_id)
+    return hasattr(cfg, "vision_config") and cfg.vision_config is not None
+
+
+def load_model(cfg: ModelConfig, *, adapter: str | None = None, log=print) -> tuple[Any, Any]:
+    """Load (model, processor). For text-only models the processor is the tokenizer."""
+    import torch
+    from transformers import (AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer,
+                              BitsAndBytesConfig)
+
+    name = resolve_name(cfg, log=log)
+    device, why = pick_device(cfg.device)
+    dtype, dwhy = pick_dtype(cfg.dtype, device)
+    log(f"[model] {name} on {device} ({why}), dtype {str(dtype).replace('torch.', '')} ({dwhy})")
+    kw: dict[str, Any] = {"dtype": dtype}
+    if cfg.load_in_4bit:
+        kw["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype if dtype != torch.float32 else torch.float32,
+            # The vision tower and projector stay in full precision, as QLoRA recipes for VLMs do.
+            llm_int8_skip_modules=["vision_tower", "vision_model", "multi_modal_projector", "lm_head", "visual"])
+        kw["device_map"] = {"": device if device != "cpu" else "cpu"}
+    try:
+        vision = is_vision_model(name)
+    except OSError as e:
+        raise ConfigError(f"cannot load model '{name}': {e}. Give a local directory, 'tiny', or a hub id "
+                          "(hub ids need network access or a populated HF cache)") from None
+    if vision:
+        processor = AutoProcessor.from_pretrained(name)
+        model = AutoModelForImageTextToText.from_pretrained(name, **kw)
+    else:
+        processor = AutoTokenizer.from_pretrained(name)
+        model = AutoModelForCausalLM.from_pretrained(name, **kw)
+    tok = getattr(processor, "tokenizer", processor)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token  # generation and batching need a pad id; eos is the usual choice
+    if not cfg.load_in_4bit:
+        model.to(device)
+    if adapter:
+        from peft import PeftModel
+
+        if not (Path(adapter) / "adapter_config.json").exists():
+            raise ConfigError(f"--adapter {adapter}: no adapter_config.json there (expected a PEFT adapter dir, "
+                              "e.g. runs/<name>/adapter)")
+        model = PeftModel.from_pretrained(model, adapter)
+        log(f"[model] adapter {adapter}")
+    model.eval()
+    return model, processor
+
+
+def lora_target_modules(model, target: str = "language", modules: str = "attention+mlp") -> list[str]:
+    """Full names of the linear layers that get LoRA.
+
+    target: language (text model only) | language+projector | all (also the vision tower).
+    modules: attention | mlp | attention+mlp (by the usual projection names).
+    """
+    wanted = (ATTENTION if "attention" in modules else ()) + (MLP if "mlp" in modules else ())
+    names = []
+    for name, mod in model.named_modules():
+        if type(mod).__name__ not in _LINEAR_CLASSES or name.endswith("lm_head"):
+            continue
+        in_vision = any(k in name for k in ("vision_tower", "vision_model", "visual."))
+        in_proj = "multi_modal_projector" in name or ".merger." in name
+        if in_proj:
+            if target in ("language+projector", "all"):
+                names.append(name)
+            continue
+        if in_vision and target != "all":
+            continue
+        if name.split(".")[-1] in wanted:
+            names.append(name)
+    if not names:
+        raise ConfigError(f"no linear layers match train.lora_target={target} train.lora_modules={modules} "
+                          f"in {type(model).__name__}")
+    return names
+
+
+def dir_hash(path: str | Path | None) -> str | None:
+    """Content hash of a model/adapter directory (weights and configs). Large files: size + head + tail."""
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.exists():
+        return f"name:{path}"
+    h = hashlib.sha256()
+    for f in sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith(".")):
+        if f.suffix not in (".safetensors", ".bin", ".json", ".model", ".txt", ".jinja", ".gguf"):
+            continue
+        h.update(str(f.relative_to(p)).encode())
+        size = f.stat().st_size
+        h.update(str(size).encode())
+        with open(f, "rb") as fh:
+            if size <= 64 << 20:
+                h.update(fh.read())
+            else:
+                h.update(fh.read(1 << 20))
+                fh.seek(-(1 << 20), os.SEEK_END)
+                h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
+def text_hash(s: str | None) -> str | None:
+    return None if s is None else hashlib.sha256(s.encode()).hexdigest()[:16]
+
+
+def chat_template_of(processor) -> str | None:
+    t = getattr(processor, "chat_template", None) or getattr(getattr(processor, "tokenizer", None), "chat_template", None)
+    return t if isinstance(t, str) else (json.dumps(t, sort_keys=True) if t else None)

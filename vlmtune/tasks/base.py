@@ -1,0 +1,29 @@
+"""The task contract: a task turns a model's raw text into a structured answer and scores it.
+
+A task is a small object with four things (compose by wrapping, no inheritance chains needed):
+
+    name: str                                   # registry key, also Example.task
+    parse(text, example) -> Parsed              # raw generation -> structured answer, or a counted failure
+    correct(value, example) -> bool             # is a parsed answer right (exact match for closed sets)
+    metrics(rows) -> dict                       # rows = prediction rows (below) -> metrics dict (below)
+
+A prediction row (one per line of predictions.jsonl):
+    {"id": str, "prediction": str (raw model text), "parsed": value or null, "parse_ok": bool,
+     "target": gold value, "correct": bool, "images": [abs paths], "prompt": str (user text)}
+
+A metrics dict (metrics.json["metrics"]): name -> {"value": float, "ci": [lo, hi], "n": int}
+plus task-specific extras under other keys (e.g. "confusion": {"labels": [...], "matrix": [[...]]}).
+Parse failures are never replaced by a guess: they count as wrong and are reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Parsed:
+    value: Any          # the structured answer (int for count, label str for classify, ...); None on failure
+    ok: bool            # False = parse failure (counted, reported with the raw text)
+    raw: str            # the text that was parsed

@@ -1,0 +1,215 @@
+"""Task "count": the answer is a non-negative integer ("How many people are in this frame?").
+
+Parsing rule: the FIRST number mentioned in the text is the answer; no number -> a parse failure
+(never a guess). What counts as a number, scanning left to right:
+  - digits: "3", "3.", "3개", "3명" (Hangul glued to digits is fine), "1,204", "3.0"; a non-integer
+    such as "2.5" is a failure (a count is whole).
+  - English words (any case): zero, one .. nineteen, twenty .. ninety, "twenty-one" / "twenty one";
+    "none", "nobody" -> 0; "no" -> 0 only as a determiner ("no red shapes"), not "No, ...", "No." or "no more than".
+  - Korean native numerals (하나/한, 둘/두, 셋/세, 넷/네, 다섯 .. 아홉, 열, 스물/스무, 서른 .. 아흔 and
+    compounds such as 열두, 스물한). Free forms (하나, 둘, 셋, 다섯, ...) count on their own or
+    with a particle/copula ("셋입니다"); the bound forms 한/두/세/네/스무 count only before a counter
+    ("세 개", "두명이"), because alone they are ordinary words (네 = "yes", 세 = "age/tax", 한 = "one/Han").
+  - Korean Sino numerals (영, 일 .. 구, 십, 백 and compounds such as 이십삼): multi-syllable ones and
+    십/영 count on their own or with a counter; other single syllables (일, 이, 삼, ..., 백) count
+    only glued to or followed by 개/명, or as the whole answer ("삼."), because alone or glued to
+    other counters they are other words (이 = "this", 이번 = "this time", 사장 = "boss", 사명 = "mission").
+  - Korean "none": "없음/없습니다/없어요..." -> 0, and "하나도 없다", "한 명도 없어요" -> 0.
+Negation and hedging are not understood: "not 3 but 4" parses as 3. Ordinals ("셋째", "first")
+are not counts.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+from vlmtune.eval.metrics.counting import count_metrics
+from vlmtune.registry import TASKS
+from vlmtune.tasks.base import Parsed
+
+# --- English -------------------------------------------------------------------------------------
+_EN_UNITS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen".split())}
+_EN_TENS = {w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
+_EN_ZERO = {"none": 0, "nobody": 0}
+_EN_NOT_DETERMINER = {"more", "fewer", "less", "than"}  # "no more than 5" is not zero
+
+# --- Korean --------------------------------------------------------------------------------------
+_KO_UNIT_FREE = {"하나": 1, "둘": 2, "셋": 3, "넷": 4, "다섯": 5, "여섯": 6, "일곱": 7, "여덟": 8, "아홉": 9}
+_KO_UNIT_BOUND = {"한": 1, "두": 2, "세": 3, "네": 4, "다섯": 5, "여섯": 6, "일곱": 7, "여덟": 8, "아홉": 9}
+_KO_TENS_FREE = {"열": 10, "스물": 20, "서른": 30, "마흔": 40, "쉰": 50, "예순": 60, "일흔": 70, "여든": 80, "아흔": 90}
+_KO_TENS_BOUND = {**_KO_TENS_FREE, "스무": 20}
+
+
+def _native_forms() -> dict[str, tuple[int, bool]]:
+    """Every native numeral string -> (value, free). free=False: only valid before a counter."""
+    forms: dict[str, tuple[int, bool]] = {}
+    for w, v in _KO_UNIT_BOUND.items():
+        forms[w] = (v, False)
+    for w, v in _KO_UNIT_FREE.items():
+        forms[w] = (v, True)
+    for tw, tv in _KO_TENS_BOUND.items():
+        forms.setdefault(tw, (tv, False))
+        if tw == "스무":
+            continue  # 스무 is 20 only; 21 is 스물하나 / 스물한
+        for uw, uv in _KO_UNIT_BOUND.items():
+            forms.setdefault(tw + uw, (tv + uv, False))
+        for uw, uv in _KO_UNIT_FREE.items():
+            forms[tw + uw] = (tv + uv, True)
+    for tw, tv in _KO_TENS_FREE.items():
+        forms[tw] = (tv, True)
+    return forms
+
+
+_SINO_DIGITS = ["", "일", "이", "삼", "사", "오", "육", "칠", "팔", "구"]
+
+
+def _sino_forms() -> dict[str, int]:
+    """Sino-Korean numerals 0..999: 영, 일 .. 구, 십, 이십삼, 백, 삼백오 ..."""
+    forms = {"영": 0}
+    for v in range(1, 1000):
+        h, t, u = v // 100, (v // 10) % 10, v % 10
+        s = (_SINO_DIGITS[h] if h > 1 else "") + ("백" if h else "")
+        s += (_SINO_DIGITS[t] if t > 1 else "") + ("십" if t else "")
+        s += _SINO_DIGITS[u]
+        forms[s] = v
+    return forms
+
+
+_NATIVE = _native_forms()
+_SINO = _sino_forms()
+_MAX_NUMERAL = max(map(len, list(_NATIVE) + list(_SINO)))
+
+# Counters (classifiers) that follow a numeral: 개 items, 명/사람/분 people, 마리 animals, 대 machines ...
+_COUNTERS = ("개", "명", "마리", "사람", "분", "대", "장", "권", "채", "척", "송이", "그루", "병", "잔",
+             "켤레", "벌", "가지", "군데", "곳", "살", "번", "칸", "줄", "쌍", "알", "조각", "점")
+# Particles / copulas that may be glued after a numeral or counter ("세 개입니다", "셋이에요").
+_ENDINGS = ("입니다", "이에요", "예요", "이요", "이다", "이야", "이고", "이며", "인데", "이네요", "네요",
+            "이랑", "정도", "가량", "밖에", "까지", "부터", "만큼", "으로", "이", "가", "은", "는", "을", "를",
+            "의", "도", "만", "뿐", "씩", "쯤", "요", "야", "임", "인", "로", "과", "와", "랑")
+_ENDINGS_RE = re.compile("(?:" + "|".join(_ENDINGS) + ")*")
+_COUNTER_RE = re.compile("(?:" + "|".join(sorted(_COUNTERS, key=len, reverse=True)) + ")")
+# Sino single syllables are ordinary words too often; these glued forms are words, not counts.
+# Only these endings of 없- mean "there is none" (없이 = "without", 없는 = "lacking" are left alone).
+_NONE_RE = re.compile("없(?:음|습니다|어요|어|다|네요|고|으며|는데)$")
+_SINO_WORDS = {"일명", "이명", "사명", "오명", "구명"}  # "aka", "tinnitus", "mission", "disgrace", "rescue"
+
+# One scan finds candidates left to right: digits, ASCII words, Hangul runs.
+_TOKEN_RE = re.compile(r"(?P<num>\d+(?:,\d{3}(?!\d))*(?:\.\d+)?)|(?P<en>[A-Za-z]+)|(?P<ko>[가-힣]+)")
+_PUNCT_RE = re.compile(r"[\s.,!?;:。、'\"()\[\]]+")
+
+
+def _after_counter(rest: str) -> str | None:
+    """If `rest` is a counter plus endings ("개입니다"), return the endings; else None."""
+    m = _COUNTER_RE.match(rest)
+    if not m:
+        return None
+    tail = rest[m.end():]
+    return tail if _ENDINGS_RE.fullmatch(tail) else None
+
+
+def _is_none_after(endings: str, following: str) -> bool:
+    """'하나도 없다' / '한 명도 없어요': a numeral + 도 then 없... means zero."""
+    return endings.endswith("도") and following.startswith("없")
+
+
+def _korean(run: str, text: str, end: int) -> int | None:
+    """Value of a Hangul run (maybe with the counter in the next word), or None if it is no number."""
+    if _NONE_RE.match(run):  # 없음, 없습니다, 없어요: "there is none"
+        return 0
+    nxt = re.match(r"\s+([가-힣]+)", text[end:])
+    next_run = nxt.group(1) if nxt else ""
+    following = text[end:].lstrip()
+    after_next = text[end + nxt.end():].lstrip() if nxt else ""
+    for k in range(min(len(run), _MAX_NUMERAL), 0, -1):  # longest numeral prefix first: 일곱 before 일
+        head, rest = run[:k], run[k:]
+        if head in _NATIVE:
+            value, free = _NATIVE[head]
+            if rest:
+                ends = _after_counter(rest)
+                if ends is None and free and _ENDINGS_RE.fullmatch(rest):
+                    ends = rest
+                if ends is not None:
+                    return 0 if _is_none_after(ends, following) else value
+            else:
+                ends = _after_counter(next_run)
+                if ends is not None:
+                    return 0 if _is_none_after(ends, after_next) else value
+                if free:
+                    return value
+        if head in _SINO:
+            value = _SINO[head]
+            strong = len(head) > 1 or head in ("영", "십")
+            if rest:
+                ends = _after_counter(rest)
+                if ends is not None and (strong or (rest[0] in "개명" and head + rest[0] not in _SINO_WORDS)):
+                    return value
+                if strong and head != "영" and _ENDINGS_RE.fullmatch(rest):
+                    return value
+            else:
+                ends = _after_counter(next_run)
+                # "이 개" reads as "this dog", so a spaced counter after 이 is not a count
+                if ends is not None and (strong or (next_run[0] in "개명" and head != "이")):
+                    return value
+                if strong:
+                    return value
+    return None
+
+
+def _english(word: str, text: str, end: int) -> int | None:
+    w = word.lower()
+    if w in _EN_ZERO:
+        return 0
+    if w == "no":  # "no red shapes" -> 0; "No, ..." / "No." is an interjection, not a count
+        m = re.match(r"\s+([A-Za-z]+)", text[end:])
+        return 0 if m and m.group(1).lower() not in _EN_NOT_DETERMINER else None
+    if w in _EN_UNITS:
+        return _EN_UNITS[w]
+    if w in _EN_TENS:
+        m = re.match(r"[-\s]([A-Za-z]+)", text[end:])  # twenty-one / twenty one
+        unit = _EN_UNITS.get(m.group(1).lower(), 0) if m else 0
+        return _EN_TENS[w] + (unit if 0 < unit < 10 else 0)
+    return None
+
+
+def parse_count(text: str) -> Parsed:
+    """The first number mentioned in `text` (see the module docstring); Parsed(None, False, text) if none."""
+    text = text or ""
+    bare = _PUNCT_RE.sub("", text)
+    # A lone Sino numeral is an answer ("삼."), though inside a sentence it is usually another word.
+    if bare in _SINO:
+        return Parsed(_SINO[bare], True, text)
+    for m in _TOKEN_RE.finditer(text):
+        if m.group("num") is not None:
+            num = float(m.group("num").replace(",", ""))
+            if not num.is_integer():
+                return Parsed(None, False, text)  # "2.5": the first number is not a count; do not round
+            return Parsed(int(num), True, text)
+        if m.group("en") is not None:
+            value = _english(m.group("en"), text, m.end())
+        else:
+            value = _korean(m.group("ko"), text, m.end())
+        if value is not None:
+            return Parsed(value, True, text)
+    return Parsed(None, False, text)
+
+
+@TASKS.register("count", help="count objects in an image; answer is an integer")
+class CountTask:
+    """Counting: target is an int; the first number in the answer is the prediction."""
+
+    name = "count"
+
+    def parse(self, text: str, example: Any = None) -> Parsed:
+        return parse_count(text)
+
+    def correct(self, value: Any, example: Any) -> bool:
+        return value is not None and int(value) == int(example.target)
+
+    def metrics(self, rows: Sequence[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+        """Metrics dict from prediction rows (failures: parse_ok false or parsed null)."""
+        gold = [int(r["target"]) for r in rows]
+        pred = [int(r["parsed"]) if r.get("parse_ok") and r.get("parsed") is not None else None for r in rows]
+        return count_metrics(gold, pred, n_boot=n_boot, seed=seed)

@@ -1,0 +1,216 @@
+"""Fine-tuning on `transformers.Trainer`: LoRA (PEFT) or full, generation-based validation, exact resume.
+
+    result = train("runs/q/base", train_examples, val_examples, "runs/q", TrainConfig(), task=get_task("count"))
+
+Shape of the job: set up (load, attach LoRA, encode data, build Trainer) -> run (Trainer.train,
+resuming from the last checkpoint when asked) -> clean up (save adapter + processor + history).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from vlmtune.config import ModelConfig, TrainConfig
+from vlmtune.data.example import Example, atomic_write_json
+from vlmtune.train.collate import Collator, EncodedDataset, EncodeSettings
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path                    # adapter dir (LoRA) or model dir (full), with the processor
+    steps: int
+    final_loss: float | None
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+    train_loss_tokens: int = 0
+    trainable_params: int = 0
+    total_params: int = 0
+
+
+class VlmTrainer(Trainer):
+    """Trainer that logs the number of loss tokens per batch and validates by generating answers."""
+
+    def __init__(self, *args, gen_eval=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._gen_eval = gen_eval
+        self._loss_tokens = 0
+        self._loss_batches = 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training:
+            self._loss_tokens += int((inputs["labels"] != -100).sum())
+            self._loss_batches += 1
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs and self._loss_batches:
+            logs["loss_tokens_per_batch"] = round(self._loss_tokens / self._loss_batches, 2)
+            self._loss_tokens = self._loss_batches = 0
+        super().log(logs, *args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        metrics = super().evaluate(*args, **kwargs)
+        if self._gen_eval is not None:
+            gen = self._gen_eval(self.model)
+            self.log(gen)
+            metrics.update(gen)
+        return metrics
+
+
+class StopAtStep(TrainerCallback):
+    """Stop after `step` optimizer steps (after that step's checkpoint): simulates an interrupted run in tests."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+def make_generation_eval(processor, examples: list[Example], task, batch_size: int = 32, max_new_tokens: int = 16):
+    """A function model -> {"eval_accuracy": ..., "eval_parse_failure_rate": ...} on the validation examples."""
+    from vlmtune.infer.generate import generate
+
+    def run(model) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        texts = generate(model, processor, examples, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                         progress=False)
+        if was_training:
+            model.train()
+        parsed = [task.parse(t, ex) for t, ex in zip(texts, examples)]
+        correct = [p.ok and task.correct(p.value, ex) for p, ex in zip(parsed, examples)]
+        return {"eval_accuracy": sum(correct) / max(1, len(correct)),
+                "eval_parse_failure_rate": sum(not p.ok for p in parsed) / max(1, len(parsed))}
+
+    return run
+
+
+def attach_lora(model, tcfg: TrainConfig):
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    from vlmtune.models.load import lora_target_modules
+
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=tcfg.gradient_checkpointing)
+    targets = lora_target_modules(model, tcfg.lora_target, tcfg.lora_modules)
+    lcfg = LoraConfig(r=tcfg.lora_r, lora_alpha=tcfg.lora_alpha, lora_dropout=tcfg.lora_dropout,
+                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(model, lcfg)
+
+
+def count_params(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def training_arguments(out_dir: Path, tcfg: TrainConfig, *, has_val: bool, device: str, dtype) -> TrainingArguments:
+    per_epoch = tcfg.eval_steps == 0
+    return TrainingArguments(
+        output_dir=str(out_dir / "checkpoints"),
+        per_device_train_batch_size=tcfg.batch_size,
+        per_device_eval_batch_size=tcfg.batch_size,
+        gradient_accumulation_steps=tcfg.grad_accum,
+        num_train_epochs=tcfg.epochs,
+        max_steps=tcfg.max_steps,
+        learning_rate=tcfg.lr,
+        weight_decay=tcfg.weight_decay,
+        warmup_steps=tcfg.warmup_ratio,  # a float < 1 is a ratio of the total steps
+        lr_scheduler_type=tcfg.lr_scheduler,
+        logging_steps=tcfg.logging_steps,
+        logging_first_step=True,
+        eval_strategy=("no" if not has_val else ("epoch" if per_epoch else "steps")),
+        eval_steps=None if per_epoch else tcfg.eval_steps,
+        save_strategy=("epoch" if tcfg.save_steps == 0 else "steps"),
+        save_steps=tcfg.save_steps or 500,
+        save_total_limit=2,
+        seed=tcfg.seed,
+        data_seed=tcfg.seed,
+        # TensorBoard is attached by train() with an explicit log dir (runs/<name>/logs), not through report_to.
+        report_to=[r for r in tcfg.report_to if r != "tensorboard"],
+        remove_unused_columns=False,   # the collator needs every field (pixel_values, labels)
+        label_names=["labels"],
+        dataloader_num_workers=0,
+        use_cpu=(device == "cpu"),
+        bf16=(dtype == torch.bfloat16),
+        fp16=(dtype == torch.float16),
+        gradient_checkpointing=tcfg.gradient_checkpointing,
+        disable_tqdm=False,
+        save_only_model=False,
+    )
+
+
+def train(model_path: str | Path, train_examples: list[Example], val_examples: list[Example], out_dir: str | Path,
+          tcfg: TrainConfig, *, model_cfg: ModelConfig | None = None, task=None, resume: bool = False,
+          gen_batch_size: int = 32, max_new_tokens: int = 16, callbacks: list | None = None,
+          progress: bool = True, log=print) -> TrainResult:
+    """Fine-tune the model at `model_path`; writes OUT/adapter (or OUT/model), OUT/checkpoints, OUT/logs."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from vlmtune.models.load import load_model
+
+    # --- set up -------------------------------------------------------------------------------------
+    t0 = time.time()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mcfg = ModelConfig(**{**(model_cfg.__dict__ if model_cfg else {}), "name": str(model_path)})
+    torch.manual_seed(tcfg.seed)  # LoRA init is random: seed it so runs (and resumes) are reproducible
+    model, processor = load_model(mcfg, log=log)
+    model.train()
+    if tcfg.method == "lora":
+        model = attach_lora(model, tcfg)
+    trainable, total = count_params(model)
+    log(f"[train] {tcfg.method}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
+    enc = EncodeSettings(loss_on=tcfg.loss_on, max_length=tcfg.max_length)
+    train_ds = EncodedDataset(processor, train_examples, enc, progress=progress)
+    val_ds = EncodedDataset(processor, val_examples, enc, progress=progress) if val_examples else None
+    log(f"[train] {len(train_ds)} train examples, {train_ds.loss_tokens} loss tokens "
+        f"({tcfg.loss_on} tokens; image and padding tokens excluded)")
+    tok = getattr(processor, "tokenizer", processor)
+    gen_eval = None
+    if task is not None and val_examples:
+        subset = val_examples[: tcfg.val_max_examples]
+        gen_eval = make_generation_eval(processor, subset, task, gen_batch_size, max_new_tokens)
+    device = str(next(model.parameters()).device.type)
+    args = training_arguments(out, tcfg, has_val=val_ds is not None, device=device,
+                              dtype=next(model.parameters()).dtype)
+    callbacks = list(callbacks or [])
+    if "tensorboard" in tcfg.report_to:
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+
+        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(out / "logs"))))
+    trainer = VlmTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+                         data_collator=Collator(tok.pad_token_id), processing_class=processor,
+                         callbacks=callbacks, gen_eval=gen_eval)
+    # --- run ----------------------------------------------------------------------------------------
+    last = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).exists() else None
+    if resume:
+        log(f"[train] resuming from {last}" if last else "[train] --resume: no checkpoint yet, starting fresh")
+    trainer.train(resume_from_checkpoint=last)
+    # --- clean up -----------------------------------------------------------------------------------
+    final_dir = out / ("adapter" if tcfg.method == "lora" else "model")
+    trainer.save_model(str(final_dir))
+    processor.save_pretrained(str(final_dir))
+    history = trainer.state.log_history
+    atomic_write_json(out / "train_history.json", history)
+    losses = [h["loss"] for h in history if "loss" in h]
+    return TrainResult(output_dir=final_dir, steps=trainer.state.global_step,
+                       final_loss=losses[-1] if losses else None, seconds=time.time() - t0, history=history,
+                       train_loss_tokens=train_ds.loss_tokens, trainable_params=trainable, total_params=total)
+
+
+def load_history(path: str | Path) -> list[dict[str, Any]]:
+    p = Path(path)
+    return json.loads(p.read_text()) if p.exists() else []
