@@ -35,8 +35,9 @@ _LEAD_IN = re.compile(
     r"^[\W_]*(?:(?:the\s+)?(?:final\s+)?(?:answer|label|category|class|prediction)(?:\s+is)?\s*[:\-]?"
     r"|(?:정답|답|분류|결과)\s*(?:은|는|:)"
     r")?[\W_]*")
+_OPENERS = " \t\n*\"'“‘(["  # markdown bold, quotes, brackets before the answer
 # After the first label: optional glued Hangul (particle/copula), then a sentence end.
-_SENTENCE_END = re.compile(rf"[{_HANGUL}]*[ \t]*(?:[.!?。\n]|$)")
+_SENTENCE_END = re.compile(rf"[{_HANGUL}]*[*\"'”’)\]]*[ \t]*(?:[.!?。\n]|$)")
 
 
 def normalize(text: str) -> str:
@@ -93,7 +94,7 @@ def parse_label(text: str, labels: Sequence[Any]) -> Parsed:
     if len(found) == 1:
         return Parsed(labels[found[0]], True, text)
     start, end, first = min(spans)
-    opens = start == _LEAD_IN.match(body).end()
+    opens = start in (_LEAD_IN.match(body).end(), len(body) - len(body.lstrip(_OPENERS)))
     if opens and _SENTENCE_END.match(body, end):
         return Parsed(labels[first], True, text)
     return Parsed(None, False, text)

@@ -145,7 +145,7 @@ def training_arguments(out_dir: Path, tcfg: TrainConfig, *, has_val: bool, devic
         use_cpu=(device == "cpu"),
         bf16=(dtype == torch.bfloat16),
         fp16=(dtype == torch.float16),
-        gradient_checkpointing=tcfg.gradient_checkpointing,
+        activation_checkpointing=tcfg.gradient_checkpointing,
         disable_tqdm=False,
         save_only_model=False,
     )

@@ -1,0 +1,28 @@
+"""Shared fixtures: a micro random-weight LLaVA built from the tiny config (no downloads), and small datasets."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+MICRO = dict(vision_hidden=32, vision_layers=1, text_hidden=48, text_layers=1, heads=2, vocab_size=400)
+
+
+@pytest.fixture(scope="session")
+def micro_model_dir(tmp_path_factory):
+    """A randomly initialised micro LLaVA saved with save_pretrained (loads through the Auto classes)."""
+    from vlmtune.models.tiny import TinyBaseConfig, save_untrained
+
+    return save_untrained(TinyBaseConfig(**MICRO), tmp_path_factory.mktemp("micro") / "model")
+
+
+@pytest.fixture(scope="session")
+def count_data(tmp_path_factory):
+    from vlmtune.data.example import load_jsonl
+    from vlmtune.data.synth import synthesize
+
+    path = synthesize("count", 48, tmp_path_factory.mktemp("count"), seed=1, progress=False)
+    return load_jsonl(path)

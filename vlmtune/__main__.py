@@ -1,0 +1,3 @@
+from vlmtune.cli import main
+import sys
+sys.exit(main())

@@ -1,0 +1,292 @@
+"""The command line: one function per verb, no logic of its own. `vlmtune VERB --help` shows each verb's example.
+
+    vlmtune quickstart
+    vlmtune run recipes/quickstart.yaml train.epochs=3
+    vlmtune eval --model tiny --data runs/quickstart/data/test.jsonl --task count --out runs/base-eval
+    vlmtune compare runs/quickstart/zero_shot runs/quickstart/finetuned --out runs/cmp
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from vlmtune.errors import VlmtuneError
+
+
+def cmd_quickstart(a: argparse.Namespace) -> int:
+    """Fine-tune the tiny built-in VLM on synthetic counting and report the gain (CPU, a few minutes).
+
+    Example: vlmtune quickstart
+             vlmtune quickstart train.epochs=3 name=quickstart-long
+    """
+    from vlmtune.config import load_config
+    from vlmtune.pipeline import run_pipeline
+
+    cfg = load_config(None, ["name=quickstart", *a.overrides])
+    run_pipeline(cfg, resume=a.resume, overwrite=not a.resume, progress=not a.quiet)
+    return 0
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    """Run a recipe end to end: data -> zero-shot eval -> fine-tune -> eval -> report.
+
+    Example: vlmtune run recipes/quickstart.yaml
+             vlmtune run recipes/quickstart.yaml name=q2 train.epochs=1 data.n=400   # CPU, ~1 minute
+    """
+    from vlmtune.config import load_config
+    from vlmtune.pipeline import run_pipeline
+
+    cfg = load_config(a.recipe, a.overrides)
+    run_pipeline(cfg, resume=a.resume, overwrite=a.overwrite, progress=not a.quiet)
+    return 0
+
+
+def cmd_validate(a: argparse.Namespace) -> int:
+    """Check a recipe (keys, types, choices, task) without running anything.
+
+    Example: vlmtune validate recipes/quickstart.yaml
+    """
+    from vlmtune.config import dump_yaml, load_config
+
+    cfg = load_config(a.recipe, a.overrides)
+    print(dump_yaml(cfg), end="")
+    print(f"OK: {a.recipe} is valid")
+    return 0
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    """Fine-tune only (no evaluation stages): writes runs/<name>/adapter.
+
+    Example: vlmtune train recipes/quickstart.yaml name=train-only train.epochs=1
+    """
+    from dataclasses import replace
+
+    from vlmtune.config import load_config
+    from vlmtune.models.load import resolve_name
+    from vlmtune.pipeline import prepare_data
+    from vlmtune.tasks import get_task
+    from vlmtune.train.trainer import train
+
+    cfg = load_config(a.recipe, a.overrides)
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    splits = prepare_data(cfg, run_dir, progress=not a.quiet)
+    model_path = resolve_name(cfg.model)
+    res = train(model_path, splits["train"], splits["val"], run_dir, cfg.train,
+                model_cfg=replace(cfg.model, name=model_path), task=get_task(cfg.data.task), resume=a.resume,
+                progress=not a.quiet)
+    print(f"trained {res.steps} steps in {res.seconds:.0f}s -> {res.output_dir}")
+    return 0
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    """Evaluate a model (optionally with an adapter) on a JSONL test file.
+
+    Example: vlmtune eval --model tiny --adapter runs/quickstart/adapter \\
+                 --data runs/quickstart/data/test.jsonl --out runs/eval-ft
+    """
+    from vlmtune.config import ModelConfig
+    from vlmtune.data.example import load_jsonl
+    from vlmtune.eval.run import evaluate
+    from vlmtune.models.load import load_model, resolve_name
+    from vlmtune.registry import TASKS
+    from vlmtune.tasks import get_task
+
+    examples = load_jsonl(a.data, known_tasks=TASKS.names())
+    if not examples:
+        raise VlmtuneError(f"{a.data}: no records")
+    task_name = a.task or examples[0].task
+    mcfg = ModelConfig(name=a.model, load_in_4bit=a.load_in_4bit, dtype=a.dtype, device=a.device)
+    path = resolve_name(mcfg)
+    model, processor = load_model(ModelConfig(**{**mcfg.__dict__, "name": path}), adapter=a.adapter)
+    out = Path(a.out or Path("runs") / f"eval-{Path(a.data).stem}")
+    evaluate(model, processor, examples, get_task(task_name), out, label=a.label or ("fine-tuned" if a.adapter
+             else "base"), model_name=a.model, model_path=path, adapter=a.adapter, batch_size=a.batch_size,
+             max_new_tokens=a.max_new_tokens, progress=not a.quiet)
+    return 0
+
+
+def cmd_compare(a: argparse.Namespace) -> int:
+    """Compare two evaluations (a baseline and a candidate): metrics with CIs, McNemar, flipped examples.
+
+    Example: vlmtune compare runs/quickstart/zero_shot runs/quickstart/finetuned --out runs/cmp
+    """
+    from vlmtune.eval.report import compare_runs, format_summary
+    from vlmtune.train.trainer import load_history
+
+    def eval_dir(p: str) -> Path:
+        d = Path(p)
+        if not (d / "metrics.json").exists() and (d / "finetuned" / "metrics.json").exists():
+            print(f"[compare] {d} is a run directory; using its finetuned/ evaluation")
+            return d / "finetuned"
+        return d
+
+    base, cand = eval_dir(a.baseline), eval_dir(a.candidate)
+    history = load_history(cand.parent / "train_history.json") or None
+    summary = compare_runs(base, cand, a.out, history=history, allow_mismatch=a.allow_mismatch)
+    print(format_summary(summary))
+    return 0
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    """Answer one question about one image.
+
+    Example: vlmtune predict --model tiny --adapter runs/quickstart/adapter \\
+                 --image runs/quickstart/data/source/images/count-000000.png --prompt "How many red shapes are there?"
+    """
+    from vlmtune.config import ModelConfig
+    from vlmtune.data.example import IMAGE_TOKEN, example_from_dict
+    from vlmtune.infer.generate import generate
+    from vlmtune.models.load import load_model, resolve_name
+
+    mcfg = ModelConfig(name=a.model, load_in_4bit=a.load_in_4bit, dtype=a.dtype, device=a.device)
+    path = resolve_name(mcfg)
+    model, processor = load_model(ModelConfig(**{**mcfg.__dict__, "name": path}), adapter=a.adapter)
+    images = [a.image] if a.image else []
+    content = (IMAGE_TOKEN + "\n" if a.image else "") + a.prompt
+    ex = example_from_dict({"id": "predict", "task": "predict", "images": images,
+                            "messages": [{"role": "user", "content": content}]}, base_dir=Path.cwd())
+    print(generate(model, processor, [ex], batch_size=1, max_new_tokens=a.max_new_tokens, progress=False)[0])
+    return 0
+
+
+def cmd_data(a: argparse.Namespace) -> int:
+    """Data tools: `synth` writes a shapes-world dataset; `inspect` validates a JSONL file and prints a summary.
+
+    Example: vlmtune data synth --task count --n 2000 --out data/count
+             vlmtune data inspect data/count/data.jsonl
+    """
+    if a.data_cmd == "synth":
+        from vlmtune.data.synth import synthesize
+
+        path = synthesize(a.task, a.n, a.out, seed=a.seed, image_size=a.image_size, progress=not a.quiet)
+        print(f"wrote {a.n} {a.task} examples to {path}")
+        return 0
+    from collections import Counter
+
+    from vlmtune.data.formats.jsonl import read_jsonl
+    from vlmtune.registry import TASKS
+
+    reader = read_jsonl(a.path, skip_invalid=a.skip_invalid, known_tasks=TASKS.names())
+    exs = list(reader)
+    tasks = Counter(e.task for e in exs)
+    targets = Counter(str(e.target) for e in exs)
+    print(json.dumps({"file": a.path, "records": len(exs), "rejected": reader.rejected, "tasks": dict(tasks),
+                      "images": sum(len(e.images) for e in exs), "targets": dict(targets.most_common(20))},
+                     indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_ls(a: argparse.Namespace) -> int:
+    """List tasks, data formats, models, recipes and config keys.
+
+    Example: vlmtune ls
+    """
+    import vlmtune.data.formats  # noqa: F401  (registers formats)
+    import vlmtune.tasks  # noqa: F401  (registers tasks)
+    from vlmtune.config import describe_fields
+    from vlmtune.registry import FORMATS, TASKS
+
+    print("tasks:")
+    for n, h in TASKS.describe():
+        print(f"  {n:<12} {h}")
+    print("data formats:")
+    for n, h in FORMATS.describe():
+        print(f"  {n:<12} {h}")
+    print("models:")
+    print("  tiny         the built-in tiny LLaVA (built and cached on first use)")
+    print("  <dir>        any local directory saved with save_pretrained")
+    print("  <hub id>     any transformers image-text-to-text or causal LM, e.g. llava-hf/llava-1.5-7b-hf")
+    recipes = Path("recipes")
+    if recipes.is_dir():
+        print("recipes:")
+        for r in sorted(recipes.glob("*.yaml")):
+            print(f"  {r}")
+    print("config keys (key=value overrides):")
+    print(describe_fields())
+    return 0
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="tiny", help="'tiny', a local directory, or a hub id (default: tiny)")
+    p.add_argument("--adapter", help="a PEFT adapter directory, e.g. runs/quickstart/adapter")
+    p.add_argument("--load-in-4bit", action="store_true", help="load the base in 4-bit nf4 (bitsandbytes)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--max-new-tokens", type=int, default=16)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vlmtune", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Run `vlmtune VERB --help` for a verb's options and an example.")
+    parser.add_argument("--version", action="version", version=f"vlmtune {__import__('vlmtune').__version__}")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, fn, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=fn.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(fn=fn)
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        return p
+
+    p = verb("quickstart", cmd_quickstart, "the whole pipeline on the built-in data and tiny model (CPU)")
+    p.add_argument("--resume", action="store_true", help="continue runs/quickstart instead of replacing it")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    for name, fn, help in [("run", cmd_run, "run a recipe end to end"),
+                           ("validate", cmd_validate, "check a recipe without running it"),
+                           ("train", cmd_train, "fine-tune only")]:
+        p = verb(name, fn, help)
+        p.add_argument("recipe", help="a recipe YAML, e.g. recipes/quickstart.yaml")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.epochs=3 model.name=DIR")
+        if name in ("run", "train"):
+            p.add_argument("--resume", action="store_true", help="keep finished stages, continue from the last checkpoint")
+        if name == "run":
+            p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p = verb("eval", cmd_eval, "evaluate a model on a JSONL file")
+    _model_args(p)
+    p.add_argument("--data", required=True, help="JSONL test file (canonical format)")
+    p.add_argument("--task", help="task name (default: the records' task)")
+    p.add_argument("--out", help="output evaluation directory (default: runs/eval-<data stem>)")
+    p.add_argument("--label", help="name shown in reports")
+    p.add_argument("--batch-size", type=int, default=32)
+    p = verb("compare", cmd_compare, "compare two evaluations and write a report")
+    p.add_argument("baseline", help="baseline evaluation directory (e.g. runs/q/zero_shot)")
+    p.add_argument("candidate", help="candidate evaluation directory (e.g. runs/q/finetuned)")
+    p.add_argument("--out", default="runs/compare", help="where report.md/report.html go (default: runs/compare)")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="compare even if prompts/decoding/data differ (differences are listed in the report)")
+    p = verb("predict", cmd_predict, "answer one question about one image")
+    _model_args(p)
+    p.add_argument("--image", help="an image file")
+    p.add_argument("--prompt", required=True, help="the question")
+    p = verb("data", cmd_data, "synthesize or inspect data")
+    dsub = p.add_subparsers(dest="data_cmd", required=True, metavar="CMD")
+    s = dsub.add_parser("synth", help="write a shapes-world dataset (PNG images + JSONL)")
+    s.add_argument("--task", default="count", help="count | classify | caption")
+    s.add_argument("--n", type=int, default=2000)
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--image-size", type=int, default=64)
+    s = dsub.add_parser("inspect", help="validate a JSONL file and summarise it")
+    s.add_argument("path")
+    s.add_argument("--skip-invalid", action="store_true", help="skip bad records, write them to PATH.rejects.jsonl")
+    verb("ls", cmd_ls, "list tasks, formats, models, recipes and config keys")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except VlmtuneError as e:
+        print(f"vlmtune: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
