@@ -94,7 +94,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from vlmtune.eval.run import evaluate
     from vlmtune.models.load import load_model, resolve_name
     from vlmtune.registry import TASKS
-    from vlmtune.tasks import get_task
+    from vlmtune.tasks import get_task  # importing registers the tasks
 
     examples = load_jsonl(a.data, known_tasks=TASKS.names())
     if not examples:
@@ -143,9 +143,12 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from vlmtune.infer.generate import generate
     from vlmtune.models.load import load_model, resolve_name
 
+    def log(msg: str) -> None:  # stdout carries only the answer, so it can be piped
+        print(msg, file=sys.stderr)
+
     mcfg = ModelConfig(name=a.model, load_in_4bit=a.load_in_4bit, dtype=a.dtype, device=a.device)
-    path = resolve_name(mcfg)
-    model, processor = load_model(ModelConfig(**{**mcfg.__dict__, "name": path}), adapter=a.adapter)
+    path = resolve_name(mcfg, log=log)
+    model, processor = load_model(ModelConfig(**{**mcfg.__dict__, "name": path}), adapter=a.adapter, log=log)
     images = [a.image] if a.image else []
     content = (IMAGE_TOKEN + "\n" if a.image else "") + a.prompt
     ex = example_from_dict({"id": "predict", "task": "predict", "images": images,
@@ -168,6 +171,7 @@ def cmd_data(a: argparse.Namespace) -> int:
         return 0
     from collections import Counter
 
+    import vlmtune.tasks  # noqa: F401  (registers tasks, so unknown task names are caught)
     from vlmtune.data.formats.jsonl import read_jsonl
     from vlmtune.registry import TASKS
 
@@ -271,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--image-size", type=int, default=64)
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s = dsub.add_parser("inspect", help="validate a JSONL file and summarise it")
     s.add_argument("path")
     s.add_argument("--skip-invalid", action="store_true", help="skip bad records, write them to PATH.rejects.jsonl")

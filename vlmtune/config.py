@@ -48,7 +48,7 @@ class ModelConfig:
     dtype: str = _f("auto", "auto | float32 | bfloat16 | float16 (auto: bf16 on a GPU that supports it, else fp32)")
     load_in_4bit: bool = _f(False, "QLoRA: load the base in 4-bit nf4 with double quantization (bitsandbytes)")
     device: str = _f("auto", "auto | cpu | cuda | mps")
-    tiny_pretrain_examples: int = _f(6000, "tiny: captions the base is pretrained on (enters the cache key)")
+    tiny_pretrain_examples: int = _f(4000, "tiny: captions the base is pretrained on (enters the cache key)")
     tiny_pretrain_epochs: int = _f(3, "tiny: pretraining epochs (enters the cache key)")
 
 
@@ -63,6 +63,7 @@ class TrainConfig:
     warmup_ratio: float = _f(0.05, "fraction of steps for linear warm-up")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     lr_scheduler: str = _f("linear", "transformers scheduler name: linear | cosine | constant ...")
+    freeze_vision: bool = _f(True, "method=full: keep the vision tower frozen (as LLaVA-style recipes do)")
     lora_r: int = _f(16, "LoRA rank")
     lora_alpha: int = _f(32, "LoRA alpha")
     lora_dropout: float = _f(0.05, "LoRA dropout")

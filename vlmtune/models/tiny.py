@@ -1,10 +1,15 @@
 """The tiny local base VLM: a real `LlavaForConditionalGeneration` built from a shrunk config.
 
-It has a small CLIP vision tower (64 px, 8 px patches -> 64 image tokens), a small Llama text model,
-a byte-level BPE tokenizer trained locally on shapes-world text, and a real chat template. It is
-pretrained briefly on shapes-world captions ("Describe the image." -> "three shapes: two red circles
-and one blue square.") so that it knows the images' vocabulary, but it never sees the downstream
-question formats. It is saved with `save_pretrained` and loads through `AutoProcessor` /
+It has a small CLIP vision tower (64 px, 16 px patches -> 16 image tokens, one per cell of the shapes
+world's 4x4 grid), a small Llama text model, a byte-level BPE tokenizer trained locally on
+shapes-world text, and a real chat template. It is built the way real VLMs are, in two stages:
+1. the vision tower is pretrained on its own (each patch token predicts the colour and kind of the
+   shape in its cell: the analogue of starting from a pretrained CLIP);
+2. with the vision tower frozen, the projector and language model are pretrained on shapes-world
+   captions ("Describe the image." -> "three shapes: two red circles and one blue square.").
+So it knows the images' vocabulary, but it never sees the downstream question formats. (Training the
+vision tower jointly from random init on captions alone collapses: the LM learns the caption prior
+and ignores the image; measured during development.) It is saved with `save_pretrained` and loads through `AutoProcessor` /
 `AutoModelForImageTextToText` exactly like a hub model.
 
 The build is deterministic (seeded) and cached under `$VLMTUNE_CACHE` (default ~/.cache/vlmtune),
@@ -45,21 +50,23 @@ TINY_TAG = "vlmtune-tiny-llava"
 class TinyBaseConfig:
     """How the tiny base is built. Every field enters the cache key."""
     image_size: int = 64
-    patch_size: int = 8
+    patch_size: int = 16
     vision_hidden: int = 128
     vision_layers: int = 3
     text_hidden: int = 192
     text_layers: int = 4
     heads: int = 4
     vocab_size: int = 640
-    pretrain_examples: int = 6000
+    vision_steps: int = 250
+    vision_lr: float = 2e-3
+    pretrain_examples: int = 4000
     pretrain_epochs: int = 3
-    pretrain_lr: float = 2e-3
+    pretrain_lr: float = 1e-3
     pretrain_batch_size: int = 32
     seed: int = 0
 
     def key(self) -> str:
-        blob = json.dumps({"tag": TINY_TAG, "v": 1, **asdict(self)}, sort_keys=True)
+        blob = json.dumps({"tag": TINY_TAG, "v": 2, **asdict(self)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -148,6 +155,43 @@ def save_untrained(cfg: TinyBaseConfig, out_dir: str | Path) -> Path:
     return out
 
 
+def pretrain_vision(model, processor, examples, cfg: TinyBaseConfig, *, progress: bool = True) -> float:
+    """Stage 1: train the vision tower so each patch token tells which shape (if any) is in its cell.
+
+    Uses the scene ground truth in shapes-world examples' meta. Returns the final loss.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from vlmtune.data.synth.shapes import COLORS, GRID, KINDS
+    from vlmtune.train.collate import load_image
+
+    if cfg.patch_size * GRID != cfg.image_size:
+        raise ValueError("the vision pretraining objective needs one patch per grid cell "
+                         f"(patch_size * {GRID} == image_size), got {cfg.patch_size} and {cfg.image_size}")
+    classes = {(c, k): 1 + i * len(KINDS) + j for i, c in enumerate(COLORS) for j, k in enumerate(KINDS)}
+    pixels = processor.image_processor([load_image(e.images[0]) for e in examples], return_tensors="pt")["pixel_values"]
+    labels = torch.zeros(len(examples), GRID * GRID, dtype=torch.long)  # [N, cells]; 0 = empty cell
+    for i, e in enumerate(examples):
+        for s in e.meta["scene"]["shapes"]:
+            labels[i, s["cell"]] = classes[(s["color"], s["kind"])]
+    tower = model.model.vision_tower
+    head = torch.nn.Linear(tower.config.hidden_size, 1 + len(classes))
+    params = list(tower.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.vision_lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    tower.train()
+    loss = torch.tensor(float("nan"))
+    for _ in tqdm(range(cfg.vision_steps), desc="pretrain vision", disable=not progress, leave=False):
+        idx = torch.randint(0, len(examples), (64,), generator=gen)
+        hidden = tower(pixels[idx], output_hidden_states=True).hidden_states[-1][:, 1:]  # [B, cells, D], CLS dropped
+        loss = torch.nn.functional.cross_entropy(head(hidden).flatten(0, 1), labels[idx].flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return float(loss.detach())
+
+
 def build_base(cfg: TinyBaseConfig | None = None, *, cache: str | Path | None = None, progress: bool = True,
                log=print) -> Path:
     """Return the directory of the pretrained tiny base, building and caching it on first use."""
@@ -165,13 +209,20 @@ def build_base(cfg: TinyBaseConfig | None = None, *, cache: str | Path | None = 
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="tiny-build-", dir=root))
     try:
-        init_dir = save_untrained(cfg, work / "init")
-        data = synthesize("caption", cfg.pretrain_examples, work / "captions", seed=10_000 + cfg.seed,
-                          image_size=cfg.image_size, progress=progress)
         from vlmtune.data.example import load_jsonl
 
+        data = synthesize("caption", cfg.pretrain_examples, work / "captions", seed=10_000 + cfg.seed,
+                          image_size=cfg.image_size, progress=progress)
         examples = load_jsonl(data)
-        settings = TrainConfig(method="full", epochs=cfg.pretrain_epochs, lr=cfg.pretrain_lr,
+        processor = build_processor(cfg)
+        model = build_model(cfg, processor.tokenizer)
+        vision_loss = pretrain_vision(model, processor, examples, cfg, progress=progress)
+        log(f"[tiny] stage 1: vision tower pretrained ({cfg.vision_steps} steps, cell loss {vision_loss:.4f})")
+        init_dir = work / "init"
+        model.save_pretrained(init_dir)
+        processor.save_pretrained(init_dir)
+        del model
+        settings = TrainConfig(method="full", freeze_vision=True, epochs=cfg.pretrain_epochs, lr=cfg.pretrain_lr,
                                batch_size=cfg.pretrain_batch_size, warmup_ratio=0.05, weight_decay=0.01,
                                seed=cfg.seed, logging_steps=25, max_length=160, lr_scheduler="cosine",
                                report_to=[])
@@ -179,13 +230,14 @@ def build_base(cfg: TinyBaseConfig | None = None, *, cache: str | Path | None = 
         out = work / "model"
         shutil.copytree(result.output_dir, out)
         meta = {"config": asdict(cfg), "key": cfg.key(), "seconds": round(time.time() - t0, 1),
-                "final_train_loss": result.final_loss, "steps": result.steps}
+                "vision_cell_loss": vision_loss, "final_caption_loss": result.final_loss, "steps": result.steps}
         (out / "vlmtune_build.json").write_text(json.dumps(meta, indent=2))
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
             shutil.rmtree(final)
         os.replace(out, final)  # atomic: a half-built base is never picked up from the cache
-        log(f"[tiny] built in {meta['seconds']:.0f}s (final caption loss {result.final_loss:.3f})")
+        log(f"[tiny] stage 2: caption pretraining, {result.steps} steps, final loss {result.final_loss:.3f}")
+        log(f"[tiny] built in {meta['seconds']:.0f}s")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return final

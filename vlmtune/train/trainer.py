@@ -170,6 +170,10 @@ def train(model_path: str | Path, train_examples: list[Example], val_examples: l
     model.train()
     if tcfg.method == "lora":
         model = attach_lora(model, tcfg)
+    elif tcfg.freeze_vision:
+        for name, p in model.named_parameters():
+            if any(k in name for k in ("vision_tower", "vision_model", "visual.")):
+                p.requires_grad_(False)
     trainable, total = count_params(model)
     log(f"[train] {tcfg.method}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
     enc = EncodeSettings(loss_on=tcfg.loss_on, max_length=tcfg.max_length)

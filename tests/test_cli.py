@@ -1,0 +1,116 @@
+"""End-to-end CLI runs on a micro model, the recipes, and the user-facing errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vlmtune.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quickstart_recipe_is_the_config_defaults():
+    from vlmtune.config import load_config
+
+    assert load_config(ROOT / "recipes" / "quickstart.yaml").to_dict() == load_config(None, ["name=quickstart"]).to_dict()
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_recipe_validates(recipe, capsys):
+    assert main(["validate", str(recipe)]) == 0
+    assert "is valid" in capsys.readouterr().out
+
+
+def _run_args(tmp_path, micro_model_dir, *extra):
+    return ["run", str(ROOT / "recipes" / "quickstart.yaml"), f"output_dir={tmp_path}", "name=e2e",
+            f"model.name={micro_model_dir}", "data.n=64", "train.max_steps=4", "train.batch_size=8",
+            "train.logging_steps=1", "eval.n_boot=200", "eval.max_new_tokens=4", "-q", *extra]
+
+
+def test_run_end_to_end_writes_the_run_directory(tmp_path, micro_model_dir, capsys):
+    assert main(_run_args(tmp_path, micro_model_dir)) == 0
+    run = tmp_path / "e2e"
+    for f in ["config.yaml", "data/train.jsonl", "data/val.jsonl", "data/test.jsonl",
+              "zero_shot/predictions.jsonl", "zero_shot/metrics.json", "zero_shot/fingerprint.json",
+              "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "adapter/processor_config.json",
+              "finetuned/predictions.jsonl", "finetuned/metrics.json", "finetuned/fingerprint.json",
+              "train_history.json", "report.md", "report.html", "comparison.json", "plots/loss.png"]:
+        assert (run / f).is_file(), f
+    assert list((run / "logs").glob("events.out.tfevents.*")), "no TensorBoard events"
+    test_ids = [json.loads(l)["id"] for l in (run / "data/test.jsonl").read_text().splitlines()]
+    preds = [json.loads(l) for l in (run / "finetuned/predictions.jsonl").read_text().splitlines()]
+    assert [p["id"] for p in preds] == test_ids and len(test_ids) == 8
+    m = json.loads((run / "finetuned/metrics.json").read_text())
+    assert m["n"] == 8 and m["mode"] == "generate" and m["decoding"]["strategy"] == "greedy"
+    acc = sum(p["correct"] for p in preds) / len(preds)
+    assert m["metrics"]["accuracy"]["value"] == pytest.approx(acc)
+    fz = json.loads((run / "zero_shot/fingerprint.json").read_text())
+    ff = json.loads((run / "finetuned/fingerprint.json").read_text())
+    assert fz["adapter"] is None and ff["adapter"] and fz["prompt_hash"] == ff["prompt_hash"]
+    history = json.loads((run / "train_history.json").read_text())
+    assert any("loss_tokens_per_batch" in h for h in history)
+    assert any("eval_accuracy" in h for h in history), "no generation-based validation was logged"
+    out = capsys.readouterr().out
+    assert "McNemar" in out and "report" in out
+
+    # The verbs work on their own on the run's artifacts.
+    assert main(["eval", "--model", str(micro_model_dir), "--adapter", str(run / "adapter"), "--data",
+                 str(run / "data/test.jsonl"), "--out", str(tmp_path / "ev"), "-q", "--max-new-tokens", "4"]) == 0
+    again = [json.loads(l) for l in (tmp_path / "ev/predictions.jsonl").read_text().splitlines()]
+    assert [a["prediction"] for a in again] == [p["prediction"] for p in preds]  # greedy = deterministic
+    assert main(["compare", str(run / "zero_shot"), str(tmp_path / "ev"), "--out", str(tmp_path / "cmp")]) == 0
+    assert (tmp_path / "cmp/report.html").is_file()
+    image = json.loads((run / "data/test.jsonl").read_text().splitlines()[0])["images"][0]
+    predict = ["predict", "--model", str(micro_model_dir), "--adapter", str(run / "adapter"), "--image",
+               str(run / "data" / image), "--prompt", preds[0]["prompt"].split("\n")[-1], "--max-new-tokens", "4"]
+    capsys.readouterr()
+    assert main(predict) == 0
+    # The same question through `predict` gives the same greedy answer as the evaluation did.
+    assert capsys.readouterr().out.rstrip("\n") == preds[0]["prediction"]
+
+
+def test_resume_keeps_finished_stages(tmp_path, micro_model_dir, capsys):
+    assert main(_run_args(tmp_path, micro_model_dir)) == 0
+    before = (tmp_path / "e2e/adapter/adapter_model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(_run_args(tmp_path, micro_model_dir, "--resume")) == 0
+    out = capsys.readouterr().out
+    assert "kept the finished training" in out
+    assert (tmp_path / "e2e/adapter/adapter_model.safetensors").read_bytes() == before
+    # Without --resume or --overwrite an existing run is not clobbered.
+    assert main(_run_args(tmp_path, micro_model_dir)) == 2
+
+
+def test_bad_inputs_fail_before_training_with_clear_errors(tmp_path, micro_model_dir, capsys):
+    recipe = str(ROOT / "recipes" / "quickstart.yaml")
+    assert main(["validate", recipe, "train.epcohs=3"]) == 2
+    assert "did you mean 'epochs'" in capsys.readouterr().err.lower()
+    assert main(["validate", recipe, "data.task=cuont"]) == 2
+    assert "Did you mean 'count'" in capsys.readouterr().err
+    assert main(["validate", recipe, "train.lora_target=vision"]) == 2
+    assert "choose one of" in capsys.readouterr().err
+    assert main(["validate", str(tmp_path / "nope.yaml")]) == 2
+    assert "recipe not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "task": "count", "messages": [{"role": "user", "content": "hi"}, '
+                   '{"role": "assistant", "content": "1"}], "target": 1}\n{not json\n')
+    assert main(["run", recipe, f"output_dir={tmp_path}", "name=bad", f"model.name={micro_model_dir}",
+                 "data.source=jsonl", f"data.path={bad}", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:2" in err and "not valid JSON" in err
+    assert not (tmp_path / "bad" / "adapter").exists()
+
+
+def test_data_synth_and_inspect_and_ls(tmp_path, capsys):
+    assert main(["data", "synth", "--task", "classify", "--n", "12", "--out", str(tmp_path / "d"), "-q"]) == 0
+    assert len(list((tmp_path / "d/images").glob("*.png"))) == 12
+    capsys.readouterr()
+    assert main(["data", "inspect", str(tmp_path / "d/data.jsonl")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["records"] == 12 and info["rejected"] == 0 and info["tasks"] == {"classify": 12}
+    assert main(["ls"]) == 0
+    out = capsys.readouterr().out
+    assert "count" in out and "classify" in out and "jsonl" in out and "train.lora_r" in out
