@@ -1,6 +1,6 @@
 """Training-loop throughput: vlmtune's `train()` vs TRL's `SFTTrainer`, same tiny model, data and LoRA.
 
-    cd /work/main && PYTHONPATH=. python benchmarks/train_throughput.py                  # CPU, ~2 minutes
+    cd /work/main && PYTHONPATH=. python benchmarks/train_throughput.py                  # CPU, 1-2 min when idle
     PYTHONPATH=. python benchmarks/train_throughput.py --steps 40 --batch-size 16 --repeats 3
 
 Both sides train a fresh random-init tiny LLaVA (`save_untrained(TinyBaseConfig())`, no cache, no download) on
@@ -214,8 +214,9 @@ def main() -> None:
         del model
         rows = trl_rows(examples)
         print(f"[bench] {len(examples)} count examples, {len(targets)} LoRA target modules, "
-              f"steps={a.steps} batch={a.batch_size} lr={a.lr} seed={a.seed}, CPU fp32, image {tiny.image_size}px / patch "
-              f"{tiny.patch_size}px = {(tiny.image_size // tiny.patch_size) ** 2} image tokens")
+              f"steps={a.steps} batch={a.batch_size} lr={a.lr} seed={a.seed}, CPU fp32, "
+              f"image {tiny.image_size}px / patch {tiny.patch_size}px = "
+              f"{(tiny.image_size // tiny.patch_size) ** 2} image tokens")
 
         # --- run: warm-up, then interleaved timed repeats ------------------------------------------------------
         mask = None

@@ -80,7 +80,9 @@ def load_model(cfg: ModelConfig, *, adapter: str | None = None, log=print) -> tu
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype if dtype != torch.float32 else torch.float32,
             # The vision tower and projector stay in full precision, as QLoRA recipes for VLMs do.
-            llm_int8_skip_modules=["vision_tower", "vision_model", "multi_modal_projector", "lm_head", "visual"])
+            # transformers matches these from the start of the module name (or as a suffix), hence ".*".
+            llm_int8_skip_modules=[rf".*{m}" for m in ("vision_tower", "vision_model", "multi_modal_projector",
+                                                       "visual")] + ["lm_head"])
         kw["device_map"] = {"": device if device != "cpu" else "cpu"}
     try:
         vision = is_vision_model(name)

@@ -6,7 +6,8 @@ shapes-world text, and a real chat template. It is built the way real VLMs are, 
 1. the vision tower is pretrained on its own (each patch token predicts the colour and kind of the
    shape in its cell: the analogue of starting from a pretrained CLIP);
 2. with the vision tower frozen, the projector and language model are pretrained on shapes-world
-   captions ("Describe the image." -> "three shapes: two red circles and one blue square.").
+   captions ("Describe the image." -> "three shapes: two red, zero green, one blue and zero yellow. two
+   red circles and one blue square.", half of them with digits: "3 shapes: 2 red, 0 green, ...").
 So it knows the images' vocabulary, but it never sees the downstream question formats. (Training the
 vision tower jointly from random init on captions alone collapses: the LM learns the caption prior
 and ignores the image; measured during development.) It is saved with `save_pretrained` and loads through `AutoProcessor` /
@@ -66,7 +67,7 @@ class TinyBaseConfig:
     seed: int = 0
 
     def key(self) -> str:
-        blob = json.dumps({"tag": TINY_TAG, "v": 2, **asdict(self)}, sort_keys=True)
+        blob = json.dumps({"tag": TINY_TAG, "v": 4, **asdict(self)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -224,7 +225,7 @@ def build_base(cfg: TinyBaseConfig | None = None, *, cache: str | Path | None = 
         del model
         settings = TrainConfig(method="full", freeze_vision=True, epochs=cfg.pretrain_epochs, lr=cfg.pretrain_lr,
                                batch_size=cfg.pretrain_batch_size, warmup_ratio=0.05, weight_decay=0.01,
-                               seed=cfg.seed, logging_steps=25, max_length=160, lr_scheduler="cosine",
+                               seed=cfg.seed, logging_steps=25, max_length=192, lr_scheduler="cosine",
                                report_to=[])
         result = train(init_dir, examples, [], work / "pretrain", settings, progress=progress, log=log)
         out = work / "model"

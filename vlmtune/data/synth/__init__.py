@@ -3,7 +3,8 @@
     vlmtune data synth --task count --n 2000 --out data/count
 
 Tasks:
-- caption:  "Describe the image." -> "three shapes: two red circles and one blue square."
+- caption:  "Describe the image." -> "three shapes: two red, zero green, one blue and zero yellow. two red
+            circles and one blue square." (half of them with digits: "3 shapes: 2 red, 0 green, ...")
             (used to pretrain the tiny base model; it never sees the downstream question formats)
 - count:    "How many red shapes are there?" -> "2" (target: int, 0..5, uniform)
 - classify: "Which kind of shape is most common ...?" -> "circles" | "squares" | "triangles" | "mixed"
@@ -32,7 +33,7 @@ CLASSIFY_PROMPT = "Which kind of shape is most common in this image? Answer circ
 def _caption_item(rng: random.Random) -> tuple[Scene, str, str, object, list | None]:
     n = rng.randint(1, MAX_SHAPES)
     scene = make_scene(rng, [(None, None)] * n)
-    cap = caption(scene)
+    cap = caption(scene, digits=rng.random() < 0.5)
     return scene, CAPTION_PROMPT, cap, cap, None
 
 

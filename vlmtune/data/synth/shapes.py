@@ -90,19 +90,26 @@ def number_word(n: int) -> str:
     return NUMBER_WORDS[n] if 0 <= n < len(NUMBER_WORDS) else str(n)
 
 
-def caption(scene: Scene) -> str:
-    """A deterministic description: total count, then counts per colour and kind.
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
-    e.g. "three shapes: two red circles and one blue square."
+
+def caption(scene: Scene, *, digits: bool = False) -> str:
+    """A deterministic description: the total, the count of every colour, then each colour and kind.
+
+    e.g. "three shapes: two red, zero green, one blue and zero yellow. two red circles and one blue square."
+    With digits=True numbers are written as digits ("3 shapes: 2 red, 0 green, ..."), so that the base
+    model's vocabulary covers both ways of writing numbers.
     """
+    num = str if digits else number_word
+    total = len(scene.shapes)
+    if total == 0:
+        return "an empty scene."
+    per_color = [f"{num(scene.count(c))} {c}" for c in COLORS]
     groups: list[str] = []
     for color in COLORS:
         for kind in KINDS:
             n = scene.count(color, kind)
             if n:
-                groups.append(f"{number_word(n)} {color} {kind}{'s' if n > 1 else ''}")
-    total = len(scene.shapes)
-    if not groups:
-        return "an empty scene."
-    body = groups[0] if len(groups) == 1 else ", ".join(groups[:-1]) + " and " + groups[-1]
-    return f"{number_word(total)} shape{'s' if total != 1 else ''}: {body}."
+                groups.append(f"{num(n)} {color} {kind}{'s' if n > 1 else ''}")
+    return f"{num(total)} shape{'s' if total != 1 else ''}: {_join(per_color)}. {_join(groups)}."
