@@ -12,10 +12,11 @@ from vlmtune.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_quickstart_recipe_is_the_config_defaults():
-    from vlmtune.config import load_config
+def test_quickstart_recipe_is_what_the_quickstart_verb_runs():
+    from vlmtune.config import QUICKSTART_OVERRIDES, load_config
 
-    assert load_config(ROOT / "recipes" / "quickstart.yaml").to_dict() == load_config(None, ["name=quickstart"]).to_dict()
+    assert load_config(ROOT / "recipes" / "quickstart.yaml").to_dict() == \
+        load_config(None, QUICKSTART_OVERRIDES).to_dict()
 
 
 @pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)

@@ -27,7 +27,11 @@ def test_loss_only_on_the_answer(processor, count_data):
     assert tok.decode(kept, skip_special_tokens=False).strip() == f"{ex.answer_text()}<|end|>", tok.decode(kept)
     img = image_token_id(processor)
     n_img = int((ids == img).sum())
-    assert n_img == 64, n_img  # 64 px / 8 px patches = 8 x 8 image tokens
+    from tests.conftest import MICRO
+    from vlmtune.models.tiny import TinyBaseConfig
+
+    cfg = TinyBaseConfig(**MICRO)
+    assert n_img == (cfg.image_size // cfg.patch_size) ** 2, n_img  # one token per patch, CLS dropped
     assert not bool((labels[ids == img] != IGNORE).any())
     # Every token of the prompt (user turn, question text, the assistant header) is masked.
     first_loss = int((labels != IGNORE).nonzero()[0])
@@ -56,7 +60,7 @@ def test_multi_turn_masks_every_assistant_turn(processor, count_data):
 
 def test_truncating_image_tokens_is_an_error(processor, count_data):
     with pytest.raises(DataError, match="image tokens"):
-        encode_example(processor, count_data[0], EncodeSettings(max_length=20))
+        encode_example(processor, count_data[0], EncodeSettings(max_length=10))
 
 
 def test_collator_pads_right_and_masks_padding(processor, count_data):

@@ -20,13 +20,15 @@ from vlmtune.errors import VlmtuneError
 def cmd_quickstart(a: argparse.Namespace) -> int:
     """Fine-tune the tiny built-in VLM on synthetic counting and report the gain (CPU, a few minutes).
 
+    The same as `vlmtune run recipes/quickstart.yaml --overwrite` (--resume continues instead).
+
     Example: vlmtune quickstart
-             vlmtune quickstart train.epochs=3 name=quickstart-long
+             vlmtune quickstart train.epochs=2 name=quickstart-short
     """
-    from vlmtune.config import load_config
+    from vlmtune.config import QUICKSTART_OVERRIDES, load_config
     from vlmtune.pipeline import run_pipeline
 
-    cfg = load_config(None, ["name=quickstart", *a.overrides])
+    cfg = load_config(None, [*QUICKSTART_OVERRIDES, *a.overrides])
     run_pipeline(cfg, resume=a.resume, overwrite=not a.resume, progress=not a.quiet)
     return 0
 

@@ -17,6 +17,9 @@ import random
 from pathlib import Path
 from typing import Callable
 
+from dataclasses import dataclass, field
+from typing import Any
+
 from tqdm.auto import tqdm
 
 from vlmtune.data.example import IMAGE_TOKEN, Example, write_jsonl
@@ -30,14 +33,44 @@ COUNT_PROMPT = "How many {color} shapes are there?"
 CLASSIFY_PROMPT = "Which kind of shape is most common in this image? Answer circles, squares, triangles or mixed."
 
 
-def _caption_item(rng: random.Random) -> tuple[Scene, str, str, object, list | None]:
+@dataclass
+class Item:
+    """What a generator returns for one example: scenes (rendered to PNGs, in placeholder order),
+    the conversation (with one <image> placeholder per scene), and the structured answer."""
+    scenes: list[Scene]
+    messages: list[dict[str, str]]
+    target: Any
+    options: list[Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def single_turn(scene: Scene, prompt: str, answer: str, target: Any, options: list | None = None) -> Item:
+    return Item(scenes=[scene], messages=[{"role": "user", "content": f"{IMAGE_TOKEN}\n{prompt}"},
+                                          {"role": "assistant", "content": answer}],
+                target=target, options=options, meta={"scene": scene.to_dict()})
+
+
+# task name -> generator(rng) -> Item. Modules of this package add theirs with @generator("name").
+GENERATORS: dict[str, Callable[[random.Random], Item]] = {}
+
+
+def generator(name: str):
+    def deco(fn):
+        GENERATORS[name] = fn
+        return fn
+    return deco
+
+
+@generator("caption")
+def _caption_item(rng: random.Random) -> Item:
     n = rng.randint(1, MAX_SHAPES)
     scene = make_scene(rng, [(None, None)] * n)
     cap = caption(scene, digits=rng.random() < 0.5)
-    return scene, CAPTION_PROMPT, cap, cap, None
+    return single_turn(scene, CAPTION_PROMPT, cap, cap)
 
 
-def _count_item(rng: random.Random) -> tuple[Scene, str, str, object, list | None]:
+@generator("count")
+def _count_item(rng: random.Random) -> Item:
     color = rng.choice(list(COLORS))
     k = rng.randint(0, COUNT_MAX)
     others = [c for c in COLORS if c != color]
@@ -45,10 +78,11 @@ def _count_item(rng: random.Random) -> tuple[Scene, str, str, object, list | Non
     specs = [(color, None)] * k + [(rng.choice(others), None) for _ in range(n_other)]
     scene = make_scene(rng, specs)
     assert scene.count(color) == k, (scene, color, k)
-    return scene, COUNT_PROMPT.format(color=color), str(k), k, None
+    return single_turn(scene, COUNT_PROMPT.format(color=color), str(k), k)
 
 
-def _classify_item(rng: random.Random) -> tuple[Scene, str, str, object, list | None]:
+@generator("classify")
+def _classify_item(rng: random.Random) -> Item:
     label = rng.choice(CLASSIFY_LABELS)
     if label == "mixed":
         tied = rng.sample(KINDS, rng.randint(2, 3))
@@ -61,12 +95,15 @@ def _classify_item(rng: random.Random) -> tuple[Scene, str, str, object, list | 
     specs = [(None, k) for k, n in counts.items() for _ in range(n)]
     rng.shuffle(specs)
     scene = make_scene(rng, specs)
-    return scene, CLASSIFY_PROMPT, label, label, list(CLASSIFY_LABELS)
+    return single_turn(scene, CLASSIFY_PROMPT, label, label, list(CLASSIFY_LABELS))
 
 
-GENERATORS: dict[str, Callable[[random.Random], tuple]] = {
-    "caption": _caption_item, "count": _count_item, "classify": _classify_item,
-}
+def _register_more() -> None:
+    """Generators living in their own modules register themselves on import."""
+    from vlmtune.data.synth import coref, visdial  # noqa: F401
+
+
+_register_more()
 
 
 def synthesize(task: str, n: int, out_dir: str | Path, *, seed: int = 0, image_size: int = 64,
@@ -85,13 +122,15 @@ def synthesize(task: str, n: int, out_dir: str | Path, *, seed: int = 0, image_s
     examples = []
     for i in tqdm(range(n), desc=f"synth {task}", disable=not progress, leave=False):
         rng = random.Random(f"{seed}-{task}-{i}")
-        scene, prompt, answer, target, options = GENERATORS[task](rng)
-        img_path = out / "images" / f"{prefix}-{i:06d}.png"
-        render(scene, image_size).save(img_path)
+        item = GENERATORS[task](rng)
+        images = []
+        for j, scene in enumerate(item.scenes):
+            img_path = out / "images" / (f"{prefix}-{i:06d}.png" if len(item.scenes) == 1 else
+                                         f"{prefix}-{i:06d}-{j}.png")
+            render(scene, image_size).save(img_path)
+            images.append(str(img_path))
         examples.append(Example(
-            id=f"{prefix}-{i:06d}", task=task, images=[str(img_path)],
-            messages=[{"role": "user", "content": f"{IMAGE_TOKEN}\n{prompt}"},
-                      {"role": "assistant", "content": answer}],
-            target=target, options=options, group=f"{prefix}-scene-{i:06d}",
-            meta={"source": "shapes-world", "seed": seed, "scene": scene.to_dict()}))
+            id=f"{prefix}-{i:06d}", task=item.meta.pop("task", task), images=images, messages=item.messages,
+            target=item.target, options=item.options, group=item.meta.pop("group", f"{prefix}-scene-{i:06d}"),
+            meta={"source": "shapes-world", "seed": seed, **item.meta}))
     return write_jsonl(out / "data.jsonl", examples)

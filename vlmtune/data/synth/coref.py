@@ -1,0 +1,1 @@
+"""Shapes-world generator for the 'mcq' task (being written)."""

@@ -1,0 +1,1 @@
+"""Shapes-world generator for the 'dialog' task (being written)."""
