@@ -4,6 +4,7 @@
     vlmtune run recipes/quickstart.yaml train.epochs=3
     vlmtune eval --model tiny --data runs/quickstart/data/test.jsonl --task count --out runs/base-eval
     vlmtune compare runs/quickstart/zero_shot runs/quickstart/finetuned --out runs/cmp
+    vlmtune score --task count --data test.jsonl --predictions other_system.jsonl --out runs/other
 """
 
 from __future__ import annotations
@@ -108,7 +109,25 @@ def cmd_eval(a: argparse.Namespace) -> int:
     out = Path(a.out or Path("runs") / f"eval-{Path(a.data).stem}")
     evaluate(model, processor, examples, get_task(task_name), out, label=a.label or ("fine-tuned" if a.adapter
              else "base"), model_name=a.model, model_path=path, adapter=a.adapter, batch_size=a.batch_size,
-             max_new_tokens=a.max_new_tokens, progress=not a.quiet)
+             max_new_tokens=a.max_new_tokens, mode=a.mode, progress=not a.quiet)
+    return 0
+
+
+def cmd_score(a: argparse.Namespace) -> int:
+    """Score predictions made elsewhere with the same metrics (no model): text, option scores, or VisDial ranks.
+
+    Example: vlmtune score --task count --data runs/quickstart/data/test.jsonl \
+                 --predictions runs/quickstart/finetuned/predictions.jsonl --out runs/rescored
+    """
+    from vlmtune.data.example import load_jsonl
+    from vlmtune.eval.external import score_predictions
+    from vlmtune.registry import TASKS
+    from vlmtune.tasks import get_task  # importing registers the tasks
+
+    examples = load_jsonl(a.data, known_tasks=TASKS.names(), check_images=False)
+    out = Path(a.out or Path("runs") / f"score-{Path(a.predictions).stem}")
+    score_predictions(get_task(a.task), examples, a.predictions, out, label=a.label)
+    print(f"[score] wrote {out}/metrics.json")
     return 0
 
 
@@ -259,6 +278,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output evaluation directory (default: runs/eval-<data stem>)")
     p.add_argument("--label", help="name shown in reports")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--mode", default="generate", choices=["generate", "loglik", "both"],
+                   help="generate answers, or pick the most likely option (closed sets), or both")
+    p = verb("score", cmd_score, "score a predictions file made elsewhere")
+    p.add_argument("--task", required=True, help="task name (see `vlmtune ls`)")
+    p.add_argument("--data", required=True, help="the JSONL file the predictions are for (gold answers)")
+    p.add_argument("--predictions", required=True,
+                   help="JSONL {id, prediction} or {id, scores}, or a VisDial submission JSON [{image_id, round_id, ranks}]")
+    p.add_argument("--out", help="output evaluation directory (default: runs/score-<predictions stem>)")
+    p.add_argument("--label", help="name shown in reports")
     p = verb("compare", cmd_compare, "compare two evaluations and write a report")
     p.add_argument("baseline", help="baseline evaluation directory (e.g. runs/q/zero_shot)")
     p.add_argument("candidate", help="candidate evaluation directory (e.g. runs/q/finetuned)")

@@ -85,6 +85,8 @@ class TrainConfig:
 class EvalConfig:
     batch_size: int = _f(32, "generation batch size")
     max_new_tokens: int = _f(16, "greedy decoding budget per answer")
+    mode: str = _f("generate", "generate (greedy answers, parsed) | loglik (pick the most likely option: closed "
+                               "sets only) | both (generate, and record option scores for ranking metrics)")
     zero_shot: bool = _f(True, "evaluate the base model before fine-tuning")
     n_boot: int = _f(2000, "bootstrap resamples for confidence intervals")
 
@@ -119,6 +121,7 @@ CHOICES = {
     ("train", "lora_target"): ("language", "language+projector", "all"),
     ("train", "lora_modules"): ("attention", "mlp", "attention+mlp"),
     ("train", "loss_on"): ("assistant", "all"),
+    ("eval", "mode"): ("generate", "loglik", "both"),
 }
 
 

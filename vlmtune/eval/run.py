@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmtune.data.example import Example, atomic_write_json, atomic_write_text
+from vlmtune.errors import ConfigError
 from vlmtune.infer.generate import generate, prompt_text
 from vlmtune.models.load import chat_template_of, dir_hash, text_hash
 
@@ -63,33 +64,84 @@ def fingerprint(*, model_name: str, model_path: str | None, adapter: str | None,
     }
 
 
+MODES = ("generate", "loglik", "both")
+
+
+def options_for(task, ex: Example) -> list[str]:
+    """The closed answer set of an example, as strings: its own options, else the task's default set."""
+    opts = ex.options if ex.options else (task.default_options(ex) if hasattr(task, "default_options") else None)
+    if not opts:
+        raise ConfigError(f"eval.mode=loglik needs a closed answer set, but example '{ex.id}' has no 'options' and "
+                          f"task '{task.name}' defines none; use eval.mode=generate")
+    return [str(o) for o in opts]
+
+
 def evaluate(model, processor, examples: list[Example], task, out_dir: str | Path, *, label: str,
              model_name: str, model_path: str | None = None, adapter: str | None = None, batch_size: int = 32,
-             max_new_tokens: int = 16, n_boot: int = 2000, progress: bool = True, log=print) -> dict[str, Any]:
-    """Generate, parse and score every example; write the evaluation directory; return metrics.json's content."""
+             max_new_tokens: int = 16, n_boot: int = 2000, mode: str = "generate", progress: bool = True,
+             log=print) -> dict[str, Any]:
+    """Answer, parse and score every example; write the evaluation directory; return metrics.json's content.
+
+    mode: generate (greedy generation, parsed by the task) | loglik (the option with the highest
+    log-likelihood is the answer: no parse failures) | both (generation answers; option scores are
+    recorded too, for ranking metrics such as VisDial's).
+    """
+    if mode not in MODES:
+        raise ConfigError(f"eval.mode is '{mode}'; choose one of {', '.join(MODES)}")
     out = Path(out_dir)
     t0 = time.time()
-    texts = generate(model, processor, examples, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                     progress=progress, desc=f"eval {label}")
-    rows = []
-    for ex, text in zip(examples, texts):
-        parsed = task.parse(text, ex)
-        rows.append({"id": ex.id, "prediction": text, "parsed": parsed.value, "parse_ok": parsed.ok,
-                     "target": ex.target, "correct": bool(parsed.ok and task.correct(parsed.value, ex)),
-                     "images": list(ex.images), "prompt": ex.prompt_messages()[-1]["content"]})
-    metrics = task.metrics(rows, n_boot=n_boot) if _takes_n_boot(task) else task.metrics(rows)
+    if hasattr(task, "check_example"):  # e.g. dialog: the asked round's gold answer must not be in the input
+        for ex in examples:
+            task.check_example(ex)
+    texts: list[str] = []
+    scores: list[list[float]] | None = None
+    if mode in ("generate", "both"):
+        texts = generate(model, processor, examples, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                         progress=progress, desc=f"eval {label}")
+    if mode in ("loglik", "both"):
+        from vlmtune.infer.score import score_options
+
+        options = [options_for(task, ex) for ex in examples]
+        scores = score_options(model, processor, examples, options, batch_size=batch_size, progress=progress)
+        if mode == "loglik":
+            texts = [opts[max(range(len(sc)), key=sc.__getitem__)] for opts, sc in zip(options, scores)]
     decoding = {"strategy": "greedy", "do_sample": False, "num_beams": 1, "max_new_tokens": max_new_tokens}
+    if mode != "generate":
+        decoding["option_scoring"] = "sum of option-token log-probabilities (shared prompt computed once)"
+    fp = fingerprint(model_name=model_name, model_path=model_path, adapter=adapter, processor=processor,
+                     task=task.name, examples=examples, decoding={**decoding, "mode": mode})
+    return write_evaluation(task, examples, texts, scores, out, label=label, model_name=model_name, adapter=adapter,
+                            mode=mode, decoding=decoding, fingerprint=fp, n_boot=n_boot,
+                            seconds=time.time() - t0, log=log)
+
+
+def write_evaluation(task, examples: list[Example], texts: list[str], scores: list[list[float]] | None,
+                     out_dir: str | Path, *, label: str, model_name: str, adapter: str | None, mode: str,
+                     decoding: dict[str, Any], fingerprint: dict[str, Any], n_boot: int = 2000, seconds: float = 0.0,
+                     log=print) -> dict[str, Any]:
+    """Parse and score answers (model outputs or predictions made elsewhere) and write the evaluation directory."""
+    out = Path(out_dir)
+    rows = []
+    for i, (ex, text) in enumerate(zip(examples, texts)):
+        parsed = task.parse(text, ex)
+        row = {"id": ex.id, "prediction": text, "parsed": parsed.value, "parse_ok": parsed.ok,
+               "target": ex.target, "correct": bool(parsed.ok and task.correct(parsed.value, ex)),
+               "images": list(ex.images), "prompt": ex.prompt_messages()[-1]["content"]}
+        if scores is not None:
+            row["scores"] = scores[i]
+        if hasattr(task, "row_extras"):
+            row.update(task.row_extras(ex))
+        rows.append(row)
+    metrics = task.metrics(rows, n_boot=n_boot) if _takes_n_boot(task) else task.metrics(rows)
     result = {"task": task.name, "label": label, "model": model_name, "adapter": adapter, "n": len(rows),
-              "mode": "generate", "decoding": decoding, "seconds": round(time.time() - t0, 2), "metrics": metrics}
+              "mode": mode, "decoding": decoding, "seconds": round(seconds, 2), "metrics": metrics}
     atomic_write_text(out / "predictions.jsonl",
                       "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
     atomic_write_json(out / "metrics.json", result)
-    atomic_write_json(out / "fingerprint.json", fingerprint(
-        model_name=model_name, model_path=model_path, adapter=adapter, processor=processor, task=task.name,
-        examples=examples, decoding=decoding))
+    atomic_write_json(out / "fingerprint.json", fingerprint)
     acc = metrics.get("accuracy", {})
     if isinstance(acc, dict) and "value" in acc:
-        log(f"[eval] {label}: accuracy {acc['value']:.3f} (95% CI {acc['ci'][0]:.3f}-{acc['ci'][1]:.3f}), "
+        log(f"[eval] {label} ({mode}): accuracy {acc['value']:.3f} (95% CI {acc['ci'][0]:.3f}-{acc['ci'][1]:.3f}), "
             f"n={len(rows)}, parse failures {sum(not r['parse_ok'] for r in rows)} -> {out}")
     return result
 

@@ -1,0 +1,84 @@
+"""`vlmtune score`: predictions made elsewhere get the same metrics, and bad files fail loudly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vlmtune.cli import main
+from vlmtune.data.example import load_jsonl
+from vlmtune.data.synth import synthesize
+from vlmtune.errors import DataError
+from vlmtune.eval.external import read_predictions, score_predictions
+from vlmtune.tasks import get_task
+
+
+@pytest.fixture()
+def count_file(tmp_path):
+    return synthesize("count", 12, tmp_path / "d", seed=3, progress=False)
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_text_predictions_are_parsed_like_generations(tmp_path, count_file):
+    exs = load_jsonl(count_file)
+    answers = []
+    for i, ex in enumerate(exs):
+        if i % 3 == 0:
+            answers.append(f"There are {ex.target} shapes.")       # right, verbose
+        elif i % 3 == 1:
+            answers.append(str(ex.target + 1))                      # wrong by one
+        else:
+            answers.append("I cannot tell")                         # parse failure
+    preds = _write(tmp_path / "p.jsonl", [{"id": ex.id, "prediction": a} for ex, a in zip(exs, answers)])
+    res = score_predictions(get_task("count"), exs, preds, tmp_path / "out", log=lambda *a: None)
+    m = res["metrics"]
+    assert m["accuracy"]["value"] == pytest.approx(4 / 12)
+    assert m["parse_failures"] == 4 and m["off_by_one"]["value"] == pytest.approx(8 / 12)
+    assert res["mode"] == "external-text"
+    rows = [json.loads(l) for l in (tmp_path / "out/predictions.jsonl").read_text().splitlines()]
+    assert [r["prediction"] for r in rows] == answers
+
+
+def test_option_scores_pick_the_best_option(tmp_path):
+    exs = load_jsonl(synthesize("classify", 8, tmp_path / "d", progress=False))
+    rows = []
+    for i, ex in enumerate(exs):
+        sc = [0.0] * len(ex.options)
+        sc[ex.options.index(ex.target) if i < 6 else (ex.options.index(ex.target) + 1) % 4] = 1.0
+        rows.append({"id": ex.id, "scores": sc})
+    res = score_predictions(get_task("classify"), exs, _write(tmp_path / "s.jsonl", rows), tmp_path / "o",
+                            log=lambda *a: None)
+    assert res["metrics"]["accuracy"]["value"] == pytest.approx(6 / 8)
+    assert res["metrics"]["parse_failures"] == 0
+
+
+def test_missing_duplicate_and_malformed_predictions_are_errors(tmp_path, count_file):
+    exs = load_jsonl(count_file)
+    some = _write(tmp_path / "a.jsonl", [{"id": ex.id, "prediction": "1"} for ex in exs[:-1]])
+    with pytest.raises(DataError, match="1 example\\(s\\) have no prediction"):
+        read_predictions(some, exs)
+    dup = _write(tmp_path / "b.jsonl", [{"id": exs[0].id, "prediction": "1"}] * 2)
+    with pytest.raises(DataError, match="duplicate id"):
+        read_predictions(dup, exs)
+    bad = tmp_path / "c.jsonl"
+    bad.write_text('{"id": "x", "prediction": "1"}\n{oops\n')
+    with pytest.raises(DataError, match=":2"):
+        read_predictions(bad, exs)
+    mixed = _write(tmp_path / "m.jsonl", [{"id": exs[0].id, "prediction": "1"}, {"id": exs[1].id, "scores": [1]}])
+    with pytest.raises(DataError, match="mixes"):
+        read_predictions(mixed, exs)
+
+
+def test_score_verb(tmp_path, count_file, capsys):
+    exs = load_jsonl(count_file)
+    preds = _write(tmp_path / "p.jsonl", [{"id": ex.id, "prediction": str(ex.target)} for ex in exs])
+    assert main(["score", "--task", "count", "--data", str(count_file), "--predictions", str(preds),
+                 "--out", str(tmp_path / "o")]) == 0
+    m = json.loads((tmp_path / "o/metrics.json").read_text())
+    assert m["metrics"]["accuracy"]["value"] == 1.0 and m["n"] == 12
+    assert json.loads((tmp_path / "o/fingerprint.json").read_text())["backend"] == "external"

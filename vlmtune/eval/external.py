@@ -1,0 +1,117 @@
+"""Score predictions made elsewhere (another system, a vLLM run, an API model) on the same terms as vlmtune's own.
+
+    vlmtune score --task count --data test.jsonl --predictions preds.jsonl --out runs/other
+
+Accepted prediction files:
+- JSONL `{"id": ..., "prediction": "text"}`: parsed by the task, exactly as generated answers are;
+- JSONL `{"id": ..., "scores": [one float per option]}`: the best-scoring option is the answer
+  (ranking metrics use the scores);
+- VisDial's official submission JSON `[{"image_id", "round_id", "ranks": [100 ints]}]`: `ranks[i]` is the
+  rank of option i (1 = best); matched to examples by `meta.image_id` and the round in `target.round`
+  (or `meta.round_id`).
+Every example needs exactly one prediction: missing or unknown ids are errors, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from vlmtune.data.example import Example
+from vlmtune.errors import DataError
+
+
+def _round_of(ex: Example) -> Any:
+    if isinstance(ex.target, dict) and "round" in ex.target:
+        return ex.target["round"]
+    return ex.meta.get("round_id", ex.meta.get("round"))
+
+
+def read_predictions(path: str | Path, examples: list[Example]) -> tuple[list[str] | None, list[list[float]] | None, str]:
+    """Return (texts, scores, kind) aligned with `examples`; kind is 'text', 'scores' or 'visdial-ranks'."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError("predictions file not found", file=str(p))
+    raw = p.read_text(encoding="utf-8-sig")
+    by_id: dict[str, dict] = {}
+    kind: str
+    if raw.lstrip().startswith("["):
+        try:
+            rows = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise DataError(f"not valid JSON ({e.msg})", file=str(p)) from None
+        kind = "visdial-ranks"
+        key_of = {(str(ex.meta.get("image_id")), str(_round_of(ex))): ex.id for ex in examples}
+        for i, r in enumerate(rows):
+            if not isinstance(r, dict) or not {"image_id", "round_id", "ranks"} <= set(r):
+                raise DataError("expected an object with image_id, round_id, ranks", file=str(p), line=i + 1,
+                                fix="VisDial submissions are a JSON list of {image_id, round_id, ranks}")
+            ex_id = key_of.get((str(r["image_id"]), str(r["round_id"])))
+            if ex_id is None:
+                raise DataError(f"no example has image_id {r['image_id']} and round {r['round_id']}", file=str(p),
+                                line=i + 1, fix="score against the data file the submission was made for")
+            ranks = r["ranks"]
+            if sorted(ranks) != list(range(1, len(ranks) + 1)):
+                raise DataError(f"ranks of image_id {r['image_id']} round {r['round_id']} are not a permutation "
+                                f"of 1..{len(ranks)}", file=str(p), line=i + 1, field="ranks")
+            by_id[ex_id] = {"scores": [-float(x) for x in ranks]}  # rank 1 = highest score
+    else:
+        kind = ""
+        for lineno, line in enumerate(raw.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"not valid JSON ({e.msg})", file=str(p), line=lineno) from None
+            if not isinstance(r, dict) or "id" not in r or not ({"prediction", "scores"} & set(r)):
+                raise DataError("expected {\"id\", \"prediction\"} or {\"id\", \"scores\"}", file=str(p), line=lineno)
+            this = "scores" if "scores" in r else "text"
+            if kind and this != kind:
+                raise DataError(f"mixes '{kind}' and '{this}' rows", file=str(p), line=lineno,
+                                fix="give every row the same kind of prediction")
+            kind = this
+            if str(r["id"]) in by_id:
+                raise DataError(f"duplicate id '{r['id']}'", file=str(p), line=lineno, field="id")
+            by_id[str(r["id"])] = r
+    ids = [ex.id for ex in examples]
+    missing = [i for i in ids if i not in by_id]
+    unknown = sorted(set(by_id) - set(ids))
+    if missing or unknown:
+        raise DataError(f"{len(missing)} example(s) have no prediction (e.g. {missing[:3]}) and {len(unknown)} "
+                        f"prediction(s) match no example (e.g. {unknown[:3]})", file=str(p),
+                        fix="predict every example of the data file exactly once")
+    if kind == "text":
+        return [str(by_id[i]["prediction"]) for i in ids], None, kind
+    scores = [[float(x) for x in by_id[i]["scores"]] for i in ids]
+    for ex, sc in zip(examples, scores):
+        if ex.options is not None and len(sc) != len(ex.options):
+            raise DataError(f"example '{ex.id}' has {len(ex.options)} options but {len(sc)} scores", file=str(p))
+    return None, scores, kind
+
+
+def score_predictions(task, examples: list[Example], predictions: str | Path, out_dir: str | Path, *,
+                      label: str | None = None, n_boot: int = 2000, log=print) -> dict[str, Any]:
+    """Compute the task's metrics for a predictions file and write an evaluation directory."""
+    from vlmtune.eval.run import data_hash, library_versions, options_for, write_evaluation
+
+    if hasattr(task, "check_example"):
+        for ex in examples:
+            task.check_example(ex)
+    texts, scores, kind = read_predictions(predictions, examples)
+    if texts is None:
+        assert scores is not None
+        texts = []
+        for ex, sc in zip(examples, scores):
+            opts = options_for(task, ex)
+            texts.append(opts[max(range(len(sc)), key=sc.__getitem__)])
+    mode = "external-text" if kind == "text" else "external-scores"
+    fp = {"model": f"external:{Path(predictions).name}", "model_hash": None, "adapter": None, "adapter_hash": None,
+          "task": task.name, "n": len(examples), "data_hash": data_hash(examples), "prompt_hash": None,
+          "chat_template_hash": None, "image_size": None, "decoding": {"mode": mode}, "backend": "external",
+          "versions": library_versions()}
+    return write_evaluation(task, examples, texts, scores, out_dir, label=label or Path(predictions).stem,
+                            model_name=f"external:{predictions}", adapter=None, mode=mode,
+                            decoding={"source": kind, "file": str(predictions)}, fingerprint=fp, n_boot=n_boot,
+                            log=log)
