@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from vlmtune.registry import TASKS
-from vlmtune.tasks import caption, classify, count  # noqa: F401  (import = register)
+from vlmtune.tasks import caption, classify, count, dialog, mcq  # noqa: F401  (import = register)
 from vlmtune.tasks.base import Parsed
 
 __all__ = ["Parsed", "get_task", "TASKS"]

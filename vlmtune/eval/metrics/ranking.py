@@ -109,7 +109,7 @@ def rank_of_gt(scores: Any, gt_index: Any, ties: str = "pessimistic") -> np.ndar
 
 
 def gold_rank_from_ranks(ranks: Any, gt_index: Any) -> np.ndarray:
-    """Rank of the gold option from per-option ranks: ranks [R, K] (ranks[r, i] = rank of option i), gt_index [R]."""
+    """Rank of the gold option: ranks [R, K] (ranks[r, i] = rank of option i), gt_index [R] (0-based) -> [R]."""
     rk = np.asarray(ranks)
     if rk.ndim != 2:
         raise ValueError(f"ranks must be 2-D [rounds, options], got shape {rk.shape}")

@@ -1,0 +1,413 @@
+"""Task "mcq": pick one of lettered options A) .. D) (coreference: which object does "that one" / "저거" mean?).
+
+The target is the gold option's index (int, 0-based); the example's `options` are the option texts.
+
+Parsing rule (what models really write; a failure is counted, never a guess):
+  1. Markers are found anywhere in the answer:
+     - option text: an option's text written out (normalized: case, punctuation, spacing; a leading
+       English "the" may be left out; Hangul particles may be glued after it: "... 커피잔입니다").
+       Letters and digits inside an echoed option text ("A가 올린 사진", "A's photo") are not markers.
+     - letter A-D: alone ("B", "(b)", "b.", "**B**"), closed ("B)", "B.", "[B]"), at the end of a
+       clause ("I choose B."), after "option"/"choice"/"보기"/"선택지", or glued to Korean that makes it
+       an answer ("B번", "B입니다", "B예요"). A letter glued to any other Hangul is a speaker, not a
+       marker ("A가 올린", "B의 사진"), as is "A's" and "A:" (a quoted dialogue line). Hedges between
+       letters ("A or B", "B/C", "C 또는 D") name both.
+     - digit 1-4 with an explicit option marker: "2번", "2번째" (not "2번 사진"/"2번째 발화"),
+       "option 2", "choice #2", "No. 2", "②"; Korean/English ordinals "두 번째", "second option".
+       A BARE digit ("2", "2.", "정답은 2") is a parse failure: the options are lettered, and a lone
+       number may be 0- or 1-based, or not an option at all (a count).
+  2. Answer statements win: "answer is / Answer: / I choose / 정답은 / 정답: / 답은" followed directly by
+     a marker, or a marker followed by "이/가 정답" / "is correct". If there are any, they must all name
+     the same option (a letter immediately followed by the text of another option is a conflict).
+     This finds the final answer after a repeated option list or a long explanation.
+  3. Otherwise every marker must name the same option ("D) B가 올린 사진 속 커피잔": letter and text
+     agree). None, or several different options (a whole option list echoed, "A or B", a letter with
+     another option's text) -> parse failure.
+Negation is not understood: "not B." parses as B, and "Not A. B." names two options and fails.
+
+Metrics (see `mcq_metrics`): accuracy (object level), photo_accuracy (the predicted option is in the
+gold option's photo), exact_match (the raw text, minus a leading letter marker, equals the gold option
+text after normalization: "B) ...입니다" or a repeated answer is not exact), parse_failure_rate,
+each with a bootstrap CI; plus a confusion matrix over letters. `permutation_check` measures how an
+answerer depends on option order.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+import unicodedata
+from dataclasses import replace
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from vlmtune.errors import DataError
+from vlmtune.eval.stats import bootstrap_ci, bootstrap_distribution, metric_entry, percentile_ci
+from vlmtune.registry import TASKS
+from vlmtune.tasks.base import Parsed
+from vlmtune.tasks.classify import _label_pattern, normalize
+
+LETTERS = "ABCD"
+PARSE_FAILURE = "parse_failure"
+SCORE_NAMES = ("accuracy", "photo_accuracy", "exact_match", "parse_failure_rate")
+_CONFLICT = -1
+
+_HANGUL = "\uac00-\ud7a3"
+_CIRCLED = {"①": " 1번 ", "②": " 2번 ", "③": " 3번 ", "④": " 4번 "}  # NFKC would make them bare digits
+_NOT_LATIN = r"(?<![A-Za-z0-9'’])"
+# Korean words after "N번"/"N번째" that make it a line/photo number, not an option number.
+_NOT_OPTION_NOUN = r"(?!\s*(?:발화|줄|문장|대사|턴|사진|말|그림|질문))"
+
+# Letter markers (group L). Searched on the text with option texts blanked out.
+_LETTER_RES = (
+    re.compile(r"[(\[（]\s*(?P<L>[A-Da-d])\s*[)\]）]"),                              # (b) [B]
+    re.compile(_NOT_LATIN + r"(?P<L>[A-Da-d])(?:\)|\.(?![A-Za-z0-9]))"),           # B) b.
+    re.compile(_NOT_LATIN + r"(?P<L>[A-Da-d])\s?(?=번(?!째)|입니다|이다|예요|이에요|이요"
+               rf"|(?:요|임)(?![{_HANGUL}]))"),                                    # B번 B입니다
+    re.compile(_NOT_LATIN + r"(?P<L>[A-D])(?=[*\"'”’]*\s*(?:$|[,!?;\n]))"),         # I choose B
+    re.compile(r"(?:(?i:\b(?:option|choice|letter))|보기|선택지|선지)\s*[:#]?\s*[(\[]?(?P<L>[A-Da-d])"
+               r"(?![A-Za-z0-9'’])"),                                               # option B, 보기 B
+)
+# Hedging between letters ("A or B", "B/C", "C 또는 D"): both letters are markers, so the answer fails.
+_ALTERNATIVES = re.compile(_NOT_LATIN + r"(?P<L>[A-D])\)?\s*(?:or|/|또는|아니면|혹은)\s*\(?(?P<L2>[A-D])"
+                           r"(?![A-Za-z0-9'’])")
+# Digit / ordinal markers (group D: 1-based number).
+_DIGIT_RES = (
+    re.compile(r"(?<![0-9.,])(?P<D>[0-9])\s*번(?:\s*째)?" + _NOT_OPTION_NOUN),         # 2번 2번째
+    re.compile(r"(?i:\b(?:option|choice|no\.|number)\s*#?\s*(?P<D>[0-9])(?![0-9]))"),    # option 2
+    re.compile(r"(?<![0-9])#(?P<D>[0-9])(?![0-9])"),
+)
+_ORDINAL_RES = (
+    (re.compile(r"(?i:\b(?P<O>first|second|third|fourth)\s+(?:option|choice|one)\b)"),
+     {"first": 1, "second": 2, "third": 3, "fourth": 4}),
+    (re.compile(rf"(?<![{_HANGUL}])(?P<O>첫|두|세|네)\s*번째" + _NOT_OPTION_NOUN), {"첫": 1, "두": 2, "세": 3, "네": 4}),
+)
+_WHOLE_LETTER = re.compile(r"^[\W_]*(?P<L>[A-Da-d])[\W_]*$")
+
+# Answer statements: a lead-in directly before a marker, or a marker directly before "정답"/"is correct".
+_LEAD_IN = re.compile(
+    r"(?i:\b(?:(?:the\s+)?(?:final|correct|right)\s+)?answer\b(?:\s*(?:is|would\s+be|will\s+be|should\s+be))?"
+    r"|\b(?:the\s+)?(?:correct|right)\s+(?:option|choice)(?:\s+is)?"
+    r"|\bI\s*(?:would|will|'d|’d)?\s*(?:choose|pick|select|go\s+with))"
+    rf"|(?<![{_HANGUL}])(?:정답|답)(?:\s*(?:은|는|:|=))?")
+_GAP = re.compile(r"(?i:[\W_]*(?:(?:option|choice|letter|the)\b[\W_]*|(?:보기|선택지|선지)[\W_]*)?)")
+_POST_ANSWER = re.compile(rf"(?i:\)?[\s*]*(?:(?:이|가)\s*정답|(?:는|은)\s*정답|is\s+(?:the\s+)?(?:correct|right)\b"
+                          r"|is\s+the\s+answer\b))")
+# A letter that is a speaker elsewhere ("B가 ...") but is the answer here: "B가 정답", "B is correct".
+_POST_LETTER = re.compile(_NOT_LATIN + r"(?:(?P<L>[A-Da-d])\)?\s*(?:이|가|는|은)\s*정답"
+                          r"|(?P<U>[A-D])\)?\s+is\s+(?:the\s+)?(?:correct|right|answer)\b)")
+_AFTER_LETTER = re.compile(r"[\s).:\]\-*]*")
+_LEADING_LETTER = re.compile(r"^\s*(?:[(\[]\s*[A-Da-d]\s*[)\]]|[A-Da-d]\s*[).:])\s*")
+
+
+def _casefold_keep_length(text: str) -> str:
+    """Case-folded text with the same length as `text`, so spans line up with the original."""
+    return "".join(c.casefold() if len(c.casefold()) == 1 else c for c in text)
+
+
+def _core(option: str) -> str:
+    """The normalized option text used for matching: a leading English article may be left out."""
+    norm = normalize(option)
+    return norm[4:] if norm.startswith("the ") and len(norm) > 4 else norm
+
+
+@functools.lru_cache(maxsize=256)
+def _option_patterns(options: tuple[str, ...]) -> tuple[re.Pattern[str] | None, ...]:
+    cores = [_core(o) for o in options]
+    # an option whose core equals another's (or is empty) cannot be told apart by its text
+    return tuple(_label_pattern(c) if c and cores.count(c) == 1 else None for c in cores)
+
+
+def _text_spans(body: str, options: tuple[str, ...]) -> list[tuple[int, int, int]]:
+    """(start, end, option index) of every option text in `body`; a span inside a longer one is dropped."""
+    spans = [(m.start(), m.end(), i) for i, pat in enumerate(_option_patterns(options)) if pat is not None
+             for m in pat.finditer(body)]
+    return [s for s in spans
+            if not any(o[0] <= s[0] and s[1] <= o[1] and (o[1] - o[0]) > (s[1] - s[0]) for o in spans)]
+
+
+def _markers(text: str, options: tuple[str, ...], k: int) -> tuple[list[tuple[int, int, int, str]], str]:
+    """All markers (start, end, option index, kind) sorted by position, and the text with option texts
+    blanked out (same length)."""
+    found = [(s, e, i, "text") for s, e, i in _text_spans(_casefold_keep_length(text), options)]
+    masked = list(text)
+    for s, e, _, _ in found:
+        masked[s:e] = " " * (e - s)
+    blank = "".join(masked)
+    for pat in _LETTER_RES:
+        for m in pat.finditer(blank):
+            idx = LETTERS.find(m.group("L").upper())
+            if idx < k:
+                found.append((m.start(), m.end(), idx, "letter"))
+    for m in _ALTERNATIVES.finditer(blank):
+        for group in ("L", "L2"):
+            idx = LETTERS.find(m.group(group))
+            if idx < k:
+                found.append((m.start(group), m.end(group), idx, "letter"))
+    for pat in _DIGIT_RES:
+        for m in pat.finditer(blank):
+            idx = int(m.group("D")) - 1
+            if 0 <= idx < k:
+                found.append((m.start(), m.end(), idx, "digit"))
+    for pat, table in _ORDINAL_RES:
+        for m in pat.finditer(blank):
+            idx = table[m.group("O").lower()] - 1
+            if idx < k:
+                found.append((m.start(), m.end(), idx, "digit"))
+    return sorted(found), blank
+
+
+def _with_echo(marker: tuple[int, int, int, str], markers: list, text: str) -> tuple[int, int]:
+    """A letter/digit marker followed directly by an option text: (index or _CONFLICT, end of the unit)."""
+    s, e, idx, kind = marker
+    if kind == "text":
+        return idx, e
+    after = _AFTER_LETTER.match(text, e).end()
+    for s2, e2, idx2, kind2 in markers:
+        if kind2 == "text" and s2 == after:
+            return (idx if idx2 == idx else _CONFLICT), e2
+    return idx, e
+
+
+def _stated_answers(text: str, blank: str, markers: list, k: int) -> list[int]:
+    """Options named by answer statements (lead-in + marker, or marker + "정답"/"is correct")."""
+    answers = []
+    for m in _LEAD_IN.finditer(blank):
+        gap_end = _GAP.match(text, m.end()).end()
+        for mk in markers:
+            if m.end() <= mk[0] <= gap_end:
+                answers.append(_with_echo(mk, markers, text)[0])
+                break
+    for mk in markers:
+        idx, end = _with_echo(mk, markers, text)
+        if _POST_ANSWER.match(text, end):
+            answers.append(idx)
+    for m in _POST_LETTER.finditer(blank):
+        idx = LETTERS.find((m.group("L") or m.group("U")).upper())
+        if idx < k:
+            answers.append(idx)
+    return answers
+
+
+def parse_option(text: str, options: Sequence[Any] | None = None, n_options: int | None = None) -> Parsed:
+    """The option named in `text` as a 0-based index (rule in the module docstring); failure -> value None."""
+    raw = text or ""
+    opts = tuple(str(o) for o in options) if options else ()
+    k = min(len(LETTERS), n_options or len(opts) or len(LETTERS))
+    t = raw
+    for c, rep in _CIRCLED.items():
+        t = t.replace(c, rep)
+    t = unicodedata.normalize("NFKC", t)
+    whole = _WHOLE_LETTER.match(t)
+    if whole and LETTERS.find(whole.group("L").upper()) < k:
+        return Parsed(LETTERS.index(whole.group("L").upper()), True, raw)
+    markers, blank = _markers(t, opts, k)
+    stated = _stated_answers(t, blank, markers, k)
+    if stated:
+        if _CONFLICT in stated or len(set(stated)) > 1:
+            return Parsed(None, False, raw)
+        return Parsed(stated[0], True, raw)
+    named = {idx for _, _, idx, _ in markers}
+    if len(named) == 1:
+        return Parsed(named.pop(), True, raw)
+    return Parsed(None, False, raw)
+
+
+def exact_match(prediction: str, gold_option: str) -> bool:
+    """The raw prediction, minus a leading letter marker ("B) ", "(b) "), equals the gold option text
+    after normalization. Extra words, a repeated answer or an echoed option list are not exact."""
+    body = _LEADING_LETTER.sub("", unicodedata.normalize("NFKC", prediction or ""), count=1)
+    return bool(normalize(gold_option)) and normalize(body) == normalize(gold_option)
+
+
+def mcq_metrics(rows: Sequence[dict[str, Any]], n_boot: int = 2000, seed: int = 0,
+                alpha: float = 0.05) -> dict[str, Any]:
+    """Metrics dict for lettered multiple choice from prediction rows.
+
+    Rows need id/prediction/parsed/parse_ok/target, plus `options` and `option_photo` (from
+    `McqTask.row_extras`) for exact_match and photo_accuracy; without them those two are NaN with n=0
+    and a note says why. All scores are resampled on the same bootstrap index sets.
+    Keys: accuracy, photo_accuracy, exact_match, parse_failure_rate ({"value", "ci", "n"}),
+    parse_failures (int), confusion {"labels", "pred_labels", "rows", "columns", "matrix"}, notes.
+    """
+    n = len(rows)
+    pred = [int(r["parsed"]) if r.get("parse_ok") and r.get("parsed") is not None else None for r in rows]
+    gold = [int(r["target"]) for r in rows]
+    ok = np.array([p is not None for p in pred], dtype=bool)
+    acc = np.array([p == g for p, g in zip(pred, gold)], dtype=float)
+    notes = []
+    have_photo = n > 0 and all(r.get("option_photo") for r in rows)
+    have_text = n > 0 and all(r.get("options") for r in rows)
+    if not have_photo:
+        notes.append("photo_accuracy needs 'option_photo' in every row (McqTask.row_extras)")
+    if not have_text:
+        notes.append("exact_match needs 'options' in every row (McqTask.row_extras)")
+    photo = np.array([p is not None and r["option_photo"][p] == r["option_photo"][g]
+                      for p, g, r in zip(pred, gold, rows)] if have_photo else [], dtype=float)
+    exact = np.array([exact_match(r.get("prediction", ""), r["options"][g])
+                      for g, r in zip(gold, rows)] if have_text else [], dtype=float)
+    fail = (~ok).astype(float)
+
+    k = len(LETTERS)
+    matrix = np.zeros((k, k + 1), dtype=int)  # rows = gold letter, columns = predicted letter + failure
+    for p, g in zip(pred, gold):
+        matrix[g, k if p is None else p] += 1
+    out: dict[str, Any] = {}
+    columns = {"accuracy": acc, "photo_accuracy": photo, "exact_match": exact, "parse_failure_rate": fail}
+    if n == 0:
+        out = {name: metric_entry(float("nan"), (float("nan"), float("nan")), 0) for name in SCORE_NAMES}
+    else:
+        present = [name for name in SCORE_NAMES if columns[name].size == n]
+        table = np.stack([columns[name] for name in present], axis=1)  # [n, m]
+        reps = bootstrap_distribution(n, lambda idx: table[idx].mean(axis=1), n_boot, seed)  # [b, m]
+        for name in SCORE_NAMES:
+            if name in present:
+                j = present.index(name)
+                out[name] = metric_entry(table[:, j].mean(), percentile_ci(reps[:, j], alpha), n)
+            else:
+                out[name] = metric_entry(float("nan"), (float("nan"), float("nan")), 0)
+    out.update(parse_failures=int((~ok).sum()),
+               confusion={"labels": list(LETTERS), "pred_labels": list(LETTERS) + [PARSE_FAILURE],
+                          "rows": "gold", "columns": "predicted", "matrix": matrix.tolist()},
+               notes=notes)
+    return out
+
+
+@TASKS.register("mcq", help="pick one of the lettered options A-D; object, photo and exact-match accuracy")
+class McqTask:
+    """Multiple choice: target is the gold option index (0-based); options are the option texts."""
+
+    name = "mcq"
+
+    def parse(self, text: str, example: Any = None) -> Parsed:
+        return parse_option(text, getattr(example, "options", None))
+
+    def correct(self, value: Any, example: Any) -> bool:
+        return value is not None and int(value) == int(example.target)
+
+    def row_extras(self, example: Any) -> dict[str, Any]:
+        """Fields the metrics need beyond the standard row: the option texts and each option's photo."""
+        meta = getattr(example, "meta", None) or {}
+        return {"options": list(getattr(example, "options", None) or []),
+                "option_photo": meta.get("option_photo")}
+
+    def metrics(self, rows: Sequence[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+        """Metrics dict from prediction rows (see `mcq_metrics`)."""
+        return mcq_metrics(rows, n_boot=n_boot, seed=seed)
+
+
+# --- option-order robustness -----------------------------------------------------------------------
+
+def permute_example(ex: Any, perm: Sequence[int], suffix: str = "") -> Any:
+    """A copy of `ex` whose option j is the original option perm[j]: options, target, the lettered option
+    lines of the last user message ("A) text"), the answer, and meta option_photo/option_object."""
+    options = list(ex.options or [])
+    if sorted(perm) != list(range(len(options))):
+        raise ValueError(f"perm {list(perm)} is not a permutation of {len(options)} options")
+    new_options = [options[j] for j in perm]
+    new_target = list(perm).index(int(ex.target))
+    messages = [dict(m) for m in ex.messages]
+    last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    content = messages[last_user]["content"]
+    for j, opt in enumerate(options):
+        pat = re.compile(rf"^{LETTERS[j]}\) {re.escape(str(opt))}[ \t]*$", re.M)
+        if len(pat.findall(content)) != 1:
+            raise DataError(f"example {ex.id}: the prompt has no single option line '{LETTERS[j]}) {opt}'",
+                            field="messages", fix="write each option on its own line as 'A) text'")
+        content = pat.sub(f"\0{j}\0", content)  # placeholders first, so a new line is never rewritten
+    for j, opt in enumerate(new_options):
+        content = content.replace(f"\0{perm[j]}\0", f"{LETTERS[j]}) {opt}")
+    messages[last_user]["content"] = content
+    if messages[-1]["role"] == "assistant":
+        messages[-1]["content"] = f"{LETTERS[new_target]}) {new_options[new_target]}"
+    meta = dict(ex.meta or {})
+    for key in ("option_photo", "option_object"):
+        if isinstance(meta.get(key), list) and len(meta[key]) == len(options):
+            meta[key] = [meta[key][j] for j in perm]
+    return replace(ex, id=f"{ex.id}{suffix}", messages=messages, options=new_options, target=new_target,
+                   meta=meta)
+
+
+def _orderings(key: str, k: int, n_perm: int) -> list[list[int]]:
+    """The original order and up to n_perm distinct shuffles, seeded by `key`."""
+    rng = random.Random(key)
+    out = [list(range(k))]
+    for _ in range(200 * max(1, n_perm)):
+        if len(out) > n_perm:
+            break
+        perm = list(range(k))
+        rng.shuffle(perm)
+        if perm not in out:
+            out.append(perm)
+    return out
+
+
+def permutation_check(examples: Sequence[Any], predict_fn: Callable[[list[Any]], list[str]], n_perm: int = 3,
+                      seed: int = 0, n_boot: int = 2000) -> dict[str, Any]:
+    """How much an answerer depends on option order. Needs no model: `predict_fn` maps a list of examples
+    to their raw answers (e.g. a wrapper around `vlmtune.infer.generate.generate`).
+
+    Every example is asked in its original order and in `n_perm` distinct shuffles (seeded by `seed` and
+    the example id, so reruns ask the same questions); answers are parsed with `parse_option` and mapped
+    back to the original options.
+    Returns:
+      consistency: {"value", "ci", "n"}: fraction of examples answered with the same original option in
+        every ordering (a parse failure in any ordering counts as inconsistent).
+      accuracy_by_ordering: accuracy in ordering 0 (original), 1, ...; parse_failures (int).
+      position_bias: {"letters", "counts", "proportions", "expected", "gold_counts", "chi2", "p_value"}:
+        letters chosen over all parsed answers vs uniform 1/k (scipy chi-square goodness of fit;
+        p small = a position preference). gold_counts shows where the gold option sat.
+      answers: per example, the original option index chosen in each ordering (None = failure).
+    """
+    from scipy.stats import chisquare
+
+    examples = list(examples)
+    if not examples:
+        raise ValueError("permutation_check needs at least one example")
+    sizes = {len(ex.options or []) for ex in examples}
+    if len(sizes) != 1 or not 2 <= next(iter(sizes)) <= len(LETTERS):
+        raise DataError(f"permutation_check needs the same number (2-{len(LETTERS)}) of options in every "
+                        f"example, got {sorted(sizes)}", field="options")
+    k = sizes.pop()
+    orders = [_orderings(f"{seed}-{ex.id}", k, n_perm) for ex in examples]
+    n_orders = min(len(o) for o in orders)  # fewer than asked only when k! is small
+    answers: list[list[int | None]] = [[] for _ in examples]
+    letter_counts = np.zeros(k, dtype=int)
+    gold_counts = np.zeros(k, dtype=int)
+    acc_by_order, failures = [], 0
+    for r in range(n_orders):
+        batch = [permute_example(ex, o[r], suffix=f"#perm{r}") for ex, o in zip(examples, orders)]
+        texts = list(predict_fn(batch))
+        if len(texts) != len(batch):
+            raise ValueError(f"predict_fn returned {len(texts)} answers for {len(batch)} examples")
+        hits = 0
+        for i, (pex, txt) in enumerate(zip(batch, texts)):
+            parsed = parse_option(txt, pex.options)
+            gold_counts[pex.target] += 1
+            if not parsed.ok:
+                failures += 1
+                answers[i].append(None)
+                continue
+            letter_counts[parsed.value] += 1
+            hits += parsed.value == pex.target
+            answers[i].append(orders[i][r][parsed.value])
+        acc_by_order.append(hits / len(batch))
+    same = np.array([a[0] is not None and all(x == a[0] for x in a) for a in answers], dtype=float)
+    total = int(letter_counts.sum())
+    if total:
+        chi2, p = chisquare(letter_counts)
+        chi2, p = float(chi2), float(p)
+    else:
+        chi2 = p = float("nan")
+    return {
+        "n": len(examples), "n_orderings": n_orders,
+        "consistency": metric_entry(same.mean(), bootstrap_ci(same, n_boot=n_boot, seed=seed), len(same)),
+        "accuracy_by_ordering": acc_by_order, "parse_failures": failures,
+        "position_bias": {"letters": list(LETTERS[:k]), "counts": letter_counts.tolist(),
+                          "proportions": (letter_counts / total).tolist() if total else [float("nan")] * k,
+                          "expected": [1 / k] * k, "gold_counts": gold_counts.tolist(),
+                          "chi2": chi2, "p_value": p},
+        "answers": answers,
+    }
