@@ -198,6 +198,12 @@ def test_counting_task_gets_error_plot(tmp_path):
     summary = compare_runs(a, b, tmp_path / "r")
     assert (tmp_path / "r" / "plots" / "count_errors.png").is_file()
     assert summary["flips"] == {"fixed": 6, "broken": 0}
+    # The continuous per-example value (absolute error) gets a paired bootstrap over the 5 examples parsed in
+    # both runs: baseline error 2 everywhere, candidate 0.
+    paired = json.loads((tmp_path / "r" / "comparison.json").read_text())["paired_continuous"]
+    ae = next(p for p in paired if p["name"] == "abs_error")
+    assert ae["n"] == 5 and ae["baseline"] == 2.0 and ae["candidate"] == 0.0 and ae["diff"] == -2.0
+    assert "Paired bootstrap of mean abs_error (n = 5" in (tmp_path / "r" / "report.md").read_text()
 
 
 def test_option_index_targets_get_no_error_plot(tmp_path):

@@ -21,9 +21,11 @@ import io
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
+
+import numpy as np
 
 from vlmtune.data.example import atomic_write_bytes, atomic_write_json, atomic_write_text
 from vlmtune.errors import DataError, VlmtuneError
@@ -548,6 +550,7 @@ class Comparison:
     fingerprints: dict[str, dict[str, Any]]
     notes: list[str]
     plots: list[str]                  # paths relative to out_dir
+    paired: list[dict[str, Any]] = field(default_factory=list)  # paired bootstraps of continuous per-example values
 
     def to_json(self) -> dict[str, Any]:
         return _jsonable({
@@ -555,6 +558,7 @@ class Comparison:
             "metrics": self.metrics, "mcnemar": self.mcnemar, "accuracy_difference": self.bootstrap,
             "flips": {k: {"count": len(v), "ids": [f["id"] for f in v]} for k, v in self.flips.items()},
             "fingerprint_differences": self.fingerprint_differences, "notes": self.notes, "plots": self.plots,
+            "paired_continuous": self.paired,
         })
 
 
@@ -630,7 +634,7 @@ def render_markdown(c: Comparison) -> str:
             f"- Exact McNemar test on per-example correctness: b = {mc['b']} (right → wrong), "
             f"c = {mc['c']} (wrong → right), {mc['n_discordant']} discordant, p = {format_p(mc['p_value'])}.",
             f"- Paired bootstrap of the accuracy difference: {bs['diff']:+.3f}, 95% CI {_ci_str(list(bs['ci']))}, "
-            f"p = {format_p(bs.get('p_value'))}.", ""]
+            f"p = {format_p(bs.get('p_value'))}."] + [f"- {line}" for line in _paired_lines(c)] + [""]
     if c.plots:
         out += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in c.plots] + [""]
     out += ["## Flipped examples", ""]
@@ -708,7 +712,8 @@ def render_html(c: Comparison, plot_bytes: dict[str, bytes]) -> str:
               f"c = {mc['c']} (wrong → right), {mc['n_discordant']} discordant, "
               f"<strong>p = {format_p(mc['p_value'])}</strong>.</li>",
               f"<li>Paired bootstrap of the accuracy difference: {bs['diff']:+.3f}, 95% CI "
-              f"{e(_ci_str(list(bs['ci'])))}, p = {format_p(bs.get('p_value'))}.</li></ul>"]
+              f"{e(_ci_str(list(bs['ci'])))}, p = {format_p(bs.get('p_value'))}.</li>"]
+    parts += [f"<li>{e(line)}</li>" for line in _paired_lines(c)] + ["</ul>"]
     if plot_bytes:
         parts.append("<h2>Plots</h2>")
         parts += [f"<div><img class='plot' alt='{e(name)}' src='{_data_uri(png)}'></div>"
@@ -731,6 +736,35 @@ def render_html(c: Comparison, plot_bytes: dict[str, bytes]) -> str:
               _html_table(["key", "baseline", "candidate"], fp_rows, text_cols={1, 2}), "</details>",
               "</body></html>"]
     return "\n".join(parts)
+
+
+def paired_continuous(task_name: str, pairs: list[tuple[dict[str, Any], dict[str, Any]]], n_boot: int,
+                      seed: int) -> list[dict[str, Any]]:
+    """Paired bootstrap of each continuous per-example value the task defines (task.per_example)."""
+    from vlmtune.tasks import get_task
+
+    try:
+        task = get_task(task_name)
+    except VlmtuneError:
+        return []
+    if not hasattr(task, "per_example"):
+        return []
+    va, vb = task.per_example([a for a, _ in pairs]), task.per_example([b for _, b in pairs])
+    out = []
+    for name in sorted(set(va) & set(vb)):
+        both = [(x, y) for x, y in zip(va[name], vb[name]) if x is not None and y is not None]
+        if len(both) < 2:
+            continue
+        res = paired_bootstrap([x for x, _ in both], [y for _, y in both], n_boot=n_boot, seed=seed)
+        out.append(_jsonable({"name": name, "n": len(both), "baseline": float(np.mean([x for x, _ in both])),
+                              "candidate": float(np.mean([y for _, y in both])), **res}))
+    return out
+
+
+def _paired_lines(c: Comparison) -> list[str]:
+    return [f"Paired bootstrap of mean {p['name']} (n = {p['n']} examples defined in both): "
+            f"{p['baseline']:.3f} → {p['candidate']:.3f}, difference {p['diff']:+.3f}, 95% CI "
+            f"{_ci_str(list(p['ci']))}, p = {format_p(p.get('p_value'))}." for p in c.paired]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -774,7 +808,8 @@ def compare_runs(baseline_dir: str | os.PathLike, candidate_dir: str | os.PathLi
         mcnemar=_jsonable(dict(mcnemar_exact(correct_a, correct_b))), bootstrap=_jsonable(bootstrap),
         flips=find_flips(pairs), fingerprint_differences=_jsonable(diffs),
         fingerprints={"baseline": base.fingerprint, "candidate": cand.fingerprint}, notes=notes,
-        plots=[f"plots/{name}" for name in plot_bytes])
+        plots=[f"plots/{name}" for name in plot_bytes],
+        paired=paired_continuous(str(cand.metrics_file.get("task", "")), pairs, n_boot, seed))
 
     # Write: plots first, so the documents never point at a plot that is not there yet.
     out = Path(out_dir)

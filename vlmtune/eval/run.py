@@ -68,7 +68,10 @@ MODES = ("generate", "loglik", "both")
 
 
 def options_for(task, ex: Example) -> list[str]:
-    """The closed answer set of an example, as strings: its own options, else the task's default set."""
+    """The closed answer set of an example, as the strings an answer is written as: the task's rendering of
+    the options when it has one (mcq: "B) ..."), else the example's own options, else the task's default set."""
+    if ex.options and hasattr(task, "answer_texts"):
+        return [str(o) for o in task.answer_texts(ex)]
     opts = ex.options if ex.options else (task.default_options(ex) if hasattr(task, "default_options") else None)
     if not opts:
         raise ConfigError(f"eval.mode=loglik needs a closed answer set, but example '{ex.id}' has no 'options' and "
@@ -130,7 +133,7 @@ def write_evaluation(task, examples: list[Example], texts: list[str], scores: li
         if scores is not None:
             row["scores"] = scores[i]
         if hasattr(task, "row_extras"):
-            row.update(task.row_extras(ex))
+            row.update({k: v for k, v in task.row_extras(ex).items() if k not in row})
         rows.append(row)
     metrics = task.metrics(rows, n_boot=n_boot) if _takes_n_boot(task) else task.metrics(rows)
     result = {"task": task.name, "label": label, "model": model_name, "adapter": adapter, "n": len(rows),

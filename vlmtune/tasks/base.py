@@ -23,6 +23,15 @@ Optional, used when a task defines it:
                                                 # so a bad record stops the run instead of inflating a score.
                                                 # The message names the example id (and round, for dialog).
 
+    answer_texts(example) -> list[str]          # how each option is written as an answer (mcq: "B) ...");
+                                                # log-likelihood scoring compares these strings
+    default_options(example) -> list            # a closed answer set for examples without `options`
+                                                # (count: 0..20), so eval.mode=loglik works for them too
+
+    per_example(rows) -> {name: [float | None]}  # continuous per-example values (count: abs_error; dialog:
+                                                # rougeL, reciprocal_rank); `compare` runs a paired bootstrap
+                                                # on each over the examples defined in both runs
+
 A prediction row (one per line of predictions.jsonl):
     {"id": str, "prediction": str (raw model text), "parsed": value or null, "parse_ok": bool,
      "target": gold value, "correct": bool, "images": [abs paths], "prompt": str (user text)}

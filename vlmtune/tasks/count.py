@@ -202,8 +202,18 @@ class CountTask:
 
     name = "count"
 
+    max_count: int = 20  # the closed set log-likelihood scoring ranks when an example has no options
+
+    def default_options(self, example: Any = None) -> list[str]:
+        """0..max_count as digits: the answer set for eval.mode=loglik."""
+        return [str(i) for i in range(self.max_count + 1)]
+
     def parse(self, text: str, example: Any = None) -> Parsed:
         return parse_count(text)
+
+    def per_example(self, rows: Sequence[dict[str, Any]]) -> dict[str, list[float | None]]:
+        """Absolute error per example (None for a parse failure), for the report's paired bootstrap."""
+        return {"abs_error": [abs(int(r["parsed"]) - int(r["target"])) if r["parse_ok"] else None for r in rows]}
 
     def correct(self, value: Any, example: Any) -> bool:
         return value is not None and int(value) == int(example.target)

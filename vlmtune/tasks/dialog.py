@@ -154,6 +154,20 @@ class DialogTask:
     def __init__(self, with_bertscore: bool = False):
         self.with_bertscore = with_bertscore
 
+    def per_example(self, rows: Sequence[dict[str, Any]]) -> dict[str, list[float | None]]:
+        """Per-example values the report compares with a paired bootstrap: ROUGE-L F of the (stripped) answer
+        against the gold answer, and the reciprocal rank of the gold option when options were scored."""
+        from vlmtune.eval.metrics.text import rouge_scores
+
+        preds = [strip_blocks(r.get("prediction") or "")[0] for r in rows]
+        out: dict[str, list[float | None]] = {
+            "rougeL": [float(x) for x in rouge_scores(preds, [[r["target"]["answer"]] for r in rows])["rougeL"]]}
+        if rows and all(r.get("scores") is not None for r in rows):
+            out["reciprocal_rank"] = [
+                1.0 / float(ranking.rank_of_gt(np.asarray([r["scores"]]), [int(r["target"]["gt_index"])])[0])
+                for r in rows]
+        return out
+
     def parse(self, text: str, example: Any = None) -> Parsed:
         answer, _ = strip_blocks(text or "")
         return Parsed(answer, True, text or "") if answer else Parsed(None, False, text or "")

@@ -287,6 +287,10 @@ class McqTask:
     def correct(self, value: Any, example: Any) -> bool:
         return value is not None and int(value) == int(example.target)
 
+    def answer_texts(self, example: Any) -> list[str]:
+        """How each option is written as an answer ("B) ..."): the strings log-likelihood scoring compares."""
+        return [f"{LETTERS[i]}) {o}" for i, o in enumerate(example.options)]
+
     def row_extras(self, example: Any) -> dict[str, Any]:
         """Fields the metrics need beyond the standard row: the option texts and each option's photo."""
         meta = getattr(example, "meta", None) or {}
