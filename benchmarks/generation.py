@@ -8,6 +8,11 @@ Both sides call `vlmtune.infer.generate.generate` on the same random-init tiny L
 and `classify` questions, so prompts differ in length and the batch really is left-padded). Greedy decoding is
 deterministic, so the batched answers must equal the one-at-a-time answers; the script prints how many differ
 (and the first few) and exits non-zero if any do. Times are the median of --repeats after an untimed warm-up.
+
+Why the weights are re-drawn (--init scaled, the default): at its initialisation (std 0.02) the untrained model's
+logits are nearly flat and it answers "" (end-of-turn first) for every input, which would make the equality
+check vacuous and the timing a single decoding step. Matrices re-drawn with std 1/sqrt(fan_in) (seeded) give
+input-dependent answers that run the full max_new_tokens. --init default keeps the saved weights.
 """
 
 from __future__ import annotations
@@ -30,8 +35,23 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=1, help="timed runs of each, interleaved; the median is reported")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: torch's choice); 1 is steadier on a busy machine")
+    p.add_argument("--init", choices=("scaled", "default"), default="scaled",
+                   help="scaled: re-draw weight matrices with std 1/sqrt(fan_in) so answers depend on the input")
     p.add_argument("--seed", type=int, default=0, help="data and model seed")
     return p.parse_args()
+
+
+def rescale_(model, seed: int) -> None:
+    """Re-draw every weight matrix from N(0, 1/fan_in), seeded: O(1) activations, sharp logits."""
+    import math
+
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for w in model.parameters():
+            if w.dim() >= 2:
+                w.copy_(torch.randn(w.shape, generator=gen) / math.sqrt(w.shape[-1]))
 
 
 def main() -> None:
@@ -57,6 +77,8 @@ def main() -> None:
         model_dir = save_untrained(tiny, root / "model")
         model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
         processor = AutoProcessor.from_pretrained(model_dir)
+        if a.init == "scaled":
+            rescale_(model, a.seed)
         half = a.n // 2
         examples = [ex for task, k in (("count", a.n - half), ("classify", half)) if k
                     for ex in load_jsonl(synthesize(task, k, root / task, seed=a.seed, image_size=tiny.image_size,
@@ -64,7 +86,7 @@ def main() -> None:
         lens = [len(processor.tokenizer(prompt_text(processor, ex), add_special_tokens=False)["input_ids"])
                 for ex in examples]
         print(f"[bench] {len(examples)} examples, prompt {min(lens)}-{max(lens)} text tokens (+ image tokens); "
-              f"tiny LLaVA, CPU fp32, greedy, max_new_tokens={a.max_new_tokens}")
+              f"tiny LLaVA ({a.init} init), CPU fp32, greedy, max_new_tokens={a.max_new_tokens}")
 
         # --- run: untimed warm-up, then interleaved timed repeats -----------------------------------------------
         kw = dict(max_new_tokens=a.max_new_tokens, progress=False)
@@ -86,7 +108,10 @@ def main() -> None:
     print(f"batched (batch_size={a.batch_size}): {tb:7.2f} s  ({len(examples) / tb:6.1f} examples/s)")
     print(f"one at a time (batch_size=1): {t1:7.2f} s  ({len(examples) / t1:6.1f} examples/s)")
     print(f"speed-up: {t1 / tb:.1f}x   outputs that differ: {len(differ)}/{len(examples)}   "
-          f"distinct answers: {len(set(single))}")
+          f"distinct answers: {len(set(single))}, mean {statistics.mean(map(len, single)):.1f} characters")
+    if a.repeats > 1:
+        print("seconds per repeat: batched " + ", ".join(f"{t:.2f}" for t in t_batched)
+              + "; one at a time " + ", ".join(f"{t:.2f}" for t in t_single))
     for ex_id, s, b in differ[:5]:
         print(f"  {ex_id}: one-at-a-time {s!r} vs batched {b!r}")
     if differ:

@@ -1,0 +1,133 @@
+"""Option scoring: the shared-prefix scorer (prompt once, KV cache repeated per option batch) agrees with one full
+forward per option, with the model's own loss, and across batch sizes; the end-of-turn token is scored."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vlmtune.infer.generate import prompt_text
+from vlmtune.infer.score import score_options, score_options_full
+from vlmtune.train.collate import _load_image_cached, render
+
+# VisDial-like candidates of different token lengths, a Korean one (multi-byte), and "2" vs "20".
+OPTIONS = ["yes", "no, there are two", "2", "maybe", "두 개", "20", "I can't tell, the image is dark"]
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def model_and_processor(micro_model_dir):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    torch.manual_seed(0)
+    model = AutoModelForImageTextToText.from_pretrained(micro_model_dir, dtype=torch.float32).eval()
+    return model, AutoProcessor.from_pretrained(micro_model_dir)
+
+
+@pytest.fixture(scope="module")
+def examples(count_data):
+    return count_data[:4]
+
+
+def _max_diff(a: list[list[float]], b: list[list[float]]) -> float:
+    assert [len(r) for r in a] == [len(r) for r in b], (a, b)
+    return max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
+
+
+def _argmax(rows: list[list[float]]) -> list[int]:
+    return [max(range(len(r)), key=r.__getitem__) for r in rows]
+
+
+def test_shared_prefix_equals_full_forward(model_and_processor, examples):
+    model, processor = model_and_processor
+    opts = [OPTIONS] * len(examples)
+    stats: dict = {}
+    shared = score_options(model, processor, examples, opts, batch_size=3, progress=False, stats=stats)
+    full = score_options_full(model, processor, examples, opts, progress=False)
+    diff = _max_diff(shared, full)
+    assert diff < TOL, f"max |shared - full| = {diff}\nshared={shared}\nfull={full}"
+    assert _argmax(shared) == _argmax(full)
+    assert stats["prefix_forwards"] == len(examples), stats   # the prompt ran once per example
+    assert stats["fallback_options"] == 0, stats
+    assert all(s < 0 for r in shared for s in r)
+    assert all(r[2] != r[5] for r in shared), "'2' and '20' must differ (the end-of-turn token is scored)"
+
+
+def test_batch_size_does_not_change_scores(model_and_processor, examples):
+    model, processor = model_and_processor
+    opts = [OPTIONS] * 2
+    one = score_options(model, processor, examples[:2], opts, batch_size=1, progress=False)
+    many = score_options(model, processor, examples[:2], opts, batch_size=64, progress=False)
+    assert _max_diff(one, many) < TOL, (one, many)
+
+
+def test_normalize_is_mean_per_token(model_and_processor, examples):
+    model, processor = model_and_processor
+    ex = examples[0]
+    total = score_options(model, processor, [ex], [OPTIONS], progress=False)[0]
+    mean = score_options(model, processor, [ex], [OPTIONS], progress=False, normalize=True)[0]
+    mean_full = score_options_full(model, processor, [ex], [OPTIONS], progress=False, normalize=True)[0]
+    tok = processor.tokenizer
+    for o, t, m, mf in zip(OPTIONS, total, mean, mean_full):
+        n = len(tok(o, add_special_tokens=False)["input_ids"]) + 1   # + the end-of-turn token
+        assert abs(m - t / n) < TOL, (o, t, m, n)
+        assert abs(m - mf) < TOL, (o, m, mf)
+
+
+def test_score_equals_model_loss_on_full_sequence(model_and_processor, examples):
+    """Independent check: -loss * n_tokens from the model's own loss with labels on the answer span."""
+    model, processor = model_and_processor
+    ex = examples[1]
+    scores = score_options(model, processor, [ex], [OPTIONS], progress=False)[0]
+    images = [_load_image_cached(p) for p in ex.images]
+    tok = processor.tokenizer
+    end = tok.convert_tokens_to_ids("<|end|>")
+    n_prompt = processor(text=[prompt_text(processor, ex)], images=images, return_tensors="pt")["input_ids"].shape[1]
+    for o, s in zip(OPTIONS, scores):
+        full = render(processor, ex.prompt_messages() + [{"role": "assistant", "content": o}],
+                      add_generation_prompt=False)
+        enc = processor(text=[full], images=images, return_tensors="pt")
+        ids = enc["input_ids"][0]
+        stop = n_prompt + ids[n_prompt:].tolist().index(end) + 1   # answer tokens + <|end|>, not the trailing "\n"
+        labels = torch.full_like(enc["input_ids"], -100)
+        labels[0, n_prompt:stop] = ids[n_prompt:stop]
+        with torch.no_grad():
+            loss = model(**enc, labels=labels).loss
+        expected = -float(loss) * (stop - n_prompt)
+        assert abs(s - expected) < TOL, (o, s, expected)
+
+
+def test_boundary_merge_falls_back_to_full_forward(model_and_processor, examples):
+    """A template whose generation prompt ends in "sq": the option "uares" merges with it ("s q" -> "s qu")."""
+    import copy
+
+    from vlmtune.models.tiny import CHAT_TEMPLATE
+
+    model, processor = model_and_processor
+    processor = copy.deepcopy(processor)
+    processor.chat_template = (CHAT_TEMPLATE.replace("<|{{ message['role'] }}|>\n", "<|{{ message['role'] }}|>\nsq")
+                               .replace("<|assistant|>\n{% endif %}", "<|assistant|>\nsq{% endif %}"))
+    tok, ex = processor.tokenizer, examples[0]
+    prompt = prompt_text(processor, ex)
+    p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    f_ids = tok(prompt + "uares<|end|>", add_special_tokens=False)["input_ids"]
+    assert f_ids[: len(p_ids)] != p_ids, "the test needs a merge across the boundary; the micro tokenizer changed?"
+    opts = [["yes", "uares", "2"]]
+    stats: dict = {}
+    with pytest.warns(UserWarning, match="full forward"):
+        shared = score_options(model, processor, [ex], opts, progress=False, stats=stats)
+    assert stats["fallback_options"] == 1, stats
+    assert _max_diff(shared, score_options_full(model, processor, [ex], opts, progress=False)) < TOL
+
+
+def test_options_default_to_example_options(model_and_processor, examples):
+    from dataclasses import replace
+
+    from vlmtune.errors import DataError
+
+    model, processor = model_and_processor
+    ex = replace(examples[0], options=[0, 1, 2, 3])
+    assert _max_diff(score_options(model, processor, [ex], progress=False),
+                     score_options(model, processor, [ex], [["0", "1", "2", "3"]], progress=False)) == 0
+    with pytest.raises(DataError, match="options"):
+        score_options(model, processor, [replace(ex, options=None)], progress=False)
