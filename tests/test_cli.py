@@ -115,3 +115,31 @@ def test_data_synth_and_inspect_and_ls(tmp_path, capsys):
     assert main(["ls"]) == 0
     out = capsys.readouterr().out
     assert "count" in out and "classify" in out and "jsonl" in out and "train.lora_r" in out
+
+
+TASK_KEYS = {
+    "shapes_classify.yaml": {"accuracy", "macro_f1", "weighted_f1", "per_class", "confusion"},
+    "shapes_mcq.yaml": {"accuracy", "photo_accuracy", "exact_match", "loglik_accuracy", "metric_modes"},
+    "shapes_dialog.yaml": {"bleu", "rougeL", "cider", "r@1", "r@10", "mrr", "mean_rank", "ndcg", "stripped_fraction"},
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(TASK_KEYS))
+def test_every_task_recipe_runs_end_to_end(recipe, tmp_path, micro_model_dir):
+    assert main(["run", str(ROOT / "recipes" / recipe), f"output_dir={tmp_path}", "name=t",
+                 f"model.name={micro_model_dir}", "data.n=32", "train.max_steps=2", "train.batch_size=4",
+                 "eval.n_boot=100", "eval.max_new_tokens=4", "train.val_max_examples=4", "-q"]) == 0
+    run = tmp_path / "t"
+    m = json.loads((run / "finetuned/metrics.json").read_text())
+    missing = TASK_KEYS[recipe] - set(m["metrics"])
+    assert not missing, missing
+    for key in TASK_KEYS[recipe]:
+        entry = m["metrics"][key]
+        if isinstance(entry, dict) and "value" in entry:
+            assert len(entry["ci"]) == 2 and entry["n"] > 0, (key, entry)
+    preds = [json.loads(l) for l in (run / "finetuned/predictions.jsonl").read_text().splitlines()]
+    if m["mode"] == "both":
+        assert all(len(p["scores"]) == len(json.loads(l)["options"])
+                   for p, l in zip(preds, (run / "data/test.jsonl").read_text().splitlines()))
+    report = (run / "report.md").read_text()
+    assert "McNemar" in report and "Paired bootstrap" in report

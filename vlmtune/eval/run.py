@@ -136,6 +136,19 @@ def write_evaluation(task, examples: list[Example], texts: list[str], scores: li
             row.update({k: v for k, v in task.row_extras(ex).items() if k not in row})
         rows.append(row)
     metrics = task.metrics(rows, n_boot=n_boot) if _takes_n_boot(task) else task.metrics(rows)
+    if scores is not None and mode == "both" and "r@1" not in metrics:
+        # Closed set scored both ways: the generated answers give "accuracy", the best-scoring option
+        # gives "loglik_accuracy" (no parse failures possible); the metrics say which is which.
+        from vlmtune.eval.stats import bootstrap_ci, metric_entry
+
+        hits = []
+        for ex, sc in zip(examples, scores):
+            best = options_for(task, ex)[max(range(len(sc)), key=sc.__getitem__)]
+            p = task.parse(best, ex)
+            hits.append(float(p.ok and task.correct(p.value, ex)))
+        metrics["loglik_accuracy"] = metric_entry(sum(hits) / max(1, len(hits)), bootstrap_ci(hits, n_boot=n_boot),
+                                                  len(hits))
+        metrics["metric_modes"] = {"accuracy": "generate", "loglik_accuracy": "loglik"}
     result = {"task": task.name, "label": label, "model": model_name, "adapter": adapter, "n": len(rows),
               "mode": mode, "decoding": decoding, "seconds": round(seconds, 2), "metrics": metrics}
     atomic_write_text(out / "predictions.jsonl",
