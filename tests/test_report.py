@@ -236,3 +236,22 @@ def test_format_summary(runs, tmp_path):
     assert "zero-shot" in text and "fine-tuned" in text
     assert f"{summary['mcnemar']['p_value']:.3g}" in text
     assert summary["report_html"] in text
+
+
+def test_korean_labels_render_without_missing_glyphs():
+    import warnings
+
+    import matplotlib
+
+    from vlmtune.eval.report import hangul_font_families, plot_confusions
+
+    labels = ["관련 없음", "마약 투약 사진", "마약 거래 대화", "마약 실물"]
+    conf = {"labels": labels, "pred_labels": labels + ["parse_failure"],
+            "matrix": [[5, 1, 0, 0, 0], [0, 4, 1, 0, 1], [0, 0, 6, 0, 0], [1, 0, 0, 3, 0]]}
+    assert "NanumGothic" in hangul_font_families()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with matplotlib.rc_context({"font.family": hangul_font_families()}):
+            png = plot_confusions([("fine-tuned", conf)])
+    assert png and png.startswith(b"\x89PNG")
+    assert not [w for w in caught if "missing from" in str(w.message)], [str(w.message) for w in caught]

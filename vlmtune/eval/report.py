@@ -442,10 +442,40 @@ def plot_history(history: list[dict[str, Any]]) -> bytes | None:
     return _png(fig)
 
 
+def hangul_font_families() -> list[str]:
+    """Font families for plot text, with a Hangul-capable fallback so Korean labels render.
+
+    The NanumGothic font ships in the koreanize-matplotlib package; only its file is used (importing that
+    package would change matplotlib's global settings). matplotlib falls back per glyph along the list.
+    """
+    import importlib.util
+
+    from matplotlib import font_manager
+
+    spec = importlib.util.find_spec("koreanize_matplotlib")  # locates the package without running it
+    if spec is None or not spec.submodule_search_locations:
+        return ["DejaVu Sans"]
+    ttf = Path(list(spec.submodule_search_locations)[0]) / "fonts" / "NanumGothic.ttf"
+    if not ttf.is_file():
+        return ["DejaVu Sans"]
+    if "NanumGothic" not in {f.name for f in font_manager.fontManager.ttflist}:
+        font_manager.fontManager.addfont(str(ttf))
+    return ["DejaVu Sans", "NanumGothic"]
+
+
 def render_plots(base: EvalRun, cand: EvalRun, metric_rows: list[dict[str, Any]],
                  pairs: list[tuple[dict[str, Any], dict[str, Any]]],
                  history: list[dict[str, Any]] | None) -> dict[str, bytes]:
     """All plots that apply to these runs: {file name: PNG bytes}."""
+    import matplotlib
+
+    with matplotlib.rc_context({"font.family": hangul_font_families()}):
+        return _render_plots(base, cand, metric_rows, pairs, history)
+
+
+def _render_plots(base: EvalRun, cand: EvalRun, metric_rows: list[dict[str, Any]],
+                  pairs: list[tuple[dict[str, Any], dict[str, Any]]],
+                  history: list[dict[str, Any]] | None) -> dict[str, bytes]:
     labels = (base.label, cand.label)
     plots: dict[str, bytes] = {"metrics.png": plot_metric_bars(metric_rows, labels)}
     confs = [(run.label, run.metrics["confusion"]) for run in (base, cand)
