@@ -119,7 +119,8 @@ def test_data_synth_and_inspect_and_ls(tmp_path, capsys):
 
 TASK_KEYS = {
     "shapes_classify.yaml": {"accuracy", "macro_f1", "weighted_f1", "per_class", "confusion"},
-    "shapes_mcq.yaml": {"accuracy", "photo_accuracy", "exact_match", "loglik_accuracy", "metric_modes"},
+    "shapes_mcq.yaml": {"accuracy", "photo_accuracy", "exact_match", "loglik_accuracy", "metric_modes",
+                        "order_consistency", "position_bias", "accuracy_by_ordering"},
     "shapes_dialog.yaml": {"bleu", "rougeL", "cider", "r@1", "r@10", "mrr", "mean_rank", "ndcg", "stripped_fraction"},
 }
 

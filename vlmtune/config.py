@@ -87,6 +87,8 @@ class EvalConfig:
     max_new_tokens: int = _f(16, "greedy decoding budget per answer")
     mode: str = _f("generate", "generate (greedy answers, parsed) | loglik (pick the most likely option: closed "
                                "sets only) | both (generate, and record option scores for ranking metrics)")
+    permutations: int = _f(0, "mcq: also ask each question with its options shuffled this many times and "
+                               "report order consistency and position bias (0: off)")
     zero_shot: bool = _f(True, "evaluate the base model before fine-tuning")
     n_boot: int = _f(2000, "bootstrap resamples for confidence intervals")
 

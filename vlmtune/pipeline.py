@@ -85,7 +85,7 @@ def run_pipeline(cfg: RunConfig, *, resume: bool = False, overwrite: bool = Fals
     model_path = resolve_name(cfg.model, log=log)
     mcfg = replace(cfg.model, name=model_path)
     ev = dict(batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens, n_boot=cfg.eval.n_boot,
-              mode=cfg.eval.mode,
+              mode=cfg.eval.mode, permutations=cfg.eval.permutations,
               progress=progress, log=log, model_name=cfg.model.name, model_path=model_path)
     # --- zero-shot ----------------------------------------------------------------------------------
     if cfg.eval.zero_shot and not _stage_done(run_dir / "zero_shot" / "metrics.json", resume):

@@ -81,8 +81,8 @@ def options_for(task, ex: Example) -> list[str]:
 
 def evaluate(model, processor, examples: list[Example], task, out_dir: str | Path, *, label: str,
              model_name: str, model_path: str | None = None, adapter: str | None = None, batch_size: int = 32,
-             max_new_tokens: int = 16, n_boot: int = 2000, mode: str = "generate", progress: bool = True,
-             log=print) -> dict[str, Any]:
+             max_new_tokens: int = 16, n_boot: int = 2000, mode: str = "generate", permutations: int = 0,
+             progress: bool = True, log=print) -> dict[str, Any]:
     """Answer, parse and score every example; write the evaluation directory; return metrics.json's content.
 
     mode: generate (greedy generation, parsed by the task) | loglik (the option with the highest
@@ -111,17 +111,26 @@ def evaluate(model, processor, examples: list[Example], task, out_dir: str | Pat
     decoding = {"strategy": "greedy", "do_sample": False, "num_beams": 1, "max_new_tokens": max_new_tokens}
     if mode != "generate":
         decoding["option_scoring"] = "sum of option-token log-probabilities (shared prompt computed once)"
+    order = None
+    if permutations > 0 and hasattr(task, "order_check"):
+        # The same questions with the options shuffled: does the answer follow the option or its position?
+        def answer(batch: list[Example]) -> list[str]:
+            return generate(model, processor, batch, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                            progress=progress, desc=f"eval {label} (shuffled options)")
+
+        order = task.order_check(examples, answer, n_perm=permutations, n_boot=n_boot)
     fp = fingerprint(model_name=model_name, model_path=model_path, adapter=adapter, processor=processor,
                      task=task.name, examples=examples, decoding={**decoding, "mode": mode})
-    return write_evaluation(task, examples, texts, scores, out, label=label, model_name=model_name, adapter=adapter,
-                            mode=mode, decoding=decoding, fingerprint=fp, n_boot=n_boot,
-                            seconds=time.time() - t0, log=log)
+    result = write_evaluation(task, examples, texts, scores, out, label=label, model_name=model_name,
+                              adapter=adapter, mode=mode, decoding=decoding, fingerprint=fp, n_boot=n_boot,
+                              seconds=time.time() - t0, log=log, order_check=order)
+    return result
 
 
 def write_evaluation(task, examples: list[Example], texts: list[str], scores: list[list[float]] | None,
                      out_dir: str | Path, *, label: str, model_name: str, adapter: str | None, mode: str,
                      decoding: dict[str, Any], fingerprint: dict[str, Any], n_boot: int = 2000, seconds: float = 0.0,
-                     log=print) -> dict[str, Any]:
+                     log=print, order_check: dict[str, Any] | None = None) -> dict[str, Any]:
     """Parse and score answers (model outputs or predictions made elsewhere) and write the evaluation directory."""
     out = Path(out_dir)
     rows = []
@@ -149,6 +158,13 @@ def write_evaluation(task, examples: list[Example], texts: list[str], scores: li
         metrics["loglik_accuracy"] = metric_entry(sum(hits) / max(1, len(hits)), bootstrap_ci(hits, n_boot=n_boot),
                                                   len(hits))
         metrics["metric_modes"] = {"accuracy": "generate", "loglik_accuracy": "loglik"}
+    if order_check is not None:
+        metrics["order_consistency"] = order_check["consistency"]
+        bias = order_check["position_bias"]
+        metrics["position_bias"] = {"letters": bias["letters"], "proportions": bias["proportions"],
+                                    "chi2": bias["chi2"], "p_value": bias["p_value"]}
+        metrics["accuracy_by_ordering"] = order_check["accuracy_by_ordering"]
+        atomic_write_json(out / "order_check.json", order_check)
     result = {"task": task.name, "label": label, "model": model_name, "adapter": adapter, "n": len(rows),
               "mode": mode, "decoding": decoding, "seconds": round(seconds, 2), "metrics": metrics}
     atomic_write_text(out / "predictions.jsonl",

@@ -287,6 +287,11 @@ class McqTask:
     def correct(self, value: Any, example: Any) -> bool:
         return value is not None and int(value) == int(example.target)
 
+    def order_check(self, examples: Sequence[Any], predict_fn: Callable[[list[Any]], list[str]], n_perm: int,
+                    n_boot: int = 2000) -> dict[str, Any]:
+        """The option-permutation check (see `permutation_check`), for the eval runner."""
+        return permutation_check(examples, predict_fn, n_perm=n_perm, n_boot=n_boot)
+
     def answer_texts(self, example: Any) -> list[str]:
         """How each option is written as an answer ("B) ..."): the strings log-likelihood scoring compares."""
         return [f"{LETTERS[i]}) {o}" for i, o in enumerate(example.options)]
