@@ -82,3 +82,28 @@ def test_score_verb(tmp_path, count_file, capsys):
     m = json.loads((tmp_path / "o/metrics.json").read_text())
     assert m["metrics"]["accuracy"]["value"] == 1.0 and m["n"] == 12
     assert json.loads((tmp_path / "o/fingerprint.json").read_text())["backend"] == "external"
+
+
+def test_visdial_submission_ranks(tmp_path):
+    exs = load_jsonl(synthesize("dialog", 6, tmp_path / "d", progress=False))
+    sub = []
+    for i, ex in enumerate(exs):
+        gt, k = ex.target["gt_index"], len(ex.options)
+        order = [gt] + [j for j in range(k) if j != gt]          # gold ranked first ...
+        if i >= 4:
+            order = order[1:] + [gt]                              # ... except the last two: gold last
+        ranks = [0] * k
+        for pos, j in enumerate(order, start=1):
+            ranks[j] = pos
+        sub.append({"image_id": ex.meta["dialog_id"], "round_id": ex.target["round"], "ranks": ranks})
+    path = tmp_path / "submission.json"
+    path.write_text(json.dumps(sub))
+    res = score_predictions(get_task("dialog"), exs, path, tmp_path / "o", log=lambda *a: None)
+    m = res["metrics"]
+    assert m["r@1"]["value"] == pytest.approx(4 / 6) and m["mean_rank"]["value"] == pytest.approx((4 + 2 * 100) / 6)
+    assert m["mrr"]["value"] == pytest.approx((4 + 2 / 100) / 6)
+    assert res["mode"] == "external-scores"
+    bad = [dict(sub[0], ranks=[1] * len(sub[0]["ranks"]))] + sub[1:]
+    path.write_text(json.dumps(bad))
+    with pytest.raises(DataError, match="not a permutation"):
+        read_predictions(path, exs)

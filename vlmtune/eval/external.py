@@ -7,8 +7,8 @@ Accepted prediction files:
 - JSONL `{"id": ..., "scores": [one float per option]}`: the best-scoring option is the answer
   (ranking metrics use the scores);
 - VisDial's official submission JSON `[{"image_id", "round_id", "ranks": [100 ints]}]`: `ranks[i]` is the
-  rank of option i (1 = best); matched to examples by `meta.image_id` and the round in `target.round`
-  (or `meta.round_id`).
+  rank of option i (1 = best); matched to examples by `meta.image_id` (shapes-world dialogues: their
+  `meta.dialog_id`) and the round in `target.round` (or `meta.round_id`).
 Every example needs exactly one prediction: missing or unknown ids are errors, never dropped silently.
 """
 
@@ -42,7 +42,9 @@ def read_predictions(path: str | Path, examples: list[Example]) -> tuple[list[st
         except json.JSONDecodeError as e:
             raise DataError(f"not valid JSON ({e.msg})", file=str(p)) from None
         kind = "visdial-ranks"
-        key_of = {(str(ex.meta.get("image_id")), str(_round_of(ex))): ex.id for ex in examples}
+        # VisDial examples carry meta.image_id; shapes-world dialogues use their dialog_id in its place.
+        key_of = {(str(ex.meta.get("image_id", ex.meta.get("dialog_id"))), str(_round_of(ex))): ex.id
+                  for ex in examples}
         for i, r in enumerate(rows):
             if not isinstance(r, dict) or not {"image_id", "round_id", "ranks"} <= set(r):
                 raise DataError("expected an object with image_id, round_id, ranks", file=str(p), line=i + 1,
