@@ -13,7 +13,13 @@ if ! python -c "import torch" 2>/dev/null; then
     echo "[setup] NVIDIA GPU found: torch will come from PyPI's default (CUDA) build"
   else
     echo "[setup] no NVIDIA GPU: installing PyTorch's CPU build"
-    python -m pip install -q "torch==2.13.0" --extra-index-url https://download.pytorch.org/whl/cpu
+    cpu_index=https://download.pytorch.org/whl/cpu
+    if python -c "import urllib.request as u; u.urlopen('$cpu_index/', timeout=5)" 2>/dev/null; then
+      python -m pip install -q "torch==2.13.0" --index-url "$cpu_index" --extra-index-url https://pypi.org/simple
+    else
+      # PyTorch's index is out of reach (an offline mirror or a local wheel directory serves pip instead).
+      python -m pip install -q "torch==2.13.0"
+    fi
   fi
 fi
 extras="${1:-}"

@@ -144,3 +144,25 @@ def test_every_task_recipe_runs_end_to_end(recipe, tmp_path, micro_model_dir):
                    for p, l in zip(preds, (run / "data/test.jsonl").read_text().splitlines()))
     report = (run / "report.md").read_text()
     assert "McNemar" in report and "Paired bootstrap" in report
+
+
+def test_data_convert_and_split_with_train_only_augmentation(tmp_path, capsys):
+    pytest.importorskip("albumentations")
+    from PIL import Image
+
+    for folder, n in (("0_irrelevant", 12), ("2_drug_trade", 4)):
+        (tmp_path / "raw" / folder).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (32, 32), (10 * i, 100, 200)).save(tmp_path / "raw" / folder / f"img{i}.png")
+    assert main(["data", "convert", "--format", "imagefolder", str(tmp_path / "raw"), "--out",
+                 str(tmp_path / "all.jsonl"), "--opt", "labels={0_irrelevant: 관련 없음, 2_drug_trade: 마약 거래}"]) == 0
+    rows = [json.loads(l) for l in (tmp_path / "all.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 16 and {r["target"] for r in rows} == {"관련 없음", "마약 거래"}
+    assert main(["data", "split", str(tmp_path / "all.jsonl"), "--out", str(tmp_path / "s"), "--fractions",
+                 "train=0.75,test=0.25", "--augment-label", "마약 거래", "--augment-copies", "4", "-q"]) == 0
+    train = [json.loads(l) for l in (tmp_path / "s/train.jsonl").read_text(encoding="utf-8").splitlines()]
+    test = [json.loads(l) for l in (tmp_path / "s/test.jsonl").read_text(encoding="utf-8").splitlines()]
+    aug = [r for r in train if r["meta"].get("augmented_from")]
+    assert len(aug) == 4 * sum(r["target"] == "마약 거래" and not r["meta"].get("augmented_from") for r in train)
+    assert not any(r["meta"].get("augmented_from") for r in test)
+    assert len(test) == 4 and {r["group"] for r in aug} <= {r["group"] for r in train}

@@ -5,4 +5,5 @@
 Importing this package registers every built-in format (`FORMATS.get("jsonl")`).
 """
 
-from vlmtune.data.formats import jsonl  # noqa: F401  (registers "jsonl")
+# Importing a module registers its reader.
+from vlmtune.data.formats import csv_labels, imagefolder, jsonl, mcq_json, sharegpt, visdial  # noqa: F401
