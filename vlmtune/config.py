@@ -28,15 +28,21 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 
 @dataclass
 class DataConfig:
-    source: str = _f("synth", "where examples come from: 'synth' (the built-in shapes world) or 'jsonl'")
+    source: str = _f("synth", "where examples come from: 'synth' (the built-in shapes world) or 'files' (read "
+                              "with data.format; 'jsonl' is accepted as a synonym)")
+    format: str = _f("jsonl", "files: the reader (jsonl | visdial | imagefolder | csv_labels | mcq_json | sharegpt | "
+                              "hf_disk; options in docs/formats.md)")
+    format_options: dict = _f({}, "files: options passed to the reader, e.g. {image_dirs: [images], dense: d.json}")
+    limit: int = _f(0, "read at most this many records per file (0: all); --smoke sets it")
+    augment: dict = _f({}, "train-split augmentation, e.g. {label: '2', copies: 4, pipeline: default} (empty: none)")
     task: str = _f("count", "task name (see `vlmtune ls`); for synth also the generator")
     n: int = _f(2400, "synth: number of examples to generate before splitting")
     image_size: int = _f(64, "synth: image side in pixels")
     seed: int = _f(0, "seed of the synthetic generator and of the split")
-    path: str | None = _f(None, "jsonl: one file to split, or null when train/val/test are given")
-    train: str | None = _f(None, "jsonl: train file (already split)")
-    val: str | None = _f(None, "jsonl: validation file (already split)")
-    test: str | None = _f(None, "jsonl: test file (already split)")
+    path: str | None = _f(None, "files: one file (or folder) to split, or null when train/val/test are given")
+    train: str | None = _f(None, "files: train file (already split)")
+    val: str | None = _f(None, "files: validation file (already split)")
+    test: str | None = _f(None, "files: test file (already split)")
     split: dict = _f({"train": 0.75, "val": 0.125, "test": 0.125}, "fractions used when one file is split")
     stratify: bool = _f(True, "stratify the split by target label")
 
@@ -47,6 +53,7 @@ class ModelConfig:
                            "directory, or a hub id such as llava-hf/llava-1.5-7b-hf")
     dtype: str = _f("auto", "auto | float32 | bfloat16 | float16 (auto: bf16 on a GPU that supports it, else fp32)")
     load_in_4bit: bool = _f(False, "QLoRA: load the base in 4-bit nf4 with double quantization (bitsandbytes)")
+    load_in_8bit: bool = _f(False, "load the base in 8-bit (bitsandbytes LLM.int8)")
     device: str = _f("auto", "auto | cpu | cuda | mps")
     tiny_pretrain_examples: int = _f(4000, "tiny: captions the base is pretrained on (enters the cache key)")
     tiny_pretrain_epochs: int = _f(3, "tiny: pretraining epochs (enters the cache key)")
@@ -61,6 +68,8 @@ class TrainConfig:
     batch_size: int = _f(16, "per-device batch size")
     grad_accum: int = _f(1, "gradient accumulation steps")
     warmup_ratio: float = _f(0.05, "fraction of steps for linear warm-up")
+    warmup_steps: int = _f(0, "warm-up steps; > 0 overrides warmup_ratio")
+    optim: str = _f("adamw_torch", "transformers optimizer name: adamw_torch | adamw_bnb_8bit | paged_adamw_8bit ...")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     lr_scheduler: str = _f("linear", "transformers scheduler name: linear | cosine | constant ...")
     freeze_vision: bool = _f(True, "method=full: keep the vision tower frozen (as LLaVA-style recipes do)")
@@ -119,7 +128,7 @@ QUICKSTART_OVERRIDES = ["name=quickstart", "train.epochs=4", "train.lr=2e-3", "t
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
 CHOICES = {
-    ("data", "source"): ("synth", "jsonl"),
+    ("data", "source"): ("synth", "files", "jsonl"),
     ("model", "dtype"): ("auto", "float32", "bfloat16", "float16"),
     ("model", "device"): ("auto", "cpu", "cuda", "mps"),
     ("train", "method"): ("lora", "full"),
@@ -214,10 +223,16 @@ def validate(cfg: RunConfig) -> None:
         v = getattr(getattr(cfg, sec), key)
         if v not in allowed:
             raise ConfigError(f"'{sec}.{key}' is {v!r}; choose one of {', '.join(allowed)}")
-    if cfg.data.source == "jsonl" and not (cfg.data.path or cfg.data.train):
-        raise ConfigError("data.source=jsonl needs data.path (one file to split) or data.train/data.val/data.test")
-    if cfg.data.source == "jsonl" and cfg.data.path is None and not cfg.data.test:
+    if cfg.model.load_in_4bit and cfg.model.load_in_8bit:
+        raise ConfigError("choose one of model.load_in_4bit and model.load_in_8bit")
+    if cfg.data.source != "synth" and not (cfg.data.path or cfg.data.train):
+        raise ConfigError("data.source=files needs data.path (one file to split) or data.train/data.val/data.test")
+    if cfg.data.source != "synth" and cfg.data.path is None and not cfg.data.test:
         raise ConfigError("data.train is set but data.test is not; give data.test=FILE (or data.path to split one file)")
+    import vlmtune.data.formats  # noqa: F401  (registers the readers)
+    from vlmtune.registry import FORMATS
+
+    FORMATS.get(cfg.data.format)
     total = sum(cfg.data.split.values())
     if abs(total - 1.0) > 1e-6 or set(cfg.data.split) - {"train", "val", "test"}:
         raise ConfigError(f"data.split must map train/val/test to fractions summing to 1, got {cfg.data.split}")

@@ -20,6 +20,24 @@ from vlmtune.data.example import Example, atomic_write_text, load_jsonl, write_j
 from vlmtune.errors import ConfigError
 
 
+def read_files(cfg: RunConfig, path: str) -> list[Example]:
+    """Read one data file (or folder) with the configured reader, at most data.limit records."""
+    import itertools
+
+    import vlmtune.data.formats  # noqa: F401  (registers the readers)
+    from vlmtune.registry import FORMATS, TASKS
+
+    d = cfg.data
+    opts = dict(d.format_options)
+    if d.format == "jsonl":
+        opts.setdefault("known_tasks", TASKS.names())
+    reader = FORMATS.get(d.format)(path, **opts)
+    examples = list(itertools.islice(reader, d.limit) if d.limit else reader)
+    if getattr(reader, "rejected", 0):
+        print(f"[data] {path}: {reader.rejected} invalid record(s) skipped -> {reader.rejects_path}")
+    return examples
+
+
 def prepare_data(cfg: RunConfig, run_dir: Path, *, progress: bool = True, log=print) -> dict[str, list[Example]]:
     """Produce train/val/test Examples and write the exact splits to run_dir/data/."""
     from vlmtune.data.splits import check_no_leakage, split_counts, split_examples
@@ -34,11 +52,19 @@ def prepare_data(cfg: RunConfig, run_dir: Path, *, progress: bool = True, log=pr
         examples = load_jsonl(src, known_tasks=TASKS.names())
         splits = split_examples(examples, d.split, seed=d.seed, stratify=d.stratify)
     elif d.path:
-        examples = load_jsonl(d.path, known_tasks=TASKS.names())
-        splits = split_examples(examples, d.split, seed=d.seed, stratify=d.stratify)
+        splits = split_examples(read_files(cfg, d.path), d.split, seed=d.seed, stratify=d.stratify)
     else:
-        splits = {name: (load_jsonl(getattr(d, name), known_tasks=TASKS.names()) if getattr(d, name) else [])
+        splits = {name: (read_files(cfg, getattr(d, name)) if getattr(d, name) else [])
                   for name in ("train", "val", "test")}
+    for name in ("train", "val", "test"):
+        splits.setdefault(name, [])
+    if d.augment:
+        from vlmtune.data.augment import augment_split
+
+        extra = augment_split(splits["train"], data_dir / "augmented", split_name="train", seed=d.seed,
+                              progress=progress, **d.augment)
+        splits["train"] = splits["train"] + list(extra)
+        log(f"[data] {len(extra)} augmented copies added to the train split only ({d.augment})")
     check_no_leakage(splits)
     for name, exs in splits.items():
         wrong = [e.id for e in exs if e.task != d.task]
@@ -77,7 +103,8 @@ def run_pipeline(cfg: RunConfig, *, resume: bool = False, overwrite: bool = Fals
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
     if resume and (run_dir / "data" / "test.jsonl").exists():
-        splits = {n: load_jsonl(run_dir / "data" / f"{n}.jsonl") for n in ("train", "val", "test")}
+        splits = {n: load_jsonl(run_dir / "data" / f"{n}.jsonl") if (run_dir / "data" / f"{n}.jsonl").exists()
+                  else [] for n in ("train", "val", "test")}
         log(f"[data] reusing the splits in {run_dir / 'data'}")
     else:
         splits = prepare_data(cfg, run_dir, progress=progress, log=log)

@@ -37,9 +37,10 @@ def generate(model, processor, examples: list[Example], *, batch_size: int = 32,
         for i in tqdm(range(0, len(examples), batch_size), desc=desc, disable=not progress, leave=False):
             batch = examples[i: i + batch_size]
             texts = [prompt_text(processor, ex) for ex in batch]
-            images = [_load_image_cached(p) for ex in batch for p in ex.images]
+            # Images nested per example: processors that split them by prompt (Gemma 3) need it; others flatten.
+            images = [[_load_image_cached(p) for p in ex.images] for ex in batch]
             kw: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
-            if images:
+            if any(images):
                 kw["images"] = images
             enc = processor(**kw) if hasattr(processor, "image_processor") else tok(texts, padding=True,
                                                                                    return_tensors="pt")

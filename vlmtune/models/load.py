@@ -84,6 +84,12 @@ def load_model(cfg: ModelConfig, *, adapter: str | None = None, log=print) -> tu
             llm_int8_skip_modules=[rf".*{m}" for m in ("vision_tower", "vision_model", "multi_modal_projector",
                                                        "visual")] + ["lm_head"])
         kw["device_map"] = {"": device if device != "cpu" else "cpu"}
+    elif cfg.load_in_8bit:
+        kw["quantization_config"] = BitsAndBytesConfig(
+            load_in_8bit=True, llm_int8_skip_modules=[rf".*{m}" for m in ("vision_tower", "vision_model",
+                                                                          "multi_modal_projector", "visual")]
+            + ["lm_head"])
+        kw["device_map"] = {"": device}
     try:
         vision = is_vision_model(name)
     except OSError as e:
@@ -98,7 +104,7 @@ def load_model(cfg: ModelConfig, *, adapter: str | None = None, log=print) -> tu
     tok = getattr(processor, "tokenizer", processor)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token  # generation and batching need a pad id; eos is the usual choice
-    if not cfg.load_in_4bit:
+    if not (cfg.load_in_4bit or cfg.load_in_8bit):
         model.to(device)
     if adapter:
         from peft import PeftModel

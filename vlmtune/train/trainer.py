@@ -9,6 +9,7 @@ resuming from the last checkpoint when asked) -> clean up (save adapter + proces
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,7 +127,9 @@ def training_arguments(out_dir: Path, tcfg: TrainConfig, *, has_val: bool, devic
         max_steps=tcfg.max_steps,
         learning_rate=tcfg.lr,
         weight_decay=tcfg.weight_decay,
-        warmup_steps=tcfg.warmup_ratio,  # a float < 1 is a ratio of the total steps
+        # A float < 1 is a ratio of the total steps; warmup_steps (an int) wins when set.
+        warmup_steps=tcfg.warmup_steps if tcfg.warmup_steps > 0 else tcfg.warmup_ratio,
+        optim=tcfg.optim,
         lr_scheduler_type=tcfg.lr_scheduler,
         logging_steps=tcfg.logging_steps,
         logging_first_step=True,
@@ -162,6 +165,10 @@ def train(model_path: str | Path, train_examples: list[Example], val_examples: l
 
     # --- set up -------------------------------------------------------------------------------------
     t0 = time.time()
+    # Under torchrun / `accelerate launch` every rank runs this function: only global rank 0 prints and writes.
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if not is_main:
+        log, progress = (lambda *a, **k: None), False
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     mcfg = ModelConfig(**{**(model_cfg.__dict__ if model_cfg else {}), "name": str(model_path)})
@@ -190,7 +197,7 @@ def train(model_path: str | Path, train_examples: list[Example], val_examples: l
     args = training_arguments(out, tcfg, has_val=val_ds is not None, device=device,
                               dtype=next(model.parameters()).dtype)
     callbacks = list(callbacks or [])
-    if "tensorboard" in tcfg.report_to:
+    if "tensorboard" in tcfg.report_to and is_main:
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
 
@@ -205,10 +212,11 @@ def train(model_path: str | Path, train_examples: list[Example], val_examples: l
     trainer.train(resume_from_checkpoint=last)
     # --- clean up -----------------------------------------------------------------------------------
     final_dir = out / ("adapter" if tcfg.method == "lora" else "model")
-    trainer.save_model(str(final_dir))
-    processor.save_pretrained(str(final_dir))
+    trainer.save_model(str(final_dir))  # every rank calls it (ZeRO-3/FSDP gather shards); only rank 0 writes
     history = trainer.state.log_history
-    atomic_write_json(out / "train_history.json", history)
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(str(final_dir))
+        atomic_write_json(out / "train_history.json", history)
     losses = [h["loss"] for h in history if "loss" in h]
     return TrainResult(output_dir=final_dir, steps=trainer.state.global_step,
                        final_loss=losses[-1] if losses else None, seconds=time.time() - t0, history=history,
