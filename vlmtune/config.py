@@ -232,7 +232,15 @@ def validate(cfg: RunConfig) -> None:
     import vlmtune.data.formats  # noqa: F401  (registers the readers)
     from vlmtune.registry import FORMATS
 
-    FORMATS.get(cfg.data.format)
+    reader = FORMATS.get(cfg.data.format)
+    import inspect
+
+    params = inspect.signature(reader).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        known = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        for key in cfg.data.format_options:
+            if key not in known:
+                raise _unknown(key, known, f"data.format_options of the '{cfg.data.format}' reader")
     total = sum(cfg.data.split.values())
     if abs(total - 1.0) > 1e-6 or set(cfg.data.split) - {"train", "val", "test"}:
         raise ConfigError(f"data.split must map train/val/test to fractions summing to 1, got {cfg.data.split}")

@@ -31,7 +31,12 @@ def read_files(cfg: RunConfig, path: str) -> list[Example]:
     opts = dict(d.format_options)
     if d.format == "jsonl":
         opts.setdefault("known_tasks", TASKS.names())
-    reader = FORMATS.get(d.format)(path, **opts)
+    import inspect
+
+    fn = FORMATS.get(d.format)
+    if "task" in inspect.signature(fn).parameters:
+        opts.setdefault("task", d.task)  # readers that can produce several tasks follow data.task
+    reader = fn(path, **opts)
     examples = list(itertools.islice(reader, d.limit) if d.limit else reader)
     if getattr(reader, "rejected", 0):
         print(f"[data] {path}: {reader.rejected} invalid record(s) skipped -> {reader.rejects_path}")

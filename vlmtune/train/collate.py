@@ -18,6 +18,8 @@ from vlmtune.data.example import IMAGE_TOKEN, Example
 from vlmtune.errors import DataError
 
 IGNORE = -100
+# Per-token processor outputs (Gemma 3 marks image tokens with these); padded and truncated like input_ids.
+TOKEN_ALIGNED = ("token_type_ids", "mm_token_type_ids")
 
 
 def to_chat(messages: list[dict[str, str]]) -> list[dict[str, Any]]:
@@ -125,7 +127,7 @@ def encode_example(processor, ex: Example, settings: EncodeSettings, *, cache_im
                            "n_loss_tokens": int((labels != IGNORE).sum())}
     for k, v in enc.items():
         if k not in ("input_ids", "attention_mask") and isinstance(v, torch.Tensor):
-            out[k] = v
+            out[k] = v[0][: len(ids)] if k in TOKEN_ALIGNED else v
     if out["n_loss_tokens"] == 0:
         raise DataError(f"example '{ex.id}' has no answer tokens left after truncation to "
                         f"train.max_length={settings.max_length}", fix="raise train.max_length")
@@ -158,7 +160,12 @@ class Collator:
         # Vision inputs come per example with a leading image dimension; concatenate in example order,
         # which is the order the model consumes image placeholders in.
         extra = {k for f in features for k in f if k not in ("input_ids", "attention_mask", "labels", "n_loss_tokens")}
-        for k in sorted(extra):
+        for k in sorted(extra & set(TOKEN_ALIGNED)):
+            batch[k] = torch.zeros((B, T), dtype=torch.long)
+            for b, f in enumerate(features):
+                n = len(f[k])
+                batch[k][b, slice(0, n) if self.padding_side == "right" else slice(T - n, T)] = f[k]
+        for k in sorted(extra - set(TOKEN_ALIGNED)):
             tensors = [f[k] for f in features if k in f]
             batch[k] = torch.cat(tensors, dim=0)
         return batch
