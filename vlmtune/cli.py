@@ -39,11 +39,20 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     Example: vlmtune run recipes/quickstart.yaml
              vlmtune run recipes/quickstart.yaml name=q2 train.epochs=1 data.n=400   # CPU, ~1 minute
+             vlmtune run recipes/seed004_cctv_llava15.yaml --smoke   # tiny LLaVA stand-in, a few records, CPU
     """
     from vlmtune.config import load_config
     from vlmtune.pipeline import run_pipeline
 
     cfg = load_config(a.recipe, a.overrides)
+    if a.smoke:
+        from vlmtune.models.tiny import cache_dir
+        from vlmtune.smoke import smoke_config
+
+        cfg = smoke_config(cfg, cache=cache_dir())
+        run_pipeline(cfg, resume=False, overwrite=True, progress=not a.quiet)
+        print(f"[smoke] every stage of {a.recipe} ran; see {cfg.run_dir}")
+        return 0
     run_pipeline(cfg, resume=a.resume, overwrite=a.overwrite, progress=not a.quiet)
     return 0
 
@@ -82,7 +91,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     res = train(model_path, splits["train"], splits["val"], run_dir, cfg.train,
                 model_cfg=replace(cfg.model, name=model_path), task=get_task(cfg.data.task), resume=a.resume,
                 progress=not a.quiet)
-    print(f"trained {res.steps} steps in {res.seconds:.0f}s -> {res.output_dir}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun / accelerate launch, one line, not one per rank
+        print(f"trained {res.steps} steps in {res.seconds:.0f}s -> {res.output_dir}")
     return 0
 
 
@@ -328,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--resume", action="store_true", help="keep finished stages, continue from the last checkpoint")
         if name == "run":
             p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+            p.add_argument("--smoke", action="store_true",
+                           help="check the recipe on CPU: a tiny stand-in of the model's architecture family, a "
+                                "few records, two steps; writes runs/<name>-smoke/")
     p = verb("eval", cmd_eval, "evaluate a model on a JSONL file")
     _model_args(p)
     p.add_argument("--data", required=True, help="JSONL test file (canonical format)")

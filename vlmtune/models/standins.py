@@ -17,7 +17,7 @@ from pathlib import Path
 
 from vlmtune.errors import ConfigError
 
-STANDIN_FAMILIES = ("llava", "llava_next", "gemma3", "qwen2_5_vl", "llama")
+STANDIN_FAMILIES = ("llava", "llava_next", "gemma3", "qwen2_5_vl", "idefics3", "llama")
 
 TEXT_HIDDEN = 64      # bitsandbytes' CPU 4-bit matmul needs widths divisible by 64
 VISION_HIDDEN = 32
@@ -66,6 +66,16 @@ QWEN2_5_VL_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+# Idefics3 / SmolVLM: "User:<image>...<end_of_utterance>\nAssistant: answer<end_of_utterance>\n"
+IDEFICS3_TEMPLATE = (
+    "<|begin_of_text|>"
+    "{% for message in messages %}"
+    "{{ message['role'] | capitalize }}"
+    "{% if message['content'] is not string and message['content'][0]['type'] == 'image' %}:{% else %}: {% endif %}"
+    + _parts("<image>") + "<end_of_utterance>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
 # Llama 3: header ids and <|eot_id|>
 LLAMA3_TEMPLATE = (
     "{{ bos_token }}"
@@ -91,6 +101,10 @@ _TOKENS = {
                    {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
                     "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>"},
                    QWEN2_5_VL_TEMPLATE, "<|im_end|>"),
+    "idefics3": (["<|begin_of_text|>", "<|end_of_text|>", "<fake_token_around_image>", "<image>", "<global-img>",
+                  "<end_of_utterance>"] + [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)],
+                 dict(bos_token="<|begin_of_text|>", eos_token="<end_of_utterance>", pad_token="<|end_of_text|>"),
+                 {"image_token": "<image>"}, IDEFICS3_TEMPLATE, "<end_of_utterance>"),
     "llama": (["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
                "<|finetune_right_pad_id|>"],
               dict(bos_token="<|begin_of_text|>", eos_token="<|eot_id|>", pad_token="<|finetune_right_pad_id|>"),
@@ -258,6 +272,22 @@ def _qwen2_5_vl(tok):
     return Qwen2_5_VLForConditionalGeneration(config), proc
 
 
+def _idefics3(tok):
+    from transformers import (Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor,
+                              Idefics3Processor, Idefics3VisionConfig, LlamaConfig)
+
+    size, patch, scale = 32, 8, 2  # 4x4 patches, pixel-shuffled by 2 -> 4 image tokens; no image splitting
+    n_img = (size // patch) ** 2 // scale ** 2
+    ip = Idefics3ImageProcessor(size={"longest_edge": size}, max_image_size={"longest_edge": size},
+                                do_image_splitting=False)
+    proc = Idefics3Processor(image_processor=ip, tokenizer=tok, image_seq_len=n_img, chat_template=IDEFICS3_TEMPLATE)
+    vc = Idefics3VisionConfig(hidden_size=VISION_HIDDEN, intermediate_size=VISION_HIDDEN * 2, num_hidden_layers=1,
+                              num_attention_heads=HEADS, image_size=size, patch_size=patch)
+    config = Idefics3Config(vision_config=vc, text_config=LlamaConfig(**_text_kw(tok)), scale_factor=scale,
+                            image_token_id=tok.convert_tokens_to_ids("<image>"), pad_token_id=tok.pad_token_id)
+    return Idefics3ForConditionalGeneration(config), proc
+
+
 def _llama(tok):
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -265,6 +295,7 @@ def _llama(tok):
 
 
 _BUILDERS = {"llava": _llava, "llava_next": _llava_next, "gemma3": _gemma3, "qwen2_5_vl": _qwen2_5_vl,
+             "idefics3": _idefics3,
              "llama": _llama}
 
 

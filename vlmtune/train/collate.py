@@ -64,8 +64,10 @@ def tokenize(processor, text: str, images: list) -> dict[str, torch.Tensor]:
     kw: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
     if images:
         kw["images"] = images
-    return processor(**kw) if hasattr(processor, "image_processor") else processor.tokenizer(**{
-        "text": [text], "return_tensors": "pt"})
+    if hasattr(processor, "image_processor"):
+        return processor(**kw)
+    tok = getattr(processor, "tokenizer", processor)  # text-only models: the "processor" is the tokenizer
+    return tok(text=[text], return_tensors="pt")
 
 
 def image_token_id(processor) -> int | None:

@@ -13,6 +13,7 @@ Tasks:
 
 from __future__ import annotations
 
+import io
 import random
 from pathlib import Path
 from typing import Callable
@@ -22,7 +23,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from vlmtune.data.example import IMAGE_TOKEN, Example, write_jsonl
+from vlmtune.data.example import IMAGE_TOKEN, Example, atomic_write_bytes, write_jsonl
 from vlmtune.data.synth.shapes import COLORS, KINDS, MAX_SHAPES, Scene, caption, make_scene, render
 from vlmtune.errors import ConfigError
 
@@ -127,7 +128,9 @@ def synthesize(task: str, n: int, out_dir: str | Path, *, seed: int = 0, image_s
         for j, scene in enumerate(item.scenes):
             img_path = out / "images" / (f"{prefix}-{i:06d}.png" if len(item.scenes) == 1 else
                                          f"{prefix}-{i:06d}-{j}.png")
-            render(scene, image_size).save(img_path)
+            buf = io.BytesIO()
+            render(scene, image_size).save(buf, format="PNG")
+            atomic_write_bytes(img_path, buf.getvalue())  # safe when several ranks synthesize the same data
             images.append(str(img_path))
         examples.append(Example(
             id=f"{prefix}-{i:06d}", task=item.meta.pop("task", task), images=images, messages=item.messages,

@@ -1,0 +1,215 @@
+"""Every supported model family, through tiny random-weight stand-ins of the real architecture classes.
+
+Per family: Auto-class loading, the family's chat-template turn syntax, the assistant-only loss mask,
+a LoRA step that moves only LoRA weights, batched left-padded generation, and adapter save -> load ->
+merge giving the same logits. 4-bit (bitsandbytes on CPU) for llava and llama.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from vlmtune.config import ModelConfig, TrainConfig
+from vlmtune.data.example import Example
+from vlmtune.errors import ConfigError
+from vlmtune.models.load import load_model
+from vlmtune.models.standins import STANDIN_FAMILIES, build_standin, end_of_turn_token, family_of
+from vlmtune.train.collate import IGNORE, Collator, EncodeSettings, encode_example
+
+QUIET = dict(log=lambda *a: None)
+VLM_FAMILIES = [f for f in STANDIN_FAMILIES if f != "llama"]
+CLASSES = {
+    "llava": ("LlavaForConditionalGeneration", "LlavaProcessor"),
+    "llava_next": ("LlavaNextForConditionalGeneration", "LlavaNextProcessor"),
+    "gemma3": ("Gemma3ForConditionalGeneration", "Gemma3Processor"),
+    "qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor"),
+    "idefics3": ("Idefics3ForConditionalGeneration", "Idefics3Processor"),
+    "llama": ("LlamaForCausalLM", None),
+}
+
+
+def _params(fams):
+    # Qwen2.5-VL's processor cannot be built without its video processor, which needs torchvision.
+    need_tv = pytest.mark.skipif(importlib.util.find_spec("torchvision") is None,
+                                 reason="qwen2_5_vl processor needs torchvision")
+    return [pytest.param(f, marks=need_tv) if f == "qwen2_5_vl" else f for f in fams]
+
+
+@pytest.fixture(scope="session")
+def standin_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("standins")
+
+
+@pytest.fixture(scope="session")
+def family_examples(tmp_path_factory):
+    from vlmtune.data.example import load_jsonl
+    from vlmtune.data.synth import synthesize
+
+    vlm = load_jsonl(synthesize("count", 4, tmp_path_factory.mktemp("fam-count"), seed=1, progress=False))
+    text = [Example(id=f"t{i}", task="count", messages=[{"role": "user", "content": f"How many {c} shapes are there?"},
+                                                        {"role": "assistant", "content": str(i + 1)}])
+            for i, c in enumerate(["red", "green", "blue", "yellow"])]
+    return {"vlm": vlm, "text": text}
+
+
+_BUILT: dict[str, object] = {}
+
+
+def standin(family, root):
+    """Build each family's stand-in once per session."""
+    if family not in _BUILT:
+        _BUILT[family] = build_standin(family, root / family)
+    return _BUILT[family]
+
+
+def examples_for(family, family_examples):
+    return family_examples["text" if family == "llama" else "vlm"]
+
+
+def expected_render(family, ex):
+    q, a = ex.messages[0]["content"].split("\n")[-1], ex.messages[1]["content"]
+    return {
+        "llava": f"USER: <image>\n{q} ASSISTANT: {a}</s>",
+        "llava_next": f"USER: <image>\n{q} ASSISTANT: {a}</s>",
+        "gemma3": f"<bos><start_of_turn>user\n<start_of_image>{q}<end_of_turn>\n<start_of_turn>model\n{a}<end_of_turn>\n",
+        "qwen2_5_vl": ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                       f"<|vision_start|><|image_pad|><|vision_end|>{q}<|im_end|>\n<|im_start|>assistant\n{a}<|im_end|>\n"),
+        "idefics3": f"<|begin_of_text|>User:<image>{q}<end_of_utterance>\nAssistant: {a}<end_of_utterance>\n",
+        "llama": ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
+                  f"{q}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n{a}<|eot_id|>"),
+    }[family]
+
+
+def _batch(proc, examples):
+    tok = getattr(proc, "tokenizer", proc)
+    return Collator(tok.pad_token_id)([encode_example(proc, ex, EncodeSettings()) for ex in examples])
+
+
+def _image_token_id(model):
+    c = model.config
+    return getattr(c, "image_token_id", None) or getattr(c, "image_token_index", None)
+
+
+def test_family_of_maps_hub_ids_and_model_types():
+    assert family_of("llava-hf/llava-1.5-7b-hf") == "llava"
+    assert family_of("llava-hf/llava-v1.6-mistral-7b-hf") == "llava_next"
+    assert family_of("llava_next") == "llava_next"
+    assert family_of("google/gemma-3-4b-it") == "gemma3"
+    assert family_of("Qwen/Qwen2.5-VL-3B-Instruct") == "qwen2_5_vl"
+    assert family_of("HuggingFaceM4/Idefics3-8B-Llama3") == "idefics3"
+    assert family_of("meta-llama/Llama-3.2-1B") == "llama"
+    with pytest.raises(ConfigError, match="known families"):
+        family_of("bert-base-uncased")
+    with pytest.raises(ConfigError, match="did you mean 'llava'"):
+        build_standin("lava", "/nonexistent")
+
+
+@pytest.mark.parametrize("family", _params(STANDIN_FAMILIES))
+def test_load_render_and_loss_mask(family, standin_root, family_examples):
+    from vlmtune.train.collate import render
+
+    path = standin(family, standin_root)
+    model, proc = load_model(ModelConfig(name=str(path)), **QUIET)
+    arch, proc_cls = CLASSES[family]
+    assert type(model).__name__ == arch
+    if proc_cls:
+        assert type(proc).__name__ == proc_cls
+    assert family_of(model.config) == family
+    tok = getattr(proc, "tokenizer", proc)
+    for ex in examples_for(family, family_examples):
+        text = render(proc, ex.messages, add_generation_prompt=False)
+        assert text == expected_render(family, ex), text
+        enc = encode_example(proc, ex, EncodeSettings())
+        ids, labels = enc["input_ids"], enc["labels"]
+        labelled = tok.decode(ids[labels != IGNORE])
+        # exactly the answer and the turn's end token (templates may put a newline after it)
+        assert labelled.strip() == ex.answer_text() + end_of_turn_token(family), (family, labelled)
+        # the labelled span is contiguous and is the tail of the sequence (up to a trailing newline)
+        pos = (labels != IGNORE).nonzero().flatten()
+        assert pos.tolist() == list(range(int(pos[0]), int(pos[-1]) + 1)), pos
+        img = _image_token_id(model)
+        if family != "llama":
+            assert int((ids == img).sum()) > 0, f"{family}: no image tokens in the expanded prompt"
+            assert not bool((labels[ids == img] != IGNORE).any()), "image tokens carry loss"
+
+
+@pytest.mark.parametrize("family", _params(STANDIN_FAMILIES))
+def test_lora_step_moves_only_lora_and_generate(family, standin_root, family_examples):
+    from vlmtune.infer.generate import generate
+    from vlmtune.train.trainer import attach_lora
+
+    examples = examples_for(family, family_examples)
+    model, proc = load_model(ModelConfig(name=str(standin(family, standin_root))), **QUIET)
+    texts = generate(model, proc, examples[:2], batch_size=2, max_new_tokens=3, progress=False)
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts), texts
+
+    torch.manual_seed(0)
+    model = attach_lora(model, TrainConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0))
+    model.train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    loss = model(**_batch(proc, examples[:2])).loss
+    assert torch.isfinite(loss), loss
+    loss.backward()
+    opt.step()
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])]
+    assert changed and all("lora_" in n for n in changed), [n for n in changed if "lora_" not in n][:5]
+    assert any("lora_B" in n for n in changed), changed[:5]
+
+
+@pytest.mark.parametrize("family", _params(STANDIN_FAMILIES))
+def test_adapter_save_load_merge_round_trip(family, standin_root, family_examples, tmp_path):
+    from vlmtune.models.merge import merge_adapter
+    from vlmtune.train.trainer import attach_lora
+
+    base = standin(family, standin_root)
+    examples = examples_for(family, family_examples)
+    model, proc = load_model(ModelConfig(name=str(base)), **QUIET)
+    batch = _batch(proc, examples[:2])
+    batch.pop("labels")
+    with torch.no_grad():
+        base_logits = model(**batch).logits
+    torch.manual_seed(0)
+    model = attach_lora(model, TrainConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0))
+    with torch.no_grad():  # a non-zero delta (lora_B starts at zero), so the merge has something to fold in
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.2)
+    model.eval()
+    with torch.no_grad():
+        lora_logits = model(**batch).logits
+    assert not torch.allclose(lora_logits, base_logits, atol=1e-3), "the adapter did not change the output"
+    model.save_pretrained(tmp_path / "adapter")
+
+    reloaded, _ = load_model(ModelConfig(name=str(base)), adapter=str(tmp_path / "adapter"), **QUIET)
+    out = merge_adapter(base, tmp_path / "adapter", tmp_path / "merged", **QUIET)
+    merged, mproc = load_model(ModelConfig(name=str(out)), **QUIET)
+    assert type(merged).__name__ == CLASSES[family][0]
+    assert "adapter" in (out / "README.md").read_text()
+    assert not (out / "adapter_config.json").exists()
+    with torch.no_grad():
+        for name, m in (("reloaded adapter", reloaded), ("merged", merged)):
+            got = m(**batch).logits
+            assert torch.allclose(got, lora_logits, atol=1e-4), (name, float((got - lora_logits).abs().max()))
+
+
+@pytest.mark.parametrize("family", ["llava", "llama"])
+def test_4bit_load_lora_and_generate_on_cpu(family, standin_root, family_examples):
+    pytest.importorskip("bitsandbytes")
+    from vlmtune.infer.generate import generate
+    from vlmtune.train.trainer import attach_lora
+
+    examples = examples_for(family, family_examples)
+    model, proc = load_model(ModelConfig(name=str(standin(family, standin_root)), load_in_4bit=True), **QUIET)
+    kinds = {n: type(m).__name__ for n, m in model.named_modules()}
+    assert any(k == "Linear4bit" for n, k in kinds.items() if "layers." in n and "vision" not in n)
+    assert not any(k == "Linear4bit" for n, k in kinds.items() if "vision_tower" in n or "projector" in n)
+    assert len(generate(model, proc, examples[:2], batch_size=2, max_new_tokens=3, progress=False)) == 2
+    model = attach_lora(model, TrainConfig(lora_r=4, lora_alpha=8))
+    model.train()
+    model(**_batch(proc, examples[:2])).loss.backward()
+    grads = [p.grad for n, p in model.named_parameters() if "lora_" in n and p.requires_grad]
+    assert grads and any(g is not None and bool(g.abs().sum() > 0) for g in grads)

@@ -1,0 +1,88 @@
+"""`vlmtune run RECIPE --smoke`: check a whole recipe on a laptop before renting a GPU.
+
+The recipe's model is replaced by a tiny random-weight stand-in of the same architecture family (same
+model and processor classes, same chat-template format; `vlmtune.models.standins`), its data by a few
+records (the user's own files when they exist, else shapes-world examples of the recipe's task), and
+every stage runs for a couple of steps, writing the full run directory to runs/<name>-smoke/.
+Nothing here changes what the stages do; only sizes shrink.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+from pathlib import Path
+
+from vlmtune.config import RunConfig
+
+SMOKE_RECORDS = 16      # records read per data file
+SMOKE_SYNTH = 24        # shapes-world examples when the recipe's data is not on this machine
+
+
+def _data_present(cfg: RunConfig) -> bool:
+    paths = [p for p in (cfg.data.path, cfg.data.train, cfg.data.val, cfg.data.test) if p]
+    return bool(paths) and all(Path(p).exists() for p in paths)
+
+
+def _fixtures(cfg: RunConfig, out: Path, *, text_only: bool) -> Path:
+    """Shapes-world examples of the recipe's task as a JSONL file (text-only models get image-free ones)."""
+    from vlmtune.data.example import load_jsonl, write_jsonl
+    from vlmtune.data.synth import synthesize
+
+    n = SMOKE_SYNTH * (8 if text_only else 1)
+    examples = load_jsonl(synthesize(cfg.data.task, n, out / "source", seed=cfg.data.seed, progress=False))
+    if text_only:
+        examples = [ex for ex in examples if not ex.images][:SMOKE_SYNTH]
+        if len(examples) < 8:
+            from vlmtune.errors import ConfigError
+
+            raise ConfigError(f"--smoke: the shapes world gives too few image-free '{cfg.data.task}' examples for "
+                              "a text-only model; put a few records of your own data at data.path")
+    return write_jsonl(out / "fixtures.jsonl", examples)
+
+
+def smoke_config(cfg: RunConfig, *, cache: Path, log=print) -> RunConfig:
+    """The recipe, shrunk: stand-in model, a few records, two optimizer steps, small evaluations."""
+    from vlmtune.models.standins import TEXT_ONLY, build_standin, family_of
+
+    s = copy.deepcopy(cfg)
+    s.name = f"{cfg.name}-smoke"
+    if cfg.model.name != "tiny":
+        family = family_of(cfg.model.name)
+        s.model.name = str(build_standin(family, cache / "standins" / family))
+        log(f"[smoke] model {cfg.model.name} -> a tiny random-weight {family} stand-in ({s.model.name})")
+        text_only = family in TEXT_ONLY
+    else:
+        text_only = False
+    s.model.dtype = "auto"
+    s.model.device = "auto"
+    if cfg.data.source != "synth":
+        if _data_present(cfg):
+            s.data.limit = SMOKE_RECORDS
+            log(f"[smoke] data: the first {SMOKE_RECORDS} records of each of your files")
+        else:
+            fixture = _fixtures(cfg, cache / "smoke-data" / f"{cfg.data.task}{'-text' if text_only else ''}",
+                                text_only=text_only)
+            s.data.source, s.data.format, s.data.format_options = "files", "jsonl", {}
+            s.data.path, s.data.train, s.data.val, s.data.test = str(fixture), None, None, None
+            s.data.split = {"train": 0.5, "val": 0.25, "test": 0.25}
+            s.data.augment = {**cfg.data.augment, "label": None} if cfg.data.augment else {}
+            log(f"[smoke] data: {cfg.data.path or cfg.data.train} is not here; using shapes-world "
+                f"'{cfg.data.task}' fixtures ({fixture})")
+    else:
+        s.data.n = SMOKE_SYNTH
+    if s.data.augment:
+        s.data.augment = {**s.data.augment, "copies": 1}
+    t = s.train
+    t.max_steps, t.batch_size, t.grad_accum, t.logging_steps = 2, 2, 1, 1
+    t.val_max_examples, t.eval_steps, t.save_steps = 2, 0, 0
+    if "bnb" in t.optim or "8bit" in t.optim:
+        log(f"[smoke] train.optim {t.optim} -> adamw_torch (8-bit optimizers need a GPU)")
+        t.optim = "adamw_torch"
+    e = s.eval
+    e.n_boot, e.batch_size, e.max_new_tokens = 100, 4, min(e.max_new_tokens, 8)
+    e.permutations = min(e.permutations, 1)
+    if e.bertscore and importlib.util.find_spec("bert_score") is None:
+        log("[smoke] eval.bertscore off: the 'bertscore' extra is not installed here")
+        e.bertscore = False
+    return s
