@@ -166,3 +166,36 @@ def test_data_convert_and_split_with_train_only_augmentation(tmp_path, capsys):
     assert len(aug) == 4 * sum(r["target"] == "마약 거래" and not r["meta"].get("augmented_from") for r in train)
     assert not any(r["meta"].get("augmented_from") for r in test)
     assert len(test) == 4 and {r["group"] for r in aug} <= {r["group"] for r in train}
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_recipe_passes_smoke(recipe, tmp_path, monkeypatch, capsys):
+    """--smoke swaps in a stand-in of the recipe's model family and a few records, and runs every stage."""
+    monkeypatch.setenv("VLMTUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)  # the seed recipes' data paths do not exist here: fixtures are used
+    assert main(["run", str(recipe), f"output_dir={tmp_path / 'runs'}", "-q", "--smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "[smoke] every stage" in out
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1 and runs[0].name.endswith("-smoke")
+    for f in ("config.yaml", "data/test.jsonl", "zero_shot/metrics.json", "finetuned/metrics.json", "report.html"):
+        assert (runs[0] / f).is_file(), f
+    assert (runs[0] / "adapter").is_dir() or (runs[0] / "model").is_dir()
+
+
+def test_smoke_uses_the_users_own_records_when_present(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("albumentations")
+    from PIL import Image
+
+    monkeypatch.setenv("VLMTUNE_CACHE", str(tmp_path / "cache"))
+    for folder in ("0_irrelevant", "1_drug_use", "2_drug_trade", "3_drug_sample"):
+        (tmp_path / "raw" / folder).mkdir(parents=True)
+        for i in range(10):
+            Image.new("RGB", (40, 40), (20 * i, 60 * len(folder) % 255, 90)).save(tmp_path / "raw" / folder / f"{i}.png")
+    assert main(["run", str(ROOT / "recipes" / "seed003_forensic_llava16.yaml"), f"output_dir={tmp_path / 'runs'}",
+                 f"data.path={tmp_path / 'raw'}", "-q", "--smoke"]) == 0
+    assert "the first 16 records of each of your files" in capsys.readouterr().out
+    run = next((tmp_path / "runs").iterdir())
+    labels = {json.loads(l)["target"] for s in ("train", "test") for l in (run / "data" / f"{s}.jsonl").read_text(
+        encoding="utf-8").splitlines()}
+    assert labels <= {"관련 없음", "마약 투약 사진", "마약 거래 대화", "마약 실물"} and labels

@@ -47,13 +47,12 @@ def smoke_config(cfg: RunConfig, *, cache: Path, log=print) -> RunConfig:
 
     s = copy.deepcopy(cfg)
     s.name = f"{cfg.name}-smoke"
-    if cfg.model.name != "tiny":
-        family = family_of(cfg.model.name)
-        s.model.name = str(build_standin(family, cache / "standins" / family))
-        log(f"[smoke] model {cfg.model.name} -> a tiny random-weight {family} stand-in ({s.model.name})")
-        text_only = family in TEXT_ONLY
-    else:
-        text_only = False
+    # The built-in tiny model is a LLaVA too: its smoke run uses the (untrained) LLaVA stand-in, so a
+    # smoke run never pays for building the pretrained base.
+    family = "llava" if cfg.model.name == "tiny" else family_of(cfg.model.name)
+    s.model.name = str(build_standin(family, cache / "standins" / family))
+    log(f"[smoke] model {cfg.model.name} -> a tiny random-weight {family} stand-in ({s.model.name})")
+    text_only = family in TEXT_ONLY
     s.model.dtype = "auto"
     s.model.device = "auto"
     if cfg.data.source != "synth":
@@ -66,13 +65,14 @@ def smoke_config(cfg: RunConfig, *, cache: Path, log=print) -> RunConfig:
             s.data.source, s.data.format, s.data.format_options = "files", "jsonl", {}
             s.data.path, s.data.train, s.data.val, s.data.test = str(fixture), None, None, None
             s.data.split = {"train": 0.5, "val": 0.25, "test": 0.25}
-            s.data.augment = {**cfg.data.augment, "label": None} if cfg.data.augment else {}
             log(f"[smoke] data: {cfg.data.path or cfg.data.train} is not here; using shapes-world "
                 f"'{cfg.data.task}' fixtures ({fixture})")
     else:
         s.data.n = SMOKE_SYNTH
     if s.data.augment:
-        s.data.augment = {**s.data.augment, "copies": 1}
+        # A few records may not include the augmented label; one copy of every train example still
+        # exercises the augmentation path.
+        s.data.augment = {**s.data.augment, "label": None, "copies": 1}
     t = s.train
     t.max_steps, t.batch_size, t.grad_accum, t.logging_steps = 2, 2, 1, 1
     t.val_max_examples, t.eval_steps, t.save_steps = 2, 0, 0

@@ -73,7 +73,8 @@ def load_model(cfg: ModelConfig, *, adapter: str | None = None, log=print) -> tu
     name = resolve_name(cfg, log=log)
     device, why = pick_device(cfg.device)
     dtype, dwhy = pick_dtype(cfg.dtype, device)
-    log(f"[model] {name} on {device} ({why}), dtype {str(dtype).replace('torch.', '')} ({dwhy})")
+    quant = ", 4-bit nf4 (QLoRA)" if cfg.load_in_4bit else (", 8-bit" if cfg.load_in_8bit else "")
+    log(f"[model] {name} on {device} ({why}), dtype {str(dtype).replace('torch.', '')} ({dwhy}){quant}")
     kw: dict[str, Any] = {"dtype": dtype}
     if cfg.load_in_4bit:
         kw["quantization_config"] = BitsAndBytesConfig(

@@ -4,6 +4,9 @@ chat-template turn syntax as the real checkpoint, shrunk so a build takes a seco
     path = build_standin("gemma3", "/tmp/gemma3")        # Gemma3ForConditionalGeneration + Gemma3Processor
     model, processor = load_model(ModelConfig(name=str(path)))
 
+Families: llava, llava_next, gemma3, qwen2_5_vl (needs torchvision: its processor requires a video
+processor), idefics3, llama (text-only). `family_of` maps a hub id or config to one of them.
+
 They let tests exercise each family's code path (chat template, image-token expansion, loss mask,
 LoRA targets, generation, merge, 4-bit) offline. The templates are written here in each family's own
 turn format (not downloaded), and each tokenizer is a small byte-level BPE trained locally with the
@@ -18,6 +21,7 @@ from pathlib import Path
 from vlmtune.errors import ConfigError
 
 STANDIN_FAMILIES = ("llava", "llava_next", "gemma3", "qwen2_5_vl", "idefics3", "llama")
+TEXT_ONLY = ("llama",)   # families without a vision tower
 
 TEXT_HIDDEN = 64      # bitsandbytes' CPU 4-bit matmul needs widths divisible by 64
 VISION_HIDDEN = 32
