@@ -20,6 +20,9 @@ from vlmtune.errors import ConfigError
 _LINEAR_CLASSES = ("Linear", "Linear4bit", "Linear8bitLt")
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj", "fc1", "fc2", "linear_1", "linear_2")
+# Module names of vision towers and projectors across families (LLaVA, LLaVA-NeXT, Gemma-3, Qwen2.5-VL,
+# Idefics3): kept in full precision when quantizing, and targeted by LoRA only when asked.
+VISION_PARTS = ("vision_tower", "vision_model", "visual", "multi_modal_projector", "connector")
 
 
 def resolve_name(cfg: ModelConfig, *, log=print) -> str:
@@ -82,14 +85,11 @@ def load_model(cfg: ModelConfig, *, adapter: str | None = None, log=print) -> tu
             bnb_4bit_compute_dtype=dtype if dtype != torch.float32 else torch.float32,
             # The vision tower and projector stay in full precision, as QLoRA recipes for VLMs do.
             # transformers matches these from the start of the module name (or as a suffix), hence ".*".
-            llm_int8_skip_modules=[rf".*{m}" for m in ("vision_tower", "vision_model", "multi_modal_projector",
-                                                       "visual")] + ["lm_head"])
+            llm_int8_skip_modules=[rf".*{m}" for m in VISION_PARTS] + ["lm_head"])
         kw["device_map"] = {"": device if device != "cpu" else "cpu"}
     elif cfg.load_in_8bit:
         kw["quantization_config"] = BitsAndBytesConfig(
-            load_in_8bit=True, llm_int8_skip_modules=[rf".*{m}" for m in ("vision_tower", "vision_model",
-                                                                          "multi_modal_projector", "visual")]
-            + ["lm_head"])
+            load_in_8bit=True, llm_int8_skip_modules=[rf".*{m}" for m in VISION_PARTS] + ["lm_head"])
         kw["device_map"] = {"": device}
     try:
         vision = is_vision_model(name)
@@ -131,7 +131,7 @@ def lora_target_modules(model, target: str = "language", modules: str = "attenti
         if type(mod).__name__ not in _LINEAR_CLASSES or name.endswith("lm_head"):
             continue
         in_vision = any(k in name for k in ("vision_tower", "vision_model", "visual."))
-        in_proj = "multi_modal_projector" in name or ".merger." in name
+        in_proj = "multi_modal_projector" in name or ".merger." in name or ".connector." in name
         if in_proj:
             if target in ("language+projector", "all"):
                 names.append(name)
