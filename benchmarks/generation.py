@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import prepare, tiny_model  # benchmarks/common.py (the script's own folder is on sys.path)
+
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -58,25 +60,16 @@ def main() -> None:
     a = parse_args()
     import torch
     import transformers
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-    from transformers.utils import logging as hf_logging
 
     from vlmtune.data.example import load_jsonl
     from vlmtune.data.synth import synthesize
     from vlmtune.infer.generate import generate, prompt_text
-    from vlmtune.models.tiny import TinyBaseConfig, save_untrained
 
-    hf_logging.set_verbosity_error()
-    load_before = os.getloadavg()[0]
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    load_before = prepare(a.threads)
     with tempfile.TemporaryDirectory(prefix="vlmtune-bench-") as tmp:
         # --- set up: one model, one example list, shared by both ------------------------------------------------
         root = Path(tmp)
-        tiny = TinyBaseConfig(seed=a.seed)
-        model_dir = save_untrained(tiny, root / "model")
-        model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
-        processor = AutoProcessor.from_pretrained(model_dir)
+        model, processor, tiny = tiny_model(root, a.seed)
         if a.init == "scaled":
             rescale_(model, a.seed)
         half = a.n // 2

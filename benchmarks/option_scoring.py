@@ -22,6 +22,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from common import prepare, tiny_model  # benchmarks/common.py (the script's own folder is on sys.path)
+
 HISTORY = [("Is this a photo or a drawing?", "a drawing"), ("What is in the picture?", "a few coloured shapes"),
            ("Are any of them touching?", "no, they are apart"), ("Is the background plain?", "yes, it is grey")]
 
@@ -81,27 +83,18 @@ def main() -> None:
     a = parse_args()
     import torch
     import transformers
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-    from transformers.utils import logging as hf_logging
 
     from vlmtune.data.example import load_jsonl
     from vlmtune.data.synth import synthesize
     from vlmtune.infer.generate import prompt_text
     from vlmtune.infer.score import score_options, score_options_full
-    from vlmtune.models.tiny import TinyBaseConfig, save_untrained
     from vlmtune.train.collate import load_image
 
-    hf_logging.set_verbosity_error()
-    load_before = os.getloadavg()[0]
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    load_before = prepare(a.threads)
     with tempfile.TemporaryDirectory(prefix="vlmtune-bench-") as tmp:
         # --- set up: one model, one set of rounds, one candidate list, shared by both ----------------------------
         root = Path(tmp)
-        tiny = TinyBaseConfig(seed=a.seed)
-        model_dir = save_untrained(tiny, root / "model")
-        model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
-        processor = AutoProcessor.from_pretrained(model_dir)
+        model, processor, tiny = tiny_model(root, a.seed)
         rounds = dialogue_rounds(load_jsonl(synthesize("count", a.rounds, root / "data", seed=a.seed,
                                                        image_size=tiny.image_size, progress=False)))
         opts = candidates(a.options)
