@@ -404,7 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # On CPU, bitsandbytes says at import that an optional kernels package is missing; its CPU path works
+    # without it, so the message only alarms users.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
