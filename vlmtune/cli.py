@@ -313,7 +313,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vlmtune", description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(prog="vlmtune", description="Fine-tune a vision-language model (or a text "
+                                     "LLM) on your task and measure, with numbers you can trust, whether it "
+                                     "worked. Start with `vlmtune quickstart` (CPU, a few minutes).",
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Run `vlmtune VERB --help` for a verb's options and an example.")
     parser.add_argument("--version", action="version", version=f"vlmtune {__import__('vlmtune').__version__}")
@@ -367,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--image", help="an image file")
     p.add_argument("--prompt", required=True, help="the question")
-    p = verb("data", cmd_data, "synthesize or inspect data")
+    p = verb("data", cmd_data, "synthesize, inspect, convert or split data")
     dsub = p.add_subparsers(dest="data_cmd", required=True, metavar="CMD")
     s = dsub.add_parser("synth", help="write a shapes-world dataset (PNG images + JSONL)")
     s.add_argument("--task", default="count", help="count | classify | caption")
