@@ -62,3 +62,47 @@ def test_two_process_ddp_lora_finetune(micro_model_dir, tmp_path):
     assert all(torch.equal(mem0[k], saved[k]) for k in mem0), [k for k in mem0 if not torch.equal(mem0[k], saved[k])]
     assert any(bool(v.abs().sum()) for k, v in saved.items() if "lora_B" in k), "lora_B still zero: no training"
     assert (out / "run" / "train_history.json").exists()
+
+
+def test_two_process_evaluation_shards_and_matches_one_process(micro_model_dir, tmp_path):
+    """`vlmtune eval` under a launcher: each rank answers its share; rank 0 writes the same results as one process."""
+    from vlmtune.cli import main
+    from vlmtune.data.synth import synthesize
+
+    data = synthesize("classify", 11, tmp_path / "data", seed=4, progress=False)  # odd: uneven shards
+    args = ["eval", "--model", str(micro_model_dir), "--data", str(data), "--mode", "both",
+            "--max-new-tokens", "4", "--batch-size", "3", "-q"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
+           "-m", "vlmtune", *args, "--out", str(tmp_path / "two")]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    # Each rank answered its own share (generation and option scoring both report it).
+    assert proc.stderr.count("rank 0 of 2: 6 of 11 examples") == 2, proc.stderr[-3000:]
+    assert proc.stderr.count("rank 1 of 2: 5 of 11 examples") == 2, proc.stderr[-3000:]
+    one = [json.loads(l) for l in (tmp_path / "one/predictions.jsonl").read_text().splitlines()]
+    two = [json.loads(l) for l in (tmp_path / "two/predictions.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in two] == [r["id"] for r in one] and len(two) == 11
+    assert [r["prediction"] for r in two] == [r["prediction"] for r in one]
+    for a, b in zip(one, two):
+        assert max(abs(x - y) for x, y in zip(a["scores"], b["scores"])) < 1e-4
+
+
+def test_two_process_run_writes_one_complete_run_directory(micro_model_dir, tmp_path):
+    """`vlmtune run` under a launcher: rank 0 sets up and reports, both ranks train and evaluate."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
+           "-m", "vlmtune", "run", str(ROOT / "recipes" / "quickstart.yaml"), "name=dd", f"output_dir={tmp_path}",
+           f"model.name={micro_model_dir}", "data.n=64", "train.max_steps=4", "train.batch_size=4",
+           "eval.n_boot=100", "eval.max_new_tokens=4", "-q"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    run = tmp_path / "dd"
+    for f in ("config.yaml", "data/test.jsonl", "zero_shot/predictions.jsonl", "adapter/adapter_model.safetensors",
+              "finetuned/metrics.json", "report.html", "train_history.json"):
+        assert (run / f).is_file(), f
+    assert proc.stdout.count("McNemar") == 1  # one report, by rank 0
+    assert proc.stderr.count("rank 1 of 2: 4 of 8 examples") == 2  # rank 1 evaluated its share, twice

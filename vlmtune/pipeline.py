@@ -84,6 +84,11 @@ def prepare_data(cfg: RunConfig, run_dir: Path, *, progress: bool = True, log=pr
     return splits
 
 
+def _load_splits(run_dir: Path) -> dict[str, list[Example]]:
+    return {n: load_jsonl(run_dir / "data" / f"{n}.jsonl") if (run_dir / "data" / f"{n}.jsonl").exists() else []
+            for n in ("train", "val", "test")}
+
+
 def _stage_done(path: Path, resume: bool) -> bool:
     return resume and path.exists()
 
@@ -97,22 +102,29 @@ def run_pipeline(cfg: RunConfig, *, resume: bool = False, overwrite: bool = Fals
     from vlmtune.train.trainer import load_history, train
 
     # --- set up -------------------------------------------------------------------------------------
+    from vlmtune.eval.run import barrier, is_main_process
+
     t0 = time.time()
     run_dir = cfg.run_dir
-    if run_dir.exists() and any(run_dir.iterdir()) and not (resume or overwrite):
-        raise ConfigError(f"{run_dir} already holds a run. Pass --resume to continue it, --overwrite to replace it, "
-                          "or choose another name=...")
-    if overwrite and run_dir.exists() and not resume:
-        log(f"[run] replacing {run_dir}")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
-    if resume and (run_dir / "data" / "test.jsonl").exists():
-        splits = {n: load_jsonl(run_dir / "data" / f"{n}.jsonl") if (run_dir / "data" / f"{n}.jsonl").exists()
-                  else [] for n in ("train", "val", "test")}
-        log(f"[data] reusing the splits in {run_dir / 'data'}")
-    else:
-        splits = prepare_data(cfg, run_dir, progress=progress, log=log)
+    main = is_main_process()  # under a launcher, rank 0 sets up and the other ranks wait, then read its splits
+    if main:
+        if run_dir.exists() and any(run_dir.iterdir()) and not (resume or overwrite):
+            raise ConfigError(f"{run_dir} already holds a run. Pass --resume to continue it, --overwrite to replace "
+                              "it, or choose another name=...")
+        if overwrite and run_dir.exists() and not resume:
+            log(f"[run] replacing {run_dir}")
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+        if resume and (run_dir / "data" / "test.jsonl").exists():
+            splits = _load_splits(run_dir)
+            log(f"[data] reusing the splits in {run_dir / 'data'}")
+        else:
+            splits = prepare_data(cfg, run_dir, progress=progress, log=log)
+        resolve_name(cfg.model, log=log)  # builds the tiny base once, before other ranks look for it
+    barrier()
+    if not main:
+        splits = _load_splits(run_dir)
     task = get_task(cfg.data.task, **task_options(cfg))
     model_path = resolve_name(cfg.model, log=log)
     mcfg = replace(cfg.model, name=model_path)
@@ -135,6 +147,7 @@ def run_pipeline(cfg: RunConfig, *, resume: bool = False, overwrite: bool = Fals
                        progress=progress, log=log)
         history = result.history
         log(f"[train] {result.steps} steps in {result.seconds:.0f}s -> {result.output_dir}")
+    barrier()  # the adapter rank 0 saved is complete before any rank loads it
     # --- evaluate the fine-tuned model --------------------------------------------------------------
     if not _stage_done(run_dir / "finetuned" / "metrics.json", resume):
         if cfg.train.method == "lora":
@@ -147,6 +160,10 @@ def run_pipeline(cfg: RunConfig, *, resume: bool = False, overwrite: bool = Fals
                      **{**ev, "model_path": str(final_dir)})
         del model
     # --- compare ------------------------------------------------------------------------------------
+    from vlmtune.eval.run import is_main_process
+
+    if not is_main_process():
+        return {"run_dir": str(run_dir)}  # under a launcher, rank 0 writes the report
     if not cfg.eval.zero_shot:
         log(f"[run] done in {time.time() - t0:.0f}s (no zero-shot baseline, so no comparison report)")
         return {"run_dir": str(run_dir)}

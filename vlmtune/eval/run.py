@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
 import platform
 import time
 from pathlib import Path
@@ -67,6 +69,50 @@ def fingerprint(*, model_name: str, model_path: str | None, adapter: str | None,
 MODES = ("generate", "loglik", "both")
 
 
+def is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _process_group():
+    """torch.distributed, initialised from a launcher's environment on first use (gloo on CPU, nccl on GPU)."""
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        import atexit
+
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        atexit.register(dist.destroy_process_group)  # an undestroyed group aborts the process at exit
+    return dist
+
+
+def barrier() -> None:
+    """Wait for every process of a launcher (no-op in a single process)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        _process_group().barrier()
+
+
+def sharded(fn, n: int) -> list:
+    """fn(indices) -> one result per index, run across the processes of a launcher (torchrun / accelerate
+    launch): each rank answers a contiguous share of range(n) and every rank gets all n results back, in
+    order. A single process just calls fn(range(n))."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return list(fn(list(range(n))))
+    dist = _process_group()
+    rank = dist.get_rank()
+    per = -(-n // world)  # ceil: ranks 0..world-1 take contiguous blocks; the last may be short or empty
+    idx = list(range(rank * per, min(n, (rank + 1) * per)))
+    print(f"[eval] rank {rank} of {world}: {len(idx)} of {n} examples", file=sys.stderr, flush=True)
+    local = list(zip(idx, fn(idx) if idx else []))
+    gathered: list = [None] * world
+    dist.all_gather_object(gathered, local)
+    merged = dict(pair for part in gathered for pair in part)
+    if sorted(merged) != list(range(n)):
+        raise RuntimeError(f"sharded evaluation lost examples: got {len(merged)} of {n}")
+    return [merged[i] for i in range(n)]
+
+
 def options_for(task, ex: Example) -> list[str]:
     """The closed answer set of an example, as the strings an answer is written as: the task's rendering of
     the options when it has one (mcq: "B) ..."), else the example's own options, else the task's default set."""
@@ -99,18 +145,23 @@ def evaluate(model, processor, examples: list[Example], task, out_dir: str | Pat
     texts: list[str] = []
     scores: list[list[float]] | None = None
     if mode in ("generate", "both"):
-        texts = generate(model, processor, examples, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                         progress=progress, desc=f"eval {label}")
+        texts = sharded(lambda idx: generate(model, processor, [examples[i] for i in idx], batch_size=batch_size,
+                                             max_new_tokens=max_new_tokens, progress=progress,
+                                             desc=f"eval {label}"), len(examples))
     if mode in ("loglik", "both"):
         from vlmtune.infer.score import score_options
 
         options = [options_for(task, ex) for ex in examples]
-        scores = score_options(model, processor, examples, options, batch_size=batch_size, progress=progress)
+        scores = sharded(lambda idx: score_options(model, processor, [examples[i] for i in idx],
+                                                   [options[i] for i in idx], batch_size=batch_size,
+                                                   progress=progress), len(examples))
         if mode == "loglik":
             texts = [opts[max(range(len(sc)), key=sc.__getitem__)] for opts, sc in zip(options, scores)]
     decoding = {"strategy": "greedy", "do_sample": False, "num_beams": 1, "max_new_tokens": max_new_tokens}
     if mode != "generate":
         decoding["option_scoring"] = "sum of option-token log-probabilities (shared prompt computed once)"
+    if not is_main_process():
+        return {}  # under a launcher every rank answered its share; rank 0 scores and writes
     order = None
     if permutations > 0 and hasattr(task, "order_check"):
         # The same questions with the options shuffled: does the answer follow the option or its position?

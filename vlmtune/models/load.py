@@ -44,7 +44,8 @@ def pick_device(requested: str = "auto") -> tuple[str, str]:
             raise ConfigError("model.device=cuda but no CUDA GPU is visible; use model.device=auto or cpu")
         return requested, "set by model.device"
     if torch.cuda.is_available():
-        return "cuda", f"CUDA GPU found ({torch.cuda.get_device_name(0)})"
+        local = int(os.environ.get("LOCAL_RANK", "0"))  # one GPU per process under a launcher
+        return f"cuda:{local}" if local else "cuda", f"CUDA GPU found ({torch.cuda.get_device_name(local)})"
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return "mps", "Apple GPU (MPS) found"
     return "cpu", "no GPU found"
@@ -55,7 +56,7 @@ def pick_dtype(requested: str, device: str):
 
     if requested != "auto":
         return getattr(torch, requested), "set by model.dtype"
-    if device == "cuda" and torch.cuda.is_bf16_supported():
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
         return torch.bfloat16, "GPU supports bf16"
     return torch.float32, f"fp32 on {device}"
 
