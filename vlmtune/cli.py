@@ -91,7 +91,9 @@ def cmd_train(a: argparse.Namespace) -> int:
     res = train(model_path, splits["train"], splits["val"], run_dir, cfg.train,
                 model_cfg=replace(cfg.model, name=model_path), task=get_task(cfg.data.task), resume=a.resume,
                 progress=not a.quiet)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun / accelerate launch, one line, not one per rank
+    from vlmtune.distributed import is_main_process
+
+    if is_main_process():  # under torchrun / accelerate launch, one line, not one per rank
         print(f"trained {res.steps} steps in {res.seconds:.0f}s -> {res.output_dir}")
     return 0
 

@@ -20,7 +20,7 @@ from vlmtune.data.example import Example, atomic_write_text, load_jsonl, write_j
 from vlmtune.errors import ConfigError
 
 
-def read_files(cfg: RunConfig, path: str) -> list[Example]:
+def read_files(cfg: RunConfig, path: str, log=print) -> list[Example]:
     """Read one data file (or folder) with the configured reader, at most data.limit records."""
     import itertools
 
@@ -39,7 +39,7 @@ def read_files(cfg: RunConfig, path: str) -> list[Example]:
     reader = fn(path, **opts)
     examples = list(itertools.islice(reader, d.limit) if d.limit else reader)
     if getattr(reader, "rejected", 0):
-        print(f"[data] {path}: {reader.rejected} invalid record(s) skipped -> {reader.rejects_path}")
+        log(f"[data] {path}: {reader.rejected} invalid record(s) skipped -> {reader.rejects_path}")
     return examples
 
 
@@ -57,9 +57,9 @@ def prepare_data(cfg: RunConfig, run_dir: Path, *, progress: bool = True, log=pr
         examples = load_jsonl(src, known_tasks=TASKS.names())
         splits = split_examples(examples, d.split, seed=d.seed, stratify=d.stratify)
     elif d.path:
-        splits = split_examples(read_files(cfg, d.path), d.split, seed=d.seed, stratify=d.stratify)
+        splits = split_examples(read_files(cfg, d.path, log), d.split, seed=d.seed, stratify=d.stratify)
     else:
-        splits = {name: (read_files(cfg, getattr(d, name)) if getattr(d, name) else [])
+        splits = {name: (read_files(cfg, getattr(d, name), log) if getattr(d, name) else [])
                   for name in ("train", "val", "test")}
     for name in ("train", "val", "test"):
         splits.setdefault(name, [])
@@ -101,9 +101,9 @@ def run_pipeline(cfg: RunConfig, *, resume: bool = False, overwrite: bool = Fals
     from vlmtune.tasks import get_task
     from vlmtune.train.trainer import load_history, train
 
-    # --- set up -------------------------------------------------------------------------------------
-    from vlmtune.eval.run import barrier, is_main_process
+    from vlmtune.distributed import barrier, is_main_process
 
+    # --- set up -------------------------------------------------------------------------------------
     t0 = time.time()
     run_dir = cfg.run_dir
     main = is_main_process()  # under a launcher, rank 0 sets up and the other ranks wait, then read its splits
@@ -160,8 +160,6 @@ def run_pipeline(cfg: RunConfig, *, resume: bool = False, overwrite: bool = Fals
                      **{**ev, "model_path": str(final_dir)})
         del model
     # --- compare ------------------------------------------------------------------------------------
-    from vlmtune.eval.run import is_main_process
-
     if not is_main_process():
         return {"run_dir": str(run_dir)}  # under a launcher, rank 0 writes the report
     if not cfg.eval.zero_shot:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sys
 import platform
 import time
 from pathlib import Path
 from typing import Any
 
 from vlmtune.data.example import Example, atomic_write_json, atomic_write_text
+from vlmtune.distributed import is_main_process, sharded
 from vlmtune.errors import ConfigError
 from vlmtune.infer.generate import generate, prompt_text
 from vlmtune.models.load import chat_template_of, dir_hash, text_hash
@@ -67,50 +66,6 @@ def fingerprint(*, model_name: str, model_path: str | None, adapter: str | None,
 
 
 MODES = ("generate", "loglik", "both")
-
-
-def is_main_process() -> bool:
-    return os.environ.get("RANK", "0") == "0"
-
-
-def _process_group():
-    """torch.distributed, initialised from a launcher's environment on first use (gloo on CPU, nccl on GPU)."""
-    import torch
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        import atexit
-
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        atexit.register(dist.destroy_process_group)  # an undestroyed group aborts the process at exit
-    return dist
-
-
-def barrier() -> None:
-    """Wait for every process of a launcher (no-op in a single process)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        _process_group().barrier()
-
-
-def sharded(fn, n: int) -> list:
-    """fn(indices) -> one result per index, run across the processes of a launcher (torchrun / accelerate
-    launch): each rank answers a contiguous share of range(n) and every rank gets all n results back, in
-    order. A single process just calls fn(range(n))."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return list(fn(list(range(n))))
-    dist = _process_group()
-    rank = dist.get_rank()
-    per = -(-n // world)  # ceil: ranks 0..world-1 take contiguous blocks; the last may be short or empty
-    idx = list(range(rank * per, min(n, (rank + 1) * per)))
-    print(f"[eval] rank {rank} of {world}: {len(idx)} of {n} examples", file=sys.stderr, flush=True)
-    local = list(zip(idx, fn(idx) if idx else []))
-    gathered: list = [None] * world
-    dist.all_gather_object(gathered, local)
-    merged = dict(pair for part in gathered for pair in part)
-    if sorted(merged) != list(range(n)):
-        raise RuntimeError(f"sharded evaluation lost examples: got {len(merged)} of {n}")
-    return [merged[i] for i in range(n)]
 
 
 def options_for(task, ex: Example) -> list[str]:

@@ -9,7 +9,6 @@ resuming from the last checkpoint when asked) -> clean up (save adapter + proces
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from vlmtune.config import ModelConfig, TrainConfig
 from vlmtune.data.example import Example, atomic_write_json
+from vlmtune.distributed import is_main_process
 from vlmtune.train.collate import Collator, EncodedDataset, EncodeSettings
 
 
@@ -166,7 +166,7 @@ def train(model_path: str | Path, train_examples: list[Example], val_examples: l
     # --- set up -------------------------------------------------------------------------------------
     t0 = time.time()
     # Under torchrun / `accelerate launch` every rank runs this function: only global rank 0 prints and writes.
-    is_main = int(os.environ.get("RANK", "0")) == 0
+    is_main = is_main_process()
     if not is_main:
         log, progress = (lambda *a, **k: None), False
     out = Path(out_dir)
