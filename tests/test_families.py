@@ -2,12 +2,12 @@
 
 Per family: Auto-class loading, the family's chat-template turn syntax, the assistant-only loss mask,
 a LoRA step that moves only LoRA weights, batched left-padded generation, and adapter save -> load ->
-merge giving the same logits. 4-bit (bitsandbytes on CPU) for llava and llama.
+merge giving the same logits, and 4-bit / 8-bit loading (bitsandbytes on CPU) with a LoRA backward.
+Qwen2.5-VL's cases need torchvision (its processor requires a video processor) and skip without it.
 """
 
 from __future__ import annotations
 
-import importlib.util
 
 import pytest
 import torch
@@ -16,11 +16,11 @@ from vlmtune.config import ModelConfig, TrainConfig
 from vlmtune.data.example import Example
 from vlmtune.errors import ConfigError
 from vlmtune.models.load import load_model
-from vlmtune.models.standins import STANDIN_FAMILIES, build_standin, end_of_turn_token, family_of
+from vlmtune.models.standins import STANDIN_FAMILIES, TEXT_ONLY, build_standin, end_of_turn_token, family_of
 from vlmtune.train.collate import IGNORE, Collator, EncodeSettings, encode_example
 
 QUIET = dict(log=lambda *a: None)
-VLM_FAMILIES = [f for f in STANDIN_FAMILIES if f != "llama"]
+VLM_FAMILIES = [f for f in STANDIN_FAMILIES if f not in TEXT_ONLY]
 CLASSES = {
     "llava": ("LlavaForConditionalGeneration", "LlavaProcessor"),
     "llava_next": ("LlavaNextForConditionalGeneration", "LlavaNextProcessor"),
@@ -28,13 +28,16 @@ CLASSES = {
     "qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor"),
     "idefics3": ("Idefics3ForConditionalGeneration", "Idefics3Processor"),
     "llama": ("LlamaForCausalLM", None),
+    "gemma3_text": ("Gemma3ForCausalLM", None),
 }
 
 
 def _params(fams):
     # Qwen2.5-VL's processor cannot be built without its video processor, which needs torchvision.
-    need_tv = pytest.mark.skipif(importlib.util.find_spec("torchvision") is None,
-                                 reason="qwen2_5_vl processor needs torchvision")
+    from vlmtune.models.standins import torchvision_problem
+
+    problem = torchvision_problem()
+    need_tv = pytest.mark.skipif(problem is not None, reason=f"qwen2_5_vl processor needs torchvision ({problem})")
     return [pytest.param(f, marks=need_tv) if f == "qwen2_5_vl" else f for f in fams]
 
 
@@ -66,7 +69,7 @@ def standin(family, root):
 
 
 def examples_for(family, family_examples):
-    return family_examples["text" if family == "llama" else "vlm"]
+    return family_examples["text" if family in TEXT_ONLY else "vlm"]
 
 
 def expected_render(family, ex):
@@ -80,6 +83,7 @@ def expected_render(family, ex):
         "idefics3": f"<|begin_of_text|>User:<image>{q}<end_of_utterance>\nAssistant: {a}<end_of_utterance>\n",
         "llama": ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
                   f"{q}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n{a}<|eot_id|>"),
+        "gemma3_text": f"<bos><start_of_turn>user\n{q}<end_of_turn>\n<start_of_turn>model\n{a}<end_of_turn>\n",
     }[family]
 
 
@@ -101,6 +105,8 @@ def test_family_of_maps_hub_ids_and_model_types():
     assert family_of("Qwen/Qwen2.5-VL-3B-Instruct") == "qwen2_5_vl"
     assert family_of("HuggingFaceM4/Idefics3-8B-Llama3") == "idefics3"
     assert family_of("meta-llama/Llama-3.2-1B") == "llama"
+    assert family_of("gemma3-270m") == family_of("google/gemma-3-1b-it") == family_of("gemma3_text") == "gemma3_text"
+    assert family_of("google/gemma-3-12b-it") == "gemma3"
     with pytest.raises(ConfigError, match="known families"):
         family_of("bert-base-uncased")
     with pytest.raises(ConfigError, match="did you mean 'llava'"):
@@ -131,7 +137,7 @@ def test_load_render_and_loss_mask(family, standin_root, family_examples):
         pos = (labels != IGNORE).nonzero().flatten()
         assert pos.tolist() == list(range(int(pos[0]), int(pos[-1]) + 1)), pos
         img = _image_token_id(model)
-        if family != "llama":
+        if family not in TEXT_ONLY:
             assert int((ids == img).sum()) > 0, f"{family}: no image tokens in the expanded prompt"
             assert not bool((labels[ids == img] != IGNORE).any()), "image tokens carry loss"
 
@@ -196,23 +202,54 @@ def test_adapter_save_load_merge_round_trip(family, standin_root, family_example
             assert torch.allclose(got, lora_logits, atol=1e-4), (name, float((got - lora_logits).abs().max()))
 
 
-@pytest.mark.parametrize("family", ["llava", "llava_next", "gemma3", "idefics3", "llama"])
-def test_4bit_load_lora_and_generate_on_cpu(family, standin_root, family_examples):
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("family", _params(STANDIN_FAMILIES))
+def test_quantized_load_lora_and_generate_on_cpu(family, bits, standin_root, family_examples):
+    """QLoRA (4-bit nf4, double quantization) and LLM.int8 (8-bit), both through bitsandbytes' CPU backend."""
     pytest.importorskip("bitsandbytes")
     from vlmtune.infer.generate import generate
+    from vlmtune.models.load import VISION_PARTS
     from vlmtune.train.trainer import attach_lora
 
     examples = examples_for(family, family_examples)
-    model, proc = load_model(ModelConfig(name=str(standin(family, standin_root)), load_in_4bit=True), **QUIET)
+    cfg = ModelConfig(name=str(standin(family, standin_root)), load_in_4bit=bits == 4, load_in_8bit=bits == 8)
+    model, proc = load_model(cfg, **QUIET)
+    qclass = "Linear4bit" if bits == 4 else "Linear8bitLt"
     kinds = {n: type(m).__name__ for n, m in model.named_modules()}
-    assert any(k == "Linear4bit" for n, k in kinds.items() if "layers." in n and "vision" not in n)
-    from vlmtune.models.load import VISION_PARTS
-
+    assert any(k == qclass for n, k in kinds.items() if "layers." in n and "vision" not in n), family
     # Vision towers and projectors stay in full precision, as QLoRA recipes for VLMs do.
-    assert not any(k == "Linear4bit" for n, k in kinds.items() if any(v in n for v in VISION_PARTS))
+    assert not any(k == qclass for n, k in kinds.items() if any(v in n for v in VISION_PARTS))
+    if bits == 4:
+        q = model.config.quantization_config
+        assert q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant, q
     assert len(generate(model, proc, examples[:2], batch_size=2, max_new_tokens=3, progress=False)) == 2
     model = attach_lora(model, TrainConfig(lora_r=4, lora_alpha=8))
     model.train()
-    model(**_batch(proc, examples[:2])).loss.backward()
+    loss = model(**_batch(proc, examples[:2])).loss
+    assert torch.isfinite(loss), loss
+    loss.backward()
     grads = [p.grad for n, p in model.named_parameters() if "lora_" in n and p.requires_grad]
     assert grads and any(g is not None and bool(g.abs().sum() > 0) for g in grads)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3", "gemma3_text"])
+def test_one_bos_when_template_and_tokenizer_both_add_it(family, standin_root, family_examples):
+    """Real Llama-3 and Gemma-3 tokenizers add a BOS and their templates write one too: the encoded prompt,
+    the training example and the generation batch must each start with exactly one."""
+    from vlmtune.infer.generate import prompt_text
+    from vlmtune.train.collate import special_tokens_kw, tokenize
+
+    _, proc = load_model(ModelConfig(name=str(standin(family, standin_root))), **QUIET)
+    tok = getattr(proc, "tokenizer", proc)
+    tok.add_bos_token = True  # as the hub tokenizers do
+    assert tok("x")["input_ids"][0] == tok.bos_token_id
+    ex = examples_for(family, family_examples)[0]
+    enc = encode_example(proc, ex, EncodeSettings())
+    ids = enc["input_ids"].tolist()
+    assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1, ids[:4]
+    text = prompt_text(proc, ex)
+    assert special_tokens_kw(proc, [text]) == {"add_special_tokens": False}
+    images = [] if family in TEXT_ONLY else [__import__("PIL.Image").Image.open(ex.images[0]).convert("RGB")]
+    assert tokenize(proc, text, images)["input_ids"][0].tolist().count(tok.bos_token_id) == 1
+    # A template without a BOS keeps the tokenizer's own.
+    assert special_tokens_kw(proc, ["USER: hi"]) == {}

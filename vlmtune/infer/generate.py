@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from vlmtune.data.example import Example
-from vlmtune.train.collate import _load_image_cached, render
+from vlmtune.train.collate import _load_image_cached, render, special_tokens_kw
 
 
 def prompt_text(processor, ex: Example) -> str:
@@ -39,11 +39,11 @@ def generate(model, processor, examples: list[Example], *, batch_size: int = 32,
             texts = [prompt_text(processor, ex) for ex in batch]
             # Images nested per example: processors that split them by prompt (Gemma 3) need it; others flatten.
             images = [[_load_image_cached(p) for p in ex.images] for ex in batch]
-            kw: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
+            kw: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt",
+                                  **special_tokens_kw(processor, texts)}
             if any(images):
                 kw["images"] = images
-            enc = processor(**kw) if hasattr(processor, "image_processor") else tok(texts, padding=True,
-                                                                                   return_tensors="pt")
+            enc = processor(**kw) if hasattr(processor, "image_processor") else tok(**kw)
             enc = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in enc.items()}
             if "pixel_values" in enc and enc["pixel_values"].is_floating_point():
                 enc["pixel_values"] = enc["pixel_values"].to(next(model.parameters()).dtype)

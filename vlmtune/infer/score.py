@@ -30,7 +30,7 @@ import torch
 from vlmtune.data.example import Example
 from vlmtune.errors import DataError
 from vlmtune.infer.generate import _device_of, prompt_text
-from vlmtune.train.collate import _load_image_cached, render
+from vlmtune.train.collate import _load_image_cached, render, special_tokens_kw
 
 
 def _tok(processor):
@@ -40,12 +40,12 @@ def _tok(processor):
 def _encode(processor, model, text: str, images: list) -> dict[str, torch.Tensor]:
     """Model inputs for one text (image placeholders expanded by the processor), on the model's device/dtype."""
     if hasattr(processor, "image_processor"):
-        kw: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
+        kw: dict[str, Any] = {"text": [text], "return_tensors": "pt", **special_tokens_kw(processor, [text])}
         if images:
             kw["images"] = images
         enc = processor(**kw)
     else:
-        enc = _tok(processor)([text], return_tensors="pt")
+        enc = _tok(processor)([text], return_tensors="pt", **special_tokens_kw(processor, [text]))
     device = _device_of(model)
     enc = {k: v.to(device) for k, v in enc.items() if isinstance(v, torch.Tensor)}
     if "pixel_values" in enc and enc["pixel_values"].is_floating_point():

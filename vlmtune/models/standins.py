@@ -5,7 +5,8 @@ chat-template turn syntax as the real checkpoint, shrunk so a build takes a seco
     model, processor = load_model(ModelConfig(name=str(path)))
 
 Families: llava, llava_next, gemma3, qwen2_5_vl (needs torchvision: its processor requires a video
-processor), idefics3, llama (text-only). `family_of` maps a hub id or config to one of them.
+processor), idefics3, and the text-only llama and gemma3_text (Gemma-3 270M / 1B: Gemma3ForCausalLM).
+`family_of` maps a hub id or config to one of them.
 
 They let tests exercise each family's code path (chat template, image-token expansion, loss mask,
 LoRA targets, generation, merge, 4-bit) offline. The templates are written here in each family's own
@@ -20,8 +21,8 @@ from pathlib import Path
 
 from vlmtune.errors import ConfigError
 
-STANDIN_FAMILIES = ("llava", "llava_next", "gemma3", "qwen2_5_vl", "idefics3", "llama")
-TEXT_ONLY = ("llama",)   # families without a vision tower
+STANDIN_FAMILIES = ("llava", "llava_next", "gemma3", "qwen2_5_vl", "idefics3", "llama", "gemma3_text")
+TEXT_ONLY = ("llama", "gemma3_text")   # families without a vision tower
 
 TEXT_HIDDEN = 64      # bitsandbytes' CPU 4-bit matmul needs widths divisible by 64
 VISION_HIDDEN = 32
@@ -115,6 +116,7 @@ _TOKENS = {
               {}, LLAMA3_TEMPLATE, "<|eot_id|>"),
 }
 _TOKENS["llava_next"] = _TOKENS["llava"]
+_TOKENS["gemma3_text"] = (_TOKENS["gemma3"][0], _TOKENS["gemma3"][1], {}, None, "<end_of_turn>")  # template below
 
 
 def end_of_turn_token(family: str) -> str:
@@ -136,6 +138,7 @@ def _check(family: str) -> str:
 _PATTERNS = [
     (r"llava[-_]?next|llava[-_]v1\.6|llava-1\.6", "llava_next"),
     (r"llava", "llava"),
+    (r"gemma[-_]?3[-_]?text|gemma[-_]?3[-_](270m|1b)\b", "gemma3_text"),  # the text-only Gemma 3 sizes
     (r"gemma[-_]?3", "gemma3"),
     (r"qwen2[._]5[-_]?vl", "qwen2_5_vl"),
     (r"idefics3|smolvlm", "idefics3"),
@@ -166,6 +169,8 @@ def build_tokenizer(family: str):
     from vlmtune.models.tiny import tokenizer_corpus
 
     specials, named, extra, template, _ = _TOKENS[family]
+    if family == "gemma3_text":
+        from vlmtune.models.gguf import GEMMA3_TEXT_TEMPLATE as template
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -245,21 +250,33 @@ def _gemma3(tok):
     return Gemma3ForConditionalGeneration(config), proc
 
 
+def torchvision_problem() -> str | None:
+    """Why torchvision cannot be used here (None when it imports). A torchvision built for another torch is
+    installed but fails at import ('operator torchvision::nms does not exist'), so presence is not enough."""
+    try:
+        import torchvision  # noqa: F401
+    except Exception as e:  # ImportError, or RuntimeError from a build that does not match torch
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
 def _qwen2_5_vl(tok):
-    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
-                              Qwen2VLImageProcessor)
-
-    import importlib.util
-
-    if importlib.util.find_spec("torchvision") is None:
+    problem = torchvision_problem()
+    if problem:
         # transformers' Qwen2.5-VL processor cannot be built or loaded without its video processor, which needs it.
-        raise ConfigError("the qwen2_5_vl stand-in needs torchvision (Qwen2_5_VLProcessor requires a video "
-                          "processor); pip install torchvision")
+        raise ConfigError(f"the qwen2_5_vl stand-in needs a working torchvision ({problem}): Qwen2_5_VLProcessor "
+                          "requires a video processor; install the torchvision build that matches your torch "
+                          "(torch 2.13 <-> torchvision 0.28; see the README)")
+    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
+                              Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+
     side = 56  # 56x56 -> 4x4 patches of 14 -> 2x2 = 4 merged image tokens
-    ip = Qwen2VLImageProcessor(min_pixels=side * side, max_pixels=side * side, patch_size=14, merge_size=2,
-                               temporal_patch_size=2)
-    # No video processor: the stand-in is for images (and video processors need torchvision).
-    proc = Qwen2_5_VLProcessor(image_processor=ip, tokenizer=tok, video_processor=None,
+    pixels = dict(min_pixels=side * side, max_pixels=side * side, patch_size=14, merge_size=2, temporal_patch_size=2)
+    ip = Qwen2VLImageProcessor(**pixels)
+    # The processor requires its video processor (the stand-in is used for images; the settings match).
+    vp = Qwen2VLVideoProcessor(size={"shortest_edge": side * side, "longest_edge": side * side},
+                               patch_size=14, merge_size=2, temporal_patch_size=2)
+    proc = Qwen2_5_VLProcessor(image_processor=ip, tokenizer=tok, video_processor=vp,
                                chat_template=QWEN2_5_VL_TEMPLATE)
     head_dim = TEXT_HIDDEN // HEADS
     text = dict(_text_kw(tok), rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]})  # sums to head_dim/2
@@ -298,9 +315,17 @@ def _llama(tok):
     return LlamaForCausalLM(LlamaConfig(**_text_kw(tok), tie_word_embeddings=True)), tok
 
 
+def _gemma3_text(tok):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    kw = _text_kw(tok)
+    return Gemma3ForCausalLM(Gemma3TextConfig(**kw, head_dim=TEXT_HIDDEN // HEADS, sliding_window=64,
+                                              layer_types=["full_attention"])), tok
+
+
 _BUILDERS = {"llava": _llava, "llava_next": _llava_next, "gemma3": _gemma3, "qwen2_5_vl": _qwen2_5_vl,
              "idefics3": _idefics3,
-             "llama": _llama}
+             "llama": _llama, "gemma3_text": _gemma3_text}
 
 
 def build_standin(family: str, out_dir: str | Path) -> Path:

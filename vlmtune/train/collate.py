@@ -59,15 +59,26 @@ def render(processor, messages: list[dict], *, add_generation_prompt: bool) -> s
     return processor.apply_chat_template(to_chat(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
+def special_tokens_kw(processor, texts: list[str]) -> dict[str, bool]:
+    """Tokenizer switch for text a chat template rendered: templates that write the BOS themselves (Llama 3,
+    Gemma 3) would get a second one from a tokenizer that adds it, so it is then turned off. Templates
+    without it (LLaVA-1.5's "USER: ...") keep the tokenizer's own BOS."""
+    tok = getattr(processor, "tokenizer", processor)
+    bos = getattr(tok, "bos_token", None)
+    if bos and texts and all(t.startswith(bos) for t in texts):
+        return {"add_special_tokens": False}
+    return {}
+
+
 def tokenize(processor, text: str, images: list) -> dict[str, torch.Tensor]:
     """Processor call for one example (expands image placeholders); returns tensors with batch dim 1."""
-    kw: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
+    kw: dict[str, Any] = {"text": [text], "return_tensors": "pt", **special_tokens_kw(processor, [text])}
     if images:
         kw["images"] = images
     if hasattr(processor, "image_processor"):
         return processor(**kw)
     tok = getattr(processor, "tokenizer", processor)  # text-only models: the "processor" is the tokenizer
-    return tok(text=[text], return_tensors="pt")
+    return tok(**kw)
 
 
 def image_token_id(processor) -> int | None:
