@@ -194,8 +194,11 @@ def test_smoke_uses_the_users_own_records_when_present(tmp_path, monkeypatch, ca
             Image.new("RGB", (40, 40), (20 * i, 60 * len(folder) % 255, 90)).save(tmp_path / "raw" / folder / f"{i}.png")
     assert main(["run", str(ROOT / "recipes" / "seed003_forensic_llava16.yaml"), f"output_dir={tmp_path / 'runs'}",
                  f"data.path={tmp_path / 'raw'}", "-q", "--smoke"]) == 0
-    assert "the first 16 records of each of your files" in capsys.readouterr().out
+    assert "a seeded sample of 16 records (stratified by label)" in capsys.readouterr().out
     run = next((tmp_path / "runs").iterdir())
-    labels = {json.loads(l)["target"] for s in ("train", "test") for l in (run / "data" / f"{s}.jsonl").read_text(
-        encoding="utf-8").splitlines()}
-    assert labels <= {"관련 없음", "마약 투약 사진", "마약 거래 대화", "마약 실물"} and labels
+    rows = [json.loads(l) for s in ("train", "val", "test") if (run / "data" / f"{s}.jsonl").exists()
+            for l in (run / "data" / f"{s}.jsonl").read_text(encoding="utf-8").splitlines()]
+    labels = [r["target"] for r in rows if "augmented_from" not in (r.get("meta") or {})]
+    assert len(rows) > len(labels)  # the recipe's x4 copies of one class, in train only
+    # The folder is class-ordered; the sample still holds every class (4 of each), mapped to the recipe's names.
+    assert sorted(set(labels)) == sorted({"관련 없음", "마약 투약 사진", "마약 거래 대화", "마약 실물"}) and len(labels) == 16

@@ -34,6 +34,8 @@ class DataConfig:
                               "hf_disk; options in docs/formats.md)")
     format_options: dict = _f({}, "files: options passed to the reader, e.g. {image_dirs: [images], dense: d.json}")
     limit: int = _f(0, "read at most this many records per file (0: all); --smoke sets it")
+    sample: int = _f(0, "after reading (and data.limit), keep a seeded sample of this many records per file, "
+                        "stratified by target, spread over as many groups as it can (0: all); --smoke sets it")
     augment: dict = _f({}, "train-split augmentation, e.g. {label: '2', copies: 4, pipeline: default} (empty: none)")
     task: str = _f("count", "task name (see `vlmtune ls`); for synth also the generator")
     n: int = _f(2400, "synth: number of examples to generate before splitting")
@@ -49,8 +51,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = _f("tiny", "'tiny' (the built-in base VLM, built and cached on first use), a local "
-                           "directory, or a hub id such as llava-hf/llava-1.5-7b-hf")
+    name: str = _f("tiny", "'tiny' (the built-in base VLM, built and cached on first use), 'gemma3-270m' "
+                           "(a real text model, extra vlmtune[gemma]) or a .gguf file, a local directory, or a hub "
+                           "id such as llava-hf/llava-1.5-7b-hf")
     dtype: str = _f("auto", "auto | float32 | bfloat16 | float16 (auto: bf16 on a GPU that supports it, else fp32)")
     load_in_4bit: bool = _f(False, "QLoRA: load the base in 4-bit nf4 with double quantization (bitsandbytes)")
     load_in_8bit: bool = _f(False, "load the base in 8-bit (bitsandbytes LLM.int8)")
@@ -225,6 +228,8 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"'{sec}.{key}' is {v!r}; choose one of {', '.join(allowed)}")
     if cfg.model.load_in_4bit and cfg.model.load_in_8bit:
         raise ConfigError("choose one of model.load_in_4bit and model.load_in_8bit")
+    if cfg.data.sample < 0:
+        raise ConfigError(f"'data.sample' must be >= 0 (0: keep every record read), got {cfg.data.sample}")
     if cfg.data.source != "synth" and not (cfg.data.path or cfg.data.train):
         raise ConfigError("data.source=files needs data.path (one file to split) or data.train/data.val/data.test")
     if cfg.data.source != "synth" and cfg.data.path is None and not cfg.data.test:

@@ -5,6 +5,11 @@ model and processor classes, same chat-template format; `vlmtune.models.standins
 records (the user's own files when they exist, else shapes-world examples of the recipe's task), and
 every stage runs for a couple of steps, writing the full run directory to runs/<name>-smoke/.
 Nothing here changes what the stages do; only sizes shrink.
+
+The user's own files are not cut to their first records (a class-ordered image folder or CSV would give
+one label): up to SMOKE_SCAN records of each file are read (data.limit, so a 1 GB VisDial file is not
+read whole) and a seeded sample of SMOKE_RECORDS of them is kept (data.sample: stratified by target,
+spread over the groups, file order kept; `vlmtune.pipeline.read_files`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from pathlib import Path
 
 from vlmtune.config import RunConfig
 
-SMOKE_RECORDS = 16      # records read per data file
+SMOKE_RECORDS = 16      # records kept per data file (data.sample)
+SMOKE_SCAN = 2000       # records read per data file to sample them from (data.limit)
 SMOKE_SYNTH = 24        # shapes-world examples when the recipe's data is not on this machine
 
 
@@ -57,8 +63,11 @@ def smoke_config(cfg: RunConfig, *, cache: Path, log=print) -> RunConfig:
     s.model.device = "auto"
     if cfg.data.source != "synth":
         if _data_present(cfg):
-            s.data.limit = SMOKE_RECORDS
-            log(f"[smoke] data: the first {SMOKE_RECORDS} records of each of your files")
+            # A recipe's own (smaller) limit and sample still bound what is read and kept.
+            s.data.limit = min(cfg.data.limit or SMOKE_SCAN, SMOKE_SCAN)
+            s.data.sample = min(cfg.data.sample or SMOKE_RECORDS, SMOKE_RECORDS)
+            log(f"[smoke] data: a seeded sample of {s.data.sample} records (stratified by label) from the first "
+                f"{s.data.limit} of each of your files")
         else:
             fixture = _fixtures(cfg, cache / "smoke-data" / f"{cfg.data.task}{'-text' if text_only else ''}",
                                 text_only=text_only)
