@@ -166,6 +166,65 @@ def test_lora_step_moves_only_lora_and_generate(family, standin_root, family_exa
     assert any("lora_B" in n for n in changed), changed[:5]
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("family", _params(STANDIN_FAMILIES))
+def test_half_precision_load_loss_and_generate_on_cpu(family, dtype, standin_root, family_examples):
+    from vlmtune.infer.generate import generate
+
+    examples = examples_for(family, family_examples)
+    model, proc = load_model(ModelConfig(name=str(standin(family, standin_root)), dtype=dtype), **QUIET)
+    assert {p.dtype for p in model.parameters()} == {getattr(torch, dtype)}
+    with torch.no_grad():
+        loss = model(**_batch(proc, examples[:2])).loss
+    assert torch.isfinite(loss), (family, dtype, loss)
+    texts = generate(model, proc, examples[:2], batch_size=2, max_new_tokens=3, progress=False)
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+
+
+def _part(name: str) -> str:
+    if any(k in name for k in ("multi_modal_projector", ".merger.", ".connector.")):
+        return "projector"
+    if any(k in name for k in ("vision_tower", "vision_model", "visual.")):
+        return "vision"
+    return "language"
+
+
+@pytest.mark.parametrize("family", _params(STANDIN_FAMILIES))
+def test_lora_switches_train_the_parts_they_name(family, standin_root, family_examples, tmp_path):
+    """train.lora_target: language | language+projector | all, checked by what one step changes, per family.
+    Gemma-3's projector has no linear layers, so it is trained in full (modules_to_save) and must still move."""
+    from vlmtune.train.trainer import attach_lora
+
+    examples = examples_for(family, family_examples)
+    expect = {"language": {"language"}, "language+projector": {"language", "projector"},
+              "all": {"language", "projector", "vision"}}
+    for target, parts in expect.items():
+        if family in TEXT_ONLY:
+            parts = {"language"}
+        model, proc = load_model(ModelConfig(name=str(standin(family, standin_root))), **QUIET)
+        torch.manual_seed(0)
+        model = attach_lora(model, TrainConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_target=target))
+        model.train()
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+        model(**_batch(proc, examples[:2])).loss.backward()
+        opt.step()
+        changed = [n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])]
+        assert {_part(n) for n in changed} == parts, (target, sorted({(_part(n), n) for n in changed})[:8])
+        assert all("lora_" in n or "modules_to_save" in n for n in changed), changed[:5]
+        if target == "all":  # what was trained is what the adapter holds: reloaded, the outputs are the same
+            model.eval()
+            batch = _batch(proc, examples[:2])
+            batch.pop("labels")
+            with torch.no_grad():
+                want = model(**batch).logits
+            model.save_pretrained(tmp_path / "adapter")
+            reloaded, _ = load_model(ModelConfig(name=str(standin(family, standin_root))),
+                                     adapter=str(tmp_path / "adapter"), **QUIET)
+            with torch.no_grad():
+                assert torch.allclose(reloaded(**batch).logits, want, atol=1e-4)
+
+
 @pytest.mark.parametrize("family", _params(STANDIN_FAMILIES))
 def test_adapter_save_load_merge_round_trip(family, standin_root, family_examples, tmp_path):
     from vlmtune.models.merge import merge_adapter

@@ -79,7 +79,8 @@ class TrainConfig:
     lora_r: int = _f(16, "LoRA rank")
     lora_alpha: int = _f(32, "LoRA alpha")
     lora_dropout: float = _f(0.05, "LoRA dropout")
-    lora_target: str = _f("language", "which linear layers get LoRA: language | language+projector | all")
+    lora_target: str = _f("language", "which parts get LoRA: language | language+projector | all (+ vision tower); a projector "
+                                        "without linear layers (Gemma-3) is trained in full")
     lora_modules: str = _f("attention+mlp", "attention | mlp | attention+mlp")
     loss_on: str = _f("assistant", "assistant (loss on answer tokens only) | all (prompt and answer; image "
                                   "and padding tokens are always excluded)")

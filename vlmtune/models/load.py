@@ -153,6 +153,27 @@ def lora_target_modules(model, target: str = "language", modules: str = "attenti
     return names
 
 
+PROJECTORS = ("multi_modal_projector", "merger", "connector")
+
+
+def projector_modules_to_save(model, target: str = "language") -> list[str]:
+    """Projectors that LoRA cannot reach, trained in full instead when target includes the projector.
+
+    Gemma-3's projector is a bare weight matrix (`mm_input_projection_weight`) and a norm, not nn.Linear
+    layers, so LoRA has nothing to attach to there; PEFT's modules_to_save trains (and saves) a copy of it."""
+    if target not in ("language+projector", "all"):
+        return []
+    out = []
+    for name, mod in model.named_modules():
+        if name.split(".")[-1] not in PROJECTORS or any(name.startswith(o + ".") for o in out):
+            continue
+        if name.split(".")[-1] == "merger" and not any(k in name for k in ("visual", "vision")):
+            continue
+        if not any(type(m).__name__ in _LINEAR_CLASSES for m in mod.modules()):
+            out.append(name)
+    return [n.split(".")[-1] for n in out]
+
+
 def dir_hash(path: str | Path | None) -> str | None:
     """Content hash of a model/adapter directory (weights and configs). Large files: size + head + tail."""
     if path is None:

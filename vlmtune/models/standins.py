@@ -247,7 +247,14 @@ def _gemma3(tok):
                           eoi_token_index=tok.convert_tokens_to_ids("<end_of_image>"),
                           image_token_index=tok.convert_tokens_to_ids("<image_soft_token>"),
                           pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    return Gemma3ForConditionalGeneration(config), proc
+    model = Gemma3ForConditionalGeneration(config)
+    # Gemma-3 initialises its projector matrix to zeros (the real checkpoints are trained): left so, the
+    # stand-in's images would reach the language model as zeros and nothing upstream of it could learn.
+    import torch
+
+    with torch.no_grad():
+        model.model.multi_modal_projector.mm_input_projection_weight.normal_(0.0, 0.2)
+    return model, proc
 
 
 def torchvision_problem() -> str | None:

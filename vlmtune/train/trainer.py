@@ -100,13 +100,14 @@ def make_generation_eval(processor, examples: list[Example], task, batch_size: i
 def attach_lora(model, tcfg: TrainConfig):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    from vlmtune.models.load import lora_target_modules
+    from vlmtune.models.load import lora_target_modules, projector_modules_to_save
 
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=tcfg.gradient_checkpointing)
     targets = lora_target_modules(model, tcfg.lora_target, tcfg.lora_modules)
     lcfg = LoraConfig(r=tcfg.lora_r, lora_alpha=tcfg.lora_alpha, lora_dropout=tcfg.lora_dropout,
-                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
+                      target_modules=targets, bias="none", task_type="CAUSAL_LM",
+                      modules_to_save=projector_modules_to_save(model, tcfg.lora_target) or None)
     return get_peft_model(model, lcfg)
 
 
