@@ -16,8 +16,12 @@ if ! python -c "import torch" 2>/dev/null; then
     cpu_index=https://download.pytorch.org/whl/cpu
     if python -c "import urllib.request as u; u.urlopen('$cpu_index/', timeout=5)" 2>/dev/null; then
       python -m pip install -q "torch==2.13.0" --index-url "$cpu_index" --extra-index-url https://pypi.org/simple
+      # torchvision (Qwen2.5-VL's processor needs it) must be the build made for this torch: best effort.
+      python -m pip install -q "torchvision==0.28.0" --index-url "$cpu_index" \
+        || echo "[setup] torchvision not installed: only Qwen2.5-VL needs it (its tests skip without it)"
     else
       # PyTorch's index is out of reach (an offline mirror or a local wheel directory serves pip instead).
+      # PyPI's torchvision does not import beside this CPU torch, so it is left out (Qwen2.5-VL tests skip).
       python -m pip install -q "torch==2.13.0"
     fi
   fi
