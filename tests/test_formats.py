@@ -178,6 +178,72 @@ def test_visdial_options_not_100_and_wrong_gt_index(val_dir):
     assert any("answer_options must list 100" in r["error"] for r in rows)
 
 
+def test_visdial_is_streamed_in_the_official_key_order_with_a_bom(val_dir, monkeypatch):
+    """The real files put data.dialogs before answers and questions; nothing may json.load the dialog file."""
+    import vlmtune.data.formats.visdial as vd
+
+    obj = visdial(val_dir)
+    data = obj["data"]
+    obj["data"] = {"dialogs": data["dialogs"], "answers": data["answers"], "questions": data["questions"]}
+    text = json.dumps({"data": obj["data"], "split": "val", "version": "1.0"})
+    path = val_dir / "official_order.json"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    real_load = json.load
+
+    def no_whole_file_load(f, *a, **kw):
+        if Path(getattr(f, "name", "")).name == path.name:
+            raise AssertionError("the dialog file was loaded whole")
+        return real_load(f, *a, **kw)
+
+    monkeypatch.setattr(vd.json, "load", no_whole_file_load)
+    exs = list(read_visdial(path, image_dirs=[val_dir / "images"], dense=val_dir / "dense.json"))
+    assert len(exs) == 2 * N_ROUNDS and exs[0].id == "visdial-val-100-1"
+    assert [e.target["relevance"] is not None for e in exs].count(True) == 1  # the dense file is still read
+    assert exs[-1].options == [data["answers"][i] for i in data["dialogs"][1]["dialog"][-1]["answer_options"]]
+
+
+def test_visdial_broken_tail_yields_the_good_dialogs_then_names_the_line(val_dir):
+    text = json.dumps(visdial(val_dir), indent=1)
+    cut = text.rindex('"image_id": 101')  # the second dialog is cut off mid-record
+    path = val_dir / "truncated.json"
+    path.write_text(text[:cut + 20])
+    reader = iter(read_visdial(path, image_dirs=[val_dir / "images"]))
+    first = [next(reader) for _ in range(N_ROUNDS)]  # the first dialog streams out before the damage is reached
+    assert [e.meta["image_id"] for e in first] == [100] * N_ROUNDS
+    with pytest.raises(DataError) as ei:
+        list(reader)
+    assert ei.value.file == str(path) and ei.value.line and "not valid JSON" in str(ei.value)
+
+
+@pytest.mark.parametrize("damage,field", [("no_dialogs", "data.dialogs"), ("dialogs_object", "data.dialogs"),
+                                          ("number_question", "data.questions[3]"), ("no_data", "data")])
+def test_visdial_bad_shape_names_the_field(val_dir, damage, field):
+    obj = visdial(val_dir)
+    if damage == "no_dialogs":
+        del obj["data"]["dialogs"]
+    elif damage == "dialogs_object":
+        obj["data"]["dialogs"] = {"0": obj["data"]["dialogs"][0]}
+    elif damage == "number_question":
+        obj["data"]["questions"][3] = 3
+    else:
+        obj = {"split": "val"}
+    e = error_of(read_visdial, write_json(val_dir / f"{damage}.json", obj), image_dirs=[val_dir / "images"])
+    assert e.field == field, (e.field, str(e))
+
+
+def test_visdial_empty_dialog_list_is_no_examples(val_dir):
+    obj = visdial(val_dir)
+    obj["data"]["dialogs"] = []
+    assert list(read_visdial(write_json(val_dir / "empty.json", obj), image_dirs=[val_dir / "images"])) == []
+
+
+def test_visdial_dense_round_beyond_the_dialog(val_dir):
+    write_json(val_dir / "dense_far.json", [{"image_id": 101, "round_id": N_ROUNDS + 1, "gt_relevance": [0.0] * 100}])
+    e = error_of(read_visdial, val_dir / "visdial_1.0_val.json", image_dirs=[val_dir / "images"],
+                 dense=val_dir / "dense_far.json")
+    assert f"image_id 101 round {N_ROUNDS + 1}" in str(e) and f"has {N_ROUNDS} round(s)" in str(e)
+
+
 def test_visdial_bad_dense_file(val_dir):
     write_json(val_dir / "dense_bad.json", [{"image_id": 100, "round_id": 2, "gt_relevance": [1.0] * 10}])
     e = error_of(read_visdial, val_dir / "visdial_1.0_val.json", image_dirs=[val_dir / "images"],

@@ -7,8 +7,11 @@
 
 The file (see /work/shared/seeds/README.md): `{"split", "data": {"questions": [str], "answers": [str],
 "dialogs": [{"image_id", "caption", "dialog": [{"question": idx, "answer": idx, "answer_options":
-[100 idx], "gt_index": int}]}]}}`. The whole file is parsed with `json.load` (JSON has no record
-boundaries to stream on; the train file takes a few GB of memory); Examples are then built lazily.
+[100 idx], "gt_index": int}]}]}}`. The file is streamed with ijson: the question and answer tables are
+read first (they are what every round indexes into), then the dialogs one at a time, so memory holds the
+two tables and one dialog, not the whole file (`json.load` of the train file, 123,287 dialogs, takes several GB;
+`benchmarks/visdial_read.py` measures both). A file that is not valid JSON, or is not shaped like a VisDial
+file, is parsed once more with `json` to name the line and field.
 
 Example for round r (1-based), the same shape as the synthetic dialogs (vlmtune/data/synth/visdial.py):
 
@@ -122,29 +125,31 @@ def read_visdial(path: str | os.PathLike, *, image_dirs: Sequence[str | os.PathL
         raise ConfigError(f"visdial rounds='{rounds}' is not supported; use one of {', '.join(ROUNDS)}")
     if split is not None and split not in IMAGE_NAMES:
         raise ConfigError(f"visdial split='{split}' is not supported; use one of {', '.join(IMAGE_NAMES)}")
-    obj = _load_json(path, "a VisDial v1.0 dialog file")
-    questions, answers, dialogs, file_split = _check_top(obj, path)
+    questions, answers, dialogs, file_split = _stream_top(path)
     split = split or (file_split if file_split in IMAGE_NAMES else None)
     dirs = [Path(image_dirs)] if isinstance(image_dirs, (str, os.PathLike)) else \
         [Path(d) for d in image_dirs] if image_dirs is not None else [path.parent]
     finder = ImageFinder(dirs)
     relevance = _load_dense(Path(dense), n_options, dense_round_base) if dense is not None else {}
-    _check_dense_matches(relevance, dialogs, dense)
+    dense_images = {img for img, _ in relevance}
+    dense_rounds: dict[int, int] = {}
+    for img, r in relevance:
+        dense_rounds[img] = max(r, dense_rounds.get(img, 0))
     checked: dict[str, DataError | None] = {}
     images: dict[int, Path] = {}
     skipped: Counter[str] = Counter()
     file = str(path)
 
-    def where(i: int, r: int | None = None) -> str:
-        d = dialogs[i]
+    def where(d: Any, i: int, r: int | None = None) -> str:
         img = d.get("image_id") if isinstance(d, dict) else None
         return f"dialog {i} (image_id {img})" + (f" round {r}" if r is not None else "")
 
-    def fail(msg: str, i: int, r: int | None, field: str, fix: str | None = None) -> DataError:
-        return DataError(f"{where(i, r)}: {msg}", file=file, field=field, fix=fix)
+    current: list[Any] = [None]  # the dialog being built (the stream holds one at a time)
 
-    def dialog_parts(i: int) -> tuple[int, str, list[Any], Path]:
-        d = dialogs[i]
+    def fail(msg: str, i: int, r: int | None, field: str, fix: str | None = None) -> DataError:
+        return DataError(f"{where(current[0], i, r)}: {msg}", file=file, field=field, fix=fix)
+
+    def dialog_parts(d: Any, i: int) -> tuple[int, str, list[Any], Path]:
         base = f"data.dialogs[{i}]"
         if not isinstance(d, dict):
             raise fail(f"expected an object, got {type(d).__name__}", i, None, base)
@@ -182,8 +187,9 @@ def read_visdial(path: str | os.PathLike, *, image_dirs: Sequence[str | os.PathL
         q = text(questions, rd.get("question"), "question", i, r, f"{base}.question").strip()
         return q + "?" if question_mark and not q.endswith("?") else q
 
-    def build(i: int, r: int) -> Example:
-        img, cap, rds, image = dialog_parts(i)
+    def build(d: Any, i: int, r: int) -> Example:
+        current[0] = d
+        img, cap, rds, image = dialog_parts(d, i)
         base = f"data.dialogs[{i}].dialog[{r - 1}]"
         msgs: list[dict[str, str]] = []
         for k in range(1, r + 1):
@@ -232,6 +238,14 @@ def read_visdial(path: str | os.PathLike, *, image_dirs: Sequence[str | os.PathL
         for i, d in enumerate(dialogs):
             rds = d.get("dialog") if isinstance(d, dict) else None
             n = len(rds) if isinstance(rds, list) else 0
+            img = d.get("image_id") if isinstance(d, dict) else None
+            if img in dense_images:
+                dense_images.discard(img)
+                if n and dense_rounds[img] > n:
+                    raise DataError(f"dense annotation for image_id {img} round {dense_rounds[img]}, but that "
+                                    f"dialog has {n} round(s)", file=str(dense), field="round_id",
+                                    fix="check that the dense file belongs to this dialog file, and its round_id "
+                                        "base (dense_round_base)")
             # n == 0: one record, whose build reports what is wrong with the dialog
             wanted = [1] if n == 0 else range(1, n + 1) if rounds == "all" else [n]
             for r in wanted:
@@ -245,7 +259,10 @@ def read_visdial(path: str | os.PathLike, *, image_dirs: Sequence[str | os.PathL
                         continue
                 raw = json.dumps({"image_id": d.get("image_id") if isinstance(d, dict) else None, "round": r,
                                   "round_record": rd}, ensure_ascii=False, default=str)
-                yield Record(name=where(i, r), raw=raw, build=lambda i=i, r=r: build(i, r))
+                yield Record(name=where(d, i, r), raw=raw, build=lambda d=d, i=i, r=r: build(d, i, r))
+        if dense_images:
+            log.warning("%s: %d dense annotation(s) are for images not in the dialog file (first: %s)",
+                        dense, len(dense_images), min(dense_images))
         if skipped["unanswered"]:
             log.warning("%s: left out %d unanswered round(s) (the test split's last rounds); pass "
                         "include_unanswered=True to predict on them for a submission", path, skipped["unanswered"])
@@ -318,20 +335,51 @@ def _load_dense(path: Path, n_options: int, base: int) -> dict[tuple[int, int], 
     return out
 
 
-def _check_dense_matches(relevance: dict[tuple[int, int], list[float]], dialogs: list[Any],
-                         dense: Any) -> None:
-    if not relevance:
-        return
-    n_rounds = {d.get("image_id"): len(d["dialog"]) for d in dialogs
-                if isinstance(d, dict) and isinstance(d.get("dialog"), list)}
-    unknown = [img for img, _ in relevance if img not in n_rounds]
-    if unknown:
-        log.warning("%s: %d dense annotation(s) are for images not in the dialog file (first: %s)",
-                    dense, len(unknown), unknown[0])
-    beyond = [(img, r) for img, r in relevance if img in n_rounds and r > n_rounds[img]]
-    if beyond:
-        img, r = beyond[0]
-        raise DataError(f"dense annotation for image_id {img} round {r}, but that dialog has {n_rounds[img]} round(s)",
-                        file=str(dense), field="round_id",
-                        fix="check that the dense file belongs to this dialog file, and its round_id base "
-                            "(dense_round_base)")
+def _stream_top(path: Path) -> tuple[list[str], list[str], Iterator[Any], str | None]:
+    """The question and answer tables and the split, then an iterator over the dialogs, streamed with ijson.
+
+    Anything off (not JSON, not UTF-8, a missing or mistyped table) is reported by parsing the file with
+    `json` (`_load_json` + `_check_top`), which names the line or field; that costs memory only on error."""
+    import ijson
+
+    def exact_error() -> Exception:
+        obj = _load_json(path, "a VisDial v1.0 dialog file")  # raises for bad JSON / UTF-8
+        _check_top(obj, path)  # raises for a bad shape
+        return DataError("the streaming JSON parser (ijson) rejected the file, but json accepts it", file=str(path),
+                         fix="report this; meanwhile convert the file with another tool")
+
+    if not path.exists():
+        raise DataError("file not found", file=str(path), fix="check the path to a VisDial v1.0 dialog file")
+
+    def items(prefix: str) -> Iterator[Any]:
+        with open(path, "rb") as f:
+            if f.read(3) != b"\xef\xbb\xbf":  # a UTF-8 byte-order mark, as json's utf-8-sig allows
+                f.seek(0)
+            yield from ijson.items(f, prefix, use_float=True)
+
+    try:
+        split = next(items("split"), None)
+        questions = next(items("data.questions"), None)
+        answers = next(items("data.answers"), None)
+    except (ijson.JSONError, UnicodeDecodeError, ValueError):
+        raise exact_error() from None
+    tables_ok = all(isinstance(t, list) and all(isinstance(x, str) for x in t) for t in (questions, answers))
+    if not tables_ok:
+        raise exact_error()
+
+    def dialogs() -> Iterator[Any]:
+        n = 0
+        try:
+            for d in items("data.dialogs.item"):
+                n += 1
+                yield d
+        except (ijson.JSONError, UnicodeDecodeError, ValueError):
+            raise exact_error() from None
+        if n == 0:  # an empty list is fine; a missing or mistyped one is an error
+            with open(path, "rb") as f:
+                kinds = [e for p, e, _ in ijson.parse(f) if p == "data.dialogs" and e in ("start_array", "start_map",
+                                                                                         "string", "number", "null")]
+            if kinds[:1] != ["start_array"]:
+                raise exact_error()
+
+    return questions, answers, dialogs(), split if isinstance(split, str) else None
