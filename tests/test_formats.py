@@ -401,6 +401,31 @@ def test_mcq_bad_options_missing_image_and_malformed_list(mcq_dir):
     assert e.line == 2 and "not valid JSON" in str(e)
 
 
+def test_json_lists_are_streamed_and_a_broken_tail_names_its_line(mcq_dir, monkeypatch):
+    """A JSON-list file (mcq_json, sharegpt) is read one record at a time: no json.load of it, and records
+    before a syntax error come out before the error (which still names the line)."""
+    records = [mcq_record(id=f"c{i}") for i in range(3)]
+    path = mcq_dir / "list.json"
+    text = json.dumps(records, ensure_ascii=False, indent=1)
+    path.write_text(text, encoding="utf-8")
+    real_load = json.load
+
+    def no_whole_file_load(f, *a, **kw):
+        if Path(getattr(f, "name", "")).name == path.name:
+            raise AssertionError("the JSON list was loaded whole")
+        return real_load(f, *a, **kw)
+
+    monkeypatch.setattr(json, "load", no_whole_file_load)
+    assert [e.id for e in read_mcq_json(path)] == ["c0", "c1", "c2"]
+    monkeypatch.setattr(json, "load", real_load)
+    path.write_text(text[:text.index('"c2"') + 10], encoding="utf-8")  # the third record is cut off
+    reader = iter(read_mcq_json(path))
+    assert [next(reader).id, next(reader).id] == ["c0", "c1"]
+    with pytest.raises(DataError) as ei:
+        next(reader)
+    assert ei.value.line == text[:text.index('"c2"') + 10].count("\n") + 1 and "not valid JSON" in str(ei.value)
+
+
 def test_mcq_jsonl_skip_invalid_counts_rejects(mcq_dir):
     path = mcq_dir / "c.jsonl"
     path.write_text("\n".join([json.dumps(mcq_record(), ensure_ascii=False), "{not json",

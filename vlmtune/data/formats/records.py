@@ -1,6 +1,6 @@
 """What every reader shares: a stream of raw records with the jsonl reader's skip / count / rejects-file
-behaviour (`RecordReader`), a JSON-list-or-JSONL record stream (`json_records`), and image checks done
-once per file (`check_image_once`).
+behaviour (`RecordReader`), a JSON-list-or-JSONL record stream (`json_records`), streaming of parts of a
+large JSON file (`stream_json`), and image checks done once per file (`check_image_once`).
 """
 
 from __future__ import annotations
@@ -91,7 +91,8 @@ def json_records(path: Path, build: Any, *, what: str) -> Iterator[Record]:
 
     index: the record's position (0-based) among the file's records (blank JSONL lines not counted).
 
-    A file whose first non-blank character is "[" is one JSON list (parsed whole; a syntax error raises);
+    A file whose first non-blank character is "[" is one JSON list (streamed element by element with ijson;
+    a syntax error raises, naming its line, after the records before it);
     anything else is JSONL, read line by line (a line that is not JSON is a bad record, skippable).
     """
     if not path.exists():
@@ -99,13 +100,7 @@ def json_records(path: Path, build: Any, *, what: str) -> Iterator[Record]:
     with open(path, encoding="utf-8-sig") as f:
         head = f.read(4096).lstrip()
     if head.startswith("["):
-        try:
-            with open(path, encoding="utf-8-sig") as f:
-                items = json.load(f)
-        except json.JSONDecodeError as e:
-            raise DataError(f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})", file=str(path),
-                            line=e.lineno, fix=f"the file must be {what}") from None
-        for j, obj in enumerate(items):
+        for j, obj in enumerate(stream_json(path, "item", what=what)):
             rid = obj.get("id") if isinstance(obj, dict) else None
             name = f"record {j}" + (f" (id {rid})" if rid is not None else "")
             yield Record(name=name, raw=json.dumps(obj, ensure_ascii=False, default=str),
@@ -123,6 +118,41 @@ def json_records(path: Path, build: Any, *, what: str) -> Iterator[Record]:
                          build=lambda raw=raw, raw_bytes=raw_bytes, lineno=lineno, index=index: build(
                              _parse_line(raw, raw_bytes, path, lineno, what), lineno, f"line {lineno}", index))
             index += 1
+
+
+def load_json(path: Path, what: str) -> Any:
+    """The whole file parsed with `json`; a syntax or encoding error names the file, line and column."""
+    if not path.exists():
+        raise DataError("file not found", file=str(path), fix=f"check the path to {what}")
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})", file=str(path),
+                        line=e.lineno, fix=f"the file must be {what}; repair or re-create it") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"not valid UTF-8 (byte {e.start})", file=str(path), fix="save the file as UTF-8") from None
+
+
+def stream_json(path: Path, prefix: str, *, what: str, on_error: Callable[[], Exception] | None = None) -> Iterator[Any]:
+    """The values at ijson `prefix` ("item": each element of a top-level list), parsed one at a time.
+
+    A syntax or encoding error (possibly after some values were yielded) raises what `on_error()` returns;
+    by default the file is parsed once more with `json` (`load_json`), which names the line and column."""
+    import ijson
+
+    def default_error() -> Exception:
+        load_json(path, what)  # raises the exact error
+        return DataError("the streaming JSON parser (ijson) rejected the file, but json accepts it", file=str(path),
+                         fix="report this; meanwhile convert the file to JSONL (one record per line)")
+
+    with open(path, "rb") as f:
+        if f.read(3) != b"\xef\xbb\xbf":  # a UTF-8 byte-order mark, as json's utf-8-sig allows
+            f.seek(0)
+        try:
+            yield from ijson.items(f, prefix, use_float=True)
+        except (ijson.JSONError, UnicodeDecodeError, ValueError):
+            raise (on_error or default_error)() from None
 
 
 def _parse_line(raw: str, raw_bytes: bytes, path: Path, lineno: int, what: str) -> Any:

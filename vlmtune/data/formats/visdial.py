@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from vlmtune.data.example import IMAGE_TOKEN, Example, example_from_dict
-from vlmtune.data.formats.records import Record, RecordReader, check_image_once
+from vlmtune.data.formats.records import Record, RecordReader, check_image_once, load_json, stream_json
 from vlmtune.data.synth.visdial import DIALOG_INSTRUCTION
 from vlmtune.errors import ConfigError, DataError
 from vlmtune.registry import FORMATS
@@ -274,17 +274,7 @@ def read_visdial(path: str | os.PathLike, *, image_dirs: Sequence[str | os.PathL
 
 # --- file-level checks (always fatal) -------------------------------------------------------------------
 
-def _load_json(path: Path, what: str) -> Any:
-    if not path.exists():
-        raise DataError("file not found", file=str(path), fix=f"check the path to {what}")
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataError(f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})", file=str(path),
-                        line=e.lineno, fix=f"the file must be {what}; re-download or repair it") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"not valid UTF-8 (byte {e.start})", file=str(path), fix="save the file as UTF-8") from None
+_load_json = load_json  # the whole file, for the dense file and for exact error messages
 
 
 def _check_top(obj: Any, path: Path) -> tuple[list[str], list[str], list[Any], str | None]:
@@ -342,39 +332,26 @@ def _stream_top(path: Path) -> tuple[list[str], list[str], Iterator[Any], str | 
     `json` (`_load_json` + `_check_top`), which names the line or field; that costs memory only on error."""
     import ijson
 
+    what = "a VisDial v1.0 dialog file"
+
     def exact_error() -> Exception:
-        obj = _load_json(path, "a VisDial v1.0 dialog file")  # raises for bad JSON / UTF-8
-        _check_top(obj, path)  # raises for a bad shape
+        _check_top(_load_json(path, what), path)  # raises for bad JSON / UTF-8, then for a bad shape
         return DataError("the streaming JSON parser (ijson) rejected the file, but json accepts it", file=str(path),
                          fix="report this; meanwhile convert the file with another tool")
 
     if not path.exists():
-        raise DataError("file not found", file=str(path), fix="check the path to a VisDial v1.0 dialog file")
-
-    def items(prefix: str) -> Iterator[Any]:
-        with open(path, "rb") as f:
-            if f.read(3) != b"\xef\xbb\xbf":  # a UTF-8 byte-order mark, as json's utf-8-sig allows
-                f.seek(0)
-            yield from ijson.items(f, prefix, use_float=True)
-
-    try:
-        split = next(items("split"), None)
-        questions = next(items("data.questions"), None)
-        answers = next(items("data.answers"), None)
-    except (ijson.JSONError, UnicodeDecodeError, ValueError):
-        raise exact_error() from None
-    tables_ok = all(isinstance(t, list) and all(isinstance(x, str) for x in t) for t in (questions, answers))
-    if not tables_ok:
+        raise DataError("file not found", file=str(path), fix=f"check the path to {what}")
+    split = next(stream_json(path, "split", what=what, on_error=exact_error), None)
+    questions = next(stream_json(path, "data.questions", what=what, on_error=exact_error), None)
+    answers = next(stream_json(path, "data.answers", what=what, on_error=exact_error), None)
+    if not all(isinstance(t, list) and all(isinstance(x, str) for x in t) for t in (questions, answers)):
         raise exact_error()
 
     def dialogs() -> Iterator[Any]:
         n = 0
-        try:
-            for d in items("data.dialogs.item"):
-                n += 1
-                yield d
-        except (ijson.JSONError, UnicodeDecodeError, ValueError):
-            raise exact_error() from None
+        for d in stream_json(path, "data.dialogs.item", what=what, on_error=exact_error):
+            n += 1
+            yield d
         if n == 0:  # an empty list is fine; a missing or mistyped one is an error
             with open(path, "rb") as f:
                 kinds = [e for p, e, _ in ijson.parse(f) if p == "data.dialogs" and e in ("start_array", "start_map",
