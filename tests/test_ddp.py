@@ -106,3 +106,21 @@ def test_two_process_run_writes_one_complete_run_directory(micro_model_dir, tmp_
         assert (run / f).is_file(), f
     assert proc.stdout.count("McNemar") == 1  # one report, by rank 0
     assert proc.stderr.count("rank 1 of 2: 4 of 8 examples") == 2  # rank 1 evaluated its share, twice
+
+
+def test_two_process_vlmtune_train_prepares_the_data_once(micro_model_dir, tmp_path):
+    """`vlmtune train` under a launcher (the docs' command): rank 0 synthesizes and splits the data, rank 1
+    waits and reads the same splits; both train, one adapter and one summary line come out."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
+           "-m", "vlmtune", "train", str(ROOT / "recipes" / "quickstart.yaml"), "name=tr", f"output_dir={tmp_path}",
+           f"model.name={micro_model_dir}", "data.n=64", "train.max_steps=2", "train.batch_size=4", "-q"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    run = tmp_path / "tr"
+    assert (run / "adapter" / "adapter_model.safetensors").is_file() and (run / "train_history.json").is_file()
+    assert proc.stdout.count("trained 2 steps") == 1, proc.stdout
+    assert proc.stdout.count("[data] train: ") == 1, proc.stdout  # the split was made once, by rank 0
+    n = sum(len((run / "data" / f"{s}.jsonl").read_text().splitlines()) for s in ("train", "val", "test"))
+    assert n == 64

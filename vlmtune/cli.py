@@ -79,22 +79,29 @@ def cmd_train(a: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from vlmtune.config import load_config
+    from vlmtune.distributed import barrier, is_main_process
     from vlmtune.models.load import resolve_name
-    from vlmtune.pipeline import prepare_data
+    from vlmtune.pipeline import _load_splits, prepare_data
     from vlmtune.tasks import get_task
     from vlmtune.train.trainer import train
 
     cfg = load_config(a.recipe, a.overrides)
     run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    splits = prepare_data(cfg, run_dir, progress=not a.quiet)
-    model_path = resolve_name(cfg.model)
+    # Under torchrun / accelerate launch, rank 0 writes the splits and builds a local base (tiny, GGUF) once;
+    # the other ranks wait, then read the same splits, so every rank trains on one dataset.
+    main = is_main_process()
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        splits = prepare_data(cfg, run_dir, progress=not a.quiet)
+        model_path = resolve_name(cfg.model)
+    barrier()
+    if not main:
+        splits = _load_splits(run_dir)
+        model_path = resolve_name(cfg.model, log=lambda *_: None)
     res = train(model_path, splits["train"], splits["val"], run_dir, cfg.train,
                 model_cfg=replace(cfg.model, name=model_path), task=get_task(cfg.data.task), resume=a.resume,
                 progress=not a.quiet)
-    from vlmtune.distributed import is_main_process
-
-    if is_main_process():  # under torchrun / accelerate launch, one line, not one per rank
+    if main:  # under torchrun / accelerate launch, one line, not one per rank
         print(f"trained {res.steps} steps in {res.seconds:.0f}s -> {res.output_dir}")
     return 0
 
