@@ -223,6 +223,8 @@ def test_lora_switches_train_the_parts_they_name(family, standin_root, family_ex
                                      adapter=str(tmp_path / "adapter"), **QUIET)
             with torch.no_grad():
                 assert torch.allclose(reloaded(**batch).logits, want, atol=1e-4)
+                merged = reloaded.merge_and_unload()  # what `vlmtune export --merge` saves
+                assert torch.allclose(merged(**batch).logits, want, atol=1e-4)
 
 
 @pytest.mark.parametrize("family", _params(STANDIN_FAMILIES))
