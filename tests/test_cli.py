@@ -25,6 +25,19 @@ def test_every_recipe_validates(recipe, capsys):
     assert "is valid" in capsys.readouterr().out
 
 
+def test_validate_says_what_the_recipe_still_needs_here(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the seed recipe's data/raw_data is not here
+    recipe = str(ROOT / "recipes" / "seed003_forensic_llava16.yaml")
+    assert main(["validate", recipe]) == 0
+    out = capsys.readouterr().out
+    assert "note: data.path data/raw_data is not on this machine" in out
+    assert "family llava_next" in out
+    (tmp_path / "data" / "raw_data").mkdir(parents=True)
+    assert main(["validate", recipe, "model.name=someone/unknown-arch"]) == 0
+    out = capsys.readouterr().out
+    assert "data/raw_data is not on this machine" not in out and "cannot tell the family of someone/unknown-arch" in out
+
+
 def _run_args(tmp_path, micro_model_dir, *extra):
     return ["run", str(ROOT / "recipes" / "quickstart.yaml"), f"output_dir={tmp_path}", "name=e2e",
             f"model.name={micro_model_dir}", "data.n=64", "train.max_steps=4", "train.batch_size=8",

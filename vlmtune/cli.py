@@ -68,7 +68,36 @@ def cmd_validate(a: argparse.Namespace) -> int:
     cfg = load_config(a.recipe, a.overrides)
     print(dump_yaml(cfg), end="")
     print(f"OK: {a.recipe} is valid")
+    for line in readiness_notes(cfg):
+        print(line)
     return 0
+
+
+def readiness_notes(cfg) -> list[str]:
+    """What a valid recipe still needs on this machine (data files, the model's family, bitsandbytes):
+    notes, not errors: the recipe may be meant for another machine."""
+    import importlib.util
+
+    from vlmtune.models.standins import family_of
+
+    notes = []
+    if cfg.data.source != "synth":
+        for key in ("path", "train", "val", "test"):
+            value = getattr(cfg.data, key)
+            if value and not Path(value).exists():
+                notes.append(f"note: data.{key} {value} is not on this machine: `vlmtune run` would stop there "
+                             "(`--smoke` uses shapes-world records of the task instead)")
+    name = cfg.model.name
+    if name != "tiny":
+        try:
+            notes.append(f"model: {name} -> family {family_of(name)} (`--smoke` uses its tiny stand-in)")
+        except ConfigError:
+            if not Path(name).exists():
+                notes.append(f"note: cannot tell the family of {name}: `--smoke` needs model.name to be a hub id "
+                             "or directory of a known family (`vlmtune ls`)")
+    if (cfg.model.load_in_4bit or cfg.model.load_in_8bit) and importlib.util.find_spec("bitsandbytes") is None:
+        notes.append("note: 4-bit/8-bit loading needs bitsandbytes: pip install 'vlmtune[quant]'")
+    return notes
 
 
 def cmd_train(a: argparse.Namespace) -> int:
