@@ -10,7 +10,7 @@ process, and the script prints each process's peak resident memory (ru_maxrss) a
 ratios:
 
 - baseline (`json.load`): the reader as it was before it streamed: the whole file parsed by `json.load`
-  (the same `_load_json` + `_check_top`), then the same Example building;
+  (the same `load_json` + `_check_top`), then the same Example building;
 - vlmtune: `read_visdial` as it is, streaming with ijson.
 
 Both build every Example (or the first --limit of them, as `--smoke` and `data.limit` do) with
@@ -35,7 +35,7 @@ import vlmtune.data.formats.visdial as vd
 t = time.perf_counter()
 if mode == "json":  # the reader as it was: the whole file parsed by json.load, then the same Example building
     def whole_file(p):
-        obj = vd._load_json(p, "a VisDial v1.0 dialog file")
+        obj = vd.load_json(p, "a VisDial v1.0 dialog file")
         q, a, dialogs, split = vd._check_top(obj, p)
         return q, a, iter(dialogs), split
     vd._stream_top = whole_file

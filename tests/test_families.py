@@ -8,7 +8,6 @@ Qwen2.5-VL's cases need torchvision (its processor requires a video processor) a
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 

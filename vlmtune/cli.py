@@ -110,7 +110,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     from vlmtune.config import load_config
     from vlmtune.distributed import barrier, is_main_process
     from vlmtune.models.load import resolve_name
-    from vlmtune.pipeline import _load_splits, prepare_data
+    from vlmtune.pipeline import load_splits, prepare_data
     from vlmtune.tasks import get_task
     from vlmtune.train.trainer import train
 
@@ -125,7 +125,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         model_path = resolve_name(cfg.model)
     barrier()
     if not main:
-        splits = _load_splits(run_dir)
+        splits = load_splits(run_dir)
         model_path = resolve_name(cfg.model, log=lambda *_: None)
     res = train(model_path, splits["train"], splits["val"], run_dir, cfg.train,
                 model_cfg=replace(cfg.model, name=model_path), task=get_task(cfg.data.task), resume=a.resume,

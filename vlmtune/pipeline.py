@@ -44,46 +44,12 @@ def read_files(cfg: RunConfig, path: str, log=print) -> list[Example]:
     if d.sample and len(examples) <= d.sample:
         log(f"[data] {path}: data.sample={d.sample} but only {len(examples)} record(s) read; keeping them all")
     elif d.sample:
-        # Labels are split_examples' stratum labels; units are its groups (a group, with any augmented copy
-        # glued to its source). Records are taken one unit after another (a seeded order) and a seeded member
-        # of each, before a second member of any: a small sample spans as many groups as it can, so the split
-        # still has groups to deal out (a 16-record sample of whole 10-round VisDial dialogues would hold two).
-        # Dropping records never joins two groups, so the split's no-leakage guarantee holds for what is kept.
-        import random
-        from collections import Counter
+        from vlmtune.data.splits import sample_examples
 
-        from vlmtune.data.splits import _is_closed_set, _label, _units
-
-        rng = random.Random(d.seed)
-        units = _units(examples, "group")
-        keys = sorted(units)  # sorted, then shuffled: the sample depends on the seed and the data only
-        rng.shuffle(keys)
-        closed = _is_closed_set(examples)
-        label = [_label(ex) if closed else "" for ex in examples]
-        # Records per label: proportional (largest remainder), at least one per label when the sample allows.
-        size = Counter(label)
-        quota = {lab: d.sample * n / len(examples) for lab, n in size.items()}
-        want = {lab: int(q) for lab, q in quota.items()}
-        if d.sample >= len(size):
-            want = {lab: max(1, n) for lab, n in want.items()}
-        for lab in sorted(size, key=lambda lab: (want[lab] - quota[lab], lab))[:max(0, d.sample - sum(want.values()))]:
-            want[lab] += 1
-        while sum(want.values()) > d.sample:
-            want[max(want, key=lambda lab: (want[lab], lab))] -= 1
-        order = []  # (pass, unit rank, index): every unit's first pick, then every unit's second pick, ...
-        for rank, k in enumerate(keys):
-            members = list(units[k])
-            rng.shuffle(members)
-            order += [(n, rank, i) for n, i in enumerate(members)]
-        kept: list[int] = []
-        for _, _, i in sorted(order):
-            if want[label[i]] > 0:
-                want[label[i]] -= 1
-                kept.append(i)
-        examples = [examples[i] for i in sorted(kept)]
-        how = f"stratified over {len(size)} labels" if closed else "not stratified: no closed label set"
-        log(f"[data] {path}: sampled {len(kept)} of the {sum(size.values())} records read (data.sample={d.sample}, "
-            f"seed {d.seed}, {how}, {len(_units(examples, 'group'))} group(s))")
+        n_read = len(examples)
+        examples, how = sample_examples(examples, d.sample, seed=d.seed)
+        log(f"[data] {path}: sampled {len(examples)} of the {n_read} records read (data.sample={d.sample}, "
+            f"seed {d.seed}, {how})")
     return examples
 
 
@@ -128,7 +94,7 @@ def prepare_data(cfg: RunConfig, run_dir: Path, *, progress: bool = True, log=pr
     return splits
 
 
-def _load_splits(run_dir: Path) -> dict[str, list[Example]]:
+def load_splits(run_dir: Path) -> dict[str, list[Example]]:
     return {n: load_jsonl(run_dir / "data" / f"{n}.jsonl") if (run_dir / "data" / f"{n}.jsonl").exists() else []
             for n in ("train", "val", "test")}
 
@@ -161,14 +127,14 @@ def run_pipeline(cfg: RunConfig, *, resume: bool = False, overwrite: bool = Fals
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
         if resume and (run_dir / "data" / "test.jsonl").exists():
-            splits = _load_splits(run_dir)
+            splits = load_splits(run_dir)
             log(f"[data] reusing the splits in {run_dir / 'data'}")
         else:
             splits = prepare_data(cfg, run_dir, progress=progress, log=log)
         resolve_name(cfg.model, log=log)  # builds the tiny base once, before other ranks look for it
     barrier()
     if not main:
-        splits = _load_splits(run_dir)
+        splits = load_splits(run_dir)
     task = get_task(cfg.data.task, **task_options(cfg))
     model_path = resolve_name(cfg.model, log=log)
     mcfg = replace(cfg.model, name=model_path)

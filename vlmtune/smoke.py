@@ -9,7 +9,7 @@ Nothing here changes what the stages do; only sizes shrink.
 The user's own files are not cut to their first records (a class-ordered image folder or CSV would give
 one label): up to SMOKE_SCAN records of each file are read (data.limit, so a 1 GB VisDial file is not
 read whole) and a seeded sample of SMOKE_RECORDS of them is kept (data.sample: stratified by target,
-spread over the groups, file order kept; `vlmtune.pipeline.read_files`).
+spread over the groups, file order kept; `vlmtune.data.splits.sample_examples`).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
     splits = split_examples(examples, {"train": 0.8, "val": 0.1, "test": 0.1}, seed=0)
     check_no_leakage(splits)              # DataError if a group (or an augmented copy) crosses splits
+    small, how = sample_examples(examples, 16, seed=0)   # what data.sample / --smoke keep
     log.info("split counts: %s", split_counts(splits))
 
 The unit of splitting is a *group*, never an example: examples sharing `Example.group` (or, with
@@ -89,6 +90,42 @@ def split_examples(examples: Iterable[Example], fractions: Mapping[str, float], 
     for i, ex in enumerate(examples):
         out[assignment[unit_of[i]]].append(ex)
     return out
+
+
+def sample_examples(examples: list[Example], n: int, seed: int) -> tuple[list[Example], str]:
+    """A seeded sample of n examples, in their original order, and a line saying how it was drawn.
+
+    Labels and units are split_examples' own (a unit: a group, with any augmented copy glued to its source).
+    Per label, the count is proportional (largest remainder), and at least one when n allows. Records are
+    taken one unit after another (a seeded order), a seeded member of each before a second member of any,
+    so a small sample spans as many groups as it can and a later split still has groups to deal out (16
+    records of whole 10-round VisDial dialogues would be two groups). Dropping records never joins two
+    groups, so the split's no-leakage guarantee holds for what is kept."""
+    rng = random.Random(seed)
+    units = _units(examples, "group")
+    keys = sorted(units)  # sorted, then shuffled: the sample depends on the seed and the data only
+    rng.shuffle(keys)
+    closed = _is_closed_set(examples)
+    label = [_label(ex) if closed else "" for ex in examples]
+    size = Counter(label)
+    want = _largest_remainder(n, {lab: k / len(examples) for lab, k in sorted(size.items())})
+    if n >= len(size):
+        want = {lab: max(1, k) for lab, k in want.items()}
+        while sum(want.values()) > n:
+            want[max(want, key=lambda lab: (want[lab], lab))] -= 1
+    order = []  # (pass, unit rank, index): every unit's first pick, then every unit's second pick, ...
+    for rank, k in enumerate(keys):
+        members = list(units[k])
+        rng.shuffle(members)
+        order += [(p, rank, i) for p, i in enumerate(members)]
+    kept: list[int] = []
+    for _, _, i in sorted(order):
+        if want[label[i]] > 0:
+            want[label[i]] -= 1
+            kept.append(i)
+    sample = [examples[i] for i in sorted(kept)]
+    how = f"stratified over {len(size)} labels" if closed else "not stratified: no closed label set"
+    return sample, f"{how}, {len(_units(sample, 'group'))} group(s)"
 
 
 def check_no_leakage(splits: Mapping[str, Iterable[Example]], by: str = "group") -> None:

@@ -95,7 +95,8 @@ def _content_key(path: Path) -> str:
 def resolve_gguf(name: str, *, cache: str | Path | None = None, log=print) -> Path:
     """A `save_pretrained` directory holding the dequantized model and its tokenizer (built on first use)."""
     src = gguf_path(name, cache=cache)
-    out = _cache_root(cache) / f"{src.stem}-{_content_key(src)}"
+    key = _content_key(src)
+    out = _cache_root(cache) / f"{src.stem}-{key}"
     if (out / "vlmtune-gguf.json").exists():
         return out
     try:
@@ -138,7 +139,7 @@ def resolve_gguf(name: str, *, cache: str | Path | None = None, log=print) -> Pa
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        info = {"source": str(src), "name": name, "content_key": _content_key(src),
+        info = {"source": str(src), "name": name, "content_key": key,
                 "architecture": type(model).__name__, "parameters": sum(p.numel() for p in model.parameters()),
                 "dtype": "float32 (dequantized from the GGUF file's quantized weights)", "notes": notes,
                 "seconds": round(time.time() - t0, 1)}

@@ -167,8 +167,6 @@ def projector_modules_to_save(model, target: str = "language") -> list[str]:
     for name, mod in model.named_modules():
         if name.split(".")[-1] not in PROJECTORS or any(name.startswith(o + ".") for o in out):
             continue
-        if name.split(".")[-1] == "merger" and not any(k in name for k in ("visual", "vision")):
-            continue
         if not any(type(m).__name__ in _LINEAR_CLASSES for m in mod.modules()):
             out.append(name)
     return [n.split(".")[-1] for n in out]

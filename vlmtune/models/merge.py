@@ -23,7 +23,8 @@ from vlmtune.config import ModelConfig
 from vlmtune.errors import ConfigError, VlmtuneError
 
 
-def merge_adapter(base: str | Path, adapter_dir: str | Path, out_dir: str | Path, *, log=print) -> Path:
+def merge_adapter(base: str | Path, adapter_dir: str | Path, out_dir: str | Path, *, source: str | Path | None = None,
+                  log=print) -> Path:
     """Load `base` in full precision with the adapter, merge_and_unload, save model + processor + README.md."""
     from vlmtune.models.load import dir_hash, load_model
 
@@ -39,7 +40,8 @@ def merge_adapter(base: str | Path, adapter_dir: str | Path, out_dir: str | Path
     out.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out)
     processor.save_pretrained(out)
-    (out / "README.md").write_text(model_card("merged", base, adapter, architecture=type(merged).__name__))
+    (out / "README.md").write_text(model_card("merged", base, adapter, architecture=type(merged).__name__,
+                                              source=source))
     log(f"[merge] {adapter} merged into {base} -> {out}")
     return out
 
@@ -147,16 +149,13 @@ def export_model(source: str | Path, out: str | Path, *, base: str | None = None
         shutil.rmtree(tmp)
     try:
         if found.kind == "adapter" and merge:
-            merge_adapter(found.base, found.weights, tmp, log=log)
+            merge_adapter(found.base, found.weights, tmp, source=source, log=log)  # writes the card too
             kind = "merged"
         else:
             shutil.copytree(found.weights, tmp, ignore=shutil.ignore_patterns("checkpoint-*", ".*"))
             kind = found.kind
             (tmp / "README.md").write_text(model_card(kind, found.base, found.weights if kind == "adapter" else None,
                                                       source=source))
-        if kind == "merged":  # merge_adapter wrote the card; name the run too
-            (tmp / "README.md").write_text(model_card("merged", found.base, found.weights, source=source,
-                                                      architecture=_architecture(tmp)))
         atomic_write_json(tmp / "export.json", {
             "kind": kind, "source": str(source), "run_dir": str(found.run_dir) if found.run_dir else None,
             "base": found.base, "base_hash": dir_hash(found.base) if found.base else None,
@@ -171,12 +170,6 @@ def export_model(source: str | Path, out: str | Path, *, base: str | None = None
             shutil.rmtree(tmp)
     log(f"[export] {kind} -> {out}")
     return out
-
-
-def _architecture(d: Path) -> str | None:
-    cfg = d / "config.json"
-    arch = json.loads(cfg.read_text()).get("architectures") if cfg.exists() else None
-    return arch[0] if arch else None
 
 
 def check_repo_id(repo_id: str) -> None:
@@ -203,6 +196,6 @@ def push_to_hub(path: str | Path, repo_id: str, private: bool = True, token: str
     except Exception as e:  # no token, no network, no permission: the local export is intact either way
         raise VlmtuneError(f"push_to_hub: uploading {p} to {repo_id} failed ({type(e).__name__}: {e}). Log in with "
                            "`hf auth login` (or set HF_TOKEN) and check the network; the directory is unchanged, "
-                           f"so you can retry with `vlmtune export {p} --out {p} --overwrite --push-to-hub {repo_id}` "
-                           "or upload it yourself") from e
+                           f"so you can retry with `hf upload {repo_id} {p} --repo-type model"
+                           f"{' --private' if private else ''}`") from e
     return str(url)

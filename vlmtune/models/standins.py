@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 
 from vlmtune.errors import ConfigError
+from vlmtune.models.gguf import GEMMA3_TEXT_TEMPLATE  # the turn format the Gemma-3 270M cache gets, too
 
 STANDIN_FAMILIES = ("llava", "llava_next", "gemma3", "qwen2_5_vl", "idefics3", "llama", "gemma3_text")
 TEXT_ONLY = ("llama", "gemma3_text")   # families without a vision tower
@@ -116,7 +117,7 @@ _TOKENS = {
               {}, LLAMA3_TEMPLATE, "<|eot_id|>"),
 }
 _TOKENS["llava_next"] = _TOKENS["llava"]
-_TOKENS["gemma3_text"] = (_TOKENS["gemma3"][0], _TOKENS["gemma3"][1], {}, None, "<end_of_turn>")  # template below
+_TOKENS["gemma3_text"] = (_TOKENS["gemma3"][0], _TOKENS["gemma3"][1], {}, GEMMA3_TEXT_TEMPLATE, "<end_of_turn>")
 
 
 def end_of_turn_token(family: str) -> str:
@@ -169,8 +170,6 @@ def build_tokenizer(family: str):
     from vlmtune.models.tiny import tokenizer_corpus
 
     specials, named, extra, template, _ = _TOKENS[family]
-    if family == "gemma3_text":
-        from vlmtune.models.gguf import GEMMA3_TEXT_TEMPLATE as template
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

@@ -274,9 +274,6 @@ def read_visdial(path: str | os.PathLike, *, image_dirs: Sequence[str | os.PathL
 
 # --- file-level checks (always fatal) -------------------------------------------------------------------
 
-_load_json = load_json  # the whole file, for the dense file and for exact error messages
-
-
 def _check_top(obj: Any, path: Path) -> tuple[list[str], list[str], list[Any], str | None]:
     fix = 'a VisDial v1.0 file is {"split", "data": {"questions": [...], "answers": [...], "dialogs": [...]}}'
     if not isinstance(obj, dict) or not isinstance(obj.get("data"), dict):
@@ -295,7 +292,7 @@ def _check_top(obj: Any, path: Path) -> tuple[list[str], list[str], list[Any], s
 
 def _load_dense(path: Path, n_options: int, base: int) -> dict[tuple[int, int], list[float]]:
     """(image_id, round 1-based) -> relevance list, validated."""
-    obj = _load_json(path, "a VisDial dense-annotation file")
+    obj = load_json(path, "a VisDial dense-annotation file")
     fix = 'dense annotations are [{"image_id": int, "round_id": int, "gt_relevance": [100 floats]}]'
     if not isinstance(obj, list):
         raise DataError("expected a JSON list", file=str(path), fix=fix)
@@ -329,13 +326,13 @@ def _stream_top(path: Path) -> tuple[list[str], list[str], Iterator[Any], str | 
     """The question and answer tables and the split, then an iterator over the dialogs, streamed with ijson.
 
     Anything off (not JSON, not UTF-8, a missing or mistyped table) is reported by parsing the file with
-    `json` (`_load_json` + `_check_top`), which names the line or field; that costs memory only on error."""
+    `json` (`load_json` + `_check_top`), which names the line or field; that costs memory only on error."""
     import ijson
 
     what = "a VisDial v1.0 dialog file"
 
     def exact_error() -> Exception:
-        _check_top(_load_json(path, what), path)  # raises for bad JSON / UTF-8, then for a bad shape
+        _check_top(load_json(path, what), path)  # raises for bad JSON / UTF-8, then for a bad shape
         return DataError("the streaming JSON parser (ijson) rejected the file, but json accepts it", file=str(path),
                          fix="report this; meanwhile convert the file with another tool")
 
