@@ -63,7 +63,8 @@ def main() -> None:
 
     from vlmtune.data.example import load_jsonl
     from vlmtune.data.synth import synthesize
-    from vlmtune.infer.generate import generate, prompt_text
+    from vlmtune.infer.generate import generate
+    from vlmtune.processing import prompt_text
 
     load_before = prepare(a.threads)
     with tempfile.TemporaryDirectory(prefix="vlmtune-bench-") as tmp:
@@ -74,15 +75,14 @@ def main() -> None:
             rescale_(model, a.seed)
         half = a.n // 2
         examples = [ex for task, k in (("count", a.n - half), ("classify", half)) if k
-                    for ex in load_jsonl(synthesize(task, k, root / task, seed=a.seed, image_size=tiny.image_size,
-                                                    progress=False))]
+                    for ex in load_jsonl(synthesize(task, k, root / task, seed=a.seed, image_size=tiny.image_size))]
         lens = [len(processor.tokenizer(prompt_text(processor, ex), add_special_tokens=False)["input_ids"])
                 for ex in examples]
         print(f"[bench] {len(examples)} examples, prompt {min(lens)}-{max(lens)} text tokens (+ image tokens); "
               f"tiny LLaVA ({a.init} init), CPU fp32, greedy, max_new_tokens={a.max_new_tokens}")
 
         # --- run: untimed warm-up, then interleaved timed repeats -----------------------------------------------
-        kw = dict(max_new_tokens=a.max_new_tokens, progress=False)
+        kw = dict(max_new_tokens=a.max_new_tokens)
         generate(model, processor, examples[:2], batch_size=2, **kw)
         t_batched, t_single = [], []
         for _ in range(a.repeats):

@@ -86,9 +86,9 @@ def main() -> None:
 
     from vlmtune.data.example import load_jsonl
     from vlmtune.data.synth import synthesize
-    from vlmtune.infer.generate import prompt_text
+    from vlmtune.processing import prompt_text
     from vlmtune.infer.score import score_options, score_options_full
-    from vlmtune.train.collate import load_image
+    from vlmtune.processing import load_image
 
     load_before = prepare(a.threads)
     with tempfile.TemporaryDirectory(prefix="vlmtune-bench-") as tmp:
@@ -96,7 +96,7 @@ def main() -> None:
         root = Path(tmp)
         model, processor, tiny = tiny_model(root, a.seed)
         rounds = dialogue_rounds(load_jsonl(synthesize("count", a.rounds, root / "data", seed=a.seed,
-                                                       image_size=tiny.image_size, progress=False)))
+                                                       image_size=tiny.image_size)))
         opts = candidates(a.options)
         options = [opts] * len(rounds)
         tok = processor.tokenizer
@@ -109,14 +109,13 @@ def main() -> None:
               f"(incl. end-of-turn) on average; tiny LLaVA, CPU fp32, batch_size={a.batch_size}")
 
         # --- run: untimed warm-up on one round, then interleaved timed repeats -----------------------------------
-        score_options(model, processor, rounds[:1], options[:1], batch_size=a.batch_size, progress=False)
-        score_options_full(model, processor, rounds[:1], options[:1], progress=False)
+        score_options(model, processor, rounds[:1], options[:1], batch_size=a.batch_size)
+        score_options_full(model, processor, rounds[:1], options[:1])
         t_shared, t_full, stats = [], [], {}
         for _ in range(a.repeats):
-            t, shared = timed(lambda: score_options(model, processor, rounds, options, batch_size=a.batch_size,
-                                                    progress=False, stats=stats))
+            t, shared = timed(lambda: score_options(model, processor, rounds, options, batch_size=a.batch_size, stats=stats))
             t_shared.append(t)
-            t, full = timed(lambda: score_options_full(model, processor, rounds, options, progress=False))
+            t, full = timed(lambda: score_options_full(model, processor, rounds, options))
             t_full.append(t)
 
     # --- report ---------------------------------------------------------------------------------------------------

@@ -37,13 +37,13 @@ from transformers.utils import logging as hf_logging
 hf_logging.set_verbosity_error()
 from vlmtune.config import ModelConfig, TrainConfig
 from vlmtune.data.example import load_jsonl
-from vlmtune.models.load import resolve_name
+from vlmtune.build import resolve_model
 from vlmtune.train.trainer import train
 
 mode, model_name, data, steps, batch, out = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 examples = load_jsonl(data)
 mcfg = ModelConfig(name=model_name, load_in_4bit=(mode == "qlora"))
-path = resolve_name(mcfg, log=lambda *_: None)
+ref = resolve_model(mcfg)
 cuda = torch.cuda.is_available()
 
 class Clock(TrainerCallback):
@@ -58,8 +58,7 @@ class Clock(TrainerCallback):
 clock = Clock()
 tcfg = TrainConfig(lora_r=16, lora_alpha=32, lora_dropout=0.0, lora_target="language", lora_modules="attention+mlp",
                    batch_size=batch, max_steps=steps, lr=2e-4, max_length=512, logging_steps=1, save_steps=10**6, report_to=[], seed=0)
-res = train(path, examples, [], Path(out), tcfg, model_cfg=replace(mcfg, name=path), callbacks=[clock],
-            progress=False, log=lambda *_: None)
+res = train(ref, examples, [], Path(out), tcfg, callbacks=[clock])
 timed = clock.times[1:] or clock.times
 if cuda:
     peak = torch.cuda.max_memory_allocated() / 2**20
@@ -67,7 +66,7 @@ else:
     peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024
 rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:")) / 1024
 from vlmtune.models.load import load_model
-model, _ = load_model(replace(mcfg, name=path), log=lambda *_: None)
+model, _ = load_model(ref)
 weights = model.get_memory_footprint() / 2**20  # parameters + buffers as loaded (after the peak was read)
 embed = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
 dtype = "4-bit nf4" if mode == "qlora" else ("bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32")
@@ -85,7 +84,7 @@ def text_examples(out_dir, n: int) -> str:
     from vlmtune.data.example import load_jsonl, write_jsonl
     from vlmtune.data.synth import synthesize
 
-    exs = [e for e in load_jsonl(synthesize("mcq", 8 * n, Path(out_dir) / "src", seed=0, progress=False))
+    exs = [e for e in load_jsonl(synthesize("mcq", 8 * n, Path(out_dir) / "src", seed=0))
            if not e.images][:n]
     if len(exs) < n:
         raise SystemExit(f"only {len(exs)} image-free examples; lower --n")

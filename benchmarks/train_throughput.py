@@ -48,7 +48,6 @@ TRL_TRAIN_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 NEVER = 10**9  # a save interval that is never reached: no checkpoint is written inside the timed loop
-QUIET = lambda *a, **k: None  # noqa: E731
 
 
 def parse_args() -> argparse.Namespace:
@@ -101,8 +100,10 @@ def run_vlmtune(model_dir: Path, examples, out: Path, steps: int, a: argparse.Na
                        lora_modules="attention+mlp", loss_on="assistant", save_steps=NEVER, logging_steps=10)
     timer = make_timer()
     t0 = time.perf_counter()
-    res = train(model_dir, examples, [], out, tcfg, model_cfg=ModelConfig(device="cpu", dtype="float32"),
-                callbacks=[timer], progress=False, log=QUIET)
+    from vlmtune.models.load import ModelRef
+
+    ref = ModelRef.of(ModelConfig(name=str(model_dir), device="cpu", dtype="float32"))
+    res = train(ref, examples, [], out, tcfg, callbacks=[timer])
     return {"seconds": timer.seconds, "total": time.perf_counter() - t0, "steps": res.steps,
             "loss": final_loss(res.history), "loss_tokens_per_example": res.train_loss_tokens / len(examples)}
 
@@ -122,7 +123,7 @@ def trl_processor(model_dir: Path, sample_messages: list[dict]):
 
 def trl_rows(examples) -> list[dict]:
     """Our Examples in TRL's conversational VLM format: typed content parts + PIL images."""
-    from vlmtune.train.collate import load_image, to_chat
+    from vlmtune.processing import load_image, to_chat
 
     return [{"messages": to_chat(ex.messages), "images": [load_image(p) for p in ex.images]} for ex in examples]
 
@@ -207,9 +208,8 @@ def main() -> None:
         sizes = {k: v for k, v in (("image_size", a.image_size), ("patch_size", a.patch_size)) if v is not None}
         tiny = TinyBaseConfig(**sizes, seed=a.seed)
         model_dir = save_untrained(tiny, root / "model")
-        examples = load_jsonl(synthesize("count", a.n, root / "data", seed=a.seed, image_size=tiny.image_size,
-                                         progress=False))
-        model, _ = load_model(ModelConfig(name=str(model_dir), device="cpu", dtype="float32"), log=QUIET)
+        examples = load_jsonl(synthesize("count", a.n, root / "data", seed=a.seed, image_size=tiny.image_size))
+        model, _ = load_model(ModelConfig(name=str(model_dir), device="cpu", dtype="float32"))
         targets = lora_target_modules(model, "language", "attention+mlp")
         del model
         rows = trl_rows(examples)

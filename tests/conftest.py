@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -24,5 +25,29 @@ def count_data(tmp_path_factory):
     from vlmtune.data.example import load_jsonl
     from vlmtune.data.synth import synthesize
 
-    path = synthesize("count", 48, tmp_path_factory.mktemp("count"), seed=1, progress=False)
+    path = synthesize("count", 48, tmp_path_factory.mktemp("count"), seed=1)
     return load_jsonl(path)
+
+
+@pytest.fixture
+def log_lines(caplog):
+    """The messages vlmtune logs at INFO and above during the test (a live list)."""
+    caplog.set_level(logging.INFO, logger="vlmtune")
+    return _Messages(caplog)
+
+
+class _Messages:
+    def __init__(self, caplog):
+        self._caplog = caplog
+
+    def __iter__(self):
+        return iter(self._caplog.messages)
+
+    def __getitem__(self, i):
+        return self._caplog.messages[i]
+
+    def __len__(self):
+        return len(self._caplog.messages)
+
+    def __repr__(self):
+        return repr(self._caplog.messages)

@@ -19,7 +19,8 @@ import torch
 from safetensors.torch import save_file
 from transformers import TrainerCallback
 
-from vlmtune.config import TrainConfig
+from vlmtune.config import ModelConfig, TrainConfig
+from vlmtune.models.load import ModelRef
 from vlmtune.data.example import load_jsonl
 from vlmtune.train.collate import EncodeSettings, encode_example
 from vlmtune.train.trainer import train
@@ -78,8 +79,7 @@ def main(model_dir: str, data: str, out: str) -> None:
     rec = RecordBatches(id_of, out_dir / f"rank{rank}_lora.safetensors")
     cfg = TrainConfig(epochs=2, batch_size=4, lr=5e-3, logging_steps=1, save_steps=0, report_to=[], seed=3,
                       lora_dropout=0.1)
-    res = train(model_dir, examples, [], out_dir / "run", cfg, callbacks=[rec], progress=False,
-                log=lambda *a: None)
+    res = train(ModelRef.of(ModelConfig(name=str(model_dir))), examples, [], out_dir / "run", cfg, callbacks=[rec])
     (out_dir / f"rank{rank}.json").write_text(json.dumps(
         {"rank": rank, "world_size": world, "steps": res.steps, "batches": rec.batches}, indent=1))
 

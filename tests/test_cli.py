@@ -90,9 +90,9 @@ def test_resume_keeps_finished_stages(tmp_path, micro_model_dir, capsys):
     assert main(_run_args(tmp_path, micro_model_dir)) == 0
     before = (tmp_path / "e2e/adapter/adapter_model.safetensors").read_bytes()
     capsys.readouterr()
-    assert main(_run_args(tmp_path, micro_model_dir, "--resume")) == 0
-    out = capsys.readouterr().out
-    assert "kept the finished training" in out
+    # Logs go to stderr (stdout carries results); without -q they include the stage notes.
+    assert main([a for a in _run_args(tmp_path, micro_model_dir, "--resume") if a != "-q"]) == 0
+    assert "kept the finished training" in capsys.readouterr().err
     assert (tmp_path / "e2e/adapter/adapter_model.safetensors").read_bytes() == before
     # Without --resume or --overwrite an existing run is not clobbered.
     assert main(_run_args(tmp_path, micro_model_dir)) == 2
@@ -206,8 +206,8 @@ def test_smoke_uses_the_users_own_records_when_present(tmp_path, monkeypatch, ca
         for i in range(10):
             Image.new("RGB", (40, 40), (20 * i, 60 * len(folder) % 255, 90)).save(tmp_path / "raw" / folder / f"{i}.png")
     assert main(["run", str(ROOT / "recipes" / "seed003_forensic_llava16.yaml"), f"output_dir={tmp_path / 'runs'}",
-                 f"data.path={tmp_path / 'raw'}", "-q", "--smoke"]) == 0
-    assert "a seeded sample of 16 records (stratified by label)" in capsys.readouterr().out
+                 f"data.path={tmp_path / 'raw'}", "--smoke"]) == 0
+    assert "a seeded sample of 16 records (stratified by label)" in capsys.readouterr().err
     run = next((tmp_path / "runs").iterdir())
     rows = [json.loads(l) for s in ("train", "val", "test") if (run / "data" / f"{s}.jsonl").exists()
             for l in (run / "data" / f"{s}.jsonl").read_text(encoding="utf-8").splitlines()]

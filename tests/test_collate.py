@@ -7,7 +7,8 @@ import torch
 
 from vlmtune.data.example import Example
 from vlmtune.errors import DataError
-from vlmtune.train.collate import IGNORE, Collator, EncodeSettings, encode_example, image_token_id
+from vlmtune.processing import image_token_id
+from vlmtune.train.collate import IGNORE, Collator, EncodeSettings, encode_example
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ STEPS_PER_EPOCH = N_EXAMPLES // (BATCH * WORLD)
 def test_two_process_ddp_lora_finetune(micro_model_dir, tmp_path):
     from vlmtune.data.synth import synthesize
 
-    data = synthesize("count", N_EXAMPLES, tmp_path / "data", seed=2, progress=False)
+    data = synthesize("count", N_EXAMPLES, tmp_path / "data", seed=2)
     out = tmp_path / "out"
     out.mkdir()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
@@ -69,7 +69,7 @@ def test_two_process_evaluation_shards_and_matches_one_process(micro_model_dir, 
     from vlmtune.cli import main
     from vlmtune.data.synth import synthesize
 
-    data = synthesize("classify", 11, tmp_path / "data", seed=4, progress=False)  # odd: uneven shards
+    data = synthesize("classify", 11, tmp_path / "data", seed=4)  # odd: uneven shards
     args = ["eval", "--model", str(micro_model_dir), "--data", str(data), "--mode", "both",
             "--max-new-tokens", "4", "--batch-size", "3", "-q"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
@@ -115,12 +115,12 @@ def test_two_process_vlmtune_train_prepares_the_data_once(micro_model_dir, tmp_p
            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
            "-m", "vlmtune", "train", str(ROOT / "recipes" / "quickstart.yaml"), "name=tr", f"output_dir={tmp_path}",
-           f"model.name={micro_model_dir}", "data.n=64", "train.max_steps=2", "train.batch_size=4", "-q"]
+           f"model.name={micro_model_dir}", "data.n=64", "train.max_steps=2", "train.batch_size=4"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     run = tmp_path / "tr"
     assert (run / "adapter" / "adapter_model.safetensors").is_file() and (run / "train_history.json").is_file()
     assert proc.stdout.count("trained 2 steps") == 1, proc.stdout
-    assert proc.stdout.count("[data] train: ") == 1, proc.stdout  # the split was made once, by rank 0
+    assert proc.stderr.count("[data] train: ") == 1, proc.stderr  # the split was made once, by rank 0 (logs: stderr)
     n = sum(len((run / "data" / f"{s}.jsonl").read_text().splitlines()) for s in ("train", "val", "test"))
     assert n == 64

@@ -12,7 +12,7 @@ from vlmtune.data.splits import check_no_leakage, split_examples
 from vlmtune.data.synth import synthesize
 from vlmtune.data.synth.visdial import N_OPTIONS, N_ROUNDS, dialog_items, make_dialogue
 from vlmtune.errors import DataError
-from vlmtune.tasks import get_task
+from vlmtune.tasks import build_task
 from vlmtune.tasks.dialog import check_no_leak
 
 N_BOOT = 50  # CIs are not under test here; keep the runs light
@@ -34,11 +34,11 @@ def rounds():
 
 
 def test_synthesis_is_deterministic_and_every_example_passes_the_checks(tmp_path):
-    a = load_jsonl(synthesize("dialog", 12, tmp_path / "a", seed=3, progress=False))
-    b = load_jsonl(synthesize("dialog", 12, tmp_path / "b", seed=3, progress=False))
+    a = load_jsonl(synthesize("dialog", 12, tmp_path / "a", seed=3))
+    b = load_jsonl(synthesize("dialog", 12, tmp_path / "b", seed=3))
     assert [(x.messages, x.target, x.options, x.group) for x in a] == \
            [(x.messages, x.target, x.options, x.group) for x in b]
-    task = get_task("dialog")
+    task = build_task("dialog")
     for ex in a:
         task.check_example(ex)
         assert ex.meta["dense"] and ex.meta["round"] == ex.target["round"]
@@ -90,7 +90,7 @@ def test_groups_keep_a_dialogues_rounds_in_one_split():
 
 
 def test_check_no_leak_catches_a_leaking_example(rounds):
-    task = get_task("dialog")
+    task = build_task("dialog")
     ex = rounds[3]  # round 4
     gold = ex.target["answer"]
     task.check_example(ex)
@@ -112,7 +112,7 @@ def test_check_no_leak_catches_a_leaking_example(rounds):
 
 
 def test_parse_strips_reminder_blocks_and_empty_is_a_failure(rounds):
-    task = get_task("dialog")
+    task = build_task("dialog")
     p = task.parse("<reminder>q1: two red</reminder> <reasoning>count</reasoning> Yes, two of them.", rounds[0])
     assert p.ok and p.value == "Yes, two of them."
     assert not task.parse("<reminder>only a summary</reminder>", rounds[0]).ok
@@ -121,7 +121,7 @@ def test_parse_strips_reminder_blocks_and_empty_is_a_failure(rounds):
 
 
 def _rows(examples, preds, scores=None):
-    task = get_task("dialog")
+    task = build_task("dialog")
     rows = []
     for i, (ex, text) in enumerate(zip(examples, preds)):
         p = task.parse(text, ex)
@@ -138,7 +138,7 @@ def test_metrics_exact_match_and_text_metrics_match_sacrebleu(rounds):
 
     golds = [ex.target["answer"] for ex in rounds]
     preds = [g if i % 2 == 0 else f"<reminder>earlier turns</reminder> maybe {g}" for i, g in enumerate(golds)]
-    m = get_task("dialog").metrics(_rows(rounds, preds), n_boot=N_BOOT)
+    m = build_task("dialog").metrics(_rows(rounds, preds), n_boot=N_BOOT)
     assert m["exact_match"]["value"] == 0.5 and m["exact_match"]["n"] == N_ROUNDS
     stripped = [p.split("</reminder> ")[-1] for p in preds]
     assert m["bleu"]["value"] == pytest.approx(sacrebleu.corpus_bleu(stripped, [golds]).score)
@@ -150,16 +150,16 @@ def test_ranking_metrics_from_option_scores(rounds):
     golds = [ex.target["answer"] for ex in rounds]
     # A perfect scorer: relevance itself (gold 1.0 > equivalents 0.5 > the rest 0).
     perfect = [list(ex.target["relevance"]) for ex in rounds]
-    m = get_task("dialog").metrics(_rows(rounds, golds, perfect), n_boot=N_BOOT)
+    m = build_task("dialog").metrics(_rows(rounds, golds, perfect), n_boot=N_BOOT)
     assert m["ranking_mode"] == "loglik"
     assert m["r@1"]["value"] == 1.0 and m["mrr"]["value"] == 1.0 and m["mean_rank"]["value"] == 1.0
     assert m["ndcg"]["value"] == pytest.approx(1.0) and m["ndcg"]["n"] == N_ROUNDS
     assert m["metric_modes"]["r@1"].startswith("option scores") and m["metric_modes"]["bleu"].startswith("answer")
     # Scores that put the gold last: rank 100 in every round, whatever order the options are stored in.
     worst = [[0.0 if j == ex.target["gt_index"] else 1.0 for j in range(N_OPTIONS)] for ex in rounds]
-    m = get_task("dialog").metrics(_rows(rounds, golds, worst), n_boot=N_BOOT)
+    m = build_task("dialog").metrics(_rows(rounds, golds, worst), n_boot=N_BOOT)
     assert m["r@10"]["value"] == 0.0 and m["mean_rank"]["value"] == N_OPTIONS
     with pytest.raises(DataError, match="no option scores"):
         rows = _rows(rounds, golds, perfect)
         del rows[2]["scores"]
-        get_task("dialog").metrics(rows, n_boot=N_BOOT)
+        build_task("dialog").metrics(rows, n_boot=N_BOOT)

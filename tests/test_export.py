@@ -12,7 +12,6 @@ from vlmtune.cli import main
 from vlmtune.config import ModelConfig, TrainConfig, dump_yaml, load_config
 from vlmtune.models.load import dir_hash, load_model
 
-QUIET = {"log": lambda *_: None}
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +22,7 @@ def run_dir(micro_model_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("export") / "runs" / "r"
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(dump_yaml(load_config(None, [f"model.name={micro_model_dir}", "name=r"])))
-    model, proc = load_model(ModelConfig(name=str(micro_model_dir)), **QUIET)
+    model, proc = load_model(ModelConfig(name=str(micro_model_dir)))
     torch.manual_seed(0)
     model = attach_lora(model, TrainConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0))
     with torch.no_grad():
@@ -42,9 +41,9 @@ def logits(model, proc):
 
 
 def test_export_adapter_then_merged_model_give_the_runs_outputs(run_dir, micro_model_dir, tmp_path, capsys):
-    ref_model, proc = load_model(ModelConfig(name=str(micro_model_dir)), adapter=str(run_dir / "adapter"), **QUIET)
+    ref_model, proc = load_model(ModelConfig(name=str(micro_model_dir)), adapter=str(run_dir / "adapter"))
     ref = logits(ref_model, proc)
-    base_only = logits(load_model(ModelConfig(name=str(micro_model_dir)), **QUIET)[0], proc)
+    base_only = logits(load_model(ModelConfig(name=str(micro_model_dir)))[0], proc)
     assert not torch.allclose(ref, base_only, atol=1e-3)  # the adapter matters, so equality below means something
 
     assert main(["export", str(run_dir), "--out", str(tmp_path / "ad")]) == 0
@@ -54,7 +53,7 @@ def test_export_adapter_then_merged_model_give_the_runs_outputs(run_dir, micro_m
     assert meta["weights_hash"] == dir_hash(run_dir / "adapter") and meta["base_hash"] == dir_hash(micro_model_dir)
     card = (ad / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: peft") and "r=4, alpha=8" in card
-    got, _ = load_model(ModelConfig(name=str(micro_model_dir)), adapter=str(ad), **QUIET)
+    got, _ = load_model(ModelConfig(name=str(micro_model_dir)), adapter=str(ad))
     assert torch.allclose(logits(got, proc), ref, atol=1e-5)
 
     assert main(["export", str(run_dir), "--merge", "--out", str(tmp_path / "merged")]) == 0
@@ -62,7 +61,7 @@ def test_export_adapter_then_merged_model_give_the_runs_outputs(run_dir, micro_m
     assert not (merged_dir / "adapter_config.json").exists()  # a standalone model: no PEFT needed to load it
     assert json.loads((merged_dir / "export.json").read_text())["kind"] == "merged"
     assert "library_name: transformers" in (merged_dir / "README.md").read_text()
-    merged, mproc = load_model(ModelConfig(name=str(merged_dir)), **QUIET)
+    merged, mproc = load_model(ModelConfig(name=str(merged_dir)))
     assert torch.allclose(logits(merged, mproc), ref, atol=1e-4)
     assert not list(tmp_path.glob(".*export-*"))  # no half-built directory left behind
 

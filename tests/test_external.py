@@ -11,12 +11,12 @@ from vlmtune.data.example import load_jsonl
 from vlmtune.data.synth import synthesize
 from vlmtune.errors import DataError
 from vlmtune.eval.external import read_predictions, score_predictions
-from vlmtune.tasks import get_task
+from vlmtune.tasks import build_task
 
 
 @pytest.fixture()
 def count_file(tmp_path):
-    return synthesize("count", 12, tmp_path / "d", seed=3, progress=False)
+    return synthesize("count", 12, tmp_path / "d", seed=3)
 
 
 def _write(path, rows):
@@ -35,7 +35,7 @@ def test_text_predictions_are_parsed_like_generations(tmp_path, count_file):
         else:
             answers.append("I cannot tell")                         # parse failure
     preds = _write(tmp_path / "p.jsonl", [{"id": ex.id, "prediction": a} for ex, a in zip(exs, answers)])
-    res = score_predictions(get_task("count"), exs, preds, tmp_path / "out", log=lambda *a: None)
+    res = score_predictions(build_task("count"), exs, preds, tmp_path / "out")
     m = res["metrics"]
     assert m["accuracy"]["value"] == pytest.approx(4 / 12)
     assert m["parse_failures"] == 4 and m["off_by_one"]["value"] == pytest.approx(8 / 12)
@@ -45,14 +45,13 @@ def test_text_predictions_are_parsed_like_generations(tmp_path, count_file):
 
 
 def test_option_scores_pick_the_best_option(tmp_path):
-    exs = load_jsonl(synthesize("classify", 8, tmp_path / "d", progress=False))
+    exs = load_jsonl(synthesize("classify", 8, tmp_path / "d"))
     rows = []
     for i, ex in enumerate(exs):
         sc = [0.0] * len(ex.options)
         sc[ex.options.index(ex.target) if i < 6 else (ex.options.index(ex.target) + 1) % 4] = 1.0
         rows.append({"id": ex.id, "scores": sc})
-    res = score_predictions(get_task("classify"), exs, _write(tmp_path / "s.jsonl", rows), tmp_path / "o",
-                            log=lambda *a: None)
+    res = score_predictions(build_task("classify"), exs, _write(tmp_path / "s.jsonl", rows), tmp_path / "o")
     assert res["metrics"]["accuracy"]["value"] == pytest.approx(6 / 8)
     assert res["metrics"]["parse_failures"] == 0
 
@@ -85,7 +84,7 @@ def test_score_verb(tmp_path, count_file, capsys):
 
 
 def test_visdial_submission_ranks(tmp_path):
-    exs = load_jsonl(synthesize("dialog", 6, tmp_path / "d", progress=False))
+    exs = load_jsonl(synthesize("dialog", 6, tmp_path / "d"))
     sub = []
     for i, ex in enumerate(exs):
         gt, k = ex.target["gt_index"], len(ex.options)
@@ -98,7 +97,7 @@ def test_visdial_submission_ranks(tmp_path):
         sub.append({"image_id": ex.meta["dialog_id"], "round_id": ex.target["round"], "ranks": ranks})
     path = tmp_path / "submission.json"
     path.write_text(json.dumps(sub))
-    res = score_predictions(get_task("dialog"), exs, path, tmp_path / "o", log=lambda *a: None)
+    res = score_predictions(build_task("dialog"), exs, path, tmp_path / "o")
     m = res["metrics"]
     assert m["r@1"]["value"] == pytest.approx(4 / 6) and m["mean_rank"]["value"] == pytest.approx((4 + 2 * 100) / 6)
     assert m["mrr"]["value"] == pytest.approx((4 + 2 / 100) / 6)

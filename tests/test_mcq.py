@@ -13,7 +13,7 @@ import pytest
 from vlmtune.data.example import IMAGE_TOKEN, Example, load_jsonl
 from vlmtune.data.synth import synthesize
 from vlmtune.data.synth.coref import KO_COLOR, KO_KIND, object_name, unique_properties
-from vlmtune.tasks import get_task
+from vlmtune.tasks import build_task
 from vlmtune.tasks.mcq import LETTERS, exact_match, mcq_metrics, parse_option, permutation_check
 
 KO = ["A가 올린 사진 속 노트북", "A가 올린 사진 속 헤드폰", "B가 올린 사진 속 책", "B가 올린 사진 속 커피잔"]
@@ -112,7 +112,7 @@ def _row(task, ex, text):
 
 
 def test_metrics_object_photo_exact_and_confusion():
-    task = get_task("mcq")
+    task = build_task("mcq")
     ex = _ex(KO, target=D)                                     # gold: B's coffee cup (photo 1)
     answers = ["D) B가 올린 사진 속 커피잔",                      # right, exact
                "정답은 D) B가 올린 사진 속 커피잔입니다.",            # right, not exact (verbose)
@@ -179,12 +179,12 @@ def test_permutation_check_right_text_is_consistent_and_unbiased():
 @pytest.fixture(scope="module")
 def mcq_data(tmp_path_factory):
     d = tmp_path_factory.mktemp("mcq")
-    return load_jsonl(synthesize("mcq", 30, d / "a", progress=False)), d
+    return load_jsonl(synthesize("mcq", 30, d / "a")), d
 
 
 def test_generator_is_deterministic(mcq_data):
     exs, d = mcq_data
-    again = load_jsonl(synthesize("mcq", 30, d / "b", progress=False))
+    again = load_jsonl(synthesize("mcq", 30, d / "b"))
     assert [(e.messages, e.target, e.options, e.meta) for e in exs] == \
            [(e.messages, e.target, e.options, e.meta) for e in again]
 

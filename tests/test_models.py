@@ -10,7 +10,8 @@ from tests.conftest import MICRO
 from vlmtune.config import ModelConfig, TrainConfig
 from vlmtune.errors import ConfigError
 from vlmtune.models.load import load_model
-from vlmtune.models.tiny import TinyBaseConfig, build_base
+from vlmtune.build import build_base
+from vlmtune.models.tiny import TinyBaseConfig
 
 QUICK = TinyBaseConfig(**MICRO, vision_steps=3, pretrain_examples=16, pretrain_epochs=1, pretrain_batch_size=8)
 
@@ -22,12 +23,12 @@ def _weights(d):
 def test_tiny_base_builds_deterministically_and_is_cached(tmp_path):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    a = build_base(QUICK, cache=tmp_path / "c1", progress=False, log=lambda *x: None)
+    a = build_base(QUICK, cache=tmp_path / "c1")
     assert (a / "vlmtune_build.json").is_file() and a.name.endswith(QUICK.key())
     stamp = (a / "model.safetensors").stat().st_mtime_ns
-    assert build_base(QUICK, cache=tmp_path / "c1", progress=False, log=lambda *x: None) == a
+    assert build_base(QUICK, cache=tmp_path / "c1") == a
     assert (a / "model.safetensors").stat().st_mtime_ns == stamp  # second call loads, does not rebuild
-    b = build_base(QUICK, cache=tmp_path / "c2", progress=False, log=lambda *x: None)
+    b = build_base(QUICK, cache=tmp_path / "c2")
     wa, wb = _weights(a), _weights(b)
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     # It is an ordinary saved model: the Auto classes load it, with its own chat template.
@@ -41,12 +42,12 @@ def test_tiny_base_builds_deterministically_and_is_cached(tmp_path):
 
 
 def test_local_directory_and_missing_model(micro_model_dir, tmp_path):
-    model, proc = load_model(ModelConfig(name=str(micro_model_dir)), log=lambda *x: None)
+    model, proc = load_model(ModelConfig(name=str(micro_model_dir)))
     assert type(model).__name__ == "LlavaForConditionalGeneration" and not model.training
     with pytest.raises(ConfigError, match="cannot load model"):
-        load_model(ModelConfig(name=str(tmp_path / "no-such-model")), log=lambda *x: None)
+        load_model(ModelConfig(name=str(tmp_path / "no-such-model")))
     with pytest.raises(ConfigError, match="adapter_config.json"):
-        load_model(ModelConfig(name=str(micro_model_dir)), adapter=str(tmp_path), log=lambda *x: None)
+        load_model(ModelConfig(name=str(micro_model_dir)), adapter=str(tmp_path))
 
 
 def test_4bit_load_lora_step_and_generate_on_cpu(tmp_path, count_data):
@@ -58,11 +59,11 @@ def test_4bit_load_lora_step_and_generate_on_cpu(tmp_path, count_data):
 
     # bitsandbytes' CPU 4-bit matmul needs layer widths divisible by its block size (64).
     path = save_untrained(TinyBaseConfig(**{**MICRO, "text_hidden": 64}), tmp_path / "m64")
-    model, proc = load_model(ModelConfig(name=str(path), load_in_4bit=True), log=lambda *x: None)
+    model, proc = load_model(ModelConfig(name=str(path), load_in_4bit=True))
     kinds = {n: type(m).__name__ for n, m in model.named_modules()}
     assert any(k == "Linear4bit" for n, k in kinds.items() if "language_model" in n)
     assert not any(k == "Linear4bit" for n, k in kinds.items() if "vision_tower" in n or "projector" in n)
-    outs = generate(model, proc, count_data[:2], batch_size=2, max_new_tokens=3, progress=False)
+    outs = generate(model, proc, count_data[:2], batch_size=2, max_new_tokens=3)
     assert len(outs) == 2
     model = attach_lora(model, TrainConfig())
     model.train()

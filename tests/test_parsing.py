@@ -9,7 +9,7 @@ import pytest
 
 from vlmtune.data.example import Example
 from vlmtune.errors import ConfigError, DataError
-from vlmtune.tasks import get_task
+from vlmtune.tasks import build_task
 from vlmtune.tasks.caption import token_f1
 from vlmtune.tasks.classify import parse_label
 from vlmtune.tasks.count import parse_count
@@ -117,7 +117,7 @@ def test_count_table_is_large_enough() -> None:
 
 
 def test_count_task_object() -> None:
-    task = get_task("count")
+    task = build_task("count")
     ex = Example(id="1", task="count", messages=[{"role": "user", "content": "<image>\nHow many?"}],
                  images=["x.png"], target=3)
     assert task.name == "count"
@@ -175,26 +175,26 @@ def test_classify_failures_are_not_guessed(text: str, labels: list[str]) -> None
 def test_classify_uses_example_options_then_task_labels() -> None:
     ex = Example(id="1", task="classify", messages=[{"role": "user", "content": "<image>\n?"}],
                  images=["x.png"], target="마약 실물", options=DRUG)
-    task = get_task("classify", labels=ANIMALS)
+    task = build_task("classify", {"labels": ANIMALS})
     assert task.parse("마약 실물입니다", ex).value == "마약 실물"       # options win over task labels
     assert task.parse("a dog", None).value == "dog"
     assert task.correct("마약 실물", ex) and not task.correct(None, ex) and not task.correct("관련 없음", ex)
     with pytest.raises(ConfigError, match="label set"):
-        get_task("classify").parse("cat", None)
+        build_task("classify").parse("cat", None)
 
 
 def test_classify_rejects_labels_that_collide() -> None:
     with pytest.raises(DataError, match="same after normalization"):
-        get_task("classify", labels=["Cat", "cat."])
+        build_task("classify", {"labels": ["Cat", "cat."]})
 
 
 def test_unknown_task_suggests_the_close_name() -> None:
     with pytest.raises(ConfigError, match="Did you mean 'count'"):
-        get_task("cuont")
+        build_task("cuont")
 
 
 def test_caption_parse_and_token_f1() -> None:
-    task = get_task("caption")
+    task = build_task("caption")
     p = task.parse("  A red circle.\n")
     assert p.ok and p.value == "A red circle."
     assert token_f1("a red circle", "A red circle.") == 1.0

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 from vlmtune.errors import DataError
-from vlmtune.eval.metrics.ranking import (gold_rank_from_ranks, ndcg, ndcg_metric, rank_of_gt, ranking_metrics,
+from vlmtune.metrics.ranking import (gold_rank_from_ranks, ndcg, ndcg_metric, rank_of_gt, ranking_metrics,
                                           ranks_from_scores, ranks_from_submission, scores_from_ranks)
-from vlmtune.registry import METRICS
 
 L3 = math.log2(3)  # discount of position 2: log2(2 + 1)
 
@@ -181,6 +180,3 @@ def test_submission_missing_field_and_duplicate_round() -> None:
         ranks_from_submission([_row(3, 2, [1, 2, 3, 4]), _row(3, 2, [1, 2, 3, 4])], num_options=4)
 
 
-def test_registered() -> None:
-    assert METRICS.get("ranking") is ranking_metrics
-    assert METRICS.get("ndcg") is ndcg_metric

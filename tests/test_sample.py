@@ -10,7 +10,7 @@ from PIL import Image
 
 from vlmtune.config import load_config
 from vlmtune.errors import ConfigError
-from vlmtune.pipeline import read_files
+from vlmtune.data.prepare import read_files
 
 
 def image_folder(root: Path, counts: dict[str, int], aug: int = 0) -> Path:
@@ -30,19 +30,19 @@ def cfg_for(root: Path, *overrides: str):
                               f"data.path={root}", *overrides])
 
 
-def read(root: Path, *overrides: str, log=None):
+def read(root: Path, *overrides: str):
     cfg = cfg_for(root, *overrides)
-    return read_files(cfg, cfg.data.path, log=log if log is not None else (lambda _: None))
+    return read_files(cfg, cfg.data.path)
 
 
 CLASSES = {"0_irrelevant": 40, "1_relevant": 40}
 
 
-def test_sample_keeps_both_classes_of_a_class_ordered_folder(tmp_path):
+def test_sample_keeps_both_classes_of_a_class_ordered_folder(tmp_path, log_lines):
     root = image_folder(tmp_path / "raw_data", CLASSES)
     assert Counter(e.target for e in read(root, "data.limit=16")) == {"irrelevant": 16}  # the old smoke problem
-    lines: list[str] = []
-    kept = read(root, "data.sample=16", log=lines.append)
+    lines = log_lines
+    kept = read(root, "data.sample=16")
     assert Counter(e.target for e in kept) == {"irrelevant": 8, "relevant": 8}
     assert any("sampled 16 of the 80 records read" in line for line in lines), lines
     everything = [e.id for e in read(root)]
@@ -105,27 +105,27 @@ def test_negative_sample_is_a_config_error(tmp_path):
         cfg_for(root, "data.sample=-1")
 
 
-def test_smoke_samples_the_users_data_instead_of_taking_its_head(tmp_path, monkeypatch):
-    import vlmtune.models.standins as standins
+def test_smoke_samples_the_users_data_instead_of_taking_its_head(tmp_path, monkeypatch, log_lines):
+    import vlmtune.models.families as families
     from vlmtune.smoke import SMOKE_RECORDS, SMOKE_SCAN, smoke_config
 
-    monkeypatch.setattr(standins, "build_standin", lambda family, path: path)  # no model needed here
+    monkeypatch.setattr(families, "build_standin", lambda family, path: path)  # no model needed here
     root = image_folder(tmp_path / "raw_data", CLASSES)
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "seed003_forensic_llava16.yaml"
-    lines: list[str] = []
+    lines = log_lines
     cfg = load_config(recipe, [f"data.path={root}", "data.format_options={}"])
-    s = smoke_config(cfg, cache=tmp_path / "cache", log=lines.append)
+    s = smoke_config(cfg, cache=tmp_path / "cache")
     assert (s.data.limit, s.data.sample) == (SMOKE_SCAN, SMOKE_RECORDS) == (2000, 16)
     assert (cfg.data.limit, cfg.data.sample) == (0, 0)  # the recipe itself is untouched
     assert any(f"sample of {SMOKE_RECORDS} records" in line for line in lines), lines
-    assert set(Counter(e.target for e in read_files(s, s.data.path, log=lambda _: None))) == {"irrelevant", "relevant"}
+    assert set(Counter(e.target for e in read_files(s, s.data.path))) == {"irrelevant", "relevant"}
     # A recipe's own smaller bounds win.
     small = smoke_config(load_config(recipe, [f"data.path={root}", "data.format_options={}", "data.limit=50",
-                                              "data.sample=4"]), cache=tmp_path / "cache", log=lines.append)
+                                              "data.sample=4"]), cache=tmp_path / "cache")
     assert (small.data.limit, small.data.sample) == (50, 4)
 
 
-def test_free_text_dialogues_are_sampled_unstratified_one_round_each(tmp_path):
+def test_free_text_dialogues_are_sampled_unstratified_one_round_each(tmp_path, log_lines):
     from vlmtune.data.example import Example, write_jsonl
 
     rows = [Example(id=f"d{d}-r{r}", task="dialog", target=f"answer {d}.{r}", group=f"dialogue-{d}",
@@ -133,7 +133,7 @@ def test_free_text_dialogues_are_sampled_unstratified_one_round_each(tmp_path):
             for d in range(20) for r in range(3)]
     path = write_jsonl(tmp_path / "dialogs.jsonl", rows)
     cfg = load_config(None, ["data.source=files", "data.task=dialog", f"data.path={path}", "data.sample=10"])
-    lines: list[str] = []
-    kept = read_files(cfg, cfg.data.path, log=lines.append)
+    lines = log_lines
+    kept = read_files(cfg, cfg.data.path)
     assert len(kept) == 10 and len({e.group for e in kept}) == 10  # a round from each of 10 dialogues
     assert "not stratified" in lines[-1]

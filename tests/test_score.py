@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlmtune.infer.generate import prompt_text
 from vlmtune.infer.score import score_options, score_options_full
-from vlmtune.train.collate import _load_image_cached, render
+from vlmtune.processing import load_image_cached, prompt_text, render
 
 # VisDial-like candidates of different token lengths, a Korean one (multi-byte), and "2" vs "20".
 OPTIONS = ["yes", "no, there are two", "2", "maybe", "두 개", "20", "I can't tell, the image is dark"]
@@ -42,8 +41,8 @@ def test_shared_prefix_equals_full_forward(model_and_processor, examples):
     model, processor = model_and_processor
     opts = [OPTIONS] * len(examples)
     stats: dict = {}
-    shared = score_options(model, processor, examples, opts, batch_size=3, progress=False, stats=stats)
-    full = score_options_full(model, processor, examples, opts, progress=False)
+    shared = score_options(model, processor, examples, opts, batch_size=3, stats=stats)
+    full = score_options_full(model, processor, examples, opts)
     diff = _max_diff(shared, full)
     assert diff < TOL, f"max |shared - full| = {diff}\nshared={shared}\nfull={full}"
     assert _argmax(shared) == _argmax(full)
@@ -56,17 +55,17 @@ def test_shared_prefix_equals_full_forward(model_and_processor, examples):
 def test_batch_size_does_not_change_scores(model_and_processor, examples):
     model, processor = model_and_processor
     opts = [OPTIONS] * 2
-    one = score_options(model, processor, examples[:2], opts, batch_size=1, progress=False)
-    many = score_options(model, processor, examples[:2], opts, batch_size=64, progress=False)
+    one = score_options(model, processor, examples[:2], opts, batch_size=1)
+    many = score_options(model, processor, examples[:2], opts, batch_size=64)
     assert _max_diff(one, many) < TOL, (one, many)
 
 
 def test_normalize_is_mean_per_token(model_and_processor, examples):
     model, processor = model_and_processor
     ex = examples[0]
-    total = score_options(model, processor, [ex], [OPTIONS], progress=False)[0]
-    mean = score_options(model, processor, [ex], [OPTIONS], progress=False, normalize=True)[0]
-    mean_full = score_options_full(model, processor, [ex], [OPTIONS], progress=False, normalize=True)[0]
+    total = score_options(model, processor, [ex], [OPTIONS])[0]
+    mean = score_options(model, processor, [ex], [OPTIONS], normalize=True)[0]
+    mean_full = score_options_full(model, processor, [ex], [OPTIONS], normalize=True)[0]
     tok = processor.tokenizer
     for o, t, m, mf in zip(OPTIONS, total, mean, mean_full):
         n = len(tok(o, add_special_tokens=False)["input_ids"]) + 1   # + the end-of-turn token
@@ -78,8 +77,8 @@ def test_score_equals_model_loss_on_full_sequence(model_and_processor, examples)
     """Independent check: -loss * n_tokens from the model's own loss with labels on the answer span."""
     model, processor = model_and_processor
     ex = examples[1]
-    scores = score_options(model, processor, [ex], [OPTIONS], progress=False)[0]
-    images = [_load_image_cached(p) for p in ex.images]
+    scores = score_options(model, processor, [ex], [OPTIONS])[0]
+    images = [load_image_cached(p) for p in ex.images]
     tok = processor.tokenizer
     end = tok.convert_tokens_to_ids("<|end|>")
     n_prompt = processor(text=[prompt_text(processor, ex)], images=images, return_tensors="pt")["input_ids"].shape[1]
@@ -115,9 +114,9 @@ def test_boundary_merge_falls_back_to_full_forward(model_and_processor, examples
     opts = [["yes", "uares", "2"]]
     stats: dict = {}
     with pytest.warns(UserWarning, match="full forward"):
-        shared = score_options(model, processor, [ex], opts, progress=False, stats=stats)
+        shared = score_options(model, processor, [ex], opts, stats=stats)
     assert stats["fallback_options"] == 1, stats
-    assert _max_diff(shared, score_options_full(model, processor, [ex], opts, progress=False)) < TOL
+    assert _max_diff(shared, score_options_full(model, processor, [ex], opts)) < TOL
 
 
 def test_options_default_to_example_options(model_and_processor, examples):
@@ -127,7 +126,7 @@ def test_options_default_to_example_options(model_and_processor, examples):
 
     model, processor = model_and_processor
     ex = replace(examples[0], options=[0, 1, 2, 3])
-    assert _max_diff(score_options(model, processor, [ex], progress=False),
-                     score_options(model, processor, [ex], [["0", "1", "2", "3"]], progress=False)) == 0
+    assert _max_diff(score_options(model, processor, [ex]),
+                     score_options(model, processor, [ex], [["0", "1", "2", "3"]])) == 0
     with pytest.raises(DataError, match="options"):
-        score_options(model, processor, [replace(ex, options=None)], progress=False)
+        score_options(model, processor, [replace(ex, options=None)])

@@ -14,20 +14,20 @@ def _bytes(d):
 
 
 def test_same_seed_same_bytes_other_seed_other_data(tmp_path):
-    a = synthesize("count", 20, tmp_path / "a", seed=7, progress=False)
-    b = synthesize("count", 20, tmp_path / "b", seed=7, progress=False)
-    c = synthesize("count", 20, tmp_path / "c", seed=8, progress=False)
+    a = synthesize("count", 20, tmp_path / "a", seed=7)
+    b = synthesize("count", 20, tmp_path / "b", seed=7)
+    c = synthesize("count", 20, tmp_path / "c", seed=8)
     assert a.read_text() .replace("/a/", "/") == b.read_text().replace("/b/", "/")
     assert _bytes(tmp_path / "a") == _bytes(tmp_path / "b")
     assert _bytes(tmp_path / "a") != _bytes(tmp_path / "c")
     # A larger n extends a smaller one.
-    d = synthesize("count", 25, tmp_path / "d", seed=7, progress=False)
+    d = synthesize("count", 25, tmp_path / "d", seed=7)
     assert [json.loads(x)["target"] for x in d.read_text().splitlines()[:20]] == \
            [json.loads(x)["target"] for x in a.read_text().splitlines()]
 
 
 def test_count_targets_match_the_scene_and_are_balanced(tmp_path):
-    exs = load_jsonl(synthesize("count", 600, tmp_path, progress=False))
+    exs = load_jsonl(synthesize("count", 600, tmp_path))
     for ex in exs:
         color = ex.messages[0]["content"].split("How many ")[1].split()[0]
         assert ex.target == sum(s["color"] == color for s in ex.meta["scene"]["shapes"])
@@ -37,7 +37,7 @@ def test_count_targets_match_the_scene_and_are_balanced(tmp_path):
 
 
 def test_classify_label_is_the_majority_kind(tmp_path):
-    exs = load_jsonl(synthesize("classify", 200, tmp_path, progress=False))
+    exs = load_jsonl(synthesize("classify", 200, tmp_path))
     for ex in exs:
         kinds = Counter(s["kind"] for s in ex.meta["scene"]["shapes"])
         top = max(kinds.values())
@@ -51,7 +51,7 @@ def test_captions_state_the_counts(tmp_path):
     from vlmtune.data.synth.shapes import NUMBER_WORDS
 
     styles = set()
-    for ex in load_jsonl(synthesize("caption", 50, tmp_path, progress=False)):
+    for ex in load_jsonl(synthesize("caption", 50, tmp_path)):
         shapes = ex.meta["scene"]["shapes"]
         digits = ex.target[0].isdigit()
         styles.add(digits)

@@ -12,8 +12,8 @@ import pytest
 sacrebleu = pytest.importorskip("sacrebleu")
 rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
 
-from vlmtune.eval.metrics import text  # noqa: E402
-from vlmtune.eval.metrics.text import (MissingExtraError, bleu, cider_scores, rouge, rouge_scores,  # noqa: E402
+from vlmtune.metrics import text  # noqa: E402
+from vlmtune.metrics.text import (MissingExtraError, bleu, cider_scores, rouge, rouge_scores,  # noqa: E402
                                        sentence_bleu, strip_blocks, text_metrics)
 from vlmtune.registry import METRICS  # noqa: E402
 
@@ -169,12 +169,16 @@ def test_missing_extras_name_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
         text.bertscore(["yes"], [["yes"]])
     assert isinstance(err.value, ImportError)
     monkeypatch.setitem(sys.modules, "sacrebleu", None)
-    with pytest.raises(MissingExtraError, match=r"vlmtune\[text\]"):
+    with pytest.raises(MissingExtraError, match=r"core dependency"):
         bleu(["yes"], [["yes"]])
 
 
 def test_registered() -> None:
-    assert METRICS.get("text") is text_metrics
+    from vlmtune.metrics.text import bertscore, bleu, cider, rouge
+
+    assert [METRICS.get(n) for n in ("bleu", "rouge", "cider", "bertscore")] == [bleu, rouge, cider, bertscore]
+    assert text_metrics(PREDS, REFS, metrics=["cider"], n_boot=10).keys() >= {"cider", "stripped_fraction"}
+    assert "bleu" not in text_metrics(PREDS, REFS, metrics=["cider"], n_boot=10)
 
 
 @pytest.mark.slow

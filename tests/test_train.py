@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from safetensors.torch import load_file
 
-from vlmtune.config import TrainConfig
-from vlmtune.train.trainer import StopAtStep, attach_lora, train
+from vlmtune.config import ModelConfig, TrainConfig
+from vlmtune.models.load import ModelRef
+from tests.helpers import StopAtStep
+from vlmtune.train.trainer import attach_lora, train
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -60,19 +62,17 @@ def _adapter(path):
 
 def test_same_seed_same_adapter_and_resume_is_exact(micro_model_dir, count_data, tmp_path):
     train_ex, val_ex = count_data[:24], count_data[24:28]
-    full = train(micro_model_dir, train_ex, val_ex, tmp_path / "full", _cfg(), progress=False, log=lambda *a: None)
-    again = train(micro_model_dir, train_ex, val_ex, tmp_path / "again", _cfg(), progress=False, log=lambda *a: None)
+    full = train(ModelRef.of(ModelConfig(name=str(micro_model_dir))), train_ex, val_ex, tmp_path / "full", _cfg())
+    again = train(ModelRef.of(ModelConfig(name=str(micro_model_dir))), train_ex, val_ex, tmp_path / "again", _cfg())
     a, b = _adapter(full.output_dir), _adapter(again.output_dir)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # Interrupted after step 3 (its checkpoint is written), then resumed with --resume.
-    cut = train(micro_model_dir, train_ex, val_ex, tmp_path / "cut", _cfg(), callbacks=[StopAtStep(3)],
-                progress=False, log=lambda *a: None)
+    cut = train(ModelRef.of(ModelConfig(name=str(micro_model_dir))), train_ex, val_ex, tmp_path / "cut", _cfg(), callbacks=[StopAtStep(3)])
     assert cut.steps == 3
     after_three = _adapter(cut.output_dir)
     # The first 3 steps moved the adapter away from where the full run ended (it really was interrupted).
     assert any(not torch.equal(a[k], after_three[k]) for k in a)
-    resumed = train(micro_model_dir, train_ex, val_ex, tmp_path / "cut", _cfg(), resume=True, progress=False,
-                    log=lambda *a: None)
+    resumed = train(ModelRef.of(ModelConfig(name=str(micro_model_dir))), train_ex, val_ex, tmp_path / "cut", _cfg(), resume=True)
     assert resumed.steps == 6
     c = _adapter(resumed.output_dir)
     diffs = {k: float((a[k] - c[k]).abs().max()) for k in a}

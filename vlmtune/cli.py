@@ -31,8 +31,16 @@ def cmd_quickstart(a: argparse.Namespace) -> int:
     from vlmtune.pipeline import run_pipeline
 
     cfg = load_config(None, [*QUICKSTART_OVERRIDES, *a.overrides])
-    run_pipeline(cfg, resume=a.resume, overwrite=not a.resume, progress=not a.quiet)
+    _print_summary(run_pipeline(cfg, resume=a.resume, overwrite=not a.resume))
     return 0
+
+
+def _print_summary(summary: dict) -> None:
+    """The run's results on stdout (progress and logs went to stderr)."""
+    if "mcnemar" in summary:
+        from vlmtune.eval.report import format_summary
+
+        print(format_summary(summary))
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -47,14 +55,13 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     cfg = load_config(a.recipe, a.overrides)
     if a.smoke:
-        from vlmtune.models.tiny import cache_dir
         from vlmtune.smoke import smoke_config
 
-        cfg = smoke_config(cfg, cache=cache_dir())
-        run_pipeline(cfg, resume=False, overwrite=True, progress=not a.quiet)
+        cfg = smoke_config(cfg)
+        run_pipeline(cfg, resume=False, overwrite=True)
         print(f"[smoke] every stage of {a.recipe} ran; see {cfg.run_dir}")
         return 0
-    run_pipeline(cfg, resume=a.resume, overwrite=a.overwrite, progress=not a.quiet)
+    _print_summary(run_pipeline(cfg, resume=a.resume, overwrite=a.overwrite))
     return 0
 
 
@@ -64,8 +71,10 @@ def cmd_validate(a: argparse.Namespace) -> int:
     Example: vlmtune validate recipes/quickstart.yaml
     """
     from vlmtune.config import dump_yaml, load_config
+    from vlmtune.pipeline import check_recipe
 
     cfg = load_config(a.recipe, a.overrides)
+    check_recipe(cfg)
     print(dump_yaml(cfg), end="")
     print(f"OK: {a.recipe} is valid")
     for line in readiness_notes(cfg):
@@ -78,7 +87,7 @@ def readiness_notes(cfg) -> list[str]:
     notes, not errors: the recipe may be meant for another machine."""
     import importlib.util
 
-    from vlmtune.models.standins import family_of
+    from vlmtune.models.families import family_of
 
     notes = []
     if cfg.data.source != "synth":
@@ -105,32 +114,19 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     Example: vlmtune train recipes/quickstart.yaml name=train-only train.epochs=1
     """
-    from dataclasses import replace
-
     from vlmtune.config import load_config
-    from vlmtune.distributed import barrier, is_main_process
-    from vlmtune.models.load import resolve_name
-    from vlmtune.pipeline import load_splits, prepare_data
-    from vlmtune.tasks import get_task
+    from vlmtune.distributed import is_main_process
+    from vlmtune.pipeline import check_recipe, setup_data
     from vlmtune.train.trainer import train
 
     cfg = load_config(a.recipe, a.overrides)
+    task = check_recipe(cfg)
     run_dir = cfg.run_dir
-    # Under torchrun / accelerate launch, rank 0 writes the splits and builds a local base (tiny, GGUF) once;
-    # the other ranks wait, then read the same splits, so every rank trains on one dataset.
-    main = is_main_process()
-    if main:
+    if is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)
-        splits = prepare_data(cfg, run_dir, progress=not a.quiet)
-        model_path = resolve_name(cfg.model)
-    barrier()
-    if not main:
-        splits = load_splits(run_dir)
-        model_path = resolve_name(cfg.model, log=lambda *_: None)
-    res = train(model_path, splits["train"], splits["val"], run_dir, cfg.train,
-                model_cfg=replace(cfg.model, name=model_path), task=get_task(cfg.data.task), resume=a.resume,
-                progress=not a.quiet)
-    if main:  # under torchrun / accelerate launch, one line, not one per rank
+    splits, ref = setup_data(cfg, run_dir, reuse=False)
+    res = train(ref, splits["train"], splits["val"], run_dir, cfg.train, task=task, ecfg=cfg.eval, resume=a.resume)
+    if is_main_process():  # under torchrun / accelerate launch, one line, not one per rank
         print(f"trained {res.steps} steps in {res.seconds:.0f}s -> {res.output_dir}")
     return 0
 
@@ -141,25 +137,44 @@ def cmd_eval(a: argparse.Namespace) -> int:
     Example: vlmtune eval --model tiny --adapter runs/quickstart/adapter \\
                  --data runs/quickstart/data/test.jsonl --out runs/eval-ft
     """
-    from vlmtune.config import ModelConfig
+    from vlmtune.build import resolve_model
+    from vlmtune.config import EvalConfig
     from vlmtune.data.example import load_jsonl
     from vlmtune.eval.run import evaluate
-    from vlmtune.models.load import load_model, resolve_name
+    from vlmtune.models.load import load_model
     from vlmtune.registry import TASKS
-    from vlmtune.tasks import get_task  # importing registers the tasks
+    from vlmtune.tasks import build_task
 
     examples = load_jsonl(a.data, known_tasks=TASKS.names())
     if not examples:
         raise VlmtuneError(f"{a.data}: no records")
-    task_name = a.task or examples[0].task
-    mcfg = ModelConfig(name=a.model, load_in_4bit=a.load_in_4bit, dtype=a.dtype, device=a.device)
-    path = resolve_name(mcfg)
-    model, processor = load_model(ModelConfig(**{**mcfg.__dict__, "name": path}), adapter=a.adapter)
+    task = build_task(a.task or examples[0].task, _options(a.task_option, "--task-option"))
+    ref = resolve_model(_model_config(a))
+    model, processor = load_model(ref, adapter=a.adapter)
     out = Path(a.out or Path("runs") / f"eval-{Path(a.data).stem}")
-    evaluate(model, processor, examples, get_task(task_name), out, label=a.label or ("fine-tuned" if a.adapter
-             else "base"), model_name=a.model, model_path=path, adapter=a.adapter, batch_size=a.batch_size,
-             max_new_tokens=a.max_new_tokens, mode=a.mode, progress=not a.quiet)
+    ecfg = EvalConfig(batch_size=a.batch_size, max_new_tokens=a.max_new_tokens, mode=a.mode)
+    evaluate(model, processor, examples, task, out, label=a.label or ("fine-tuned" if a.adapter else "base"), ref=ref,
+             ecfg=ecfg, adapter=a.adapter)
     return 0
+
+
+def _model_config(a: argparse.Namespace):
+    from vlmtune.config import ModelConfig
+
+    return ModelConfig(name=a.model, load_in_4bit=a.load_in_4bit, dtype=a.dtype, device=a.device)
+
+
+def _options(pairs: list[str], flag: str) -> dict:
+    """key=value strings (values parsed as YAML) -> a dict; e.g. --task-option labels=[cat,dog]."""
+    import yaml
+
+    opts = {}
+    for o in pairs:
+        if "=" not in o:
+            raise ConfigError(f"{flag} '{o}' must look like key=value (e.g. {flag} labels=[cat,dog])")
+        k, v = o.split("=", 1)
+        opts[k] = yaml.safe_load(v)
+    return opts
 
 
 def cmd_score(a: argparse.Namespace) -> int:
@@ -171,11 +186,12 @@ def cmd_score(a: argparse.Namespace) -> int:
     from vlmtune.data.example import load_jsonl
     from vlmtune.eval.external import score_predictions
     from vlmtune.registry import TASKS
-    from vlmtune.tasks import get_task  # importing registers the tasks
+    from vlmtune.tasks import build_task
 
     examples = load_jsonl(a.data, known_tasks=TASKS.names(), check_images=False)
     out = Path(a.out or Path("runs") / f"score-{Path(a.predictions).stem}")
-    score_predictions(get_task(a.task), examples, a.predictions, out, label=a.label)
+    task = build_task(a.task, _options(a.task_option, "--task-option"))
+    score_predictions(task, examples, a.predictions, out, label=a.label)
     print(f"[score] wrote {out}/metrics.json")
     return 0
 
@@ -208,22 +224,18 @@ def cmd_predict(a: argparse.Namespace) -> int:
     Example: vlmtune predict --model tiny --adapter runs/quickstart/adapter \\
                  --image runs/quickstart/data/source/images/count-000000.png --prompt "How many red shapes are there?"
     """
-    from vlmtune.config import ModelConfig
+    from vlmtune.build import resolve_model
     from vlmtune.data.example import IMAGE_TOKEN, example_from_dict
     from vlmtune.infer.generate import generate
-    from vlmtune.models.load import load_model, resolve_name
+    from vlmtune.models.load import load_model
 
-    def log(msg: str) -> None:  # stdout carries only the answer, so it can be piped
-        print(msg, file=sys.stderr)
-
-    mcfg = ModelConfig(name=a.model, load_in_4bit=a.load_in_4bit, dtype=a.dtype, device=a.device)
-    path = resolve_name(mcfg, log=log)
-    model, processor = load_model(ModelConfig(**{**mcfg.__dict__, "name": path}), adapter=a.adapter, log=log)
+    # stdout carries only the answer, so it can be piped; logs go to stderr
+    model, processor = load_model(resolve_model(_model_config(a)), adapter=a.adapter)
     images = [a.image] if a.image else []
     content = (IMAGE_TOKEN + "\n" if a.image else "") + a.prompt
     ex = example_from_dict({"id": "predict", "task": "predict", "images": images,
                             "messages": [{"role": "user", "content": content}]}, base_dir=Path.cwd())
-    print(generate(model, processor, [ex], batch_size=1, max_new_tokens=a.max_new_tokens, progress=False)[0])
+    print(generate(model, processor, [ex], batch_size=1, max_new_tokens=a.max_new_tokens)[0])
     return 0
 
 
@@ -234,7 +246,8 @@ def cmd_export(a: argparse.Namespace) -> int:
              vlmtune export runs/quickstart --merge --out exports/quickstart-merged
              vlmtune export runs/seed004-cctv-llava-1.5-7b --merge --out exports/cctv --push-to-hub me/llava-cctv
     """
-    from vlmtune.models.merge import check_repo_id, export_model, push_to_hub
+    from vlmtune.export import export_model
+    from vlmtune.models.merge import check_repo_id, push_to_hub
 
     if a.push_to_hub:
         check_repo_id(a.push_to_hub)  # before the (possibly long) merge
@@ -260,12 +273,11 @@ def cmd_data(a: argparse.Namespace) -> int:
     if a.data_cmd == "synth":
         from vlmtune.data.synth import synthesize
 
-        path = synthesize(a.task, a.n, a.out, seed=a.seed, image_size=a.image_size, progress=not a.quiet)
+        path = synthesize(a.task, a.n, a.out, seed=a.seed, image_size=a.image_size)
         print(f"wrote {a.n} {a.task} examples to {path}")
         return 0
     from collections import Counter
 
-    import vlmtune.tasks  # noqa: F401  (registers tasks, so unknown task names are caught)
     from vlmtune.data.formats.jsonl import read_jsonl
     from vlmtune.registry import TASKS
 
@@ -280,19 +292,10 @@ def cmd_data(a: argparse.Namespace) -> int:
 
 
 def _data_convert(a: argparse.Namespace) -> int:
-    import yaml
-
-    import vlmtune.data.formats  # noqa: F401  (registers the readers)
-    import vlmtune.tasks  # noqa: F401
     from vlmtune.data.example import write_jsonl
     from vlmtune.registry import FORMATS
 
-    opts = {}
-    for o in a.opt:
-        if "=" not in o:
-            raise ConfigError(f"--opt '{o}' must look like key=value (e.g. --opt frames_dir=frames)")
-        k, v = o.split("=", 1)
-        opts[k] = yaml.safe_load(v)
+    opts = _options(a.opt, "--opt")
     reader = FORMATS.get(a.format)(a.path, skip_invalid=a.skip_invalid, **opts)
     out = write_jsonl(a.out, reader)
     n = sum(1 for line in Path(out).read_text(encoding="utf-8").splitlines() if line.strip())
@@ -320,7 +323,7 @@ def _data_split(a: argparse.Namespace) -> int:
 
         extra = augment_split(splits["train"], out / "augmented", split_name="train",
                               label=a.augment_label, copies=a.augment_copies, seed=a.seed,
-                              pipeline=a.augment_pipeline, progress=not a.quiet)
+                              pipeline=a.augment_pipeline)
         splits["train"] = splits["train"] + list(extra)
         print(f"[split] {len(extra)} augmented copies added to train only")
     check_no_leakage(splits)
@@ -335,17 +338,19 @@ def cmd_ls(a: argparse.Namespace) -> int:
 
     Example: vlmtune ls
     """
-    import vlmtune.data.formats  # noqa: F401  (registers formats)
-    import vlmtune.tasks  # noqa: F401  (registers tasks)
-    from vlmtune.config import describe_fields
-    from vlmtune.registry import FORMATS, TASKS
+    from vlmtune.config import describe_fields, describe_options
+    from vlmtune.registry import FAMILIES, FORMATS, METRICS, TASKS
 
-    print("tasks:")
+    print("tasks (options: data.task_options):")
     for n, h in TASKS.describe():
         print(f"  {n:<12} {h}")
-    print("data formats:")
-    for n, h in FORMATS.describe():
-        print(f"  {n:<12} {h}")
+        opts = describe_options(TASKS.get(n).Options, "    ")
+        if opts:
+            print(opts)
+    for title, reg in (("data formats:", FORMATS), ("metrics:", METRICS), ("model families:", FAMILIES)):
+        print(title)
+        for n, h in reg.describe():
+            print(f"  {n:<12} {h}")
     print("models:")
     print("  tiny         the built-in tiny LLaVA (built and cached on first use)")
     from vlmtune.models.gguf import BUILTIN
@@ -372,6 +377,12 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--max-new-tokens", type=int, default=16)
+
+
+def _task_option_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task-option", action="append", default=[], metavar="key=value",
+                   help="a task option, value parsed as YAML (repeatable; `vlmtune ls` lists each task's), "
+                        "e.g. --task-option labels=[cat,dog]")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -414,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--mode", default="generate", choices=["generate", "loglik", "both"],
                    help="generate answers, or pick the most likely option (closed sets), or both")
+    _task_option_arg(p)
     p = verb("score", cmd_score, "score a predictions file made elsewhere")
     p.add_argument("--task", required=True, help="task name (see `vlmtune ls`)")
     p.add_argument("--data", required=True, help="the JSONL file the predictions are for (gold answers)")
@@ -421,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSONL {id, prediction} or {id, scores}, or a VisDial submission JSON [{image_id, round_id, ranks}]")
     p.add_argument("--out", help="output evaluation directory (default: runs/score-<predictions stem>)")
     p.add_argument("--label", help="name shown in reports")
+    _task_option_arg(p)
     p = verb("compare", cmd_compare, "compare two evaluations and write a report")
     p.add_argument("baseline", help="baseline evaluation directory (e.g. runs/q/zero_shot)")
     p.add_argument("candidate", help="candidate evaluation directory (e.g. runs/q/finetuned)")
@@ -480,11 +493,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import logging
 
+    from vlmtune import logs
+    from vlmtune.distributed import is_main_process
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # On CPU, bitsandbytes says at import that an optional kernels package is missing; its CPU path works
     # without it, so the message only alarms users.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
+    # Under a launcher only rank 0 talks; -q keeps warnings, errors and the results on stdout.
+    logs.setup(quiet=getattr(args, "quiet", False) or not is_main_process())
     try:
         return args.fn(args)
     except VlmtuneError as e:

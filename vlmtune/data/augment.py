@@ -82,7 +82,7 @@ def build_pipeline(name: str) -> Any:
 
 def augment_split(examples: Iterable[Example], out_dir: str | os.PathLike, *, split_name: str,
                   label: Any = None, copies: int = 4, seed: int = 0, pipeline: str | Any = "default",
-                  image_format: str = "same", progress: bool = False) -> list[Example]:
+                  image_format: str = "same") -> list[Example]:
     """New augmented Examples for a TRAIN split (the inputs are not changed or returned).
 
     split_name: must be "train" (anything else is a ConfigError: augmented copies in an evaluation split
@@ -129,9 +129,9 @@ def augment_split(examples: Iterable[Example], out_dir: str | os.PathLike, *, sp
     out = Path(out_dir)
     taken = {ex.id for ex in examples}
     new: list[Example] = []
-    from tqdm.auto import tqdm
+    from vlmtune.logs import progress_bar
 
-    for ex in tqdm(sources, desc="augment", disable=not progress, leave=False):
+    for ex in progress_bar(sources, desc="augment"):
         for k in range(1, copies + 1):
             new_id = f"{ex.id}-aug{k}"
             if new_id in taken:

@@ -14,12 +14,16 @@ Every example needs exactly one prediction: missing or unknown ids are errors, n
 
 from __future__ import annotations
 
+import logging
 import json
 from pathlib import Path
 from typing import Any
 
 from vlmtune.data.example import Example
 from vlmtune.errors import DataError
+from vlmtune.tasks.base import Task, options_dict
+
+log = logging.getLogger(__name__)
 
 
 def _round_of(ex: Example) -> Any:
@@ -93,27 +97,23 @@ def read_predictions(path: str | Path, examples: list[Example]) -> tuple[list[st
     return None, scores, kind
 
 
-def score_predictions(task, examples: list[Example], predictions: str | Path, out_dir: str | Path, *,
-                      label: str | None = None, n_boot: int = 2000, log=print) -> dict[str, Any]:
+def score_predictions(task: Task, examples: list[Example], predictions: str | Path, out_dir: str | Path, *,
+                      label: str | None = None, n_boot: int = 2000) -> dict[str, Any]:
     """Compute the task's metrics for a predictions file and write an evaluation directory."""
-    from vlmtune.eval.run import data_hash, library_versions, options_for, write_evaluation
+    from vlmtune.eval.run import Answers, EvalRecord, best_option, data_hash, library_versions, options_for, \
+        write_evaluation
 
-    if hasattr(task, "check_example"):
-        for ex in examples:
-            task.check_example(ex)
+    for ex in examples:
+        task.check_example(ex)
     texts, scores, kind = read_predictions(predictions, examples)
     if texts is None:
         assert scores is not None
-        texts = []
-        for ex, sc in zip(examples, scores):
-            opts = options_for(task, ex)
-            texts.append(opts[max(range(len(sc)), key=sc.__getitem__)])
+        texts = [best_option(options_for(task, ex), sc) for ex, sc in zip(examples, scores)]
     mode = "external-text" if kind == "text" else "external-scores"
     fp = {"model": f"external:{Path(predictions).name}", "model_hash": None, "adapter": None, "adapter_hash": None,
-          "task": task.name, "n": len(examples), "data_hash": data_hash(examples), "prompt_hash": None,
-          "chat_template_hash": None, "image_size": None, "decoding": {"mode": mode}, "backend": "external",
-          "versions": library_versions()}
-    return write_evaluation(task, examples, texts, scores, out_dir, label=label or Path(predictions).stem,
-                            model_name=f"external:{predictions}", adapter=None, mode=mode,
-                            decoding={"source": kind, "file": str(predictions)}, fingerprint=fp, n_boot=n_boot,
-                            log=log)
+          "task": task.name, "task_options": options_dict(task), "n": len(examples), "data_hash": data_hash(examples),
+          "prompt_hash": None, "chat_template_hash": None, "image_size": None, "decoding": {"mode": mode},
+          "backend": "external", "versions": library_versions()}
+    record = EvalRecord(label=label or Path(predictions).stem, model=f"external:{predictions}", adapter=None,
+                        mode=mode, decoding={"source": kind, "file": str(predictions)}, fingerprint=fp)
+    return write_evaluation(task, examples, Answers(texts, scores), out_dir, record, n_boot=n_boot)

@@ -29,7 +29,7 @@ import numpy as np
 
 from vlmtune.data.example import atomic_write_bytes, atomic_write_json, atomic_write_text
 from vlmtune.errors import DataError, VlmtuneError
-from vlmtune.eval.stats import mcnemar_exact, paired_bootstrap
+from vlmtune.stats import mcnemar_exact, paired_bootstrap
 
 PREDICTIONS, METRICS, FINGERPRINT = "predictions.jsonl", "metrics.json", "fingerprint.json"
 WEIGHT_KEYS = frozenset({"model", "model_hash", "adapter", "adapter_hash"})
@@ -768,16 +768,14 @@ def render_html(c: Comparison, plot_bytes: dict[str, bytes]) -> str:
     return "\n".join(parts)
 
 
-def paired_continuous(task_name: str, pairs: list[tuple[dict[str, Any], dict[str, Any]]], n_boot: int,
-                      seed: int) -> list[dict[str, Any]]:
+def paired_continuous(task_name: str, task_options: dict[str, Any], pairs: list[tuple[dict[str, Any], dict[str, Any]]],
+                      n_boot: int, seed: int) -> list[dict[str, Any]]:
     """Paired bootstrap of each continuous per-example value the task defines (task.per_example)."""
-    from vlmtune.tasks import get_task
+    from vlmtune.tasks import build_task
 
     try:
-        task = get_task(task_name)
+        task = build_task(task_name, task_options)
     except VlmtuneError:
-        return []
-    if not hasattr(task, "per_example"):
         return []
     va, vb = task.per_example([a for a, _ in pairs]), task.per_example([b for _, b in pairs])
     out = []
@@ -839,7 +837,8 @@ def compare_runs(baseline_dir: str | os.PathLike, candidate_dir: str | os.PathLi
         flips=find_flips(pairs), fingerprint_differences=_jsonable(diffs),
         fingerprints={"baseline": base.fingerprint, "candidate": cand.fingerprint}, notes=notes,
         plots=[f"plots/{name}" for name in plot_bytes],
-        paired=paired_continuous(str(cand.metrics_file.get("task", "")), pairs, n_boot, seed))
+        paired=paired_continuous(str(cand.metrics_file.get("task", "")), cand.metrics_file.get("task_options") or {},
+                                 pairs, n_boot, seed))
 
     # Write: plots first, so the documents never point at a plot that is not there yet.
     out = Path(out_dir)

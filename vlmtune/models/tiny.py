@@ -13,20 +13,18 @@ vision tower jointly from random init on captions alone collapses: the LM learns
 and ignores the image; measured during development.) It is saved with `save_pretrained` and loads through `AutoProcessor` /
 `AutoModelForImageTextToText` exactly like a hub model.
 
-The build is deterministic (seeded) and cached under `$VLMTUNE_CACHE` (default ~/.cache/vlmtune),
-keyed by a hash of the build settings, so the first run pays for it and later runs load it.
+This module is the model's specification (tokenizer, processor, architecture, chat template); the
+two-stage build is a training job, so it lives above the trainer, in `vlmtune.build` (deterministic,
+seeded, cached under `$VLMTUNE_CACHE/models/`, keyed by a hash of `TinyBaseConfig`):
 
-    vlmtune/models/tiny.py -> build_base(TinyBaseConfig()) -> Path to a model directory
+    path = build_base(TinyBaseConfig())          # vlmtune.build: the pretrained base's directory
+    save_untrained(TinyBaseConfig(), out_dir)    # here: the randomly initialised model + processor
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -69,10 +67,6 @@ class TinyBaseConfig:
     def key(self) -> str:
         blob = json.dumps({"tag": TINY_TAG, "v": 4, **asdict(self)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("VLMTUNE_CACHE", Path.home() / ".cache" / "vlmtune"))
 
 
 def tokenizer_corpus() -> list[str]:
@@ -154,91 +148,3 @@ def save_untrained(cfg: TinyBaseConfig, out_dir: str | Path) -> Path:
     model.save_pretrained(out)
     proc.save_pretrained(out)
     return out
-
-
-def pretrain_vision(model, processor, examples, cfg: TinyBaseConfig, *, progress: bool = True) -> float:
-    """Stage 1: train the vision tower so each patch token tells which shape (if any) is in its cell.
-
-    Uses the scene ground truth in shapes-world examples' meta. Returns the final loss.
-    """
-    import torch
-    from tqdm.auto import tqdm
-
-    from vlmtune.data.synth.shapes import COLORS, GRID, KINDS
-    from vlmtune.train.collate import load_image
-
-    if cfg.patch_size * GRID != cfg.image_size:
-        raise ValueError("the vision pretraining objective needs one patch per grid cell "
-                         f"(patch_size * {GRID} == image_size), got {cfg.patch_size} and {cfg.image_size}")
-    classes = {(c, k): 1 + i * len(KINDS) + j for i, c in enumerate(COLORS) for j, k in enumerate(KINDS)}
-    pixels = processor.image_processor([load_image(e.images[0]) for e in examples], return_tensors="pt")["pixel_values"]
-    labels = torch.zeros(len(examples), GRID * GRID, dtype=torch.long)  # [N, cells]; 0 = empty cell
-    for i, e in enumerate(examples):
-        for s in e.meta["scene"]["shapes"]:
-            labels[i, s["cell"]] = classes[(s["color"], s["kind"])]
-    tower = model.model.vision_tower
-    head = torch.nn.Linear(tower.config.hidden_size, 1 + len(classes))
-    params = list(tower.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.vision_lr)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    tower.train()
-    loss = torch.tensor(float("nan"))
-    for _ in tqdm(range(cfg.vision_steps), desc="pretrain vision", disable=not progress, leave=False):
-        idx = torch.randint(0, len(examples), (64,), generator=gen)
-        hidden = tower(pixels[idx], output_hidden_states=True).hidden_states[-1][:, 1:]  # [B, cells, D], CLS dropped
-        loss = torch.nn.functional.cross_entropy(head(hidden).flatten(0, 1), labels[idx].flatten())
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    return float(loss.detach())
-
-
-def build_base(cfg: TinyBaseConfig | None = None, *, cache: str | Path | None = None, progress: bool = True,
-               log=print) -> Path:
-    """Return the directory of the pretrained tiny base, building and caching it on first use."""
-    cfg = cfg or TinyBaseConfig()
-    root = Path(cache) if cache else cache_dir()
-    final = root / "models" / f"tiny-llava-{cfg.key()}"
-    if (final / "vlmtune_build.json").exists():
-        return final
-    from vlmtune.data.synth import synthesize
-    from vlmtune.config import TrainConfig
-    from vlmtune.train.trainer import train
-
-    log(f"[tiny] building the tiny base VLM (first use; cached at {final})")
-    t0 = time.time()
-    root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="tiny-build-", dir=root))
-    try:
-        from vlmtune.data.example import load_jsonl
-
-        data = synthesize("caption", cfg.pretrain_examples, work / "captions", seed=10_000 + cfg.seed,
-                          image_size=cfg.image_size, progress=progress)
-        examples = load_jsonl(data)
-        processor = build_processor(cfg)
-        model = build_model(cfg, processor.tokenizer)
-        vision_loss = pretrain_vision(model, processor, examples, cfg, progress=progress)
-        log(f"[tiny] stage 1: vision tower pretrained ({cfg.vision_steps} steps, cell loss {vision_loss:.4f})")
-        init_dir = work / "init"
-        model.save_pretrained(init_dir)
-        processor.save_pretrained(init_dir)
-        del model
-        settings = TrainConfig(method="full", freeze_vision=True, epochs=cfg.pretrain_epochs, lr=cfg.pretrain_lr,
-                               batch_size=cfg.pretrain_batch_size, warmup_ratio=0.05, weight_decay=0.01,
-                               seed=cfg.seed, logging_steps=25, max_length=192, lr_scheduler="cosine",
-                               report_to=[])
-        result = train(init_dir, examples, [], work / "pretrain", settings, progress=progress, log=log)
-        out = work / "model"
-        shutil.copytree(result.output_dir, out)
-        meta = {"config": asdict(cfg), "key": cfg.key(), "seconds": round(time.time() - t0, 1),
-                "vision_cell_loss": vision_loss, "final_caption_loss": result.final_loss, "steps": result.steps}
-        (out / "vlmtune_build.json").write_text(json.dumps(meta, indent=2))
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(out, final)  # atomic: a half-built base is never picked up from the cache
-        log(f"[tiny] stage 2: caption pretraining, {result.steps} steps, final loss {result.final_loss:.3f}")
-        log(f"[tiny] built in {meta['seconds']:.0f}s")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return final

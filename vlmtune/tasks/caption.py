@@ -4,7 +4,7 @@ parse is the identity (stripped); it never fails. Metrics, each over all rows:
   - exact_match: the caption equals a reference after normalization (case, punctuation, spacing).
   - token_f1: SQuAD-style bag-of-words F1 between normalized whitespace tokens (1.0 when both are
     empty, 0.0 when only one is). With several references (a list target) the best one counts.
-For real captioning scores use the text metrics (BLEU, ROUGE, BERTScore) in vlmtune.eval.metrics.
+For real captioning scores use the text metrics (BLEU, ROUGE, BERTScore) in vlmtune.metrics.
 """
 
 from __future__ import annotations
@@ -14,10 +14,19 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vlmtune.eval.stats import bootstrap_ci, metric_entry
+from vlmtune.stats import bootstrap_ci, metric_entry
 from vlmtune.registry import TASKS
-from vlmtune.tasks.base import Parsed
+from vlmtune.tasks.base import Parsed, Row, Task
 from vlmtune.tasks.classify import normalize
+
+
+def _predictions(rows: Sequence[Row]) -> list[str]:
+    return [str(r.get("parsed") if r.get("parsed") is not None else r.get("prediction", "")) for r in rows]
+
+
+def _token_f1s(rows: Sequence[Row]) -> np.ndarray:
+    return np.array([max((token_f1(p, ref) for ref in _references(r["target"])), default=0.0)
+                     for p, r in zip(_predictions(rows), rows)], dtype=float)
 
 
 def _references(target: Any) -> list[str]:
@@ -42,7 +51,7 @@ def exact_match(prediction: str, target: Any) -> bool:
 
 
 @TASKS.register("caption", help="describe the image; scored by exact match and token F1 (sanity task)")
-class CaptionTask:
+class CaptionTask(Task):
     """Captioning: target is a reference string (or a list of them); parse never fails."""
 
     name = "caption"
@@ -53,12 +62,14 @@ class CaptionTask:
     def correct(self, value: Any, example: Any) -> bool:
         return value is not None and exact_match(str(value), example.target)
 
-    def metrics(self, rows: Sequence[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    def per_example(self, rows: Sequence[Row]) -> dict[str, list[float | None]]:
+        """Token F1 of each caption against its best reference."""
+        return {"token_f1": [float(v) for v in _token_f1s(rows)]}
+
+    def metrics(self, rows: Sequence[Row], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
         """Keys: exact_match, token_f1 (entries {"value", "ci", "n"}), parse_failures (int, always 0)."""
-        preds = [str(r.get("parsed") if r.get("parsed") is not None else r.get("prediction", "")) for r in rows]
-        em = np.array([exact_match(p, r["target"]) for p, r in zip(preds, rows)], dtype=float)
-        f1 = np.array([max((token_f1(p, ref) for ref in _references(r["target"])), default=0.0)
-                       for p, r in zip(preds, rows)], dtype=float)
+        em = np.array([exact_match(p, r["target"]) for p, r in zip(_predictions(rows), rows)], dtype=float)
+        f1 = _token_f1s(rows)
 
         def entry(values: np.ndarray) -> dict[str, Any]:
             if values.size == 0:

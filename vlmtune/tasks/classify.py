@@ -23,12 +23,13 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from vlmtune.errors import ConfigError, DataError
-from vlmtune.eval.metrics.classification import classification_metrics
+from vlmtune.metrics.classification import classification_metrics
 from vlmtune.registry import TASKS
-from vlmtune.tasks.base import Parsed
+from vlmtune.tasks.base import Parsed, Row, Task
 
 _HANGUL = "\uac00-\ud7a3"
 _LEAD_IN = re.compile(
@@ -101,15 +102,22 @@ def parse_label(text: str, labels: Sequence[Any]) -> Parsed:
 
 
 @TASKS.register("classify", help="pick one label from a closed set; answer is the label text")
-class ClassifyTask:
+class ClassifyTask(Task):
     """Single-label classification: target is a label string; labels from example.options or `labels`."""
 
     name = "classify"
 
-    def __init__(self, labels: Sequence[str] | None = None):
-        self.labels = list(labels) if labels else None
+    @dataclass
+    class Options:
+        labels: list | None = field(default=None, metadata={
+            "help": "the label set for examples without 'options' (e.g. [cat, dog]); also fixes the label order "
+                    "of the per-class report and confusion matrix"})
+
+    def __init__(self, options: Any = None, **kwargs: Any):
+        super().__init__(options, **kwargs)
+        self.labels = [str(lab) for lab in self.options.labels] if self.options.labels else None
         if self.labels:
-            _compile(tuple(str(lab) for lab in self.labels))  # fail early on clashing labels
+            _compile(tuple(self.labels))  # fail early on clashing labels
 
     def labels_for(self, example: Any = None) -> list[Any]:
         options = getattr(example, "options", None)
@@ -118,7 +126,7 @@ class ClassifyTask:
         if self.labels:
             return self.labels
         raise ConfigError("task 'classify' needs a label set: give the examples 'options' "
-                          "or set the task's labels (e.g. labels: [cat, dog])")
+                          "or set the task's labels (data.task_options: {labels: [cat, dog]})")
 
     def parse(self, text: str, example: Any = None) -> Parsed:
         return parse_label(text, self.labels_for(example))
@@ -126,7 +134,10 @@ class ClassifyTask:
     def correct(self, value: Any, example: Any) -> bool:
         return value is not None and value == example.target
 
-    def metrics(self, rows: Sequence[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    def per_example(self, rows: Sequence[Row]) -> dict[str, list[float | None]]:
+        return {}
+
+    def metrics(self, rows: Sequence[Row], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
         """Metrics dict from prediction rows (failures: parse_ok false or parsed null)."""
         gold = [r["target"] for r in rows]
         pred = [r["parsed"] if r.get("parse_ok") and r.get("parsed") is not None else None for r in rows]

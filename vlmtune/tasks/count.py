@@ -22,11 +22,12 @@ are not counts.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from vlmtune.eval.metrics.counting import count_metrics
+from vlmtune.metrics.counting import count_metrics
 from vlmtune.registry import TASKS
-from vlmtune.tasks.base import Parsed
+from vlmtune.tasks.base import Parsed, Row, Task
 
 # --- English -------------------------------------------------------------------------------------
 _EN_UNITS = {w: i for i, w in enumerate(
@@ -197,28 +198,31 @@ def parse_count(text: str) -> Parsed:
 
 
 @TASKS.register("count", help="count objects in an image; answer is an integer")
-class CountTask:
+class CountTask(Task):
     """Counting: target is an int; the first number in the answer is the prediction."""
 
     name = "count"
 
-    max_count: int = 20  # the closed set log-likelihood scoring ranks when an example has no options
+    @dataclass
+    class Options:
+        max_count: int = field(default=20, metadata={"help": "eval.mode=loglik ranks the counts 0..max_count for "
+                                                             "examples without options"})
 
     def default_options(self, example: Any = None) -> list[str]:
         """0..max_count as digits: the answer set for eval.mode=loglik."""
-        return [str(i) for i in range(self.max_count + 1)]
+        return [str(i) for i in range(self.options.max_count + 1)]
 
     def parse(self, text: str, example: Any = None) -> Parsed:
         return parse_count(text)
 
-    def per_example(self, rows: Sequence[dict[str, Any]]) -> dict[str, list[float | None]]:
+    def per_example(self, rows: Sequence[Row]) -> dict[str, list[float | None]]:
         """Absolute error per example (None for a parse failure), for the report's paired bootstrap."""
         return {"abs_error": [abs(int(r["parsed"]) - int(r["target"])) if r["parse_ok"] else None for r in rows]}
 
     def correct(self, value: Any, example: Any) -> bool:
         return value is not None and int(value) == int(example.target)
 
-    def metrics(self, rows: Sequence[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    def metrics(self, rows: Sequence[Row], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
         """Metrics dict from prediction rows (failures: parse_ok false or parsed null)."""
         gold = [int(r["target"]) for r in rows]
         pred = [int(r["parsed"]) if r.get("parse_ok") and r.get("parsed") is not None else None for r in rows]

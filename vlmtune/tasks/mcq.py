@@ -38,15 +38,15 @@ import functools
 import random
 import re
 import unicodedata
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from vlmtune.errors import DataError
-from vlmtune.eval.stats import bootstrap_ci, bootstrap_distribution, metric_entry, percentile_ci
+from vlmtune.stats import bootstrap_ci, bootstrap_distribution, metric_entry, percentile_ci
 from vlmtune.registry import TASKS
-from vlmtune.tasks.base import Parsed
+from vlmtune.tasks.base import Answerer, Parsed, Row, Task
 from vlmtune.tasks.classify import _label_pattern, normalize
 
 LETTERS = "ABCD"
@@ -276,10 +276,16 @@ def mcq_metrics(rows: Sequence[dict[str, Any]], n_boot: int = 2000, seed: int = 
 
 
 @TASKS.register("mcq", help="pick one of the lettered options A-D; object, photo and exact-match accuracy")
-class McqTask:
+class McqTask(Task):
     """Multiple choice: target is the gold option index (0-based); options are the option texts."""
 
     name = "mcq"
+
+    @dataclass
+    class Options:
+        permutations: int = field(default=0, metadata={
+            "help": "also ask each question with its options shuffled this many times and report order "
+                    "consistency and position bias (0: off)"})
 
     def parse(self, text: str, example: Any = None) -> Parsed:
         return parse_option(text, getattr(example, "options", None))
@@ -287,10 +293,22 @@ class McqTask:
     def correct(self, value: Any, example: Any) -> bool:
         return value is not None and int(value) == int(example.target)
 
-    def order_check(self, examples: Sequence[Any], predict_fn: Callable[[list[Any]], list[str]], n_perm: int,
-                    n_boot: int = 2000) -> dict[str, Any]:
-        """The option-permutation check (see `permutation_check`), for the eval runner."""
-        return permutation_check(examples, predict_fn, n_perm=n_perm, n_boot=n_boot)
+    def order_check(self, examples: list[Any], answer: Answerer, *, n_boot: int, seed: int) -> dict | None:
+        """The option-permutation check (`permutation_check`) when options.permutations > 0."""
+        if self.options.permutations <= 0:
+            return None
+        out = permutation_check(examples, answer, n_perm=self.options.permutations, n_boot=n_boot)
+        bias = out["position_bias"]
+        out["metrics"] = {"order_consistency": out["consistency"],
+                          "position_bias": {k: bias[k] for k in ("letters", "proportions", "chi2", "p_value")},
+                          "accuracy_by_ordering": out["accuracy_by_ordering"]}
+        return out
+
+    def per_example(self, rows: Sequence[Row]) -> dict[str, list[float | None]]:
+        return {}
+
+    def smoke_options(self) -> Any:
+        return replace(self.options, permutations=min(self.options.permutations, 1))
 
     def answer_texts(self, example: Any) -> list[str]:
         """How each option is written as an answer ("B) ..."): the strings log-likelihood scoring compares."""
@@ -302,7 +320,7 @@ class McqTask:
         return {"options": list(getattr(example, "options", None) or []),
                 "option_photo": meta.get("option_photo")}
 
-    def metrics(self, rows: Sequence[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    def metrics(self, rows: Sequence[Row], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
         """Metrics dict from prediction rows (see `mcq_metrics`)."""
         return mcq_metrics(rows, n_boot=n_boot, seed=seed)
 

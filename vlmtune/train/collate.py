@@ -1,7 +1,6 @@
-"""Turn Examples into model inputs: chat-template rendering, assistant-only loss mask, image-token safety.
+"""Training inputs: the assistant-only loss mask, image-token safety, padding (rendering is `vlmtune.processing`).
 
-The model's own chat template renders every prompt (`processor.apply_chat_template`); nothing here
-hand-formats "USER: ... ASSISTANT:". The boundary of each assistant turn is found by rendering and
+The boundary of each assistant turn is found by rendering and
 tokenizing the conversation up to that turn with the generation prompt, so the loss mask is exact for
 any template whose rendering of a prefix is a prefix of the whole (checked; an error otherwise).
 """
@@ -9,84 +8,22 @@ any template whose rendering of a prefix is a prefix of the whole (checked; an e
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import torch
 
 from vlmtune.data.example import IMAGE_TOKEN, Example
 from vlmtune.errors import DataError
+from vlmtune.processing import encode_texts, image_token_id, load_image, load_image_cached, render
 
 IGNORE = -100
 # Per-token processor outputs (Gemma 3 marks image tokens with these); padded and truncated like input_ids.
 TOKEN_ALIGNED = ("token_type_ids", "mm_token_type_ids")
 
 
-def to_chat(messages: list[dict[str, str]]) -> list[dict[str, Any]]:
-    """Convert string contents with <image> placeholders into the typed-parts form chat templates expect."""
-    out = []
-    for m in messages:
-        parts: list[dict[str, str]] = []
-        chunks = m["content"].split(IMAGE_TOKEN)
-        for i, chunk in enumerate(chunks):
-            if i > 0:
-                parts.append({"type": "image"})
-            text = chunk.strip("\n") if i > 0 or len(chunks) > 1 else chunk
-            if text:
-                parts.append({"type": "text", "text": text})
-        out.append({"role": m["role"], "content": parts})
-    return out
-
-
-@lru_cache(maxsize=4096)
-def _load_image_cached(path: str):
-    return load_image(path)
-
-
-def load_image(path: str):
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except FileNotFoundError:
-        raise DataError(f"image not found: {path}", fix="check the path in the data file") from None
-    except Exception as e:
-        raise DataError(f"image cannot be decoded ({type(e).__name__}): {path}") from None
-
-
-def render(processor, messages: list[dict], *, add_generation_prompt: bool) -> str:
-    return processor.apply_chat_template(to_chat(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
-
-
-def special_tokens_kw(processor, texts: list[str]) -> dict[str, bool]:
-    """Tokenizer switch for text a chat template rendered: templates that write the BOS themselves (Llama 3,
-    Gemma 3) would get a second one from a tokenizer that adds it, so it is then turned off. Templates
-    without it (LLaVA-1.5's "USER: ...") keep the tokenizer's own BOS."""
-    tok = getattr(processor, "tokenizer", processor)
-    bos = getattr(tok, "bos_token", None)
-    if bos and texts and all(t.startswith(bos) for t in texts):
-        return {"add_special_tokens": False}
-    return {}
-
-
-def tokenize(processor, text: str, images: list) -> dict[str, torch.Tensor]:
-    """Processor call for one example (expands image placeholders); returns tensors with batch dim 1."""
-    kw: dict[str, Any] = {"text": [text], "return_tensors": "pt", **special_tokens_kw(processor, [text])}
-    if images:
-        kw["images"] = images
-    if hasattr(processor, "image_processor"):
-        return processor(**kw)
-    tok = getattr(processor, "tokenizer", processor)  # text-only models: the "processor" is the tokenizer
-    return tok(**kw)
-
-
-def image_token_id(processor) -> int | None:
-    tok = getattr(processor, "tokenizer", processor)
-    token = getattr(processor, "image_token", None) or getattr(tok, "image_token", None)
-    if token is None:
-        return None
-    return tok.convert_tokens_to_ids(token)
+def _tokenize(processor, text: str, images: list) -> dict[str, torch.Tensor]:
+    """One rendered example -> tensors with batch dimension 1 (image placeholders expanded)."""
+    return encode_texts(processor, [text], [images])
 
 
 @dataclass
@@ -97,10 +34,10 @@ class EncodeSettings:
 
 def encode_example(processor, ex: Example, settings: EncodeSettings, *, cache_images: bool = True) -> dict[str, Any]:
     """One training example -> {input_ids [T], attention_mask [T], labels [T], pixel_values ..., n_loss_tokens}."""
-    loader = _load_image_cached if cache_images else load_image
+    loader = load_image_cached if cache_images else load_image
     images = [loader(p) for p in ex.images]
     full_text = render(processor, ex.messages, add_generation_prompt=False)
-    enc = tokenize(processor, full_text, images)
+    enc = _tokenize(processor, full_text, images)
     ids = enc["input_ids"][0]
     labels = torch.full_like(ids, IGNORE)
     img_id = image_token_id(processor)
@@ -110,9 +47,9 @@ def encode_example(processor, ex: Example, settings: EncodeSettings, *, cache_im
             continue
         n_assistant += 1
         n_img_before = sum(mm["content"].count(IMAGE_TOKEN) for mm in ex.messages[:i])
-        prefix = tokenize(processor, render(processor, ex.messages[:i], add_generation_prompt=True),
+        prefix = _tokenize(processor, render(processor, ex.messages[:i], add_generation_prompt=True),
                           images[:n_img_before])["input_ids"][0]
-        upto = tokenize(processor, render(processor, ex.messages[: i + 1], add_generation_prompt=False),
+        upto = _tokenize(processor, render(processor, ex.messages[: i + 1], add_generation_prompt=False),
                         images[:n_img_before])["input_ids"][0]
         start, end = len(prefix), len(upto)
         if not (torch.equal(ids[:start], prefix) and torch.equal(ids[:end], upto)):
@@ -187,11 +124,10 @@ class Collator:
 class EncodedDataset(torch.utils.data.Dataset):
     """Examples encoded once up front, so bad records fail before training starts."""
 
-    def __init__(self, processor, examples: list[Example], settings: EncodeSettings, progress: bool = True):
-        from tqdm.auto import tqdm
+    def __init__(self, processor, examples: list[Example], settings: EncodeSettings):
+        from vlmtune.logs import progress_bar
 
-        self.items = [encode_example(processor, ex, settings)
-                      for ex in tqdm(examples, desc="encode", disable=not progress, leave=False)]
+        self.items = [encode_example(processor, ex, settings) for ex in progress_bar(examples, desc="encode")]
 
     def __len__(self) -> int:
         return len(self.items)

@@ -1,6 +1,7 @@
 """Fine-tuning on `transformers.Trainer`: LoRA (PEFT) or full, generation-based validation, exact resume.
 
-    result = train("runs/q/base", train_examples, val_examples, "runs/q", TrainConfig(), task=get_task("count"))
+    result = train(resolve_model(cfg.model), train_examples, val_examples, "runs/q", cfg.train,
+                   task=build_task("count"), ecfg=cfg.eval)
 
 Shape of the job: set up (load, attach LoRA, encode data, build Trainer) -> run (Trainer.train,
 resuming from the last checkpoint when asked) -> clean up (save adapter + processor + history).
@@ -9,18 +10,26 @@ resuming from the last checkpoint when asked) -> clean up (save adapter + proces
 from __future__ import annotations
 
 import json
+import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback, TrainingArguments
 
-from vlmtune.config import ModelConfig, TrainConfig
+from vlmtune.config import EvalConfig, TrainConfig
 from vlmtune.data.example import Example, atomic_write_json
 from vlmtune.distributed import is_main_process
+from vlmtune.models.load import ModelRef, module_part
+from vlmtune.logs import progress_enabled
+from vlmtune.processing import Model, Processor, tokenizer_of
+from vlmtune.tasks.base import Task
 from vlmtune.train.collate import Collator, EncodedDataset, EncodeSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,6 +42,43 @@ class TrainResult:
     train_loss_tokens: int = 0
     trainable_params: int = 0
     total_params: int = 0
+
+
+class ConsoleCallback(TrainerCallback):
+    """The training console: one progress bar on stderr (loss and learning rate in its postfix) and one readable
+    log line per validation; replaces transformers' printer and progress callbacks, which print raw dicts to stdout."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if progress_enabled() and state.is_world_process_zero:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", file=sys.stderr,
+                            leave=False, dynamic_ncols=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if self.bar is not None and "loss" in logs:
+            self.bar.set_postfix(loss=f"{logs['loss']:.4g}", lr=f"{logs.get('learning_rate', 0):.2g}", refresh=False)
+        scores = {k[5:]: v for k, v in logs.items() if k.startswith("eval_") and k not in _EVAL_BOOKKEEPING}
+        if scores and state.is_world_process_zero:
+            text = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in scores.items())
+            log.info(f"[train] step {state.global_step}, epoch {state.epoch or 0:.2f}: validation {text}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# Trainer log keys that are timing bookkeeping, not validation results.
+_EVAL_BOOKKEEPING = {"eval_runtime", "eval_samples_per_second", "eval_steps_per_second"}
 
 
 class VlmTrainer(Trainer):
@@ -65,28 +111,15 @@ class VlmTrainer(Trainer):
         return metrics
 
 
-class StopAtStep(TrainerCallback):
-    """Stop after `step` optimizer steps (after that step's checkpoint): simulates an interrupted run in tests."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_save = True
-            control.should_training_stop = True
-        return control
-
-
-def make_generation_eval(processor, examples: list[Example], task, batch_size: int = 32, max_new_tokens: int = 16):
+def make_generation_eval(processor: Processor, examples: list[Example], task: Task, ecfg: EvalConfig):
     """A function model -> {"eval_accuracy": ..., "eval_parse_failure_rate": ...} on the validation examples."""
     from vlmtune.infer.generate import generate
 
     def run(model) -> dict[str, float]:
         was_training = model.training
         model.eval()
-        texts = generate(model, processor, examples, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                         progress=False)
+        texts = generate(model, processor, examples, batch_size=ecfg.batch_size, max_new_tokens=ecfg.max_new_tokens,
+                         desc="validate")
         if was_training:
             model.train()
         parsed = [task.parse(t, ex) for t, ex in zip(texts, examples)]
@@ -97,7 +130,7 @@ def make_generation_eval(processor, examples: list[Example], task, batch_size: i
     return run
 
 
-def attach_lora(model, tcfg: TrainConfig):
+def attach_lora(model: Model, tcfg: TrainConfig) -> Model:
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     from vlmtune.models.load import lora_target_modules, projector_modules_to_save
@@ -150,66 +183,64 @@ def training_arguments(out_dir: Path, tcfg: TrainConfig, *, has_val: bool, devic
         bf16=(dtype == torch.bfloat16),
         fp16=(dtype == torch.float16),
         activation_checkpointing=tcfg.gradient_checkpointing,
-        disable_tqdm=False,
+        disable_tqdm=True,  # ConsoleCallback draws the progress bar
         save_only_model=False,
     )
 
 
-def train(model_path: str | Path, train_examples: list[Example], val_examples: list[Example], out_dir: str | Path,
-          tcfg: TrainConfig, *, model_cfg: ModelConfig | None = None, task=None, resume: bool = False,
-          gen_batch_size: int = 32, max_new_tokens: int = 16, callbacks: list | None = None,
-          progress: bool = True, log=print) -> TrainResult:
-    """Fine-tune the model at `model_path`; writes OUT/adapter (or OUT/model), OUT/checkpoints, OUT/logs."""
+def train(ref: ModelRef, train_examples: list[Example], val_examples: list[Example], out_dir: str | Path,
+          tcfg: TrainConfig, *, task: Task | None = None, ecfg: EvalConfig | None = None, resume: bool = False,
+          callbacks: list | None = None) -> TrainResult:
+    """Fine-tune `ref`; writes OUT/adapter (or OUT/model), OUT/checkpoints, OUT/logs.
+
+    With a task and validation examples, validation generates answers (eval settings from `ecfg`) and scores them.
+    Under torchrun / `accelerate launch` every rank runs this; only global rank 0 writes the results."""
     from transformers.trainer_utils import get_last_checkpoint
 
     from vlmtune.models.load import load_model
 
     # --- set up -------------------------------------------------------------------------------------
     t0 = time.time()
-    # Under torchrun / `accelerate launch` every rank runs this function: only global rank 0 prints and writes.
-    is_main = is_main_process()
-    if not is_main:
-        log, progress = (lambda *a, **k: None), False
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    mcfg = ModelConfig(**{**(model_cfg.__dict__ if model_cfg else {}), "name": str(model_path)})
     torch.manual_seed(tcfg.seed)  # LoRA init is random: seed it so runs (and resumes) are reproducible
-    model, processor = load_model(mcfg, log=log)
+    model, processor = load_model(ref)
     model.train()
     if tcfg.method == "lora":
         model = attach_lora(model, tcfg)
     elif tcfg.freeze_vision:
         for name, p in model.named_parameters():
-            if any(k in name for k in ("vision_tower", "vision_model", "visual.")):
+            if module_part(name) == "vision":
                 p.requires_grad_(False)
     trainable, total = count_params(model)
-    log(f"[train] {tcfg.method}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
+    log.info(f"[train] {tcfg.method}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
     enc = EncodeSettings(loss_on=tcfg.loss_on, max_length=tcfg.max_length)
-    train_ds = EncodedDataset(processor, train_examples, enc, progress=progress)
-    val_ds = EncodedDataset(processor, val_examples, enc, progress=progress) if val_examples else None
-    log(f"[train] {len(train_ds)} train examples, {train_ds.loss_tokens} loss tokens "
-        f"({tcfg.loss_on} tokens; image and padding tokens excluded)")
-    tok = getattr(processor, "tokenizer", processor)
+    train_ds = EncodedDataset(processor, train_examples, enc)
+    val_ds = EncodedDataset(processor, val_examples, enc) if val_examples else None
+    log.info(f"[train] {len(train_ds)} train examples, {train_ds.loss_tokens} loss tokens "
+             f"({tcfg.loss_on} tokens; image and padding tokens excluded)")
     gen_eval = None
     if task is not None and val_examples:
-        subset = val_examples[: tcfg.val_max_examples]
-        gen_eval = make_generation_eval(processor, subset, task, gen_batch_size, max_new_tokens)
+        gen_eval = make_generation_eval(processor, val_examples[: tcfg.val_max_examples], task, ecfg or EvalConfig())
     device = str(next(model.parameters()).device.type)
     args = training_arguments(out, tcfg, has_val=val_ds is not None, device=device,
                               dtype=next(model.parameters()).dtype)
     callbacks = list(callbacks or [])
-    if "tensorboard" in tcfg.report_to and is_main:
+    if "tensorboard" in tcfg.report_to and is_main_process():
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
 
         callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(out / "logs"))))
     trainer = VlmTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                         data_collator=Collator(tok.pad_token_id), processing_class=processor,
+                         data_collator=Collator(tokenizer_of(processor).pad_token_id), processing_class=processor,
                          callbacks=callbacks, gen_eval=gen_eval)
+    for noisy in (PrinterCallback, ProgressCallback):  # they print raw log dicts to stdout
+        trainer.remove_callback(noisy)
+    trainer.add_callback(ConsoleCallback())
     # --- run ----------------------------------------------------------------------------------------
     last = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).exists() else None
     if resume:
-        log(f"[train] resuming from {last}" if last else "[train] --resume: no checkpoint yet, starting fresh")
+        log.info(f"[train] resuming from {last}" if last else "[train] --resume: no checkpoint yet, starting fresh")
     trainer.train(resume_from_checkpoint=last)
     # --- clean up -----------------------------------------------------------------------------------
     final_dir = out / ("adapter" if tcfg.method == "lora" else "model")

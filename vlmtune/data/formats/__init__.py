@@ -1,9 +1,7 @@
-"""On-disk dataset formats. Each module registers a reader in `vlmtune.registry.FORMATS`:
+"""On-disk dataset formats: one module per reader, each registered with `@FORMATS.register("name")`:
 
-    reader(path, **options) -> Iterator[Example]
+    reader(path, *, skip_invalid=False, **options) -> Iterator[Example]    (with .rejected and .rejects_path)
 
-Importing this package registers every built-in format (`FORMATS.get("jsonl")`).
+The registry (`vlmtune.registry.FORMATS`) finds them by reading this package's source and imports a reader
+when it is used: `FORMATS.get("jsonl")`.
 """
-
-# Importing a module registers its reader.
-from vlmtune.data.formats import csv_labels, imagefolder, jsonl, mcq_json, sharegpt, visdial  # noqa: F401

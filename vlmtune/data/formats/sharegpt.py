@@ -254,7 +254,6 @@ class Converter:
         self.mode = target_from
         self._parser: Any = None
         if target_from in ("auto", "parse"):
-            import vlmtune.tasks  # noqa: F401  (registers tasks)
             from vlmtune.registry import TASKS
 
             if task in TASKS:

@@ -21,7 +21,7 @@ from typing import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tqdm.auto import tqdm
+from vlmtune.logs import progress_bar
 
 from vlmtune.data.example import IMAGE_TOKEN, Example, atomic_write_bytes, write_jsonl
 from vlmtune.data.synth.shapes import COLORS, KINDS, MAX_SHAPES, Scene, caption, make_scene, render
@@ -108,7 +108,7 @@ _register_more()
 
 
 def synthesize(task: str, n: int, out_dir: str | Path, *, seed: int = 0, image_size: int = 64,
-               prefix: str | None = None, progress: bool = True) -> Path:
+               prefix: str | None = None) -> Path:
     """Write `n` examples of `task` to OUT/data.jsonl with images under OUT/images/. Returns the JSONL path.
 
     Example i depends only on (seed, task, i), so a larger n extends a smaller one.
@@ -121,7 +121,7 @@ def synthesize(task: str, n: int, out_dir: str | Path, *, seed: int = 0, image_s
     (out / "images").mkdir(parents=True, exist_ok=True)
     prefix = prefix or task
     examples = []
-    for i in tqdm(range(n), desc=f"synth {task}", disable=not progress, leave=False):
+    for i in progress_bar(range(n), desc=f"synth {task}"):
         rng = random.Random(f"{seed}-{task}-{i}")
         item = GENERATORS[task](rng)
         images = []

@@ -34,8 +34,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from vlmtune.errors import DataError
-from vlmtune.eval.stats import bootstrap_ci, metric_entry
-from vlmtune.registry import METRICS
+from vlmtune.stats import bootstrap_ci, metric_entry
 
 TIES = ("pessimistic", "optimistic")
 TIES_POLICY = ("options tied in score take the worst rank of their tie group (pessimistic, default) "
@@ -179,7 +178,6 @@ def ranks_from_submission(rows: Iterable[Mapping[str, Any]], num_options: int = 
 
 
 # ----------------------------------------------------------------------------- R@k, MRR, mean rank
-@METRICS.register("ranking", help="VisDial R@1/5/10, MRR and mean rank of the gold option, with bootstrap CIs")
 def ranking_metrics(gt_ranks: Any, ks: Sequence[int] = (1, 5, 10), n_boot: int = 2000, seed: int = 0,
                     alpha: float = 0.05) -> dict[str, Any]:
     """Metrics dict from the gold option's rank in each round (1 = best): r@k for each k, mrr, mean_rank.
@@ -237,7 +235,6 @@ def ndcg(scores: Any, relevance: Any, ties: str = "pessimistic") -> np.ndarray:
     return out
 
 
-@METRICS.register("ndcg", help="VisDial NDCG over dense relevance annotations, with a bootstrap CI")
 def ndcg_metric(scores: Any, relevance: Any, ties: str = "pessimistic", n_boot: int = 2000, seed: int = 0,
                 alpha: float = 0.05) -> dict[str, Any]:
     """Metrics dict: "ndcg" entry {"value", "ci", "n"} (n = rounds scored), "ndcg_rounds_skipped" (rounds

@@ -12,8 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vlmtune.eval.stats import bootstrap_ci, metric_entry
-from vlmtune.registry import METRICS
+from vlmtune.stats import bootstrap_ci, metric_entry
 
 PARSE_FAILURE = "parse_failure"
 POLICY = ("accuracy and off_by_one are over all rows, parse failures counted wrong; "
@@ -42,7 +41,6 @@ def count_confusion(gold: Sequence[int], pred: Sequence[int | None]) -> dict[str
             "rows": "gold", "columns": "predicted"}
 
 
-@METRICS.register("counting", help="accuracy, off-by-one accuracy, MAE, RMSE for integer counts")
 def count_metrics(gold: Sequence[int], pred: Sequence[int | None], n_boot: int = 2000,
                   seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
     """Metrics dict for counts. `pred[i]` is None where the answer could not be parsed.

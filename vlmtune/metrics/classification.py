@@ -20,8 +20,7 @@ import numpy as np
 from sklearn.metrics import (accuracy_score, classification_report, confusion_matrix,
                              precision_recall_fscore_support)
 
-from vlmtune.eval.stats import bootstrap_distribution, metric_entry, percentile_ci
-from vlmtune.registry import METRICS
+from vlmtune.stats import bootstrap_distribution, metric_entry, percentile_ci
 
 PARSE_FAILURE = "parse_failure"
 POLICY = ("accuracy counts parse failures wrong; in precision/recall/F1 a failure is a false negative "
@@ -81,7 +80,6 @@ def batch_scores(t: np.ndarray, p: np.ndarray, k: int) -> np.ndarray:
                      weighted(prec), weighted(rec), weighted(f1), fail], axis=1)
 
 
-@METRICS.register("classification", help="accuracy, macro/weighted P/R/F1, per-class report, confusion")
 def classification_metrics(gold: Sequence[Hashable], pred: Sequence[Hashable | None],
                            labels: Sequence[Hashable] | None = None, n_boot: int = 2000, seed: int = 0,
                            alpha: float = 0.05) -> dict[str, Any]:
