@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("vlmtune.pipeline", "vlmtune.smoke", "vlmtune.export"),
     ("vlmtune.cli",),
 ]
-# vlmtune/__main__.py only calls the CLI.
+# vlmtune/__main__.py only calls the CLI; the CLI package's __init__ imports its verb groups by name.
 ALLOWED = {("vlmtune.__main__", "vlmtune.cli")}
 
 

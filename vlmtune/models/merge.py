@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import logging
 import json
-import os
-import shutil
-import time
 from pathlib import Path
 
 from vlmtune.config import ModelConfig
@@ -28,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def merge_adapter(base: str | Path, adapter_dir: str | Path, out_dir: str | Path, *, source: str | Path | None = None) -> Path:
     """Load `base` in full precision with the adapter, merge_and_unload, save model + processor + README.md."""
-    from vlmtune.models.load import dir_hash, load_model
+    from vlmtune.models.load import load_model
 
     adapter = Path(adapter_dir)
     cfg_file = adapter / "adapter_config.json"

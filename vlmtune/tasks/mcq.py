@@ -93,7 +93,7 @@ _LEAD_IN = re.compile(
     r"|\bI\s*(?:would|will|'d|’d)?\s*(?:choose|pick|select|go\s+with))"
     rf"|(?<![{_HANGUL}])(?:정답|답)(?:\s*(?:은|는|:|=))?")
 _GAP = re.compile(r"(?i:[\W_]*(?:(?:option|choice|letter|the)\b[\W_]*|(?:보기|선택지|선지)[\W_]*)?)")
-_POST_ANSWER = re.compile(rf"(?i:\)?[\s*]*(?:(?:이|가)\s*정답|(?:는|은)\s*정답|is\s+(?:the\s+)?(?:correct|right)\b"
+_POST_ANSWER = re.compile(r"(?i:\)?[\s*]*(?:(?:이|가)\s*정답|(?:는|은)\s*정답|is\s+(?:the\s+)?(?:correct|right)\b"
                           r"|is\s+the\s+answer\b))")
 # A letter that is a speaker elsewhere ("B가 ...") but is the answer here: "B가 정답", "B is correct".
 _POST_LETTER = re.compile(_NOT_LATIN + r"(?:(?P<L>[A-Da-d])\)?\s*(?:이|가|는|은)\s*정답"

@@ -51,7 +51,7 @@ from typing import Callable
 
 from vlmtune.data.example import IMAGE_TOKEN
 from vlmtune.data.synth import Item, generator
-from vlmtune.data.synth.shapes import COLORS, KINDS, MAX_SHAPES, SIZES, Scene, make_scene, number_word
+from vlmtune.data.synth.shapes import COLORS, KINDS, MAX_SHAPES, Scene, make_scene, number_word
 
 N_ROUNDS = 10
 N_OPTIONS = 100

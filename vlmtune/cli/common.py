@@ -1,0 +1,52 @@
+"""What several verbs share: model arguments, key=value options, the run summary on stdout."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from vlmtune.errors import ConfigError
+
+Verb = Any  # the `verb(name, fn, help) -> ArgumentParser` adder that vlmtune.cli.build_parser passes around
+
+
+def print_summary(summary: dict) -> None:
+    """The run's results on stdout (progress and logs went to stderr)."""
+    if "mcnemar" in summary:
+        from vlmtune.eval.report import format_summary
+
+        print(format_summary(summary))
+
+
+def model_config(a: argparse.Namespace) -> Any:
+    from vlmtune.config import ModelConfig
+
+    return ModelConfig(name=a.model, load_in_4bit=a.load_in_4bit, dtype=a.dtype, device=a.device)
+
+
+def key_values(pairs: list[str], flag: str) -> dict:
+    """key=value strings (values parsed as YAML) -> a dict; e.g. --task-option labels=[cat,dog]."""
+    import yaml
+
+    opts = {}
+    for o in pairs:
+        if "=" not in o:
+            raise ConfigError(f"{flag} '{o}' must look like key=value (e.g. {flag} labels=[cat,dog])")
+        k, v = o.split("=", 1)
+        opts[k] = yaml.safe_load(v)
+    return opts
+
+
+def model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="tiny", help="'tiny', a local directory, or a hub id (default: tiny)")
+    p.add_argument("--adapter", help="a PEFT adapter directory, e.g. runs/quickstart/adapter")
+    p.add_argument("--load-in-4bit", action="store_true", help="load the base in 4-bit nf4 (bitsandbytes)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--max-new-tokens", type=int, default=16)
+
+
+def task_option_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task-option", action="append", default=[], metavar="key=value",
+                   help="a task option, value parsed as YAML (repeatable; `vlmtune ls` lists each task's), "
+                        "e.g. --task-option labels=[cat,dog]")

@@ -1,0 +1,129 @@
+"""Verbs that evaluate and compare: eval, score, compare, predict."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vlmtune.cli.common import Verb, key_values, model_args, model_config, task_option_arg
+from vlmtune.errors import VlmtuneError
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    """Evaluate a model (optionally with an adapter) on a JSONL test file.
+
+    Example: vlmtune eval --model tiny --adapter runs/quickstart/adapter \\
+                 --data runs/quickstart/data/test.jsonl --out runs/eval-ft
+    """
+    from vlmtune.build import resolve_model
+    from vlmtune.config import EvalConfig
+    from vlmtune.data.example import load_jsonl
+    from vlmtune.eval.run import evaluate
+    from vlmtune.models.load import load_model
+    from vlmtune.registry import TASKS
+    from vlmtune.tasks import build_task
+
+    examples = load_jsonl(a.data, known_tasks=TASKS.names())
+    if not examples:
+        raise VlmtuneError(f"{a.data}: no records")
+    task = build_task(a.task or examples[0].task, key_values(a.task_option, "--task-option"))
+    ref = resolve_model(model_config(a))
+    model, processor = load_model(ref, adapter=a.adapter)
+    out = Path(a.out or Path("runs") / f"eval-{Path(a.data).stem}")
+    ecfg = EvalConfig(batch_size=a.batch_size, max_new_tokens=a.max_new_tokens, mode=a.mode)
+    evaluate(model, processor, examples, task, out, label=a.label or ("fine-tuned" if a.adapter else "base"), ref=ref,
+             ecfg=ecfg, adapter=a.adapter)
+    return 0
+
+
+def cmd_score(a: argparse.Namespace) -> int:
+    """Score predictions made elsewhere with the same metrics (no model): text, option scores, or VisDial ranks.
+
+    Example: vlmtune score --task count --data runs/quickstart/data/test.jsonl \
+                 --predictions runs/quickstart/finetuned/predictions.jsonl --out runs/rescored
+    """
+    from vlmtune.data.example import load_jsonl
+    from vlmtune.eval.external import score_predictions
+    from vlmtune.registry import TASKS
+    from vlmtune.tasks import build_task
+
+    examples = load_jsonl(a.data, known_tasks=TASKS.names(), check_images=False)
+    out = Path(a.out or Path("runs") / f"score-{Path(a.predictions).stem}")
+    task = build_task(a.task, key_values(a.task_option, "--task-option"))
+    score_predictions(task, examples, a.predictions, out, label=a.label)
+    print(f"[score] wrote {out}/metrics.json")
+    return 0
+
+
+def cmd_compare(a: argparse.Namespace) -> int:
+    """Compare two evaluations (a baseline and a candidate): metrics with CIs, McNemar, flipped examples.
+
+    Example: vlmtune compare runs/quickstart/zero_shot runs/quickstart/finetuned --out runs/cmp
+    """
+    from vlmtune.eval.report import compare_runs, format_summary
+    from vlmtune.train.trainer import load_history
+
+    def eval_dir(p: str) -> Path:
+        d = Path(p)
+        if not (d / "metrics.json").exists() and (d / "finetuned" / "metrics.json").exists():
+            print(f"[compare] {d} is a run directory; using its finetuned/ evaluation")
+            return d / "finetuned"
+        return d
+
+    base, cand = eval_dir(a.baseline), eval_dir(a.candidate)
+    history = load_history(cand.parent / "train_history.json") or None
+    summary = compare_runs(base, cand, a.out, history=history, allow_mismatch=a.allow_mismatch)
+    print(format_summary(summary))
+    return 0
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    """Answer one question about one image.
+
+    Example: vlmtune predict --model tiny --adapter runs/quickstart/adapter \\
+                 --image runs/quickstart/data/source/images/count-000000.png --prompt "How many red shapes are there?"
+    """
+    from vlmtune.build import resolve_model
+    from vlmtune.data.example import IMAGE_TOKEN, example_from_dict
+    from vlmtune.infer.generate import generate
+    from vlmtune.models.load import load_model
+
+    # stdout carries only the answer, so it can be piped; logs go to stderr
+    model, processor = load_model(resolve_model(model_config(a)), adapter=a.adapter)
+    images = [a.image] if a.image else []
+    content = (IMAGE_TOKEN + "\n" if a.image else "") + a.prompt
+    ex = example_from_dict({"id": "predict", "task": "predict", "images": images,
+                            "messages": [{"role": "user", "content": content}]}, base_dir=Path.cwd())
+    print(generate(model, processor, [ex], batch_size=1, max_new_tokens=a.max_new_tokens)[0])
+    return 0
+
+
+def add_verbs(verb: Verb) -> None:
+    p = verb("eval", cmd_eval, "evaluate a model on a JSONL file")
+    model_args(p)
+    p.add_argument("--data", required=True, help="JSONL test file (canonical format)")
+    p.add_argument("--task", help="task name (default: the records' task)")
+    p.add_argument("--out", help="output evaluation directory (default: runs/eval-<data stem>)")
+    p.add_argument("--label", help="name shown in reports")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--mode", default="generate", choices=["generate", "loglik", "both"],
+                   help="generate answers, or pick the most likely option (closed sets), or both")
+    task_option_arg(p)
+    p = verb("score", cmd_score, "score a predictions file made elsewhere")
+    p.add_argument("--task", required=True, help="task name (see `vlmtune ls`)")
+    p.add_argument("--data", required=True, help="the JSONL file the predictions are for (gold answers)")
+    p.add_argument("--predictions", required=True,
+                   help="JSONL {id, prediction} or {id, scores}, or a VisDial submission JSON [{image_id, round_id, ranks}]")
+    p.add_argument("--out", help="output evaluation directory (default: runs/score-<predictions stem>)")
+    p.add_argument("--label", help="name shown in reports")
+    task_option_arg(p)
+    p = verb("compare", cmd_compare, "compare two evaluations and write a report")
+    p.add_argument("baseline", help="baseline evaluation directory (e.g. runs/q/zero_shot)")
+    p.add_argument("candidate", help="candidate evaluation directory (e.g. runs/q/finetuned)")
+    p.add_argument("--out", default="runs/compare", help="where report.md/report.html go (default: runs/compare)")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="compare even if prompts/decoding/data differ (differences are listed in the report)")
+    p = verb("predict", cmd_predict, "answer one question about one image")
+    model_args(p)
+    p.add_argument("--image", help="an image file")
+    p.add_argument("--prompt", required=True, help="the question")
