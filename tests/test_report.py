@@ -13,7 +13,7 @@ from PIL import Image
 from scipy.stats import binomtest
 
 from vlmtune.errors import DataError, VlmtuneError
-from vlmtune.eval.report import FLIP_CAP, THUMB_PX, compare_runs, format_summary
+from vlmtune.report import FLIP_CAP, THUMB_PX, compare_runs, format_summary
 
 LABELS = ["cat", "dog"]
 FINGERPRINT = {"model": "tiny-vlm", "model_hash": "aaa", "adapter": None, "adapter_hash": None,
@@ -206,6 +206,23 @@ def test_counting_task_gets_error_plot(tmp_path):
     assert "Paired bootstrap of mean abs_error (n = 5" in (tmp_path / "r" / "report.md").read_text()
 
 
+def test_count_section_is_in_both_documents(tmp_path):
+    # The counting-error section comes from CountTask.report_sections, rebuilt from metrics.json's task.
+    base = [{"id": str(i), "prediction": "many" if i == 0 else str(t + 2), "parsed": None if i == 0 else t + 2,
+             "parse_ok": i != 0, "target": t, "correct": False, "images": [], "prompt": "How many?"}
+            for i, t in enumerate([1, 2, 3, 4, 5, 6])]
+    cand = [dict(r, prediction=str(r["target"] - 1), parsed=r["target"] - 1, parse_ok=True) for r in base]
+    a = _write_eval(tmp_path / "a", base, label="zero-shot", task="count")
+    b = _write_eval(tmp_path / "b", cand, label="fine-tuned", task="count")
+    compare_runs(a, b, tmp_path / "r")
+    md, html_text = (tmp_path / "r" / "report.md").read_text(), (tmp_path / "r" / "report.html").read_text()
+    assert "## Counting errors" in md and "<h2>Counting errors</h2>" in html_text
+    # MAE and bias over the parsed answers; the parse failure is counted apart.
+    assert "| zero-shot | 2.000 | +2.000 | 5 | 1 |" in md and "| fine-tuned | 1.000 | -1.000 | 6 | 0 |" in md
+    assert "<tr><td>zero-shot</td><td>2.000</td><td>+2.000</td><td>5</td><td>1</td></tr>" in html_text
+    assert "![count_errors](plots/count_errors.png)" in md and 'alt="count_errors" src="data:' in html_text
+
+
 def test_option_index_targets_get_no_error_plot(tmp_path):
     # Multiple choice also has integer targets (option indices); "prediction - target" would be meaningless.
     rows = [{"id": str(i), "prediction": "B", "parsed": 1, "parse_ok": True, "target": i % 4, "correct": i % 4 == 1,
@@ -243,7 +260,7 @@ def test_korean_labels_render_without_missing_glyphs():
 
     import matplotlib
 
-    from vlmtune.eval.report import hangul_font_families, plot_confusions
+    from vlmtune.report.plots import hangul_font_families, plot_confusions
 
     labels = ["관련 없음", "마약 투약 사진", "마약 거래 대화", "마약 실물"]
     conf = {"labels": labels, "pred_labels": labels + ["parse_failure"],

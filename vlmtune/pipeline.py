@@ -72,7 +72,7 @@ def start_run_dir(cfg: RunConfig, *, resume: bool, overwrite: bool) -> Path:
 
 
 def run_pipeline(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
-    from vlmtune.eval.report import compare_runs
+    from vlmtune.report import compare_runs
     from vlmtune.eval.run import evaluate
     from vlmtune.models.load import load_model
     from vlmtune.train.trainer import load_history, train

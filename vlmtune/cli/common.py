@@ -13,7 +13,7 @@ Verb = Any  # the `verb(name, fn, help) -> ArgumentParser` adder that vlmtune.cl
 def print_summary(summary: dict) -> None:
     """The run's results on stdout (progress and logs went to stderr)."""
     if "mcnemar" in summary:
-        from vlmtune.eval.report import format_summary
+        from vlmtune.report import format_summary
 
         print(format_summary(summary))
 

@@ -60,7 +60,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
 
     Example: vlmtune compare runs/quickstart/zero_shot runs/quickstart/finetuned --out runs/cmp
     """
-    from vlmtune.eval.report import compare_runs, format_summary
+    from vlmtune.report import compare_runs, format_summary
     from vlmtune.train.trainer import load_history
 
     def eval_dir(p: str) -> Path:

@@ -52,12 +52,17 @@ class Parsed:
     raw: str            # the text that was parsed
 
 
+# The comparison report's colours for the baseline and the candidate run, for task plots to match.
+REPORT_COLORS = ("#9e9e9e", "#1f77b4")
+
+
 @dataclass
 class ReportSection:
     """A task's own part of a comparison report (rendered in report.md and report.html alike).
 
-    title: the section heading. text: paragraphs (plain text). table: rows of cells, the first row the header.
-    plot: draws on a matplotlib Figure of `plot_size` inches (saved as plots/<plot_name>.png).
+    title: the section heading. text: paragraphs (Markdown inline: **bold** and `code` are shown as such in
+    HTML too). table: rows of cells, the first row the header. plot: draws on a matplotlib Figure of
+    `plot_size` inches (saved as plots/<plot_name>.png; plot_name defaults to the title, made file-safe).
     """
     title: str
     text: list[str] = field(default_factory=list)
@@ -149,8 +154,12 @@ class Task(abc.ABC):
         """The metric a one-line summary shows (its key in `metrics`)."""
         return "accuracy"
 
-    def report_sections(self, baseline: Sequence[Row], candidate: Sequence[Row]) -> list[ReportSection]:
-        """Sections of the comparison report that belong to this task (count: the error histogram)."""
+    def report_sections(self, baseline: Sequence[Row], candidate: Sequence[Row], *,
+                        labels: tuple[str, str] = ("baseline", "candidate")) -> list[ReportSection]:
+        """Sections of the comparison report that belong to this task (count: the error histogram).
+
+        baseline, candidate: the two runs' prediction rows, paired (row i of each is the same example);
+        labels: the runs' names as the report shows them."""
         return []
 
 

@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from vlmtune.metrics.counting import count_metrics
 from vlmtune.registry import TASKS
-from vlmtune.tasks.base import Parsed, Row, Task
+from vlmtune.tasks.base import REPORT_COLORS, Parsed, ReportSection, Row, Task
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # --- English -------------------------------------------------------------------------------------
 _EN_UNITS = {w: i for i, w in enumerate(
@@ -227,3 +230,65 @@ class CountTask(Task):
         gold = [int(r["target"]) for r in rows]
         pred = [int(r["parsed"]) if r.get("parse_ok") and r.get("parsed") is not None else None for r in rows]
         return count_metrics(gold, pred, n_boot=n_boot, seed=seed)
+
+    def report_sections(self, baseline: Sequence[Row], candidate: Sequence[Row], *,
+                        labels: tuple[str, str] = ("baseline", "candidate")) -> list[ReportSection]:
+        """The counting-error section: prediction - target per run (a histogram and a table), parse failures apart."""
+        runs = [(label, *count_errors(rows)) for label, rows in zip(labels, (baseline, candidate))]
+        table = [["run", "MAE on parsed", "mean error (bias)", "parsed", "parse failures"]]
+        for label, errs, fails in runs:
+            mae = f"{sum(abs(e) for e in errs) / len(errs):.3f}" if errs else "n/a"
+            bias = f"{sum(errs) / len(errs):+.3f}" if errs else "n/a"
+            table.append([label, mae, bias, str(len(errs)), str(fails)])
+        histogram = ErrorHistogram(runs)
+        return [ReportSection(
+            title="Counting errors",
+            text=["Prediction − target over the examples whose answer parsed; answers that could not be read are "
+                  "counted apart (they are scored wrong, never guessed). MAE here is over parsed answers only."],
+            table=table, plot=histogram.draw, plot_name="count_errors", plot_size=histogram.size)]
+
+
+def count_errors(rows: Sequence[Row]) -> tuple[list[int], int]:
+    """(prediction - target for parsed rows, number of parse failures)."""
+    errors, failures = [], 0
+    for r in rows:
+        p = r.get("parsed")
+        if not r.get("parse_ok", True) or not isinstance(p, (int, float)) or isinstance(p, bool):
+            failures += 1
+        else:
+            errors.append(round(p - r["target"]))
+    return errors, failures
+
+
+class ErrorHistogram:
+    """Grouped histogram of prediction - target per run (tails clipped at +-clip), plus a parse-failure bar."""
+
+    def __init__(self, runs: list[tuple[str, list[int], int]], clip: int = 10):
+        self.runs = runs
+        all_err = [e for _, errs, _ in runs for e in errs] or [0]
+        self.lo, self.hi, self.clip = max(-clip, min(min(all_err), -1)), min(clip, max(max(all_err), 1)), clip
+        self.xs = list(range(self.lo, self.hi + 1))
+        self.size = (max(6.0, 0.45 * (len(self.xs) + 3)), 3.6)
+
+    def draw(self, fig: "Figure") -> None:
+        lo, hi, xs = self.lo, self.hi, self.xs
+        fail_x = hi + 2  # a gap separates "could not parse" from the error scale
+        ax = fig.subplots()
+        width = 0.4
+        for k, ((label, errs, fails), color) in enumerate(zip(self.runs, REPORT_COLORS)):
+            counts = [sum(1 for e in errs if min(max(e, lo), hi) == x) for x in xs]  # ends collect clipped tails
+            mae = sum(abs(e) for e in errs) / len(errs) if errs else float("nan")
+            off = (k - 0.5) * width
+            ax.bar([x + off for x in xs], counts, width, color=color,
+                   label=f"{label} (MAE on parsed {mae:.2f}, {fails} parse failures)")
+            ax.bar([fail_x + off], [fails], width, color=color, hatch="//", edgecolor="black")
+        ticks = [str(x) for x in xs]
+        if lo == -self.clip:
+            ticks[0] = f"≤{lo}"
+        if hi == self.clip:
+            ticks[-1] = f"≥{hi}"
+        ax.set_xticks(xs + [fail_x], ticks + ["parse\nfailure"], fontsize=8)
+        ax.axvline(0, color="black", lw=0.6, ls=":")
+        ax.set_xlabel("prediction − target")
+        ax.set_ylabel("examples")
+        ax.legend(fontsize=8)
