@@ -92,6 +92,10 @@ class TrainConfig:
     save_steps: int = _f(0, "checkpoint every N steps (0: once per epoch)")
     logging_steps: int = _f(10, "log the loss every N steps")
     gradient_checkpointing: bool = _f(False, "trade compute for memory")
+    answer_only_logits: bool = _f(True, "compute the LM head and loss only at the positions that carry loss (equal "
+                                        "loss and gradients, far less compute and memory for large vocabularies)")
+    group_by_length: bool = _f(True, "batch examples of similar length together (a seeded shuffle of mega-batches "
+                                     "sorted by length, as transformers does), so less of each batch is padding")
     seed: int = _f(0, "training seed (data order, dropout, LoRA init)")
     report_to: list = _f(["tensorboard"], "loggers: tensorboard, and/or others transformers supports; [] for none")
 

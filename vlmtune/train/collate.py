@@ -136,5 +136,19 @@ class EncodedDataset(torch.utils.data.Dataset):
         return self.items[i]
 
     @property
+    def lengths(self) -> list[int]:
+        return [len(it["input_ids"]) for it in self.items]
+
+    @property
     def loss_tokens(self) -> int:
         return sum(it["n_loss_tokens"] for it in self.items)
+
+
+def padding_fraction(lengths: list[int], order: list[int], batch_size: int) -> float:
+    """Share of the tokens in right-padded batches (taken in `order`) that are padding."""
+    pad = total = 0
+    for s in range(0, len(order), batch_size):
+        batch = [lengths[i] for i in order[s: s + batch_size]]
+        pad += max(batch) * len(batch) - sum(batch)
+        total += max(batch) * len(batch)
+    return pad / total if total else 0.0

@@ -27,7 +27,8 @@ from vlmtune.models.load import ModelRef, module_part
 from vlmtune.logs import progress_enabled
 from vlmtune.processing import Model, Processor, tokenizer_of
 from vlmtune.tasks.base import Task
-from vlmtune.train.collate import Collator, EncodedDataset, EncodeSettings
+from vlmtune.train.collate import Collator, EncodedDataset, EncodeSettings, padding_fraction
+from vlmtune.train.loss import Unsupported, answer_only_loss
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,10 @@ _EVAL_BOOKKEEPING = {"eval_runtime", "eval_samples_per_second", "eval_steps_per_
 class VlmTrainer(Trainer):
     """Trainer that logs the number of loss tokens per batch and validates by generating answers."""
 
-    def __init__(self, *args, gen_eval=None, **kwargs):
+    def __init__(self, *args, gen_eval=None, answer_only: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self._gen_eval = gen_eval
+        self._answer_only = answer_only
         self._loss_tokens = 0
         self._loss_batches = 0
 
@@ -94,7 +96,36 @@ class VlmTrainer(Trainer):
         if model.training:
             self._loss_tokens += int((inputs["labels"] != -100).sum())
             self._loss_batches += 1
+        # Validation asks for outputs but keeps only the loss (prediction_loss_only): no logits needed there either.
+        if self._answer_only and (not return_outputs or self.args.prediction_loss_only):
+            try:
+                loss, _ = answer_only_loss(model, inputs, num_items_in_batch)
+            except Unsupported as e:
+                log.warning(f"[train] answer-only logits off ({e}); computing the full logits")
+                self._answer_only = False
+            else:
+                if (self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs
+                        and num_items_in_batch is not None):
+                    loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss scales a summed loss
+                return (loss, {}) if return_outputs else loss
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    def _get_train_sampler(self, train_dataset=None):
+        ds = train_dataset if train_dataset is not None else self.train_dataset
+        return self._length_sampler(ds, self.args.train_batch_size * self.args.gradient_accumulation_steps) \
+            or super()._get_train_sampler(train_dataset)
+
+    def _get_eval_sampler(self, eval_dataset):
+        return self._length_sampler(eval_dataset, self.args.eval_batch_size) or super()._get_eval_sampler(eval_dataset)
+
+    def _length_sampler(self, ds, batch_size: int):
+        """transformers' LengthGroupedSampler with lengths from the encoded token ids (transformers would look
+        them up under the processor's first input name, which may be pixel_values)."""
+        if self.args.train_sampling_strategy != "group_by_length" or not isinstance(ds, EncodedDataset):
+            return None
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        return LengthGroupedSampler(batch_size, lengths=ds.lengths)
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if "loss" in logs and self._loss_batches:
@@ -185,6 +216,8 @@ def training_arguments(out_dir: Path, tcfg: TrainConfig, *, has_val: bool, devic
         activation_checkpointing=tcfg.gradient_checkpointing,
         disable_tqdm=True,  # ConsoleCallback draws the progress bar
         save_only_model=False,
+        train_sampling_strategy="group_by_length" if tcfg.group_by_length else "random",
+        prediction_loss_only=True,  # validation loss only (answers are scored by generation), no full logits kept
     )
 
 
@@ -219,6 +252,7 @@ def train(ref: ModelRef, train_examples: list[Example], val_examples: list[Examp
     val_ds = EncodedDataset(processor, val_examples, enc) if val_examples else None
     log.info(f"[train] {len(train_ds)} train examples, {train_ds.loss_tokens} loss tokens "
              f"({tcfg.loss_on} tokens; image and padding tokens excluded)")
+    _log_padding(train_ds, tcfg)
     gen_eval = None
     if task is not None and val_examples:
         gen_eval = make_generation_eval(processor, val_examples[: tcfg.val_max_examples], task, ecfg or EvalConfig())
@@ -233,7 +267,7 @@ def train(ref: ModelRef, train_examples: list[Example], val_examples: list[Examp
         callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(out / "logs"))))
     trainer = VlmTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                          data_collator=Collator(tokenizer_of(processor).pad_token_id), processing_class=processor,
-                         callbacks=callbacks, gen_eval=gen_eval)
+                         callbacks=callbacks, gen_eval=gen_eval, answer_only=tcfg.answer_only_logits)
     for noisy in (PrinterCallback, ProgressCallback):  # they print raw log dicts to stdout
         trainer.remove_callback(noisy)
     trainer.add_callback(ConsoleCallback())
@@ -253,6 +287,23 @@ def train(ref: ModelRef, train_examples: list[Example], val_examples: list[Examp
     return TrainResult(output_dir=final_dir, steps=trainer.state.global_step,
                        final_loss=losses[-1] if losses else None, seconds=time.time() - t0, history=history,
                        train_loss_tokens=train_ds.loss_tokens, trainable_params=trainable, total_params=total)
+
+
+def _log_padding(ds: EncodedDataset, tcfg: TrainConfig) -> None:
+    """How much of the training batches is padding, in a random order and in the order training uses."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    lengths = ds.lengths
+    if len(lengths) < 2:
+        return
+    shuffled = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(tcfg.seed)).tolist()
+    grouped = list(LengthGroupedSampler(tcfg.batch_size * tcfg.grad_accum, lengths=lengths,
+                                        generator=torch.Generator().manual_seed(tcfg.seed)))
+    before = padding_fraction(lengths, shuffled, tcfg.batch_size)
+    after = padding_fraction(lengths, grouped, tcfg.batch_size)
+    how = "grouped by length (train.group_by_length)" if tcfg.group_by_length else "shuffled (train.group_by_length=false)"
+    log.info(f"[train] padding: {before:.1%} of batch tokens when shuffled, {after:.1%} when grouped by length; "
+             f"batches are {how}")
 
 
 def load_history(path: str | Path) -> list[dict[str, Any]]:
