@@ -12,7 +12,10 @@ def prepare(threads: int | None) -> float:
     import torch
     from transformers.utils import logging as hf_logging
 
+    from vlmtune.logs import set_progress
+
     hf_logging.set_verbosity_error()
+    set_progress(False)  # no bars in a benchmark's output
     if threads:
         torch.set_num_threads(threads)
     return os.getloadavg()[0]

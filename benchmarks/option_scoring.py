@@ -111,10 +111,14 @@ def main() -> None:
         # --- run: untimed warm-up on one round, then interleaved timed repeats -----------------------------------
         score_options(model, processor, rounds[:1], options[:1], batch_size=a.batch_size)
         score_options_full(model, processor, rounds[:1], options[:1])
-        t_shared, t_full, stats = [], [], {}
+        score_options(model, processor, rounds[:1], options[:1], batch_size=a.batch_size, packing="off")
+        t_shared, t_batched, t_full, stats, bstats = [], [], [], {}, {}
         for _ in range(a.repeats):
             t, shared = timed(lambda: score_options(model, processor, rounds, options, batch_size=a.batch_size, stats=stats))
             t_shared.append(t)
+            t, batched = timed(lambda: score_options(model, processor, rounds, options, batch_size=a.batch_size,
+                                                     stats=bstats, packing="off"))
+            t_batched.append(t)
             t, full = timed(lambda: score_options_full(model, processor, rounds, options))
             t_full.append(t)
 
@@ -122,18 +126,23 @@ def main() -> None:
     diff = max(abs(x - y) for rs, rf in zip(shared, full) for x, y in zip(rs, rf))
     rank = lambda rows: [sorted(range(len(r)), key=lambda i: -r[i]) for r in rows]  # noqa: E731
     same_rank = sum(a_ == b_ for a_, b_ in zip(rank(shared), rank(full)))
-    ts, tf = statistics.median(t_shared), statistics.median(t_full)
+    ts, tb, tf = statistics.median(t_shared), statistics.median(t_batched), statistics.median(t_full)
+    diff_b = max(abs(x - y) for rs, rf in zip(batched, full) for x, y in zip(rs, rf))
     n = len(rounds) * len(opts)
     print(f"\ntorch {torch.__version__}  transformers {transformers.__version__}  threads {torch.get_num_threads()} "
           f"(cpu_count {os.cpu_count()})  load avg before/after {load_before:.2f}/{os.getloadavg()[0]:.2f}")
-    print(f"shared prefix (score_options):     {ts:7.2f} s  ({n / ts:7.1f} options/s; "
+    print(f"shared prefix, packed options (score_options):        {ts:7.2f} s  ({n / ts:7.1f} options/s; "
           f"{stats['prefix_forwards']} prefix + {stats['option_forwards']} option forwards, "
           f"{stats['fallback_options']} fallbacks)")
-    print(f"full forward  (score_options_full): {tf:7.2f} s  ({n / tf:7.1f} options/s; {n} forwards)")
+    print(f"shared prefix, batched cache copies (packing='off'):  {tb:7.2f} s  ({n / tb:7.1f} options/s; "
+          f"{bstats['option_forwards']} option forwards)")
+    print(f"full forward per option (score_options_full):        {tf:7.2f} s  ({n / tf:7.1f} options/s; {n} forwards)")
     if a.repeats > 1:
-        print("seconds per repeat: shared " + ", ".join(f"{t:.2f}" for t in t_shared)
+        print("seconds per repeat: packed " + ", ".join(f"{t:.2f}" for t in t_shared)
+              + "; batched " + ", ".join(f"{t:.2f}" for t in t_batched)
               + "; full " + ", ".join(f"{t:.2f}" for t in t_full))
-    print(f"speed-up: {tf / ts:.1f}x   max |score diff|: {diff:.2e}   identical full rankings: "
+    print(f"speed-up over one forward per option: packed {tf / ts:.1f}x, batched {tf / tb:.1f}x   "
+          f"max |score diff| {diff:.2e} (batched {diff_b:.2e})   identical full rankings: "
           f"{same_rank}/{len(rounds)} rounds")
 
 

@@ -37,11 +37,13 @@ def _argmax(rows: list[list[float]]) -> list[int]:
     return [max(range(len(r)), key=r.__getitem__) for r in rows]
 
 
-def test_shared_prefix_equals_full_forward(model_and_processor, examples):
+@pytest.mark.parametrize("packing", ["on", "off"])
+def test_shared_prefix_equals_full_forward(model_and_processor, examples, packing):
     model, processor = model_and_processor
     opts = [OPTIONS] * len(examples)
     stats: dict = {}
-    shared = score_options(model, processor, examples, opts, batch_size=3, stats=stats)
+    shared = score_options(model, processor, examples, opts, batch_size=3, stats=stats, packing=packing)
+    assert stats["packed_examples"] == (len(examples) if packing == "on" else 0), stats
     full = score_options_full(model, processor, examples, opts)
     diff = _max_diff(shared, full)
     assert diff < TOL, f"max |shared - full| = {diff}\nshared={shared}\nfull={full}"
@@ -130,3 +132,36 @@ def test_options_default_to_example_options(model_and_processor, examples):
                      score_options(model, processor, [ex], [["0", "1", "2", "3"]])) == 0
     with pytest.raises(DataError, match="options"):
         score_options(model, processor, [replace(ex, options=None)])
+
+
+def test_packing_splits_long_option_lists(model_and_processor, examples, monkeypatch):
+    import vlmtune.infer.score as score_mod
+
+    model, processor = model_and_processor
+    opts = [OPTIONS] * 2
+    whole = score_options(model, processor, examples[:2], opts, packing="on")
+    monkeypatch.setattr(score_mod, "PACK_MAX_TOKENS", 3)  # a few options per packed forward
+    stats: dict = {}
+    split = score_options(model, processor, examples[:2], opts, packing="on", stats=stats)
+    assert stats["option_forwards"] > 2 and _max_diff(whole, split) < TOL
+
+
+@pytest.mark.parametrize("family", ["llava", "llava_next", "gemma3", "idefics3", "llama", "gemma3_text"])
+def test_packed_scores_equal_full_forwards_for_each_family(family, tmp_path_factory):
+    """Every family whose forward takes a 4-D mask: packed options score as one full forward each."""
+    from vlmtune.config import ModelConfig
+    from vlmtune.data.example import Example, load_jsonl
+    from vlmtune.data.synth import synthesize
+    from vlmtune.models.families import build_standin, get
+    from vlmtune.models.load import load_model
+
+    model, processor = load_model(ModelConfig(name=str(build_standin(family, tmp_path_factory.mktemp(family)))))
+    if get(family).text_only:
+        exs = [Example(id="t", task="count", messages=[{"role": "user", "content": "How many red shapes are there?"}])]
+    else:
+        exs = load_jsonl(synthesize("count", 2, tmp_path_factory.mktemp(f"{family}-data"), seed=3))
+    opts = [OPTIONS] * len(exs)
+    stats: dict = {}
+    packed = score_options(model, processor, exs, opts, packing="on", stats=stats)
+    assert stats["packed_examples"] == len(exs)
+    assert _max_diff(packed, score_options_full(model, processor, exs, opts)) < TOL

@@ -30,7 +30,7 @@ import torch
 from vlmtune.data.example import Example
 from vlmtune.errors import DataError
 from vlmtune.logs import progress_bar
-from vlmtune.processing import (encode_texts, load_image_cached, model_device, prompt_text, render, to_model,
+from vlmtune.processing import (encode_texts, load_image_cached, prompt_text, render, to_model,
                                 tokenizer_of)
 
 
@@ -147,6 +147,110 @@ def _uses_model_positions(model) -> bool:
     return isinstance(rope, dict) and "mrope_section" in rope
 
 
+PACK_MAX_TOKENS = 1024  # option tokens per packed forward (the mask is [tokens, prompt + tokens])
+
+
+def _can_pack(model, length: int, *, strict: bool = False) -> bool:
+    """Whether one packed forward with a 4-D block mask gives the same logits as separate sequences."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    why = None
+    if _uses_model_positions(model):
+        why = "multimodal rotary positions"
+    elif getattr(model.config, "_attn_implementation", None) not in ("sdpa", "eager"):
+        why = f"attention kernel {getattr(model.config, '_attn_implementation', None)!r} takes no 4-D mask"
+    elif "sliding_attention" in (getattr(cfg, "layer_types", None) or []) and (getattr(cfg, "sliding_window", None)
+                                                                              or 0) < length:
+        why = "sliding-window layers shorter than the packed sequence"
+    if why and strict:
+        raise ValueError(f"packing=on is not exact for {type(model).__name__}: {why}")
+    return why is None
+
+
+def _score_packed(model, cache, first_logp: torch.Tensor, P: int, tails: list[list[int]],
+                  counts: dict[str, int]) -> list[tuple[float, int]]:
+    """(sum log-prob, n tokens) of each option; options fed packed after the cached prompt (see score_options)."""
+    device = first_logp.device
+    out: list[tuple[float, int] | None] = [None] * len(tails)
+    eager = getattr(model.config, "_attn_implementation", None) == "eager"
+    groups: list[list[int]] = [[]]
+    for i, q in enumerate(tails):
+        if groups[-1] and sum(len(tails[k]) - 1 for k in groups[-1]) + len(q) - 1 > PACK_MAX_TOKENS:
+            groups.append([])
+        groups[-1].append(i)
+    for group in groups:
+        feed = [i for i in group if len(tails[i]) > 1]
+        for i in group:
+            out[i] = (float(first_logp[tails[i][0]]), 1)
+        if not feed:
+            continue
+        inp = torch.tensor([t for i in feed for t in tails[i][:-1]], device=device)        # [S]
+        S = len(inp)
+        pos = torch.cat([P + torch.arange(len(tails[i]) - 1, device=device) for i in feed])  # [S]
+        allowed = torch.zeros((S, P + S), dtype=torch.bool, device=device)
+        allowed[:, :P] = True
+        start = 0
+        for i in feed:
+            n = len(tails[i]) - 1
+            allowed[start: start + n, P + start: P + start + n] = torch.tril(torch.ones((n, n), dtype=torch.bool))
+            start += n
+        mask = allowed[None, None]                                                           # [1, 1, S, P + S]
+        if eager:  # eager attention adds the mask to the scores
+            mask = torch.zeros(mask.shape, dtype=model.dtype, device=device).masked_fill(
+                ~mask, torch.finfo(model.dtype).min)
+        logits = model(input_ids=inp[None], attention_mask=mask, position_ids=pos[None], past_key_values=cache,
+                       use_cache=True).logits[0]                                             # [S, V]
+        cache.crop(P - cache.get_seq_length())  # drop the options: the next group starts from the prompt again
+        counts["option_forwards"] += 1
+        lp = torch.log_softmax(logits.float(), dim=-1)
+        start = 0
+        for i in feed:
+            q = tails[i]
+            n = len(q) - 1
+            rest = lp[start: start + n].gather(-1, torch.tensor(q[1:], device=device)[:, None])[:, 0]
+            out[i] = (float(first_logp[q[0]]) + float(rest.sum()), len(q))
+            start += n
+    counts["packed_examples"] += 1
+    return [o for o in out if o is not None]
+
+
+def _score_expanded(model, cache, first_logp: torch.Tensor, P: int, tails: list[list[int]], batch_size: int,
+                    pad_id: int, model_positions: bool, counts: dict[str, int]) -> list[tuple[float, int]]:
+    """(sum log-prob, n tokens) of each option, in batches of options against copies of the prompt's cache."""
+    device = first_logp.device
+    out: list[tuple[float, int] | None] = [None] * len(tails)
+    # Shortest first: options of similar length share a batch, so little of each batch is padding.
+    todo = sorted(range(len(tails)), key=lambda j: len(tails[j]))
+    for s in range(0, len(todo), batch_size):
+        idx = todo[s: s + batch_size]
+        seqs = [tails[j] for j in idx]
+        b, L = len(seqs), max(map(len, seqs))
+        target = torch.full((b, L), pad_id, dtype=torch.long, device=device)   # [b, L], right padded
+        valid = torch.zeros((b, L), dtype=torch.bool, device=device)
+        for r, q in enumerate(seqs):
+            target[r, : len(q)] = torch.tensor(q, device=device)
+            valid[r, : len(q)] = True
+        token_logp = torch.zeros((b, L), device=device)
+        token_logp[:, 0] = first_logp[target[:, 0]]                               # [b]: 1st option token
+        if L > 1:
+            # Feed option tokens 0..L-2 after the cached prefix; their logits predict tokens 1..L-1.
+            inp = target[:, : L - 1]                                               # [b, L-1]
+            attn = torch.cat([torch.ones((b, P), dtype=torch.long, device=device),
+                              valid[:, : L - 1].long()], dim=1)                    # [b, P + L-1]
+            kw: dict[str, Any] = {}
+            if not model_positions:
+                kw["position_ids"] = (P + torch.arange(L - 1, device=device)).expand(b, L - 1)
+            logits = model(input_ids=inp, attention_mask=attn, past_key_values=_expand_cache(cache, b),
+                           use_cache=True, **kw).logits                           # [b, L-1, V]
+            counts["option_forwards"] += 1
+            lp = torch.log_softmax(logits.float(), dim=-1)
+            token_logp[:, 1:] = lp.gather(-1, target[:, 1:, None])[..., 0]
+        token_logp = token_logp.masked_fill(~valid, 0.0)
+        sums, ns = token_logp.sum(1).tolist(), valid.sum(1).tolist()
+        for r, j in enumerate(idx):
+            out[j] = (sums[r], ns[r])
+    return [o for o in out if o is not None]
+
+
 def _expand_cache(cache, n: int):
     """A copy of a batch-1 KV cache with batch size n; the original stays untouched (a forward appends to the
     cache it is given). Plain `DynamicLayer`s get broadcast views (no copy: their next update concatenates into
@@ -165,15 +269,21 @@ def _expand_cache(cache, n: int):
 
 @torch.inference_mode()
 def score_options(model, processor, examples: list[Example], options: list[list[str]] | None = None, *,
-                  batch_size: int = 16, normalize: bool = False, stats: dict[str, int] | None = None
-                  ) -> list[list[float]]:
+                  batch_size: int = 16, normalize: bool = False, stats: dict[str, int] | None = None,
+                  packing: str = "auto") -> list[list[float]]:
     """Log-likelihood of each option as the assistant's answer; the prompt (and its images) runs once per example.
 
     Returns one list of scores per example, in option order (sum of token log-probs, or the per-token mean with
     `normalize=True`). `batch_size` is the number of options per forward pass (on CPU 8-16 measured fastest:
     each batch copies the prefix's KV cache once per option; raise it on a GPU). If `stats` is a dict it is filled
     with counts: examples, options, prefix_forwards, option_forwards, fallback_options (scored with a full
-    forward because the tokenizer merged tokens across the prompt/option boundary).
+    forward because the tokenizer merged tokens across the prompt/option boundary), packed_examples.
+
+    packing: "auto" (default) feeds all of an example's options after the cached prompt as ONE packed sequence with a
+    block-diagonal attention mask (each option sees the prompt and its own earlier tokens, positions restart after
+    the prompt), so the prompt's cache is never copied; models where that is not exact (multimodal rotary positions,
+    sliding-window layers shorter than the sequence, attention kernels without 4-D masks) use batches of
+    `batch_size` options against copies of the cache instead. "off" always batches; "on" fails where packing can't.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -183,8 +293,7 @@ def score_options(model, processor, examples: list[Example], options: list[list[
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else next(iter(end_ids), 0)
     model_positions = _uses_model_positions(model)
     counts = {"examples": len(examples), "options": sum(map(len, opts)), "prefix_forwards": 0,
-              "option_forwards": 0, "fallback_options": 0}
-    device = model_device(model)
+              "option_forwards": 0, "fallback_options": 0, "packed_examples": 0}
     out: list[list[float]] = []
     for ex, ex_opts in progress_bar(list(zip(examples, opts)), desc="score"):
         images = [load_image_cached(p) for p in ex.images]
@@ -202,37 +311,15 @@ def score_options(model, processor, examples: list[Example], options: list[list[
                 total, n = _score_one_full(model, processor, ex, ex_opts[j], images, enc["input_ids"][0], end_ids)
                 row[j] = _finish(total, n, normalize)
                 counts["fallback_options"] += 1
-        # Shortest first: options of similar length share a batch, so little of each batch is padding.
-        todo = sorted((j for j, ids in enumerate(tails) if ids), key=lambda j: len(tails[j]))
-        for s in range(0, len(todo), batch_size):
-            idx = todo[s: s + batch_size]
-            seqs = [tails[j] for j in idx]
-            b, L = len(seqs), max(map(len, seqs))
-            target = torch.full((b, L), pad_id, dtype=torch.long, device=device)   # [b, L], right padded
-            valid = torch.zeros((b, L), dtype=torch.bool, device=device)
-            for r, q in enumerate(seqs):
-                target[r, : len(q)] = torch.tensor(q, device=device)
-                valid[r, : len(q)] = True
-            logp = first_logp[target[:, 0]]                                       # [b]: 1st option token
-            token_logp = torch.zeros((b, L), device=device)
-            token_logp[:, 0] = logp
-            if L > 1:
-                # Feed option tokens 0..L-2 after the cached prefix; their logits predict tokens 1..L-1.
-                inp = target[:, : L - 1]                                           # [b, L-1]
-                attn = torch.cat([torch.ones((b, P), dtype=torch.long, device=device),
-                                  valid[:, : L - 1].long()], dim=1)                # [b, P + L-1]
-                kw: dict[str, Any] = {}
-                if not model_positions:
-                    kw["position_ids"] = (P + torch.arange(L - 1, device=device)).expand(b, L - 1)
-                logits = model(input_ids=inp, attention_mask=attn, past_key_values=_expand_cache(cache, b),
-                               use_cache=True, **kw).logits                       # [b, L-1, V]
-                counts["option_forwards"] += 1
-                lp = torch.log_softmax(logits.float(), dim=-1)
-                token_logp[:, 1:] = lp.gather(-1, target[:, 1:, None])[..., 0]
-            token_logp = token_logp.masked_fill(~valid, 0.0)
-            sums, ns = token_logp.sum(1).tolist(), valid.sum(1).tolist()
-            for r, j in enumerate(idx):
-                row[j] = _finish(sums[r], ns[r], normalize)
+        todo = [j for j, ids in enumerate(tails) if ids]
+        longest = P + min(PACK_MAX_TOKENS, sum(len(tails[j]) for j in todo))
+        if packing != "off" and _can_pack(model, longest, strict=packing == "on"):
+            scored = _score_packed(model, cache, first_logp, P, [tails[j] for j in todo], counts)
+        else:
+            scored = _score_expanded(model, cache, first_logp, P, [tails[j] for j in todo], batch_size, pad_id,
+                                     model_positions, counts)
+        for j, (total, n) in zip(todo, scored):
+            row[j] = _finish(total, n, normalize)
         out.append([float(x) for x in row])
     if counts["fallback_options"]:
         warnings.warn(f"{counts['fallback_options']} of {counts['options']} options tokenize differently after the "
