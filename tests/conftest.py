@@ -51,3 +51,29 @@ class _Messages:
 
     def __repr__(self):
         return repr(self._caplog.messages)
+
+
+@pytest.fixture(scope="session")
+def lively_model_dir(micro_model_dir, tmp_path_factory):
+    """The micro LLaVA with larger random weights (seeded), so that its greedy answers differ from image to image
+    and run for several tokens (the default init answers every prompt with newlines). Tokens that do not decode to
+    printable text are suppressed through its generation_config, so a terminal shows its answers as they are."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    out = tmp_path_factory.mktemp("lively") / "model"
+    model = AutoModelForImageTextToText.from_pretrained(micro_model_dir)
+    processor = AutoProcessor.from_pretrained(micro_model_dir)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    tok = processor.tokenizer
+    keep = {tok.eos_token_id}
+    model.generation_config.suppress_tokens = [
+        i for i in range(len(tok)) if i not in keep
+        and not (lambda s: s.strip() and s.isprintable() and s.isascii())(tok.decode([i]))]
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
