@@ -116,7 +116,9 @@ def build_base(cfg: TinyBaseConfig | None = None, *, cache: str | Path | None = 
                                batch_size=cfg.pretrain_batch_size, warmup_ratio=0.05, weight_decay=0.01,
                                seed=cfg.seed, logging_steps=25, max_length=192, lr_scheduler="cosine",
                                report_to=[])
-        result = train(ModelRef.of(ModelConfig(name=str(init_dir))), examples, [], work / "pretrain", settings)
+        log.info("[tiny] stage 2: caption pretraining of the projector and language model (vision tower frozen)")
+        result = train(ModelRef.of(ModelConfig(name=str(init_dir))), examples, [], work / "pretrain", settings,
+                       stage="tiny")
         out = work / "model"
         shutil.copytree(result.output_dir, out)
         meta = {"config": asdict(cfg), "key": cfg.key(), "seconds": round(time.time() - t0, 1),
@@ -125,7 +127,7 @@ def build_base(cfg: TinyBaseConfig | None = None, *, cache: str | Path | None = 
         if final.exists():
             shutil.rmtree(final)
         os.replace(out, final)  # atomic: a half-built base is never picked up from the cache
-        log.info(f"[tiny] stage 2: caption pretraining, {result.steps} steps, final loss {result.final_loss:.3f}")
+        log.info(f"[tiny] stage 2 done: {result.steps} steps, final caption loss {result.final_loss:.3f}")
         log.info(f"[tiny] built in {meta['seconds']:.0f}s")
     finally:
         shutil.rmtree(work, ignore_errors=True)

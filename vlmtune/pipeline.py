@@ -28,8 +28,12 @@ log = logging.getLogger(__name__)
 
 
 def check_recipe(cfg: RunConfig) -> Task:
-    """What the registries must know: the task (and its options) and the data format (and its options)."""
+    """What the registries must know: the task (and its options) and the data format (and its options); and what
+    transformers would refuse only after data preparation (optimizer, scheduler, loggers)."""
+    from vlmtune.train.trainer import check_train_config
+
     task = build_task(cfg.data.task, cfg.data.task_options)
+    check_train_config(cfg.train)
     if cfg.data.source != "synth":
         reader_options(cfg)
     return task

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from vlmtune.cli.common import Verb, key_values, model_args, model_config, task_option_arg
-from vlmtune.errors import VlmtuneError
+from vlmtune.errors import DataError, VlmtuneError
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
@@ -87,7 +87,13 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from vlmtune.data.example import IMAGE_TOKEN, example_from_dict
     from vlmtune.infer.generate import generate
     from vlmtune.models.load import load_model
+    from vlmtune.processing import load_image
 
+    if a.image:  # a missing or broken image stops here, named, before the model is loaded
+        try:
+            load_image(a.image)
+        except DataError as e:
+            raise DataError(str(e).split(" Fix:")[0], field="--image", fix="give the path of an image file") from None
     # stdout carries only the answer, so it can be piped; logs go to stderr
     model, processor = load_model(resolve_model(model_config(a)), adapter=a.adapter)
     images = [a.image] if a.image else []

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from vlmtune.data.example import atomic_write_bytes, atomic_write_json, atomic_write_text
+from vlmtune.errors import ConfigError
 from vlmtune.report.compare import Comparison, compare
 from vlmtune.report.fmt import ci_str, format_p, num
-from vlmtune.report.load import load_eval_dir, load_history
+from vlmtune.report.load import FINGERPRINT, METRICS, PREDICTIONS, load_eval_dir, load_history
 from vlmtune.report.plots import draw_plots
 from vlmtune.report.render import render_html, render_markdown, sections
 
@@ -33,10 +34,22 @@ def compare_runs(baseline_dir: str | os.PathLike, candidate_dir: str | os.PathLi
     "mcnemar", "accuracy_difference": {"diff", "ci", "p_value"}, "flips": {"fixed": int, "broken": int}, "n",
     "report_md", "report_html", "comparison_json": paths, "fingerprint_differences": [{key, baseline, candidate}]}.
     """
+    check_not_same(Path(baseline_dir), Path(candidate_dir))
     comparison = write_report(compare(load_eval_dir(baseline_dir, "baseline"), load_eval_dir(candidate_dir, "candidate"),
                                       title=title, allow_mismatch=allow_mismatch, history=load_history(history),
                                       n_boot=n_boot, seed=seed), out_dir)
     return comparison.summary(out_dir)
+
+
+def check_not_same(a: Path, b: Path) -> None:
+    """Comparing an evaluation with itself (or with a copy of it: the same files) reports a difference of exactly
+    zero: refuse."""
+    files = (FINGERPRINT, PREDICTIONS, METRICS)
+    same = a.resolve() == b.resolve() or (all((a / f).is_file() and (b / f).is_file() for f in files)
+                                          and all((a / f).read_bytes() == (b / f).read_bytes() for f in files))
+    if same:
+        raise ConfigError(f"{a} and {b} are the same evaluation; compare two different ones "
+                          "(e.g. runs/NAME/zero_shot runs/NAME/finetuned)")
 
 
 def write_report(comparison: Comparison, out_dir: str | os.PathLike) -> Comparison:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from vlmtune.config import EvalConfig, TrainConfig
 from vlmtune.data.example import Example, atomic_write_json
 from vlmtune.distributed import is_main_process
 from vlmtune.models.load import ModelRef, module_part
-from vlmtune.logs import progress_enabled
+from vlmtune.logs import make_bar, release_bar
 from vlmtune.processing import Model, Processor, tokenizer_of
 from vlmtune.tasks.base import Task
 from vlmtune.train.collate import Collator, EncodedDataset, EncodeSettings, padding_fraction
@@ -46,36 +45,45 @@ class TrainResult:
 
 
 class ConsoleCallback(TrainerCallback):
-    """The training console: one progress bar on stderr (loss and learning rate in its postfix) and one readable
-    log line per validation; replaces transformers' printer and progress callbacks, which print raw dicts to stdout."""
+    """The training console: one progress bar on stderr (loss, learning rate and samples/s in its postfix) and one
+    readable log line per validation; replaces transformers' printer and progress callbacks, which print raw dicts
+    to stdout. samples/s counts the optimizer steps' own time (validation pauses are left out)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stage: str = "train") -> None:
+        self.stage = stage
         self.bar: Any = None
+        self.step_started = 0.0
+        self.samples = 0
+        self.seconds = 0.0
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if progress_enabled() and state.is_world_process_zero:
-            from tqdm.auto import tqdm
+        if state.is_world_process_zero:
+            self.bar = make_bar(total=state.max_steps, initial=state.global_step, desc=self.stage)
 
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", file=sys.stderr,
-                            leave=False, dynamic_ncols=True)
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.step_started = time.monotonic()
 
     def on_step_end(self, args, state, control, **kwargs):
+        self.seconds += time.monotonic() - self.step_started
+        self.samples += args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
         if self.bar is not None:
             self.bar.update(state.global_step - self.bar.n)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         if self.bar is not None and "loss" in logs:
-            self.bar.set_postfix(loss=f"{logs['loss']:.4g}", lr=f"{logs.get('learning_rate', 0):.2g}", refresh=False)
+            rate = self.samples / self.seconds if self.seconds else 0.0
+            self.bar.set_postfix(loss=f"{logs['loss']:.4g}", lr=f"{logs.get('learning_rate', 0):.2g}",
+                                 **{"samples/s": f"{rate:.1f}"}, refresh=False)
+            self.samples, self.seconds = 0, 0.0
         scores = {k[5:]: v for k, v in logs.items() if k.startswith("eval_") and k not in _EVAL_BOOKKEEPING}
         if scores and state.is_world_process_zero:
             text = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in scores.items())
-            log.info(f"[train] step {state.global_step}, epoch {state.epoch or 0:.2f}: validation {text}")
+            log.info(f"[{self.stage}] step {state.global_step}, epoch {state.epoch or 0:.2f}: validation {text}")
 
     def on_train_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        release_bar(self.bar)
+        self.bar = None
 
 
 # Trainer log keys that are timing bookkeeping, not validation results.
@@ -181,6 +189,41 @@ def count_params(model) -> tuple[int, int]:
     return trainable, total
 
 
+# The package each train.report_to logger needs (transformers' integration name -> import name).
+LOGGER_PACKAGES = {"azure_ml": "azureml", "comet_ml": "comet_ml", "mlflow": "mlflow", "neptune": "neptune",
+                   "tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb", "codecarbon": "codecarbon",
+                   "clearml": "clearml", "dagshub": "dagshub", "flyte": "flytekit", "dvclive": "dvclive",
+                   "swanlab": "swanlab"}
+
+
+def check_train_config(tcfg: TrainConfig) -> None:
+    """What transformers would refuse only once training starts: the optimizer, scheduler and logger names, and
+    the logger's package (ConfigError naming the key, the choices and the install command)."""
+    import difflib
+    import importlib.util
+
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    from vlmtune.errors import ConfigError
+
+    def one_of(key: str, value: str, allowed: list[str]) -> None:
+        if value not in allowed:
+            near = difflib.get_close_matches(value, allowed, n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise ConfigError(f"'{key}' is {value!r}{hint}; transformers accepts: {', '.join(allowed)}")
+
+    one_of("train.optim", tcfg.optim, [o.value for o in OptimizerNames])
+    one_of("train.lr_scheduler", tcfg.lr_scheduler, [s.value for s in SchedulerType])
+    if ("bnb" in tcfg.optim or "8bit" in tcfg.optim) and importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError(f"train.optim={tcfg.optim} needs bitsandbytes: pip install 'vlmtune[quant]'")
+    for name in tcfg.report_to:
+        one_of("train.report_to", name, sorted(LOGGER_PACKAGES))
+        if importlib.util.find_spec(LOGGER_PACKAGES[name]) is None:
+            raise ConfigError(f"train.report_to includes {name}, but its package is not installed: "
+                              f"pip install {LOGGER_PACKAGES[name]} (or drop it from train.report_to)")
+
+
 def training_arguments(out_dir: Path, tcfg: TrainConfig, *, has_val: bool, device: str, dtype) -> TrainingArguments:
     per_epoch = tcfg.eval_steps == 0
     return TrainingArguments(
@@ -223,8 +266,9 @@ def training_arguments(out_dir: Path, tcfg: TrainConfig, *, has_val: bool, devic
 
 def train(ref: ModelRef, train_examples: list[Example], val_examples: list[Example], out_dir: str | Path,
           tcfg: TrainConfig, *, task: Task | None = None, ecfg: EvalConfig | None = None, resume: bool = False,
-          callbacks: list | None = None) -> TrainResult:
-    """Fine-tune `ref`; writes OUT/adapter (or OUT/model), OUT/checkpoints, OUT/logs.
+          callbacks: list | None = None, stage: str = "train") -> TrainResult:
+    """Fine-tune `ref`; writes OUT/adapter (or OUT/model), OUT/checkpoints, OUT/logs. `stage` names the job in
+    the console (the tiny base's build trains through here too).
 
     With a task and validation examples, validation generates answers (eval settings from `ecfg`) and scores them.
     Under torchrun / `accelerate launch` every rank runs this; only global rank 0 writes the results."""
@@ -246,11 +290,11 @@ def train(ref: ModelRef, train_examples: list[Example], val_examples: list[Examp
             if module_part(name) == "vision":
                 p.requires_grad_(False)
     trainable, total = count_params(model)
-    log.info(f"[train] {tcfg.method}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
+    log.info(f"[{stage}] {tcfg.method}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
     enc = EncodeSettings(loss_on=tcfg.loss_on, max_length=tcfg.max_length)
     train_ds = EncodedDataset(processor, train_examples, enc)
     val_ds = EncodedDataset(processor, val_examples, enc) if val_examples else None
-    log.info(f"[train] {len(train_ds)} train examples, {train_ds.loss_tokens} loss tokens "
+    log.info(f"[{stage}] {len(train_ds)} train examples, {train_ds.loss_tokens} loss tokens "
              f"({tcfg.loss_on} tokens; image and padding tokens excluded)")
     _log_padding(train_ds, tcfg)
     gen_eval = None
@@ -270,7 +314,7 @@ def train(ref: ModelRef, train_examples: list[Example], val_examples: list[Examp
                          callbacks=callbacks, gen_eval=gen_eval, answer_only=tcfg.answer_only_logits)
     for noisy in (PrinterCallback, ProgressCallback):  # they print raw log dicts to stdout
         trainer.remove_callback(noisy)
-    trainer.add_callback(ConsoleCallback())
+    trainer.add_callback(ConsoleCallback(stage))
     # --- run ----------------------------------------------------------------------------------------
     last = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).exists() else None
     if resume:
