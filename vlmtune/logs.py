@@ -83,6 +83,12 @@ def setup(*, quiet: bool = False, stream: Any = None) -> None:
         lg = logging.getLogger(name)
         if not any(isinstance(f, _DropKnown) and f.prefix == prefix for f in lg.filters):
             lg.addFilter(_DropKnown(prefix))
+    # transformers' own bars (loading weights, writing shards) flash by for a fraction of a second: off. The CLI
+    # sets HF_HUB_DISABLE_PROGRESS_BARS before transformers is imported; this covers an earlier import.
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     for category, message in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
     if quiet:
@@ -104,8 +110,9 @@ class LineProgress:
     """A progress bar for logs (stderr not a terminal): a line every `every_s` seconds and a last one on close,
     e.g. `[train] 113/452 (25%), 0:31, loss=0.0485, lr=6.1e-05, samples/s=58.1`."""
 
-    def __init__(self, total: int | None, desc: str, initial: int = 0, every_s: float = PROGRESS_EVERY_S) -> None:
-        self.total, self.desc, self.n, self.every_s = total, desc, initial, every_s
+    def __init__(self, total: int | None, desc: str, initial: int = 0, every_s: float | None = None) -> None:
+        self.total, self.desc, self.n = total, desc, initial
+        self.every_s = PROGRESS_EVERY_S if every_s is None else every_s
         self.postfix: dict[str, Any] = {}
         self.start = self.last = time.monotonic()
         self.lines = 0

@@ -120,6 +120,9 @@ def run_pipeline(cfg: RunConfig, *, resume: bool = False, overwrite: bool = Fals
     summary = compare_runs(run_dir / "zero_shot", run_dir / "finetuned", run_dir, history=history,
                            title=f"vlmtune: {cfg.name} ({cfg.data.task}, {cfg.model.name})",
                            n_boot=cfg.eval.n_boot, seed=cfg.data.seed)
+    from vlmtune.track import log_results
+
+    log_results(run_dir, cfg, step=max((h.get("step", 0) for h in history), default=0))
     summary["seconds"] = round(time.time() - t0, 1)
     log.info(f"[run] finished in {summary['seconds']:.0f}s")
     return summary

@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from vlmtune.distributed import is_main_process
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' own bars (loading weights, writing shards)
     # On CPU, bitsandbytes says at import that an optional kernels package is missing; its CPU path works
     # without it, so the message only alarms users.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)

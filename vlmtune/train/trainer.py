@@ -99,6 +99,7 @@ class VlmTrainer(Trainer):
         self._answer_only = answer_only
         self._loss_tokens = 0
         self._loss_batches = 0
+        self._pending_eval: tuple | None = None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training:
@@ -139,13 +140,18 @@ class VlmTrainer(Trainer):
         if "loss" in logs and self._loss_batches:
             logs["loss_tokens_per_batch"] = round(self._loss_tokens / self._loss_batches, 2)
             self._loss_tokens = self._loss_batches = 0
+        if self._gen_eval is not None and "eval_loss" in logs and "eval_accuracy" not in logs:
+            self._pending_eval = (dict(logs), args, kwargs)  # logged with the generation scores: one entry
+            return
         super().log(logs, *args, **kwargs)
 
     def evaluate(self, *args, **kwargs):
         metrics = super().evaluate(*args, **kwargs)
         if self._gen_eval is not None:
             gen = self._gen_eval(self.model)
-            self.log(gen)
+            pending, log_args, log_kwargs = getattr(self, "_pending_eval", None) or ({}, (), {})
+            self._pending_eval = None
+            self.log({**pending, **gen}, *log_args, **log_kwargs)
             metrics.update(gen)
         return metrics
 
@@ -228,6 +234,7 @@ def training_arguments(out_dir: Path, tcfg: TrainConfig, *, has_val: bool, devic
     per_epoch = tcfg.eval_steps == 0
     return TrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
+        run_name=out_dir.name,   # trackers name the run after runs/<name>; vlmtune.track finds it by that name
         per_device_train_batch_size=tcfg.batch_size,
         per_device_eval_batch_size=tcfg.batch_size,
         gradient_accumulation_steps=tcfg.grad_accum,
