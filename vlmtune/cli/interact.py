@@ -38,6 +38,7 @@ def cmd_chat(a: argparse.Namespace) -> int:
     """
     from vlmtune.data.example import atomic_write_text
     from vlmtune.infer.chat import Conversation, check_request, complete
+    from vlmtune.processing import has_image_processor
 
     try:
         import readline  # noqa: F401  (line editing and history for input())
@@ -68,6 +69,8 @@ def cmd_chat(a: argparse.Namespace) -> int:
             elif cmd == "/image":
                 if not arg:
                     raise DataError("/image needs a path, e.g. /image photo.png")
+                if not has_image_processor(processor):
+                    raise DataError(f"{a.model} reads text only; it cannot take images")
                 conv.attach(arg)
                 print(f"[image attached: {arg}; it goes with your next message]")
             elif cmd == "/save":
@@ -109,6 +112,25 @@ def cmd_serve(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(a: argparse.Namespace) -> int:
+    """Open the web app over runs/: chat with a model (image upload), each run's metrics, report and every
+    prediction, and a comparison of two evaluations.
+
+    Example: vlmtune ui --runs runs --port 7860      # then open http://127.0.0.1:7860
+    """
+    import importlib.util
+
+    from vlmtune.ui import launch
+
+    if importlib.util.find_spec("gradio") is None:
+        raise ConfigError("vlmtune ui needs Gradio: pip install 'vlmtune[ui]'")
+    if a.host not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(f"--host {a.host} would let other machines use the app, which has no login; keep the "
+                          "default 127.0.0.1 (reach it over an SSH tunnel: ssh -L 7860:127.0.0.1:7860 HOST)")
+    launch(a.runs, host=a.host, port=a.port)
+    return 0
+
+
 def model_positional(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
     p.add_argument("model", help="'tiny', 'gemma3-270m', a local directory, or a hub id")
     p.add_argument("--adapter", help="a PEFT adapter directory, e.g. runs/quickstart/adapter")
@@ -133,3 +155,7 @@ def add_verbs(verb: Verb) -> None:
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (or set VLMTUNE_API_KEY)")
     p.add_argument("--name", help="the model id clients send (default: MODEL as given)")
     p.add_argument("--max-batch", type=int, default=16, help="most requests answered by one generate call")
+    p = verb("ui", cmd_ui, "a web app: chat, runs, comparisons")
+    p.add_argument("--runs", default="runs", help="the directory of runs to show (default: runs)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (loopback only: the app has no login)")
+    p.add_argument("--port", type=int, default=7860)
