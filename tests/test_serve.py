@@ -171,6 +171,7 @@ def test_bad_requests_get_clear_4xx(server, client, tmp_path):
         client.chat.completions.create(model="micro", messages=[{"role": "user", "content": "hi"}], max_tokens=100_000)
     with pytest.raises(openai.BadRequestError, match="too many tokens"):
         client.chat.completions.create(model="micro", messages=[{"role": "user", "content": "word " * 2000}])
+
     with pytest.raises(openai.BadRequestError, match="role"):
         client.chat.completions.create(model="micro", messages=[{"role": "robot", "content": "hi"}])
     req = urllib.request.Request(server.url + "/chat/completions", data=b"{not json", method="POST",
@@ -199,3 +200,18 @@ def test_public_host_needs_a_key(micro_model_dir):
     out = subprocess.run([sys.executable, "-m", "vlmtune", "serve", str(micro_model_dir), "--host", "0.0.0.0"],
                          capture_output=True, text=True, timeout=120, env={**os.environ, "VLMTUNE_API_KEY": ""})
     assert out.returncode == 2 and "--api-key" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_default_max_tokens_shrinks_to_the_context(micro_model_dir):
+    from vlmtune.config import ModelConfig
+    from vlmtune.errors import DataError
+    from vlmtune.infer.chat import ChatRequest, check_request, context_length
+    from vlmtune.models.load import load_model
+
+    model, processor = load_model(ModelConfig(name=str(micro_model_dir), device="cpu"))
+    msgs = [{"role": "user", "content": "word " * 50}]
+    default = ChatRequest(msgs, max_new_tokens=100_000, fit_to_context=True)
+    n = check_request(model, processor, default)
+    assert default.max_new_tokens == context_length(model) - n   # what the server sends when max_tokens is absent
+    with pytest.raises(DataError, match="too many tokens"):
+        check_request(model, processor, ChatRequest(msgs, max_new_tokens=100_000))   # asked for: refused

@@ -125,7 +125,9 @@ def to_chat_request(body: dict[str, Any], *, model_id: str, default_max_tokens: 
     sampling = Sampling(temperature=float(temperature or 0.0), top_p=float(body.get("top_p") or 1.0),
                         top_k=int(body.get("top_k") or 0), seed=body.get("seed"))
     messages, images = parse_messages(body.get("messages") or [])
-    return ChatRequest(messages, images, max_new_tokens=max_tokens, sampling=sampling, stop=stop)
+    asked = bool(body.get("max_completion_tokens") or body.get("max_tokens"))
+    return ChatRequest(messages, images, max_new_tokens=max_tokens, sampling=sampling, stop=stop,
+                       fit_to_context=not asked)
 
 
 def _error(status: int, message: str, code: str, param: str | None = None) -> Any:

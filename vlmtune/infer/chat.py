@@ -32,6 +32,7 @@ class ChatRequest:
     max_new_tokens: int = 256
     sampling: Sampling = GREEDY
     stop: tuple[str, ...] = ()
+    fit_to_context: bool = False   # max_new_tokens is a default, not asked for: shorten it to fit the context
 
 
 @dataclass
@@ -79,6 +80,8 @@ def check_request(model: Model, processor: Processor, req: ChatRequest) -> int:
     except Exception as e:  # the chat template or the processor refused the conversation
         raise DataError(f"the conversation cannot be encoded for this model ({type(e).__name__}: {e})") from None
     limit = context_length(model)
+    if limit is not None and req.fit_to_context and n < limit:
+        req.max_new_tokens = min(req.max_new_tokens, limit - n)
     if limit is not None and n + req.max_new_tokens > limit:
         raise DataError(f"too many tokens: the prompt has {n} and up to {req.max_new_tokens} new ones were asked for, "
                         f"but the model's context holds {limit}",
