@@ -84,7 +84,11 @@ def cmd_chat(a: argparse.Namespace) -> int:
                 req = conv.ask(line, max_new_tokens=a.max_new_tokens, sampling=sampling)
                 check_request(model, processor, req)
                 print("model> ", end="", flush=True)
-                [done] = complete(model, processor, [req], [lambda d: print(d, end="", flush=True)])
+                try:
+                    [done] = complete(model, processor, [req], [lambda d: print(d, end="", flush=True)])
+                except KeyboardInterrupt:  # Ctrl-C stops this answer, not the chat; the turn is not kept
+                    print("\n[interrupted]")
+                    continue
                 print("\n[answer cut at --max-new-tokens]" if done.finish_reason == "length" else "")
                 conv.answered(req, done.text)
         except DataError as e:
