@@ -1,5 +1,5 @@
 """Dynamic batching: one worker thread owns the model; requests that arrive while it is busy (or within
-`wait_s` of each other) are answered together by one `generate` call.
+`wait_s` of each other, up to 4 * wait_s in all) are answered together by one `generate` call.
 
     engine = Engine(model, processor, max_batch=16)
     job = engine.submit(ChatRequest(messages, images), on_text=print)   # from any thread
@@ -39,7 +39,7 @@ class Job:
 class Engine:
     """A model answering requests from many threads, in batches."""
 
-    def __init__(self, model: Model, processor: Processor, *, max_batch: int = 16, wait_s: float = 0.005) -> None:
+    def __init__(self, model: Model, processor: Processor, *, max_batch: int = 16, wait_s: float = 0.02) -> None:
         self.model, self.processor = model, processor
         self.max_batch, self.wait_s = max_batch, wait_s
         self.batches: list[int] = []   # the size of each generate call, for logs and benchmarks
@@ -61,10 +61,13 @@ class Engine:
         if first is None:
             return None
         jobs = [first]
-        deadline = time.monotonic() + self.wait_s
+        # Gather what arrives within wait_s of the last arrival (clients answered by the previous batch come
+        # back one by one), but wait no more than 4 * wait_s in all.
+        start = time.monotonic()
         while len(jobs) < self.max_batch:
+            now = time.monotonic()
             try:
-                job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                job = self._queue.get(timeout=max(0.0, min(self.wait_s, start + 4 * self.wait_s - now)))
             except queue.Empty:
                 break
             if job is None:
