@@ -119,7 +119,8 @@ class LineProgress:
 
     def update(self, n: int = 1) -> None:
         self.n += n
-        if time.monotonic() - self.last >= self.every_s:
+        finished = self.total is not None and self.n >= self.total  # close() says that, once
+        if not finished and time.monotonic() - self.last >= self.every_s:
             self._line()
 
     def set_postfix(self, refresh: bool = False, **kw: Any) -> None:
