@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from vlmtune.config import RunConfig
-from vlmtune.eval.report import load_eval_dir, pair_rows
+from vlmtune.report.compare import pair_rows
+from vlmtune.report.load import load_eval_dir
 
 log = logging.getLogger(__name__)
 EVALS = ("zero_shot", "finetuned")

@@ -84,7 +84,7 @@ def metrics_rows(run_dir: Path) -> list[list[Any]]:
 
 
 def _thumb(path: str, cache: dict[str, str]) -> str:
-    from vlmtune.eval.report import thumbnail_png
+    from vlmtune.report.plots import thumbnail_png
 
     if path not in cache:
         png = thumbnail_png(path, 64) if path else None
@@ -94,7 +94,8 @@ def _thumb(path: str, cache: dict[str, str]) -> str:
 
 def prediction_rows(run_dir: Path, outcome: str = "all", text: str = "") -> list[list[Any]]:
     """Every test prediction of a run (both evaluations side by side), filtered by outcome and by text."""
-    from vlmtune.eval.report import load_eval_dir, pair_rows
+    from vlmtune.report.compare import pair_rows
+    from vlmtune.report.load import load_eval_dir
 
     have = [n for n in EVALS if (run_dir / n / "predictions.jsonl").exists()]
     if not have:
@@ -137,7 +138,7 @@ def run_view(root: Path, name: str) -> tuple[str, list[list[Any]], str, list[str
 
 def compare_view(root: Path, baseline: str, candidate: str, allow_mismatch: bool) -> tuple[str, list[str]]:
     """The comparison report of two evaluations (markdown) and its plots, written to a temporary directory."""
-    from vlmtune.eval.report import compare_runs
+    from vlmtune.report import compare_runs
 
     if not baseline or not candidate:
         raise ConfigError("pick two evaluations")
