@@ -303,7 +303,7 @@ def train(ref: ModelRef, train_examples: list[Example], val_examples: list[Examp
     val_ds = EncodedDataset(processor, val_examples, enc) if val_examples else None
     log.info(f"[{stage}] {len(train_ds)} train examples, {train_ds.loss_tokens} loss tokens "
              f"({tcfg.loss_on} tokens; image and padding tokens excluded)")
-    _log_padding(train_ds, tcfg)
+    _log_padding(train_ds, tcfg, stage)
     gen_eval = None
     if task is not None and val_examples:
         gen_eval = make_generation_eval(processor, val_examples[: tcfg.val_max_examples], task, ecfg or EvalConfig())
@@ -340,7 +340,7 @@ def train(ref: ModelRef, train_examples: list[Example], val_examples: list[Examp
                        train_loss_tokens=train_ds.loss_tokens, trainable_params=trainable, total_params=total)
 
 
-def _log_padding(ds: EncodedDataset, tcfg: TrainConfig) -> None:
+def _log_padding(ds: EncodedDataset, tcfg: TrainConfig, stage: str = "train") -> None:
     """How much of the training batches is padding, in a random order and in the order training uses."""
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
@@ -353,7 +353,7 @@ def _log_padding(ds: EncodedDataset, tcfg: TrainConfig) -> None:
     before = padding_fraction(lengths, shuffled, tcfg.batch_size)
     after = padding_fraction(lengths, grouped, tcfg.batch_size)
     how = "grouped by length (train.group_by_length)" if tcfg.group_by_length else "shuffled (train.group_by_length=false)"
-    log.info(f"[train] padding: {before:.1%} of batch tokens when shuffled, {after:.1%} when grouped by length; "
+    log.info(f"[{stage}] padding: {before:.1%} of batch tokens when shuffled, {after:.1%} when grouped by length; "
              f"batches are {how}")
 
 
