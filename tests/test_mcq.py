@@ -137,6 +137,33 @@ def test_metrics_object_photo_exact_and_confusion():
     assert m2["photo_accuracy"]["n"] == 0 and m2["accuracy"]["value"] == pytest.approx(2 / 5) and m2["notes"]
 
 
+def test_breakdown_reports_accuracy_per_language_in_both_modes():
+    task = build_task("mcq", {"breakdown": ["lang"]})
+    exs = [_ex(KO, target=D, id=f"ko{i}") for i in range(3)] + [_ex(["x", "y", "z", "w"], id=f"en{i}") for i in range(2)]
+    for ex, lang in zip(exs, ["ko"] * 3 + ["en"] * 2):
+        ex.meta["lang"] = lang
+    answers = ["D", "D", "A", "A", "모르겠어요"]     # ko: 2 of 3 right; en: 1 of 2 (one parse failure)
+    rows = [_row(task, ex, a) for ex, a in zip(exs, answers)]
+    assert rows[0]["subset"] == {"lang": "ko"}
+    m = task.metrics(rows, n_boot=200)
+    assert m["accuracy"]["value"] == pytest.approx(3 / 5)
+    assert m["accuracy[lang=ko]"]["value"] == pytest.approx(2 / 3) and m["accuracy[lang=ko]"]["n"] == 3
+    assert m["accuracy[lang=en]"]["value"] == pytest.approx(1 / 2) and m["accuracy[lang=en]"]["n"] == 2
+    for i, sc in enumerate([[0, 0, 0, 1], [1, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0]]):
+        rows[i]["scores"] = sc                        # loglik: ko 1 of 3, en 2 of 2
+    opts = [task.answer_texts(ex) for ex in exs]
+    o = task.option_metrics(rows, exs, opts, n_boot=200, seed=0)
+    assert o["loglik_accuracy"]["value"] == pytest.approx(3 / 5)
+    assert o["loglik_accuracy[lang=ko]"]["value"] == pytest.approx(1 / 3)
+    assert o["loglik_accuracy[lang=en]"]["value"] == pytest.approx(1.0)
+    assert o["metric_modes"]["accuracy[lang=en]"] == "generate"
+    assert o["metric_modes"]["loglik_accuracy[lang=en]"] == "loglik"
+    # without the option, no subset entries and no subset field
+    plain = build_task("mcq")
+    assert "subset" not in plain.row_extras(exs[0])
+    assert not [k for k in plain.metrics(rows, n_boot=50) if "[" in k]
+
+
 def test_exact_match_strips_only_a_leading_letter():
     assert exact_match("B) the blue square in A's photo.", "the blue square in A's photo")
     assert exact_match("(b) The Blue Square in A's photo", "the blue square in A's photo")

@@ -61,3 +61,22 @@ def test_captions_state_the_counts(tmp_path):
         # Every colour is stated, absent ones as zero.
         assert per_color == [f"{num(sum(s['color'] == c for s in shapes))} {c}" for c in ("red", "green", "blue", "yellow")]
     assert styles == {True, False}  # both ways of writing numbers occur
+
+
+def test_generator_options_fix_what_is_otherwise_drawn(tmp_path):
+    import pytest
+
+    from vlmtune.errors import ConfigError
+
+    plain = load_jsonl(synthesize("mcq", 30, tmp_path / "a"))
+    fixed = load_jsonl(synthesize("mcq", 30, tmp_path / "b", options={"lang": "en", "modality": "caption"}))
+    assert {ex.meta["lang"] for ex in plain} == {"en", "ko"} and len({ex.meta["modality"] for ex in plain}) == 3
+    assert all(ex.meta["lang"] == "en" and ex.meta["modality"] == "caption" and not ex.images for ex in fixed)
+    # The same draws are made: the scenes are the same ones.
+    assert [ex.meta["scenes"] for ex in plain] == [ex.meta["scenes"] for ex in fixed]
+    with pytest.raises(ConfigError, match="no option 'language'.*lang, modality"):
+        synthesize("mcq", 2, tmp_path / "c", options={"language": "en"})
+    with pytest.raises(ConfigError, match="'fr' is not one of en, ko"):
+        synthesize("mcq", 2, tmp_path / "d", options={"lang": "fr"})
+    with pytest.raises(ConfigError, match="takes none"):
+        synthesize("count", 2, tmp_path / "e", options={"lang": "en"})

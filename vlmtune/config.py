@@ -41,6 +41,8 @@ class DataConfig:
     augment: dict = _f({}, "train-split augmentation, e.g. {label: '2', copies: 4, pipeline: default} (empty: none)")
     task: str = _f("count", "task name (see `vlmtune ls`); for synth also the generator")
     n: int = _f(2400, "synth: number of examples to generate before splitting")
+    synth_options: dict = _f({}, "synth: options of the generator, e.g. {lang: en, modality: caption} for mcq "
+                                 "(each generator's docstring in vlmtune/data/synth/ lists its own)")
     image_size: int = _f(64, "synth: image side in pixels")
     seed: int = _f(0, "seed of the synthetic generator and of the split")
     path: str | None = _f(None, "files: one file (or folder) to split, or null when train/val/test are given")

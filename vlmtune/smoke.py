@@ -41,7 +41,8 @@ def _fixtures(cfg: RunConfig, out: Path, *, text_only: bool) -> Path:
     from vlmtune.data.synth import synthesize
 
     n = SMOKE_SYNTH * (8 if text_only else 1)
-    examples = load_jsonl(synthesize(cfg.data.task, n, out / "source", seed=cfg.data.seed))
+    examples = load_jsonl(synthesize(cfg.data.task, n, out / "source", seed=cfg.data.seed,
+                                        options=cfg.data.synth_options))
     if text_only:
         examples = [ex for ex in examples if not ex.images][:SMOKE_SYNTH]
         if len(examples) < 8:

@@ -74,7 +74,8 @@ def prepare_data(cfg: RunConfig, run_dir: Path) -> dict[str, list[Example]]:
     if d.source == "synth":
         from vlmtune.data.synth import synthesize
 
-        src = synthesize(d.task, d.n, data_dir / "source", seed=d.seed, image_size=d.image_size)
+        src = synthesize(d.task, d.n, data_dir / "source", seed=d.seed, image_size=d.image_size,
+                         options=d.synth_options)
         examples = load_jsonl(src, known_tasks=TASKS.names())
         splits = split_examples(examples, d.split, seed=d.seed, stratify=d.stratify)
     elif d.path:

@@ -44,7 +44,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from vlmtune.errors import DataError
-from vlmtune.stats import bootstrap_ci, bootstrap_distribution, metric_entry, percentile_ci
+from vlmtune.stats import bootstrap_ci, bootstrap_distribution, metric_entry, percentile_ci, proportion_entry
 from vlmtune.registry import TASKS
 from vlmtune.tasks.base import Answerer, Parsed, Row, Task
 from vlmtune.tasks.classify import _label_pattern, normalize
@@ -286,6 +286,9 @@ class McqTask(Task):
         permutations: int = field(default=0, metadata={
             "help": "also ask each question with its options shuffled this many times and report order "
                     "consistency and position bias (0: off)"})
+        breakdown: list | None = field(default=None, metadata={
+            "help": "example meta fields to report accuracy for separately, e.g. [lang, modality]: one entry "
+                    "'accuracy[lang=en]' (and 'loglik_accuracy[lang=en]') per value found"})
 
     def parse(self, text: str, example: Any = None) -> Parsed:
         return parse_option(text, getattr(example, "options", None))
@@ -317,12 +320,40 @@ class McqTask(Task):
     def row_extras(self, example: Any) -> dict[str, Any]:
         """Fields the metrics need beyond the standard row: the option texts and each option's photo."""
         meta = getattr(example, "meta", None) or {}
-        return {"options": list(getattr(example, "options", None) or []),
-                "option_photo": meta.get("option_photo")}
+        extras = {"options": list(getattr(example, "options", None) or []),
+                  "option_photo": meta.get("option_photo")}
+        if self.options.breakdown:
+            extras["subset"] = {key: meta.get(key) for key in self.options.breakdown}
+        return extras
+
+    def _subsets(self, rows: Sequence[Row]) -> list[tuple[str, list[int]]]:
+        """(suffix "[lang=en]", row indices) for every value of every `breakdown` field, in first-seen order."""
+        out: dict[str, list[int]] = {}
+        for key in self.options.breakdown or []:
+            for i, row in enumerate(rows):
+                value = (row.get("subset") or {}).get(key)
+                if value is not None:
+                    out.setdefault(f"[{key}={value}]", []).append(i)
+        return list(out.items())
 
     def metrics(self, rows: Sequence[Row], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-        """Metrics dict from prediction rows (see `mcq_metrics`)."""
-        return mcq_metrics(rows, n_boot=n_boot, seed=seed)
+        """Metrics dict from prediction rows (see `mcq_metrics`), plus the accuracy of each `breakdown` subset."""
+        out = mcq_metrics(rows, n_boot=n_boot, seed=seed)
+        for suffix, idx in self._subsets(rows):
+            out[f"accuracy{suffix}"] = proportion_entry([bool(rows[i]["correct"]) for i in idx], n_boot=n_boot,
+                                                        seed=seed, groups=[rows[i].get("group") for i in idx])
+        return out
+
+    def option_metrics(self, rows: Sequence[Row], examples: Sequence[Any], options: Sequence[Sequence[str]],
+                       *, n_boot: int, seed: int) -> dict[str, Any]:
+        """Log-likelihood accuracy (the default), plus that of each `breakdown` subset."""
+        out = super().option_metrics(rows, examples, options, n_boot=n_boot, seed=seed)
+        for suffix, idx in self._subsets(rows):
+            sub = super().option_metrics([rows[i] for i in idx], [examples[i] for i in idx],
+                                         [options[i] for i in idx], n_boot=n_boot, seed=seed)
+            out[f"loglik_accuracy{suffix}"] = sub["loglik_accuracy"]
+            out["metric_modes"].update({f"accuracy{suffix}": "generate", f"loglik_accuracy{suffix}": "loglik"})
+        return out
 
 
 # --- option-order robustness -----------------------------------------------------------------------

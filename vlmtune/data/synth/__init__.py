@@ -51,8 +51,10 @@ def single_turn(scene: Scene, prompt: str, answer: str, target: Any, options: li
                 target=target, options=options, meta={"scene": scene.to_dict()})
 
 
-# task name -> generator(rng) -> Item. Modules of this package add theirs with @generator("name").
-GENERATORS: dict[str, Callable[[random.Random], Item]] = {}
+# task name -> generator(rng, **options) -> Item. Modules of this package add theirs with @generator("name").
+# A generator's options are keyword arguments with defaults (data.synth_options); it draws the same random
+# numbers whatever they are, so an option changes what it sets and nothing else.
+GENERATORS: dict[str, Callable[..., Item]] = {}
 
 
 def generator(name: str):
@@ -107,23 +109,38 @@ def _register_more() -> None:
 _register_more()
 
 
+def check_options(task: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """The generator's options, checked by name against its keyword arguments (ConfigError otherwise)."""
+    import inspect
+
+    options = dict(options or {})
+    accepted = [p for p in inspect.signature(GENERATORS[task]).parameters if p != "rng"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        known = f"its options are: {', '.join(accepted)}" if accepted else "it takes none"
+        raise ConfigError(f"data.synth_options: the '{task}' generator has no option "
+                          f"{', '.join(map(repr, unknown))}; {known}")
+    return options
+
+
 def synthesize(task: str, n: int, out_dir: str | Path, *, seed: int = 0, image_size: int = 64,
-               prefix: str | None = None) -> Path:
+               prefix: str | None = None, options: dict[str, Any] | None = None) -> Path:
     """Write `n` examples of `task` to OUT/data.jsonl with images under OUT/images/. Returns the JSONL path.
 
-    Example i depends only on (seed, task, i), so a larger n extends a smaller one.
+    Example i depends only on (seed, task, i) and the generator's `options`, so a larger n extends a smaller one.
     """
     if task not in GENERATORS:
         raise ConfigError(f"the shapes world has no task '{task}'; available: {', '.join(GENERATORS)}")
     if n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}")
+    options = check_options(task, options)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     prefix = prefix or task
     examples = []
     for i in progress_bar(range(n), desc=f"synth {task}"):
         rng = random.Random(f"{seed}-{task}-{i}")
-        item = GENERATORS[task](rng)
+        item = GENERATORS[task](rng, **options)
         images = []
         for j, scene in enumerate(item.scenes):
             img_path = out / "images" / (f"{prefix}-{i:06d}.png" if len(item.scenes) == 1 else

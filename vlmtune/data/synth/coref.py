@@ -28,12 +28,14 @@ from typing import Any
 
 from vlmtune.data.example import IMAGE_TOKEN
 from vlmtune.data.synth import Item, generator
+from vlmtune.errors import ConfigError
 from vlmtune.data.synth.shapes import COLORS, KINDS, Scene, make_scene
 
 SPEAKERS = ("A", "B")          # speaker i posts photo i
 LETTERS = "ABCD"
 MODALITIES = ("image", "caption", "both")
 
+LANGS = ("en", "ko")
 KO_COLOR = {"red": "빨간", "green": "초록", "blue": "파란", "yellow": "노란"}
 KO_KIND = {"circle": "원", "square": "사각형", "triangle": "삼각형"}   # all end in a final consonant: 이/을/은
 KO_SIZE = {"big": "큰", "small": "작은"}
@@ -152,9 +154,14 @@ def _scenes(rng: random.Random) -> tuple[list[Scene], int, int]:
 
 
 @generator("mcq")
-def _mcq_item(rng: random.Random) -> Item:
-    lang = rng.choice(("en", "ko"))
-    modality = rng.choice(MODALITIES)
+def _mcq_item(rng: random.Random, lang: str | None = None, modality: str | None = None) -> Item:
+    """One dialogue. Options (data.synth_options): lang "en" | "ko" and modality "image" | "caption" | "both"
+    fix what is otherwise drawn at random (the same draws are made either way)."""
+    for name, value, allowed in (("lang", lang, LANGS), ("modality", modality, MODALITIES)):
+        if value is not None and value not in allowed:
+            raise ConfigError(f"data.synth_options.{name}: '{value}' is not one of {', '.join(allowed)}")
+    drawn_lang, drawn_modality = rng.choice(LANGS), rng.choice(MODALITIES)
+    lang, modality = lang or drawn_lang, modality or drawn_modality
     scenes, photo, index = _scenes(rng)
     ref = scenes[photo].shapes[index]
     objects = [(p, i) for p in range(2) for i in range(len(scenes[p].shapes))]
