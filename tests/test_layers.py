@@ -11,7 +11,8 @@ PACKAGE = ROOT / "vlmtune"
 
 # Lowest first. A module belongs to the first entry that is its name or a package above it.
 LAYERS: list[tuple[str, ...]] = [
-    ("vlmtune", "vlmtune.errors", "vlmtune.registry", "vlmtune.logs", "vlmtune.paths", "vlmtune.__main__"),
+    ("vlmtune", "vlmtune.errors", "vlmtune.registry", "vlmtune.logs", "vlmtune.paths", "vlmtune.jsonlines",
+     "vlmtune.__main__"),
     ("vlmtune.config",),
     ("vlmtune.stats", "vlmtune.metrics"),
     ("vlmtune.data",),

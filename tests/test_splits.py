@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 from PIL import Image
 
-from vlmtune.data.example import Example
-from vlmtune.data.formats.jsonl import JsonlReader, read_jsonl, rejects_path_for
+from vlmtune.data.example import Example, JsonlReader, rejects_path_for
+from vlmtune.data.formats.jsonl import read_jsonl
 from vlmtune.data.splits import check_no_leakage, split_counts, split_examples
 from vlmtune.errors import ConfigError, DataError
 from vlmtune.registry import FORMATS

@@ -107,7 +107,8 @@ def add_verbs(verb: Verb) -> None:
     s.add_argument("path", help="a canonical JSONL file")
     s.add_argument("--out", required=True, help="folder for train/val/test.jsonl")
     s.add_argument("--fractions", default="train=0.8,val=0.1,test=0.1",
-                   help="e.g. train=0.7225,val=0.1275,test=0.15 (seed 003) or train=0.8,test=0.2 (seed 004)")
+                   help="fractions of the groups per split, e.g. train=0.7225,val=0.1275,test=0.15 (85:15 train:test, "
+                        "then 15%% of train held out for validation) or train=0.8,test=0.2")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-stratify", action="store_true")
     s.add_argument("--augment-label", help="write Albumentations copies of this label's train examples")

@@ -9,18 +9,26 @@
 per image, in order; the placeholders across all messages must match `len(images)`.
 `target` is the gold answer in structured form; the last assistant message is its rendering for
 training, and is never shown to the model at evaluation time.
+
+Readers: `RecordReader` turns any stream of source `Record`s into Examples with the skip / count /
+rejects-file / duplicate-id behaviour every format shares; `JsonlReader` is the one for canonical JSONL
+files (lines parsed by `vlmtune.jsonlines`), and `iter_jsonl` / `load_jsonl` its strict use.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from vlmtune.errors import DataError
+from vlmtune.jsonlines import JsonLine, read_json_lines
+
+log = logging.getLogger(__name__)
 
 IMAGE_TOKEN = "<image>"
 ROLES = ("system", "user", "assistant")
@@ -144,36 +152,114 @@ def _check_image(path: Path, file: str | None, line: int | None, fieldname: str)
               "re-export the image as PNG/JPEG or remove the record")
 
 
+def rejects_path_for(path: str | os.PathLike) -> Path:
+    """Where skipped records of `path` are written: `<path>.rejects.jsonl`."""
+    path = Path(path)
+    return path.with_name(path.name + ".rejects.jsonl")
+
+
+@dataclass
+class Record:
+    """One source record: where it is, its raw text, and how to build its Example.
+
+    name: how messages and the rejects file name it ("line 12", "dialog 3 (image_id 42) round 2"); None
+        for a line of a canonical JSONL file, which its line number names.
+    raw: the record's source text, written to the rejects file when it is skipped.
+    build: returns the Example or raises DataError (naming file, record, field and fix).
+    """
+    name: str | None
+    raw: str
+    build: Callable[[], Example]
+    line: int | None = None
+
+
+class RecordReader:
+    """Examples from any record stream, with what every reader shares: iterate it for Examples; `rejected`
+    counts skipped records, `rejects` holds them, `rejects_path` is where they were written.
+
+    Strict by default (the first bad record raises). With skip_invalid, a record whose build raises
+    DataError is skipped and kept as {"line", "record", "error", "raw"} ("record" only when the record has
+    a name); once iteration has finished the rejects go to `<path>.rejects.jsonl` (a stale one is removed
+    when nothing was skipped). A DataError raised by the record stream itself (the file cannot be read at
+    all) is always raised. Duplicate ids are errors (rejects with skip_invalid).
+    """
+
+    unique_within = "a dataset"  # what ids must be unique within, for the duplicate-id fix
+
+    def __init__(self, path: str | os.PathLike, records: Iterable[Record], *, skip_invalid: bool = False):
+        self.path = Path(path)
+        self.skip_invalid = skip_invalid
+        self.rejects: list[dict[str, Any]] = []
+        self.rejects_path: Path | None = None  # set when a rejects file has been written
+        self._it = self._run(iter(records))
+
+    @property
+    def rejected(self) -> int:
+        return len(self.rejects)
+
+    def __iter__(self) -> Iterator[Example]:
+        return self
+
+    def __next__(self) -> Example:
+        return next(self._it)
+
+    def _run(self, records: Iterator[Record]) -> Iterator[Example]:
+        seen: set[str] = set()
+        for rec in records:
+            try:
+                ex = rec.build()
+                if ex.id in seen:
+                    prefix = f"{rec.name}: " if rec.name else ""
+                    raise DataError(f"{prefix}duplicate id '{ex.id}'", file=str(self.path), line=rec.line,
+                                    field="id", fix=f"ids must be unique within {self.unique_within}")
+            except DataError as e:
+                if not self.skip_invalid:
+                    raise
+                row = {"line": rec.line} | ({"record": rec.name} if rec.name else {})
+                self.rejects.append(row | {"error": str(e), "raw": rec.raw})
+                continue
+            seen.add(ex.id)
+            yield ex
+        if self.skip_invalid:
+            self._write_rejects()
+
+    def _write_rejects(self) -> None:
+        target = rejects_path_for(self.path)
+        if not self.rejects:
+            # A rejects file left from an earlier run would describe data that is no longer skipped.
+            target.unlink(missing_ok=True)
+            return
+        atomic_write_text(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rejects))
+        self.rejects_path = target
+        log.warning("%s: skipped %d invalid record(s); see %s", self.path, self.rejected, target)
+
+
+class JsonlReader(RecordReader):
+    """Canonical Examples, one per line of a JSONL file (`vlmtune.jsonlines`), validated as they are read."""
+
+    unique_within = "a file"
+
+    def __init__(self, path: str | os.PathLike, *, skip_invalid: bool = False, check_images: bool = True,
+                 known_tasks: Iterable[str] | None = None):
+        tasks = list(known_tasks) if known_tasks is not None else None
+        super().__init__(path, self._records(Path(path), check_images, tasks), skip_invalid=skip_invalid)
+
+    @staticmethod
+    def _records(path: Path, check_images: bool, tasks: list[str] | None) -> Iterator[Record]:
+        def build(line: JsonLine) -> Example:
+            if line.error is not None:
+                raise line.error
+            return example_from_dict(line.value, base_dir=path.parent, file=str(path), line=line.number,
+                                     check_images=check_images, known_tasks=tasks)
+
+        for line in read_json_lines(path, lenient=True, what="the data file (JSONL, one record per line)"):
+            yield Record(name=None, raw=line.text, line=line.number, build=lambda line=line: build(line))
+
+
 def iter_jsonl(path: str | os.PathLike, *, check_images: bool = True,
                known_tasks: Iterable[str] | None = None) -> Iterator[Example]:
     """Stream Examples from a JSONL file; the first bad record raises a DataError naming file and line."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError("file not found", file=str(path), fix="check the path (data files are JSONL, one record per line)")
-    tasks = list(known_tasks) if known_tasks is not None else None
-    seen: set[str] = set()
-    with open(path, "rb") as f:
-        for lineno, raw_bytes in enumerate(f, start=1):
-            try:
-                # utf-8-sig on line 1 accepts a byte-order mark (files saved by Windows editors).
-                raw = raw_bytes.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"not valid UTF-8 (byte {e.start})", file=str(path), line=lineno,
-                                fix="re-save the file as UTF-8") from None
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise DataError(f"not valid JSON ({e.msg} at column {e.colno})", file=str(path), line=lineno,
-                                fix="each line must be one complete JSON object") from None
-            ex = example_from_dict(obj, base_dir=path.parent, file=str(path), line=lineno,
-                                   check_images=check_images, known_tasks=tasks)
-            if ex.id in seen:
-                raise DataError(f"duplicate id '{ex.id}'", file=str(path), line=lineno, field="id",
-                                fix="ids must be unique within a file")
-            seen.add(ex.id)
-            yield ex
+    return JsonlReader(path, check_images=check_images, known_tasks=known_tasks)
 
 
 def load_jsonl(path: str | os.PathLike, **kw: Any) -> list[Example]:

@@ -15,12 +15,13 @@ Every example needs exactly one prediction: missing or unknown ids are errors, n
 from __future__ import annotations
 
 import logging
-import json
 from pathlib import Path
 from typing import Any
 
 from vlmtune.data.example import Example
+from vlmtune.data.formats.records import load_json
 from vlmtune.errors import DataError
+from vlmtune.jsonlines import read_json_lines, starts_with_list
 from vlmtune.tasks.base import Task, options_dict
 
 log = logging.getLogger(__name__)
@@ -35,52 +36,59 @@ def _round_of(ex: Example) -> Any:
 def read_predictions(path: str | Path, examples: list[Example]) -> tuple[list[str] | None, list[list[float]] | None, str]:
     """Return (texts, scores, kind) aligned with `examples`; kind is 'text', 'scores' or 'visdial-ranks'."""
     p = Path(path)
-    if not p.exists():
-        raise DataError("predictions file not found", file=str(p))
-    raw = p.read_text(encoding="utf-8-sig")
+    if not p.is_file():
+        raise DataError("predictions file not found", file=str(p), fix="check the path given to --predictions")
+    if starts_with_list(p):
+        return _visdial_ranks(p, examples)
     by_id: dict[str, dict] = {}
-    kind: str
-    if raw.lstrip().startswith("["):
-        try:
-            rows = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise DataError(f"not valid JSON ({e.msg})", file=str(p)) from None
-        kind = "visdial-ranks"
-        # VisDial examples carry meta.image_id; shapes-world dialogues use their dialog_id in its place.
-        key_of = {(str(ex.meta.get("image_id", ex.meta.get("dialog_id"))), str(_round_of(ex))): ex.id
-                  for ex in examples}
-        for i, r in enumerate(rows):
-            if not isinstance(r, dict) or not {"image_id", "round_id", "ranks"} <= set(r):
-                raise DataError("expected an object with image_id, round_id, ranks", file=str(p), line=i + 1,
-                                fix="VisDial submissions are a JSON list of {image_id, round_id, ranks}")
-            ex_id = key_of.get((str(r["image_id"]), str(r["round_id"])))
-            if ex_id is None:
-                raise DataError(f"no example has image_id {r['image_id']} and round {r['round_id']}", file=str(p),
-                                line=i + 1, fix="score against the data file the submission was made for")
-            ranks = r["ranks"]
-            if sorted(ranks) != list(range(1, len(ranks) + 1)):
-                raise DataError(f"ranks of image_id {r['image_id']} round {r['round_id']} are not a permutation "
-                                f"of 1..{len(ranks)}", file=str(p), line=i + 1, field="ranks")
-            by_id[ex_id] = {"scores": [-float(x) for x in ranks]}  # rank 1 = highest score
-    else:
-        kind = ""
-        for lineno, line in enumerate(raw.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"not valid JSON ({e.msg})", file=str(p), line=lineno) from None
-            if not isinstance(r, dict) or "id" not in r or not ({"prediction", "scores"} & set(r)):
-                raise DataError("expected {\"id\", \"prediction\"} or {\"id\", \"scores\"}", file=str(p), line=lineno)
-            this = "scores" if "scores" in r else "text"
-            if kind and this != kind:
-                raise DataError(f"mixes '{kind}' and '{this}' rows", file=str(p), line=lineno,
-                                fix="give every row the same kind of prediction")
-            kind = this
-            if str(r["id"]) in by_id:
-                raise DataError(f"duplicate id '{r['id']}'", file=str(p), line=lineno, field="id")
-            by_id[str(r["id"])] = r
+    kind = ""
+    for line in read_json_lines(p, what="the predictions file (JSONL)"):
+        r = line.value
+        if not isinstance(r, dict) or "id" not in r or not ({"prediction", "scores"} & set(r)):
+            raise DataError("expected {\"id\", \"prediction\"} or {\"id\", \"scores\"}", file=str(p),
+                            line=line.number, fix="one object per line: {\"id\", \"prediction\": text} or "
+                                                  "{\"id\", \"scores\": [one number per option]}")
+        this = "scores" if "scores" in r else "text"
+        if kind and this != kind:
+            raise DataError(f"mixes '{kind}' and '{this}' rows", file=str(p), line=line.number,
+                            fix="give every row the same kind of prediction")
+        kind = this
+        if str(r["id"]) in by_id:
+            raise DataError(f"duplicate id '{r['id']}'", file=str(p), line=line.number, field="id",
+                            fix="predict each example once")
+        by_id[str(r["id"])] = r
+    return _aligned(p, examples, by_id, kind)
+
+
+def _visdial_ranks(p: Path, examples: list[Example]) -> tuple[list[str] | None, list[list[float]] | None, str]:
+    """A VisDial submission JSON [{image_id, round_id, ranks}] -> option scores aligned with `examples`."""
+    rows = load_json(p, "a VisDial submission: a JSON list of {image_id, round_id, ranks}")
+    if not isinstance(rows, list):
+        raise DataError("expected a JSON list", file=str(p),
+                        fix="VisDial submissions are a JSON list of {image_id, round_id, ranks}")
+    by_id: dict[str, dict] = {}
+    # VisDial examples carry meta.image_id; shapes-world dialogues use their dialog_id in its place.
+    key_of = {(str(ex.meta.get("image_id", ex.meta.get("dialog_id"))), str(_round_of(ex))): ex.id
+              for ex in examples}
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict) or not {"image_id", "round_id", "ranks"} <= set(r):
+            raise DataError("expected an object with image_id, round_id, ranks", file=str(p), line=i + 1,
+                            fix="VisDial submissions are a JSON list of {image_id, round_id, ranks}")
+        ex_id = key_of.get((str(r["image_id"]), str(r["round_id"])))
+        if ex_id is None:
+            raise DataError(f"no example has image_id {r['image_id']} and round {r['round_id']}", file=str(p),
+                            line=i + 1, fix="score against the data file the submission was made for")
+        ranks = r["ranks"]
+        if sorted(ranks) != list(range(1, len(ranks) + 1)):
+            raise DataError(f"ranks of image_id {r['image_id']} round {r['round_id']} are not a permutation "
+                            f"of 1..{len(ranks)}", file=str(p), line=i + 1, field="ranks")
+        by_id[ex_id] = {"scores": [-float(x) for x in ranks]}  # rank 1 = highest score
+    return _aligned(p, examples, by_id, "visdial-ranks")
+
+
+def _aligned(p: Path, examples: list[Example], by_id: dict[str, dict],
+             kind: str) -> tuple[list[str] | None, list[list[float]] | None, str]:
+    """The predictions in `by_id`, in the order of `examples`; every example exactly once."""
     ids = [ex.id for ex in examples]
     missing = [i for i in ids if i not in by_id]
     unknown = sorted(set(by_id) - set(ids))

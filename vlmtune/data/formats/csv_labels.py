@@ -36,9 +36,9 @@ import re
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from vlmtune.data.example import IMAGE_TOKEN, Example, example_from_dict
+from vlmtune.data.example import IMAGE_TOKEN, Example, Record, RecordReader, example_from_dict
 from vlmtune.data.formats.imagefolder import DEFAULT_GROUP_PATTERN, DEFAULT_PROMPT, group_of
-from vlmtune.data.formats.records import Record, RecordReader, check_image_once
+from vlmtune.data.formats.records import check_image_once
 from vlmtune.errors import ConfigError, DataError
 from vlmtune.registry import FORMATS
 

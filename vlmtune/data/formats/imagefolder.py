@@ -35,8 +35,8 @@ import re
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
-from vlmtune.data.example import IMAGE_TOKEN, Example, example_from_dict
-from vlmtune.data.formats.records import Record, RecordReader, check_image_once
+from vlmtune.data.example import IMAGE_TOKEN, Example, Record, RecordReader, example_from_dict
+from vlmtune.data.formats.records import check_image_once
 from vlmtune.errors import ConfigError, DataError
 from vlmtune.registry import FORMATS
 

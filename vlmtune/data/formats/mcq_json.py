@@ -56,8 +56,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from vlmtune.data.example import IMAGE_TOKEN, Example, example_from_dict
-from vlmtune.data.formats.records import RecordReader, check_image_once, json_records
+from vlmtune.data.example import IMAGE_TOKEN, Example, RecordReader, example_from_dict
+from vlmtune.data.formats.records import check_image_once, json_records
 from vlmtune.data.synth.coref import (EN_INSTRUCTION, EN_OPTIONS, KO_INSTRUCTION, KO_OPTIONS, LETTERS)
 from vlmtune.errors import ConfigError, DataError
 from vlmtune.registry import FORMATS

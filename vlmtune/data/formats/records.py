@@ -1,73 +1,17 @@
-"""What every reader shares: a stream of raw records with the jsonl reader's skip / count / rejects-file
-behaviour (`RecordReader`), a JSON-list-or-JSONL record stream (`json_records`), streaming of parts of a
+"""What the format readers share besides the reader classes (`Record`, `RecordReader` in
+vlmtune/data/example.py): a JSON-list-or-JSONL record stream (`json_records`), streaming of parts of a
 large JSON file (`stream_json`), and image checks done once per file (`check_image_once`).
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
-from vlmtune.data.example import Example, _check_image
-from vlmtune.data.formats.jsonl import JsonlReader
+from vlmtune.data.example import Record, _check_image
 from vlmtune.errors import DataError
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class Record:
-    """One source record of a non-JSONL format: where it is, its raw text, and how to build its Example.
-
-    name: how messages and the rejects file name it ("line 12", "dialog 3 (image_id 42) round 2").
-    raw: the record's source text, written to the rejects file when it is skipped.
-    build: returns the Example or raises DataError (naming file, record, field and fix).
-    """
-    name: str
-    raw: str
-    build: Callable[[], Example]
-    line: int | None = None
-
-
-class RecordReader(JsonlReader):
-    """JsonlReader's behaviour for any record stream: iterate for Examples; `rejected`, `rejects`, `rejects_path`.
-
-    Strict by default (the first bad record raises). With skip_invalid, a record whose build raises
-    DataError is skipped and kept as {"line", "record", "error", "raw"}; once iteration has finished the
-    rejects go to `<path>.rejects.jsonl` (a stale one is removed when nothing was skipped). A DataError
-    raised by the record stream itself (the file cannot be read at all) is always raised.
-    Duplicate ids are errors (rejects with skip_invalid), as in JSONL.
-    """
-
-    def __init__(self, path: str | os.PathLike, records: Iterable[Record], *, skip_invalid: bool = False):
-        # JsonlReader.__init__ opens a JSONL file; here the records come from the format's own parser.
-        self.path = Path(path)
-        self.skip_invalid = skip_invalid
-        self.rejects: list[dict[str, Any]] = []
-        self.rejects_path: Path | None = None
-        self._it = self._run(iter(records))
-
-    def _run(self, records: Iterator[Record]) -> Iterator[Example]:
-        seen: set[str] = set()
-        for rec in records:
-            try:
-                ex = rec.build()
-                if ex.id in seen:
-                    raise DataError(f"{rec.name}: duplicate id '{ex.id}'", file=str(self.path), line=rec.line,
-                                    field="id", fix="ids must be unique within a dataset")
-            except DataError as e:
-                if not self.skip_invalid:
-                    raise
-                self.rejects.append({"line": rec.line, "record": rec.name, "error": str(e), "raw": rec.raw})
-                continue
-            seen.add(ex.id)
-            yield ex
-        if self.skip_invalid:
-            self._write_rejects()
+from vlmtune.jsonlines import JsonLine, read_json_lines, starts_with_list
 
 
 def check_image_once(path: Path, cache: dict[str, DataError | None], *, file: str | None, line: int | None,
@@ -95,29 +39,24 @@ def json_records(path: Path, build: Any, *, what: str) -> Iterator[Record]:
     a syntax error raises, naming its line, after the records before it);
     anything else is JSONL, read line by line (a line that is not JSON is a bad record, skippable).
     """
-    if not path.exists():
+    if not path.is_file():
         raise DataError("file not found", file=str(path), fix=f"check the path to {what}")
-    with open(path, encoding="utf-8-sig") as f:
-        head = f.read(4096).lstrip()
-    if head.startswith("["):
+    if starts_with_list(path):
         for j, obj in enumerate(stream_json(path, "item", what=what)):
             rid = obj.get("id") if isinstance(obj, dict) else None
             name = f"record {j}" + (f" (id {rid})" if rid is not None else "")
             yield Record(name=name, raw=json.dumps(obj, ensure_ascii=False, default=str),
                          build=lambda obj=obj, name=name, j=j: build(obj, None, name, j))
         return
-    index = 0
-    with open(path, "rb") as f:
-        for lineno, raw_bytes in enumerate(f, start=1):
-            raw = raw_bytes.decode("utf-8", errors="replace").rstrip("\r\n")
-            if lineno == 1:
-                raw = raw.lstrip("\ufeff")
-            if not raw.strip():
-                continue
-            yield Record(name=f"line {lineno}", raw=raw, line=lineno,
-                         build=lambda raw=raw, raw_bytes=raw_bytes, lineno=lineno, index=index: build(
-                             _parse_line(raw, raw_bytes, path, lineno, what), lineno, f"line {lineno}", index))
-            index += 1
+
+    def build_line(line: JsonLine, index: int) -> Any:
+        if line.error is not None:
+            raise line.error
+        return build(line.value, line.number, f"line {line.number}", index)
+
+    for index, line in enumerate(read_json_lines(path, lenient=True, what=what)):
+        yield Record(name=f"line {line.number}", raw=line.text, line=line.number,
+                     build=lambda line=line, index=index: build_line(line, index))
 
 
 def load_json(path: Path, what: str) -> Any:
@@ -153,21 +92,3 @@ def stream_json(path: Path, prefix: str, *, what: str, on_error: Callable[[], Ex
             yield from ijson.items(f, prefix, use_float=True)
         except (ijson.JSONError, UnicodeDecodeError, ValueError):
             raise (on_error or default_error)() from None
-
-
-def _parse_line(raw: str, raw_bytes: bytes, path: Path, lineno: int, what: str) -> Any:
-    try:
-        raw_bytes.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"not valid UTF-8 (byte {e.start})", file=str(path), line=lineno,
-                        fix="save the file as UTF-8") from None
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as e:
-        if lineno == 1 and raw.lstrip().startswith("{") and not raw.rstrip().endswith("}"):
-            fix = f"the file must be {what}: a JSON list [...] or one complete JSON object per line"
-        else:
-            fix = "each line must be one complete JSON object"
-        raise DataError(f"not valid JSON ({e.msg} at column {e.colno})", file=str(path), line=lineno, fix=fix) from None
-
-

@@ -58,8 +58,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from vlmtune.data.example import IMAGE_TOKEN, Example, atomic_write_bytes, example_from_dict
-from vlmtune.data.formats.records import Record, RecordReader, check_image_once, json_records
+from vlmtune.data.example import (IMAGE_TOKEN, Example, Record, RecordReader, atomic_write_bytes,
+                                  example_from_dict)
+from vlmtune.data.formats.records import check_image_once, json_records
 from vlmtune.errors import ConfigError, DataError
 from vlmtune.registry import FORMATS
 

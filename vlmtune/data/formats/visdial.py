@@ -5,7 +5,7 @@
     examples = list(reader)                          # 10 rounds x 2064 dialogs
     test = list(read_visdial("visdial_1.0_test.json", image_dirs=["images"], include_unanswered=True))
 
-The file (see /work/shared/seeds/README.md): `{"split", "data": {"questions": [str], "answers": [str],
+The file (VisDial v1.0's release format, https://visualdialog.org/data; docs/formats.md): `{"split", "data": {"questions": [str], "answers": [str],
 "dialogs": [{"image_id", "caption", "dialog": [{"question": idx, "answer": idx, "answer_options":
 [100 idx], "gt_index": int}]}]}}`. The file is streamed with ijson: the question and answer tables are
 read first (they are what every round indexes into), then the dialogs one at a time, so memory holds the
@@ -61,8 +61,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from vlmtune.data.example import IMAGE_TOKEN, Example, example_from_dict
-from vlmtune.data.formats.records import Record, RecordReader, check_image_once, load_json, stream_json
+from vlmtune.data.example import IMAGE_TOKEN, Example, Record, RecordReader, example_from_dict
+from vlmtune.data.formats.records import check_image_once, load_json, stream_json
 from vlmtune.data.synth.visdial import DIALOG_INSTRUCTION
 from vlmtune.errors import ConfigError, DataError
 from vlmtune.registry import FORMATS
