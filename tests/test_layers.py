@@ -24,7 +24,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("vlmtune.build",),
     ("vlmtune.eval",),
     ("vlmtune.report",),
-    ("vlmtune.pipeline", "vlmtune.smoke", "vlmtune.export", "vlmtune.serve", "vlmtune.ui", "vlmtune.track"),
+    ("vlmtune.pipeline", "vlmtune.smoke", "vlmtune.export", "vlmtune.serve", "vlmtune.ui", "vlmtune.track",
+     "vlmtune.inspect"),
     ("vlmtune.cli",),
 ]
 # vlmtune/__main__.py only calls the CLI; the CLI package's __init__ imports its verb groups by name.

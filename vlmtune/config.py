@@ -28,8 +28,9 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 
 @dataclass
 class DataConfig:
-    source: str = _f("synth", "where examples come from: 'synth' (the built-in shapes world) or 'files' (read "
-                              "with data.format; 'jsonl' is accepted as a synonym)")
+    source: str = _f("synth", "where examples come from: 'synth' (the built-in shapes world), 'files' (read "
+                              "with data.format; 'jsonl' is accepted as a synonym) or 'hf' (a Hugging Face dataset: "
+                              "data.hf_name and the other hf_ keys)")
     format: str = _f("jsonl", "files: the reader (jsonl | visdial | imagefolder | csv_labels | mcq_json | sharegpt | "
                               "hf_disk; options in docs/formats.md)")
     format_options: dict = _f({}, "files: options passed to the reader, e.g. {image_dirs: [images], dense: d.json}")
@@ -46,11 +47,28 @@ class DataConfig:
     image_size: int = _f(64, "synth: image side in pixels")
     seed: int = _f(0, "seed of the synthetic generator and of the split")
     path: str | None = _f(None, "files: one file (or folder) to split, or null when train/val/test are given")
-    train: str | None = _f(None, "files: train file (already split)")
-    val: str | None = _f(None, "files: validation file (already split)")
-    test: str | None = _f(None, "files: test file (already split)")
+    train: str | None = _f(None, "files: train file (already split); hf: the dataset's split to train on")
+    val: str | None = _f(None, "files: validation file (already split); hf: the dataset's validation split")
+    test: str | None = _f(None, "files: test file (already split); hf: the dataset's test split")
     split: dict = _f({"train": 0.75, "val": 0.125, "test": 0.125}, "fractions used when one file is split")
     stratify: bool = _f(True, "stratify the split by target label")
+    dedup: str = _f("warn", "near-duplicate images across splits (perceptual hash): error (stop) | warn (log and "
+                            "report them) | group (merge them into one group before splitting)")
+    dedup_distance: int = _f(20, "near-duplicate threshold: differing bits of the 189-bit image hash (0: identical "
+                                 "hashes only); re-encoded, resized or 2%-cropped copies differ by up to ~16, distinct photos by ~90")
+    hf_name: str | None = _f(None, "hf: a hub dataset id (owner/name) or a local folder laid out as a hub dataset "
+                                   "repo (parquet/JSON files + README.md)")
+    hf_config: str | None = _f(None, "hf: the dataset's configuration (subset) name, if it has several")
+    hf_split: str = _f("train", "hf: the split read and then split by data.split (data.train/val/test, when "
+                                "given, name the dataset's own splits instead, e.g. train / validation / test)")
+    hf_revision: str | None = _f(None, "hf: a branch, tag or commit of the hub dataset (default: main)")
+    hf_streaming: bool = _f(False, "hf: stream rows as they are read (no local arrow copy of the dataset)")
+    hf_columns: dict = _f({}, "hf: the dataset's column names: {image, question, answer, options, label, id, group} "
+                              "(defaults image/question/answer), or {messages, images, system} with hf_formatting")
+    hf_prompt: str = _f("{question}", "hf: the user message, filled from the row's columns, e.g. "
+                                      "'{question} Answer with a number.' or a fixed question")
+    hf_formatting: str | None = _f(None, "hf: sharegpt | openai for conversation columns (mapped as the sharegpt "
+                                         "reader maps them; hf_columns.messages names the column)")
 
 
 @dataclass
@@ -135,7 +153,8 @@ QUICKSTART_OVERRIDES = ["name=quickstart", "train.epochs=4", "train.lr=2e-3", "t
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
 CHOICES = {
-    ("data", "source"): ("synth", "files", "jsonl"),
+    ("data", "source"): ("synth", "files", "jsonl", "hf"),
+    ("data", "dedup"): ("error", "warn", "group"),
     ("model", "dtype"): ("auto", "float32", "bfloat16", "float16"),
     ("model", "device"): ("auto", "cpu", "cuda", "mps"),
     ("train", "method"): ("lora", "full"),
@@ -256,9 +275,16 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("choose one of model.load_in_4bit and model.load_in_8bit")
     if cfg.data.sample < 0:
         raise ConfigError(f"'data.sample' must be >= 0 (0: keep every record read), got {cfg.data.sample}")
-    if cfg.data.source != "synth" and not (cfg.data.path or cfg.data.train):
+    if cfg.data.source in ("files", "jsonl") and not (cfg.data.path or cfg.data.train):
         raise ConfigError("data.source=files needs data.path (one file to split) or data.train/data.val/data.test")
-    if cfg.data.source != "synth" and cfg.data.path is None and not cfg.data.test:
+    if cfg.data.source == "hf" and not cfg.data.hf_name:
+        raise ConfigError("data.source=hf needs data.hf_name: a hub dataset id (owner/name) or a local folder")
+    if cfg.data.source == "hf" and (cfg.data.train or cfg.data.val) and not cfg.data.test:
+        raise ConfigError("data.train/data.val name splits of the hf dataset but data.test does not; give "
+                          "data.test=SPLIT (or leave all three unset to split data.hf_split by data.split)")
+    if cfg.data.dedup_distance < 0:
+        raise ConfigError(f"'data.dedup_distance' must be >= 0, got {cfg.data.dedup_distance}")
+    if cfg.data.source in ("files", "jsonl") and cfg.data.path is None and not cfg.data.test:
         raise ConfigError("data.train is set but data.test is not; give data.test=FILE (or data.path to split one file)")
     total = sum(cfg.data.split.values())
     if abs(total - 1.0) > 1e-6 or set(cfg.data.split) - {"train", "val", "test"}:

@@ -31,6 +31,8 @@ SMOKE_SYNTH = 24        # shapes-world examples when the recipe's data is not on
 
 
 def _data_present(cfg: RunConfig) -> bool:
+    if cfg.data.source == "hf":  # a local dataset folder is used; a hub name may not be reachable
+        return bool(cfg.data.hf_name) and Path(cfg.data.hf_name).is_dir()
     paths = [p for p in (cfg.data.path, cfg.data.train, cfg.data.val, cfg.data.test) if p]
     return bool(paths) and all(Path(p).exists() for p in paths)
 
@@ -80,7 +82,8 @@ def smoke_config(cfg: RunConfig, *, cache: Path | None = None) -> RunConfig:
             s.data.source, s.data.format, s.data.format_options = "files", "jsonl", {}
             s.data.path, s.data.train, s.data.val, s.data.test = str(fixture), None, None, None
             s.data.split = {"train": 0.5, "val": 0.25, "test": 0.25}
-            log.info(f"[smoke] data: {cfg.data.path or cfg.data.train} is not here; using shapes-world "
+            where = cfg.data.hf_name if cfg.data.source == "hf" else cfg.data.path or cfg.data.train
+            log.info(f"[smoke] data: {where} is not here; using shapes-world "
                 f"'{cfg.data.task}' fixtures ({fixture})")
     else:
         s.data.n = SMOKE_SYNTH

@@ -14,7 +14,8 @@ def cmd_data(a: argparse.Namespace) -> int:
     """Data tools: synth (shapes world), inspect (validate + summary), convert (any format -> JSONL), split.
 
     Example: vlmtune data synth --task count --n 2000 --out data/count
-             vlmtune data inspect data/count/data.jsonl
+             vlmtune data inspect data/count/data.jsonl --render 4 --out runs/inspect-count
+             vlmtune data inspect recipes/quickstart.yaml --render 4
              vlmtune data convert --format csv_labels mall/labels.csv --out data/mall.jsonl --opt frames_dir=mall/frames
              vlmtune data split data/count/data.jsonl --out data/count-split --fractions train=0.8,test=0.2
     """
@@ -28,17 +29,24 @@ def cmd_data(a: argparse.Namespace) -> int:
         path = synthesize(a.task, a.n, a.out, seed=a.seed, image_size=a.image_size)
         print(f"wrote {a.n} {a.task} examples to {path}")
         return 0
-    from collections import Counter
+    return _data_inspect(a)
 
-    from vlmtune.data.formats.jsonl import read_jsonl
-    from vlmtune.registry import TASKS
 
-    reader = read_jsonl(a.path, skip_invalid=a.skip_invalid, known_tasks=TASKS.names())
-    exs = list(reader)
-    tasks = Counter(e.task for e in exs)
-    targets = Counter(str(e.target) for e in exs)
-    print(json.dumps({"file": a.path, "records": len(exs), "rejected": reader.rejected, "tasks": dict(tasks),
-                      "images": sum(len(e.images) for e in exs), "targets": dict(targets.most_common(20))},
+def _data_inspect(a: argparse.Namespace) -> int:
+    from vlmtune.config import load_config
+    from vlmtune.inspect import inspect_data, write_inspection
+
+    recipe = len(a.paths) == 1 and Path(a.paths[0]).suffix in (".yaml", ".yml")
+    overrides = [f"model.name={a.model}"] if a.model else []
+    if a.max_length is not None:
+        overrides.append(f"train.max_length={a.max_length}")
+    if a.dedup_distance is not None:
+        overrides.append(f"data.dedup_distance={a.dedup_distance}")
+    cfg = load_config(a.paths[0] if recipe else None, [*overrides, *a.overrides])
+    out = Path(a.out or Path("runs") / f"inspect-{Path(a.paths[0]).stem}")
+    insp = inspect_data(a.paths, cfg, out_dir=out, render=a.render, skip_invalid=a.skip_invalid, seed=a.seed)
+    write_inspection(insp, out)
+    print(json.dumps({"file": ", ".join(a.paths), **insp.summary(), "report": str(out / "report.html")},
                      indent=2, ensure_ascii=False))
     return 0
 
@@ -58,6 +66,7 @@ def _data_convert(a: argparse.Namespace) -> int:
 
 
 def _data_split(a: argparse.Namespace) -> int:
+    from vlmtune.data.dedup import cross_split_pairs, merge_near_duplicates, report_pairs
     from vlmtune.data.example import load_jsonl, write_jsonl
     from vlmtune.data.splits import check_no_leakage, split_counts, split_examples
 
@@ -68,7 +77,15 @@ def _data_split(a: argparse.Namespace) -> int:
             fractions[name.strip()] = float(value)
         except ValueError:
             raise ConfigError(f"--fractions '{a.fractions}' must look like train=0.8,val=0.1,test=0.1") from None
-    splits = split_examples(load_jsonl(a.path), fractions, seed=a.seed, stratify=not a.no_stratify)
+    examples = load_jsonl(a.path)
+    if a.dedup == "group":
+        examples, merged = merge_near_duplicates(examples, a.dedup_distance)
+        groups = len({e.group if e.group is not None else e.id for e in examples})
+        print(f"[split] --dedup group: {merged} merge(s) of groups with near-duplicate images leave {groups} group(s) "
+              f"of {len(examples)} examples (frames of one continuous video chain into one)")
+    splits = split_examples(examples, fractions, seed=a.seed, stratify=not a.no_stratify)
+    pairs = cross_split_pairs(splits, a.dedup_distance)
+    report_pairs(pairs, "warn" if a.dedup == "group" else a.dedup, a.dedup_distance, a.path)
     out = Path(a.out)
     if a.augment_label is not None or a.augment_all:
         from vlmtune.data.augment import augment_split
@@ -82,6 +99,7 @@ def _data_split(a: argparse.Namespace) -> int:
     for name, exs in splits.items():
         write_jsonl(out / f"{name}.jsonl", exs)
     print(f"[split] {', '.join(f'{k}: {len(v)}' for k, v in splits.items())} -> {out}  {split_counts(splits)}")
+    print(f"[split] near-duplicate image pairs across splits (distance <= {a.dedup_distance}): {len(pairs)}")
     return 0
 
 
@@ -115,7 +133,30 @@ def add_verbs(verb: Verb) -> None:
     s.add_argument("--augment-all", action="store_true", help="augment every train example (with --augment-copies)")
     s.add_argument("--augment-copies", type=int, default=4)
     s.add_argument("--augment-pipeline", default="default", help="default | photometric | geometric")
+    _dedup_args(s)
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    s = dsub.add_parser("inspect", help="validate a JSONL file and summarise it")
-    s.add_argument("path")
-    s.add_argument("--skip-invalid", action="store_true", help="skip bad records, write them to PATH.rejects.jsonl")
+    s = dsub.add_parser("inspect", help="what the model will see: rendered examples, token lengths, images, labels, "
+                                        "refused examples, near-duplicates (report.md + report.html)")
+    s.add_argument("paths", nargs="+", metavar="FILE|RECIPE",
+                   help="JSONL files (each one split, named by its file name) or one recipe YAML (its splits)")
+    s.add_argument("--render", type=int, default=0, metavar="N",
+                   help="render N examples with the model's chat template, and measure token lengths (loads the "
+                        "model's processor, not its weights)")
+    s.add_argument("--model", help="the model whose chat template renders (default: the recipe's model.name, or tiny)")
+    s.add_argument("--max-length", type=int, help="the train.max_length to check against (default: the recipe's)")
+    s.add_argument("--dedup-distance", type=int, help="near-duplicate threshold (default: data.dedup_distance, 20)")
+    s.add_argument("--out", help="report folder (default: runs/inspect-<name>)")
+    s.add_argument("--seed", type=int, default=0, help="which examples are rendered")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="key=value",
+                   help="a recipe override, e.g. --set data.sample=200 (repeatable)")
+    s.add_argument("--skip-invalid", action="store_true",
+                   help="list bad records as refused (and write them to PATH.rejects.jsonl) instead of stopping")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def _dedup_args(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--dedup", default="warn", choices=["error", "warn", "group"],
+                   help="near-duplicate images across splits: stop, report (default), or merge them into one group "
+                        "before splitting")
+    s.add_argument("--dedup-distance", type=int, default=20,
+                   help="near-duplicate threshold in differing bits of the 189-bit image hash (default 20)")

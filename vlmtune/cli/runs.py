@@ -72,7 +72,10 @@ def readiness_notes(cfg) -> list[str]:
     from vlmtune.models.families import family_of
 
     notes = []
-    if cfg.data.source != "synth":
+    if cfg.data.source == "hf" and not Path(cfg.data.hf_name).is_dir():
+        notes.append(f"note: data.hf_name {cfg.data.hf_name} is read from the hub, or offline from the local Hugging "
+                     "Face cache (`hf download NAME --repo-type dataset` fills it)")
+    elif cfg.data.source != "synth":
         for key in ("path", "train", "val", "test"):
             value = getattr(cfg.data, key)
             if value and not Path(value).exists():

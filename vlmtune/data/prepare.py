@@ -15,20 +15,24 @@ import logging
 from pathlib import Path
 
 from vlmtune.config import RunConfig
-from vlmtune.data.example import Example, load_jsonl, write_jsonl
+from vlmtune.data.dedup import DupPair, cross_split_pairs, merge_near_duplicates, report_pairs
+from vlmtune.data.example import Example, atomic_write_json, load_jsonl, write_jsonl
 from vlmtune.errors import ConfigError
 from vlmtune.registry import FORMATS, TASKS
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+DEDUP_FILE = "near_duplicates.json"
 
 
-def reader_options(cfg: RunConfig) -> dict:
+def reader_options(cfg: RunConfig, data_dir: Path | None = None) -> dict:
     """The keyword options the configured reader gets: data.format_options, checked against its parameters,
-    plus the task (for readers that can produce several) and the known task names (jsonl)."""
+    plus the task (for readers that can produce several) and the known task names (jsonl). For data.source=hf
+    the reader is 'hf', with the data.hf_ keys (embedded images are written to data_dir/images)."""
     d = cfg.data
-    fn = FORMATS.get(d.format)
+    fmt = "hf" if d.source == "hf" else d.format
+    fn = FORMATS.get(fmt)
     params = inspect.signature(fn).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         known = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
@@ -36,20 +40,30 @@ def reader_options(cfg: RunConfig) -> dict:
             if key not in known:
                 from vlmtune.config import _unknown
 
-                raise _unknown(key, known, f"data.format_options of the '{d.format}' reader")
+                raise _unknown(key, known, f"data.format_options of the '{fmt}' reader")
     opts = dict(d.format_options)
-    if d.format == "jsonl":
+    if d.source == "hf":
+        opts.update(config=d.hf_config, revision=d.hf_revision, streaming=d.hf_streaming, columns=d.hf_columns,
+                    prompt=d.hf_prompt, formatting=d.hf_formatting)
+        if data_dir is not None:
+            opts.setdefault("extract_images_to", str(data_dir / "images"))
+    if fmt == "jsonl":
         opts.setdefault("known_tasks", TASKS.names())
     if "task" in params:
         opts.setdefault("task", d.task)  # readers that can produce several tasks follow data.task
     return opts
 
 
-def read_files(cfg: RunConfig, path: str) -> list[Example]:
-    """Read one data file (or folder) with the configured reader: at most data.limit records, then a
-    seeded sample of data.sample of them (stratified by target, spread over the groups, file order kept)."""
+def read_files(cfg: RunConfig, path: str, data_dir: Path | None = None) -> list[Example]:
+    """Read one data file (or folder; for data.source=hf, one split of the dataset) with the configured reader:
+    at most data.limit records, then a seeded sample of data.sample of them (stratified by target, spread over
+    the groups, file order kept)."""
     d = cfg.data
-    reader = FORMATS.get(d.format)(path, **reader_options(cfg))
+    if d.source == "hf":
+        reader = FORMATS.get("hf")(d.hf_name, split=path, **reader_options(cfg, data_dir))
+        path = f"{d.hf_name} [{path}]"
+    else:
+        reader = FORMATS.get(d.format)(path, **reader_options(cfg, data_dir))
     examples = list(itertools.islice(reader, d.limit) if d.limit else reader)
     if getattr(reader, "rejected", 0):
         log.info(f"[data] {path}: {reader.rejected} invalid record(s) skipped -> {reader.rejects_path}")
@@ -78,10 +92,19 @@ def prepare_data(cfg: RunConfig, run_dir: Path) -> dict[str, list[Example]]:
                          options=d.synth_options)
         examples = load_jsonl(src, known_tasks=TASKS.names())
         splits = split_examples(examples, d.split, seed=d.seed, stratify=d.stratify)
-    elif d.path:
-        splits = split_examples(read_files(cfg, d.path), d.split, seed=d.seed, stratify=d.stratify)
+    elif d.path or (d.source == "hf" and not d.test):
+        examples = read_files(cfg, d.hf_split if d.source == "hf" else d.path, data_dir)
+        if d.dedup == "group":
+            examples, merged = merge_near_duplicates(examples, d.dedup_distance)
+            groups = len({e.group if e.group is not None else e.id for e in examples})
+            log.info(f"[data] data.dedup=group: {merged} merge(s) of groups with near-duplicate images (distance <= "
+                     f"{d.dedup_distance}) leave {groups} group(s) of {len(examples)} examples")
+        splits = split_examples(examples, d.split, seed=d.seed, stratify=d.stratify)
     else:
-        splits = {name: (read_files(cfg, getattr(d, name)) if getattr(d, name) else []) for name in SPLITS}
+        splits = {name: (read_files(cfg, getattr(d, name), data_dir) if getattr(d, name) else []) for name in SPLITS}
+        if d.dedup == "group":
+            log.warning("[data] data.dedup=group cannot regroup splits that were made before (data.train/val/test); "
+                        "the pairs are reported instead")
     for name in SPLITS:
         splits.setdefault(name, [])
     if d.augment:
@@ -91,6 +114,7 @@ def prepare_data(cfg: RunConfig, run_dir: Path) -> dict[str, list[Example]]:
         splits["train"] = splits["train"] + list(extra)
         log.info(f"[data] {len(extra)} augmented copies added to the train split only ({d.augment})")
     check_no_leakage(splits)
+    check_near_duplicates(splits, d.dedup, d.dedup_distance, data_dir)
     for name, exs in splits.items():
         wrong = [e.id for e in exs if e.task != d.task]
         if wrong:
@@ -103,6 +127,17 @@ def prepare_data(cfg: RunConfig, run_dir: Path) -> dict[str, list[Example]]:
     if not splits["train"] or not splits["test"]:
         raise ConfigError("the train and test splits must both be non-empty; check data.split / data.train / data.test")
     return splits
+
+
+def check_near_duplicates(splits: dict[str, list[Example]], mode: str, max_distance: int,
+                          data_dir: Path) -> list[DupPair]:
+    """Find near-duplicate images across the splits, write them to data_dir/near_duplicates.json (the report
+    reads it), log them, and stop when mode is "error"."""
+    pairs = cross_split_pairs(splits, max_distance)
+    atomic_write_json(data_dir / DEDUP_FILE, {"max_distance": max_distance, "mode": mode, "n_pairs": len(pairs),
+                                              "pairs": [p.to_dict() for p in pairs]})
+    report_pairs(pairs, "warn" if mode == "group" else mode, max_distance, str(data_dir))
+    return pairs
 
 
 def load_splits(run_dir: Path) -> dict[str, list[Example]]:

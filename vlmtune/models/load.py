@@ -108,11 +108,27 @@ def is_vision_model(path_or_id: str) -> bool:
     return hasattr(cfg, "vision_config") and cfg.vision_config is not None
 
 
+def load_processor(ref: ModelRef) -> tuple[Any, bool]:
+    """(processor, is a vision model) of a resolved model, without its weights. For text-only models the
+    processor is the tokenizer."""
+    from transformers import AutoProcessor, AutoTokenizer
+
+    try:
+        vision = is_vision_model(ref.path)
+    except OSError as e:
+        raise ConfigError(f"cannot load model '{ref.path}': {e}. Give a local directory, 'tiny', or a hub id "
+                          "(hub ids need network access or a populated HF cache)") from None
+    processor = (AutoProcessor if vision else AutoTokenizer).from_pretrained(ref.path)
+    tok = tokenizer_of(processor)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token  # generation and batching need a pad id; eos is the usual choice
+    return processor, vision
+
+
 def load_model(model: ModelRef | ModelConfig, *, adapter: str | Path | None = None) -> tuple[Any, Any]:
     """Load (model, processor). For text-only models the processor is the tokenizer."""
     import torch
-    from transformers import (AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer,
-                              BitsAndBytesConfig)
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, BitsAndBytesConfig
 
     ref = model if isinstance(model, ModelRef) else ModelRef.of(model)
     cfg, name = ref.cfg, ref.path
@@ -133,20 +149,9 @@ def load_model(model: ModelRef | ModelConfig, *, adapter: str | Path | None = No
         kw["quantization_config"] = BitsAndBytesConfig(
             load_in_8bit=True, llm_int8_skip_modules=[rf".*{m}" for m in VISION_PARTS] + ["lm_head"])
         kw["device_map"] = {"": device}
-    try:
-        vision = is_vision_model(name)
-    except OSError as e:
-        raise ConfigError(f"cannot load model '{name}': {e}. Give a local directory, 'tiny', or a hub id "
-                          "(hub ids need network access or a populated HF cache)") from None
-    if vision:
-        processor = AutoProcessor.from_pretrained(name)
-        model = AutoModelForImageTextToText.from_pretrained(name, **kw)
-    else:
-        processor = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, **kw)
-    tok = tokenizer_of(processor)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token  # generation and batching need a pad id; eos is the usual choice
+    processor, vision = load_processor(ref)
+    auto = AutoModelForImageTextToText if vision else AutoModelForCausalLM
+    model = auto.from_pretrained(name, **kw)
     if not (cfg.load_in_4bit or cfg.load_in_8bit):
         model.to(device)
     if adapter:

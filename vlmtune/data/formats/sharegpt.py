@@ -240,7 +240,12 @@ def read_hf_disk(path: str | os.PathLike, *, task: str, split: str | None = None
 
 
 class Converter:
-    """One record (dict) -> Example, following a Layout; called as build(record, line, name, index)."""
+    """One record (dict) -> Example, following a Layout; called as build(record, line, name, index).
+
+    row_options: take `options` from each record's "options" field (a list) when it has one.
+    """
+
+    row_options = False
 
     def __init__(self, layout: Layout, *, task: str, target_from: str, options: Sequence[Any] | None,
                  media_dir: Path, image_placeholder: str, check_images: bool, id_prefix: str, file: str,
@@ -322,12 +327,17 @@ class Converter:
             f"{self.id_prefix}-{index:06d}"
         group = rec.get("group")
         obj = {"id": ex_id, "task": self.task, "images": images, "messages": messages, "target": None,
-               "options": list(self.options) if self.options is not None else None,
+               "options": self._options(rec),
                "group": str(group) if group is not None else ex_id,
                "meta": {"source": Path(self.file).name, "index": index}}
         ex = example_from_dict(obj, file=self.file, line=line, check_images=False)
         ex.target = self._target(ex, rec, fail)
         return ex
+
+    def _options(self, rec: Mapping[str, Any]) -> list[Any] | None:
+        if self.row_options and isinstance(rec.get("options"), (list, tuple)):
+            return list(rec["options"])
+        return list(self.options) if self.options is not None else None
 
     def _content(self, content: Any, part_images: list[Any], fail: Callable[..., DataError], field: str) -> str:
         if isinstance(content, str):

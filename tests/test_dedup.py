@@ -1,0 +1,123 @@
+"""Near-duplicate images across splits: planted copies (re-encoded JPEG, resized, slightly cropped) are found,
+distinct shapes-world images are not flagged, and data.dedup error | warn | group do what they say."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from vlmtune.cli import main
+from vlmtune.config import load_config
+from vlmtune.data.dedup import cross_split_pairs, distance, image_hash, merge_near_duplicates
+from vlmtune.data.example import Example, load_jsonl, write_jsonl
+from vlmtune.data.formats.csv_labels import read_csv_labels
+from vlmtune.data.prepare import DEDUP_FILE, prepare_data
+from vlmtune.data.splits import split_examples
+from vlmtune.data.synth import synthesize
+from vlmtune.data.synth.cctv import write_cctv_layout
+from vlmtune.errors import DataError
+
+DIST = 20  # data.dedup_distance's default
+
+
+def ex(i: str, path, group: str | None = None) -> Example:
+    return Example(id=i, task="count", messages=[{"role": "user", "content": "<image>\nHow many?"},
+                                                 {"role": "assistant", "content": "1"}],
+                   images=[str(path)], target=1, group=group)
+
+
+def plant(src, out_dir, name: str):
+    """The three kinds of copy the check must catch."""
+    im = Image.open(src).convert("RGB")
+    w, h = im.size
+    out = {"jpeg": out_dir / f"{name}-jpeg.jpg", "resized": out_dir / f"{name}-resized.png",
+           "cropped": out_dir / f"{name}-cropped.png"}
+    im.save(out["jpeg"], "JPEG", quality=60)
+    im.resize((w // 2, h // 2), Image.Resampling.BILINEAR).save(out["resized"])
+    cw, ch = round(w * 0.02), round(h * 0.02)  # 2% off every side
+    im.crop((cw, ch, w - cw, h - ch)).save(out["cropped"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def cctv(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cctv")
+    write_cctv_layout(root, 80, seed=3, size=(160, 120))
+    return root
+
+
+def test_planted_copies_are_found(cctv, tmp_path):
+    frames = [cctv / "frames" / f"seq_{i:06d}.jpg" for i in (5, 40, 75)]  # far apart: different people
+    shapes = load_jsonl(synthesize("classify", 3, tmp_path / "shapes", seed=1))
+    train = [ex(f"f{i}", p) for i, p in enumerate(frames)] + [ex(s.id, s.images[0]) for s in shapes]
+    test = []
+    for e in train:
+        for kind, path in plant(e.images[0], tmp_path, e.id).items():
+            if e.id.startswith("classify") and kind == "cropped":
+                continue  # a 2% crop of a 64-pixel drawing is a new drawing at this hash size (README)
+            test.append(ex(f"{e.id}-{kind}", path))
+    pairs = cross_split_pairs({"train": train, "test": test}, DIST)
+    found = {(p.id_a, p.id_b) for p in pairs}
+    assert {(t.id.rsplit("-", 1)[0], t.id) for t in test} <= found
+    assert all(p.id_b.startswith(p.id_a) for p in pairs)  # nothing else: the originals are distinct
+    assert max(p.distance for p in pairs) <= DIST
+
+
+def test_distinct_shapes_world_images_are_not_flagged(tmp_path):
+    exs = load_jsonl(synthesize("classify", 300, tmp_path / "s", seed=0))
+    splits = split_examples(exs, {"train": 0.8, "test": 0.2}, seed=0)
+    assert cross_split_pairs(splits, DIST) == []
+
+
+def test_hash_is_stable_and_distance_counts_bits(cctv):
+    p = str(cctv / "frames" / "seq_000001.jpg")
+    assert image_hash(p) == image_hash(p) and distance(image_hash(p), image_hash(p)) == 0
+    assert len(image_hash(p)) * 8 >= 189
+
+
+def test_the_same_file_in_two_splits_is_distance_zero(cctv):
+    p = cctv / "frames" / "seq_000010.jpg"
+    pairs = cross_split_pairs({"train": [ex("a", p)], "val": [], "test": [ex("b", p)]}, 0)
+    assert [(x.split_a, x.id_a, x.split_b, x.id_b, x.distance) for x in pairs] == [("train", "a", "test", "b", 0)]
+
+
+def test_adjacent_frames_merge_into_groups(cctv):
+    exs = list(read_csv_labels(cctv / "labels.csv"))
+    merged, n = merge_near_duplicates([e for e in exs], DIST)
+    assert n > 0 and len({e.group for e in merged}) < len(exs)
+    splits = split_examples(merged, {"train": 0.8, "test": 0.2}, seed=0)
+    assert cross_split_pairs(splits, DIST) == []
+
+
+def _recipe(cctv, tmp_path, mode: str) -> list[str]:
+    return ["data.source=files", "data.format=csv_labels", f"data.path={cctv / 'labels.csv'}", "data.task=count",
+            "data.split={train: 0.8, val: 0, test: 0.2}", f"data.dedup={mode}", f"output_dir={tmp_path}"]
+
+
+def test_dedup_modes_in_a_run(cctv, tmp_path, log_lines):
+    cfg = load_config(None, _recipe(cctv, tmp_path, "warn"))
+    prepare_data(cfg, tmp_path / "warn")
+    found = json.loads((tmp_path / "warn/data" / DEDUP_FILE).read_text())
+    assert found["n_pairs"] > 0 and found["pairs"][0]["distance"] <= DIST
+    assert any("near-duplicate image pair(s) across splits" in line for line in log_lines)
+    with pytest.raises(DataError, match="near-duplicate") as ei:
+        prepare_data(load_config(None, _recipe(cctv, tmp_path, "error")), tmp_path / "error")
+    assert "data.dedup=group" in ei.value.fix
+    splits = prepare_data(load_config(None, _recipe(cctv, tmp_path, "group")), tmp_path / "group")
+    assert json.loads((tmp_path / "group/data" / DEDUP_FILE).read_text())["n_pairs"] == 0
+    assert sum(len(v) for v in splits.values()) == 80  # nothing dropped
+
+
+def test_data_split_reports_pairs(cctv, tmp_path, capsys):
+    src = write_jsonl(tmp_path / "all.jsonl", read_csv_labels(cctv / "labels.csv"))
+    assert main(["data", "split", str(src), "--out", str(tmp_path / "s"), "--fractions", "train=0.8,test=0.2"]) == 0
+    out = capsys.readouterr().out
+    n = int(out.split("(distance <= 20): ")[1].split()[0])
+    assert n > 0
+    assert main(["data", "split", str(src), "--out", str(tmp_path / "g"), "--fractions", "train=0.8,test=0.2",
+                 "--dedup", "group"]) == 0
+    assert "(distance <= 20): 0" in capsys.readouterr().out
+    assert main(["data", "split", str(src), "--out", str(tmp_path / "e"), "--fractions", "train=0.8,test=0.2",
+                 "--dedup", "error"]) == 2
