@@ -5,9 +5,9 @@
     examples = list(reader)                          # 10 rounds x 2064 dialogs
     test = list(read_visdial("visdial_1.0_test.json", image_dirs=["images"], include_unanswered=True))
 
-The file (VisDial v1.0's release format, https://visualdialog.org/data; docs/formats.md): `{"split", "data": {"questions": [str], "answers": [str],
-"dialogs": [{"image_id", "caption", "dialog": [{"question": idx, "answer": idx, "answer_options":
-[100 idx], "gt_index": int}]}]}}`. The file is streamed with ijson: the question and answer tables are
+The file (VisDial v1.0's release format, https://visualdialog.org/data; docs/formats.md):
+`{"split", "data": {"questions": [str], "answers": [str], "dialogs": [{"image_id", "caption", "dialog":
+[{"question": idx, "answer": idx, "answer_options": [100 idx], "gt_index": int}]}]}}`. The file is streamed with ijson: the question and answer tables are
 read first (they are what every round indexes into), then the dialogs one at a time, so memory holds the
 two tables and one dialog, not the whole file (`json.load` of the train file, 123,287 dialogs, takes several GB;
 `benchmarks/visdial_read.py` measures both). A file that is not valid JSON, or is not shaped like a VisDial
