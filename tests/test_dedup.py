@@ -43,13 +43,20 @@ def plant(src, out_dir, name: str):
 
 @pytest.fixture(scope="module")
 def cctv(tmp_path_factory):
+    """Five cameras (different scenes), 16 consecutive frames each, as one canonical JSONL file."""
     root = tmp_path_factory.mktemp("cctv")
-    write_cctv_layout(root, 80, seed=3, size=(160, 120))
+    exs = []
+    for cam in range(5):
+        write_cctv_layout(root / f"cam{cam}", 16, seed=cam, size=(160, 120))
+        for e in read_csv_labels(root / f"cam{cam}" / "labels.csv", id_prefix=f"cam{cam}-"):
+            e.group = e.id  # one group per frame, as a frames folder gives (frame names repeat across cameras)
+            exs.append(e)
+    write_jsonl(root / "all.jsonl", exs)
     return root
 
 
 def test_planted_copies_are_found(cctv, tmp_path):
-    frames = [cctv / "frames" / f"seq_{i:06d}.jpg" for i in (5, 40, 75)]  # far apart: different people
+    frames = [cctv / f"cam{cam}" / "frames" / "seq_000008.jpg" for cam in range(3)]  # three different scenes
     shapes = load_jsonl(synthesize("classify", 3, tmp_path / "shapes", seed=1))
     train = [ex(f"f{i}", p) for i, p in enumerate(frames)] + [ex(s.id, s.images[0]) for s in shapes]
     test = []
@@ -72,27 +79,27 @@ def test_distinct_shapes_world_images_are_not_flagged(tmp_path):
 
 
 def test_hash_is_stable_and_distance_counts_bits(cctv):
-    p = str(cctv / "frames" / "seq_000001.jpg")
+    p = str(cctv / "cam0" / "frames" / "seq_000001.jpg")
     assert image_hash(p) == image_hash(p) and distance(image_hash(p), image_hash(p)) == 0
     assert len(image_hash(p)) * 8 >= 189
 
 
 def test_the_same_file_in_two_splits_is_distance_zero(cctv):
-    p = cctv / "frames" / "seq_000010.jpg"
+    p = cctv / "cam0" / "frames" / "seq_000010.jpg"
     pairs = cross_split_pairs({"train": [ex("a", p)], "val": [], "test": [ex("b", p)]}, 0)
     assert [(x.split_a, x.id_a, x.split_b, x.id_b, x.distance) for x in pairs] == [("train", "a", "test", "b", 0)]
 
 
 def test_adjacent_frames_merge_into_groups(cctv):
-    exs = list(read_csv_labels(cctv / "labels.csv"))
-    merged, n = merge_near_duplicates([e for e in exs], DIST)
+    exs = load_jsonl(cctv / "all.jsonl")
+    merged, n = merge_near_duplicates(exs, DIST)
     assert n > 0 and len({e.group for e in merged}) < len(exs)
     splits = split_examples(merged, {"train": 0.8, "test": 0.2}, seed=0)
     assert cross_split_pairs(splits, DIST) == []
 
 
 def _recipe(cctv, tmp_path, mode: str) -> list[str]:
-    return ["data.source=files", "data.format=csv_labels", f"data.path={cctv / 'labels.csv'}", "data.task=count",
+    return ["data.source=files", f"data.path={cctv / 'all.jsonl'}", "data.task=count",
             "data.split={train: 0.8, val: 0, test: 0.2}", f"data.dedup={mode}", f"output_dir={tmp_path}"]
 
 
@@ -111,7 +118,7 @@ def test_dedup_modes_in_a_run(cctv, tmp_path, log_lines):
 
 
 def test_data_split_reports_pairs(cctv, tmp_path, capsys):
-    src = write_jsonl(tmp_path / "all.jsonl", read_csv_labels(cctv / "labels.csv"))
+    src = cctv / "all.jsonl"
     assert main(["data", "split", str(src), "--out", str(tmp_path / "s"), "--fractions", "train=0.8,test=0.2"]) == 0
     out = capsys.readouterr().out
     n = int(out.split("(distance <= 20): ")[1].split()[0])

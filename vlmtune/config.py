@@ -32,7 +32,7 @@ class DataConfig:
                               "with data.format; 'jsonl' is accepted as a synonym) or 'hf' (a Hugging Face dataset: "
                               "data.hf_name and the other hf_ keys)")
     format: str = _f("jsonl", "files: the reader (jsonl | visdial | imagefolder | csv_labels | mcq_json | sharegpt | "
-                              "hf_disk; options in docs/formats.md)")
+                              "hf_disk | hf; options in docs/formats.md)")
     format_options: dict = _f({}, "files: options passed to the reader, e.g. {image_dirs: [images], dense: d.json}")
     task_options: dict = _f({}, "options of the task (`vlmtune ls` lists each task's), e.g. {labels: [cat, dog]} for "
                                 "classify, {permutations: 2} for mcq, {bertscore: true} for dialog")
@@ -55,7 +55,8 @@ class DataConfig:
     dedup: str = _f("warn", "near-duplicate images across splits (perceptual hash): error (stop) | warn (log and "
                             "report them) | group (merge them into one group before splitting)")
     dedup_distance: int = _f(20, "near-duplicate threshold: differing bits of the 189-bit image hash (0: identical "
-                                 "hashes only); re-encoded, resized or 2%-cropped copies differ by up to ~16, distinct photos by ~90")
+                                 "hashes only); re-encoded, resized or 2%-cropped copies differ by up to ~20, "
+                                 "distinct scenes by 36 or more")
     hf_name: str | None = _f(None, "hf: a hub dataset id (owner/name) or a local folder laid out as a hub dataset "
                                    "repo (parquet/JSON files + README.md)")
     hf_config: str | None = _f(None, "hf: the dataset's configuration (subset) name, if it has several")

@@ -241,6 +241,16 @@ text after `[train.max_length = N: cut here]` is cut off in training.{% endif %}
 ![token lengths](plots/token_lengths.png)
 {% else %}Not measured (give --render N: the lengths need the model's tokenizer).{% endif %}
 
+## Refused examples ({{ i.refused | length }})
+{% for r in i.refused[:50] %}- {{ r.split }} / {{ r.id }} ({{ r.stage }}): {{ r.reason }}
+{% else %}None.
+{% endfor %}
+## Near-duplicate images across splits ({{ i.pairs | length }})
+
+Perceptual hash (vlmtune.data.dedup), pairs within {{ i.max_distance }} differing bits.
+{% for p in i.pairs[:20] %}- {{ p.split_a }} `{{ p.id_a }}` and {{ p.split_b }} `{{ p.id_b }}`: distance {{ p.distance }}
+{% else %}None{% if i.splits | length < 2 %} (one split: nothing to compare){% endif %}.
+{% endfor %}
 ## Images
 {{ s.images }} image references; modes: {% for k, v in i.image_modes.items() %}{{ k }} {{ v }}{{ ", " if not loop.last }}{% endfor %}.
 
@@ -253,16 +263,6 @@ text after `[train.max_length = N: cut here]` is cut off in training.{% endif %}
 | label | {% for k in i.labels %}{{ k }} | {% endfor %}
 |---|{% for k in i.labels %}---|{% endfor %}
 {% for lab in label_rows %}| {{ lab }} | {% for k in i.labels %}{{ i.labels[k].get(lab, 0) }} | {% endfor %}
-{% endfor %}
-## Refused examples ({{ i.refused | length }})
-{% for r in i.refused[:50] %}- {{ r.split }} / {{ r.id }} ({{ r.stage }}): {{ r.reason }}
-{% else %}None.
-{% endfor %}
-## Near-duplicate images across splits ({{ i.pairs | length }})
-
-Perceptual hash (vlmtune.data.dedup), pairs within {{ i.max_distance }} differing bits.
-{% for p in i.pairs[:20] %}- {{ p.split_a }} `{{ p.id_a }}` and {{ p.split_b }} `{{ p.id_b }}`: distance {{ p.distance }}
-{% else %}None{% if i.splits | length < 2 %} (one split: nothing to compare){% endif %}.
 {% endfor %}"""
 
 _HTML = """<!doctype html><html><head><meta charset="utf-8"><title>vlmtune data inspect</title><style>
@@ -285,16 +285,16 @@ template of <b>{{ i.model }}</b>{% endif %}; {{ s.records }} records ({% for k, 
 median {{ s.tokens.median }}, 95th percentile {{ s.tokens.p95 }}, max {{ s.tokens.max }}. train.max_length =
 {{ i.max_length }} cuts <b>{{ s.tokens.over_max_length }} ({{ "%.1f" | format(100 * s.tokens.share_cut) }}%)</b>.</p>
 <img src="plots/token_lengths.png" width="560">{% else %}<p>Not measured (give --render N).</p>{% endif %}
-<h2>Images</h2><p>modes: {% for k, v in i.image_modes.items() %}{{ k }} {{ v }}{{ ", " if not loop.last }}{% endfor %}</p>
-<table><tr><th>size</th><th>images</th></tr>{% for k, v in i.image_sizes.most_common(10) %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>
-<h2>Labels per split</h2><table><tr><th>label</th>{% for k in i.labels %}<th>{{ k }}</th>{% endfor %}</tr>
-{% for lab in label_rows %}<tr><td>{{ lab }}</td>{% for k in i.labels %}<td>{{ i.labels[k].get(lab, 0) }}</td>{% endfor %}</tr>{% endfor %}</table>
 <h2>Refused examples ({{ i.refused | length }})</h2><ul>{% for r in i.refused[:50] %}<li>{{ r.split }} / {{ r.id }} ({{ r.stage }}): {{ r.reason }}</li>
 {% else %}<li>None.</li>{% endfor %}</ul>
 <h2>Near-duplicate images across splits ({{ i.pairs | length }})</h2><p>Perceptual hash, pairs within {{ i.max_distance }} differing bits.</p>
 <table>{% for p in i.pairs[:20] %}<tr><td><img src="{{ rel(p.image_a) }}" height="64"> {{ p.split_a }} {{ p.id_a }}</td>
 <td><img src="{{ rel(p.image_b) }}" height="64"> {{ p.split_b }} {{ p.id_b }}</td><td>distance {{ p.distance }}</td></tr>
 {% else %}<tr><td>None{% if i.splits | length < 2 %} (one split: nothing to compare){% endif %}.</td></tr>{% endfor %}</table>
+<h2>Images</h2><p>modes: {% for k, v in i.image_modes.items() %}{{ k }} {{ v }}{{ ", " if not loop.last }}{% endfor %}</p>
+<table><tr><th>size</th><th>images</th></tr>{% for k, v in i.image_sizes.most_common(10) %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>
+<h2>Labels per split</h2><table><tr><th>label</th>{% for k in i.labels %}<th>{{ k }}</th>{% endfor %}</tr>
+{% for lab in label_rows %}<tr><td>{{ lab }}</td>{% for k in i.labels %}<td>{{ i.labels[k].get(lab, 0) }}</td>{% endfor %}</tr>{% endfor %}</table>
 </body></html>"""
 
 
@@ -314,7 +314,9 @@ def write_inspection(insp: Inspection, out_dir: str | Path) -> Path:
     (out / "plots").mkdir(parents=True, exist_ok=True)
     if insp.lengths:
         _plot_lengths(insp, out / "plots" / "token_lengths.png")
-    label_rows = [k for k in next(iter(insp.labels.values()), {}) if k != "total"] + ["total"]
+    labels = [k for k in next(iter(insp.labels.values()), {}) if k != "total"]
+    numeric = all(k.lstrip("-").isdigit() for k in labels if k != "<other>")
+    label_rows = sorted(labels, key=lambda k: (k == "<other>", int(k) if numeric and k != "<other>" else 0, k)) + ["total"]
     ctx = {"i": insp, "s": insp.summary(), "label_rows": label_rows, "note": _KIND_NOTE, "md_mark": _md_mark,
            "rel": lambda p: os.path.relpath(Path(p).resolve(), out.resolve())}
     md = jinja2.Environment(autoescape=False, keep_trailing_newline=True).from_string(_MD).render(**ctx)
@@ -332,7 +334,8 @@ def _plot_lengths(insp: Inspection, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3))
-    ax.hist(insp.lengths, bins=min(50, max(5, len(set(insp.lengths)))), color="#4a7ab5")
+    lo, hi = min(insp.lengths), max(insp.lengths)
+    ax.hist(insp.lengths, bins=min(50, hi - lo + 1), range=(lo - 0.5, hi + 0.5), color="#4a7ab5")
     ax.axvline(insp.max_length, color="#c33", linestyle="--", label=f"train.max_length = {insp.max_length}")
     ax.set_xlabel("tokens per example (prompt + answer, image tokens included)")
     ax.set_ylabel("examples")

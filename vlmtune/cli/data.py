@@ -115,7 +115,7 @@ def add_verbs(verb: Verb) -> None:
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s = dsub.add_parser("convert", help="read any registered format and write canonical JSONL")
     s.add_argument("--format", required=True, help="visdial | imagefolder | csv_labels | mcq_json | sharegpt | "
-                                                  "hf_disk | jsonl (see `vlmtune ls`; options in docs/formats.md)")
+                                                  "hf_disk | hf | jsonl (see `vlmtune ls`; options in docs/formats.md)")
     s.add_argument("path", help="the input (file or folder, as the format expects)")
     s.add_argument("--out", required=True, help="output JSONL file")
     s.add_argument("--opt", action="append", default=[], metavar="key=value",

@@ -12,7 +12,7 @@ The hash is a DCT hash (pHash, as in the imagehash package's `phash`), taken per
 a red and a blue shape at one place differ: each YCbCr channel box-downsampled to 16x16, its 2-D DCT
 (scipy), the 8x8 lowest frequencies without the mean, one bit per coefficient (above their median or
 not): 3 x 63 = 189 bits. Measured on this project's images (tests/test_dedup.py, README): re-encoded JPEG,
-half-size and 2%-cropped copies of CCTV-like frames differ by 2-20 bits, adjacent frames by about 12,
+half-size and 2%-cropped copies of CCTV-like frames differ by 0-20 bits, adjacent frames by about 12,
 distinct shapes-world drawings by 36 or more (but single-shape drawings in one place, which look alike,
 by less). Pairs are found by comparing every hash of one split with every hash of another (numpy, in
 blocks): n_a x n_b comparisons.

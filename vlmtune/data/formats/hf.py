@@ -167,8 +167,9 @@ def load_hf(name: str, *, config: str | None, split: str, revision: str | None, 
     try:
         snapshot = snapshot_download(name, repo_type="dataset", revision=revision, local_files_only=True)
     except (FileNotFoundError, OSError, ValueError):
-        raise DataError(f"hub dataset '{name}' is not in the local cache and the hub cannot be reached "
-                        f"(cache: {constants.HF_HUB_CACHE})", file=name,
+        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub cannot be reached"
+        raise DataError(f"hub dataset '{name}' is not in the local cache ({constants.HF_HUB_CACHE}) and {why}",
+                        file=name,
                         fix=f"on a machine with access run `hf download {name} --repo-type dataset` (the same cache; "
                             f"or `huggingface-cli download {name} --repo-type dataset --local-dir DIR` and give the "
                             "folder DIR instead of the name)") from None

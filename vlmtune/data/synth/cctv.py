@@ -5,10 +5,10 @@ here, to check what near-duplicate frames do to a split.
     vlmtune data convert --format csv_labels data/cctv/labels.csv --out data/cctv.jsonl
 
 One fixed camera: a static scene (floor gradient, shop fronts, a textured floor) seen at `size`, with
-people (a head and a body in their clothes' colour) walking across it. Consecutive frames are one time
-step apart: each person moves a few pixels, people enter and leave, the light drifts slowly and every
-frame has its own sensor noise, and is saved as JPEG (quality 85), as CCTV exports are. `count` is the
-number of people whose body is in the frame. Deterministic for a seed.
+people (a head and a body in their clothes' colour) walking across it, more of them in busy hours.
+Consecutive frames are one time step apart: each person moves a few pixels, people enter and leave, the
+light drifts slowly and every frame has its own sensor noise, and is saved as JPEG (quality 85), as CCTV
+exports are. `count` is the number of people whose body is in the frame. Deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def _person(img: np.ndarray, x: float, y: float, scale: float, colour: tuple[int
 
 
 def write_cctv_layout(out: str | Path, n_frames: int, *, seed: int = 0, size: tuple[int, int] = (320, 240),
-                      max_people: int = 12) -> Path:
+                      max_people: int = 60) -> Path:
     """Write frames/seq_{id:06d}.jpg (ids 1..n_frames) and labels.csv; returns the CSV's path."""
     from io import BytesIO
 
@@ -56,7 +56,8 @@ def write_cctv_layout(out: str | Path, n_frames: int, *, seed: int = 0, size: tu
     rows = ["id,count"]
     noise = np.random.default_rng(seed + 1)
     for fid in range(1, n_frames + 1):
-        if len(people) < max_people and rng.random() < 0.3:
+        busy = 0.1 + 0.25 * np.sin(fid / 300) ** 2  # people arriving per frame: quiet and busy hours
+        if len(people) < max_people and rng.random() < busy:
             y = rng.uniform(h * 0.45, h * 0.95)
             people.append([rng.choice([-8.0, w + 8.0]), y, rng.uniform(2, 5) * rng.choice([-1, 1]),
                            rng.uniform(-0.5, 0.5), 0.6 + 0.8 * y / h, *(rng.randrange(20, 235) for _ in range(3))])
