@@ -13,9 +13,10 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from vlmtune.errors import DataError
+from vlmtune.jsonlines import read_json_lines
 
 PREDICTIONS, METRICS, FINGERPRINT = "predictions.jsonl", "metrics.json", "fingerprint.json"
 
@@ -92,7 +93,9 @@ def read_prediction_rows(path: Path) -> list[Row]:
     """predictions.jsonl -> rows, each with a string 'id' (unique) and 'correct'."""
     rows: list[Row] = []
     seen: set[str] = set()
-    for lineno, row in _json_lines(path):
+    for line in read_json_lines(path, what="an evaluation's predictions.jsonl",
+                                fix="each line must be one prediction row; re-run the evaluation"):
+        lineno, row = line.number, line.value
         for key in ("id", "correct"):
             if not isinstance(row, dict) or key not in row:
                 raise DataError("missing", file=str(path), line=lineno, field=key,
@@ -105,19 +108,6 @@ def read_prediction_rows(path: Path) -> list[Row]:
     if not rows:
         raise DataError("no predictions", file=str(path), fix="the evaluation wrote an empty file; re-run it")
     return rows
-
-
-def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed value) of each non-blank line; a line that is not JSON is a DataError."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                yield lineno, json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise DataError(f"not valid JSON ({e.msg} at column {e.colno})", file=str(path), line=lineno,
-                                fix="each line must be one prediction row; re-run the evaluation") from None
 
 
 def load_history(history: Sequence[dict[str, Any]] | str | os.PathLike | None) -> list[dict[str, Any]] | None:
