@@ -18,6 +18,10 @@ from vlmtune.data.splits import split_examples
 from vlmtune.data.synth import synthesize
 from vlmtune.data.synth.cctv import write_cctv_layout
 from vlmtune.errors import DataError
+from vlmtune.pipeline import data_sections
+from vlmtune.report import compare_runs
+
+from tests.test_report import OUTCOMES, _classify_row, _image, _write_eval
 
 DIST = 20  # data.dedup_distance's default
 
@@ -128,3 +132,21 @@ def test_data_split_reports_pairs(cctv, tmp_path, capsys):
     assert "(distance <= 20): 0" in capsys.readouterr().out
     assert main(["data", "split", str(src), "--out", str(tmp_path / "e"), "--fractions", "train=0.8,test=0.2",
                  "--dedup", "error"]) == 2
+
+
+def test_the_run_report_shows_the_pairs(cctv, tmp_path):
+    """What a run's data check found reaches report.md and report.html (pipeline.data_sections)."""
+    run = tmp_path / "run"
+    prepare_data(load_config(None, _recipe(cctv, tmp_path, "warn")), run)
+    (tmp_path / "img").mkdir()
+    imgs = [_image(tmp_path / "img" / f"{i}.png", (20 * i, 100, 255 - 20 * i)) for i in range(len(OUTCOMES))]
+    a = _write_eval(run / "zero_shot", [_classify_row(i, x, imgs[i]) for i, (x, _) in enumerate(OUTCOMES)],
+                    label="zero-shot")
+    b = _write_eval(run / "finetuned", [_classify_row(i, y, imgs[i]) for i, (_, y) in enumerate(OUTCOMES)],
+                    label="fine-tuned")
+    n = json.loads((run / "data" / DEDUP_FILE).read_text())["n_pairs"]
+    compare_runs(a, b, run, extra=data_sections(run))
+    md, html = (run / "report.md").read_text(), (run / "report.html").read_text()
+    assert "Near-duplicate images across splits" in md and f"**{n}** pair(s)" in md
+    assert "Near-duplicate images across splits" in html
+    assert data_sections(tmp_path / "nowhere") == []

@@ -9,6 +9,7 @@ stages are kept and training continues from its last checkpoint.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -18,11 +19,11 @@ from typing import Any
 from vlmtune.build import resolve_model
 from vlmtune.config import RunConfig, dump_yaml
 from vlmtune.data.example import Example, atomic_write_text
-from vlmtune.data.prepare import load_splits, prepare_data, reader_options
+from vlmtune.data.prepare import DEDUP_FILE, load_splits, prepare_data, reader_options
 from vlmtune.distributed import barrier, is_main_process
 from vlmtune.errors import ConfigError
 from vlmtune.models.load import ModelRef
-from vlmtune.tasks.base import Task, build_task
+from vlmtune.tasks.base import ReportSection, Task, build_task
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,23 @@ def setup_data(cfg: RunConfig, run_dir: Path, *, reuse: bool) -> tuple[dict[str,
     if not is_main_process():
         splits, ref = load_splits(run_dir), resolve_model(cfg.model)
     return splits, ref
+
+
+def data_sections(run_dir: Path) -> list[ReportSection]:
+    """What the data check found, for the run report: the near-duplicate images across the splits."""
+    path = run_dir / "data" / DEDUP_FILE
+    if not path.exists():
+        return []
+    found = json.loads(path.read_text(encoding="utf-8"))
+    pairs = found["pairs"]
+    text = [f"**{len(pairs)}** pair(s) of near-duplicate images across the splits (perceptual hash within "
+            f"{found['max_distance']} bits, `data.dedup={found['mode']}`; all pairs in `data/{DEDUP_FILE}`)."]
+    if pairs:
+        text.append("Test examples whose near-duplicates were trained on can inflate the fine-tuned scores: give "
+                    "related examples one `group`, or set `data.dedup=group`.")
+    table = [["split", "id", "split", "id", "distance"]] + [
+        [p["split_a"], p["id_a"], p["split_b"], p["id_b"], str(p["distance"])] for p in pairs[:20]]
+    return [ReportSection("Near-duplicate images across splits", text=text, table=table if pairs else None)]
 
 
 def _stage_done(path: Path, resume: bool) -> bool:
@@ -119,7 +137,7 @@ def run_pipeline(cfg: RunConfig, *, resume: bool = False, overwrite: bool = Fals
         return {"run_dir": str(run_dir)}
     summary = compare_runs(run_dir / "zero_shot", run_dir / "finetuned", run_dir, history=history,
                            title=f"vlmtune: {cfg.name} ({cfg.data.task}, {cfg.model.name})",
-                           n_boot=cfg.eval.n_boot, seed=cfg.data.seed)
+                           n_boot=cfg.eval.n_boot, seed=cfg.data.seed, extra=data_sections(run_dir))
     from vlmtune.track import log_results
 
     log_results(run_dir, cfg, step=max((h.get("step", 0) for h in history), default=0))

@@ -22,22 +22,25 @@ from vlmtune.report.fmt import ci_str, format_p, num
 from vlmtune.report.load import FINGERPRINT, METRICS, PREDICTIONS, load_eval_dir, load_history
 from vlmtune.report.plots import draw_plots
 from vlmtune.report.render import render_html, render_markdown, sections
+from vlmtune.tasks.base import ReportSection
 
 
 def compare_runs(baseline_dir: str | os.PathLike, candidate_dir: str | os.PathLike, out_dir: str | os.PathLike,
                  *, history: Sequence[dict[str, Any]] | str | os.PathLike | None = None,
                  title: str = "vlmtune report", allow_mismatch: bool = False,
-                 n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+                 n_boot: int = 2000, seed: int = 0, extra: Sequence[ReportSection] = ()) -> dict[str, Any]:
     """Compare a baseline and a candidate evaluation of the same examples; write the report into out_dir.
 
     Returns `Comparison.summary`: {"baseline": {"label", "accuracy": {"value", "ci"}}, "candidate": {...},
     "mcnemar", "accuracy_difference": {"diff", "ci", "p_value"}, "flips": {"fixed": int, "broken": int}, "n",
     "report_md", "report_html", "comparison_json": paths, "fingerprint_differences": [{key, baseline, candidate}]}.
+    extra: sections added after the task's own (a run adds what its data check found).
     """
     check_not_same(Path(baseline_dir), Path(candidate_dir))
-    comparison = write_report(compare(load_eval_dir(baseline_dir, "baseline"), load_eval_dir(candidate_dir, "candidate"),
-                                      title=title, allow_mismatch=allow_mismatch, history=load_history(history),
-                                      n_boot=n_boot, seed=seed), out_dir)
+    comparison = compare(load_eval_dir(baseline_dir, "baseline"), load_eval_dir(candidate_dir, "candidate"),
+                         title=title, allow_mismatch=allow_mismatch, history=load_history(history),
+                         n_boot=n_boot, seed=seed)
+    comparison = write_report(dataclasses.replace(comparison, sections=[*comparison.sections, *extra]), out_dir)
     return comparison.summary(out_dir)
 
 
