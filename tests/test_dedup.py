@@ -150,3 +150,6 @@ def test_the_run_report_shows_the_pairs(cctv, tmp_path):
     assert "Near-duplicate images across splits" in md and f"**{n}** pair(s)" in md
     assert "Near-duplicate images across splits" in html
     assert data_sections(tmp_path / "nowhere") == []
+    sections = json.loads((run / "comparison.json").read_text())
+    assert sections["task_sections"] == [] or all("Near-duplicate" not in s["title"] for s in sections["task_sections"])
+    assert sections["data_sections"][0]["title"] == "Near-duplicate images across splits"

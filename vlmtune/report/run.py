@@ -21,7 +21,7 @@ from vlmtune.report.compare import Comparison, compare
 from vlmtune.report.fmt import ci_str, format_p, num
 from vlmtune.report.load import FINGERPRINT, METRICS, PREDICTIONS, load_eval_dir, load_history
 from vlmtune.report.plots import draw_plots
-from vlmtune.report.render import render_html, render_markdown, sections
+from vlmtune.report.render import render_html, render_markdown, sections, task_section
 from vlmtune.tasks.base import ReportSection
 
 
@@ -34,13 +34,13 @@ def compare_runs(baseline_dir: str | os.PathLike, candidate_dir: str | os.PathLi
     Returns `Comparison.summary`: {"baseline": {"label", "accuracy": {"value", "ci"}}, "candidate": {...},
     "mcnemar", "accuracy_difference": {"diff", "ci", "p_value"}, "flips": {"fixed": int, "broken": int}, "n",
     "report_md", "report_html", "comparison_json": paths, "fingerprint_differences": [{key, baseline, candidate}]}.
-    extra: sections added after the task's own (a run adds what its data check found).
+    extra: sections of the data check (a run adds the near-duplicate pairs), before the flipped examples.
     """
     check_not_same(Path(baseline_dir), Path(candidate_dir))
     comparison = compare(load_eval_dir(baseline_dir, "baseline"), load_eval_dir(candidate_dir, "candidate"),
                          title=title, allow_mismatch=allow_mismatch, history=load_history(history),
                          n_boot=n_boot, seed=seed)
-    comparison = write_report(dataclasses.replace(comparison, sections=[*comparison.sections, *extra]), out_dir)
+    comparison = write_report(comparison, out_dir, extra=extra)
     return comparison.summary(out_dir)
 
 
@@ -55,8 +55,10 @@ def check_not_same(a: Path, b: Path) -> None:
                           "(e.g. runs/NAME/zero_shot runs/NAME/finetuned)")
 
 
-def write_report(comparison: Comparison, out_dir: str | os.PathLike) -> Comparison:
-    """Draw the plots and write every file; the comparison with its plot files listed."""
+def write_report(comparison: Comparison, out_dir: str | os.PathLike,
+                 extra: Sequence[ReportSection] = ()) -> Comparison:
+    """Draw the plots and write every file; the comparison with its plot files listed. `extra` sections (no
+    plots) go before the flipped examples, and into comparison.json as "data_sections"."""
     out = Path(out_dir)
     pngs = draw_plots(comparison)
     comparison = dataclasses.replace(comparison, plots=[f"plots/{name}" for name in pngs])
@@ -64,7 +66,12 @@ def write_report(comparison: Comparison, out_dir: str | os.PathLike) -> Comparis
     for name, png in pngs.items():
         atomic_write_bytes(out / "plots" / name, png)
     doc = sections(comparison, pngs)
-    atomic_write_json(out / "comparison.json", comparison.to_json())
+    at = next((i for i, sec in enumerate(doc) if sec.title == "Flipped examples"), len(doc))
+    doc[at:at] = [task_section(s, {}) for s in extra]
+    as_json = comparison.to_json()
+    if extra:
+        as_json["data_sections"] = [{"title": s.title, "text": s.text, "table": s.table} for s in extra]
+    atomic_write_json(out / "comparison.json", as_json)
     atomic_write_text(out / "report.md", render_markdown(comparison.title, doc))
     atomic_write_text(out / "report.html", render_html(comparison.title, doc))
     return comparison
