@@ -199,7 +199,7 @@ def test_bootstrap_ci_is_deterministic_and_contains_the_mean() -> None:
 
 
 def test_bootstrap_ci_edge_cases_and_stat_paths() -> None:
-    assert bootstrap_ci([4.0]) == (4.0, 4.0)
+    assert all(math.isnan(v) for v in bootstrap_ci([4.0]))   # one example: no spread to build an interval from
     assert all(math.isnan(v) for v in bootstrap_ci([]))
     x = np.arange(30, dtype=float)
     # a stat without axis= is applied per resample: same resamples, same interval
@@ -210,9 +210,13 @@ def test_bootstrap_ci_edge_cases_and_stat_paths() -> None:
 
 def test_bootstrap_chunking_does_not_change_results(monkeypatch: pytest.MonkeyPatch) -> None:
     x = np.random.default_rng(1).normal(size=37)
+    groups = [i // 3 for i in range(37)]
     whole = bootstrap_ci(x, n_boot=500)
-    monkeypatch.setattr(stats, "_MAX_CHUNK_ELEMS", 37 * 7)
+    grouped = bootstrap_ci(x, n_boot=500, groups=groups)
+    monkeypatch.setattr(stats.resample, "_MAX_CHUNK_ELEMS", 37 * 7)
+    assert len(list(stats.group_counts(37, 500, seed=0))) > 1  # the resamples now come in several blocks
     assert bootstrap_ci(x, n_boot=500) == whole
+    assert bootstrap_ci(x, n_boot=500, groups=groups) == grouped
 
 
 def test_bootstrap_metric_with_sklearn_f1() -> None:
@@ -243,3 +247,88 @@ def test_paired_bootstrap_sign_and_null() -> None:
     assert same["diff"] == 0 and same["p_value"] == 1.0
     noise = paired_bootstrap(base, base + rng.normal(0, 0.05, size=200), n_boot=1000)
     assert noise["ci"][0] < 0 < noise["ci"][1] and noise["p_value"] > 0.05
+
+
+# ---------------------------------------------------------------- every entry says how its interval was made
+def _entries(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, dict) and "value" in v and "ci" in v}
+
+
+def _dialog_rows() -> list[dict]:
+    """Three shapes-world dialogues of 10 rounds (one group each), answered half right, with option scores."""
+    import random
+
+    from vlmtune.data.example import Example
+    from vlmtune.data.synth.visdial import dialog_items, make_dialogue
+
+    task, rows = build_task("dialog"), []
+    for d in range(3):
+        for r, item in enumerate(dialog_items(make_dialogue(random.Random(d))), start=1):
+            meta = dict(item.meta)
+            ex = Example(id=f"d{d}-r{r}", task="dialog", messages=item.messages, images=["x.png"],
+                         target=item.target, options=item.options, group=meta.pop("group"), meta=meta)
+            text = ex.target["answer"] if r % 2 else "no idea"
+            p = task.parse(text, ex)
+            scores = [float((j * 7 + r) % 13) for j in range(len(ex.options))]
+            rows.append({"id": ex.id, "prediction": text, "parsed": p.value, "parse_ok": p.ok, "target": ex.target,
+                         "correct": bool(p.ok and task.correct(p.value, ex)), "scores": scores, "group": ex.group})
+    return rows
+
+
+def _task_rows() -> dict[str, tuple[dict, list[dict]]]:
+    """Prediction rows of every task, four examples to a group."""
+    rng = np.random.default_rng(0)
+    count = [{"id": str(i), "parsed": None if i % 9 == 0 else int(g + rng.integers(-1, 2)), "target": int(g),
+              "group": f"s{i // 4}"} for i, g in enumerate(rng.integers(0, 6, size=40))]
+    for r in count:
+        r["parse_ok"] = r["parsed"] is not None
+    labels = ["cat", "dog", "cow"]
+    classify = [{"id": str(i), "parsed": labels[(i * 5) % 3] if i % 7 else None, "target": labels[i % 3],
+                 "group": f"s{i // 4}"} for i in range(40)]
+    for r in classify:
+        r["parse_ok"] = r["parsed"] is not None
+    caption = [{"id": str(i), "parsed": "a red cat" if i % 2 else "a dog", "parse_ok": True, "target": "a red cat",
+                "group": f"s{i // 4}"} for i in range(40)]
+    mcq = [{"id": str(i), "prediction": "B", "parsed": 1 if i % 3 else None, "parse_ok": bool(i % 3), "target": i % 4,
+            "options": ["w", "x", "y", "z"], "option_photo": [0, 0, 1, 1], "group": f"s{i // 4}"} for i in range(40)]
+    return {"count": ({}, count), "classify": ({"labels": labels}, classify), "caption": ({}, caption),
+            "mcq": ({}, mcq), "dialog": ({}, _dialog_rows())}
+
+
+@pytest.mark.parametrize("name", ["count", "classify", "caption", "mcq", "dialog"])
+def test_every_entry_names_its_method_n_and_clusters(name: str) -> None:
+    options, rows = _task_rows()[name]
+    metrics = build_task(name, options).metrics(rows, n_boot=200, seed=0)
+    entries = _entries(metrics)
+    assert len(entries) >= 2
+    for key, e in entries.items():
+        assert {"value", "ci", "n", "clusters", "method"} <= set(e), (key, e)
+        if e["n"] == 0:
+            continue
+        assert 0 < e["clusters"] < e["n"], (key, e)              # the rows share groups: fewer clusters than rows
+        assert e["method"].startswith(("wilson with design effect", "cluster bootstrap")), (key, e)
+        assert e["ci"][0] <= e["value"] + 1e-12 and e["value"] <= e["ci"][1] + 1e-12, (key, e)
+    proportions = {"count": ["accuracy", "off_by_one", "parse_failure_rate"], "classify": ["accuracy"],
+                   "caption": ["exact_match"], "mcq": ["accuracy", "photo_accuracy", "exact_match"],
+                   "dialog": ["exact_match", "r@1", "r@10", "stripped_fraction"]}[name]
+    for key in proportions:
+        assert entries[key]["method"].startswith("wilson"), (key, entries[key])
+    others = {"count": ["mae", "rmse"], "classify": ["macro_f1"], "caption": ["token_f1"], "mcq": [],
+              "dialog": ["mrr", "ndcg", "bleu", "rougeL"]}[name]
+    for key in others:
+        assert entries[key]["method"].startswith("cluster bootstrap"), (key, entries[key])
+    # without groups every example is its own: plain Wilson and the example bootstrap, same values
+    flat = build_task(name, options).metrics([{k: v for k, v in r.items() if k != "group"} | {"id": f"u{i}"}
+                                              for i, r in enumerate(rows)], n_boot=200, seed=0)
+    for key, e in _entries(flat).items():
+        assert e["clusters"] == e["n"] and e["value"] == pytest.approx(entries[key]["value"], nan_ok=True)
+        assert e["method"] in ("wilson", "bootstrap (expanded percentile, 200 resamples)"), (key, e)
+
+
+def test_counting_intervals_changed_only_where_the_method_did() -> None:
+    """Accuracy 299/300 and 300/300 now read as Wilson intervals, not collapsed percentile ones."""
+    m = count_metrics([1] * 300, [1] * 300, n_boot=200)
+    assert m["accuracy"]["ci"] == pytest.approx([0.98736, 1.0], abs=1e-5) and m["off_by_one"]["ci"][1] == 1.0
+    assert m["mae"]["value"] == 0.0 and m["mae"]["ci"] == [0.0, 0.0]   # every error is 0: no spread to show
+    m = count_metrics([1] * 300, [1] * 299 + [2], n_boot=200)
+    assert [round(x, 3) for x in m["accuracy"]["ci"]] == [0.981, 0.999]

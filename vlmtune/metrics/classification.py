@@ -1,7 +1,9 @@
 """Classification metrics: accuracy, macro/weighted precision-recall-F1, per-class report, confusion.
 
-Point estimates come from scikit-learn; bootstrap CIs use a vectorised re-implementation of the same
-formulas (2,000 sklearn calls per metric would take seconds), checked against sklearn in the tests.
+Point estimates come from scikit-learn. Accuracy and the parse-failure rate are proportions: Wilson intervals
+(design-effect adjusted when a group repeats, `vlmtune.stats.proportion_entry`). Precision, recall and F1 get
+bootstrap CIs that resample groups, from a vectorised, weighted re-implementation of sklearn's formulas (2,000
+sklearn calls per metric would take seconds), checked against sklearn in the tests.
 
 Parse-failure policy (a failure is a prediction of None; it is never replaced by a guess):
   - accuracy counts a failure as wrong.
@@ -20,7 +22,8 @@ import numpy as np
 from sklearn.metrics import (accuracy_score, classification_report, confusion_matrix,
                              precision_recall_fscore_support)
 
-from vlmtune.stats import bootstrap_distribution, metric_entry, percentile_ci
+from vlmtune.stats import (bootstrap_method, cluster_bootstrap_distribution, clusters_of, metric_entry, nan_entry,
+                           percentile_ci, proportion_entry)
 
 PARSE_FAILURE = "parse_failure"
 POLICY = ("accuracy counts parse failures wrong; in precision/recall/F1 a failure is a false negative "
@@ -28,6 +31,7 @@ POLICY = ("accuracy counts parse failures wrong; in precision/recall/F1 a failur
 # order of the columns returned by batch_scores
 SCORE_NAMES = ("accuracy", "macro_precision", "macro_recall", "macro_f1",
                "weighted_precision", "weighted_recall", "weighted_f1", "parse_failure_rate")
+PROPORTIONS = ("accuracy", "parse_failure_rate")  # the rest are not proportions: bootstrap intervals
 
 
 def label_space(gold: Sequence[Hashable], pred: Sequence[Hashable | None],
@@ -44,18 +48,22 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape, dtype=float), where=den > 0)
 
 
-def batch_scores(t: np.ndarray, p: np.ndarray, k: int) -> np.ndarray:
+def batch_scores(t: np.ndarray, p: np.ndarray, k: int, weights: np.ndarray | None = None) -> np.ndarray:
     """All SCORE_NAMES for a batch of resamples, sklearn semantics.
 
-    t, p: [b, n] class indices; gold in [0, k), predictions in [0, k] where k = parse failure.
+    t, p: [b, n] class indices (or [n], broadcast against `weights`); gold in [0, k), predictions in [0, k]
+    where k = parse failure. weights: [b, n] how often each example is in each resample (None: once).
     Returns [b, len(SCORE_NAMES)].
     """
     t, p = np.atleast_2d(t), np.atleast_2d(p)
-    b = t.shape[0]
+    w = np.ones(t.shape) if weights is None else np.atleast_2d(weights).astype(float)
+    t, p = np.broadcast_to(t, w.shape), np.broadcast_to(p, w.shape)
+    b = w.shape[0]
     off = (np.arange(b) * (k + 1))[:, None]  # [b, 1]: one bincount for the whole batch
 
     def counts(x: np.ndarray) -> np.ndarray:
-        return np.bincount(x.ravel(), minlength=b * (k + 1)).reshape(b, k + 1)[:, :k]  # [b, k]
+        flat = np.bincount(x.ravel(), weights=w.ravel(), minlength=b * (k + 1))
+        return flat.reshape(b, k + 1)[:, :k]  # [b, k]
 
     true_n = counts(t + off)
     pred_n = counts(p + off)           # failures land in column k and are dropped
@@ -74,19 +82,21 @@ def batch_scores(t: np.ndarray, p: np.ndarray, k: int) -> np.ndarray:
     def weighted(x: np.ndarray) -> np.ndarray:
         return _safe_div((x * true_n).sum(axis=1), support)
 
-    acc = hit.mean(axis=1)
-    fail = (p == k).mean(axis=1)
+    total = w.sum(axis=1)
+    acc = (hit * w).sum(axis=1) / total
+    fail = ((p == k) * w).sum(axis=1) / total
     return np.stack([acc, macro(prec), macro(rec), macro(f1),
                      weighted(prec), weighted(rec), weighted(f1), fail], axis=1)
 
 
 def classification_metrics(gold: Sequence[Hashable], pred: Sequence[Hashable | None],
                            labels: Sequence[Hashable] | None = None, n_boot: int = 2000, seed: int = 0,
-                           alpha: float = 0.05) -> dict[str, Any]:
-    """Metrics dict for single-label classification. `pred[i]` is None where parsing failed.
+                           alpha: float = 0.05, groups: Sequence[Any] | None = None) -> dict[str, Any]:
+    """Metrics dict for single-label classification. `pred[i]` is None where parsing failed; `groups[i]` is the
+    example's group (None: every example its own group).
 
     Keys: accuracy, macro_precision, macro_recall, macro_f1, weighted_precision, weighted_recall,
-    weighted_f1, parse_failure_rate (entries {"value", "ci", "n"}); parse_failures (int);
+    weighted_f1, parse_failure_rate (entries {"value", "ci", "n", "clusters", "method"}); parse_failures (int);
     per_class {label: {"precision", "recall", "f1", "support"}}; confusion {"labels", "pred_labels",
     "matrix"} (rows = gold, columns = predicted + "parse_failure"); parse_failure_policy (str).
     """
@@ -102,7 +112,8 @@ def classification_metrics(gold: Sequence[Hashable], pred: Sequence[Hashable | N
     confusion = {"labels": space, "pred_labels": space + [PARSE_FAILURE], "rows": "gold",
                  "columns": "predicted"}
     if n == 0:
-        out = {name: metric_entry(float("nan"), (float("nan"), float("nan")), 0) for name in SCORE_NAMES}
+        out = {name: nan_entry("wilson" if name in PROPORTIONS else bootstrap_method(n_boot, clusters_of(None, 0)))
+               for name in SCORE_NAMES}
         out.update(parse_failures=0, per_class={}, confusion={**confusion, "matrix": [[0] * (k + 1)] * k},
                    parse_failure_policy=POLICY)
         return out
@@ -121,10 +132,15 @@ def classification_metrics(gold: Sequence[Hashable], pred: Sequence[Hashable | N
     # gold is never a failure, so the failure row is dropped: [k, k + 1]
     matrix = confusion_matrix(t, p, labels=list(range(k + 1)))[:k]
 
-    reps = bootstrap_distribution(n, lambda idx: batch_scores(t[idx], p[idx], k), n_boot, seed)
+    cl = clusters_of(groups, n)
+    reps = cluster_bootstrap_distribution(lambda w: batch_scores(t, p, k, w), n, cl, n_boot, seed)
     out: dict[str, Any] = {}
     for j, name in enumerate(SCORE_NAMES):
-        out[name] = metric_entry(values[name], percentile_ci(reps[:, j], alpha), n)
+        if name in PROPORTIONS:
+            out[name] = proportion_entry(t == p if name == "accuracy" else p == k, groups=groups, alpha=alpha)
+        else:
+            out[name] = metric_entry(values[name], percentile_ci(reps[:, j], alpha, cl.count), n, clusters=cl.count,
+                                     method=bootstrap_method(n_boot, cl))
     out.update(parse_failures=fails, per_class=per_class, confusion={**confusion, "matrix": matrix.tolist()},
                parse_failure_policy=POLICY)
     return out

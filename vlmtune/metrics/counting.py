@@ -1,4 +1,7 @@
-"""Counting metrics: exact accuracy, off-by-one accuracy, MAE, RMSE, with bootstrap CIs.
+"""Counting metrics: exact accuracy, off-by-one accuracy, MAE, RMSE, each with its interval.
+
+Intervals: accuracy, off_by_one and parse_failure_rate are proportions (Wilson, design-effect adjusted when a
+group repeats: `vlmtune.stats.proportion_entry`); MAE and RMSE use the bootstrap, resampling groups.
 
 Parse-failure policy (a failure is a prediction of None; it is never replaced by a guess):
   - accuracy and off_by_one are over ALL rows; a failure counts as wrong.
@@ -12,18 +15,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vlmtune.stats import bootstrap_ci, metric_entry
+from vlmtune.stats import bootstrap_entry, proportion_entry
 
 PARSE_FAILURE = "parse_failure"
 POLICY = ("accuracy and off_by_one are over all rows, parse failures counted wrong; "
           "mae and rmse are over parsed rows only")
-
-_NAN_CI = (float("nan"), float("nan"))
-
-
-def _rms(x: np.ndarray, axis: int | None = None) -> np.ndarray:
-    """sqrt(mean(x)) for squared errors (takes axis= so the bootstrap stays vectorised)."""
-    return np.sqrt(np.mean(x, axis=axis))
 
 
 def count_confusion(gold: Sequence[int], pred: Sequence[int | None]) -> dict[str, Any]:
@@ -42,11 +38,12 @@ def count_confusion(gold: Sequence[int], pred: Sequence[int | None]) -> dict[str
 
 
 def count_metrics(gold: Sequence[int], pred: Sequence[int | None], n_boot: int = 2000,
-                  seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
-    """Metrics dict for counts. `pred[i]` is None where the answer could not be parsed.
+                  seed: int = 0, alpha: float = 0.05, groups: Sequence[Any] | None = None) -> dict[str, Any]:
+    """Metrics dict for counts. `pred[i]` is None where the answer could not be parsed; `groups[i]` is the
+    example's group (None: every example its own group).
 
-    Keys: accuracy, off_by_one, mae, rmse, parse_failure_rate (entries {"value", "ci", "n"}),
-    parse_failures (int), confusion (dict), parse_failure_policy (str).
+    Keys: accuracy, off_by_one, mae, rmse, parse_failure_rate (entries {"value", "ci", "n", "clusters",
+    "method"}), parse_failures (int), confusion (dict), parse_failure_policy (str).
     """
     if len(gold) != len(pred):
         raise ValueError(f"gold and pred differ in length: {len(gold)} vs {len(pred)}")
@@ -58,19 +55,15 @@ def count_metrics(gold: Sequence[int], pred: Sequence[int | None], n_boot: int =
     exact = (err == 0).astype(float)         # NaN == 0 is False: failures count as wrong
     near = (err <= 1).astype(float)
     abs_err = err[~failed]
-    sq_err = abs_err ** 2
-
-    def entry(values: np.ndarray, stat=np.mean) -> dict[str, Any]:
-        if values.size == 0:
-            return metric_entry(float("nan"), _NAN_CI, 0)
-        return metric_entry(stat(values), bootstrap_ci(values, stat, n_boot, alpha, seed), values.size)
+    parsed_groups = None if groups is None else [x for x, f in zip(groups, failed) if not f]
+    boot = {"n_boot": n_boot, "seed": seed, "alpha": alpha}
 
     return {
-        "accuracy": entry(exact),
-        "off_by_one": entry(near),
-        "mae": entry(abs_err),
-        "rmse": entry(sq_err, _rms),
-        "parse_failure_rate": entry(failed.astype(float)),
+        "accuracy": proportion_entry(exact, groups=groups, alpha=alpha),
+        "off_by_one": proportion_entry(near, groups=groups, alpha=alpha),
+        "mae": bootstrap_entry(abs_err, parsed_groups, **boot),
+        "rmse": bootstrap_entry(abs_err ** 2, parsed_groups, transform=np.sqrt, **boot),
+        "parse_failure_rate": proportion_entry(failed, groups=groups, alpha=alpha),
         "parse_failures": int(failed.sum()),
         "confusion": count_confusion(gold, pred),
         "parse_failure_policy": POLICY,

@@ -1,4 +1,4 @@
-"""VisDial-style ranking metrics: R@k, MRR, mean rank and NDCG over answer options, with bootstrap CIs.
+"""VisDial-style ranking metrics: R@k, MRR, mean rank and NDCG over answer options, each with its interval.
 
     ranks = ranks_from_scores(scores)                  # [R, K] -> [R, K], 1 = best
     gt = rank_of_gt(scores, gt_index)                  # [R] rank of the gold option
@@ -8,6 +8,8 @@
 
 Definitions follow the VisDial v1.0 evaluation (shared/seeds/README.md): options are ranked by model
 score, R@k = mean(rank of gold <= k), MRR = mean(1 / rank), mean rank = mean(rank), over every round.
+R@k is a proportion (Wilson interval, design-effect adjusted when rounds share a dialogue); MRR, mean rank and
+NDCG get bootstrap intervals that resample whole groups (the rounds of one dialogue together).
 
 Tie rule (TIES_POLICY). The official code ranks with torch.sort, so a tie is broken by whatever order
 the options happen to be stored in: the same scores can give different numbers. Here ties are broken
@@ -34,7 +36,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from vlmtune.errors import DataError
-from vlmtune.stats import bootstrap_ci, metric_entry
+from vlmtune.stats import bootstrap_entry, proportion_entry
 
 TIES = ("pessimistic", "optimistic")
 TIES_POLICY = ("options tied in score take the worst rank of their tie group (pessimistic, default) "
@@ -42,8 +44,6 @@ TIES_POLICY = ("options tied in score take the worst rank of their tie group (pe
                "(pessimistic) or most relevant first (optimistic)")
 NDCG_POLICY = ("rounds whose relevance is all zero have no NDCG (k = 0, IDCG = 0): they are left out of "
                "the mean and counted in ndcg_rounds_skipped")
-
-_NAN_CI = (float("nan"), float("nan"))
 
 
 # ----------------------------------------------------------------------------- validation
@@ -179,10 +179,11 @@ def ranks_from_submission(rows: Iterable[Mapping[str, Any]], num_options: int = 
 
 # ----------------------------------------------------------------------------- R@k, MRR, mean rank
 def ranking_metrics(gt_ranks: Any, ks: Sequence[int] = (1, 5, 10), n_boot: int = 2000, seed: int = 0,
-                    alpha: float = 0.05) -> dict[str, Any]:
+                    alpha: float = 0.05, groups: Sequence[Any] | None = None) -> dict[str, Any]:
     """Metrics dict from the gold option's rank in each round (1 = best): r@k for each k, mrr, mean_rank.
 
-    Each is an entry {"value", "ci", "n"}; all CIs use the same seed, so they resample the same rounds.
+    Each is an entry {"value", "ci", "n", "clusters", "method"}; `groups[i]` is round i's group (its dialogue;
+    None: every round alone). The bootstrap CIs use one seed, so they resample the same groups.
     """
     r = np.asarray(gt_ranks, dtype=float)
     if r.ndim != 1 or r.size == 0:
@@ -191,12 +192,10 @@ def ranking_metrics(gt_ranks: Any, ks: Sequence[int] = (1, 5, 10), n_boot: int =
         i = int(np.argmax(~np.isfinite(r) | (r < 1)))
         raise ValueError(f"gt_ranks[{i}] = {r[i]}: ranks start at 1 (1 = best)")
 
-    def entry(values: np.ndarray) -> dict[str, Any]:
-        return metric_entry(values.mean(), bootstrap_ci(values, np.mean, n_boot, alpha, seed), values.size)
-
-    out = {f"r@{k}": entry((r <= k).astype(float)) for k in ks}
-    out["mrr"] = entry(1.0 / r)
-    out["mean_rank"] = entry(r)
+    boot = {"n_boot": n_boot, "seed": seed, "alpha": alpha}
+    out = {f"r@{k}": proportion_entry(r <= k, groups=groups, alpha=alpha) for k in ks}
+    out["mrr"] = bootstrap_entry(1.0 / r, groups, **boot)
+    out["mean_rank"] = bootstrap_entry(r, groups, **boot)
     return out
 
 
@@ -236,14 +235,13 @@ def ndcg(scores: Any, relevance: Any, ties: str = "pessimistic") -> np.ndarray:
 
 
 def ndcg_metric(scores: Any, relevance: Any, ties: str = "pessimistic", n_boot: int = 2000, seed: int = 0,
-                alpha: float = 0.05) -> dict[str, Any]:
-    """Metrics dict: "ndcg" entry {"value", "ci", "n"} (n = rounds scored), "ndcg_rounds_skipped" (rounds
-    with all-zero relevance, left out of the mean), "ndcg_policy" and "ties_policy" (strings)."""
+                alpha: float = 0.05, groups: Sequence[Any] | None = None) -> dict[str, Any]:
+    """Metrics dict: "ndcg" entry {"value", "ci", "n", "clusters", "method"} (n = rounds scored; bootstrap over
+    the rounds' `groups`), "ndcg_rounds_skipped" (rounds with all-zero relevance, left out of the mean),
+    "ndcg_policy" and "ties_policy" (strings)."""
     per_round = ndcg(scores, relevance, ties)
-    valid = per_round[~np.isnan(per_round)]
-    if valid.size == 0:
-        entry = metric_entry(float("nan"), _NAN_CI, 0)
-    else:
-        entry = metric_entry(valid.mean(), bootstrap_ci(valid, np.mean, n_boot, alpha, seed), valid.size)
-    return {"ndcg": entry, "ndcg_rounds_skipped": int(per_round.size - valid.size),
+    keep = ~np.isnan(per_round)
+    kept_groups = None if groups is None else [g for g, k in zip(groups, keep) if k]
+    entry = bootstrap_entry(per_round[keep], kept_groups, n_boot=n_boot, seed=seed, alpha=alpha)
+    return {"ndcg": entry, "ndcg_rounds_skipped": int((~keep).sum()),
             "ndcg_policy": NDCG_POLICY, "ties_policy": f"{ties}: {TIES_POLICY}"}

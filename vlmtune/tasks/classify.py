@@ -29,7 +29,7 @@ from typing import Any, Sequence
 from vlmtune.errors import ConfigError, DataError
 from vlmtune.metrics.classification import classification_metrics
 from vlmtune.registry import TASKS
-from vlmtune.tasks.base import Parsed, Row, Task
+from vlmtune.tasks.base import Parsed, Row, Task, row_groups
 
 _HANGUL = "\uac00-\ud7a3"
 _LEAD_IN = re.compile(
@@ -141,4 +141,5 @@ class ClassifyTask(Task):
         """Metrics dict from prediction rows (failures: parse_ok false or parsed null)."""
         gold = [r["target"] for r in rows]
         pred = [r["parsed"] if r.get("parse_ok") and r.get("parsed") is not None else None for r in rows]
-        return classification_metrics(gold, pred, labels=self.labels, n_boot=n_boot, seed=seed)
+        return classification_metrics(gold, pred, labels=self.labels, n_boot=n_boot, seed=seed,
+                                      groups=row_groups(rows))

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from vlmtune.metrics.counting import count_metrics
 from vlmtune.registry import TASKS
-from vlmtune.tasks.base import REPORT_COLORS, Parsed, ReportSection, Row, Task
+from vlmtune.tasks.base import REPORT_COLORS, Parsed, ReportSection, Row, Task, row_groups
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -229,7 +229,7 @@ class CountTask(Task):
         """Metrics dict from prediction rows (failures: parse_ok false or parsed null)."""
         gold = [int(r["target"]) for r in rows]
         pred = [int(r["parsed"]) if r.get("parse_ok") and r.get("parsed") is not None else None for r in rows]
-        return count_metrics(gold, pred, n_boot=n_boot, seed=seed)
+        return count_metrics(gold, pred, n_boot=n_boot, seed=seed, groups=row_groups(rows))
 
     def report_sections(self, baseline: Sequence[Row], candidate: Sequence[Row], *,
                         labels: tuple[str, str] = ("baseline", "candidate")) -> list[ReportSection]:

@@ -13,8 +13,8 @@ correct: exact match after normalization (case, NFKC, punctuation -> space, sing
 gold answer or with any option whose relevance is 1.0. VisDial's dense annotations give 1.0 to every
 option all annotators accepted, so those are gold-equivalent; 0.5 ("some accepted") does not count.
 
-metrics (n_boot, seed):
-  - exact_match (+ exact_match_by_round): the mean of the rows' `correct` flags.
+metrics (n_boot, seed); every interval treats the rounds of one dialogue (rows sharing a "group") as one unit:
+  - exact_match (+ exact_match_by_round): the mean of the rows' `correct` flags (a Wilson interval).
   - text metrics via vlmtune.metrics.text.text_metrics on the raw predictions (blocks stripped
     there, stripped_fraction reported): BLEU, ROUGE-1/2/L, CIDEr-D, and BERTScore when the task is
     built with the option bertscore=true (needs the 'bertscore' extra). The reference is the gold answer
@@ -46,9 +46,9 @@ import numpy as np
 from vlmtune.errors import DataError
 from vlmtune.metrics import ranking
 from vlmtune.metrics.text import strip_blocks, text_metrics
-from vlmtune.stats import bootstrap_ci, metric_entry
+from vlmtune.stats import proportion_entry
 from vlmtune.registry import TASKS
-from vlmtune.tasks.base import Parsed, Row, Task
+from vlmtune.tasks.base import Parsed, Row, Task, row_groups
 from vlmtune.tasks.classify import normalize
 
 log = logging.getLogger(__name__)
@@ -219,10 +219,7 @@ class DialogTask(Task):
         """Metrics dict (see the module docstring)."""
         if not rows:
             raise ValueError("no prediction rows to score")
-
-        def entry(values: np.ndarray) -> dict[str, Any]:
-            return metric_entry(values.mean(), bootstrap_ci(values, n_boot=n_boot, seed=seed), values.size)
-
+        groups = row_groups(rows)
         targets = [r["target"] for r in rows]
         em = np.array([bool(r["correct"]) if "correct" in r else
                        (r.get("parse_ok", False) and normalize(str(r.get("parsed"))) == normalize(t["answer"]))
@@ -230,7 +227,7 @@ class DialogTask(Task):
         by_round: dict[int, list[float]] = defaultdict(list)
         for t, v in zip(targets, em):
             by_round[int(t["round"])].append(v)
-        out: dict[str, Any] = {"exact_match": entry(em)}
+        out: dict[str, Any] = {"exact_match": proportion_entry(em, groups=groups)}
         out["exact_match_by_round"] = {str(k): {"value": float(np.mean(v)), "n": len(v)}
                                        for k, v in sorted(by_round.items())}
         out["parse_failures"] = sum(1 for r in rows if not r.get("parse_ok", True))
@@ -238,20 +235,20 @@ class DialogTask(Task):
         refs = [[str(t["answer"])] for t in targets]  # the gold alone, as VisDial's generative evaluation
         names = list(self.options.metrics) + (["bertscore"] if self.options.bertscore else [])
         bs_model = self.options.bertscore_model
-        text = text_metrics(preds, refs, metrics=list(dict.fromkeys(names)), n_boot=n_boot, seed=seed,
+        text = text_metrics(preds, refs, metrics=list(dict.fromkeys(names)), n_boot=n_boot, seed=seed, groups=groups,
                             metric_kwargs={"bertscore": {"model_type": bs_model}} if bs_model else None)
         text.pop("n", None)
         out.update(text)
         out["text_references"] = "gold answer only"
-        out.update(self._ranking(rows, targets, n_boot, seed))
+        out.update(self._ranking(rows, targets, groups, n_boot, seed))
         text_keys = [k for k, v in out.items() if isinstance(v, dict) and "value" in v and k not in RANKING_KEYS]
         out["metric_modes"] = {**{k: TEXT_SOURCE for k in text_keys},
                                **{k: SCORE_SOURCE for k in RANKING_KEYS if k in out}}
         return out
 
     @staticmethod
-    def _ranking(rows: Sequence[dict[str, Any]], targets: list[dict[str, Any]], n_boot: int, seed: int
-                 ) -> dict[str, Any]:
+    def _ranking(rows: Sequence[dict[str, Any]], targets: list[dict[str, Any]], groups: list[Any], n_boot: int,
+                 seed: int) -> dict[str, Any]:
         has = [r.get("scores") is not None for r in rows]
         if not any(has):
             return {"ranking_mode": None}
@@ -272,9 +269,11 @@ class DialogTask(Task):
         scores = np.array([r["scores"] for r in rows], dtype=float)            # [R, K]
         gt = np.array([int(t["gt_index"]) for t in targets], dtype=np.int64)    # [R]
         out: dict[str, Any] = {"ranking_mode": "loglik"}
-        out.update(ranking.ranking_metrics(ranking.rank_of_gt(scores, gt), ks=(1, 5, 10), n_boot=n_boot, seed=seed))
+        out.update(ranking.ranking_metrics(ranking.rank_of_gt(scores, gt), ks=(1, 5, 10), n_boot=n_boot, seed=seed,
+                                           groups=groups))
         dense = [i for i, t in enumerate(targets) if t.get("relevance") is not None]
         if dense:
             rel = np.array([targets[i]["relevance"] for i in dense], dtype=float)  # [D, K]
-            out.update(ranking.ndcg_metric(scores[dense], rel, n_boot=n_boot, seed=seed))
+            out.update(ranking.ndcg_metric(scores[dense], rel, n_boot=n_boot, seed=seed,
+                                           groups=[groups[i] for i in dense]))
         return out

@@ -28,7 +28,8 @@ Negation is not understood: "not B." parses as B, and "Not A. B." names two opti
 Metrics (see `mcq_metrics`): accuracy (object level), photo_accuracy (the predicted option is in the
 gold option's photo), exact_match (the raw text, minus a leading letter marker, equals the gold option
 text after normalization: "B) ...입니다" or a repeated answer is not exact), parse_failure_rate,
-each with a bootstrap CI; plus a confusion matrix over letters. `permutation_check` measures how an
+each a proportion with a Wilson interval (design-effect adjusted when questions share a dialogue's group);
+plus a confusion matrix over letters. `permutation_check` measures how an
 answerer depends on option order.
 """
 
@@ -44,9 +45,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from vlmtune.errors import DataError
-from vlmtune.stats import bootstrap_ci, bootstrap_distribution, metric_entry, percentile_ci, proportion_entry
+from vlmtune.stats import proportion_entry
 from vlmtune.registry import TASKS
-from vlmtune.tasks.base import Answerer, Parsed, Row, Task
+from vlmtune.tasks.base import Answerer, Parsed, Row, Task, row_groups
 from vlmtune.tasks.classify import _label_pattern, normalize
 
 LETTERS = "ABCD"
@@ -228,9 +229,10 @@ def mcq_metrics(rows: Sequence[dict[str, Any]], n_boot: int = 2000, seed: int = 
 
     Rows need id/prediction/parsed/parse_ok/target, plus `options` and `option_photo` (from
     `McqTask.row_extras`) for exact_match and photo_accuracy; without them those two are NaN with n=0
-    and a note says why. All scores are resampled on the same bootstrap index sets.
-    Keys: accuracy, photo_accuracy, exact_match, parse_failure_rate ({"value", "ci", "n"}),
-    parse_failures (int), confusion {"labels", "pred_labels", "rows", "columns", "matrix"}, notes.
+    and a note says why. Every score is a proportion: a Wilson interval over the rows' groups
+    (`vlmtune.stats.proportion_entry`); n_boot and seed keep the common signature and change nothing here.
+    Keys: accuracy, photo_accuracy, exact_match, parse_failure_rate ({"value", "ci", "n", "clusters",
+    "method"}), parse_failures (int), confusion {"labels", "pred_labels", "rows", "columns", "matrix"}, notes.
     """
     n = len(rows)
     pred = [int(r["parsed"]) if r.get("parse_ok") and r.get("parsed") is not None else None for r in rows]
@@ -254,20 +256,11 @@ def mcq_metrics(rows: Sequence[dict[str, Any]], n_boot: int = 2000, seed: int = 
     matrix = np.zeros((k, k + 1), dtype=int)  # rows = gold letter, columns = predicted letter + failure
     for p, g in zip(pred, gold):
         matrix[g, k if p is None else p] += 1
-    out: dict[str, Any] = {}
     columns = {"accuracy": acc, "photo_accuracy": photo, "exact_match": exact, "parse_failure_rate": fail}
-    if n == 0:
-        out = {name: metric_entry(float("nan"), (float("nan"), float("nan")), 0) for name in SCORE_NAMES}
-    else:
-        present = [name for name in SCORE_NAMES if columns[name].size == n]
-        table = np.stack([columns[name] for name in present], axis=1)  # [n, m]
-        reps = bootstrap_distribution(n, lambda idx: table[idx].mean(axis=1), n_boot, seed)  # [b, m]
-        for name in SCORE_NAMES:
-            if name in present:
-                j = present.index(name)
-                out[name] = metric_entry(table[:, j].mean(), percentile_ci(reps[:, j], alpha), n)
-            else:
-                out[name] = metric_entry(float("nan"), (float("nan"), float("nan")), 0)
+    groups = row_groups(rows)
+    # a score without its row extras has no values (size 0): a NaN entry with n = 0
+    out: dict[str, Any] = {name: proportion_entry(columns[name], groups=groups if columns[name].size == n else None,
+                                                  alpha=alpha) for name in SCORE_NAMES}
     out.update(parse_failures=int((~ok).sum()),
                confusion={"labels": list(LETTERS), "pred_labels": list(LETTERS) + [PARSE_FAILURE],
                           "rows": "gold", "columns": "predicted", "matrix": matrix.tolist()},
@@ -341,7 +334,7 @@ class McqTask(Task):
         out = mcq_metrics(rows, n_boot=n_boot, seed=seed)
         for suffix, idx in self._subsets(rows):
             out[f"accuracy{suffix}"] = proportion_entry([bool(rows[i]["correct"]) for i in idx], n_boot=n_boot,
-                                                        seed=seed, groups=[rows[i].get("group") for i in idx])
+                                                        seed=seed, groups=row_groups([rows[i] for i in idx]))
         return out
 
     def option_metrics(self, rows: Sequence[Row], examples: Sequence[Any], options: Sequence[Sequence[str]],
@@ -409,10 +402,12 @@ def permutation_check(examples: Sequence[Any], predict_fn: Callable[[list[Any]],
 
     Every example is asked in its original order and in `n_perm` distinct shuffles (seeded by `seed` and
     the example id, so reruns ask the same questions); answers are parsed with `parse_option` and mapped
-    back to the original options.
+    back to the original options. `n_boot` keeps the common signature: consistency is a proportion with a
+    score interval, which draws no resamples.
     Returns:
-      consistency: {"value", "ci", "n"}: fraction of examples answered with the same original option in
-        every ordering (a parse failure in any ordering counts as inconsistent).
+      consistency: {"value", "ci", "n", "clusters", "method"}: fraction of examples answered with the same
+        original option in every ordering (a parse failure in any ordering counts as inconsistent); Wilson,
+        over the examples' groups.
       accuracy_by_ordering: accuracy in ordering 0 (original), 1, ...; parse_failures (int).
       position_bias: {"letters", "counts", "proportions", "expected", "gold_counts", "chi2", "p_value"}:
         letters chosen over all parsed answers vs uniform 1/k (scipy chi-square goodness of fit;
@@ -461,7 +456,7 @@ def permutation_check(examples: Sequence[Any], predict_fn: Callable[[list[Any]],
         chi2 = p = float("nan")
     return {
         "n": len(examples), "n_orderings": n_orders,
-        "consistency": metric_entry(same.mean(), bootstrap_ci(same, n_boot=n_boot, seed=seed), len(same)),
+        "consistency": proportion_entry(same, groups=[ex.group or ex.id for ex in examples]),
         "accuracy_by_ordering": acc_by_order, "parse_failures": failures,
         "position_bias": {"letters": list(LETTERS[:k]), "counts": letter_counts.tolist(),
                           "proportions": (letter_counts / total).tolist() if total else [float("nan")] * k,
