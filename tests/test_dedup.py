@@ -153,3 +153,28 @@ def test_the_run_report_shows_the_pairs(cctv, tmp_path):
     sections = json.loads((run / "comparison.json").read_text())
     assert sections["task_sections"] == [] or all("Near-duplicate" not in s["title"] for s in sections["task_sections"])
     assert sections["data_sections"][0]["title"] == "Near-duplicate images across splits"
+
+
+def test_shapes_world_runs_skip_the_image_check_and_group_identical_drawings(tmp_path, log_lines):
+    """Look-alike single-shape drawings defeat the hash (false pairs), so synth data is checked by scene instead."""
+    from vlmtune.config import load_config
+    from vlmtune.data.prepare import prepare_data
+
+    cfg = load_config(None, ["data.task=count", "data.n=40"])
+    prepare_data(cfg, tmp_path)
+    assert any("near-duplicate image check skipped for the shapes world" in m for m in log_lines)
+    assert not (tmp_path / "data" / "near_duplicates.json").exists()
+
+
+def test_identical_drawings_share_a_group(tmp_path, monkeypatch):
+    import random
+
+    import vlmtune.data.synth as synth
+
+    real = synth.GENERATORS["count"]
+    monkeypatch.setitem(synth.GENERATORS, "count", lambda rng, **kw: real(random.Random(7), **kw))  # one scene
+    same = load_jsonl(synthesize("count", 5, tmp_path / "same", seed=0))
+    assert len({e.group for e in same}) == 1 and same[0].group == "count-scene-000000"
+    monkeypatch.setitem(synth.GENERATORS, "count", real)
+    different = load_jsonl(synthesize("count", 5, tmp_path / "different", seed=0))
+    assert [e.group for e in different] == [f"count-scene-{i:06d}" for i in range(5)]

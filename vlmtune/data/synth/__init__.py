@@ -13,7 +13,9 @@ Tasks:
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import random
 from pathlib import Path
 from typing import Callable
@@ -138,6 +140,7 @@ def synthesize(task: str, n: int, out_dir: str | Path, *, seed: int = 0, image_s
     (out / "images").mkdir(parents=True, exist_ok=True)
     prefix = prefix or task
     examples = []
+    first_seen: dict[str, str] = {}  # identical drawings -> one group, so they never straddle splits
     for i in progress_bar(range(n), desc=f"synth {task}"):
         rng = random.Random(f"{seed}-{task}-{i}")
         item = GENERATORS[task](rng, **options)
@@ -149,8 +152,10 @@ def synthesize(task: str, n: int, out_dir: str | Path, *, seed: int = 0, image_s
             render(scene, image_size).save(buf, format="PNG")
             atomic_write_bytes(img_path, buf.getvalue())  # safe when several ranks synthesize the same data
             images.append(str(img_path))
+        drawn = json.dumps([dataclasses.asdict(sc) for sc in item.scenes], sort_keys=True)
+        group = item.meta.pop("group", None) or first_seen.setdefault(drawn, f"{prefix}-scene-{i:06d}")
         examples.append(Example(
             id=f"{prefix}-{i:06d}", task=item.meta.pop("task", task), images=images, messages=item.messages,
-            target=item.target, options=item.options, group=item.meta.pop("group", f"{prefix}-scene-{i:06d}"),
+            target=item.target, options=item.options, group=group,
             meta={"source": "shapes-world", "seed": seed, **item.meta}))
     return write_jsonl(out / "data.jsonl", examples)
