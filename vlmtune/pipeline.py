@@ -49,11 +49,24 @@ def setup_data(cfg: RunConfig, run_dir: Path, *, reuse: bool) -> tuple[dict[str,
             log.info(f"[data] reusing the splits in {run_dir / 'data'}")
         else:
             splits = prepare_data(cfg, run_dir)
+            if cfg.teach.target != "none":
+                splits["train"] = teach_train_split(cfg, run_dir, splits["train"])
         ref = resolve_model(cfg.model)
     barrier()
     if not is_main_process():
         splits, ref = load_splits(run_dir), resolve_model(cfg.model)
     return splits, ref
+
+
+def teach_train_split(cfg: RunConfig, run_dir: Path, train: list[Example]) -> list[Example]:
+    """The recipe's `teach:` section: the teacher writes the train split's targets (run_dir/teacher/ holds its
+    report); the result replaces data/train.jsonl, so the run directory keeps what was trained on."""
+    from vlmtune.data.example import write_jsonl
+    from vlmtune.teacher.run import teach
+
+    result = teach(train, build_task(cfg.data.task, cfg.data.task_options), cfg.teach, run_dir / "teacher")
+    write_jsonl(run_dir / "data" / "train.jsonl", result.examples)
+    return result.examples
 
 
 def _stage_done(path: Path, resume: bool) -> bool:
