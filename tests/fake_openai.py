@@ -39,6 +39,16 @@ def echo_responder(body: dict[str, Any]) -> tuple[str, str]:
     return f"answer {body_key(body)[:8]}", "stop"
 
 
+def recall_responder(body: dict[str, Any]) -> tuple[str, str]:
+    """A teacher that recalls the conversation in the last message (no gold answers: it always says "yes")."""
+    user = body["messages"][-1]["content"]
+    text = user if isinstance(user, str) else " ".join(p.get("text", "") for p in user if p.get("type") == "text")
+    lines = text.split("conversation:", 1)[-1].strip().splitlines()
+    answers = "; ".join(ln[3:] for ln in lines if ln.startswith("A: "))
+    question = lines[-1][3:] if lines and lines[-1].startswith("Q: ") else ""
+    return f"<reminder>Earlier answers: {answers or 'none'}. Now the question is: {question}</reminder>\nyes", "stop"
+
+
 class FakeOpenAI:
     def __init__(self, responder: Callable[[dict], tuple[str, str]] = echo_responder,
                  script: Callable[[dict, int], str | None] | None = None, *, latency: float = 0.0,
@@ -141,10 +151,10 @@ class FakeOpenAI:
         self.server.server_close()
 
 
-if __name__ == "__main__":  # a server for a subprocess test or by hand: prints its URL, serves until killed
+if __name__ == "__main__":  # a server in its own process (benchmarks/teach.py): prints its URL, serves until killed
     import sys
 
-    srv = FakeOpenAI(latency=float(sys.argv[1]) if len(sys.argv) > 1 else 0.0)
+    srv = FakeOpenAI(recall_responder, latency=float(sys.argv[1]) if len(sys.argv) > 1 else 0.0)
     with srv:
         print(srv.url, flush=True)
         threading.Event().wait()

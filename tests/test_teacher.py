@@ -46,7 +46,8 @@ def dialogs(dialog_file):
 def conversation_of(body: dict) -> str:
     user = body["messages"][-1]["content"]
     text = user if isinstance(user, str) else " ".join(p.get("text", "") for p in user if p["type"] == "text")
-    return text.split("conversation:\n", 1)[1].strip()
+    conv = text.split("conversation:\n")[-1].strip()
+    return conv[: -len("reply:")].strip() if conv.endswith("reply:") else conv  # reminder_base ends with "reply:"
 
 
 def good_teacher(examples: list[Example]):
@@ -65,7 +66,7 @@ def good_teacher(examples: list[Example]):
 
 def tcfg(srv: FakeOpenAI, tmp_path: Path, **kw) -> TeachConfig:
     base = dict(target="reminder+gold", backend="openai", model="teacher", base_url=srv.url, concurrency=4,
-                timeout=2.0, cache=str(tmp_path / "cache.jsonl"), filters={"off": []})
+                timeout=2.0, cache=str(tmp_path / "cache.jsonl"), filters={"skip": []})
     base.update(kw)
     return TeachConfig(**base)
 
@@ -133,7 +134,7 @@ def test_filters_catch_the_seeds_real_failures(case):
     agreement is checked separately below."""
     out = parse_output(case["response"])
     verdict = check(out, "stop", False, seed_example(case), build_task("dialog"), [],
-                    FilterConfig(off=["agreement"]))
+                    FilterConfig(skip=["agreement"]))
     assert verdict.reasons == case["expect"], verdict.details
 
 
@@ -149,10 +150,10 @@ def test_agreement_length_and_finish_on_the_seed_shape():
     v = check(unclosed, "stop", False, seed_example(case, "no"), task, [], FilterConfig())
     assert v.reasons[0] == "format" and "closing" in v.details["format"]
     korean = parse_output("<reminder>사진은 컬러입니다. 이제 의자가 있는지 묻습니다.</reminder>\nno")
-    v = check(korean, "stop", False, seed_example(case, "no"), task, [], FilterConfig(off=["grounding"]))
+    v = check(korean, "stop", False, seed_example(case, "no"), task, [], FilterConfig(skip=["grounding"]))
     assert v.reasons == ["language"]
     assert check(korean, "stop", False, seed_example(case, "no"), task, [],
-                 FilterConfig(off=["grounding"], language="ko")).reasons == []
+                 FilterConfig(skip=["grounding"], language="ko")).reasons == []
 
 
 def test_shapes_world_grounding_is_exact_and_future_rounds_are_caught(dialogs):
@@ -292,3 +293,32 @@ def test_local_backend_caches_and_resumes(tmp_path, dialogs, micro_model_dir, mo
     assert (tmp_path / "a" / "data.jsonl").read_bytes() == (tmp_path / "b" / "data.jsonl").read_bytes()
     with pytest.raises(ConfigError, match="greedily"):
         teach(dialogs[:2], task, TeachConfig(**{**cfg.__dict__, "temperature": 0.5}))
+
+
+def test_a_recipes_teach_section_writes_the_train_split(tmp_path, monkeypatch):
+    """The pipeline's data stage runs the teacher on the train split only; data/train.jsonl holds what is trained on."""
+    from vlmtune.config import load_config
+    from vlmtune.pipeline import check_recipe, setup_data
+
+    monkeypatch.setattr("vlmtune.pipeline.resolve_model", lambda cfg: None)  # the model is not needed here
+    with FakeOpenAI(responder=lambda body: (f"<reminder>Now: {conversation_of(body).splitlines()[-1][3:]}"
+                                            "</reminder>\nmaybe", "stop")) as srv:
+        cfg = load_config(ROOT / "recipes" / "shapes_dialog_teacher.yaml", [
+            f"output_dir={tmp_path}", "data.n=24", "teach.backend=openai", f"teach.base_url={srv.url}",
+            "teach.model=fake", f"teach.cache={tmp_path / 'cache.jsonl'}", "teach.target=reminder+teacher",
+            "teach.filters={skip: [agreement]}"])
+        check_recipe(cfg)
+        splits, _ = setup_data(cfg, cfg.run_dir, reuse=False)
+        assert len(srv.log) == len(splits["train"])  # the train split only
+    train = load_jsonl(cfg.run_dir / "data" / "train.jsonl")
+    assert [e.messages for e in train] == [e.messages for e in splits["train"]]
+    accepted = [e for e in train if e.meta["teacher"]["accepted"]]
+    assert accepted and all(e.messages[-1]["content"].startswith("<reminder>Now: ") and
+                            e.messages[-1]["content"].endswith("\nmaybe") for e in accepted)
+    # rejected ones (here: the same output for another dialogue's identical question) keep their gold target
+    assert all(e.messages[-1]["content"] == e.target["answer"] and e.meta["teacher"]["rejected"]
+               for e in train if not e.meta["teacher"]["accepted"])
+    assert all(not e.messages[-1]["content"].startswith("<reminder>") for e in splits["test"])
+    assert (cfg.run_dir / "teacher" / "teach_report.html").is_file()
+    with pytest.raises(ConfigError, match="teach.filters"):
+        check_recipe(load_config(ROOT / "recipes" / "shapes_dialog_teacher.yaml", ["teach.filters={skip: [nope]}"]))

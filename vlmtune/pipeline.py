@@ -36,6 +36,12 @@ def check_recipe(cfg: RunConfig) -> Task:
     check_train_config(cfg.train)
     if cfg.data.source != "synth":
         reader_options(cfg)
+    if cfg.teach.target != "none":
+        from vlmtune.teacher.filters import FilterConfig
+        from vlmtune.teacher.prompts import load_template
+
+        FilterConfig.of(cfg.teach.filters)
+        load_template(cfg.teach.prompt, rationalize=cfg.teach.rationalize)
     return task
 
 

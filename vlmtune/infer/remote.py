@@ -21,7 +21,7 @@ Cache and resume: each request is keyed by the SHA-256 of canonical JSON (sorted
 model name, the messages (each image replaced by the SHA-256 of its bytes), the sampling parameters and the
 tag. The URL and the API key are not in the key, so the same question to a moved server is not re-asked.
 Every response (or final failure) is appended to the cache file as one JSON line as soon as it arrives (one
-`write` on a file opened for appending). Rerunning the same requests:
+`write` on a file opened for appending: a kill -9 loses nothing written, and at most cuts the line being written). Rerunning the same requests:
   - sends nothing for keys whose last cache line is a success;
   - retries keys whose last line is a failure;
   - drops a truncated last line (what a kill -9 during a write leaves) and cuts it from the file;
@@ -197,6 +197,7 @@ class ResponseCache:
         self._lock = threading.Lock()
         self.entries: dict[str, ChatResponse] = {}
         self.dropped_partial = False
+        self._fd: int | None = None
         self._load()
 
     def _load(self) -> None:
@@ -235,17 +236,28 @@ class ResponseCache:
         return r if r is not None and r.ok else None
 
     def append(self, resp: ChatResponse) -> None:
-        """Append one line with a single write on an O_APPEND descriptor, then fsync (survives a kill -9)."""
+        """Append one line with a single write() on an O_APPEND descriptor. Once write() returns, the line is the
+        kernel's: a kill -9 of this process cannot lose it (a power cut can; no fsync per line), and a kill during
+        the write leaves at most a partial last line, which the next load drops."""
         line = (resp.to_json() + "\n").encode("utf-8")
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, line)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            if self._fd is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            os.write(self._fd, line)
             self.entries[resp.key] = resp
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
 
 
 # ----------------------------------------------------------------------------------------------- pacing

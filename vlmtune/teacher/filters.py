@@ -54,7 +54,7 @@ of to in on at by as it or if so we you your i me my mine he she him hers yours 
 
 @dataclass
 class FilterConfig:
-    """The bounds of the checks (teach.filters). A check listed in `off` is skipped and not counted."""
+    """The bounds of the checks (teach.filters). A check listed in `skip` is not run and not counted (YAML reads a bare `off` as false, hence the name)."""
 
     min_words: int = 3
     max_words: int = 120
@@ -62,16 +62,16 @@ class FilterConfig:
     min_relevance: float = 1.0
     min_overlap: float = 0.4
     language: str = "en"
-    off: list = field(default_factory=list)
+    skip: list = field(default_factory=list)
 
     @classmethod
     def of(cls, values: dict[str, Any]) -> "FilterConfig":
         from vlmtune.config import coerce_fields
 
         cfg = cls(**coerce_fields(cls, dict(values), "teach.filters"))
-        unknown = set(cfg.off) - set(CHECKS)
+        unknown = set(cfg.skip) - set(CHECKS)
         if unknown:
-            raise ConfigError(f"teach.filters.off names unknown check(s) {sorted(unknown)}; checks: {', '.join(CHECKS)}")
+            raise ConfigError(f"teach.filters.skip names unknown check(s) {sorted(unknown)}; checks: {', '.join(CHECKS)}")
         if cfg.language not in ("en", "ko", "any"):
             raise ConfigError(f"teach.filters.language is {cfg.language!r}; choose en, ko or any")
         return cfg
@@ -191,7 +191,7 @@ class Verdict:
 
 def check(out: Output, finish_reason: str | None, input_truncated: bool, example: Example, task: Task,
           later: list[dict[str, str]], fcfg: FilterConfig) -> Verdict:
-    """Run every check that is not off (duplicates are found across outputs, by `mark_duplicates`)."""
+    """Run every check that is not skipped (duplicates are found across outputs, by `mark_duplicates`)."""
     found: dict[str, str] = {}
     if finish_reason != "stop":
         found["finish"] = f"finish_reason={finish_reason}"
@@ -232,14 +232,14 @@ def check(out: Output, finish_reason: str | None, input_truncated: bool, example
         found["grounding"] = "not in the dialogue: " + "; ".join(bad)[:200]
     if not script_ok(block_text + " " + out.answer, fcfg.language):
         found["language"] = f"not written in the expected script ({fcfg.language})"
-    reasons = [c for c in CHECKS if c in found and c not in fcfg.off]
+    reasons = [c for c in CHECKS if c in found and c not in fcfg.skip]
     return Verdict(reasons, {k: v for k, v in found.items() if k in reasons})
 
 
 def mark_duplicates(outputs: list[tuple[str, Output, Verdict]], fcfg: FilterConfig) -> None:
     """Reject an accepted output identical (block and answer, normalized) to an earlier accepted one for another
     input (the first keeps it). `outputs` holds (request key, output, verdict) in input order."""
-    if "duplicate" in fcfg.off:
+    if "duplicate" in fcfg.skip:
         return
     first: dict[tuple[str, str], str] = {}
     for key, out, verdict in outputs:

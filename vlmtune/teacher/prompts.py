@@ -27,6 +27,7 @@ rationalize=True, any difference means the teacher's input depends on the gold a
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -52,6 +53,7 @@ class Template:
     block: str
     stop: list[str] = field(default_factory=list)
     rationalize: bool = False
+    _jinja: Any = field(default=None, repr=False, compare=False)
 
     @property
     def sha(self) -> str:
@@ -75,7 +77,9 @@ class Template:
         """The teacher's messages for one example (system and user), placeholders for its images included."""
         from jinja2 import UndefinedError
 
-        tpl = self._compiled()
+        if self._jinja is None:  # compiled once: compiling costs far more than rendering
+            self._jinja = self._compiled()
+        tpl = self._jinja
         ctx = context_of(example, rationalize=self.rationalize)
         out = []
         for role in ("system", "user"):
@@ -95,11 +99,13 @@ class Template:
                               "its user block")
         return out
 
-    def request(self, example: Example, params: dict[str, Any]) -> ChatRequest:
+    def request(self, example: Example, params: dict[str, Any],
+                messages: list[dict[str, str]] | None = None) -> ChatRequest:
+        """The ChatRequest for one example (`messages`: already rendered ones, e.g. by check_teacher_input)."""
         p = dict(params)
         if self.stop:
             p["stop"] = list(self.stop)
-        return ChatRequest(messages=tuple(self.messages(example)), images=tuple(example.images), params=p,
+        return ChatRequest(messages=tuple(messages or self.messages(example)), images=tuple(example.images), params=p,
                            tag=self.tag)
 
 
@@ -167,7 +173,8 @@ def gold_answer(example: Example) -> str:
 
 
 def _with_canary(example: Example) -> Example:
-    ex = copy.deepcopy(example)
+    ex = dataclasses.replace(example, messages=[dict(m) for m in example.messages],
+                             target=copy.deepcopy(example.target))
     if ex.messages and ex.messages[-1]["role"] == "assistant":
         ex.messages[-1]["content"] = CANARY
     if isinstance(ex.target, dict) and "answer" in ex.target:

@@ -139,8 +139,7 @@ def teach(examples: list[Example], task: Task, tcfg: TeachConfig, out_dir: str |
         if ex.answer_text() is None:
             raise DataError(f"example '{ex.id}' has no gold answer (a final assistant message) to train on",
                             field="messages", fix="teach training examples: each ends with the gold answer")
-        check_teacher_input(tpl, ex, task)
-        requests.append(tpl.request(ex, params))
+        requests.append(tpl.request(ex, params, check_teacher_input(tpl, ex, task)))
     backend = make_backend(tcfg, tcfg.cache or teacher_cache(tcfg.model))
     responses = backend.run(requests, desc="teacher")
     judged = judge(examples, responses, task, tpl, fcfg)
