@@ -33,7 +33,8 @@ completion) pace the start of requests evenly (a token budget is reserved from a
 and corrected by its `usage` after). 429 and 5xx responses, timeouts, dropped connections and malformed
 bodies are retried `max_retries` times with exponential backoff (`backoff` seconds doubling, capped at
 `backoff_max`, with jitter); a `Retry-After` (or `retry-after-ms`) header sets the wait instead. `timeout` is per
-request. 401/403/404 stop the run at once with a ConfigError (a wrong key, URL or model fails every request).
+request. 401/403/404 stop the run at once with a ConfigError (a wrong key, URL or model fails every request), and so
+does a server that cannot be reached at all (no request has succeeded and the retries of one are spent).
 A progress bar shows requests/min and tokens/min; `summary` (also logged) counts tokens used.
 
 Ollama silently cuts a `/v1` input longer than its context (`num_ctx`) and answers the rest. A response whose
@@ -267,10 +268,13 @@ class Pacer:
     Two clocks: the request clock advances 60/rpm s per request; the token clock advances tokens*60/tpm s
     per request, first by an estimate (the larger of the request's own and the mean of the responses so far),
     then corrected by the tokens the response reports. With a token limit, the first request goes alone: until
-    one response has said what a request costs, a burst of estimates could overshoot the limit."""
+    one response has said what a request costs, a burst of estimates could overshoot the limit. A start that
+    came late (a busy machine) is made up by the next ones, up to `catch_up` seconds of the budget, so the rate
+    over a minute is the limit, not less."""
 
-    def __init__(self, rpm: float = 0, tpm: float = 0, clock: Callable[[], float] = time.monotonic):
-        self.rpm, self.tpm, self.clock = rpm, tpm, clock
+    def __init__(self, rpm: float = 0, tpm: float = 0, clock: Callable[[], float] = time.monotonic,
+                 catch_up: float = 1.0):
+        self.rpm, self.tpm, self.clock, self.catch_up = rpm, tpm, clock, catch_up
         self._lock = threading.Lock()
         self._next_req = self._next_tok = None  # type: ignore[assignment]
         self._used, self._done = 0, 0
@@ -282,26 +286,34 @@ class Pacer:
         with self._lock:
             return max(est_tokens, self._used // self._done if self._done else 0)
 
-    def acquire(self, est_tokens: int, wait_first: float = 600.0) -> None:
+    def acquire(self, est_tokens: int, wait_first: float = 600.0) -> int:
+        """Wait for this request's slot; returns the tokens reserved for it (pass them to `correct`)."""
         if not self.rpm and not self.tpm:
-            return
+            return est_tokens
         if self.tpm:
             with self._lock:
                 first, self._probing = not self._probing, True
             if not first:
                 self._probe.wait(wait_first)
+        est_tokens = self.estimate(est_tokens)
         with self._lock:
             now = self.clock()
-            start = max(now, self._next_req or now, self._next_tok or now)
+            floor = now - self.catch_up  # a slot missed longer ago than this is lost, not made up
+            start = max(floor, self._next_req if self._next_req is not None else now,
+                        self._next_tok if self._next_tok is not None else now)
             if self.rpm:
                 self._next_req = start + 60.0 / self.rpm
             if self.tpm:
-                self._next_tok = max(self._next_tok or now, start) + est_tokens * 60.0 / self.tpm
+                self._next_tok = start + est_tokens * 60.0 / self.tpm
         delay = start - self.clock()
         if delay > 0:
             time.sleep(delay)
+        return est_tokens
 
     def correct(self, est_tokens: int, used_tokens: int | None) -> None:
+        if self.tpm and not self._probe.is_set():
+            with self._lock:  # the others were held back on purpose: that wait is not a lag to make up
+                self._next_tok = max(self._next_tok if self._next_tok is not None else 0.0, self.clock())
         self._probe.set()
         if self.tpm and used_tokens is not None:
             with self._lock:
@@ -441,42 +453,46 @@ class RemoteClient:
         import openai
 
         est = estimate_tokens(req) + int(req.params.get("max_tokens") or 0)
-        attempts, t0, error = 0, time.monotonic(), None
+        attempts, t0, error, unreachable = 0, time.monotonic(), None, False
         messages = to_openai_messages(req)
         while attempts <= self.cfg.max_retries:
             if attempts:
                 with self._lock:
                     self.summary.retries += 1
             attempts += 1
-            est = pacer.estimate(est)
-            pacer.acquire(est)
+            reserved = pacer.acquire(est)
             wait = None
             try:
                 completion = self.openai().chat.completions.create(
                     model=self.cfg.model, messages=messages, timeout=self.cfg.timeout, **req.params)
                 resp = self._response(key, req, completion, attempts, time.monotonic() - t0)
-                pacer.correct(est, (resp.prompt_tokens or 0) + (resp.completion_tokens or 0)
+                pacer.correct(reserved, (resp.prompt_tokens or 0) + (resp.completion_tokens or 0)
                               if resp.prompt_tokens is not None else None)
                 return self._record(resp)
             except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as e:
-                pacer.correct(est, None)
+                pacer.correct(reserved, None)
                 raise _Fatal(f"{self.cfg.base_url} refused the request ({type(e).__name__}: {e}). Fix: check the "
                              "URL (it ends in /v1), the model name and the API key") from None
             except openai.APIStatusError as e:
                 if e.status_code != 429 and e.status_code < 500:
                     error = f"HTTP {e.status_code}: {str(e)[:300]}"
                     break  # a bad request stays bad
-                error, wait = f"HTTP {e.status_code}: {str(e)[:200]}", _retry_after(e)
+                error, wait, unreachable = f"HTTP {e.status_code}: {str(e)[:200]}", _retry_after(e), False
             except (openai.APITimeoutError, openai.APIConnectionError) as e:
                 error = f"{type(e).__name__}: {str(e)[:200]}"
+                unreachable = type(e) is openai.APIConnectionError
             except (openai.APIResponseValidationError, ValueError, AttributeError, TypeError, KeyError) as e:
+                unreachable = False
                 error = f"malformed response ({type(e).__name__}: {str(e)[:200]})"
-            pacer.correct(est, None)  # a failed attempt: the token clock keeps its estimate
+            pacer.correct(reserved, None)  # a failed attempt: the token clock keeps its estimate
             if attempts <= self.cfg.max_retries:
                 if wait is None:
                     wait = min(self.cfg.backoff_max, self.cfg.backoff * 2 ** (attempts - 1)) * (0.5 + random.random() / 2)
                 time.sleep(wait)
         pacer.correct(est, None)
+        if unreachable and self.summary.ok == 0:
+            raise _Fatal(f"cannot reach {self.cfg.base_url} ({error}). Fix: start the server (e.g. `ollama serve`, "
+                         "`vllm serve MODEL`) or correct the URL")
         log.warning(f"[remote] request {key[:12]} failed after {attempts} attempt(s): {error}")
         return self._record(ChatResponse(key=key, error=error, attempts=attempts, seconds=time.monotonic() - t0))
 
