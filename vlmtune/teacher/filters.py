@@ -11,10 +11,9 @@ Checks, in order (an output can fail several; each failure is counted under its 
   agreement     the teacher's answer, parsed by the task, agrees with the gold answer: task.agreement() >=
                 min_relevance (dialog: the gold, or an option of at least that dense relevance)
   future        nothing from later rounds of the same dialogue (their questions, or answers the history lacks)
-  grounding     the block mentions only what the dialogue so far says. Closed worlds (task.grounding_vocabulary:
-                the shapes world) are checked exactly: every colour, kind, number and size word must occur in the
-                dialogue. Elsewhere by overlap: in each sentence, at least `min_overlap` of the content words
-                (not stop words or words about the conversation itself) must occur in the dialogue
+  grounding     the block mentions only what the dialogue so far says, and restates the question actually asked
+                (see `ungrounded`). Closed worlds (task.grounding_vocabulary: the shapes world) are checked exactly;
+                elsewhere by the overlap of content words (not stop words or words about the conversation itself)
   language      the block and answer are written in the expected script (en: Latin, ko: Hangul; any: no check)
   duplicate     the same block and answer as an earlier accepted output for another input
 """
@@ -43,7 +42,7 @@ said says told answer answered answers reply recall recalls summary whether also
 focusing detail details regarding about series progressively first next then yes no not
 """.split())
 # Words that mark a sentence restating the current question.
-ASKING = frozenset("ask asks asked asking question wants wondering inquires now".split())
+ASKING = frozenset("asks asking question wants wondering inquires now".split())  # not "asked", "questions"
 STOP_WORDS = frozenset("""
 the and for are but was were has have had his her its our their they them this that these those there here with
 from into onto what which who whom whose when where why how any some all each both few more most other such only
@@ -61,6 +60,7 @@ class FilterConfig:
     max_answer_words: int = 12
     min_relevance: float = 1.0
     min_overlap: float = 0.4
+    min_question_overlap: float = 0.75
     language: str = "en"
     skip: list = field(default_factory=list)
 
@@ -125,7 +125,12 @@ def _stem(w: str) -> str:
 
 
 def _content(text: str) -> list[str]:
-    return [_stem(w) for w in words(text) if len(w) > 2 and w not in STOP_WORDS and w not in META_WORDS]
+    out = []
+    for w in words(text):
+        base = w.split("'")[0]  # "user's" -> "user"
+        if len(base) > 2 and base not in STOP_WORDS and base not in META_WORDS:
+            out.append(_stem(base))
+    return out
 
 
 def dialogue_text(example: Example) -> str:
@@ -133,26 +138,41 @@ def dialogue_text(example: Example) -> str:
     return "\n".join(m["content"] for m in example.prompt_messages())
 
 
-def ungrounded(block: str, example: Example, task: Task, min_overlap: float) -> list[str]:
-    """What the block says that the dialogue does not: words (closed world), or, in an open world, the block as a
-    whole (too few of its content words in the dialogue) and each sentence that restates the current question
-    ("the user now asks ...") with too few of its content words in the dialogue (an invented question)."""
+def ungrounded(block: str, example: Example, task: Task, min_overlap: float, min_question: float = 0.75) -> list[str]:
+    """What the block says that the dialogue does not.
+
+    - A sentence restating the current question ("Now: ...", "the user asks ...", "the final question is ...")
+      must be about the question asked: at least `min_question` of its content words occur in that question
+      (seed 001's teacher wrote "the user's final question is: 'Is there a sign?'" for "is there trees").
+    - Closed worlds (task.grounding_vocabulary, the shapes world), exactly: every content word of the block
+      occurs in the dialogue, the world's words (colours, kinds, numbers, sizes) included.
+    - Open worlds, by overlap: at least `min_overlap` of the block's content words occur in the dialogue."""
     known = {_stem(w) for w in words(dialogue_text(example))}
+    asked = set(_content(_current_question(example)))
+    bad = []
+    for sentence in re.split(r"(?<=[.!?])\s+|\n+", block):
+        if set(words(sentence)) & ASKING:
+            content = _content(sentence)
+            if content and asked and sum(c in asked for c in content) / len(content) < min_question:
+                bad.append(f"not the question asked: {sentence.strip()}")
     vocab = task.grounding_vocabulary(example)
     if vocab is not None:
         stems = {_stem(v) for v in vocab}
-        return sorted({w for w in words(block) if _stem(w) in stems and _stem(w) not in known})
-    bad = []
+        missing = {w for w in words(block) if _stem(w) in stems and _stem(w) not in known}
+        missing |= {c for c in _content(block) if c not in known}
+        if missing:
+            bad.append("not in the dialogue: " + ", ".join(sorted(missing)))
+        return bad
     content = _content(block)
     if content and sum(c in known for c in content) / len(content) < min_overlap:
         bad.append(f"{sum(c in known for c in content)} of {len(content)} content words in the dialogue")
-    for sentence in re.split(r"(?<=[.!?])\s+|\n+", block):
-        if not (set(words(sentence)) & ASKING):
-            continue
-        content = _content(sentence)
-        if content and sum(c in known for c in content) / len(content) < min_overlap:
-            bad.append(sentence.strip())
     return bad
+
+
+def _current_question(example: Example) -> str:
+    msgs = example.prompt_messages()
+    last = msgs[-1]["content"].strip().splitlines() if msgs else []
+    return last[-1] if last else ""
 
 
 def from_future(block: str, example: Example, later: list[dict[str, str]]) -> list[str]:
@@ -227,9 +247,9 @@ def check(out: Output, finish_reason: str | None, input_truncated: bool, example
     fut = from_future(block_text, example, later) if block_text else []
     if fut:
         found["future"] = "; ".join(fut)[:200]
-    bad = ungrounded(block_text, example, task, fcfg.min_overlap) if block_text else []
+    bad = ungrounded(block_text, example, task, fcfg.min_overlap, fcfg.min_question_overlap) if block_text else []
     if bad:
-        found["grounding"] = "not in the dialogue: " + "; ".join(bad)[:200]
+        found["grounding"] = "; ".join(bad)[:200]
     if not script_ok(block_text + " " + out.answer, fcfg.language):
         found["language"] = f"not written in the expected script ({fcfg.language})"
     reasons = [c for c in CHECKS if c in found and c not in fcfg.skip]
