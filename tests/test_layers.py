@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("vlmtune.distributed",),
     ("vlmtune.train", "vlmtune.infer"),
     ("vlmtune.build",),
-    ("vlmtune.eval",),
+    ("vlmtune.eval", "vlmtune.teacher"),
     ("vlmtune.report",),
     ("vlmtune.pipeline", "vlmtune.smoke", "vlmtune.export", "vlmtune.serve", "vlmtune.ui", "vlmtune.track",
      "vlmtune.inspect"),

@@ -132,6 +132,40 @@ class EvalConfig:
 
 
 @dataclass
+class TeachConfig:
+    target: str = _f("none", "training targets written by a teacher before training: none (the gold answers) | "
+                             "reminder+gold (<reminder>teacher</reminder> then the gold answer) | reminder+teacher "
+                             "(the teacher's answer too); see `vlmtune teach --help`")
+    backend: str = _f("openai", "openai (any OpenAI-compatible endpoint: Ollama's /v1, vLLM, SGLang, an API model, "
+                                "`vlmtune serve`) | local (vlmtune loads teach.model itself and generates greedily)")
+    model: str = _f("gemma3-270m", "the teacher: the endpoint's model name (openai), or a vlmtune model name or "
+                                   "directory (local)")
+    base_url: str = _f("http://localhost:11434/v1", "openai: the endpoint (Ollama's default shown; vLLM: "
+                                                    "http://localhost:8000/v1)")
+    api_key_env: str = _f("OPENAI_API_KEY", "openai: the environment variable holding the API key (the key itself "
+                                            "is never written to a recipe or a run directory)")
+    prompt: str = _f("reminder", "a shipped template (reminder | reasoning | reminder_base) or a Jinja2 file of yours")
+    rationalize: bool = _f(False, "give the template the gold answer of the asked round (`gold_answer`); off, a check "
+                                  "refuses any teacher input that depends on it")
+    temperature: float = _f(0.0, "sampling temperature (enters the cache key; local: 0 only, greedy)")
+    max_tokens: int = _f(256, "the teacher's answer budget in tokens")
+    seed: int = _f(0, "sampling seed sent with each request (enters the cache key)")
+    concurrency: int = _f(8, "openai: requests in flight at once")
+    rpm: float = _f(0.0, "openai: at most this many requests per minute (0: no limit)")
+    tpm: float = _f(0.0, "openai: at most this many tokens (prompt + completion) per minute (0: no limit)")
+    timeout: float = _f(120.0, "openai: seconds per request before it is retried")
+    max_retries: int = _f(5, "openai: retries of a request after 429, 5xx, a timeout or a malformed answer")
+    context_tokens: int = _f(0, "openai: the server's context size (Ollama's num_ctx) to check prompt_tokens against "
+                                "(0: unknown; a prompt_tokens far below the input's length is flagged anyway)")
+    batch_size: int = _f(8, "local: generation batch size")
+    cache: str | None = _f(None, "the response cache (JSONL; null: $VLMTUNE_CACHE/teacher/<model>.jsonl)")
+    filters: dict = _f({}, "quality filters and their bounds (`vlmtune ls` lists them under teach filters), e.g. "
+                           "{min_relevance: 1.0, language: ko}")
+    on_reject: str = _f("gold", "an example the filters reject: gold (keep it with its gold-only target, so the "
+                                "training set keeps its size) | drop")
+
+
+@dataclass
 class RunConfig:
     name: str = _f("run", "run name: results go to <output_dir>/<name>/")
     output_dir: str = _f("runs", "parent directory of run directories")
@@ -139,6 +173,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    teach: TeachConfig = field(default_factory=TeachConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -152,7 +187,7 @@ class RunConfig:
 # keeps them equal). The tiny model trains from a higher learning rate than a 7B model would.
 QUICKSTART_OVERRIDES = ["name=quickstart", "train.epochs=4", "train.lr=2e-3", "train.lora_target=language+projector"]
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig, "teach": TeachConfig}
 CHOICES = {
     ("data", "source"): ("synth", "files", "jsonl", "hf"),
     ("data", "dedup"): ("error", "warn", "group"),
@@ -163,6 +198,9 @@ CHOICES = {
     ("train", "lora_modules"): ("attention", "mlp", "attention+mlp"),
     ("train", "loss_on"): ("assistant", "all"),
     ("eval", "mode"): ("generate", "loglik", "both"),
+    ("teach", "target"): ("none", "reminder+gold", "reminder+teacher"),
+    ("teach", "backend"): ("openai", "local"),
+    ("teach", "on_reject"): ("gold", "drop"),
 }
 
 

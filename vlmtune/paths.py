@@ -5,6 +5,7 @@
       gguf/         GGUF checkpoints dequantized once (gemma3-270m, *.gguf)
       standins/     tiny random-weight stand-ins of each model family (run --smoke)
       smoke-data/   shapes-world fixtures for --smoke when a recipe's data is not on this machine
+      teacher/      teacher response caches, one JSONL per teacher model (vlmtune teach)
 """
 
 from __future__ import annotations
@@ -34,3 +35,9 @@ def standins_dir(cache: str | os.PathLike | None = None) -> Path:
 
 def smoke_data_dir(cache: str | os.PathLike | None = None) -> Path:
     return cache_root(cache) / "smoke-data"
+
+
+def teacher_cache(model: str, cache: str | os.PathLike | None = None) -> Path:
+    """The default response cache of a teacher model (keys inside name the model too, so sharing is safe)."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model)[:80] or "teacher"
+    return cache_root(cache) / "teacher" / f"{safe}.jsonl"

@@ -37,6 +37,12 @@ def check_recipe(cfg: RunConfig) -> Task:
     check_train_config(cfg.train)
     if cfg.data.source != "synth":
         reader_options(cfg)
+    if cfg.teach.target != "none":
+        from vlmtune.teacher.filters import FilterConfig
+        from vlmtune.teacher.prompts import load_template
+
+        FilterConfig.of(cfg.teach.filters)
+        load_template(cfg.teach.prompt, rationalize=cfg.teach.rationalize)
     return task
 
 
@@ -50,6 +56,8 @@ def setup_data(cfg: RunConfig, run_dir: Path, *, reuse: bool) -> tuple[dict[str,
             log.info(f"[data] reusing the splits in {run_dir / 'data'}")
         else:
             splits = prepare_data(cfg, run_dir)
+            if cfg.teach.target != "none":
+                splits["train"] = teach_train_split(cfg, run_dir, splits["train"])
         ref = resolve_model(cfg.model)
     barrier()
     if not is_main_process():
@@ -72,6 +80,17 @@ def data_sections(run_dir: Path) -> list[ReportSection]:
     table = [["split", "id", "split", "id", "distance"]] + [
         [p["split_a"], p["id_a"], p["split_b"], p["id_b"], str(p["distance"])] for p in pairs[:20]]
     return [ReportSection("Near-duplicate images across splits", text=text, table=table if pairs else None)]
+
+
+def teach_train_split(cfg: RunConfig, run_dir: Path, train: list[Example]) -> list[Example]:
+    """The recipe's `teach:` section: the teacher writes the train split's targets (run_dir/teacher/ holds its
+    report); the result replaces data/train.jsonl, so the run directory keeps what was trained on."""
+    from vlmtune.data.example import write_jsonl
+    from vlmtune.teacher.run import teach
+
+    result = teach(train, build_task(cfg.data.task, cfg.data.task_options), cfg.teach, run_dir / "teacher")
+    write_jsonl(run_dir / "data" / "train.jsonl", result.examples)
+    return result.examples
 
 
 def _stage_done(path: Path, resume: bool) -> bool:

@@ -99,6 +99,13 @@ def smoke_config(cfg: RunConfig, *, cache: Path | None = None) -> RunConfig:
         t.optim = "adamw_torch"
     e = s.eval
     e.n_boot, e.batch_size, e.max_new_tokens = 100, 4, min(e.max_new_tokens, 8)
+    e.zero_shot = True  # every stage runs, the comparison report included
+    if s.teach.target != "none":
+        # The teacher is checked offline: the stand-in answers as a local teacher (its outputs are rejected and
+        # the examples keep their gold targets, which is what teach.on_reject=gold is for).
+        s.teach.backend, s.teach.model, s.teach.max_tokens, s.teach.batch_size = "local", s.model.name, 8, 4
+        s.teach.temperature, s.teach.on_reject = 0.0, "gold"
+        log.info(f"[smoke] teach: the stand-in as a local teacher ({cfg.teach.backend} {cfg.teach.model} is not used)")
     task = build_task(cfg.data.task, cfg.data.task_options)
     s.data.task_options = {k: v for k, v in dataclasses.asdict(task.smoke_options()).items()
                            if k in cfg.data.task_options or v != getattr(task.Options(), k)}

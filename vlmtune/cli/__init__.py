@@ -21,7 +21,7 @@ from typing import Callable
 
 from vlmtune.errors import VlmtuneError
 
-VERB_GROUPS = ("runs", "evaluation", "models", "data", "interact")
+VERB_GROUPS = ("runs", "evaluation", "models", "data", "interact", "teach")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -61,6 +61,12 @@ def cmd_ls(a: argparse.Namespace) -> int:
             print(f"  {r}")
     print("config keys (key=value overrides):")
     print(describe_fields())
+    from vlmtune.teacher.filters import CHECKS, describe_filters
+    from vlmtune.teacher.prompts import BUILTIN as TEMPLATES
+
+    print(f"teach filters (teach.filters; checks: {', '.join(CHECKS)}):")
+    print(describe_filters())
+    print(f"teach prompts (teach.prompt): {', '.join(TEMPLATES)}, or a Jinja2 file")
     return 0
 
 

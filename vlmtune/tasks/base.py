@@ -149,6 +149,23 @@ class Task(abc.ABC):
         off. The result's "metrics" entries are merged into metrics.json; the whole goes to order_check.json."""
         return None
 
+    def agreement(self, value: Any, example: Example) -> float:
+        """How well a parsed answer agrees with the gold one, 0..1 (a teacher's answer is kept at or above
+        `teach.filters.min_relevance`). Default: 1.0 when `correct`, else 0.0; dialog gives the dense relevance of
+        the option the answer matches."""
+        return 1.0 if self.correct(value, example) else 0.0
+
+    def grounding_vocabulary(self, example: Example) -> frozenset[str] | None:
+        """The closed set of words that carry facts in this example's world (the shapes world: colours, kinds,
+        numbers, sizes), so a teacher's reminder can be checked exactly against the dialogue; None: an open world,
+        checked by word overlap."""
+        return None
+
+    def round_of(self, example: Example) -> tuple[str, int] | None:
+        """(dialogue id, round) when examples are rounds of one dialogue (so a teacher's output can be checked for
+        what only later rounds say); None: examples stand alone."""
+        return None
+
     def smoke_options(self) -> Any:
         """This task's options shrunk for `run --smoke` (a few records, two steps, no optional extras)."""
         return self.options

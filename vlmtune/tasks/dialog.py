@@ -193,6 +193,35 @@ class DialogTask(Task):
             accepted |= {normalize(o) for o, v in zip(example.options, rel) if v >= 1.0}
         return normalize(str(value)) in accepted
 
+    def agreement(self, value: Any, example: Any) -> float:
+        """1.0 for the gold answer; else the dense relevance of the option the answer matches (VisDial: 1.0 all
+        annotators accepted it, 0.5 some did; the shapes world: 0.5 for another correct phrasing); 0.0 otherwise."""
+        if value is None:
+            return 0.0
+        t = _target(example)
+        v = normalize(str(value))
+        if v == normalize(t["answer"]):
+            return 1.0
+        rel = t.get("relevance")
+        if rel is None or not example.options:
+            return 0.0
+        return max([float(r) for o, r in zip(example.options, rel) if normalize(o) == v], default=0.0)
+
+    def grounding_vocabulary(self, example: Any) -> frozenset[str] | None:
+        """Shapes-world dialogues (synthesized: meta.scene) speak a closed vocabulary; VisDial does not."""
+        if not (example.meta or {}).get("scene"):
+            return None
+        from vlmtune.data.synth.shapes import COLORS, KINDS, MAX_SHAPES, number_word
+
+        words = set(COLORS) | set(KINDS) | {k + "s" for k in KINDS} | {"big", "small", "large", "little"}
+        words |= {number_word(n) for n in range(1, MAX_SHAPES + 1)} | {str(n) for n in range(MAX_SHAPES + 1)}
+        return frozenset(words | {"none", "zero"})
+
+    def round_of(self, example: Any) -> tuple[str, int] | None:
+        meta = example.meta or {}
+        dialog = meta.get("dialog_id") or meta.get("image_id") or example.group or example.id
+        return str(dialog), int(_target(example)["round"])
+
     def check_example(self, example: Any) -> None:
         """Called by the eval runner on every example before evaluating (tasks/base.py)."""
         check_target(example)
