@@ -178,3 +178,10 @@ def test_identical_drawings_share_a_group(tmp_path, monkeypatch):
     monkeypatch.setitem(synth.GENERATORS, "count", real)
     different = load_jsonl(synthesize("count", 5, tmp_path / "different", seed=0))
     assert [e.group for e in different] == [f"count-scene-{i:06d}" for i in range(5)]
+
+
+def test_text_only_items_keep_their_own_groups(tmp_path):
+    """Caption-only coreference items draw no scene: an empty drawing is not a shared one (it once merged them all)."""
+    exs = load_jsonl(synthesize("mcq", 6, tmp_path / "coref", seed=0, options={"modality": "caption"}))
+    assert all(not e.images for e in exs)
+    assert len({e.group for e in exs}) == 6

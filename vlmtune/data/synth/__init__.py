@@ -153,7 +153,8 @@ def synthesize(task: str, n: int, out_dir: str | Path, *, seed: int = 0, image_s
             atomic_write_bytes(img_path, buf.getvalue())  # safe when several ranks synthesize the same data
             images.append(str(img_path))
         drawn = json.dumps([dataclasses.asdict(sc) for sc in item.scenes], sort_keys=True)
-        group = item.meta.pop("group", None) or first_seen.setdefault(drawn, f"{prefix}-scene-{i:06d}")
+        own = f"{prefix}-scene-{i:06d}"
+        group = item.meta.pop("group", None) or (first_seen.setdefault(drawn, own) if item.scenes else own)
         examples.append(Example(
             id=f"{prefix}-{i:06d}", task=item.meta.pop("task", task), images=images, messages=item.messages,
             target=item.target, options=item.options, group=group,
