@@ -5,10 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -19,48 +17,9 @@ import pytest
 openai = pytest.importorskip("openai", reason="the serve tests need the openai client (the test extra has it)")
 pytest.importorskip("fastapi", reason="vlmtune serve needs the serve extra (fastapi, uvicorn)")
 
+from tests.helpers import Server  # noqa: E402
+
 KEY = "test-key-123"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A `vlmtune serve` subprocess; its stderr (the server's log) is kept in a file."""
-
-    def __init__(self, args: list[str], tmp: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.log = tmp / f"serve-{self.port}.log"
-        env = {**os.environ, "VLMTUNE_CACHE": str(tmp / "cache")}
-        self.proc = subprocess.Popen([sys.executable, "-m", "vlmtune", "serve", *args, "--port", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=open(self.log, "w"), env=env)
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log.read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.3)
-        self.stop()
-        raise AssertionError(f"server did not start:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def batch_sizes(self) -> list[int]:
-        return [int(line.split()[1]) for line in self.log.read_text().splitlines() if line.startswith("[serve] ")
-                and " in one batch" in line]
 
 
 def data_url(path: str) -> str:

@@ -129,6 +129,23 @@ class EvalConfig:
                                "sets only) | both (generate, and record option scores for ranking metrics)")
     zero_shot: bool = _f(True, "evaluate the base model before fine-tuning")
     n_boot: int = _f(2000, "bootstrap resamples for confidence intervals")
+    backend: str = _f("hf", "who answers: hf (vlmtune loads the model with transformers and generates) | openai (an "
+                            "OpenAI-compatible server answers: vLLM, SGLang, Ollama, an API model, `vlmtune serve`; "
+                            "`vlmtune eval` only, a run evaluates the model it trains with hf)")
+    endpoint: str = _f("http://localhost:8000/v1", "openai: the server's /v1 URL (vLLM and `vlmtune serve` listen on "
+                                                   "port 8000 by default; Ollama: http://localhost:11434/v1)")
+    model: str = _f("", "openai: the model name the server serves (empty: the only model its /v1/models lists)")
+    api_key_env: str = _f("OPENAI_API_KEY", "openai: the environment variable holding the API key (the key itself "
+                                            "is never written to a recipe or an evaluation directory)")
+    concurrency: int = _f(8, "openai: requests in flight at once")
+    rpm: float = _f(0.0, "openai: at most this many requests per minute (0: no limit)")
+    tpm: float = _f(0.0, "openai: at most this many tokens (prompt + completion) per minute (0: no limit)")
+    timeout: float = _f(120.0, "openai: seconds per request before it is retried")
+    max_retries: int = _f(5, "openai: retries of a request after 429, 5xx, a timeout or a malformed answer")
+    context_tokens: int = _f(0, "openai: the server's context size (Ollama's num_ctx) to check prompt_tokens against "
+                                "(0: unknown; a prompt_tokens far below the input's length is flagged anyway)")
+    cache: str | None = _f(None, "openai: the response cache (JSONL; null: responses.jsonl in the evaluation "
+                                 "directory); rerunning an evaluation sends only what the cache lacks")
 
 
 @dataclass
@@ -198,6 +215,7 @@ CHOICES = {
     ("train", "lora_modules"): ("attention", "mlp", "attention+mlp"),
     ("train", "loss_on"): ("assistant", "all"),
     ("eval", "mode"): ("generate", "loglik", "both"),
+    ("eval", "backend"): ("hf", "openai"),
     ("teach", "target"): ("none", "reminder+gold", "reminder+teacher"),
     ("teach", "backend"): ("openai", "local"),
     ("teach", "on_reject"): ("gold", "drop"),
@@ -335,6 +353,20 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"'{sec}.{key}' must be >= 1")
     if cfg.train.lr <= 0:
         raise ConfigError("'train.lr' must be > 0")
+    check_eval(cfg.eval)
+
+
+def check_eval(e: EvalConfig) -> None:
+    """The eval section's own checks (a recipe's, or the one `vlmtune eval` builds from its flags)."""
+    for key in ("mode", "backend"):
+        if getattr(e, key) not in CHOICES[("eval", key)]:
+            raise ConfigError(f"'eval.{key}' is {getattr(e, key)!r}; choose one of {', '.join(CHOICES[('eval', key)])}")
+    if e.concurrency < 1 or e.max_retries < 0 or e.timeout <= 0 or e.rpm < 0 or e.tpm < 0:
+        raise ConfigError("'eval.concurrency' must be >= 1, 'eval.max_retries' >= 0, 'eval.timeout' > 0 and "
+                          "'eval.rpm' / 'eval.tpm' >= 0 (0: no limit)")
+    if e.backend == "openai" and not e.endpoint.startswith(("http://", "https://")):
+        raise ConfigError(f"'eval.endpoint' is {e.endpoint!r}; give the server's URL ending in /v1, e.g. "
+                          "http://localhost:8000/v1 (vLLM) or http://localhost:11434/v1 (Ollama)")
 
 
 def apply_overrides(d: dict, overrides: list[str]) -> dict:
@@ -384,7 +416,7 @@ def describe_fields() -> str:
     lines = []
     for sec, cls in [("", RunConfig), *SECTIONS.items()]:
         for f in dataclasses.fields(cls):
-            if f.name in SECTIONS:
+            if not sec and f.name in SECTIONS:  # the sections themselves, listed key by key
                 continue
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
             key = f"{sec}.{f.name}" if sec else f.name

@@ -35,6 +35,12 @@ def check_recipe(cfg: RunConfig) -> Task:
 
     task = build_task(cfg.data.task, cfg.data.task_options)
     check_train_config(cfg.train)
+    if cfg.eval.backend != "hf":
+        raise ConfigError("eval.backend=openai asks a model a server serves; a run evaluates the models it trains "
+                          "here, so it needs eval.backend=hf. Fix: drop eval.backend from the recipe, and evaluate a "
+                          "served model with `vlmtune eval --backend openai --endpoint URL --model NAME --data "
+                          "runs/NAME/data/test.jsonl` (then `vlmtune compare ... --allow-mismatch` against a run's "
+                          "evaluation)")
     if cfg.data.source != "synth":
         reader_options(cfg)
     if cfg.teach.target != "none":

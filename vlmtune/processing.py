@@ -65,9 +65,13 @@ def load_image_cached(path: str) -> Any:
     return load_image(path)
 
 
-def render(processor: Processor, messages: list[dict], *, add_generation_prompt: bool) -> str:
-    """The conversation as text, rendered by the model's own chat template."""
-    return processor.apply_chat_template(to_chat(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
+def render(processor: Processor, messages: list[dict], *, add_generation_prompt: bool,
+           continue_final: bool = False) -> str:
+    """The conversation as text, rendered by the model's own chat template. `continue_final`: the last (assistant)
+    message is left open, without its end-of-turn, for the model to continue (transformers' continue_final_message)."""
+    kw = {"continue_final_message": True} if continue_final else {}
+    return processor.apply_chat_template(to_chat(messages), tokenize=False, add_generation_prompt=add_generation_prompt,
+                                         **kw)
 
 
 def prompt_text(processor: Processor, ex: Example) -> str:

@@ -5,7 +5,11 @@
 
 Endpoints: `POST /v1/chat/completions` (JSON, or Server-Sent Events with `"stream": true`) and
 `GET /v1/models`. Images come as `image_url` parts holding a data URL (`data:image/png;base64,...`) or a
-path on the server's machine; remote URLs are refused (the server fetches nothing). Concurrent requests
+path on the server's machine; remote URLs are refused (the server fetches nothing). vLLM's extensions for
+scoring are understood as vLLM defines them: `prompt_logprobs: k` returns each prompt token's log-probability
+(and the k likeliest others) in the response's `prompt_logprobs`; `add_generation_prompt` and
+`continue_final_message` choose how the conversation's end is rendered (`vlmtune eval --backend openai --mode
+loglik` uses the three). Concurrent requests
 are answered in batches by `vlmtune.infer.batcher.Engine`. With an API key set, a request without
 `Authorization: Bearer KEY` gets 401. Errors use OpenAI's shape: `{"error": {"message", "type", "code"}}`.
 """
@@ -126,8 +130,20 @@ def to_chat_request(body: dict[str, Any], *, model_id: str, default_max_tokens: 
                         top_k=int(body.get("top_k") or 0), seed=body.get("seed"))
     messages, images = parse_messages(body.get("messages") or [])
     asked = bool(body.get("max_completion_tokens") or body.get("max_tokens"))
+    switches = {k: body.get(k, d) for k, d in (("add_generation_prompt", True), ("continue_final_message", False))}
+    for k, v in switches.items():
+        if not isinstance(v, bool):
+            raise RequestError(400, f"{k} must be true or false, got {v!r}", param=k)
+    if switches["add_generation_prompt"] and switches["continue_final_message"]:
+        raise RequestError(400, "continue_final_message continues the last message; set add_generation_prompt to "
+                                "false with it", param="continue_final_message")
+    logprobs = body.get("prompt_logprobs")
+    if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool) or not 0 <= logprobs <= 20):
+        raise RequestError(400, f"prompt_logprobs must be an integer from 0 to 20, got {logprobs!r}",
+                           param="prompt_logprobs")
     return ChatRequest(messages, images, max_new_tokens=max_tokens, sampling=sampling, stop=stop,
-                       fit_to_context=not asked)
+                       fit_to_context=not asked, add_generation_prompt=switches["add_generation_prompt"],
+                       continue_final=switches["continue_final_message"], prompt_logprobs=logprobs)
 
 
 def _error(status: int, message: str, code: str, param: str | None = None) -> Any:
@@ -184,10 +200,13 @@ def create_app(engine: Engine, model_id: str, *, api_key: str | None = None, def
         rid, now = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         if not stream:
             done: Completion = await asyncio.wrap_future(job.done)
-            return {"id": rid, "object": "chat.completion", "created": now, "model": model_id,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": done.text},
-                                 "finish_reason": done.finish_reason}],
-                    "usage": _usage(done)}
+            reply = {"id": rid, "object": "chat.completion", "created": now, "model": model_id,
+                     "choices": [{"index": 0, "message": {"role": "assistant", "content": done.text},
+                                  "finish_reason": done.finish_reason}],
+                     "usage": _usage(done)}
+            if done.prompt_logprobs is not None:
+                reply["prompt_logprobs"] = done.prompt_logprobs
+            return reply
         job.done.add_done_callback(lambda _: loop.call_soon_threadsafe(deltas.put_nowait, None))
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return StreamingResponse(_sse(rid, now, model_id, job, deltas, include_usage), media_type="text/event-stream")

@@ -46,6 +46,37 @@ def model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=16)
 
 
+def config_flags(p: argparse.ArgumentParser, section: str, names: list[str]) -> None:
+    """One flag per config field (`--api-key-env` for eval.api_key_env), typed and documented as the field is in
+    vlmtune/config.py; defaults stay unset (None), so that the field's own default applies."""
+    import dataclasses
+    import typing
+
+    from vlmtune.config import CHOICES, SECTIONS
+
+    cls = SECTIONS[section]
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in names:
+        f, typ = fields[name], hints[name]
+        inner = [a for a in typing.get_args(typ) if a is not type(None)]
+        kind = inner[0] if inner else typ
+        default = f.default if f.default is not dataclasses.MISSING else None
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, choices=CHOICES.get((section, name)),
+                       default=None, help=f"{section}.{name}: {f.metadata['help']} (default: {default!r})")
+
+
+def config_from_flags(a: argparse.Namespace, section: str, **values: Any) -> Any:
+    """The section's config: its defaults, then `values`, then every flag given on the command line."""
+    import dataclasses
+
+    from vlmtune.config import SECTIONS
+
+    cls = SECTIONS[section]
+    given = {f.name: getattr(a, f.name) for f in dataclasses.fields(cls) if getattr(a, f.name, None) is not None}
+    return cls(**{**values, **given})
+
+
 def task_option_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task-option", action="append", default=[], metavar="key=value",
                    help="a task option, value parsed as YAML (repeatable; `vlmtune ls` lists each task's), "

@@ -5,32 +5,51 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vlmtune.cli.common import Verb, key_values, model_args, model_config, task_option_arg
-from vlmtune.errors import DataError, VlmtuneError
+from vlmtune.cli.common import (Verb, config_flags, config_from_flags, key_values, model_args, model_config,
+                                task_option_arg)
+from vlmtune.errors import ConfigError, DataError, VlmtuneError
+
+REMOTE_FLAGS = ["backend", "endpoint", "api_key_env", "concurrency", "rpm", "tpm", "timeout", "max_retries",
+                "context_tokens", "cache", "n_boot"]
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    """Evaluate a model (optionally with an adapter) on a JSONL test file.
+    """Evaluate a model (optionally with an adapter) on a JSONL test file, or the model an OpenAI-compatible
+    server serves (--backend openai: vLLM, SGLang, Ollama, an API model, `vlmtune serve`).
 
     Example: vlmtune eval --model tiny --adapter runs/quickstart/adapter \\
                  --data runs/quickstart/data/test.jsonl --out runs/eval-ft
+             vlmtune eval --backend openai --endpoint http://localhost:8000/v1 --model tiny \\
+                 --data runs/quickstart/data/test.jsonl --out runs/eval-served
     """
-    from vlmtune.build import resolve_model
-    from vlmtune.config import EvalConfig
+    from vlmtune.config import check_eval
     from vlmtune.data.example import load_jsonl
-    from vlmtune.eval.run import evaluate
-    from vlmtune.models.load import load_model
     from vlmtune.registry import TASKS
     from vlmtune.tasks import build_task
 
+    ecfg = config_from_flags(a, "eval")
+    check_eval(ecfg)
+    if ecfg.backend == "openai" and (a.adapter or a.load_in_4bit):
+        raise ConfigError("--adapter and --load-in-4bit load a model here (--backend hf); with --backend openai "
+                          "the server decides what it serves. Fix: serve the adapter (vLLM: --enable-lora "
+                          "--lora-modules NAME=DIR, then --model NAME; `vlmtune serve BASE --adapter DIR`)")
     examples = load_jsonl(a.data, known_tasks=TASKS.names())
     if not examples:
         raise VlmtuneError(f"{a.data}: no records")
     task = build_task(a.task or examples[0].task, key_values(a.task_option, "--task-option"))
+    out = Path(a.out or Path("runs") / f"eval-{Path(a.data).stem}")
+    if ecfg.backend == "openai":
+        from vlmtune.eval.remote import evaluate_remote
+
+        evaluate_remote(examples, task, out, label=a.label, ecfg=ecfg)
+        return 0
+    from vlmtune.build import resolve_model
+    from vlmtune.eval.run import evaluate
+    from vlmtune.models.load import load_model
+
+    a.model = a.model or "tiny"
     ref = resolve_model(model_config(a))
     model, processor = load_model(ref, adapter=a.adapter)
-    out = Path(a.out or Path("runs") / f"eval-{Path(a.data).stem}")
-    ecfg = EvalConfig(batch_size=a.batch_size, max_new_tokens=a.max_new_tokens, mode=a.mode)
     evaluate(model, processor, examples, task, out, label=a.label or ("fine-tuned" if a.adapter else "base"), ref=ref,
              ecfg=ecfg, adapter=a.adapter)
     return 0
@@ -105,8 +124,13 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
 
 def add_verbs(verb: Verb) -> None:
-    p = verb("eval", cmd_eval, "evaluate a model on a JSONL file")
+    p = verb("eval", cmd_eval, "evaluate a model (or a served one: --backend openai) on a JSONL file")
     model_args(p)
+    p.set_defaults(model=None)
+    for action in p._actions:
+        if action.dest == "model":
+            action.help = ("hf: 'tiny', a local directory, or a hub id (default: tiny); openai: the name the "
+                           "server serves (default: the only model its /v1/models lists)")
     p.add_argument("--data", required=True, help="JSONL test file (canonical format)")
     p.add_argument("--task", help="task name (default: the records' task)")
     p.add_argument("--out", help="output evaluation directory (default: runs/eval-<data stem>)")
@@ -114,6 +138,7 @@ def add_verbs(verb: Verb) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--mode", default="generate", choices=["generate", "loglik", "both"],
                    help="generate answers, or pick the most likely option (closed sets), or both")
+    config_flags(p, "eval", REMOTE_FLAGS)
     task_option_arg(p)
     p = verb("score", cmd_score, "score a predictions file made elsewhere")
     p.add_argument("--task", required=True, help="task name (see `vlmtune ls`)")

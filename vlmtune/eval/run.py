@@ -1,11 +1,14 @@
 """Model x dataset -> an evaluation directory: predictions.jsonl, metrics.json, fingerprint.json.
 
     evaluate(model, processor, examples, task, "runs/q/zero_shot", label="zero-shot", ref=ref, ecfg=cfg.eval)
+    evaluate_with(backend, examples, task, out_dir, label="...", ecfg=ecfg)   # any Backend (eval.backend)
 
 Decoding is greedy and deterministic; the prompt is the example's conversation without its final
 answer, rendered by the model's own chat template. The fingerprint records everything that changes
-scores, so `compare` can refuse unfair comparisons. The same `write_evaluation` scores answers made
-elsewhere (`vlmtune score`, `vlmtune.eval.external`).
+scores, so `compare` can refuse unfair comparisons. Who answers is a `Backend`: `HFBackend` (eval.backend=hf,
+a model vlmtune loaded) or `vlmtune.eval.remote.RemoteBackend` (eval.backend=openai, an OpenAI-compatible
+server); prompts, parsing, metrics, intervals and the evaluation directory are the same for both. The same
+`write_evaluation` scores answers made elsewhere (`vlmtune score`, `vlmtune.eval.external`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from vlmtune.config import EvalConfig
 from vlmtune.data.example import Example, atomic_write_json, atomic_write_text
@@ -31,6 +34,7 @@ from vlmtune.tasks.base import Task, options_dict
 log = logging.getLogger(__name__)
 
 MODES = ("generate", "loglik", "both")
+GREEDY_DECODING = {"strategy": "greedy", "do_sample": False, "num_beams": 1}
 
 
 def library_versions() -> dict[str, str]:
@@ -66,13 +70,20 @@ def image_size_of(processor: Processor) -> Any:
 def fingerprint(*, ref: ModelRef, adapter: str | None, processor: Processor, task: Task, examples: list[Example],
                 decoding: dict[str, Any], backend: str = "transformers") -> dict[str, Any]:
     prompts = "\n".join(prompt_text(processor, ex) for ex in examples[:50])
-    return {
-        "model": ref.name, "model_hash": dir_hash(ref.path), "adapter": adapter, "adapter_hash": dir_hash(adapter),
-        "task": task.name, "task_options": options_dict(task), "n": len(examples), "data_hash": data_hash(examples),
-        "prompt_hash": text_hash(prompts), "chat_template_hash": text_hash(chat_template_of(processor)),
-        "image_size": image_size_of(processor), "decoding": decoding, "backend": backend,
-        "versions": library_versions(),
-    }
+    return assemble_fingerprint(
+        {"model": ref.name, "model_hash": dir_hash(ref.path), "adapter": adapter, "adapter_hash": dir_hash(adapter)},
+        {"prompt_hash": text_hash(prompts), "chat_template_hash": text_hash(chat_template_of(processor)),
+         "image_size": image_size_of(processor)}, task=task, examples=examples, decoding=decoding, backend=backend)
+
+
+def assemble_fingerprint(who: dict[str, Any], rendering: dict[str, Any], *, task: Task, examples: list[Example],
+                         decoding: dict[str, Any], backend: str, versions: dict[str, str] | None = None,
+                         extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """fingerprint.json: who answered (model, model_hash, adapter, adapter_hash), the task and data, how prompts were
+    rendered (prompt_hash, chat_template_hash, image_size), decoding, backend, and `extra` (a server's report)."""
+    return {**who, "task": task.name, "task_options": options_dict(task), "n": len(examples),
+            "data_hash": data_hash(examples), **rendering, "decoding": decoding, "backend": backend, **(extra or {}),
+            "versions": versions or library_versions()}
 
 
 def options_for(task: Task, ex: Example) -> list[str]:
@@ -110,23 +121,68 @@ class EvalRecord:
     fingerprint: dict[str, Any]
     seconds: float = 0.0
     order_check: dict[str, Any] | None = field(default=None)
+    files: dict[str, Any] = field(default_factory=dict)   # more JSON files for the evaluation directory (remote.json)
 
 
-def answer(model: Model, processor: Processor, examples: list[Example], task: Task, ecfg: EvalConfig,
-           label: str) -> Answers:
+class Backend(Protocol):
+    """Who answers an evaluation (eval.backend). `generate` and `score` run on every process of a launcher when
+    `shard` is true (each answers its share); the order check calls `generate` on rank 0 alone (`shard=False`)."""
+
+    model_name: str
+    adapter: str | None
+    decoding: dict[str, Any]        # what decoding.* records besides greedy and max_new_tokens
+    option_scoring: str             # how option scores are made, as decoding.option_scoring says
+
+    def generate(self, examples: list[Example], ecfg: EvalConfig, desc: str, *, shard: bool = True) -> list[str]: ...
+
+    def score(self, examples: list[Example], options: list[list[str]], ecfg: EvalConfig) -> list[list[float]]: ...
+
+    def fingerprint(self, task: Task, examples: list[Example], decoding: dict[str, Any]) -> dict[str, Any]: ...
+
+    def files(self) -> dict[str, Any]: ...
+
+
+class HFBackend:
+    """eval.backend=hf: a model vlmtune loaded answers with batched greedy `generate` and `score_options`."""
+
+    decoding: dict[str, Any] = {}
+    option_scoring = "sum of option-token log-probabilities (shared prompt computed once)"
+
+    def __init__(self, model: Model, processor: Processor, ref: ModelRef, adapter: str | None = None):
+        self.model, self.processor, self.ref, self.adapter = model, processor, ref, adapter
+        self.model_name = ref.name
+
+    def generate(self, examples: list[Example], ecfg: EvalConfig, desc: str, *, shard: bool = True) -> list[str]:
+        def run(idx: list[int]) -> list[str]:
+            return generate(self.model, self.processor, [examples[i] for i in idx], batch_size=ecfg.batch_size,
+                            max_new_tokens=ecfg.max_new_tokens, desc=desc)
+
+        return sharded(run, len(examples)) if shard else run(list(range(len(examples))))
+
+    def score(self, examples: list[Example], options: list[list[str]], ecfg: EvalConfig) -> list[list[float]]:
+        from vlmtune.infer.score import score_options
+
+        return sharded(lambda idx: score_options(self.model, self.processor, [examples[i] for i in idx],
+                                                 [options[i] for i in idx], batch_size=ecfg.batch_size),
+                       len(examples))
+
+    def fingerprint(self, task: Task, examples: list[Example], decoding: dict[str, Any]) -> dict[str, Any]:
+        return fingerprint(ref=self.ref, adapter=self.adapter, processor=self.processor, task=task,
+                           examples=examples, decoding=decoding)
+
+    def files(self) -> dict[str, Any]:
+        return {}
+
+
+def answer(backend: Backend, examples: list[Example], task: Task, ecfg: EvalConfig, label: str) -> Answers:
     """Generate and/or score every example (sharded across a launcher's processes)."""
     texts: list[str] = []
     scores: list[list[float]] | None = None
     if ecfg.mode in ("generate", "both"):
-        texts = sharded(lambda idx: generate(model, processor, [examples[i] for i in idx], batch_size=ecfg.batch_size,
-                                             max_new_tokens=ecfg.max_new_tokens, desc=f"eval {label}"), len(examples))
+        texts = backend.generate(examples, ecfg, f"eval {label}")
     if ecfg.mode in ("loglik", "both"):
-        from vlmtune.infer.score import score_options
-
         options = [options_for(task, ex) for ex in examples]
-        scores = sharded(lambda idx: score_options(model, processor, [examples[i] for i in idx],
-                                                   [options[i] for i in idx], batch_size=ecfg.batch_size),
-                         len(examples))
+        scores = backend.score(examples, options, ecfg)
         if ecfg.mode == "loglik":
             texts = [best_option(opts, sc) for opts, sc in zip(options, scores)]
     return Answers(texts, scores)
@@ -134,7 +190,15 @@ def answer(model: Model, processor: Processor, examples: list[Example], task: Ta
 
 def evaluate(model: Model, processor: Processor, examples: list[Example], task: Task, out_dir: str | Path, *,
              label: str, ref: ModelRef, ecfg: EvalConfig, adapter: str | None = None) -> dict[str, Any]:
-    """Answer, parse and score every example; write the evaluation directory; return metrics.json's content.
+    """Answer with a loaded model (eval.backend=hf), parse and score every example; write the evaluation
+    directory; return metrics.json's content (see `evaluate_with`)."""
+    return evaluate_with(HFBackend(model, processor, ref, adapter), examples, task, out_dir, label=label, ecfg=ecfg)
+
+
+def evaluate_with(backend: Backend, examples: list[Example], task: Task, out_dir: str | Path, *, label: str,
+                  ecfg: EvalConfig) -> dict[str, Any]:
+    """Answer with `backend`, parse and score every example; write the evaluation directory; return metrics.json's
+    content.
 
     ecfg.mode: generate (greedy generation, parsed by the task) | loglik (the option with the highest
     log-likelihood is the answer: no parse failures) | both (generation answers; option scores are recorded
@@ -145,22 +209,21 @@ def evaluate(model: Model, processor: Processor, examples: list[Example], task: 
     t0 = time.time()
     for ex in examples:  # e.g. dialog: the asked round's gold answer must not be in the input
         task.check_example(ex)
-    answers = answer(model, processor, examples, task, ecfg, label)
-    decoding = {"strategy": "greedy", "do_sample": False, "num_beams": 1, "max_new_tokens": ecfg.max_new_tokens}
+    answers = answer(backend, examples, task, ecfg, label)
+    decoding = {**GREEDY_DECODING, **backend.decoding, "max_new_tokens": ecfg.max_new_tokens}
     if ecfg.mode != "generate":
-        decoding["option_scoring"] = "sum of option-token log-probabilities (shared prompt computed once)"
+        decoding["option_scoring"] = backend.option_scoring
     if not is_main_process():
         return {}  # under a launcher every rank answered its share; rank 0 scores and writes
 
     def ask(batch: list[Example]) -> list[str]:  # the same questions again, for the task's order check
-        return generate(model, processor, batch, batch_size=ecfg.batch_size, max_new_tokens=ecfg.max_new_tokens,
-                        desc=f"eval {label} (reordered)")
+        return backend.generate(batch, ecfg, f"eval {label} (reordered)", shard=False)
 
     order = task.order_check(examples, ask, n_boot=ecfg.n_boot, seed=0)
-    fp = fingerprint(ref=ref, adapter=adapter, processor=processor, task=task, examples=examples,
-                     decoding={**decoding, "mode": ecfg.mode})
-    record = EvalRecord(label=label, model=ref.name, adapter=adapter, mode=ecfg.mode, decoding=decoding,
-                        fingerprint=fp, seconds=time.time() - t0, order_check=order)
+    fp = backend.fingerprint(task, examples, {**decoding, "mode": ecfg.mode})
+    record = EvalRecord(label=label, model=backend.model_name, adapter=backend.adapter, mode=ecfg.mode,
+                        decoding=decoding, fingerprint=fp, seconds=time.time() - t0, order_check=order,
+                        files=backend.files())
     return write_evaluation(task, examples, answers, out_dir, record, n_boot=ecfg.n_boot)
 
 
@@ -192,6 +255,8 @@ def write_evaluation(task: Task, examples: list[Example], answers: Answers, out_
     if record.order_check is not None:
         metrics.update(record.order_check.get("metrics", {}))
         atomic_write_json(out / "order_check.json", {k: v for k, v in record.order_check.items() if k != "metrics"})
+    for name, content in record.files.items():
+        atomic_write_json(out / name, content)
     result = {"task": task.name, "task_options": options_dict(task), "label": record.label, "model": record.model,
               "adapter": record.adapter, "n": len(rows), "mode": record.mode, "decoding": record.decoding,
               "seconds": round(record.seconds, 2), "metrics": metrics}

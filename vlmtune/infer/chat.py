@@ -33,6 +33,9 @@ class ChatRequest:
     sampling: Sampling = GREEDY
     stop: tuple[str, ...] = ()
     fit_to_context: bool = False   # max_new_tokens is a default, not asked for: shorten it to fit the context
+    add_generation_prompt: bool = True   # render the assistant's header after the messages (the usual case)
+    continue_final: bool = False   # leave the last (assistant) message open, to be continued
+    prompt_logprobs: int | None = None   # also return each prompt token's log-prob and this many likeliest others
 
 
 @dataclass
@@ -41,6 +44,7 @@ class Completion:
     finish_reason: str       # "stop" (end token or a stop string) | "length" (max_new_tokens reached)
     prompt_tokens: int
     completion_tokens: int
+    prompt_logprobs: list[dict[str, dict[str, Any]] | None] | None = None   # vLLM's format (serve.py)
 
 
 def context_length(model: Model) -> int | None:
@@ -62,7 +66,8 @@ def end_token_ids(model: Model, processor: Processor) -> set[int]:
 
 
 def prompt_of(processor: Processor, req: ChatRequest) -> str:
-    return render(processor, req.messages, add_generation_prompt=True)
+    return render(processor, req.messages, add_generation_prompt=req.add_generation_prompt,
+                  continue_final=req.continue_final)
 
 
 def check_request(model: Model, processor: Processor, req: ChatRequest) -> int:
@@ -75,6 +80,9 @@ def check_request(model: Model, processor: Processor, req: ChatRequest) -> int:
         raise DataError("this model reads text only; it cannot take images", fix="send text, or serve a VLM")
     if req.max_new_tokens < 1:
         raise DataError(f"max tokens must be >= 1, got {req.max_new_tokens}")
+    if req.continue_final and (req.add_generation_prompt or not req.messages or req.messages[-1]["role"] != "assistant"):
+        raise DataError("continue_final_message continues a final assistant message",
+                        fix="end the messages with the assistant's message and set add_generation_prompt to false")
     try:
         n = len(encode_texts(processor, [prompt_of(processor, req)], [req.images])["input_ids"][0])
     except Exception as e:  # the chat template or the processor refused the conversation
@@ -174,7 +182,14 @@ def complete(model: Model, processor: Processor, requests: list[ChatRequest],
         text = text.rstrip()
         stream.finish(text)
         reason = "stop" if end is not None or hit else "length"
-        out.append(Completion(text=text, finish_reason=reason, prompt_tokens=n_prompt, completion_tokens=len(used)))
+        logprobs = None
+        if req.prompt_logprobs is not None:
+            from vlmtune.infer.score import prompt_logprobs
+
+            logprobs = prompt_logprobs(model, processor, prompt_of(processor, req), list(req.images),
+                                       top=req.prompt_logprobs)
+        out.append(Completion(text=text, finish_reason=reason, prompt_tokens=n_prompt, completion_tokens=len(used),
+                              prompt_logprobs=logprobs))
     return out
 
 

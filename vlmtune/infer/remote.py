@@ -62,6 +62,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from vlmtune.data.example import IMAGE_TOKEN
 from vlmtune.errors import ConfigError, DataError
+from vlmtune.infer.pacing import Pacer
 from vlmtune.logs import progress_bar
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,8 @@ class ChatResponse:
     attempts: int = 0
     seconds: float = 0.0
     input_truncated: bool = False
+    system_fingerprint: str | None = None  # the server's configuration tag, when it sends one (OpenAI does)
+    prompt_logprobs: list[list[float] | None] | None = None  # [token id, log-prob] per prompt token (vLLM's)
     cached: bool = False              # read from the cache in this run (not written to the file)
 
     @property
@@ -261,67 +264,6 @@ class ResponseCache:
             pass
 
 
-# ----------------------------------------------------------------------------------------------- pacing
-class Pacer:
-    """Spaces request starts so that at most `rpm` requests and `tpm` tokens go out per minute (0: no limit).
-
-    Two clocks: the request clock advances 60/rpm s per request; the token clock advances tokens*60/tpm s
-    per request, first by an estimate (the larger of the request's own and the mean of the responses so far),
-    then corrected by the tokens the response reports. With a token limit, the first request goes alone: until
-    one response has said what a request costs, a burst of estimates could overshoot the limit. A start that
-    came late (a busy machine) is made up by the next ones, up to `catch_up` seconds of the budget, so the rate
-    over a minute is the limit, not less."""
-
-    def __init__(self, rpm: float = 0, tpm: float = 0, clock: Callable[[], float] = time.monotonic,
-                 catch_up: float = 1.0):
-        self.rpm, self.tpm, self.clock, self.catch_up = rpm, tpm, clock, catch_up
-        self._lock = threading.Lock()
-        self._next_req = self._next_tok = None  # type: ignore[assignment]
-        self._used, self._done = 0, 0
-        self._probe = threading.Event()   # set once a first response (or failure) has come back
-        self._probing = False
-
-    def estimate(self, est_tokens: int) -> int:
-        """The tokens to reserve for a request: its own estimate, or the mean actual use so far if larger."""
-        with self._lock:
-            return max(est_tokens, self._used // self._done if self._done else 0)
-
-    def acquire(self, est_tokens: int, wait_first: float = 600.0) -> int:
-        """Wait for this request's slot; returns the tokens reserved for it (pass them to `correct`)."""
-        if not self.rpm and not self.tpm:
-            return est_tokens
-        if self.tpm:
-            with self._lock:
-                first, self._probing = not self._probing, True
-            if not first:
-                self._probe.wait(wait_first)
-        est_tokens = self.estimate(est_tokens)
-        with self._lock:
-            now = self.clock()
-            floor = now - self.catch_up  # a slot missed longer ago than this is lost, not made up
-            start = max(floor, self._next_req if self._next_req is not None else now,
-                        self._next_tok if self._next_tok is not None else now)
-            if self.rpm:
-                self._next_req = start + 60.0 / self.rpm
-            if self.tpm:
-                self._next_tok = start + est_tokens * 60.0 / self.tpm
-        delay = start - self.clock()
-        if delay > 0:
-            time.sleep(delay)
-        return est_tokens
-
-    def correct(self, est_tokens: int, used_tokens: int | None) -> None:
-        if self.tpm and not self._probe.is_set():
-            with self._lock:  # the others were held back on purpose: that wait is not a lag to make up
-                self._next_tok = max(self._next_tok if self._next_tok is not None else 0.0, self.clock())
-        self._probe.set()
-        if self.tpm and used_tokens is not None:
-            with self._lock:
-                self._used += used_tokens
-                self._done += 1
-                self._next_tok = (self._next_tok or self.clock()) + (used_tokens - est_tokens) * 60.0 / self.tpm
-
-
 # ----------------------------------------------------------------------------------------------- client
 @dataclass
 class RemoteConfig:
@@ -390,6 +332,10 @@ class RemoteClient:
             self._client = openai.OpenAI(base_url=self.cfg.base_url, api_key=key, max_retries=0,
                                          timeout=self.cfg.timeout)
         return self._client
+
+    def served_models(self) -> list[dict[str, Any]]:
+        """What the server's `GET /v1/models` lists, one dict per model (raises what the `openai` client raises)."""
+        return [m.model_dump() for m in self.openai().models.list()]
 
     def keys(self, requests: Sequence[ChatRequest]) -> list[str]:
         hashes: dict[str, str] = {}
@@ -508,7 +454,9 @@ class RemoteClient:
             self.cfg.context_tokens is not None and pt >= self.cfg.context_tokens))
         return ChatResponse(key=key, text=text, finish_reason=choice.finish_reason, prompt_tokens=pt,
                             completion_tokens=ct, model=getattr(completion, "model", None), attempts=attempts,
-                            seconds=round(seconds, 3), input_truncated=bool(truncated))
+                            seconds=round(seconds, 3), input_truncated=bool(truncated),
+                            system_fingerprint=getattr(completion, "system_fingerprint", None),
+                            prompt_logprobs=prompt_logprobs_of(completion))
 
     def _record(self, resp: ChatResponse) -> ChatResponse:
         if self.cache is not None:
@@ -522,6 +470,30 @@ class RemoteClient:
             s.completion_tokens += resp.completion_tokens or 0
             s.input_truncated += resp.input_truncated
         return resp
+
+
+def prompt_logprobs_of(completion: Any) -> list[list[float] | None] | None:
+    """vLLM's `prompt_logprobs` (asked for with `extra_body={"prompt_logprobs": 0}`) as [token id, log-prob] per
+    prompt token, None for the first token (nothing precedes it); None when the server sent none.
+
+    vLLM sends `[null, {"<id>": {"logprob", "rank", "decoded_token"}}, ...]`, the prompt token's own entry first (with
+    `prompt_logprobs: k > 0` the k most likely tokens follow it)."""
+    raw = getattr(completion, "prompt_logprobs", None)
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise ValueError("prompt_logprobs is not a list")
+    out: list[list[float] | None] = []
+    for i, entry in enumerate(raw):
+        if entry is None:
+            if i:
+                raise ValueError(f"prompt_logprobs[{i}] is null")
+            out.append(None)
+            continue
+        token, info = next(iter(entry.items()))
+        lp = info["logprob"] if isinstance(info, dict) else info
+        out.append([int(token), float(lp)])
+    return out
 
 
 def ok_texts(responses: Iterable[ChatResponse]) -> list[str | None]:

@@ -328,3 +328,28 @@ def score_options(model, processor, examples: list[Example], options: list[list[
     if stats is not None:
         stats.update(counts)
     return out
+
+
+@torch.inference_mode()
+def prompt_logprobs(model, processor, text: str, images: list, *, top: int = 0) -> list[dict[str, dict] | None]:
+    """Each token's log-probability given the tokens before it, for one rendered text (one forward), in vLLM's
+    `prompt_logprobs` format: None for the first token, then `{"<id>": {"logprob", "rank", "decoded_token"}}` with
+    the text's own token first and the `top` likeliest tokens after it. `rank` 1 is the likeliest token."""
+    enc = _encode(processor, model, text, images)
+    ids = enc["input_ids"][0].tolist()
+    logp = torch.log_softmax(model(**enc, use_cache=False).logits[0, :-1].float(), dim=-1)   # [T-1, V]
+    tok = tokenizer_of(processor)
+    out: list[dict[str, dict] | None] = [None]
+    for pos, token in enumerate(ids[1:]):
+        row = logp[pos]
+
+        def entry(t: int) -> dict:
+            lp = float(row[t])
+            return {"logprob": lp, "rank": int((row > row[t]).sum()) + 1, "decoded_token": tok.decode([t])}
+
+        here = {str(token): entry(token)}
+        for t in (row.topk(top).indices.tolist() if top > 0 else []):
+            here.setdefault(str(t), entry(t))
+        out.append(here)
+    return out
+

@@ -5,9 +5,9 @@
     comparison.summary(out_dir)     # the few numbers the console and `run` show
 
 Two runs are comparable only when their fingerprints agree on everything but the weights
-(model, model_hash, adapter, adapter_hash): a different prompt, template, image size or decoding
-setting changes scores by itself. Such differences are refused unless allow_mismatch=True, and then
-they are listed at the top of the report.
+(model, model_hash, adapter, adapter_hash, and a served model's `server` report): a different prompt, template,
+image size, decoding setting or backend changes scores by itself. Such differences are refused unless
+allow_mismatch=True, and then they are listed at the top of the report.
 
 The task that scored the runs is rebuilt from metrics.json (`task`, `task_options`): its per-example
 values get paired bootstraps, and its own report sections (`Task.report_sections`) are added.
@@ -32,7 +32,9 @@ from vlmtune.tasks.base import ReportSection, Task, build_task
 
 log = logging.getLogger(__name__)
 
-WEIGHT_KEYS = frozenset({"model", "model_hash", "adapter", "adapter_hash"})
+# What names the system under test, not how it was asked: the weights, or (eval.backend=openai) the server's
+# report about the model it serves.
+WEIGHT_KEYS = frozenset({"model", "model_hash", "adapter", "adapter_hash", "server"})
 # Plots the report draws itself (plots/<name>.png); a task's section plot never takes one of these names.
 GENERIC_PLOTS = ("metrics", "confusion", "loss")
 Pair = tuple[Row, Row]
