@@ -125,6 +125,10 @@ def test_a_locked_run_refuses_writers_names_the_holder_and_lets_readers_in(run_c
         assert main(["score", "--task", "count", "--data", str(run_copy / "data/test.jsonl"), "--predictions",
                      str(run_copy / "finetuned/predictions.jsonl"), "--out", str(tmp_path / "sc")]) == 0
         assert main(["export", str(run_copy), "--out", str(tmp_path / "exp")]) == 0
+        # Writing an evaluation into the locked run is a writer.
+        assert main(["score", "--task", "count", "--data", str(run_copy / "data/test.jsonl"), "--predictions",
+                     str(run_copy / "finetuned/predictions.jsonl"), "--out", str(run_copy / "rescored")]) == 2
+        assert f"process {holder.pid}" in capsys.readouterr().err and not (run_copy / "rescored").exists()
     finally:
         holder.kill()  # kill -9: the kernel releases the lock; the lock file stays behind, stale
         holder.wait()

@@ -452,7 +452,8 @@ def describe_fields() -> str:
                 continue
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
             key = f"{sec}.{f.name}" if sec else f.name
-            lines.append(f"  {key:<28} {default!r:<14} {f.metadata.get('help', '')}")
+            rule = bounds_text(f.metadata)
+            lines.append(f"  {key:<28} {default!r:<14} {f.metadata.get('help', '')}" + (f" [{rule}]" if rule else ""))
     return "\n".join(lines)
 
 
@@ -461,5 +462,6 @@ def describe_options(cls: type, indent: str = "  ") -> str:
     lines = []
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        lines.append(f"{indent}{f.name:<26} {default!r:<14} {f.metadata.get('help', '')}")
+        rule = bounds_text(f.metadata)
+        lines.append(f"{indent}{f.name:<26} {default!r:<14} {f.metadata.get('help', '')}" + (f" [{rule}]" if rule else ""))
     return "\n".join(lines)

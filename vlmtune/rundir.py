@@ -80,6 +80,22 @@ class RunLock:
             self.fd = None
 
 
+@contextlib.contextmanager
+def lock_if_in_run(out: Path) -> Iterator[None]:
+    """Hold the run's lock while writing `out` when `out` lies in a run directory (runs/<name>/<evaluation>),
+    so `eval`/`score` into a run cannot mix with a running `vlmtune run`; elsewhere, no lock."""
+    run_dir = out.resolve().parent
+    if not (run_dir / "config.yaml").exists() or not is_main_process():
+        yield
+        return
+    lock = RunLock(_sibling(run_dir, "lock"), run_dir)
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _holder(fd: int) -> str:
     try:
         info = json.loads(os.pread(fd, 4096, 0).decode())

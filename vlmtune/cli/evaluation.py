@@ -21,6 +21,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from vlmtune.eval.run import evaluate
     from vlmtune.models.load import load_model
     from vlmtune.registry import TASKS
+    from vlmtune.rundir import lock_if_in_run
     from vlmtune.tasks import build_task
 
     examples = load_jsonl(a.data, known_tasks=TASKS.names())
@@ -31,8 +32,9 @@ def cmd_eval(a: argparse.Namespace) -> int:
     model, processor = load_model(ref, adapter=a.adapter)
     out = Path(a.out or Path("runs") / f"eval-{Path(a.data).stem}")
     ecfg = EvalConfig(batch_size=a.batch_size, max_new_tokens=a.max_new_tokens, mode=a.mode)
-    evaluate(model, processor, examples, task, out, label=a.label or ("fine-tuned" if a.adapter else "base"), ref=ref,
-             ecfg=ecfg, adapter=a.adapter)
+    with lock_if_in_run(out):
+        evaluate(model, processor, examples, task, out, label=a.label or ("fine-tuned" if a.adapter else "base"),
+                 ref=ref, ecfg=ecfg, adapter=a.adapter)
     return 0
 
 
@@ -45,12 +47,14 @@ def cmd_score(a: argparse.Namespace) -> int:
     from vlmtune.data.example import load_jsonl
     from vlmtune.eval.external import score_predictions
     from vlmtune.registry import TASKS
+    from vlmtune.rundir import lock_if_in_run
     from vlmtune.tasks import build_task
 
     examples = load_jsonl(a.data, known_tasks=TASKS.names(), check_images=False)
     out = Path(a.out or Path("runs") / f"score-{Path(a.predictions).stem}")
     task = build_task(a.task, key_values(a.task_option, "--task-option"))
-    score_predictions(task, examples, a.predictions, out, label=a.label)
+    with lock_if_in_run(out):
+        score_predictions(task, examples, a.predictions, out, label=a.label)
     print(f"[score] wrote {out}/metrics.json")
     return 0
 
