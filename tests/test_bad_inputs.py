@@ -191,7 +191,7 @@ case("predict: image missing", "image not found")(
     lambda t, m: ["predict", "--model", str(m), "--image", str(t / "none.png"), "--prompt", "hi"])
 case("export: not a run", "export:")(lambda t, m: ["export", str(t), "--out", str(t / "o")])
 case("compare: not an evaluation", "predictions.jsonl")(
-    lambda t, m: ["compare", str(t), str(t), "--out", str(t / "c")])
+    lambda t, m: ["compare", str(t), str(t / "other"), "--out", str(t / "c")])  # two folders, neither an evaluation
 
 
 # --- score: every input kind (text JSONL, option scores JSONL, VisDial ranks JSON)
