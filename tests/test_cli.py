@@ -189,7 +189,7 @@ def test_every_recipe_passes_smoke(recipe, tmp_path, monkeypatch, capsys):
     assert main(["run", str(recipe), f"output_dir={tmp_path / 'runs'}", "-q", "--smoke"]) == 0
     out = capsys.readouterr().out
     assert "[smoke] every stage" in out
-    runs = list((tmp_path / "runs").iterdir())
+    runs = [p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]  # .<name>.lock: the run lock
     assert len(runs) == 1 and runs[0].name.endswith("-smoke")
     for f in ("config.yaml", "data/test.jsonl", "zero_shot/metrics.json", "finetuned/metrics.json", "report.html"):
         assert (runs[0] / f).is_file(), f
@@ -208,7 +208,7 @@ def test_smoke_uses_the_users_own_records_when_present(tmp_path, monkeypatch, ca
     assert main(["run", str(ROOT / "recipes" / "seed003_forensic_llava16.yaml"), f"output_dir={tmp_path / 'runs'}",
                  f"data.path={tmp_path / 'raw'}", "--smoke"]) == 0
     assert "a seeded sample of 16 records (stratified by label)" in capsys.readouterr().err
-    run = next((tmp_path / "runs").iterdir())
+    run = next(p for p in (tmp_path / "runs").iterdir() if not p.name.startswith("."))
     rows = [json.loads(l) for s in ("train", "val", "test") if (run / "data" / f"{s}.jsonl").exists()
             for l in (run / "data" / f"{s}.jsonl").read_text(encoding="utf-8").splitlines()]
     labels = [r["target"] for r in rows if "augmented_from" not in (r.get("meta") or {})]

@@ -12,6 +12,7 @@ PACKAGE = ROOT / "vlmtune"
 # Lowest first. A module belongs to the first entry that is its name or a package above it.
 LAYERS: list[tuple[str, ...]] = [
     ("vlmtune", "vlmtune.errors", "vlmtune.registry", "vlmtune.logs", "vlmtune.paths", "vlmtune.jsonlines",
+     "vlmtune.extras",
      "vlmtune.__main__"),
     ("vlmtune.config",),
     ("vlmtune.stats", "vlmtune.metrics"),
@@ -24,8 +25,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("vlmtune.build",),
     ("vlmtune.eval", "vlmtune.teacher"),
     ("vlmtune.report",),
-    ("vlmtune.pipeline", "vlmtune.smoke", "vlmtune.export", "vlmtune.serve", "vlmtune.ui", "vlmtune.track",
-     "vlmtune.inspect"),
+    ("vlmtune.rundir", "vlmtune.pipeline", "vlmtune.smoke", "vlmtune.export", "vlmtune.serve", "vlmtune.ui",
+     "vlmtune.track", "vlmtune.inspect"),
     ("vlmtune.cli",),
 ]
 # vlmtune/__main__.py only calls the CLI; the CLI package's __init__ imports its verb groups by name.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vlmtune.cli import build_parser
+from vlmtune.cli import build_parser, parse
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -42,7 +42,7 @@ def _vlmtune_commands() -> list[str]:
 
 @pytest.mark.parametrize("cmd", _vlmtune_commands())
 def test_every_readme_command_parses(cmd):
-    args = build_parser().parse_args(shlex.split(cmd)[1:])
+    args = parse(build_parser(), shlex.split(cmd)[1:])
     assert callable(args.fn)
 
 

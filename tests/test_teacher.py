@@ -299,16 +299,19 @@ def test_a_recipes_teach_section_writes_the_train_split(tmp_path, monkeypatch):
     """The pipeline's data stage runs the teacher on the train split only; data/train.jsonl holds what is trained on."""
     from vlmtune.config import load_config
     from vlmtune.pipeline import check_recipe, setup_data
+    from vlmtune.rundir import open_run
 
     monkeypatch.setattr("vlmtune.pipeline.resolve_model", lambda cfg: None)  # the model is not needed here
+    monkeypatch.setattr("vlmtune.pipeline.check_loadable", lambda ref: None)
     with FakeOpenAI(responder=lambda body: (f"<reminder>Now: {conversation_of(body).splitlines()[-1][3:]}"
                                             "</reminder>\nmaybe", "stop")) as srv:
         cfg = load_config(ROOT / "recipes" / "shapes_dialog_teacher.yaml", [
             f"output_dir={tmp_path}", "data.n=24", "teach.backend=openai", f"teach.base_url={srv.url}",
             "teach.model=fake", f"teach.cache={tmp_path / 'cache.jsonl'}", "teach.target=reminder+teacher",
             "teach.filters={skip: [agreement]}"])
-        check_recipe(cfg)
-        splits, _ = setup_data(cfg, cfg.run_dir, reuse=False)
+        task = check_recipe(cfg)
+        with open_run(cfg, resume=False, overwrite=False) as run:
+            splits, _ = setup_data(cfg, run, task)
         assert len(srv.log) == len(splits["train"])  # the train split only
     train = load_jsonl(cfg.run_dir / "data" / "train.jsonl")
     assert [e.messages for e in train] == [e.messages for e in splits["train"]]

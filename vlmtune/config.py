@@ -21,9 +21,49 @@ from vlmtune.errors import ConfigError
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A documented field. Numeric bounds go in kw (ge, gt, le, lt, not_zero) and are checked for every value a
+    recipe, an override or code sets (`check_bounds`), so `vlmtune validate` catches them."""
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})
+
+
+BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
+          "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
+
+
+def bounds_text(meta: Any) -> str:
+    """A field's bounds in words, e.g. '>= 0 and < 1', or '' when it has none."""
+    parts = [f"{BOUNDS[k][0]} {meta[k]}" for k in BOUNDS if k in meta]
+    if meta.get("not_zero"):
+        parts.append("not 0")
+    return " and ".join(parts)
+
+
+def check_value(f: dataclasses.Field, value: Any, key: str) -> None:
+    """ConfigError naming `key` when a numeric value is outside its field's bounds (or not finite)."""
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    meta = f.metadata
+    rule = bounds_text(meta)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"'{key}' is {value}; it must be a finite number{' ' + rule if rule else ''}. "
+                          f"Fix: set {key} to a number{' ' + rule if rule else ''}")
+    ok = all(test(value, meta[k]) for k, (_, test) in BOUNDS.items() if k in meta)
+    if ok and meta.get("not_zero") and value == 0:
+        ok = False
+    if not ok:
+        help = meta.get("help", "")
+        raise ConfigError(f"'{key}' is {value!r}; it must be {rule}" + (f" ({help})" if help else "")
+                          + f". Fix: set {key} to a value {rule}")
+
+
+def check_bounds(obj: Any, where: str) -> None:
+    """Every numeric field of dataclass instance `obj` within its bounds; errors name `where.field`."""
+    for f in dataclasses.fields(obj):
+        check_value(f, getattr(obj, f.name), f"{where}.{f.name}" if where else f.name)
 
 
 @dataclass
@@ -36,16 +76,16 @@ class DataConfig:
     format_options: dict = _f({}, "files: options passed to the reader, e.g. {image_dirs: [images], dense: d.json}")
     task_options: dict = _f({}, "options of the task (`vlmtune ls` lists each task's), e.g. {labels: [cat, dog]} for "
                                 "classify, {permutations: 2} for mcq, {bertscore: true} for dialog")
-    limit: int = _f(0, "read at most this many records per file (0: all); --smoke sets it")
+    limit: int = _f(0, "read at most this many records per file (0: all); --smoke sets it", ge=0)
     sample: int = _f(0, "after reading (and data.limit), keep a seeded sample of this many records per file, "
-                        "stratified by target, spread over as many groups as it can (0: all); --smoke sets it")
+                        "stratified by target, spread over as many groups as it can (0: all); --smoke sets it", ge=0)
     augment: dict = _f({}, "train-split augmentation, e.g. {label: '2', copies: 4, pipeline: default} (empty: none)")
     task: str = _f("count", "task name (see `vlmtune ls`); for synth also the generator")
-    n: int = _f(2400, "synth: number of examples to generate before splitting")
+    n: int = _f(2400, "synth: number of examples to generate before splitting", ge=1)
     synth_options: dict = _f({}, "synth: options of the generator, e.g. {lang: en, modality: caption} for mcq "
                                  "(each generator's docstring in vlmtune/data/synth/ lists its own)")
-    image_size: int = _f(64, "synth: image side in pixels")
-    seed: int = _f(0, "seed of the synthetic generator and of the split")
+    image_size: int = _f(64, "synth: image side in pixels, 8 or more: the scene is a 4x4 grid", ge=8, le=4096)
+    seed: int = _f(0, "seed of the synthetic generator and of the split", ge=0)
     path: str | None = _f(None, "files: one file (or folder) to split, or null when train/val/test are given")
     train: str | None = _f(None, "files: train file (already split); hf: the dataset's split to train on")
     val: str | None = _f(None, "files: validation file (already split); hf: the dataset's validation split")
@@ -56,7 +96,7 @@ class DataConfig:
                             "report them) | group (merge them into one group before splitting)")
     dedup_distance: int = _f(20, "near-duplicate threshold: differing bits of the 189-bit image hash (0: identical "
                                  "hashes only); re-encoded, resized or 2%-cropped copies differ by up to ~20, "
-                                 "distinct scenes by 36 or more")
+                                 "distinct scenes by 36 or more", ge=0, le=189)
     hf_name: str | None = _f(None, "hf: a hub dataset id (owner/name) or a local folder laid out as a hub dataset "
                                    "repo (parquet/JSON files + README.md)")
     hf_config: str | None = _f(None, "hf: the dataset's configuration (subset) name, if it has several")
@@ -81,54 +121,54 @@ class ModelConfig:
     load_in_4bit: bool = _f(False, "QLoRA: load the base in 4-bit nf4 with double quantization (bitsandbytes)")
     load_in_8bit: bool = _f(False, "load the base in 8-bit (bitsandbytes LLM.int8)")
     device: str = _f("auto", "auto | cpu | cuda | mps")
-    tiny_pretrain_examples: int = _f(4000, "tiny: captions the base is pretrained on (enters the cache key)")
-    tiny_pretrain_epochs: int = _f(3, "tiny: pretraining epochs (enters the cache key)")
+    tiny_pretrain_examples: int = _f(4000, "tiny: captions the base is pretrained on (enters the cache key)", ge=1)
+    tiny_pretrain_epochs: int = _f(3, "tiny: pretraining epochs (enters the cache key)", ge=1)
 
 
 @dataclass
 class TrainConfig:
     method: str = _f("lora", "lora | full")
-    epochs: float = _f(3.0, "training epochs")
-    max_steps: int = _f(-1, "stop after this many optimizer steps (-1: use epochs)")
-    lr: float = _f(2e-4, "peak learning rate")
-    batch_size: int = _f(16, "per-device batch size")
-    grad_accum: int = _f(1, "gradient accumulation steps")
-    warmup_ratio: float = _f(0.05, "fraction of steps for linear warm-up")
-    warmup_steps: int = _f(0, "warm-up steps; > 0 overrides warmup_ratio")
+    epochs: float = _f(3.0, "training epochs; fractions allowed", gt=0)
+    max_steps: int = _f(-1, "stop after this many optimizer steps (-1: use epochs)", ge=-1, not_zero=True)
+    lr: float = _f(2e-4, "peak learning rate", gt=0)
+    batch_size: int = _f(16, "per-device batch size", ge=1)
+    grad_accum: int = _f(1, "gradient accumulation steps", ge=1)
+    warmup_ratio: float = _f(0.05, "fraction of steps for linear warm-up", ge=0, le=1)
+    warmup_steps: int = _f(0, "warm-up steps; > 0 overrides warmup_ratio", ge=0)
     optim: str = _f("adamw_torch", "transformers optimizer name: adamw_torch | adamw_bnb_8bit | paged_adamw_8bit ...")
-    weight_decay: float = _f(0.0, "AdamW weight decay")
+    weight_decay: float = _f(0.0, "AdamW weight decay", ge=0)
     lr_scheduler: str = _f("linear", "transformers scheduler name: linear | cosine | constant ...")
     freeze_vision: bool = _f(True, "method=full: keep the vision tower frozen (as LLaVA-style recipes do)")
-    lora_r: int = _f(16, "LoRA rank")
-    lora_alpha: int = _f(32, "LoRA alpha")
-    lora_dropout: float = _f(0.05, "LoRA dropout")
+    lora_r: int = _f(16, "LoRA rank", ge=1)
+    lora_alpha: int = _f(32, "LoRA alpha", ge=1)
+    lora_dropout: float = _f(0.05, "LoRA dropout probability", ge=0, lt=1)
     lora_target: str = _f("language", "which parts get LoRA: language | language+projector | all (+ vision tower); a projector "
                                         "without linear layers (Gemma-3) is trained in full")
     lora_modules: str = _f("attention+mlp", "attention | mlp | attention+mlp")
     loss_on: str = _f("assistant", "assistant (loss on answer tokens only) | all (prompt and answer; image "
                                   "and padding tokens are always excluded)")
-    max_length: int = _f(256, "maximum tokens per example; cutting an image's tokens is an error")
-    eval_steps: int = _f(0, "validate every N steps (0: once per epoch); validation generates and scores")
-    val_max_examples: int = _f(64, "validation examples generated during training (keeps it quick)")
-    save_steps: int = _f(0, "checkpoint every N steps (0: once per epoch)")
-    logging_steps: int = _f(10, "log the loss every N steps")
+    max_length: int = _f(256, "maximum tokens per example; cutting an image's tokens is an error", ge=1)
+    eval_steps: int = _f(0, "validate every N steps (0: once per epoch); validation generates and scores", ge=0)
+    val_max_examples: int = _f(64, "validation examples generated during training (keeps it quick)", ge=0)
+    save_steps: int = _f(0, "checkpoint every N steps (0: once per epoch)", ge=0)
+    logging_steps: int = _f(10, "log the loss every N steps", ge=1)
     gradient_checkpointing: bool = _f(False, "trade compute for memory")
     answer_only_logits: bool = _f(True, "compute the LM head and loss only at the positions that carry loss (equal "
                                         "loss and gradients, far less compute and memory for large vocabularies)")
     group_by_length: bool = _f(True, "batch examples of similar length together (a seeded shuffle of mega-batches "
                                      "sorted by length, as transformers does), so less of each batch is padding")
-    seed: int = _f(0, "training seed (data order, dropout, LoRA init)")
+    seed: int = _f(0, "training seed (data order, dropout, LoRA init)", ge=0)
     report_to: list = _f(["tensorboard"], "loggers: tensorboard, and/or others transformers supports; [] for none")
 
 
 @dataclass
 class EvalConfig:
-    batch_size: int = _f(32, "generation batch size")
-    max_new_tokens: int = _f(16, "greedy decoding budget per answer")
+    batch_size: int = _f(32, "generation batch size", ge=1)
+    max_new_tokens: int = _f(16, "greedy decoding budget per answer", ge=1)
     mode: str = _f("generate", "generate (greedy answers, parsed) | loglik (pick the most likely option: closed "
                                "sets only) | both (generate, and record option scores for ranking metrics)")
     zero_shot: bool = _f(True, "evaluate the base model before fine-tuning")
-    n_boot: int = _f(2000, "bootstrap resamples for confidence intervals")
+    n_boot: int = _f(2000, "bootstrap resamples for confidence intervals", ge=10)
     backend: str = _f("hf", "who answers: hf (vlmtune loads the model with transformers and generates) | openai (an "
                             "OpenAI-compatible server answers: vLLM, SGLang, Ollama, an API model, `vlmtune serve`; "
                             "`vlmtune eval` only, a run evaluates the model it trains with hf)")
@@ -164,17 +204,17 @@ class TeachConfig:
     prompt: str = _f("reminder", "a shipped template (reminder | reasoning | reminder_base) or a Jinja2 file of yours")
     rationalize: bool = _f(False, "give the template the gold answer of the asked round (`gold_answer`); off, a check "
                                   "refuses any teacher input that depends on it")
-    temperature: float = _f(0.0, "sampling temperature (enters the cache key; local: 0 only, greedy)")
-    max_tokens: int = _f(256, "the teacher's answer budget in tokens")
-    seed: int = _f(0, "sampling seed sent with each request (enters the cache key)")
-    concurrency: int = _f(8, "openai: requests in flight at once")
-    rpm: float = _f(0.0, "openai: at most this many requests per minute (0: no limit)")
-    tpm: float = _f(0.0, "openai: at most this many tokens (prompt + completion) per minute (0: no limit)")
-    timeout: float = _f(120.0, "openai: seconds per request before it is retried")
-    max_retries: int = _f(5, "openai: retries of a request after 429, 5xx, a timeout or a malformed answer")
+    temperature: float = _f(0.0, "sampling temperature (enters the cache key; local: 0 only, greedy)", ge=0, le=2)
+    max_tokens: int = _f(256, "the teacher's answer budget in tokens", ge=1)
+    seed: int = _f(0, "sampling seed sent with each request (enters the cache key)", ge=0)
+    concurrency: int = _f(8, "openai: requests in flight at once", ge=1)
+    rpm: float = _f(0.0, "openai: at most this many requests per minute (0: no limit)", ge=0)
+    tpm: float = _f(0.0, "openai: at most this many tokens (prompt + completion) per minute (0: no limit)", ge=0)
+    timeout: float = _f(120.0, "openai: seconds per request before it is retried", gt=0)
+    max_retries: int = _f(5, "openai: retries of a request after 429, 5xx, a timeout or a malformed answer", ge=0)
     context_tokens: int = _f(0, "openai: the server's context size (Ollama's num_ctx) to check prompt_tokens against "
-                                "(0: unknown; a prompt_tokens far below the input's length is flagged anyway)")
-    batch_size: int = _f(8, "local: generation batch size")
+                                "(0: unknown; a prompt_tokens far below the input's length is flagged anyway)", ge=0)
+    batch_size: int = _f(8, "local: generation batch size", ge=1)
     cache: str | None = _f(None, "the response cache (JSONL; null: $VLMTUNE_CACHE/teacher/<model>.jsonl)")
     filters: dict = _f({}, "quality filters and their bounds (`vlmtune ls` lists them under teach filters), e.g. "
                            "{min_relevance: 1.0, language: ko}")
@@ -225,7 +265,8 @@ CHOICES = {
 def _unknown(key: str, known: list[str], where: str) -> ConfigError:
     close = difflib.get_close_matches(key, known, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
-    return ConfigError(f"unknown key '{key}' in {where}.{hint} Known: {', '.join(known)}")
+    return ConfigError(f"unknown key '{key}' in {where}.{hint} Known: {', '.join(known)}. Fix: use one of the known "
+                       "keys (`vlmtune ls` lists them with their help)")
 
 
 def _coerce(value: Any, typ: Any, key: str) -> Any:
@@ -249,25 +290,32 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
                 return False
             raise ValueError(value)
         if typ in (int, "int"):
-            if isinstance(value, float) and not value.is_integer():
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
             return int(value)
         if typ in (float, "float"):
+            if isinstance(value, bool):
+                raise ValueError(value)
             return float(value)
         if typ in (str, "str"):
+            if isinstance(value, (dict, list)):
+                raise ValueError(value)
             return str(value)
         if typing.get_origin(typ) in (list, dict):
             typ = typing.get_origin(typ)
         if typ in (list, "list"):
             if isinstance(value, str):
                 return [v for v in value.split(",") if v] if value not in ("[]", "") else []
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(value)
             return list(value)
         if typ in (dict, "dict"):
             if not isinstance(value, dict):
                 raise ValueError(value)
             return dict(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"'{key}' expects {getattr(typ, '__name__', typ)}, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        name = getattr(typ, "__name__", typ)
+        raise ConfigError(f"'{key}' expects {name}, got {value!r}. Fix: give {key} a value of type {name}") from None
     return value
 
 
@@ -282,11 +330,13 @@ def coerce_fields(cls: type, values: dict, where: str) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ConfigError(f"'{where}' must be a mapping of its fields, got {type(values).__name__}")
     types = _field_types(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     out = {}
     for k, v in values.items():
-        if k not in types:
-            raise _unknown(k, list(types), f"'{where}'")
+        if not isinstance(k, str) or k not in types:
+            raise _unknown(str(k), list(types), f"'{where}'")
         out[k] = _coerce(v, types[k], f"{where}.{k}")
+        check_value(fields[k], out[k], f"{where}.{k}")
     return out
 
 
@@ -303,16 +353,18 @@ def from_dict(d: dict, where: str = "config") -> RunConfig:
     cfg = RunConfig()
     top = [f.name for f in dataclasses.fields(RunConfig)]
     for key, value in d.items():
-        if key not in top:
-            raise _unknown(key, top, where)
+        if not isinstance(key, str) or key not in top:
+            raise _unknown(str(key), top, where)
         if key in SECTIONS:
             if value is None:
                 continue
             if not isinstance(value, dict):
-                raise ConfigError(f"{where}: '{key}' must be a mapping of its fields")
+                raise ConfigError(f"{where}: '{key}' must be a mapping of its fields, got {type(value).__name__}. "
+                                  f"Fix: write it as `{key}: {{field: value, ...}}` (`vlmtune ls` lists the fields)")
             for k in value:
                 if f"{key}.{k}" in MOVED:
-                    raise ConfigError(f"{where}: '{key}.{k}' has moved to {MOVED[key + '.' + k]}")
+                    raise ConfigError(f"{where}: '{key}.{k}' has moved to {MOVED[key + '.' + k]}. Fix: put the "
+                                      "setting there instead")
             section = getattr(cfg, key)
             for k, v in coerce_fields(SECTIONS[key], value, key).items():
                 setattr(section, k, v)
@@ -330,29 +382,26 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"'{sec}.{key}' is {v!r}; choose one of {', '.join(allowed)}")
     if cfg.model.load_in_4bit and cfg.model.load_in_8bit:
         raise ConfigError("choose one of model.load_in_4bit and model.load_in_8bit")
-    if cfg.data.sample < 0:
-        raise ConfigError(f"'data.sample' must be >= 0 (0: keep every record read), got {cfg.data.sample}")
+    for sec in ("", *SECTIONS):
+        check_bounds(getattr(cfg, sec) if sec else cfg, sec)
     if cfg.data.source in ("files", "jsonl") and not (cfg.data.path or cfg.data.train):
-        raise ConfigError("data.source=files needs data.path (one file to split) or data.train/data.val/data.test")
+        raise ConfigError("data.source=files needs data.path (one file to split) or data.train/data.val/data.test. "
+                          "Fix: give data.path=FILE, or data.train=FILE and data.test=FILE")
     if cfg.data.source == "hf" and not cfg.data.hf_name:
-        raise ConfigError("data.source=hf needs data.hf_name: a hub dataset id (owner/name) or a local folder")
+        raise ConfigError("data.source=hf needs data.hf_name. Fix: give a hub dataset id (owner/name) or a local "
+                          "folder as data.hf_name")
     if cfg.data.source == "hf" and (cfg.data.train or cfg.data.val) and not cfg.data.test:
-        raise ConfigError("data.train/data.val name splits of the hf dataset but data.test does not; give "
+        raise ConfigError("data.train/data.val name splits of the hf dataset but data.test does not. Fix: give "
                           "data.test=SPLIT (or leave all three unset to split data.hf_split by data.split)")
-    if cfg.data.dedup_distance < 0:
-        raise ConfigError(f"'data.dedup_distance' must be >= 0, got {cfg.data.dedup_distance}")
     if cfg.data.source in ("files", "jsonl") and cfg.data.path is None and not cfg.data.test:
-        raise ConfigError("data.train is set but data.test is not; give data.test=FILE (or data.path to split one file)")
-    total = sum(cfg.data.split.values())
-    if abs(total - 1.0) > 1e-6 or set(cfg.data.split) - {"train", "val", "test"}:
-        raise ConfigError(f"data.split must map train/val/test to fractions summing to 1, got {cfg.data.split}")
-    positive = [("train", "batch_size"), ("train", "grad_accum"), ("eval", "batch_size"), ("train", "max_length"),
-                ("eval", "max_new_tokens"), ("train", "lora_r")]
-    for sec, key in positive:
-        if getattr(getattr(cfg, sec), key) < 1:
-            raise ConfigError(f"'{sec}.{key}' must be >= 1")
-    if cfg.train.lr <= 0:
-        raise ConfigError("'train.lr' must be > 0")
+        raise ConfigError("data.train is set but data.test is not. Fix: give data.test=FILE (or data.path to split "
+                          "one file)")
+    fractions = cfg.data.split
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in fractions.values())
+    if (not numbers or set(fractions) - {"train", "val", "test"} or "train" not in fractions
+            or abs(sum(fractions.values()) - 1.0) > 1e-6):
+        raise ConfigError(f"data.split must map train/val/test to fractions in [0, 1] summing to 1, got {fractions}. "
+                          "Fix: e.g. data.split={train: 0.8, val: 0.1, test: 0.1}")
     check_eval(cfg.eval)
 
 
@@ -377,9 +426,14 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
     d = copy.deepcopy(d)
     for ov in overrides:
         if "=" not in ov:
-            raise ConfigError(f"override '{ov}' must look like key=value (e.g. train.epochs=3)")
+            raise ConfigError(f"override '{ov}' must look like key=value. Fix: e.g. train.epochs=3")
         key, raw = ov.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            problem = str(e).splitlines()[0]
+            raise ConfigError(f"override '{ov}': the value is not valid YAML ({problem}). Fix: quote it, e.g. "
+                              f"{key}='\"...\"', or close its brackets") from None
         parts = key.strip().split(".")
         if not all(parts):
             raise ConfigError(f"override key '{key}' must be 'field', 'section.field' or deeper, e.g. train.lr")
@@ -399,11 +453,21 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         p = Path(path)
         if not p.exists():
             raise ConfigError(f"recipe not found: {p}. Shipped recipes live in recipes/ (see `vlmtune ls`)")
+        if p.is_dir():
+            raise ConfigError(f"recipe {p} is a folder. Fix: give a recipe YAML file, e.g. recipes/quickstart.yaml")
         try:
-            d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            d = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+            raise ConfigError(f"{p}: not valid YAML: {e}. Fix: check the indentation and quoting there") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}). Fix: save the recipe as UTF-8") from None
         where = str(p)
+        if d is None or d == {}:
+            raise ConfigError(f"{p}: the recipe is empty. Fix: give at least the data and model sections (see "
+                              "recipes/quickstart.yaml, or `vlmtune ls` for every key)")
+        if not isinstance(d, dict):
+            raise ConfigError(f"{p}: expected a mapping (key: value lines) at the top level, got "
+                              f"{type(d).__name__}. Fix: write the recipe as `data: {{...}}`, `model: {{...}}`, ...")
     return from_dict(apply_overrides(d, overrides or []), where=where)
 
 
@@ -420,7 +484,8 @@ def describe_fields() -> str:
                 continue
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
             key = f"{sec}.{f.name}" if sec else f.name
-            lines.append(f"  {key:<28} {default!r:<14} {f.metadata.get('help', '')}")
+            rule = bounds_text(f.metadata)
+            lines.append(f"  {key:<28} {default!r:<14} {f.metadata.get('help', '')}" + (f" [{rule}]" if rule else ""))
     return "\n".join(lines)
 
 
@@ -429,5 +494,6 @@ def describe_options(cls: type, indent: str = "  ") -> str:
     lines = []
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        lines.append(f"{indent}{f.name:<26} {default!r:<14} {f.metadata.get('help', '')}")
+        rule = bounds_text(f.metadata)
+        lines.append(f"{indent}{f.name:<26} {default!r:<14} {f.metadata.get('help', '')}" + (f" [{rule}]" if rule else ""))
     return "\n".join(lines)

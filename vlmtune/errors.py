@@ -24,5 +24,6 @@ class DataError(VlmtuneError):
                 where += f":{line}"
             where += ": "
         what = f"field '{field}': " if field else ""
-        tail = f" Fix: {fix}" if fix else ""
+        stop = "" if message.rstrip().endswith((".", "!", "?")) else "."
+        tail = f"{stop} Fix: {fix}" if fix else ""
         super().__init__(f"{where}{what}{message}{tail}")

@@ -41,7 +41,7 @@ def find_export_source(source: str | Path, base: str | None = None) -> ExportSou
     directory (the base from --base, its run's config.yaml, or adapter_config.json), or a model directory."""
     src = Path(source)
     if not src.is_dir():
-        raise ConfigError(f"export: {src} is not a directory; give a run directory (runs/<name>), an adapter "
+        raise ConfigError(f"export: {src} is not a directory. Fix: give a run directory (runs/<name>), an adapter "
                           "directory (runs/<name>/adapter) or a model directory")
     run_dir = None
     if (src / "adapter_config.json").exists():
@@ -57,8 +57,8 @@ def find_export_source(source: str | Path, base: str | None = None) -> ExportSou
         raise ConfigError(f"export: run {src} has no trained weights yet (no adapter/adapter_config.json or "
                           "model/config.json); train it first (`vlmtune run` or `vlmtune train`)")
     else:
-        raise ConfigError(f"export: {src} holds no adapter_config.json, config.json or run config.yaml; give a run "
-                          "directory (runs/<name>), an adapter directory or a model directory")
+        raise ConfigError(f"export: {src} holds no adapter_config.json, config.json or run config.yaml. Fix: give a "
+                          "run directory (runs/<name>), an adapter directory or a model directory")
     if weights.name == "model" and not (weights / "adapter_config.json").exists():
         return ExportSource("model", weights, None, run_dir)
     if base is None and run_dir is not None:
@@ -70,6 +70,32 @@ def find_export_source(source: str | Path, base: str | None = None) -> ExportSou
         raise ConfigError(f"export: cannot tell the base model of adapter {weights}; pass --base MODEL "
                           "(the hub id or directory it was trained on)")
     return ExportSource("adapter", weights, str(base), run_dir)
+
+
+def is_pickle(path: Path) -> bool:
+    """A Python pickle (protocol 2+), or torch.save's zip of one: files that run code when loaded."""
+    import zipfile
+
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return True
+    if head == b"PK":
+        try:
+            with zipfile.ZipFile(path) as z:
+                return any(n.endswith(".pkl") for n in z.namelist())
+        except zipfile.BadZipFile:
+            return False
+    return False
+
+
+def refuse_pickles(folder: Path, source: Path) -> None:
+    """An export (and so a hub upload) carries no pickle: weights are safetensors, settings JSON."""
+    found = [str(p.relative_to(folder)) for p in sorted(folder.rglob("*")) if p.is_file() and is_pickle(p)]
+    if found:
+        raise ConfigError(f"export: {source} holds pickled files ({', '.join(found)}), which run code when loaded "
+                          "and are never exported. Fix: save the weights as safetensors (save_pretrained's default) "
+                          "and remove the pickles")
 
 
 def export_model(source: str | Path, out: str | Path, *, base: str | None = None, merge: bool = False,
@@ -94,10 +120,12 @@ def export_model(source: str | Path, out: str | Path, *, base: str | None = None
             merge_adapter(found.base, found.weights, tmp, source=source)  # writes the card too
             kind = "merged"
         else:
-            shutil.copytree(found.weights, tmp, ignore=shutil.ignore_patterns("checkpoint-*", ".*"))
+            # training_args.bin is the Trainer's pickle of its arguments (older runs kept it in adapter/)
+            shutil.copytree(found.weights, tmp, ignore=shutil.ignore_patterns("checkpoint-*", ".*", "training_args.bin"))
             kind = found.kind
             (tmp / "README.md").write_text(model_card(kind, found.base, found.weights if kind == "adapter" else None,
                                                       source=source))
+        refuse_pickles(tmp, found.weights)
         atomic_write_json(tmp / "export.json", {
             "kind": kind, "source": str(source), "run_dir": str(found.run_dir) if found.run_dir else None,
             "base": found.base, "base_hash": dir_hash(found.base) if found.base else None,

@@ -46,6 +46,8 @@ def read_json_lines(path: str | os.PathLike, *, lenient: bool = False, what: str
     A missing file raises (lenient or not) when iteration starts.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError("is a folder, not a file", file=str(path), fix=f"give the path of {what} itself")
     if not path.is_file():
         raise DataError("file not found", file=str(path), fix=f"check the path to {what}")
     with open(path, "rb") as f:

@@ -8,7 +8,8 @@ it goes.
 
 `setup(quiet=...)` (called by the CLI) sends vlmtune's messages to stderr, so stdout carries results only;
 `quiet=True` keeps errors only (the CLI still prints its results) and turns the progress bars off. It also
-silences known third-party warnings that say nothing a user can act on (KNOWN_NOISE).
+silences known third-party warnings that say nothing a user can act on (KNOWN_NOISE). Console lines longer
+than MAX_LINE are cut; a run copies every message whole to its log file (`add_log_file`: runs/<name>/run.log).
 
 One bar at a time: a bar asked for while another is showing (validation inside training) is not drawn,
 so bars never nest. On a terminal a bar is a tqdm bar; when stderr is a file or a pipe (CI, `nohup`,
@@ -27,7 +28,8 @@ from typing import Any, Iterable, Iterator, TypeVar
 T = TypeVar("T")
 ROOT = "vlmtune"
 PROGRESS_EVERY_S = 15.0
-_state: dict[str, Any] = {"progress": True, "active": None}
+MAX_LINE = 400   # console lines are cut here (about five terminal rows); the run's log file keeps them whole
+_state: dict[str, Any] = {"progress": True, "active": None, "log_file": None}
 progress_log = logging.getLogger("vlmtune.progress")
 
 # (logger, start of the message) of third-party warnings that need no action: the CLI drops them.
@@ -67,6 +69,17 @@ class _ConsoleHandler(logging.StreamHandler):
         super().emit(record)
 
 
+class ConsoleFormatter(logging.Formatter):
+    """The message text, cut to MAX_LINE characters with a pointer to the run's log file, which has it whole."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if len(text) <= MAX_LINE:
+            return text
+        where = f"; whole line in {_state['log_file']}" if _state["log_file"] else ""
+        return f"{text[:MAX_LINE]}... [{len(text) - MAX_LINE} more characters{where}]"
+
+
 def setup(*, quiet: bool = False, stream: Any = None) -> None:
     """Console logging for the CLI: INFO and up (ERROR only when quiet) to stderr, message text only."""
     logger = logging.getLogger(ROOT)
@@ -74,10 +87,11 @@ def setup(*, quiet: bool = False, stream: Any = None) -> None:
         if getattr(h, "_vlmtune_console", False):
             logger.removeHandler(h)
     handler = _ConsoleHandler(stream or sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(ConsoleFormatter("%(message)s"))
+    handler.setLevel(logging.ERROR if quiet else logging.INFO)
     handler._vlmtune_console = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
-    logger.setLevel(logging.ERROR if quiet else logging.INFO)
+    logger.setLevel(logging.INFO)  # the console handler filters (-q); a run's log file gets INFO whole
     set_progress(not quiet)
     for name, prefix in KNOWN_NOISE:
         lg = logging.getLogger(name)
@@ -95,6 +109,26 @@ def setup(*, quiet: bool = False, stream: Any = None) -> None:
         warnings.filterwarnings("ignore")
         for name in ("transformers", "peft", "accelerate", "bitsandbytes"):
             logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def add_log_file(path: Any, shown_as: Any = None) -> logging.Handler:
+    """Copy vlmtune's INFO-and-up messages, whole and timestamped, to `path` (appended) until `remove_log_file`.
+    `shown_as`: the path console lines point at for the whole text (where the file will be after a rename)."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setLevel(logging.INFO)
+    logger = logging.getLogger(ROOT)
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)  # the console handler keeps its own level (-q)
+    _state["log_file"] = str(shown_as or path)
+    return handler
+
+
+def remove_log_file(handler: logging.Handler) -> None:
+    logging.getLogger(ROOT).removeHandler(handler)
+    handler.close()
+    _state["log_file"] = None
 
 
 def set_progress(enabled: bool) -> None:

@@ -4,33 +4,67 @@
 
 Everything a result depends on is written next to it in runs/<name>/ (config.yaml, the exact data
 splits, predictions, metrics, fingerprints, the adapter, the report). With `resume=True`, finished
-stages are kept and training continues from its last checkpoint.
+stages are kept and training continues from its last complete checkpoint. Each stage writes its marker
+last (data/manifest.json, metrics.json, train_history.json, report.html), so a killed stage is redone.
+How the directory is locked, replaced and checked on resume: vlmtune.rundir.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from vlmtune.build import resolve_model
-from vlmtune.config import RunConfig, dump_yaml
-from vlmtune.data.example import Example, atomic_write_text
-from vlmtune.data.prepare import DEDUP_FILE, load_splits, prepare_data, reader_options
+from vlmtune.config import RunConfig
+from vlmtune.data.example import Example
+from vlmtune.data.prepare import DEDUP_FILE, data_done, load_splits, prepare_data, reader_options, write_manifest
 from vlmtune.distributed import barrier, is_main_process
-from vlmtune.errors import ConfigError
-from vlmtune.models.load import ModelRef
+from vlmtune.models.load import ModelRef, check_loadable
+from vlmtune.rundir import Run, open_run
 from vlmtune.tasks.base import ReportSection, Task, build_task
 
 log = logging.getLogger(__name__)
 
 
-def check_recipe(cfg: RunConfig) -> Task:
-    """What the registries must know: the task (and its options) and the data format (and its options); and what
-    transformers would refuse only after data preparation (optimizer, scheduler, loggers)."""
+def needed_extras(cfg: RunConfig, task: Task) -> list[tuple[str, str]]:
+    """(pip extra, the setting that needs it) for every optional dependency the recipe uses (vlmtune.extras)."""
+    from vlmtune.models.gguf import BUILTIN
+    from vlmtune.registry import FORMATS
+
+    needs = []
+    if cfg.model.load_in_4bit or cfg.model.load_in_8bit:
+        needs.append(("quant", "model.load_in_4bit" if cfg.model.load_in_4bit else "model.load_in_8bit"))
+    if "bnb" in cfg.train.optim or "8bit" in cfg.train.optim or cfg.train.optim.startswith("paged_"):
+        needs.append(("quant", f"train.optim={cfg.train.optim} (a bitsandbytes optimizer)"))
+    if cfg.data.augment:
+        needs.append(("augment", "data.augment"))
+    if cfg.data.source == "hf":
+        needs.append(("hf", "data.source=hf"))
+    elif cfg.data.source != "synth" and FORMATS.extra_of(cfg.data.format):
+        needs.append((str(FORMATS.extra_of(cfg.data.format)), f"data.format={cfg.data.format}"))
+    if cfg.teach.target != "none" and cfg.teach.backend == "openai":
+        needs.append(("remote", "teach.backend=openai"))
+    if cfg.model.name in BUILTIN:
+        needs.append((BUILTIN[cfg.model.name][2], f"model.name={cfg.model.name}"))
+    return needs + task.extras()
+
+
+def missing_extras(cfg: RunConfig, task: Task) -> list[str]:
+    """One message per optional dependency the recipe needs that is not installed here."""
+    from vlmtune.extras import installed, missing_message
+
+    return [missing_message(extra, why) for extra, why in needed_extras(cfg, task) if not installed(extra)]
+
+
+def check_recipe(cfg: RunConfig, *, require_extras: bool = True) -> Task:
+    """What the registries must know: the task (and its options) and the data format (and its options); what
+    transformers would refuse only after data preparation (optimizer, scheduler, loggers); the teacher's filters
+    and prompt; with `require_extras`, that every optional dependency the recipe needs is installed (else one
+    error naming each)."""
+    from vlmtune.extras import MissingExtraError
     from vlmtune.train.trainer import check_train_config
 
     task = build_task(cfg.data.task, cfg.data.task_options)
@@ -49,25 +83,38 @@ def check_recipe(cfg: RunConfig) -> Task:
 
         FilterConfig.of(cfg.teach.filters)
         load_template(cfg.teach.prompt, rationalize=cfg.teach.rationalize)
+    missing = missing_extras(cfg, task) if require_extras else []
+    if missing:
+        raise MissingExtraError("this recipe needs what is not installed here:\n  " + "\n  ".join(missing))
     return task
 
 
-def setup_data(cfg: RunConfig, run_dir: Path, *, reuse: bool) -> tuple[dict[str, list[Example]], ModelRef]:
-    """The run's splits and its resolved model. Under a launcher, rank 0 prepares the data (or, with `reuse`,
-    reads the splits already in run_dir/data) and builds a local base (tiny, GGUF) once; the other ranks wait,
-    then read the same splits, so every rank works on one dataset."""
+def setup_data(cfg: RunConfig, run: Run, task: Task) -> tuple[dict[str, list[Example]], ModelRef]:
+    """The data stage: the run's splits (every example checked by the task) and its resolved model. Rank 0
+    prepares the data in run.work (or, resuming, reads the splits already there), resolves the model (building
+    a local base once), then publishes the run (config.yaml; a new run is moved into place); other ranks of a
+    launcher wait, then read the same splits, so every rank works on one dataset."""
     if is_main_process():
-        if reuse and (run_dir / "data" / "test.jsonl").exists():
-            splits = load_splits(run_dir)
-            log.info(f"[data] reusing the splits in {run_dir / 'data'}")
+        if run.resuming and data_done(run.work):
+            splits = load_splits(run.work)
+            log.info(f"[data] reusing the splits in {run.work / 'data'}")
         else:
-            splits = prepare_data(cfg, run_dir)
+            splits = prepare_data(cfg, run.work, mark_done=False)
+            for exs in splits.values():
+                for ex in exs:
+                    task.check_example(ex)
             if cfg.teach.target != "none":
-                splits["train"] = teach_train_split(cfg, run_dir, splits["train"])
+                splits["train"] = teach_train_split(cfg, run.work, splits["train"])
+            write_manifest(run.work, splits)  # last: the data stage (teaching included) is complete
         ref = resolve_model(cfg.model)
+        check_loadable(ref)
+        moved = run.staged
+        run.publish(cfg)
+        if moved:
+            splits = load_splits(run.path, check_images=False)  # the same records, at their published paths
     barrier()
     if not is_main_process():
-        splits, ref = load_splits(run_dir), resolve_model(cfg.model)
+        splits, ref = load_splits(run.path), resolve_model(cfg.model)
     return splits, ref
 
 
@@ -99,55 +146,53 @@ def teach_train_split(cfg: RunConfig, run_dir: Path, train: list[Example]) -> li
     return result.examples
 
 
-def _stage_done(path: Path, resume: bool) -> bool:
-    return resume and path.exists()
+def run_pipeline(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
+                 train_only: bool = False) -> dict[str, Any]:
+    """Run the recipe's stages in runs/<name> (locked for the run's lifetime; see vlmtune.rundir). With
+    `train_only` (`vlmtune train`): the data and training stages only."""
+    task = check_recipe(cfg)
+    with open_run(cfg, resume=resume, overwrite=overwrite) as run:
+        return _stages(cfg, task, run, train_only)
 
 
-def start_run_dir(cfg: RunConfig, *, resume: bool, overwrite: bool) -> Path:
-    """The run directory, checked (an existing run needs --resume or --overwrite) and holding config.yaml."""
-    run_dir = cfg.run_dir
-    if is_main_process():
-        if run_dir.exists() and any(run_dir.iterdir()) and not (resume or overwrite):
-            raise ConfigError(f"{run_dir} already holds a run. Pass --resume to continue it, --overwrite to replace "
-                              "it, or choose another name=...")
-        if overwrite and run_dir.exists() and not resume:
-            log.info(f"[run] replacing {run_dir}")
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
-    return run_dir
-
-
-def run_pipeline(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+def _stages(cfg: RunConfig, task: Task, run: Run, train_only: bool) -> dict[str, Any]:
     from vlmtune.report import compare_runs
     from vlmtune.eval.run import evaluate
     from vlmtune.models.load import load_model
     from vlmtune.train.trainer import load_history, train
 
-    # --- set up -------------------------------------------------------------------------------------
+    # --- data ---------------------------------------------------------------------------------------
     t0 = time.time()
-    task = check_recipe(cfg)
-    run_dir = start_run_dir(cfg, resume=resume, overwrite=overwrite)
-    splits, ref = setup_data(cfg, run_dir, reuse=resume)
+    splits, ref = setup_data(cfg, run, task)
+    run_dir = run.path
+
+    def done(path: Path) -> bool:
+        return run.resuming and path.exists()
+
     # --- zero-shot ----------------------------------------------------------------------------------
-    if cfg.eval.zero_shot and not _stage_done(run_dir / "zero_shot" / "metrics.json", resume):
+    if cfg.eval.zero_shot and not train_only and not done(run_dir / "zero_shot" / "metrics.json"):
         model, processor = load_model(ref)
         evaluate(model, processor, splits["test"], task, run_dir / "zero_shot", label="zero-shot", ref=ref,
                  ecfg=cfg.eval)
         del model
     # --- fine-tune ----------------------------------------------------------------------------------
     final_dir = run_dir / ("adapter" if cfg.train.method == "lora" else "model")
-    if _stage_done(final_dir, resume) and (run_dir / "train_history.json").exists():
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "output_dir": str(final_dir)}
+    if done(run_dir / "train_history.json") and final_dir.exists():
         log.info(f"[train] kept the finished training in {final_dir}")
         history = load_history(run_dir / "train_history.json")
+        summary["kept"] = True
     else:
         result = train(ref, splits["train"], splits["val"], run_dir, cfg.train, task=task, ecfg=cfg.eval,
-                       resume=resume)
+                       resume=run.resuming)
         history = result.history
+        summary.update(steps=result.steps, train_seconds=round(result.seconds, 1))
         log.info(f"[train] {result.steps} steps in {result.seconds:.0f}s -> {result.output_dir}")
     barrier()  # the adapter rank 0 saved is complete before any rank loads it
+    if train_only:
+        return summary
     # --- evaluate the fine-tuned model --------------------------------------------------------------
-    if not _stage_done(run_dir / "finetuned" / "metrics.json", resume):
+    if not done(run_dir / "finetuned" / "metrics.json"):
         lora = cfg.train.method == "lora"
         tuned = ref if lora else ref.at(final_dir)
         model, processor = load_model(tuned, adapter=final_dir if lora else None)
@@ -156,10 +201,11 @@ def run_pipeline(cfg: RunConfig, *, resume: bool = False, overwrite: bool = Fals
         del model
     # --- compare ------------------------------------------------------------------------------------
     if not is_main_process():
-        return {"run_dir": str(run_dir)}  # under a launcher, rank 0 writes the report
+        return summary  # under a launcher, rank 0 writes the report
     if not cfg.eval.zero_shot:
         log.info(f"[run] done in {time.time() - t0:.0f}s (no zero-shot baseline, so no comparison report)")
-        return {"run_dir": str(run_dir)}
+        return summary
+    # The report is written again on every resume (report.html last); it reads the finished stages' files.
     summary = compare_runs(run_dir / "zero_shot", run_dir / "finetuned", run_dir, history=history,
                            title=f"vlmtune: {cfg.name} ({cfg.data.task}, {cfg.model.name})",
                            n_boot=cfg.eval.n_boot, seed=cfg.data.seed, extra=data_sections(run_dir))

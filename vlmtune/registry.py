@@ -44,14 +44,19 @@ class Registry(Generic[T]):
         # name -> ("module:attribute", one-line help); help is kept here so listing imports nothing.
         self._entries: dict[str, tuple[str, str]] = {}
         self._loaded: dict[str, T] = {}
+        self._extras: dict[str, str] = {}   # name -> the pip extra a plugin needs (`register(..., extra="hf")`)
         self._external_done = False
 
     @property
     def group(self) -> str:
         return "vlmtune." + self.kind.replace(" ", "_") + "s"
 
-    def register(self, name: str, target: Any = None, *, help: str = "") -> Any:
-        """Add `name`: `target` is an object or "module:attr"; without a target, a decorator."""
+    def register(self, name: str, target: Any = None, *, help: str = "", extra: str | None = None) -> Any:
+        """Add `name`: `target` is an object or "module:attr"; without a target, a decorator. `extra`: the
+        optional dependency group (vlmtune.extras) the plugin needs, so checks can name it without importing."""
+        if extra:
+            self._extras[name] = extra
+
         def add(obj: Any) -> Any:
             if isinstance(obj, str):
                 if name in self._entries and self._entries[name][0] != obj:
@@ -74,8 +79,10 @@ class Registry(Generic[T]):
             spec = importlib.util.find_spec(package)
             for folder in (spec.submodule_search_locations or []) if spec else []:
                 for path in sorted(Path(folder).glob("*.py")):
-                    for name, attr, help in _decorated(path, self.var):
+                    for name, attr, help, extra in _decorated(path, self.var):
                         self._entries.setdefault(name, (f"{package}.{path.stem}:{attr}", help))
+                        if extra:
+                            self._extras.setdefault(name, extra)
 
     def _load_external(self) -> None:
         """Built-ins (read from source), entry points of this registry's group, VLMTUNE_PLUGINS modules; once."""
@@ -120,6 +127,11 @@ class Registry(Generic[T]):
         self._load_external()
         return sorted(self._entries)
 
+    def extra_of(self, name: str) -> str | None:
+        """The pip extra plugin `name` needs, or None (read from its decorator: nothing is imported)."""
+        self._load_external()
+        return self._extras.get(name)
+
     def describe(self) -> list[tuple[str, str]]:
         return [(n, self._entries[n][1]) for n in self.names()]
 
@@ -128,8 +140,9 @@ class Registry(Generic[T]):
         return name in self._entries
 
 
-def _decorated(path: Path, var: str) -> list[tuple[str, str, str]]:
-    """(name, attribute, help) of each top-level def/class in `path` decorated with `@<var>.register("name", ...)`."""
+def _decorated(path: Path, var: str) -> list[tuple[str, str, str, str | None]]:
+    """(name, attribute, help, extra) of each top-level def/class in `path` decorated with
+    `@<var>.register("name", ...)`."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     found = []
     for node in tree.body:
@@ -139,10 +152,11 @@ def _decorated(path: Path, var: str) -> list[tuple[str, str, str]]:
             if (isinstance(deco, ast.Call) and isinstance(deco.func, ast.Attribute) and deco.func.attr == "register"
                     and isinstance(deco.func.value, ast.Name) and deco.func.value.id == var and deco.args
                     and isinstance(deco.args[0], ast.Constant) and isinstance(deco.args[0].value, str)):
-                help = next((k.value.value for k in deco.keywords if k.arg == "help" and isinstance(k.value, ast.Constant)),
-                            None)
+                kw = {k.arg: k.value.value for k in deco.keywords if isinstance(k.value, ast.Constant)}
+                help = kw.get("help")
                 doc = (ast.get_docstring(node) or "").strip().splitlines()
-                found.append((deco.args[0].value, node.name, help if isinstance(help, str) else (doc[0] if doc else "")))
+                found.append((deco.args[0].value, node.name, help if isinstance(help, str) else (doc[0] if doc else ""),
+                              kw.get("extra") if isinstance(kw.get("extra"), str) else None))
     return found
 
 

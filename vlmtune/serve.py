@@ -252,10 +252,11 @@ def check_bind(host: str, api_key: str | None) -> None:
 def run_server(engine: Engine, model_id: str, *, host: str, port: int, api_key: str | None,
                default_max_tokens: int) -> None:
     """Serve until interrupted (uvicorn), then stop the engine."""
-    try:
-        import uvicorn
-    except ImportError:
-        raise ConfigError("vlmtune serve needs FastAPI and uvicorn: pip install 'vlmtune[serve]'") from None
+    from vlmtune.extras import require
+
+    require("serve", "vlmtune serve")
+    import uvicorn
+
     check_bind(host, api_key)
     app = create_app(engine, model_id, api_key=api_key, default_max_tokens=default_max_tokens)
     log.info(f"[serve] {model_id} at http://{host}:{port}/v1 (batches of up to {engine.max_batch}"

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 SMOKE_RECORDS = 16      # records kept per data file (data.sample)
 SMOKE_SCAN = 2000       # records read per data file to sample them from (data.limit)
 SMOKE_SYNTH = 24        # shapes-world examples when the recipe's data is not on this machine
+# Extras a smoke run does without when they are missing (4-bit loading, augmentation, BERTScore, 8-bit
+# optimizers): they change how weights are stored, how many train images there are, or one more metric.
+SMOKE_SKIPS_EXTRAS = ("quant", "augment", "bertscore")
 
 
 def _data_present(cfg: RunConfig) -> bool:
@@ -55,11 +58,33 @@ def _fixtures(cfg: RunConfig, out: Path, *, text_only: bool) -> Path:
     return write_jsonl(out / "fixtures.jsonl", examples)
 
 
+def smoke_skips(cfg: RunConfig) -> list[str]:
+    """The steps of the recipe a smoke run leaves out here because their extra is not installed (the rest runs).
+    4-bit/8-bit loading and augmentation only change how weights are stored and how many train images there
+    are: every stage still runs without them. (An extra a stage cannot run without, such as the hf_disk
+    reader's, stops the smoke run with an error naming it.)"""
+    from vlmtune.extras import install_hint, installed
+
+    skips = []
+    if (cfg.model.load_in_4bit or cfg.model.load_in_8bit) and not installed("quant"):
+        key = "model.load_in_4bit" if cfg.model.load_in_4bit else "model.load_in_8bit"
+        skips.append(f"{key} (the model is loaded unquantized; {install_hint('quant')} to check it)")
+    if cfg.data.augment and not installed("augment"):
+        skips.append(f"data.augment (no augmented copies; {install_hint('augment')} to check it)")
+    return skips
+
+
 def smoke_config(cfg: RunConfig, *, cache: Path | None = None) -> RunConfig:
-    """The recipe, shrunk: stand-in model, a few records, two optimizer steps, small evaluations."""
+    """The recipe, shrunk: stand-in model, a few records, two optimizer steps, small evaluations. Steps whose
+    extra is not installed here are left out and logged (`smoke_skips`)."""
     from vlmtune.models import families
 
     s = copy.deepcopy(cfg)
+    skips = smoke_skips(cfg)
+    for skip in skips:
+        log.warning(f"[smoke] skipped here: {skip}")
+    if any(k.startswith("model.load_in") for k in skips):
+        s.model.load_in_4bit = s.model.load_in_8bit = False
     s.name = f"{cfg.name}-smoke"
     # The built-in tiny model is a LLaVA too: its smoke run uses the (untrained) LLaVA stand-in, so a
     # smoke run never pays for building the pretrained base.
@@ -87,6 +112,8 @@ def smoke_config(cfg: RunConfig, *, cache: Path | None = None) -> RunConfig:
                 f"'{cfg.data.task}' fixtures ({fixture})")
     else:
         s.data.n = SMOKE_SYNTH
+    if any(k.startswith("data.augment") for k in skips):
+        s.data.augment = {}
     if s.data.augment:
         # A few records may not include the augmented label; one copy of every train example still
         # exercises the augmentation path.

@@ -194,10 +194,11 @@ def answer(models: Models, conv: Any, model: str, adapter: str, question: str, i
 
 def build_app(runs: str | Path = "runs") -> Any:
     """The Gradio Blocks app over the run directory `runs`."""
-    try:
-        import gradio as gr
-    except ImportError:
-        raise ConfigError("vlmtune ui needs Gradio: pip install 'vlmtune[ui]'") from None
+    from vlmtune.extras import require
+
+    require("ui", "vlmtune ui")
+    import gradio as gr
+
     from vlmtune.infer.chat import Conversation
 
     root, models = Path(runs), Models()

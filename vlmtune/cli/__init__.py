@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     # On CPU, bitsandbytes says at import that an optional kernels package is missing; its CPU path works
     # without it, so the message only alarms users.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    args = build_parser().parse_args(argv)
+    args = parse(build_parser(), argv)
     # Under a launcher only rank 0 talks; -q keeps warnings, errors and the results on stdout.
     logs.setup(quiet=getattr(args, "quiet", False) or not is_main_process())
     try:
@@ -64,6 +64,25 @@ def main(argv: list[str] | None = None) -> int:
     except VlmtuneError as e:
         print(f"vlmtune: error: {e}", file=sys.stderr)
         return 2
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
+        if e.filename is None:
+            raise
+        # A path the user gave that a library opened before vlmtune could check it.
+        print(f"vlmtune: error: {e.filename}: {e.strerror}. Fix: check the path (and that it is a file where a "
+              "file is expected)", file=sys.stderr)
+        return 2
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """parse_args, with options and key=value overrides in any order: argparse stops filling a verb's
+    `overrides` at the first option, so key=value words after an option are collected here."""
+    args, rest = parser.parse_known_args(argv)
+    extra = [r for r in rest if "=" in r and not r.startswith("-")]
+    if extra and hasattr(args, "overrides") and len(extra) == len(rest):
+        args.overrides = [*args.overrides, *extra]
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from vlmtune.config import check_eval
     from vlmtune.data.example import load_jsonl
     from vlmtune.registry import TASKS
+    from vlmtune.rundir import lock_if_in_run
     from vlmtune.tasks import build_task
 
     ecfg = config_from_flags(a, "eval")
@@ -41,7 +42,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
     if ecfg.backend == "openai":
         from vlmtune.eval.remote import evaluate_remote
 
-        evaluate_remote(examples, task, out, label=a.label, ecfg=ecfg)
+        with lock_if_in_run(out):
+            evaluate_remote(examples, task, out, label=a.label, ecfg=ecfg)
         return 0
     from vlmtune.build import resolve_model
     from vlmtune.eval.run import evaluate
@@ -50,8 +52,9 @@ def cmd_eval(a: argparse.Namespace) -> int:
     a.model = a.model or "tiny"
     ref = resolve_model(model_config(a))
     model, processor = load_model(ref, adapter=a.adapter)
-    evaluate(model, processor, examples, task, out, label=a.label or ("fine-tuned" if a.adapter else "base"), ref=ref,
-             ecfg=ecfg, adapter=a.adapter)
+    with lock_if_in_run(out):
+        evaluate(model, processor, examples, task, out, label=a.label or ("fine-tuned" if a.adapter else "base"),
+                 ref=ref, ecfg=ecfg, adapter=a.adapter)
     return 0
 
 
@@ -64,12 +67,14 @@ def cmd_score(a: argparse.Namespace) -> int:
     from vlmtune.data.example import load_jsonl
     from vlmtune.eval.external import score_predictions
     from vlmtune.registry import TASKS
+    from vlmtune.rundir import lock_if_in_run
     from vlmtune.tasks import build_task
 
     examples = load_jsonl(a.data, known_tasks=TASKS.names(), check_images=False)
     out = Path(a.out or Path("runs") / f"score-{Path(a.predictions).stem}")
     task = build_task(a.task, key_values(a.task_option, "--task-option"))
-    score_predictions(task, examples, a.predictions, out, label=a.label)
+    with lock_if_in_run(out):
+        score_predictions(task, examples, a.predictions, out, label=a.label)
     print(f"[score] wrote {out}/metrics.json")
     return 0
 

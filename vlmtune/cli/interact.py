@@ -101,13 +101,11 @@ def cmd_serve(a: argparse.Namespace) -> int:
     Example: vlmtune serve tiny --adapter runs/quickstart/adapter --port 8000
              curl http://127.0.0.1:8000/v1/models
     """
-    import importlib.util
-
+    from vlmtune.extras import require
     from vlmtune.infer.batcher import Engine
     from vlmtune.serve import check_bind, run_server
 
-    if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
-        raise ConfigError("vlmtune serve needs FastAPI and uvicorn: pip install 'vlmtune[serve]'")
+    require("serve", "vlmtune serve")
     api_key = a.api_key or os.environ.get("VLMTUNE_API_KEY") or None
     check_bind(a.host, api_key)
     model, processor = _load(a)
@@ -122,12 +120,10 @@ def cmd_ui(a: argparse.Namespace) -> int:
 
     Example: vlmtune ui --runs runs --port 7860      # then open http://127.0.0.1:7860
     """
-    import importlib.util
-
+    from vlmtune.extras import require
     from vlmtune.ui import launch
 
-    if importlib.util.find_spec("gradio") is None:
-        raise ConfigError("vlmtune ui needs Gradio: pip install 'vlmtune[ui]'")
+    require("ui", "vlmtune ui")
     if a.host not in ("127.0.0.1", "localhost", "::1"):
         raise ConfigError(f"--host {a.host} would let other machines use the app, which has no login; keep the "
                           "default 127.0.0.1 (reach it over an SSH tunnel: ssh -L 7860:127.0.0.1:7860 HOST)")

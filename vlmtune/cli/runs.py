@@ -37,11 +37,14 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     cfg = load_config(a.recipe, a.overrides)
     if a.smoke:
-        from vlmtune.smoke import smoke_config
+        from vlmtune.smoke import smoke_config, smoke_skips
 
+        skips = smoke_skips(cfg)
         cfg = smoke_config(cfg)
         run_pipeline(cfg, resume=False, overwrite=True)
         print(f"[smoke] every stage of {a.recipe} ran; see {cfg.run_dir}")
+        for skip in skips:
+            print(f"[smoke] skipped here: {skip}")
         return 0
     print_summary(run_pipeline(cfg, resume=a.resume, overwrite=a.overwrite))
     return 0
@@ -56,7 +59,7 @@ def cmd_validate(a: argparse.Namespace) -> int:
     from vlmtune.pipeline import check_recipe
 
     cfg = load_config(a.recipe, a.overrides)
-    check_recipe(cfg)
+    check_recipe(cfg, require_extras=False)
     print(dump_yaml(cfg), end="")
     print(f"OK: {a.recipe} is valid")
     for line in readiness_notes(cfg):
@@ -65,11 +68,13 @@ def cmd_validate(a: argparse.Namespace) -> int:
 
 
 def readiness_notes(cfg) -> list[str]:
-    """What a valid recipe still needs on this machine (data files, the model's family, bitsandbytes):
+    """What a valid recipe still needs on this machine (data files, the model's family, every optional extra):
     notes, not errors: the recipe may be meant for another machine."""
-    import importlib.util
-
+    from vlmtune.extras import install_hint, installed, missing_modules
     from vlmtune.models.families import family_of
+    from vlmtune.pipeline import needed_extras
+    from vlmtune.smoke import SMOKE_SKIPS_EXTRAS
+    from vlmtune.tasks import build_task
 
     notes = []
     if cfg.data.source == "hf" and not Path(cfg.data.hf_name).is_dir():
@@ -89,30 +94,33 @@ def readiness_notes(cfg) -> list[str]:
             if not Path(name).exists():
                 notes.append(f"note: cannot tell the family of {name}: `--smoke` needs model.name to be a hub id "
                              "or directory of a known family (`vlmtune ls`)")
-    if (cfg.model.load_in_4bit or cfg.model.load_in_8bit) and importlib.util.find_spec("bitsandbytes") is None:
-        notes.append("note: 4-bit/8-bit loading needs bitsandbytes: pip install 'vlmtune[quant]'")
+    for extra, why in needed_extras(cfg, build_task(cfg.data.task, cfg.data.task_options)):
+        if not installed(extra):
+            smoke = "; `--smoke` runs without it" if extra in SMOKE_SKIPS_EXTRAS else ""
+            notes.append(f"note: {why} needs {', '.join(missing_modules(extra))} (the '{extra}' extra), which is "
+                         f"not installed here: `vlmtune run` would stop at once{smoke}. Fix: {install_hint(extra)}")
     return notes
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    """Fine-tune only (no evaluation stages): writes runs/<name>/adapter.
+    """Fine-tune only (no evaluation stages): writes runs/<name>/ with config.yaml, data/ and adapter/ (or model/).
+
+    An existing run follows the same rules as `vlmtune run`: --resume continues it (its settings checked
+    against its config.yaml), --overwrite replaces it; `vlmtune run --resume` adds the evaluations later.
 
     Example: vlmtune train recipes/quickstart.yaml name=train-only train.epochs=1
     """
     from vlmtune.config import load_config
     from vlmtune.distributed import is_main_process
-    from vlmtune.pipeline import check_recipe, setup_data
-    from vlmtune.train.trainer import train
+    from vlmtune.pipeline import run_pipeline
 
     cfg = load_config(a.recipe, a.overrides)
-    task = check_recipe(cfg)
-    run_dir = cfg.run_dir
-    if is_main_process():
-        run_dir.mkdir(parents=True, exist_ok=True)
-    splits, ref = setup_data(cfg, run_dir, reuse=False)
-    res = train(ref, splits["train"], splits["val"], run_dir, cfg.train, task=task, ecfg=cfg.eval, resume=a.resume)
+    res = run_pipeline(cfg, resume=a.resume, overwrite=a.overwrite, train_only=True)
     if is_main_process():  # under torchrun / accelerate launch, one line, not one per rank
-        print(f"trained {res.steps} steps in {res.seconds:.0f}s -> {res.output_dir}")
+        if res.get("kept"):
+            print(f"kept the finished training in {res['output_dir']}")
+        else:
+            print(f"trained {res['steps']} steps in {res['train_seconds']:.0f}s -> {res['output_dir']}")
     return 0
 
 
@@ -127,9 +135,13 @@ def add_verbs(verb: Verb) -> None:
         p.add_argument("recipe", help="a recipe YAML, e.g. recipes/quickstart.yaml")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.epochs=3 model.name=DIR")
         if name in ("run", "train"):
-            p.add_argument("--resume", action="store_true", help="keep finished stages, continue from the last checkpoint")
+            p.add_argument("--resume", action="store_true",
+                           help="keep finished stages, continue from the last complete checkpoint (changed settings "
+                                "are checked against the run's config.yaml)")
+            p.add_argument("--overwrite", action="store_true",
+                           help="replace an existing run directory (the earlier run stays until the new one's data "
+                                "is ready)")
         if name == "run":
-            p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
             p.add_argument("--smoke", action="store_true",
                            help="check the recipe on CPU: a tiny stand-in of the model's architecture family, a "
                                 "few records, two steps; writes runs/<name>-smoke/")

@@ -50,11 +50,11 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._\-]+")
 
 
 def _albumentations() -> Any:
-    try:
-        import albumentations as A
-    except ImportError:
-        raise ConfigError("augmentation needs Albumentations: pip install 'vlmtune[augment]' "
-                          "(or pip install albumentations)") from None
+    from vlmtune.extras import require
+
+    require("augment", "augmentation (data.augment, data split --augment-*)")
+    import albumentations as A
+
     return A
 
 

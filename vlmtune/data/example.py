@@ -133,6 +133,9 @@ def example_from_dict(obj: Any, *, base_dir: Path | None = None, file: str | Non
     if not isinstance(meta, dict):
         _fail("must be an object", file, line, "meta")
     group = obj.get("group")
+    if group is not None and (isinstance(group, bool) or not isinstance(group, (str, int))):
+        _fail(f"must be a string, an int or null, got {type(group).__name__}", file, line, "group",
+              "records sharing a group (e.g. one scene or patient) stay in one split; give its name")
     return Example(id=str(obj["id"]), task=task, messages=[dict(m) for m in msgs], images=resolved,
                    target=obj.get("target"), options=options,
                    group=None if group is None else str(group), meta=meta)
@@ -142,11 +145,14 @@ def _check_image(path: Path, file: str | None, line: int | None, fieldname: str)
     if not path.exists():
         _fail(f"image not found: {path}", file, line, fieldname,
               "image paths are resolved relative to the JSONL file; check the path or copy the image there")
+    if path.is_dir():
+        _fail(f"image path is a folder: {path}", file, line, fieldname, "give the path of an image file")
     try:
         from PIL import Image
 
+        # load() decodes every pixel: verify() alone passes a truncated JPEG, which would then fail in training.
         with Image.open(path) as im:
-            im.verify()
+            im.load()
     except Exception as e:  # PIL raises many types for corrupt files
         _fail(f"image cannot be decoded ({type(e).__name__}: {e}): {path}", file, line, fieldname,
               "re-export the image as PNG/JPEG or remove the record")

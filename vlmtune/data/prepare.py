@@ -17,7 +17,7 @@ from pathlib import Path
 from vlmtune.config import RunConfig
 from vlmtune.data.dedup import DupPair, cross_split_pairs, merge_near_duplicates, report_pairs
 from vlmtune.data.example import Example, atomic_write_json, load_jsonl, write_jsonl
-from vlmtune.errors import ConfigError
+from vlmtune.errors import ConfigError, DataError
 from vlmtune.registry import FORMATS, TASKS
 
 log = logging.getLogger(__name__)
@@ -59,12 +59,23 @@ def read_files(cfg: RunConfig, path: str, data_dir: Path | None = None) -> list[
     at most data.limit records, then a seeded sample of data.sample of them (stratified by target, spread over
     the groups, file order kept)."""
     d = cfg.data
-    if d.source == "hf":
-        reader = FORMATS.get("hf")(d.hf_name, split=path, **reader_options(cfg, data_dir))
-        path = f"{d.hf_name} [{path}]"
-    else:
-        reader = FORMATS.get(d.format)(path, **reader_options(cfg, data_dir))
-    examples = list(itertools.islice(reader, d.limit) if d.limit else reader)
+    try:
+        if d.source == "hf":
+            reader = FORMATS.get("hf")(d.hf_name, split=path, **reader_options(cfg, data_dir))
+            path = f"{d.hf_name} [{path}]"
+        else:
+            if not Path(path).exists():
+                raise DataError("not found", file=path, fix="check data.path / data.train / data.val / data.test "
+                                                            "(paths are relative to where vlmtune runs)")
+            reader = FORMATS.get(d.format)(path, **reader_options(cfg, data_dir))
+        examples = list(itertools.islice(reader, d.limit) if d.limit else reader)
+    except (IsADirectoryError, NotADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        kind = "a folder" if Path(path).is_dir() else "a file"
+        raise DataError(f"the '{d.format}' reader cannot read {kind} here ({type(e).__name__}: {e})", file=path,
+                        fix="give the file or folder data.format expects (docs/formats.md), or set data.format to "
+                            "match it") from None
+    if not examples:
+        raise DataError("holds no records", file=path, fix="check that it is the right file and that it is not empty")
     if getattr(reader, "rejected", 0):
         log.info(f"[data] {path}: {reader.rejected} invalid record(s) skipped -> {reader.rejects_path}")
     if d.sample and len(examples) <= d.sample:
@@ -79,8 +90,9 @@ def read_files(cfg: RunConfig, path: str, data_dir: Path | None = None) -> list[
     return examples
 
 
-def prepare_data(cfg: RunConfig, run_dir: Path) -> dict[str, list[Example]]:
-    """Produce train/val/test Examples and write the exact splits to run_dir/data/."""
+def prepare_data(cfg: RunConfig, run_dir: Path, *, mark_done: bool = True) -> dict[str, list[Example]]:
+    """Produce train/val/test Examples and write the exact splits to run_dir/data/, then (with `mark_done`) the
+    manifest that marks the data stage complete; the pipeline marks it itself after its own checks and teaching."""
     from vlmtune.data.splits import check_no_leakage, split_counts, split_examples
 
     d = cfg.data
@@ -124,13 +136,17 @@ def prepare_data(cfg: RunConfig, run_dir: Path) -> dict[str, list[Example]]:
         wrong = [e.id for e in exs if e.task != d.task]
         if wrong:
             raise ConfigError(f"data.task is '{d.task}' but {len(wrong)} {name} records have another task "
-                              f"(e.g. '{wrong[0]}'); set data.task to match the data")
+                              f"(e.g. '{wrong[0]}'). Fix: set data.task to match the data")
+    if not splits["train"] or not splits["test"]:
+        raise ConfigError("the train and test splits must both be non-empty. Fix: check data.split / data.train / "
+                          "data.test (and that data.n or the files hold enough records)")
+    for name, exs in splits.items():
         write_jsonl(data_dir / f"{name}.jsonl", exs)
     counts = split_counts(splits)
     log.info("[data] " + ", ".join(f"{k}: {len(v)}" for k, v in splits.items())
-             + f"  (labels: {counts.get('train', {})})")
-    if not splits["train"] or not splits["test"]:
-        raise ConfigError("the train and test splits must both be non-empty; check data.split / data.train / data.test")
+             + f"  (labels: {_labels_summary(counts.get('train', {}))})")
+    if mark_done:
+        write_manifest(run_dir, splits)
     return splits
 
 
@@ -145,6 +161,38 @@ def check_near_duplicates(splits: dict[str, list[Example]], mode: str, max_dista
     return pairs
 
 
-def load_splits(run_dir: Path) -> dict[str, list[Example]]:
-    return {n: load_jsonl(run_dir / "data" / f"{n}.jsonl") if (run_dir / "data" / f"{n}.jsonl").exists() else []
-            for n in SPLITS}
+MANIFEST = "manifest.json"   # run_dir/data/manifest.json: split sizes, file hashes and label counts
+
+
+def write_manifest(run_dir: Path, splits: dict[str, list[Example]]) -> None:
+    """run_dir/data/manifest.json, written last: its presence marks the data stage complete (a resume reuses
+    the splits)."""
+    from vlmtune.data.splits import split_counts
+
+    data_dir = run_dir / "data"
+    atomic_write_json(data_dir / MANIFEST, {"splits": {k: len(v) for k, v in splits.items()},
+                                            "files": {k: _sha256(data_dir / f"{k}.jsonl") for k in splits},
+                                            "labels": split_counts(splits)})
+
+
+def data_done(run_dir: Path) -> bool:
+    """Whether run_dir holds a complete data stage (its manifest, written after the splits)."""
+    return (run_dir / "data" / MANIFEST).exists()
+
+
+def _labels_summary(counts: dict, most: int = 12) -> str:
+    """Label counts for one log line: the most common `most`, then how many more (all are in the manifest)."""
+    items = sorted(counts.items(), key=lambda kv: -kv[1])
+    text = ", ".join(f"{k if len(k) <= 40 else k[:37] + '...'}: {v}" for k, v in items[:most])
+    return text + (f", ... {len(items) - most} more labels (data/{MANIFEST})" if len(items) > most else "")
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_splits(run_dir: Path, *, check_images: bool = True) -> dict[str, list[Example]]:
+    return {n: load_jsonl(run_dir / "data" / f"{n}.jsonl", check_images=check_images)
+            if (run_dir / "data" / f"{n}.jsonl").exists() else [] for n in SPLITS}

@@ -72,7 +72,7 @@ def split_examples(examples: Iterable[Example], fractions: Mapping[str, float], 
     if empty:
         raise ConfigError(
             f"split(s) {empty} would be empty: {len(keys)} group(s) are too few for fractions "
-            f"{dict(fracs)}; add data, raise those fractions, or set them to 0")
+            f"{dict(fracs)}. Fix: add data, raise those fractions, or set them to 0")
 
     # Tie-breaks in the reconciliation are seeded too, so equal remainders don't always favour one label.
     cells = _allocate(strata, fracs, totals, rng)

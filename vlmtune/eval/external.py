@@ -36,6 +36,9 @@ def _round_of(ex: Example) -> Any:
 def read_predictions(path: str | Path, examples: list[Example]) -> tuple[list[str] | None, list[list[float]] | None, str]:
     """Return (texts, scores, kind) aligned with `examples`; kind is 'text', 'scores' or 'visdial-ranks'."""
     p = Path(path)
+    if p.is_dir():
+        raise DataError("is a folder, not a predictions file", file=str(p),
+                        fix="give the JSONL (or VisDial submission JSON) file itself")
     if not p.is_file():
         raise DataError("predictions file not found", file=str(p), fix="check the path given to --predictions")
     if starts_with_list(p):
@@ -56,6 +59,7 @@ def read_predictions(path: str | Path, examples: list[Example]) -> tuple[list[st
         if str(r["id"]) in by_id:
             raise DataError(f"duplicate id '{r['id']}'", file=str(p), line=line.number, field="id",
                             fix="predict each example once")
+        _check_row(r, this, p, line.number)
         by_id[str(r["id"])] = r
     return _aligned(p, examples, by_id, kind)
 
@@ -79,9 +83,14 @@ def _visdial_ranks(p: Path, examples: list[Example]) -> tuple[list[str] | None, 
             raise DataError(f"no example has image_id {r['image_id']} and round {r['round_id']}", file=str(p),
                             line=i + 1, fix="score against the data file the submission was made for")
         ranks = r["ranks"]
-        if sorted(ranks) != list(range(1, len(ranks) + 1)):
+        if (not isinstance(ranks, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in ranks)
+                or sorted(ranks) != list(range(1, len(ranks) + 1))):
             raise DataError(f"ranks of image_id {r['image_id']} round {r['round_id']} are not a permutation "
-                            f"of 1..{len(ranks)}", file=str(p), line=i + 1, field="ranks")
+                            f"of 1..{len(ranks) if isinstance(ranks, list) else 'N'}", file=str(p), line=i + 1,
+                            field="ranks", fix="ranks[i] is the rank (1 = best) of option i: each of 1..N once")
+        if ex_id in by_id:
+            raise DataError(f"image_id {r['image_id']} round {r['round_id']} is ranked twice", file=str(p),
+                            line=i + 1, fix="give each (image_id, round_id) one entry")
         by_id[ex_id] = {"scores": [-float(x) for x in ranks]}  # rank 1 = highest score
     return _aligned(p, examples, by_id, "visdial-ranks")
 
@@ -99,10 +108,25 @@ def _aligned(p: Path, examples: list[Example], by_id: dict[str, dict],
     if kind == "text":
         return [str(by_id[i]["prediction"]) for i in ids], None, kind
     scores = [[float(x) for x in by_id[i]["scores"]] for i in ids]
-    for ex, sc in zip(examples, scores):
-        if ex.options is not None and len(sc) != len(ex.options):
-            raise DataError(f"example '{ex.id}' has {len(ex.options)} options but {len(sc)} scores", file=str(p))
     return None, scores, kind
+
+
+def _check_row(r: dict, kind: str, p: Path, lineno: int) -> None:
+    """A prediction is text (a number is taken as its text); scores are a list of finite numbers."""
+    import math
+
+    if kind == "text":
+        v = r["prediction"]
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise DataError(f"prediction of '{r['id']}' is {type(v).__name__}, not text", file=str(p), line=lineno,
+                            field="prediction", fix="write the system's raw answer as a string (\"\" for no answer)")
+        return
+    sc = r["scores"]
+    if (not isinstance(sc, list) or not sc
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in sc)):
+        raise DataError(f"scores of '{r['id']}' must be a non-empty list of finite numbers, got {sc!r}"[:300],
+                        file=str(p), line=lineno, field="scores",
+                        fix="one number per option (higher = more likely); no NaN, infinity, strings or nulls")
 
 
 def score_predictions(task: Task, examples: list[Example], predictions: str | Path, out_dir: str | Path, *,
@@ -116,7 +140,14 @@ def score_predictions(task: Task, examples: list[Example], predictions: str | Pa
     texts, scores, kind = read_predictions(predictions, examples)
     if texts is None:
         assert scores is not None
-        texts = [best_option(options_for(task, ex), sc) for ex, sc in zip(examples, scores)]
+        options = [options_for(task, ex) for ex in examples]
+        for ex, opts, sc in zip(examples, options, scores):
+            if len(sc) != len(opts):
+                source = "its options" if ex.options else f"task '{task.name}''s answer set"
+                raise DataError(f"example '{ex.id}' has {len(opts)} options ({source}) but {len(sc)} scores",
+                                file=str(predictions), field="scores",
+                                fix=f"give one score per option, in the options' order ({len(opts)} here)")
+        texts = [best_option(opts, sc) for opts, sc in zip(options, scores)]
     mode = "external-text" if kind == "text" else "external-scores"
     fp = {"model": f"external:{Path(predictions).name}", "model_hash": None, "adapter": None, "adapter_hash": None,
           "task": task.name, "task_options": options_dict(task), "n": len(examples), "data_hash": data_hash(examples),

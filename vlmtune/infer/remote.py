@@ -323,11 +323,11 @@ class RemoteClient:
     # -- the openai client, built lazily so that importing vlmtune does not need the extra
     def openai(self) -> Any:
         if self._client is None:
-            try:
-                import openai
-            except ImportError:
-                raise ConfigError("the OpenAI-compatible client needs the 'openai' package: "
-                                  "pip install 'vlmtune[remote]'") from None
+            from vlmtune.extras import require
+
+            require("remote", "the OpenAI-compatible client (teach.backend=openai)")
+            import openai
+
             key = self.cfg.api_key or os.environ.get("OPENAI_API_KEY") or "none"
             self._client = openai.OpenAI(base_url=self.cfg.base_url, api_key=key, max_retries=0,
                                          timeout=self.cfg.timeout)

@@ -39,7 +39,7 @@ from typing import Any, Hashable, Sequence
 
 import numpy as np
 
-from vlmtune.errors import VlmtuneError
+from vlmtune.extras import MissingExtraError
 from vlmtune.stats import (bootstrap_entry, bootstrap_method, cluster_bootstrap_distribution, clusters_of,
                            metric_entry, percentile_ci, proportion_entry)
 from vlmtune.registry import METRICS
@@ -49,10 +49,6 @@ BERTSCORE_EXTRA = "bertscore"  # pip install 'vlmtune[bertscore]': bert-score, g
 DEFAULT_BERTSCORE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 Groups = Sequence[Hashable | None] | None   # one group per example (None: every example alone)
-
-
-class MissingExtraError(ImportError, VlmtuneError):
-    """An optional dependency is not installed; the message names the extra that brings it."""
 
 
 def _require(module: str, extra: str | None, what: str) -> Any:

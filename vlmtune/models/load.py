@@ -125,6 +125,17 @@ def load_processor(ref: ModelRef) -> tuple[Any, bool]:
     return processor, vision
 
 
+def check_loadable(ref: ModelRef) -> None:
+    """ConfigError unless the model's config can be read (a missing directory, a typo in a hub id, no network):
+    cheap, so a run checks it before it replaces anything."""
+    try:
+        is_vision_model(ref.path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load model '{ref.name}': {str(e).splitlines()[0]}. Fix: give a local directory "
+                          "saved with save_pretrained, 'tiny', or a hub id (hub ids need network access or a "
+                          "populated HF cache)") from None
+
+
 def load_model(model: ModelRef | ModelConfig, *, adapter: str | Path | None = None) -> tuple[Any, Any]:
     """Load (model, processor). For text-only models the processor is the tokenizer."""
     import torch
@@ -137,6 +148,10 @@ def load_model(model: ModelRef | ModelConfig, *, adapter: str | Path | None = No
     quant = ", 4-bit nf4 (QLoRA)" if cfg.load_in_4bit else (", 8-bit" if cfg.load_in_8bit else "")
     log.info(f"[model] {name} on {device} ({why}), dtype {str(dtype).replace('torch.', '')} ({dwhy}){quant}")
     kw: dict[str, Any] = {"dtype": dtype}
+    if cfg.load_in_4bit or cfg.load_in_8bit:
+        from vlmtune.extras import require
+
+        require("quant", "model.load_in_4bit" if cfg.load_in_4bit else "model.load_in_8bit")
     if cfg.load_in_4bit:
         kw["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -160,10 +175,31 @@ def load_model(model: ModelRef | ModelConfig, *, adapter: str | Path | None = No
         if not (Path(adapter) / "adapter_config.json").exists():
             raise ConfigError(f"--adapter {adapter}: no adapter_config.json there (expected a PEFT adapter dir, "
                               "e.g. runs/<name>/adapter)")
-        model = PeftModel.from_pretrained(model, str(adapter))
+        try:
+            model = PeftModel.from_pretrained(model, str(adapter))
+        except RuntimeError as e:  # torch's load_state_dict: "size mismatch for ..." when the base differs
+            if "size mismatch" not in str(e) and "Missing key" not in str(e):
+                raise
+            trained_on = _adapter_base(adapter)
+            raise ConfigError(f"--adapter {adapter} does not fit model '{ref.name}': its weights have other shapes "
+                              f"(it was trained on {trained_on or 'another base'}). Fix: pass the base it was trained "
+                              f"on as --model (or model.name), or an adapter trained on '{ref.name}'") from None
         log.info(f"[model] adapter {adapter}")
     model.eval()
     return model, processor
+
+
+def _adapter_base(adapter: str | Path) -> str | None:
+    """The base an adapter says it was trained on: its run's config.yaml, else adapter_config.json."""
+    try:
+        run_config = Path(adapter).parent / "config.yaml"
+        if run_config.exists():
+            import yaml
+
+            return str(yaml.safe_load(run_config.read_text(encoding="utf-8"))["model"]["name"])
+        return json.loads((Path(adapter) / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    except Exception:  # only a hint for an error message: an unreadable file gives none
+        return None
 
 
 def lora_target_modules(model, target: str = "language", modules: str = "attention+mlp") -> list[str]:

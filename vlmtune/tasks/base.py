@@ -166,6 +166,11 @@ class Task(abc.ABC):
         what only later rounds say); None: examples stand alone."""
         return None
 
+    def extras(self) -> list[tuple[str, str]]:
+        """(pip extra, the option that needs it) for each optional dependency these options use (vlmtune.extras),
+        so `validate` can name what is missing before anything runs."""
+        return []
+
     def smoke_options(self) -> Any:
         """This task's options shrunk for `run --smoke` (a few records, two steps, no optional extras)."""
         return self.options

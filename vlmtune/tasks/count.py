@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
+from vlmtune.errors import DataError
 from vlmtune.metrics.counting import count_metrics
 from vlmtune.registry import TASKS
 from vlmtune.tasks.base import REPORT_COLORS, Parsed, ReportSection, Row, Task, row_groups
@@ -209,7 +210,15 @@ class CountTask(Task):
     @dataclass
     class Options:
         max_count: int = field(default=20, metadata={"help": "eval.mode=loglik ranks the counts 0..max_count for "
-                                                             "examples without options"})
+                                                             "examples without options", "ge": 1, "le": 10_000})
+
+    def check_example(self, example: Any) -> None:
+        """The target is a whole number >= 0 (a count)."""
+        t = example.target
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or t != int(t) or t < 0:
+            raise DataError(f"example '{example.id}': a count target must be a whole number >= 0, got {t!r}",
+                            field="target", fix="give the count as an integer, e.g. \"target\": 3 (or set data.task "
+                                                "to the task the records are for)")
 
     def default_options(self, example: Any = None) -> list[str]:
         """0..max_count as digits: the answer set for eval.mode=loglik."""

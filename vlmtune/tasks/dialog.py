@@ -232,6 +232,9 @@ class DialogTask(Task):
         """Nothing beyond `metrics`: dialog's ranking metrics already come from the option scores."""
         return {}
 
+    def extras(self) -> list[tuple[str, str]]:
+        return [("bertscore", "data.task_options.bertscore")] if self.options.bertscore else []
+
     def smoke_options(self) -> Any:
         import dataclasses
         import importlib.util

@@ -278,7 +278,7 @@ class McqTask(Task):
     class Options:
         permutations: int = field(default=0, metadata={
             "help": "also ask each question with its options shuffled this many times and report order "
-                    "consistency and position bias (0: off)"})
+                    "consistency and position bias (0: off)", "ge": 0, "le": 100})
         breakdown: list | None = field(default=None, metadata={
             "help": "example meta fields to report accuracy for separately, e.g. [lang, modality]: one entry "
                     "'accuracy[lang=en]' (and 'loglik_accuracy[lang=en]') per value found"})
@@ -288,6 +288,16 @@ class McqTask(Task):
 
     def correct(self, value: Any, example: Any) -> bool:
         return value is not None and int(value) == int(example.target)
+
+    def check_example(self, example: Any) -> None:
+        """At least two options, and the target an index into them."""
+        opts, t = example.options, example.target
+        if not isinstance(opts, list) or len(opts) < 2:
+            raise DataError(f"example '{example.id}': a multiple-choice example needs at least 2 options, got {opts!r}",
+                            field="options", fix="list the answer options in 'options'")
+        if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < len(opts):
+            raise DataError(f"example '{example.id}': target {t!r} is not an index into its {len(opts)} options",
+                            field="target", fix=f"give the gold option's 0-based index (0..{len(opts) - 1})")
 
     def order_check(self, examples: list[Any], answer: Answerer, *, n_boot: int, seed: int) -> dict | None:
         """The option-permutation check (`permutation_check`) when options.permutations > 0."""

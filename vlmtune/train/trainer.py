@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +24,12 @@ from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCall
 from vlmtune.config import EvalConfig, TrainConfig
 from vlmtune.data.example import Example, atomic_write_json
 from vlmtune.distributed import is_main_process
+from vlmtune.errors import ConfigError
 from vlmtune.models.load import ModelRef, module_part
 from vlmtune.logs import make_bar, release_bar
 from vlmtune.processing import Model, Processor, tokenizer_of
 from vlmtune.tasks.base import Task
+from vlmtune.train.checkpoints import last_complete_checkpoint, mark_complete
 from vlmtune.train.collate import Collator, EncodedDataset, EncodeSettings, padding_fraction
 from vlmtune.train.loss import Unsupported, answer_only_loss
 
@@ -155,6 +159,60 @@ class VlmTrainer(Trainer):
             metrics.update(gen)
         return metrics
 
+    def _run_epoch(self, *args, **kwargs):
+        # Resumed from a checkpoint at the last step, transformers would train one step more before it checks
+        # whether training is over (an interrupted run would end one step longer than an uninterrupted one).
+        if 0 < self.state.max_steps <= self.state.global_step:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        # transformers writes checkpoint-N file by file, then rotates old ones; a kill in between leaves a
+        # folder that looks like a checkpoint. A sentinel listing every file, written last, marks it complete.
+        self._sentinel_pending = True
+        super()._save_checkpoint(model, trial)
+        if self._sentinel_pending:
+            self._write_sentinel()
+
+    def _rotate_checkpoints(self, *args, **kwargs) -> None:
+        if getattr(self, "_sentinel_pending", False):
+            self._write_sentinel()  # before any older checkpoint is deleted
+        super()._rotate_checkpoints(*args, **kwargs)
+
+    def _write_sentinel(self) -> None:
+        self._sentinel_pending = False
+        if self.args.should_save:
+            ckpt = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+            if all(hasattr(self, a) for a in LOSS_ATTRS):  # transformers' private loss bookkeeping (5.x)
+                atomic_write_json(ckpt / LOSS_STATE, {
+                    "total_loss": self._total_loss_scalar, "unlogged_loss": float(self._tr_loss.item()),
+                    "last_logged_step": self._globalstep_last_logged, "first_step": self._initial_global_step})
+            mark_complete(ckpt)
+
+
+# In checkpoint-N/: the running loss sums that transformers keeps only in memory. Restored on resume, so the
+# losses logged after it and the final train_loss are those of the uninterrupted run (transformers would report
+# train_loss over the resumed steps only, and a first logged loss over the steps since the resume).
+LOSS_STATE = "vlmtune-loss-state.json"
+LOSS_ATTRS = ("_total_loss_scalar", "_tr_loss", "_globalstep_last_logged", "_initial_global_step")
+
+
+class RestoreLossState(TrainerCallback):
+    """Puts a checkpoint's LOSS_STATE back into the trainer when training (re)starts from it."""
+
+    def __init__(self, trainer: "VlmTrainer", state: dict):
+        self.trainer, self.state = trainer, state
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        t, s = self.trainer, self.state
+        if not all(hasattr(t, a) for a in LOSS_ATTRS):
+            return
+        t._total_loss_scalar = float(s["total_loss"])
+        t._tr_loss.fill_(float(s["unlogged_loss"]))
+        t._globalstep_last_logged = int(s["last_logged_step"])
+        t._initial_global_step = int(s["first_step"])
+
 
 def make_generation_eval(processor: Processor, examples: list[Example], task: Task, ecfg: EvalConfig):
     """A function model -> {"eval_accuracy": ..., "eval_parse_failure_rate": ...} on the validation examples."""
@@ -204,7 +262,8 @@ LOGGER_PACKAGES = {"azure_ml": "azureml", "comet_ml": "comet_ml", "mlflow": "mlf
 
 def check_train_config(tcfg: TrainConfig) -> None:
     """What transformers would refuse only once training starts: the optimizer, scheduler and logger names, and
-    the logger's package (ConfigError naming the key, the choices and the install command)."""
+    the logger's package (ConfigError naming the key, the choices and the install command). A bitsandbytes
+    optimizer's extra is checked with the recipe's other extras (vlmtune.pipeline.needed_extras)."""
     import difflib
     import importlib.util
 
@@ -221,8 +280,6 @@ def check_train_config(tcfg: TrainConfig) -> None:
 
     one_of("train.optim", tcfg.optim, [o.value for o in OptimizerNames])
     one_of("train.lr_scheduler", tcfg.lr_scheduler, [s.value for s in SchedulerType])
-    if ("bnb" in tcfg.optim or "8bit" in tcfg.optim) and importlib.util.find_spec("bitsandbytes") is None:
-        raise ConfigError(f"train.optim={tcfg.optim} needs bitsandbytes: pip install 'vlmtune[quant]'")
     for name in tcfg.report_to:
         one_of("train.report_to", name, sorted(LOGGER_PACKAGES))
         if importlib.util.find_spec(LOGGER_PACKAGES[name]) is None:
@@ -279,8 +336,6 @@ def train(ref: ModelRef, train_examples: list[Example], val_examples: list[Examp
 
     With a task and validation examples, validation generates answers (eval settings from `ecfg`) and scores them.
     Under torchrun / `accelerate launch` every rank runs this; only global rank 0 writes the results."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     from vlmtune.models.load import load_model
 
     # --- set up -------------------------------------------------------------------------------------
@@ -323,17 +378,37 @@ def train(ref: ModelRef, train_examples: list[Example], val_examples: list[Examp
         trainer.remove_callback(noisy)
     trainer.add_callback(ConsoleCallback(stage))
     # --- run ----------------------------------------------------------------------------------------
-    last = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).exists() else None
+    last = last_complete_checkpoint(Path(args.output_dir)) if resume else None
     if resume:
-        log.info(f"[train] resuming from {last}" if last else "[train] --resume: no checkpoint yet, starting fresh")
-    trainer.train(resume_from_checkpoint=last)
+        log.info(f"[{stage}] resuming from {last}" if last else f"[{stage}] --resume: no checkpoint yet, starting fresh")
+    if last is not None and (last / LOSS_STATE).exists():
+        trainer.add_callback(RestoreLossState(trainer, json.loads((last / LOSS_STATE).read_text())))
+    trainer.train(resume_from_checkpoint=str(last) if last else None)
+    if trainer.state.global_step == 0:
+        raise ConfigError(f"training ran 0 optimizer steps ({len(train_ds)} train examples, train.batch_size "
+                          f"{tcfg.batch_size}, train.grad_accum {tcfg.grad_accum}, train.epochs {tcfg.epochs}, "
+                          f"train.max_steps {tcfg.max_steps}), so nothing was fine-tuned. Fix: give more train "
+                          "examples, more epochs or train.max_steps >= 1")
     # --- clean up -----------------------------------------------------------------------------------
     final_dir = out / ("adapter" if tcfg.method == "lora" else "model")
-    trainer.save_model(str(final_dir))  # every rank calls it (ZeRO-3/FSDP gather shards); only rank 0 writes
+    partial = out / f".{final_dir.name}.partial"   # the same name on every rank: they all call save_model
+    if trainer.is_world_process_zero() and partial.exists():
+        shutil.rmtree(partial)  # left by a run killed while saving
+    trainer.save_model(str(partial))  # every rank calls it (ZeRO-3/FSDP gather shards); only rank 0 writes
     history = trainer.state.log_history
     if trainer.is_world_process_zero():
-        processor.save_pretrained(str(final_dir))
-        atomic_write_json(out / "train_history.json", history)
+        backend = getattr(tokenizer_of(processor), "backend_tokenizer", None)
+        if backend is not None:  # the last batch's padding settings would be saved too: keep what was loaded
+            backend.no_padding()
+            backend.no_truncation()
+        processor.save_pretrained(str(partial))
+        # Trainer.save_model pickles TrainingArguments there; a pickle has no place in what gets exported.
+        (partial / "training_args.bin").unlink(missing_ok=True)
+        _sort_adapter_config(partial)
+        if final_dir.exists():
+            shutil.rmtree(final_dir)
+        os.replace(partial, final_dir)  # the adapter appears whole or not at all
+        atomic_write_json(out / "train_history.json", history)  # written last: marks the training complete
     losses = [h["loss"] for h in history if "loss" in h]
     return TrainResult(output_dir=final_dir, steps=trainer.state.global_step,
                        final_loss=losses[-1] if losses else None, seconds=time.time() - t0, history=history,
@@ -355,6 +430,19 @@ def _log_padding(ds: EncodedDataset, tcfg: TrainConfig, stage: str = "train") ->
     how = "grouped by length (train.group_by_length)" if tcfg.group_by_length else "shuffled (train.group_by_length=false)"
     log.info(f"[{stage}] padding: {before:.1%} of batch tokens when shuffled, {after:.1%} when grouped by length; "
              f"batches are {how}")
+
+
+def _sort_adapter_config(folder: Path) -> None:
+    """PEFT writes target_modules (a set) in hash order, which changes from process to process; sorted, the same
+    training gives the same adapter_config.json, so the adapter's content hash (in fingerprints) is reproducible."""
+    path = folder / "adapter_config.json"
+    if not path.exists():
+        return
+    cfg = json.loads(path.read_text())
+    for key in ("target_modules", "modules_to_save"):
+        if isinstance(cfg.get(key), list):
+            cfg[key] = sorted(cfg[key])
+    atomic_write_json(path, cfg)
 
 
 def load_history(path: str | Path) -> list[dict[str, Any]]:

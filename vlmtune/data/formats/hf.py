@@ -150,10 +150,11 @@ def simple_record(row: Mapping[str, Any], cols: Mapping[str, str | None], prompt
 def load_hf(name: str, *, config: str | None, split: str, revision: str | None, streaming: bool) -> tuple[Any, Path]:
     """(one split of the dataset, the folder its relative image paths are under). A local folder is loaded
     as it is; a hub name from the hub, or offline from its cached snapshot."""
-    try:
-        import datasets
-    except ImportError:
-        raise ConfigError("data.source=hf needs the datasets library: pip install 'vlmtune[hf]'") from None
+    from vlmtune.extras import require
+
+    require("hf", "data.source=hf")
+    import datasets
+
     local = Path(name)
     if local.is_dir():
         return _load(datasets, str(local), config, split, None, streaming, name), local

@@ -177,7 +177,8 @@ def read_sharegpt(path: str | os.PathLike, *, task: str, dataset: str | None = N
                         skip_invalid=skip_invalid)
 
 
-@FORMATS.register("hf_disk", help="a datasets save_to_disk folder with sharegpt / OpenAI messages + images columns")
+@FORMATS.register("hf_disk", help="a datasets save_to_disk folder with sharegpt / OpenAI messages + images columns",
+                  extra="hf")
 def read_hf_disk(path: str | os.PathLike, *, task: str, split: str | None = None, dataset_info: str | None = None,
                  dataset: str | None = None, target_from: str = "auto", options: Sequence[Any] | None = None,
                  formatting: str | None = None, columns: Mapping[str, Any] | None = None,
@@ -191,10 +192,11 @@ def read_hf_disk(path: str | os.PathLike, *, task: str, split: str | None = None
     extract_images_to: where embedded image bytes are written (needed only when a row has no usable path).
     Other options as in read_sharegpt.
     """
-    try:
-        import datasets
-    except ImportError:
-        raise ConfigError("the 'hf_disk' format needs the datasets library: pip install datasets") from None
+    from vlmtune.extras import require
+
+    require("hf", "data.format=hf_disk")
+    import datasets
+
     path = Path(path)
     if not path.is_dir():
         raise DataError("not a folder", file=str(path), fix="give a folder written by datasets' save_to_disk")

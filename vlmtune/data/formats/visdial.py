@@ -177,7 +177,9 @@ def read_visdial(path: str | os.PathLike, *, image_dirs: Sequence[str | os.PathL
 
     def text(table: list[str], idx: Any, what: str, i: int, r: int, field: str) -> str:
         if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < len(table):
-            raise fail(f"{what} index {idx!r} is not in data.{what}s (0..{len(table) - 1})", i, r, field)
+            raise fail(f"{what} index {idx!r} is not in data.{what}s (0..{len(table) - 1})", i, r, field,
+                       f"a round's {what} is a 0-based int index into data.{what}s: check that the file is complete "
+                       "and is one VisDial v1.0 file (indices of one split's file do not fit another's tables)")
         return table[idx]
 
     def question(rd: Any, i: int, r: int) -> str:
