@@ -177,13 +177,13 @@ class EvalConfig:
     model: str = _f("", "openai: the model name the server serves (empty: the only model its /v1/models lists)")
     api_key_env: str = _f("OPENAI_API_KEY", "openai: the environment variable holding the API key (the key itself "
                                             "is never written to a recipe or an evaluation directory)")
-    concurrency: int = _f(8, "openai: requests in flight at once")
-    rpm: float = _f(0.0, "openai: at most this many requests per minute (0: no limit)")
-    tpm: float = _f(0.0, "openai: at most this many tokens (prompt + completion) per minute (0: no limit)")
-    timeout: float = _f(120.0, "openai: seconds per request before it is retried")
-    max_retries: int = _f(5, "openai: retries of a request after 429, 5xx, a timeout or a malformed answer")
+    concurrency: int = _f(8, "openai: requests in flight at once", ge=1)
+    rpm: float = _f(0.0, "openai: at most this many requests per minute (0: no limit)", ge=0)
+    tpm: float = _f(0.0, "openai: at most this many tokens (prompt + completion) per minute (0: no limit)", ge=0)
+    timeout: float = _f(120.0, "openai: seconds per request before it is retried", gt=0)
+    max_retries: int = _f(5, "openai: retries of a request after 429, 5xx, a timeout or a malformed answer", ge=0)
     context_tokens: int = _f(0, "openai: the server's context size (Ollama's num_ctx) to check prompt_tokens against "
-                                "(0: unknown; a prompt_tokens far below the input's length is flagged anyway)")
+                                "(0: unknown; a prompt_tokens far below the input's length is flagged anyway)", ge=0)
     cache: str | None = _f(None, "openai: the response cache (JSONL; null: responses.jsonl in the evaluation "
                                  "directory); rerunning an evaluation sends only what the cache lacks")
 

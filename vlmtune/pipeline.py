@@ -19,6 +19,7 @@ from typing import Any
 
 from vlmtune.build import resolve_model
 from vlmtune.config import RunConfig
+from vlmtune.errors import ConfigError
 from vlmtune.data.example import Example
 from vlmtune.data.prepare import DEDUP_FILE, data_done, load_splits, prepare_data, reader_options, write_manifest
 from vlmtune.distributed import barrier, is_main_process
