@@ -90,6 +90,28 @@ class ConsoleCallback(TrainerCallback):
 _EVAL_BOOKKEEPING = {"eval_runtime", "eval_samples_per_second", "eval_steps_per_second"}
 
 
+class EpochLengthSampler(torch.utils.data.Sampler):
+    """transformers' length-grouped order, drawn from (seed, epoch) alone. transformers' LengthGroupedSampler draws
+    from the global RNG, which a resumed run restores at the checkpoint's step, not at its epoch's start, so a run
+    resumed inside epoch 2 or later would take other batches than the run it continues. The Trainer calls
+    `set_epoch` before each epoch (resumed ones too), so the order is a function of the epoch only."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        self.batch_size, self.lengths, self.seed, self.epoch = batch_size, lengths, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
 class VlmTrainer(Trainer):
     """Trainer that logs the number of loss tokens per batch and validates by generating answers."""
 
@@ -132,9 +154,7 @@ class VlmTrainer(Trainer):
         them up under the processor's first input name, which may be pixel_values)."""
         if self.args.train_sampling_strategy != "group_by_length" or not isinstance(ds, EncodedDataset):
             return None
-        from transformers.trainer_pt_utils import LengthGroupedSampler
-
-        return LengthGroupedSampler(batch_size, lengths=ds.lengths)
+        return EpochLengthSampler(batch_size, ds.lengths, seed=self.args.data_seed or self.args.seed)
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if "loss" in logs and self._loss_batches:
@@ -279,8 +299,6 @@ def train(ref: ModelRef, train_examples: list[Example], val_examples: list[Examp
 
     With a task and validation examples, validation generates answers (eval settings from `ecfg`) and scores them.
     Under torchrun / `accelerate launch` every rank runs this; only global rank 0 writes the results."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     from vlmtune.models.load import load_model
 
     # --- set up -------------------------------------------------------------------------------------
@@ -323,7 +341,7 @@ def train(ref: ModelRef, train_examples: list[Example], val_examples: list[Examp
         trainer.remove_callback(noisy)
     trainer.add_callback(ConsoleCallback(stage))
     # --- run ----------------------------------------------------------------------------------------
-    last = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).exists() else None
+    last = resume_checkpoint(args.output_dir, resume)
     if resume:
         log.info(f"[train] resuming from {last}" if last else "[train] --resume: no checkpoint yet, starting fresh")
     trainer.train(resume_from_checkpoint=last)
@@ -338,6 +356,15 @@ def train(ref: ModelRef, train_examples: list[Example], val_examples: list[Examp
     return TrainResult(output_dir=final_dir, steps=trainer.state.global_step,
                        final_loss=losses[-1] if losses else None, seconds=time.time() - t0, history=history,
                        train_loss_tokens=train_ds.loss_tokens, trainable_params=trainable, total_params=total)
+
+
+def resume_checkpoint(checkpoints: str | Path, resume: bool) -> str | None:
+    """The checkpoint a resumed run continues from (the last one in `checkpoints`), or None to start fresh."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not resume or not Path(checkpoints).is_dir():
+        return None
+    return get_last_checkpoint(str(checkpoints))
 
 
 def _log_padding(ds: EncodedDataset, tcfg: TrainConfig, stage: str = "train") -> None:
