@@ -28,10 +28,10 @@ OUT = ROOT / "build" / "mutation"
 
 # name: (files mutmut mutates, mutant-name globs that are run, the test subset)
 GROUPS: dict[str, tuple[list[str], list[str], list[str]]] = {
-    "stats": (["vlmtune/stats.py"], ["vlmtune.stats.*"],
+    "stats": (["vlmtune/stats.py", "vlmtune/stats/*"], ["vlmtune.stats.*"],
               ["tests/test_metrics.py", "tests/test_stats.py"]),
     "ranking": (["vlmtune/metrics/ranking.py"], ["vlmtune.metrics.ranking.*"],
-                ["tests/test_ranking.py", "tests/test_properties.py"]),
+                ["tests/test_ranking.py", "tests/test_ranking_edges.py", "tests/test_properties.py"]),
     "parse-count": (["vlmtune/tasks/count.py"],
                     [f"vlmtune.tasks.count.x_{f}__mutmut_*" for f in
                      ("_native_forms", "_sino_forms", "_after_counter", "_is_none_after", "_korean", "_english",
@@ -69,6 +69,15 @@ GROUPS: dict[str, tuple[list[str], list[str], list[str]]] = {
 
 KILLED = ("killed", "timeout", "caught by type check")
 
+# Lines that only build the text of an error, a warning or a log line are not mutated: the text cannot change a
+# result (the conditions that raise are on other lines, and are mutated). Tests still check the errors' key words.
+MESSAGE_LINES = [
+    r"^\s*raise \w+(Error|Exception)\(",             # raise DataError(f"...", ...
+    r"^\s*(file|field|fix|line)=",                    # its keyword-argument continuation lines
+    r"^\s*f?(\"|')[^\"']*(\"|')\s*[,)]*\s*$",     # a message's continuation text alone on its line
+    r"^\s*(log\.(debug|info|warning|error)|warnings\.warn)\(",
+]
+
 
 def copy_repo(dest: Path) -> None:
     """The tracked files (and untracked, not ignored ones) of the working tree, as they are now."""
@@ -94,7 +103,7 @@ def configure(dest: Path, files: list[str], tests: list[str]) -> None:
         'also_copy = ["recipes", "configs", "scripts"]',
         'process_isolation = "forkserver"',   # torch is not fork-safe once its thread pools started
         "use_git_change_detection = false",
-        "timeout_multiplier = 5.0",
+        f"do_not_mutate_patterns = {json.dumps(MESSAGE_LINES)}",
     ]) + "\n"
     with open(dest / "pyproject.toml", "a", encoding="utf-8") as f:
         f.write(toml)
