@@ -83,3 +83,51 @@ def test_an_extra_assistant_turn_after_the_question_is_refused(asked):
                                 {"role": "user", "content": "and?"}] + leaked.messages[len(prompt):]
     with pytest.raises(DataError, match="assistant turn"):
         check_no_leak(leaked)
+
+
+def test_the_refusal_says_how_to_fix_the_record(asked):
+    gold, q = asked.target["answer"], asked.meta["question"]
+    with pytest.raises(DataError, match="round r's answer belongs only in the final assistant message"):
+        check_no_leak(_with_last_user(asked, f"{q} {gold}"))
+
+
+def test_punctuation_around_a_marked_answer_does_not_hide_it(asked):
+    gold = asked.target["answer"]
+    with pytest.raises(DataError, match=r"gives round 3's gold answer"):
+        check_no_leak(_with_last_user(asked, f"Describe it. Answer:({gold})", question=False))
+
+
+# --- check_target: the gold answer, its index, the relevance and the round fit the options ---------------------
+
+def _with_target(ex: Example, **changes) -> Example:
+    out = copy.deepcopy(ex)
+    out.target = {**out.target, **changes}
+    return out
+
+
+def test_gold_index_must_point_into_the_options(asked):
+    n = len(asked.options)
+    for bad in (True, -1, n, 1.0, None):
+        with pytest.raises(DataError, match=r"example 'd-r3' \(round 3\): gt_index .* is not an index"):
+            check_target(_with_target(asked, gt_index=bad))
+    for i in (0, n - 1):  # both ends are valid indices when the gold answer is there
+        opts = list(asked.options)
+        opts[i], opts[asked.target["gt_index"]] = opts[asked.target["gt_index"]], opts[i]
+        moved = _with_target(asked, gt_index=i)
+        moved.options = opts
+        check_target(moved)
+
+
+def test_relevance_needs_one_value_per_option(asked):
+    n = len(asked.options)
+    check_target(_with_target(asked, relevance=None))
+    check_target(_with_target(asked, relevance=[0.0] * n))
+    for bad in ([0.0] * (n - 1), "1.0", {"0": 1.0}):
+        with pytest.raises(DataError, match="relevance must have one value per option"):
+            check_target(_with_target(asked, relevance=bad))
+
+
+def test_round_is_a_positive_int(asked):
+    for bad in (0, -2, "3", 2.0):
+        with pytest.raises(DataError, match="round must be an int >= 1"):
+            check_target(_with_target(asked, round=bad))
