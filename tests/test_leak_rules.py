@@ -131,3 +131,51 @@ def test_round_is_a_positive_int(asked):
     for bad in (0, -2, "3", 2.0):
         with pytest.raises(DataError, match="round must be an int >= 1"):
             check_target(_with_target(asked, round=bad))
+
+
+def test_an_answer_turn_after_the_asked_question_is_refused_even_with_the_right_count(asked):
+    """Round 2's answer missing and an assistant turn after question 3: the count of answers is right (r - 1),
+    but the turn after question 3 can only be round 3's answer."""
+    q = asked.meta["question"]
+    prompt = asked.prompt_messages()
+    first_answer = next(i for i, m in enumerate(prompt) if m["role"] == "assistant")
+    leaked = copy.deepcopy(asked)
+    leaked.messages = (prompt[:first_answer + 1] + [{"role": "user", "content": "Go on."},
+                                                    {"role": "user", "content": q},
+                                                    {"role": "assistant", "content": "it is"},
+                                                    {"role": "user", "content": "Say more."}] + asked.messages[-1:])
+    assert sum(m["role"] == "assistant" for m in leaked.prompt_messages()) == 2
+    with pytest.raises(DataError, match="answers round 3's question"):
+        check_no_leak(leaked)
+
+
+def test_only_the_text_after_the_last_question_is_searched(asked):
+    gold, q = asked.target["answer"], asked.meta["question"]
+    # The question asked twice (a flattened history): the gold answer between them is an earlier round's.
+    check_no_leak(_with_last_user(asked, f"{q} {gold}. {q}"))
+    # Without a known question, the last '?' ends the question: earlier answers before it are history.
+    check_no_leak(_with_last_user(asked, f"Is it round? {gold}. Is it {gold}?", question=False))
+    check_no_leak(_with_last_user(asked, f"Is the answer {gold}?", question=False))
+    with pytest.raises(DataError, match=r"gives round 3's gold answer"):
+        check_no_leak(_with_last_user(asked, f"Is it round? {gold}", question=False))
+    with pytest.raises(DataError, match=r"gives round 3's gold answer"):
+        check_no_leak(_with_last_user(asked, f"? {gold}", question=False))
+
+
+def test_a_question_without_a_question_mark_still_bounds_the_search(asked):
+    gold = asked.target["answer"]
+    ex = copy.deepcopy(asked)
+    ex.meta = {**ex.meta, "question": "Describe the shape"}
+    with pytest.raises(DataError, match=r"gives round 3's gold answer"):
+        check_no_leak(_with_last_user(ex, f"Describe the shape {gold}"))
+    # A known question that is not in the message: the last '?' is used instead.
+    with pytest.raises(DataError, match=r"gives round 3's gold answer"):
+        check_no_leak(_with_last_user(ex, f"What is it? {gold}"))
+
+
+def test_a_malformed_target_is_a_data_error(asked):
+    for bad in (None, "two", {"answer": "two"}, {"round": 3}):
+        leaked = copy.deepcopy(asked)
+        leaked.target = bad
+        with pytest.raises(DataError, match="a dialog target must be an object"):
+            check_no_leak(leaked)
