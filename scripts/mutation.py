@@ -36,16 +36,16 @@ GROUPS: dict[str, tuple[list[str], list[str], list[str]]] = {
                     [f"vlmtune.tasks.count.x_{f}__mutmut_*" for f in
                      ("_native_forms", "_sino_forms", "_after_counter", "_is_none_after", "_korean", "_english",
                       "parse_count")],
-                    ["tests/test_parsing.py", "tests/test_properties.py"]),
+                    ["tests/test_parsing.py", "tests/test_parse_edges.py", "tests/test_properties.py"]),
     "parse-label": (["vlmtune/tasks/classify.py"],
                     [f"vlmtune.tasks.classify.x_{f}__mutmut_*" for f in
                      ("normalize", "_label_pattern", "_compile", "parse_label")],
-                    ["tests/test_parsing.py", "tests/test_properties.py"]),
+                    ["tests/test_parsing.py", "tests/test_parse_edges.py", "tests/test_properties.py"]),
     "parse-option": (["vlmtune/tasks/mcq.py"],
                      [f"vlmtune.tasks.mcq.x_{f}__mutmut_*" for f in
                       ("_casefold_keep_length", "_core", "_option_patterns", "_text_spans", "_markers", "_with_echo",
                        "_stated_answers", "parse_option", "exact_match")],
-                     ["tests/test_mcq.py", "tests/test_parsing.py", "tests/test_properties.py"]),
+                     ["tests/test_mcq.py", "tests/test_parsing.py", "tests/test_parse_edges.py", "tests/test_properties.py"]),
     "loss-mask": (["vlmtune/train/collate.py"], ["vlmtune.train.collate.*"],
                   ["tests/test_collate.py", "tests/test_loss_tokens.py",
                    "tests/test_families.py::test_load_render_and_loss_mask",
