@@ -1,10 +1,13 @@
 """Ranking metrics at their edges: what mutation testing (scripts/mutation.sh) found unchecked.
 
 The interval is the one asked for (its level and seed are used), ranks are integers, one scored round is still
-a mean, the tie rule reaches NDCG's mean, inputs of the wrong shape are refused, an empty submission is empty.
+a mean, the tie rule reaches NDCG's mean, inputs of the wrong shape are refused, an empty submission is empty, and
+a malformed submission's error says what is wrong with it.
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
@@ -83,3 +86,42 @@ def test_empty_submission_is_empty_and_strings_are_not_ranks():
 
     with pytest.raises(DataError, match="must be a list of 5 ints"):
         ranks_from_submission([{"image_id": 1, "round_id": 1, "ranks": "12345"}], num_options=5)
+
+
+def test_ndcg_interval_defaults_to_95_percent():
+    rng = np.random.default_rng(5)
+    scores, rel = rng.normal(size=(50, 6)), rng.choice([0.0, 1.0], size=(50, 6))
+    assert ndcg_metric(scores, rel, n_boot=300)["ndcg"]["ci"] == \
+        ndcg_metric(scores, rel, n_boot=300, alpha=0.05)["ndcg"]["ci"]
+
+
+@pytest.mark.parametrize("ranks, detail", [
+    ([1, 1, 2, 2, 3, 3, 4, 4], "(repeated: [1, 2, 3, 4])"),
+    ([0, 1, 2, 3, 4, 5, 8, 9], "(outside 1..8: [0, 9])"),
+    ([-5, -4, -3, -2, -1, 0, 7, 8], "(outside 1..8: [-5, -4, -3, -2, -1])"),
+    ([1, 1, 2, 3, 4, 5, 6, 9], "(repeated: [1]; outside 1..8: [9])"),
+])
+def test_a_submission_that_is_not_a_permutation_says_what_is_wrong(ranks, detail):
+    from vlmtune.errors import DataError
+
+    with pytest.raises(DataError) as e:
+        ranks_from_submission([{"image_id": 7, "round_id": 2, "ranks": ranks}], num_options=8)
+    assert f"row 0 (image_id=7, round_id=2): ranks is not a permutation of 1..8 {detail}" in str(e.value)
+
+
+def test_submission_duplicates_are_listed_five_at_most():
+    from vlmtune.errors import DataError
+
+    ranks = [1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6]
+    with pytest.raises(DataError, match=r"\(repeated: \[1, 2, 3, 4, 5\]\)"):
+        ranks_from_submission([{"image_id": 1, "round_id": 1, "ranks": ranks}], num_options=12)
+
+
+@pytest.mark.parametrize("ranks, said", [([1, 2, 3], "got 3 values"), (5, "got int"), ({"a": 1}, "got dict"),
+                                         ([1, 2.0, 3, 4, 5], "ranks must be ints, found 2.0"),
+                                         ([1, True, 3, 4, 5], "ranks must be ints, found True")])
+def test_submission_ranks_of_the_wrong_kind_are_named(ranks, said):
+    from vlmtune.errors import DataError
+
+    with pytest.raises(DataError, match=re.escape(said)):
+        ranks_from_submission([{"image_id": 1, "round_id": 1, "ranks": ranks}], num_options=5)
