@@ -2,7 +2,8 @@
 
 Per family: Auto-class loading, the family's chat-template turn syntax, the assistant-only loss mask,
 a LoRA step that moves only LoRA weights, batched left-padded generation, and adapter save -> load ->
-merge giving the same logits, and 4-bit / 8-bit loading (bitsandbytes on CPU) with a LoRA backward.
+merge giving the same logits, 4-bit / 8-bit loading (bitsandbytes on CPU) with a LoRA optimizer step, and one
+BOS in training, generation and option scoring.
 Qwen2.5-VL's cases need torchvision (its processor requires a video processor) and skip without it.
 """
 
@@ -266,7 +267,8 @@ def test_adapter_save_load_merge_round_trip(family, standin_root, family_example
 @pytest.mark.parametrize("bits", [4, 8])
 @pytest.mark.parametrize("family", _params(STANDIN_FAMILIES))
 def test_quantized_load_lora_and_generate_on_cpu(family, bits, standin_root, family_examples):
-    """QLoRA (4-bit nf4, double quantization) and LLM.int8 (8-bit), both through bitsandbytes' CPU backend."""
+    """QLoRA (4-bit nf4, double quantization) and LLM.int8 (8-bit), both through bitsandbytes' CPU backend:
+    loading, generation, and one LoRA optimizer step that changes the LoRA weights (only them) and lowers the loss."""
     pytest.importorskip("bitsandbytes")
     from vlmtune.infer.generate import generate
     from vlmtune.models.load import VISION_PARTS
@@ -284,32 +286,110 @@ def test_quantized_load_lora_and_generate_on_cpu(family, bits, standin_root, fam
         q = model.config.quantization_config
         assert q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant, q
     assert len(generate(model, proc, examples[:2], batch_size=2, max_new_tokens=3)) == 2
-    model = attach_lora(model, TrainConfig(lora_r=4, lora_alpha=8))
+    torch.manual_seed(0)
+    model = attach_lora(model, TrainConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0))
     model.train()
-    loss = model(**_batch(proc, examples[:2])).loss
+    batch = _batch(proc, examples[:2])
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0)
+    loss = model(**batch).loss
     assert torch.isfinite(loss), loss
     loss.backward()
-    grads = [p.grad for n, p in model.named_parameters() if "lora_" in n and p.requires_grad]
-    assert grads and any(g is not None and bool(g.abs().sum() > 0) for g in grads)
+    opt.step()  # a real optimizer step on the quantized base, as train() takes
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])]
+    assert changed and all("lora_" in n for n in changed), [n for n in changed if "lora_" not in n][:5]
+    assert any("lora_B" in n for n in changed), changed[:5]
+    with torch.no_grad():
+        after = model(**batch).loss
+    # The step moved the loss on the batch it was taken on, downhill (no dropout: the same function both times).
+    assert float(after) < float(loss), (family, bits, float(loss), float(after))
 
 
-@pytest.mark.parametrize("family", ["llama", "gemma3", "gemma3_text"])
-def test_one_bos_when_template_and_tokenizer_both_add_it(family, standin_root, family_examples):
-    """Real Llama-3 and Gemma-3 tokenizers add a BOS and their templates write one too: the encoded prompt,
-    the training example and the generation batch must each start with exactly one."""
-    from vlmtune.processing import encode_texts, prompt_text, special_tokens_kw
+class InputRecorder:
+    """Records the token ids of every forward call of a model (a pre-hook on the real model, nothing replaced)."""
 
-    _, proc = load_model(ModelConfig(name=str(standin(family, standin_root))))
+    def __init__(self, model):
+        self.calls: list[dict] = []
+        self._handle = model.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None:
+            # generate() passes its cache as `cache`, option scoring as `past_key_values`; the prompt's forward
+            # starts from an empty (or no) cache, the later ones continue after it.
+            cache = kwargs.get("past_key_values", kwargs.get("cache"))
+            mask = kwargs.get("attention_mask")
+            self.calls.append({"ids": ids.detach().cpu(), "cached": cache is not None and cache.get_seq_length() > 0,
+                               "mask": mask.detach().cpu() if isinstance(mask, torch.Tensor) and mask.dim() == 2
+                               else None})
+
+    def close(self):
+        self._handle.remove()
+
+
+def _bos_rows(ids: torch.Tensor, mask: torch.Tensor | None, bos: int, pad: int | None) -> list[tuple[int, bool]]:
+    """Per row: (number of BOS tokens, whether the first real token is the BOS); padding (by the attention mask, or
+    leading pad tokens where the call has no 2-D mask) is left out."""
+    out = []
+    for b in range(ids.shape[0]):
+        real = ids[b] if mask is None else ids[b][mask[b].bool()]
+        if mask is None and pad is not None and pad != bos:
+            keep = (real != pad).nonzero()
+            real = real[int(keep[0]):] if len(keep) else real[:0]
+        out.append((int((real == bos).sum()), bool(len(real)) and int(real[0]) == bos))
+    return out
+
+
+@pytest.mark.parametrize("family", _params(STANDIN_FAMILIES))
+def test_one_bos_in_training_generation_and_option_scoring(family, standin_root, family_examples):
+    """Hub tokenizers add a BOS (Llama-3, Gemma-3, LLaVA's Llama-2 tokenizer) and the Llama-3 / Gemma-3 /
+    Idefics3 templates write one too. Every sequence the model is given must start with exactly one: the
+    training batch, the prompt of each generation batch (left padded), and the prompt of option scoring,
+    packed and batched (packing="off"), with no BOS inside the option tokens fed after the cached prompt."""
+    from vlmtune.infer.generate import generate
+    from vlmtune.infer.score import score_options
+
+    model, proc = load_model(ModelConfig(name=str(standin(family, standin_root))))
     tok = getattr(proc, "tokenizer", proc)
+    if tok.bos_token is None:  # Qwen2.5-VL: no BOS token at all; nothing may invent one
+        assert tok("x")["input_ids"] == tok("x", add_special_tokens=False)["input_ids"]
+        return
+    bos, pad = tok.bos_token_id, tok.pad_token_id
     tok.add_bos_token = True  # as the hub tokenizers do
-    assert tok("x")["input_ids"][0] == tok.bos_token_id
-    ex = examples_for(family, family_examples)[0]
-    enc = encode_example(proc, ex, EncodeSettings())
-    ids = enc["input_ids"].tolist()
-    assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1, ids[:4]
-    text = prompt_text(proc, ex)
-    assert special_tokens_kw(proc, [text]) == {"add_special_tokens": False}
-    images = [] if family in TEXT_ONLY else [__import__("PIL.Image").Image.open(ex.images[0]).convert("RGB")]
-    assert encode_texts(proc, [text], [images])["input_ids"][0].tolist().count(tok.bos_token_id) == 1
-    # A template without a BOS keeps the tokenizer's own.
+    try:
+        assert tok("x")["input_ids"][0] == bos
+        examples = examples_for(family, family_examples)[:3]
+        # Training: the collated batch the Trainer feeds the model.
+        batch = _batch(proc, examples)
+        assert _bos_rows(batch["input_ids"], batch["attention_mask"], bos, pad) == [(1, True)] * len(examples), family
+        # Generation and option scoring: what actually reaches the model's forward.
+        rec = InputRecorder(model)
+        try:
+            generate(model, proc, examples, batch_size=3, max_new_tokens=2)
+            prompts = [c for c in rec.calls if not c["cached"]]
+            assert len(prompts) == 1 and prompts[0]["ids"].shape[0] == 3, [c["ids"].shape for c in rec.calls]
+            assert _bos_rows(prompts[0]["ids"], prompts[0]["mask"], bos, pad) == [(1, True)] * 3, (family, "generate")
+            assert all(int((c["ids"] == bos).sum()) == 0 for c in rec.calls if c["cached"]), "BOS generated"
+            options = [["1", "2", "three"]] * len(examples)
+            for packing in ("auto", "off"):
+                rec.calls.clear()
+                stats: dict = {}
+                score_options(model, proc, examples, options, packing=packing, batch_size=2, stats=stats)
+                prefixes = [c for c in rec.calls if not c["cached"]]
+                fed = [c for c in rec.calls if c["cached"]]
+                # One prefix forward per example (plus full forwards for any option merged across the boundary).
+                assert len(prefixes) == len(examples) + stats["fallback_options"], (packing, len(prefixes))
+                for c in prefixes:
+                    assert _bos_rows(c["ids"], None, bos, None) == [(1, True)], (family, packing, c["ids"][0, :4])
+                assert fed and all(int((c["ids"] == bos).sum()) == 0 for c in fed), (family, packing)
+                if packing == "off":
+                    assert stats["packed_examples"] == 0
+        finally:
+            rec.close()
+    finally:
+        tok.add_bos_token = False
+    # A template without a BOS keeps the tokenizer's own; one that writes it turns the tokenizer's off.
+    from vlmtune.processing import special_tokens_kw
+
     assert special_tokens_kw(proc, ["USER: hi"]) == {}
+    assert special_tokens_kw(proc, [tok.bos_token + "hi"]) == {"add_special_tokens": False}

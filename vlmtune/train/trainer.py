@@ -94,6 +94,28 @@ class ConsoleCallback(TrainerCallback):
 _EVAL_BOOKKEEPING = {"eval_runtime", "eval_samples_per_second", "eval_steps_per_second"}
 
 
+class EpochLengthSampler(torch.utils.data.Sampler):
+    """transformers' length-grouped order, drawn from (seed, epoch) alone. transformers' LengthGroupedSampler draws
+    from the global RNG, which a resumed run restores at the checkpoint's step, not at its epoch's start, so a run
+    resumed inside epoch 2 or later would take other batches than the run it continues. The Trainer calls
+    `set_epoch` before each epoch (resumed ones too), so the order is a function of the epoch only."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        self.batch_size, self.lengths, self.seed, self.epoch = batch_size, lengths, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
 class VlmTrainer(Trainer):
     """Trainer that logs the number of loss tokens per batch and validates by generating answers."""
 
@@ -136,9 +158,7 @@ class VlmTrainer(Trainer):
         them up under the processor's first input name, which may be pixel_values)."""
         if self.args.train_sampling_strategy != "group_by_length" or not isinstance(ds, EncodedDataset):
             return None
-        from transformers.trainer_pt_utils import LengthGroupedSampler
-
-        return LengthGroupedSampler(batch_size, lengths=ds.lengths)
+        return EpochLengthSampler(batch_size, ds.lengths, seed=self.args.data_seed or self.args.seed)
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if "loss" in logs and self._loss_batches:

@@ -1,0 +1,61 @@
+"""Parser edges that mutation testing (scripts/mutation.sh) found unchecked: what the label parser returns on
+each path (value, ok, the raw text), Korean multi-word labels inside sentences, overlapping label matches."""
+
+from __future__ import annotations
+
+import pytest
+
+from vlmtune.tasks.classify import parse_label
+
+KO = ["마약 투약", "마약 거래", "관련 없음"]
+EN = ["drug sale", "drug use", "irrelevant"]
+
+
+@pytest.mark.parametrize("text, labels, value", [
+    ("Drug sale.", EN, "drug sale"),                              # exact
+    ("I think it shows a drug sale here", EN, "drug sale"),       # one label in the text
+    ("Drug sale. It is not drug use.", EN, "drug sale"),          # first label, opening its sentence
+    ("drug sale or drug use", EN, None),                          # ambiguous
+    ("a cat", EN, None),                                          # none
+    ("", EN, None),
+])
+def test_every_path_returns_value_ok_and_the_raw_text(text, labels, value):
+    p = parse_label(text, labels)
+    assert p.value == value and p.ok is (value is not None) and p.raw == text, p
+
+
+def test_no_text_is_a_failure_with_empty_raw_text():
+    p = parse_label(None, EN)
+    assert p.value is None and p.ok is False and p.raw == ""
+
+
+def test_markdown_bold_with_underscores_is_the_label():
+    """'__drug sale__' is Markdown bold: the whole answer is the label once punctuation is ignored, though
+    underscores glue it to its neighbours as a word pattern."""
+    assert parse_label("__drug sale__", EN).value == "drug sale"
+
+
+@pytest.mark.parametrize("text, value", [
+    ("이 사진은 마약투약 장면으로 보입니다", "마약 투약"),         # Hangul words of a label glued, particle after it
+    ("이 사진은 마약 거래입니다", "마약 거래"),                    # copula glued to the label
+    ("사진 속 장면은 관련 없음으로 분류됩니다", "관련 없음"),
+])
+def test_korean_labels_inside_sentences(text, value):
+    assert parse_label(text, KO).value == value
+
+
+def test_latin_words_of_a_label_need_a_separator():
+    assert parse_label("it is a drugsale", EN).ok is False
+    assert parse_label("it is a drug-sale", EN).value == "drug sale"
+    # Only Hangul next to Hangul may be glued: "CCTV영상" is not "CCTV 영상".
+    assert parse_label("이건 CCTV영상 같아요", ["CCTV 영상", "사진"]).ok is False
+    assert parse_label("이건 CCTV 영상이에요", ["CCTV 영상", "사진"]).value == "CCTV 영상"
+    # A one-letter word after a Hangul word.
+    assert parse_label("이건 유형 A 같아요", ["유형 A", "유형 B"]).value == "유형 A"
+
+
+def test_overlapping_labels_that_do_not_contain_each_other_are_ambiguous():
+    """Only a match inside a longer one is dropped; two overlapping matches both count."""
+    assert parse_label("we see a drug sale price", ["drug sale", "sale price"]).ok is False
+    assert parse_label("the big drug sale", ["the big drug", "drug sale"]).ok is False
+    assert parse_label("a drug sale", ["drug", "drug sale"]).value == "drug sale"
