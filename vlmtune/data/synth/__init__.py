@@ -9,6 +9,7 @@ Tasks:
 - count:    "How many red shapes are there?" -> "2" (target: int, 0..5, uniform)
 - classify: "Which kind of shape is most common ...?" -> "circles" | "squares" | "triangles" | "mixed"
             (target: label, uniform over the 4 classes; "mixed" = a tie for most common)
+- memory:   long-horizon episodes with probes of seven kinds (`vlmtune.data.synth.memory`; n = probes)
 """
 
 from __future__ import annotations
@@ -131,6 +132,10 @@ def synthesize(task: str, n: int, out_dir: str | Path, *, seed: int = 0, image_s
 
     Example i depends only on (seed, task, i) and the generator's `options`, so a larger n extends a smaller one.
     """
+    if task == "memory":  # whole episodes whose probes share one history (vlmtune.data.synth.memory)
+        from vlmtune.data.synth.memory import synthesize_memory
+
+        return synthesize_memory(n, out_dir, seed=seed, image_size=image_size)
     if task not in GENERATORS:
         raise ConfigError(f"the shapes world has no task '{task}'; available: {', '.join(GENERATORS)}")
     if n < 1:
