@@ -127,7 +127,9 @@ def with_memory(cfg: RunConfig, splits: dict[str, list[Example]], run_dir: Path,
             exs = [inject(ex, o.reminder, o.record) for ex, o in zip(splits["test"], outs)
                    if meth != "full" or o.record.get("fits")]
             write_jsonl(out_dir / "methods" / meth / "examples.jsonl", exs)
-            retrieval[meth] = retrieval_metrics(splits["test"], outs, n_boot=cfg.eval.n_boot, by="bucket")
+            kept = [(ex, o) for ex, o in zip(splits["test"], outs) if meth != "full" or o.record.get("fits")]
+            retrieval[meth] = retrieval_metrics([ex for ex, _ in kept], [o for _, o in kept], n_boot=cfg.eval.n_boot,
+                                                by="bucket")
         atomic_write_json(out_dir / "retrieval.json", retrieval)
     counts = {mode: sum(1 for ex in mixed if ex.meta["memory"]["mix"] == mode) for mode in MIX_SOURCE}
     log.info(f"[memory] train mix {counts}; examples with reminders -> {out_dir / 'data'}")
