@@ -8,8 +8,8 @@ replays them through every method with the encoders a recipe uses (MiniLM for te
 vision tower for images, the VLM's captions as extra image keys; all cached by content hash, so the first
 run pays for captioning and later runs do not). Printed, per method: recall@1/3/5 and MRR of the evidence,
 the share of probes whose evidence was injected, the injected tokens as a share of the history's tokens,
-and recall@5 per distance bucket and per probe kind, each with its n (95% percentile-bootstrap intervals in
-the JSON). Costs of the combined bank: per-turn write + retrieve latency p50/p95 with encoder outputs read
+and recall@5 per distance bucket and per probe kind, each with its n (95% intervals in the JSON, each
+naming its method: Wilson for proportions, a bootstrap over episodes for MRR and the share). Costs of the combined bank: per-turn write + retrieve latency p50/p95 with encoder outputs read
 from the cache ("bank only"), the same with MiniLM computing every text live on a subset of episodes (the
 baseline the bank's own cost is a ratio of), and bank bytes per turn on disk (journal + text vectors, images
 aside). With `--run`, the accuracy per method and distance bucket of that recipe run is printed as well.

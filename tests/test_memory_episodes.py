@@ -56,6 +56,17 @@ def test_generator_is_deterministic_and_covers_every_kind_and_bucket(world, tmp_
             assert int(p.target) == len(p.meta["evidence"])
 
 
+def test_synth_options_reach_the_memory_generator_and_unknown_ones_are_refused(tmp_path):
+    from vlmtune.data.synth import synthesize
+    from vlmtune.errors import ConfigError
+
+    path = synthesize("memory", 28, tmp_path / "a", seed=1, options={"lengths": [30], "per_kind": 2})
+    assert {len(e.turns) for e in read_episodes(tmp_path / "a" / "episodes.jsonl").values()} == {30}
+    assert Counter(p.meta["episode"] for p in load_jsonl(path)).most_common(1)[0][1] == 14   # 7 kinds x 2
+    with pytest.raises(ConfigError, match="has no option 'lang'"):
+        synthesize("memory", 28, tmp_path / "b", options={"lang": "ko"})
+
+
 def test_image_recall_answers_are_only_in_the_pixels(world):
     probes, episodes, _ = world
     for p in probes:
@@ -179,9 +190,16 @@ def test_memory_task_parses_exactly_and_reports_by_kind_bucket_and_abstention():
     m = task.metrics(rows, n_boot=100)
     assert m["accuracy"]["value"] == 0.5 and m["accuracy_abstention"]["n"] == 2
     assert m["abstention_precision"]["value"] == 0.5 and m["abstention_recall"]["value"] == 0.5
-    assert m["false_abstention_rate"]["value"] == 0.5 and "ci_method" in m
+    assert m["false_abstention_rate"]["value"] == 0.5
+    # every entry names its interval's method; the four probes share one group, so they count as one cluster
+    assert all(e["method"].startswith("wilson") and e["clusters"] == 1 for e in m.values())
     open_ex = Example(id="o", task="memory", messages=[], target="7 May 2023")
     assert task.correct(task.parse("7 May, 2023.", open_ex).value, open_ex)
+    open_rows = [{"target": "7 May 2023", "parsed": said, "parse_ok": True, "correct": False, "group": f"ep{i // 2}",
+                  **task.row_extras(open_ex)} for i, said in enumerate(["7 May 2023", "May 2023", "8 June", "no"])]
+    f1 = task.metrics(open_rows, n_boot=200)["token_f1"]
+    assert abs(f1["value"] - (1.0 + 0.8 + 0 + 0) / 4) < 1e-9      # SQuAD token F1 per answer, averaged by hand
+    assert f1["clusters"] == 2 and "cluster bootstrap" in f1["method"]
 
 
 # --- real data: LoCoMo and VisDial chains ----------------------------------------------------------------------------
@@ -320,3 +338,19 @@ def test_shapes_memory_recipe_runs_end_to_end_and_records_why(tmp_path, monkeypa
     assert all(ex.target == "unknown" for ex in removed)
     summary = json.loads((mem / "summary.json").read_text())
     assert set(summary["methods"]) == {"none", "combined", "oracle"} and "on_vs_off" in summary
+    # every interval names its method: in metrics.json, retrieval.json and the summary table
+    assert all("method" in e for e in summary["methods"]["combined"]["metrics"].values() if isinstance(e, dict))
+    assert all("method" in e for e in summary["methods"]["combined"]["retrieval"].values() if "value" in e)
+    assert "wilson" in (mem / "summary.md").read_text()
+    # resumed: the finished evaluations are read back (no model is loaded: ref=None), the same summary results
+    from vlmtune.config import load_config
+    from vlmtune.memory.experiment import compare_methods, on_vs_off_line
+    from vlmtune.tasks.base import build_task
+
+    stamps = {m: (mem / "methods" / m / "predictions.jsonl").stat().st_mtime_ns for m in summary["methods"]}
+    again = compare_methods(load_config(run / "config.yaml"), run, None, build_task("memory"), adapter=None,
+                            resume=True)
+    assert json.dumps(again["methods"], sort_keys=True) == json.dumps(summary["methods"], sort_keys=True)
+    assert stamps == {m: (mem / "methods" / m / "predictions.jsonl").stat().st_mtime_ns for m in summary["methods"]}
+    line = on_vs_off_line(again["on_vs_off"])
+    assert line.startswith("memory off vs on (combined), paired over n=") and "McNemar" in line

@@ -155,21 +155,21 @@ def run_pipeline(cfg: RunConfig, *, resume: bool = False, overwrite: bool = Fals
     # --- compare ------------------------------------------------------------------------------------
     if not is_main_process():
         return {"run_dir": str(run_dir)}  # under a launcher, rank 0 writes the report
-    memory = None
+    memory: dict[str, Any] = {}
     if cfg.memory.enabled:  # the memory methods side by side, and memory on vs off, paired
         from vlmtune.memory.experiment import compare_methods
 
         lora = cfg.train.method == "lora"
-        memory = compare_methods(cfg, run_dir, ref if lora else ref.at(final_dir), task,
-                                 adapter=final_dir if lora else None)
+        methods = compare_methods(cfg, run_dir, ref if lora else ref.at(final_dir), task,
+                                  adapter=final_dir if lora else None, resume=resume)
+        memory = {"memory": methods["on_vs_off"]} if "on_vs_off" in methods else {}
     if not cfg.eval.zero_shot:
         log.info(f"[run] done in {time.time() - t0:.0f}s (no zero-shot baseline, so no comparison report)")
-        return {"run_dir": str(run_dir)}
+        return {"run_dir": str(run_dir), **memory}
     summary = compare_runs(run_dir / "zero_shot", run_dir / "finetuned", run_dir, history=history,
                            title=f"vlmtune: {cfg.name} ({cfg.data.task}, {cfg.model.name})",
                            n_boot=cfg.eval.n_boot, seed=cfg.data.seed, extra=data_sections(run_dir))
-    if memory is not None:
-        summary["memory"] = memory.get("on_vs_off")
+    summary.update(memory)
     from vlmtune.track import log_results
 
     log_results(run_dir, cfg, step=max((h.get("step", 0) for h in history), default=0))

@@ -145,25 +145,32 @@ class EmbeddingCache:
 def read_journal(path: Path) -> list[dict[str, Any]]:
     """The JSON lines of an append-only file. A torn last line (a writer killed mid-line) is cut off the file,
     with a warning, so the next append starts on a clean line; a bad line elsewhere is an error."""
+    from vlmtune.jsonlines import read_json_lines
+
     if not path.exists():
         return []
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
+    end = _whole_lines_end(path)
+    if end < path.stat().st_size:
         log.warning(f"[memory] {path}: the last line was cut off (an interrupted write) and is dropped")
         with open(path, "r+b") as f:
             f.truncate(end)
-        data = data[:end]
-    rows = []
-    for lineno, line in enumerate(data.decode("utf-8").splitlines(), start=1):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            from vlmtune.errors import DataError
+    return [line.value for line in read_json_lines(path, what="a memory journal",
+                                                   fix="this file is written by vlmtune's memory; restore it or "
+                                                       "start a new bank")]
 
-            raise DataError(f"not valid JSON ({e.msg})", file=str(path), line=lineno,
-                            fix="this file is written by vlmtune's memory; restore it or start a new bank") from None
-    return rows
+
+def _whole_lines_end(path: Path, block: int = 1 << 16) -> int:
+    """The byte offset just past the file's last newline (0 when it has none), read from the end."""
+    with open(path, "rb") as f:
+        pos = f.seek(0, os.SEEK_END)
+        while pos > 0:
+            start = max(0, pos - block)
+            f.seek(start)
+            i = f.read(pos - start).rfind(b"\n")
+            if i >= 0:
+                return start + i + 1
+            pos = start
+    return 0
 
 
 def append_journal(path: Path, rows: Sequence[dict[str, Any]]) -> None:

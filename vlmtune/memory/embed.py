@@ -11,12 +11,12 @@ any recipe or benchmark with the same encoders reads the vectors instead of comp
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from vlmtune.errors import DataError
+from vlmtune.jsonlines import read_json_lines
 from vlmtune.logs import progress_bar
 from vlmtune.memory.items import file_hash, text_hash
 from vlmtune.memory.toolkit import Toolkit
@@ -41,11 +41,8 @@ def dataset_contents(path: str | Path) -> tuple[list[str], dict[str, str]]:
     path = Path(path)
     if not path.exists():
         raise DataError("file not found", file=str(path), fix="give an episodes.jsonl or a data JSONL file")
-    first = path.open(encoding="utf-8").readline()
-    try:
-        is_episodes = "turns" in json.loads(first)
-    except json.JSONDecodeError:
-        raise DataError("not valid JSON", file=str(path), line=1, fix="give a JSONL file") from None
+    first = next(read_json_lines(path, what="an episodes.jsonl or a data JSONL file"), None)
+    is_episodes = first is not None and isinstance(first.value, dict) and "turns" in first.value
     texts: dict[str, None] = {}
     images: dict[str, str] = {}
     if is_episodes:

@@ -25,7 +25,6 @@ whether the evidence was injected, the reminder's tokens and the history's token
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import defaultdict
@@ -35,6 +34,7 @@ from typing import Any, Sequence
 
 from vlmtune.data.example import Example
 from vlmtune.errors import ConfigError, DataError
+from vlmtune.jsonlines import read_json_lines
 from vlmtune.memory.bank import BankSettings, MemoryBank, Scored, Write
 from vlmtune.memory.items import TURN_KINDS, MemoryItem
 from vlmtune.memory.reminder import Reminder, TokenCounter, build_reminder
@@ -64,6 +64,9 @@ class Episode:
     turns: list[EpisodeTurn]
 
 
+EPISODE_LINE = '{"id", "turns": [{"turn", "kind", "text", "image"}]}'
+
+
 def read_episodes(path: str | Path) -> dict[str, Episode]:
     """Episodes by id; images resolved relative to the file; a bad line is a DataError naming it."""
     path = Path(path)
@@ -71,34 +74,34 @@ def read_episodes(path: str | Path) -> dict[str, Episode]:
         raise DataError("episodes file not found", file=str(path),
                         fix="set memory.episodes to the episodes.jsonl written with your probes")
     out: dict[str, Episode] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for line in read_json_lines(path, what="an episodes file", fix=f"each line is one episode: {EPISODE_LINE}"):
         try:
-            row = json.loads(line)
-            turns = []
-            for i, t in enumerate(row["turns"]):
-                if t["turn"] != i:
-                    raise DataError(f"turn {i} is numbered {t['turn']}", file=str(path), line=lineno, field="turns",
-                                    fix="number the turns 0, 1, 2, ... in order")
-                if t.get("kind", "text") not in TURN_KINDS:
-                    raise DataError(f"turn {i} has kind {t.get('kind')!r}", file=str(path), line=lineno,
-                                    field=f"turns[{i}].kind", fix=f"use one of {', '.join(TURN_KINDS)}")
-                image = t.get("image")
-                if image:
-                    image = str(path.parent / image) if not Path(image).is_absolute() else image
-                    if not Path(image).exists():
-                        raise DataError(f"image not found: {image}", file=str(path), line=lineno,
-                                        field=f"turns[{i}].image", fix="images resolve relative to the episodes file")
-                turns.append(EpisodeTurn(i, t.get("kind", "text"), str(t["text"]), image, t.get("slot"),
-                                         t.get("saliency"), t.get("meta") or {}))
-        except json.JSONDecodeError as e:
-            raise DataError(f"not valid JSON ({e.msg})", file=str(path), line=lineno) from None
-        except (KeyError, TypeError) as e:
-            raise DataError(f"missing or malformed field {e}", file=str(path), line=lineno,
-                            fix='each line is {"id", "turns": [{"turn", "kind", "text", "image"}]}') from None
-        out[str(row["id"])] = Episode(str(row["id"]), turns)
+            episode = _episode(line.value, path, line.number)
+        except (KeyError, TypeError, AttributeError) as e:
+            raise DataError(f"missing or malformed field {e}", file=str(path), line=line.number,
+                            fix=f"each line is {EPISODE_LINE}") from None
+        out[episode.id] = episode
     return out
+
+
+def _episode(row: dict[str, Any], path: Path, lineno: int) -> Episode:
+    turns = []
+    for i, t in enumerate(row["turns"]):
+        if t["turn"] != i:
+            raise DataError(f"turn {i} is numbered {t['turn']}", file=str(path), line=lineno, field="turns",
+                            fix="number the turns 0, 1, 2, ... in order")
+        if t.get("kind", "text") not in TURN_KINDS:
+            raise DataError(f"turn {i} has kind {t.get('kind')!r}", file=str(path), line=lineno,
+                            field=f"turns[{i}].kind", fix=f"use one of {', '.join(TURN_KINDS)}")
+        image = t.get("image")
+        if image:
+            image = str(path.parent / image) if not Path(image).is_absolute() else image
+            if not Path(image).exists():
+                raise DataError(f"image not found: {image}", file=str(path), line=lineno,
+                                field=f"turns[{i}].image", fix="images resolve relative to the episodes file")
+        turns.append(EpisodeTurn(i, t.get("kind", "text"), str(t["text"]), image, t.get("slot"),
+                                 t.get("saliency"), t.get("meta") or {}))
+    return Episode(str(row["id"]), turns)
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ def with_memory(cfg: RunConfig, splits: dict[str, list[Example]], run_dir: Path,
             write_jsonl(out_dir / "methods" / meth / "examples.jsonl", exs)
             kept = [(ex, o) for ex, o in zip(splits["test"], outs) if meth != "full" or o.record.get("fits")]
             retrieval[meth] = retrieval_metrics([ex for ex, _ in kept], [o for _, o in kept], n_boot=cfg.eval.n_boot,
-                                                by="bucket")
+                                                seed=cfg.data.seed, by="bucket")
         atomic_write_json(out_dir / "retrieval.json", retrieval)
     counts = {mode: sum(1 for ex in mixed if ex.meta["memory"]["mix"] == mode) for mode in MIX_SOURCE}
     log.info(f"[memory] train mix {counts}; examples with reminders -> {out_dir / 'data'}")
@@ -137,24 +137,30 @@ def with_memory(cfg: RunConfig, splits: dict[str, list[Example]], run_dir: Path,
     return result
 
 
-def compare_methods(cfg: RunConfig, run_dir: Path, ref: ModelRef, task: Any, *, adapter: Path | None) -> dict[str, Any]:
-    """Evaluate the fine-tuned model with each compared method; the paired on/off report; summary and plot."""
+def compare_methods(cfg: RunConfig, run_dir: Path, ref: ModelRef, task: Any, *, adapter: Path | None,
+                    resume: bool = False) -> dict[str, Any]:
+    """Evaluate the fine-tuned model with each compared method; the paired on/off report; summary and plot.
+    With `resume`, a method whose evaluation finished (its metrics.json) is read back, not run again."""
     from vlmtune.report import compare_runs
     from vlmtune.eval.run import evaluate
     from vlmtune.models.load import load_model
 
     out_dir = run_dir / "memory"
-    model, processor = load_model(ref, adapter=adapter)
+    loaded = None
     metrics: dict[str, dict[str, Any]] = {}
     for meth in dict.fromkeys(cfg.memory.compare):
-        path = out_dir / "methods" / meth / "examples.jsonl"
+        path, done = out_dir / "methods" / meth / "examples.jsonl", out_dir / "methods" / meth / "metrics.json"
+        if resume and done.exists():
+            metrics[meth] = json.loads(done.read_text(encoding="utf-8"))["metrics"]
+            continue
         exs = load_jsonl(path) if path.exists() and path.stat().st_size else []
         if not exs:
             log.info(f"[memory] method {meth}: no test probe fits; not evaluated")
             continue
-        metrics[meth] = evaluate(model, processor, exs, task, out_dir / "methods" / meth, label=f"memory {meth}",
+        loaded = loaded or load_model(ref, adapter=adapter)   # once, and only when something is left to evaluate
+        metrics[meth] = evaluate(*loaded, exs, task, out_dir / "methods" / meth, label=f"memory {meth}",
                                  ref=ref, ecfg=cfg.eval, adapter=str(adapter) if adapter else None)["metrics"]
-    del model
+    del loaded
     retrieval = json.loads((out_dir / "retrieval.json").read_text()) if (out_dir / "retrieval.json").exists() else {}
     summary: dict[str, Any] = {"methods": {k: {"metrics": v, "retrieval": retrieval.get(k, {})} for k, v in metrics.items()}}
     on = cfg.memory.method
@@ -162,7 +168,8 @@ def compare_methods(cfg: RunConfig, run_dir: Path, ref: ModelRef, task: Any, *, 
         cmp = compare_runs(out_dir / "methods" / "none", out_dir / "methods" / on, out_dir / "report",
                            title=f"memory off vs on ({on}): {cfg.name}", allow_mismatch=True, n_boot=cfg.eval.n_boot,
                            seed=cfg.data.seed)
-        summary["on_vs_off"] = {k: cmp.get(k) for k in ("accuracy_difference", "mcnemar", "flips", "n", "report_md")}
+        summary["on_vs_off"] = {"method": on, **{k: cmp.get(k) for k in ("accuracy_difference", "mcnemar", "flips", "n",
+                                                                          "report_md")}}
     atomic_write_bytes(out_dir / "plots" / "accuracy_by_distance.png",
                        plot_by_distance({k: v for k, v in metrics.items()}, title=f"{cfg.name}: accuracy against distance"))
     atomic_write_json(out_dir / "summary.json", summary)
@@ -172,17 +179,22 @@ def compare_methods(cfg: RunConfig, run_dir: Path, ref: ModelRef, task: Any, *, 
 
 
 def _cell(e: Any) -> str:
+    """value [interval] n=, and the interval's method by its short name (summary.json has it in full)."""
     if not isinstance(e, dict) or "value" not in e:
         return "-"
-    return f"{e['value']:.3f} [{e['ci'][0]:.2f}, {e['ci'][1]:.2f}] n={e['n']}"
+    from vlmtune.report.fmt import ci_str, num
+
+    method = str(e.get("method", "")).split(" (")[0]
+    return f"{num(e['value'])} {ci_str(e.get('ci'))} n={e['n']}" + (f", {method}" if method else "")
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
     from vlmtune.memory.measure import BUCKETS
 
     lines = ["# Memory methods side by side", "",
-             "Accuracy (95% interval, n) of the fine-tuned model with each method's reminders; retrieval recall@5 "
-             "and MRR of the evidence; the reminder's share of the history's tokens.", "",
+             "Accuracy (95% interval, n, the interval's method) of the fine-tuned model with each method's reminders; "
+             "retrieval recall@5 and MRR of the evidence; the reminder's share of the history's tokens. Probes of one "
+             "episode count as one cluster; summary.json names every interval's method in full.", "",
              "| method | accuracy | " + " | ".join(f"distance {b}" for b in BUCKETS) + " | recall@5 | MRR | injected share |",
              "|---" * (len(BUCKETS) + 5) + "|"]
     for meth, d in summary["methods"].items():
@@ -191,10 +203,21 @@ def summary_markdown(summary: dict[str, Any]) -> str:
                      + " | ".join(_cell(m.get(f"accuracy_distance_{b}")) for b in BUCKETS)
                      + f" | {_cell(r.get('recall@5'))} | {_cell(r.get('mrr'))} | {_cell(r.get('injected_share'))} |")
     if "on_vs_off" in summary:
-        d = summary["on_vs_off"]
-        lines += ["", f"Memory on vs off (paired, n={d.get('n')}): {json.dumps(d.get('accuracy_difference'))}; "
-                      f"McNemar {json.dumps(d.get('mcnemar'))}; report: {d.get('report_md')}"]
+        lines += ["", on_vs_off_line(summary["on_vs_off"])]
     return "\n".join(lines) + "\n"
+
+
+def on_vs_off_line(d: dict[str, Any]) -> str:
+    """Memory off vs on in one line: the paired accuracy difference with its interval and method, McNemar's p."""
+    from vlmtune.report.fmt import ci_str, format_p
+
+    diff, mc, flips = d.get("accuracy_difference") or {}, d.get("mcnemar") or {}, d.get("flips") or {}
+    return (f"memory off vs on ({d.get('method')}), paired over n={d.get('n')} probes: accuracy difference "
+            f"{diff.get('diff', float('nan')):+.3f} {ci_str(diff.get('ci'))} ({diff.get('method', 'paired bootstrap')}); "
+            f"{mc.get('method', 'McNemar')}: p = {format_p(mc.get('p_value'))} ({flips.get('fixed', 0)} fixed, "
+            f"{flips.get('broken', 0)} broken); report: {d.get('report_md')}")
+
+
 def plot_by_distance(series: dict[str, dict[str, Any]], *, key: str = "accuracy_distance_{b}",
                      title: str = "accuracy against distance") -> bytes:
     """One curve per method: the metric per distance bucket (from metrics dicts), with its 95% interval."""

@@ -6,9 +6,10 @@
 Recall@k: the share of probes with evidence whose ranking covers every evidence turn within its first k items;
 MRR: the mean of 1 / that position (0 when never covered). Methods without a ranking (truncated and full
 context) report only whether the evidence was injected. The injected share is the reminder's tokens over the
-whole history's tokens (images counted at their input cost). Every proportion has its 95% interval and n
-(`vlmtune.stats`); latencies are percentiles of the measured turns (no interval: they are timings of one run
-on a shared machine).
+whole history's tokens (images counted at their input cost). Every entry has its 95% interval, n, clusters
+and method (`vlmtune.stats`): proportions a Wilson interval, MRR and the injected share a bootstrap; probes
+of one episode (their `group`) are resampled and counted together. Latencies are percentiles of the measured
+turns (no interval: they are timings of one run on a shared machine).
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ import numpy as np
 
 from vlmtune.data.example import Example
 from vlmtune.memory.episodes import Outcome, Timings
-from vlmtune.stats import bootstrap_ci, metric_entry, proportion_entry
+from vlmtune.stats import bootstrap_entry, proportion_entry
 
 BUCKETS = ("1-5", "6-20", "21-50", "51-100", "101-200", "201-500")
 
 
-def retrieval_metrics(probes: Sequence[Example], outcomes: Sequence[Outcome], *, n_boot: int = 1000,
+def retrieval_metrics(probes: Sequence[Example], outcomes: Sequence[Outcome], *, n_boot: int = 1000, seed: int = 0,
                       by: str | None = None) -> dict[str, Any]:
     """Metrics of one method over probes (with evidence, for recall/MRR); `by` splits them by a meta key too."""
     with_ev = [(ex, o) for ex, o in zip(probes, outcomes) if ex.meta.get("evidence")]
@@ -36,18 +37,20 @@ def retrieval_metrics(probes: Sequence[Example], outcomes: Sequence[Outcome], *,
             out[f"recall@{k}"] = proportion_entry([r is not None and r <= k for r in ranks], groups=groups,
                                                   n_boot=n_boot)
         rr = np.array([1.0 / r if r else 0.0 for r in ranks])
-        out["mrr"] = metric_entry(rr.mean(), bootstrap_ci(rr, n_boot=n_boot), len(rr))
+        out["mrr"] = bootstrap_entry(rr, groups, n_boot=n_boot, seed=seed)
     if with_ev:
         out["evidence_injected"] = proportion_entry([bool(o.record.get("evidence_injected")) for _, o in with_ev],
                                                     groups=groups, n_boot=n_boot)
-    share = np.array([o.reminder.tokens / o.record["history_tokens"] for o in outcomes
-                      if o.record.get("history_tokens")])
-    if share.size:
-        out["injected_share"] = metric_entry(share.mean(), bootstrap_ci(share, n_boot=n_boot), share.size)
+    timed = [(ex.group, o.reminder.tokens / o.record["history_tokens"]) for ex, o in zip(probes, outcomes)
+             if o.record.get("history_tokens")]
+    if timed:
+        out["injected_share"] = bootstrap_entry([v for _, v in timed], [g for g, _ in timed], n_boot=n_boot,
+                                                seed=seed)
     if by:
         keys = sorted({ex.meta.get(by) for ex, _ in with_ev}, key=str)
         out["by_" + by] = {str(k): retrieval_metrics([ex for ex, _ in with_ev if ex.meta.get(by) == k],
-                                                     [o for ex, o in with_ev if ex.meta.get(by) == k], n_boot=n_boot)
+                                                     [o for ex, o in with_ev if ex.meta.get(by) == k], n_boot=n_boot,
+                                                     seed=seed)
                            for k in keys}
     return out
 

@@ -11,7 +11,8 @@ Open-answer probes (no `options`: LoCoMo's) are scored by normalized exact match
 metric), reported as `token_f1` over those probes.
 Metrics: accuracy; accuracy by probe kind and by distance bucket; abstention precision and recall (the
 answer "unknown" as the positive class) and the false-abstention rate (answerable probes answered
-"unknown"); every entry with its 95% interval and n.
+"unknown"); every entry with its 95% interval, n, clusters and method: proportions a Wilson interval
+(design-effect adjusted when probes share an episode's group), token F1 a bootstrap over groups.
 """
 
 from __future__ import annotations
@@ -19,17 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-import numpy as np
-
 from vlmtune.metrics.text import strip_blocks
 from vlmtune.registry import TASKS
-from vlmtune.stats import bootstrap_ci, metric_entry, proportion_entry
-from vlmtune.tasks.base import Parsed, Row, Task
+from vlmtune.stats import bootstrap_entry, proportion_entry
+from vlmtune.tasks.base import Parsed, Row, Task, row_groups
 from vlmtune.tasks.classify import normalize, parse_label
 
 KIND_ORDER = ("image_recall", "text_to_image", "text_recall", "update", "frequency", "temporal", "abstention")
 BUCKET_ORDER = ("1-5", "6-20", "21-50", "51-100", "101-200", "201-500", "none")
-CI_METHOD = "95% percentile bootstrap over probes (vlmtune.stats.proportion_entry, grouped by episode)"
 
 
 @TASKS.register("memory", help="probes of a long episode's past (recall, update, frequency, order, abstention); "
@@ -66,8 +64,7 @@ class MemoryTask(Task):
 
     def metrics(self, rows: Sequence[Row], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
         def entry(sel: Sequence[Row], hit=lambda r: r["correct"]) -> dict[str, Any]:
-            return proportion_entry([bool(hit(r)) for r in sel], groups=[r.get("group") for r in sel],
-                                    n_boot=n_boot, seed=seed)
+            return proportion_entry([bool(hit(r)) for r in sel], groups=row_groups(sel))
 
         out: dict[str, Any] = {"accuracy": entry(rows)}
         for kind in KIND_ORDER:
@@ -92,9 +89,8 @@ class MemoryTask(Task):
         out["parse_failure_rate"] = entry(rows, lambda r: not r.get("parse_ok"))
         open_rows = [r for r in rows if r.get("open")]
         if open_rows:
-            f1 = np.array([token_f1(str(r.get("parsed") or ""), str(r["target"])) for r in open_rows])
-            out["token_f1"] = metric_entry(f1.mean(), bootstrap_ci(f1, n_boot=n_boot, seed=seed), len(f1))
-        out["ci_method"] = CI_METHOD
+            f1 = [token_f1(str(r.get("parsed") or ""), str(r["target"])) for r in open_rows]
+            out["token_f1"] = bootstrap_entry(f1, row_groups(open_rows), n_boot=n_boot, seed=seed)
         return out
 
 

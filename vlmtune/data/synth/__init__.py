@@ -112,12 +112,15 @@ def _register_more() -> None:
 _register_more()
 
 
-def check_options(task: str, options: dict[str, Any] | None) -> dict[str, Any]:
-    """The generator's options, checked by name against its keyword arguments (ConfigError otherwise)."""
+def check_options(task: str, options: dict[str, Any] | None, generator: Any = None,
+                  skip: tuple[str, ...] = ("rng",)) -> dict[str, Any]:
+    """The generator's options, checked by name against its keyword arguments (ConfigError otherwise).
+    generator: the function that takes them (default: the task's per-example generator); skip: its arguments
+    that are not options."""
     import inspect
 
     options = dict(options or {})
-    accepted = [p for p in inspect.signature(GENERATORS[task]).parameters if p != "rng"]
+    accepted = [p for p in inspect.signature(generator or GENERATORS[task]).parameters if p not in skip]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         known = f"its options are: {', '.join(accepted)}" if accepted else "it takes none"
@@ -135,7 +138,9 @@ def synthesize(task: str, n: int, out_dir: str | Path, *, seed: int = 0, image_s
     if task == "memory":  # whole episodes whose probes share one history (vlmtune.data.synth.memory)
         from vlmtune.data.synth.memory import synthesize_memory
 
-        return synthesize_memory(n, out_dir, seed=seed, image_size=image_size)
+        return synthesize_memory(n, out_dir, seed=seed, image_size=image_size,
+                                 **check_options(task, options, synthesize_memory, skip=("n", "out_dir", "seed",
+                                                                                         "image_size")))
     if task not in GENERATORS:
         raise ConfigError(f"the shapes world has no task '{task}'; available: {', '.join(GENERATORS)}")
     if n < 1:
