@@ -308,3 +308,28 @@ def test_precomputed_vectors_are_looked_up_never_invented(tmp_path):
     assert enc.encode_texts(["a dog"]) == pytest.approx(np.array([[0.6, 0.8]]), abs=1e-3)
     with pytest.raises(DataError, match="no precomputed vector"):
         enc.encode_texts(["a cat"])
+
+
+# --- a chat's memory (vlmtune ui) -----------------------------------------------------------------------------------
+def test_chat_memory_recalls_earlier_conversations_that_share_a_content_word():
+    from vlmtune.memory.chat import ChatMemory, with_reminder
+
+    m = ChatMemory(k=2)
+    m.remember("My cat Miso has three red squares.", "Three red squares, noted.")
+    m.remember("It rained all morning.", "Sorry to hear that.")
+    question = "How many red squares does Miso have?"
+    assert m.recall(question).text == ""                 # the current conversation is in the context already
+    m.new_conversation()
+    r = m.recall(question)
+    assert [it["text"] for it in r.items] == ["User: My cat Miso has three red squares.",
+                                              "Assistant: Three red squares, noted."]   # chronological, rain left out
+    assert r.text.splitlines()[1] == "[turn 0, 4 turns ago] User: My cat Miso has three red squares."
+    assert with_reminder(r, question) == f"{r.text}\n{question}"
+    assert m.bank.items[r.items[0]["id"]].access_count == 1              # recalled items are refreshed
+    rows = m.rows(r)
+    assert [row[:3] for row in rows] == [[0, 4, "User: My cat Miso has three red squares."],
+                                         [1, 3, "Assistant: Three red squares, noted."]]
+    assert all(row[3] == f"{it['parts']['score']:.3f}" for row, it in zip(rows, r.items))
+    assert float(rows[0][3]) > 0 and float(rows[0][4]) == 1.0            # the Miso question: the most relevant
+    assert m.recall("What is the weather like?").text == ""             # no shared content word: no reminder
+    assert with_reminder(m.recall("What is the weather like?"), "q") == "q"
