@@ -22,9 +22,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("vlmtune.models",),
     ("vlmtune.distributed",),
     ("vlmtune.train", "vlmtune.infer"),
+    ("vlmtune.memory",),                # uses the vision tower (models) and generation (infer)
     ("vlmtune.build",),
     ("vlmtune.eval", "vlmtune.teacher"),
     ("vlmtune.report",),
+    ("vlmtune.memory.experiment",),     # runs evaluations and a comparison report: the one memory module up here
     ("vlmtune.rundir", "vlmtune.pipeline", "vlmtune.smoke", "vlmtune.export", "vlmtune.serve", "vlmtune.ui",
      "vlmtune.track", "vlmtune.inspect"),
     ("vlmtune.cli",),

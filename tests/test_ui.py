@@ -102,9 +102,57 @@ def test_chat_upload_ask_and_see_the_answer(page, runs, lively_model_dir):
     page.fill("#chat-question textarea", question)
     page.click("#chat-ask")
     page.wait_for_function(f"document.querySelector('#chat-log').innerText.includes({json.dumps(want)})")
+    page.wait_for_selector("#chat-log img")   # under load the answer can show before the image has rendered
     log = page.locator("#chat-log")
     assert question in log.inner_text() and log.locator("img").count() >= 1   # the image is in the conversation
-    assert page.locator("#memory-panel").count() == 1                          # the place the memory panel goes
+    assert page.locator("#memory-panel").count() == 1                          # the chat's memory panel
+
+
+def test_chat_memory_recalls_an_earlier_conversation_with_its_scores(page, runs, lively_model_dir):
+    """A fresh session: one conversation, then a new one whose question shares words with it. The panel shows the
+    recalled turn with its scores, and the answer is the model's answer to the question with that reminder in
+    front, all as vlmtune.memory.chat computes them here."""
+    from vlmtune.config import ModelConfig
+    from vlmtune.infer.chat import Conversation, complete
+    from vlmtune.memory.chat import ChatMemory, with_reminder
+    from vlmtune.models.load import load_model
+
+    adapter = str(runs / "uirun" / "adapter")
+    first = ["My cat Miso has three red squares.", "My dog Rex has two blue circles."]
+    second = "How many red squares does Miso have?"
+    model, processor = load_model(ModelConfig(name=str(lively_model_dir), device="cpu"), adapter=adapter)
+    memory, conv, said = ChatMemory(), Conversation(), []
+    for question in first:
+        req = conv.ask(question, max_new_tokens=64)
+        said.append(complete(model, processor, [req])[0].text)
+        conv.answered(req, said[-1])
+        memory.remember(question, said[-1])
+    memory.new_conversation()
+    reminder = memory.recall(second)
+    want = complete(model, processor, [Conversation().ask(with_reminder(reminder, second), max_new_tokens=64)])[0].text
+    assert want and f"User: {first[0]}" in reminder.text and "Rex" not in reminder.text
+    assert float(memory.rows(reminder)[0][3]) > 0                       # a score that is not all ties
+
+    page.reload()                                   # a new session: an empty memory
+    page.wait_for_selector("#chat-question textarea")
+    page.click("#chat-adapter input")
+    page.get_by_role("option", name=adapter).click()
+    page.wait_for_function(f"document.querySelector('#chat-model input').value === {json.dumps(str(lively_model_dir))}")
+    for question, answer in zip(first, said):
+        page.fill("#chat-question textarea", question)
+        page.click("#chat-ask")
+        page.wait_for_function(f"document.querySelector('#chat-log').innerText.includes({json.dumps(question)})")
+        page.wait_for_function(f"document.querySelector('#chat-log').innerText.includes({json.dumps(answer)})")
+        assert page.locator("#memory-reminder textarea").input_value() == ""   # nothing earlier to recall yet
+    page.click("#chat-reset")
+    page.wait_for_function(f"!document.querySelector('#chat-log').innerText.includes({json.dumps(first[0])})")
+    page.fill("#chat-question textarea", second)
+    page.click("#chat-ask")
+    page.wait_for_function(f"document.querySelector('#chat-log').innerText.includes({json.dumps(want)})")
+    assert page.locator("#memory-reminder textarea").input_value() == reminder.text
+    table = page.locator("#memory-items").inner_text()
+    for row in memory.rows(reminder):               # each recalled turn with its score and scaled parts
+        assert all(str(cell) in table for cell in row), (row, table)
 
 
 def test_runs_tab_shows_metrics_and_every_prediction(page, runs):

@@ -223,6 +223,43 @@ class TeachConfig:
 
 
 @dataclass
+class MemoryConfig:
+    enabled: bool = _f(False, "long-horizon memory (vlmtune.memory): each example with meta.episode gets a reminder of "
+                              "what its episode said before it, retrieved from a memory bank")
+    episodes: str | None = _f(None, "the episodes file (JSONL) that examples' meta.episode names; default: the "
+                                    "synthesized one (data.source=synth), else episodes.jsonl beside the data file")
+    text_encoder: str = _f("minilm", "minilm (all-MiniLM-L6-v2, offline) | bm25 (no model) | clip:PATH | siglip:PATH | "
+                                     "precomputed:DIR")
+    image_encoder: str = _f("vision_tower", "vision_tower (the VLM's own, pooled) | none | clip:PATH | siglip:PATH | "
+                                            "precomputed:DIR")
+    caption_images: bool = _f(True, "key expansion: the VLM's own caption of each image is an extra retrieval key")
+    caption_tokens: int = _f(48, "key expansion: greedy tokens per caption")
+    method: str = _f("combined", "retrieval for training and the with-memory evaluation: combined | relevance | "
+                                 "recency | oracle")
+    compare: list = _f(["none", "truncated", "full", "recency", "relevance", "combined", "oracle", "capped"],
+                       "methods evaluated side by side after fine-tuning (accuracy by distance, one curve each)")
+    k: int = _f(5, "items injected at most")
+    token_budget: int = _f(320, "tokens the reminder may take (its images included)")
+    max_images: int = _f(2, "raw images re-attached at most")
+    window: int = _f(0, "truncated/full context: tokens of history that fit (0: the model's positions minus 64)")
+    weights: dict = _f({"relevance": 1.0, "recency": 0.25, "frequency": 0.1, "saliency": 0.1},
+                       "weights of the score's min-max scaled parts")
+    hybrid: float = _f(0.5, "share of the dense cosine in relevance (the rest is BM25)")
+    decay: float = _f(50.0, "initial recency strength S in turns: retention exp(-age/S)")
+    growth: float = _f(1.0, "S grows by decay x growth per recall")
+    superseded_penalty: float = _f(0.5, "subtracted from the score of an item a later one superseded")
+    capacity: int = _f(0, "live items kept by the bank (0: no limit)")
+    capped_capacity: int = _f(64, "the capacity of the 'capped' method's bank")
+    policy: str = _f("merge", "at capacity: merge (MA-LMM: the most similar adjacent items) | evict (lowest retention)")
+    index: str = _f("exact", "dense candidate search: exact (numpy) | faiss | usearch (extra memory-index)")
+    mix: dict = _f({"retrieved": 0.6, "oracle": 0.2, "removed": 0.2},
+                   "training examples: shares with retrieved evidence, oracle evidence, and evidence removed (target: "
+                   "the abstain answer)")
+    abstain: str = _f("unknown", "the answer of a training example whose evidence was removed")
+    seed: int = _f(0, "seed of the training mix")
+
+
+@dataclass
 class RunConfig:
     name: str = _f("run", "run name: results go to <output_dir>/<name>/")
     output_dir: str = _f("runs", "parent directory of run directories")
@@ -231,6 +268,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     teach: TeachConfig = field(default_factory=TeachConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -244,7 +282,8 @@ class RunConfig:
 # keeps them equal). The tiny model trains from a higher learning rate than a 7B model would.
 QUICKSTART_OVERRIDES = ["name=quickstart", "train.epochs=4", "train.lr=2e-3", "train.lora_target=language+projector"]
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig, "teach": TeachConfig}
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig, "teach": TeachConfig,
+            "memory": MemoryConfig}
 CHOICES = {
     ("data", "source"): ("synth", "files", "jsonl", "hf"),
     ("data", "dedup"): ("error", "warn", "group"),
@@ -259,7 +298,11 @@ CHOICES = {
     ("teach", "target"): ("none", "reminder+gold", "reminder+teacher"),
     ("teach", "backend"): ("openai", "local"),
     ("teach", "on_reject"): ("gold", "drop"),
+    ("memory", "method"): ("combined", "relevance", "recency", "oracle"),
+    ("memory", "policy"): ("merge", "evict"),
+    ("memory", "index"): ("exact", "faiss", "usearch"),
 }
+MEMORY_METHODS = ("none", "truncated", "full", "recency", "relevance", "combined", "oracle", "capped")
 
 
 def _unknown(key: str, known: list[str], where: str) -> ConfigError:
@@ -403,6 +446,7 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"data.split must map train/val/test to fractions in [0, 1] summing to 1, got {fractions}. "
                           "Fix: e.g. data.split={train: 0.8, val: 0.1, test: 0.1}")
     check_eval(cfg.eval)
+    validate_memory(cfg.memory)
 
 
 def check_eval(e: EvalConfig) -> None:
@@ -416,6 +460,20 @@ def check_eval(e: EvalConfig) -> None:
     if e.backend == "openai" and not e.endpoint.startswith(("http://", "https://")):
         raise ConfigError(f"'eval.endpoint' is {e.endpoint!r}; give the server's URL ending in /v1, e.g. "
                           "http://localhost:8000/v1 (vLLM) or http://localhost:11434/v1 (Ollama)")
+
+
+def validate_memory(m: MemoryConfig) -> None:
+    unknown = [x for x in m.compare if x not in MEMORY_METHODS]
+    if unknown:
+        raise ConfigError(f"memory.compare has unknown method(s) {unknown}; choose from {', '.join(MEMORY_METHODS)}")
+    if set(m.mix) - {"retrieved", "oracle", "removed"} or abs(sum(m.mix.values()) - 1.0) > 1e-6 or \
+            any(v < 0 for v in m.mix.values()):
+        raise ConfigError(f"memory.mix must map retrieved/oracle/removed to shares summing to 1, got {m.mix}")
+    for key in ("k", "token_budget"):
+        if getattr(m, key) < 1:
+            raise ConfigError(f"'memory.{key}' must be >= 1")
+    if m.max_images < 0 or m.capacity < 0 or m.capped_capacity < 2 or m.window < 0:
+        raise ConfigError("memory.max_images, memory.capacity and memory.window must be >= 0, memory.capped_capacity >= 2")
 
 
 def apply_overrides(d: dict, overrides: list[str]) -> dict:

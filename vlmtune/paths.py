@@ -6,6 +6,7 @@
       standins/     tiny random-weight stand-ins of each model family (run --smoke)
       smoke-data/   shapes-world fixtures for --smoke when a recipe's data is not on this machine
       teacher/      teacher response caches, one JSONL per teacher model (vlmtune teach)
+      embeddings/   memory embeddings and key captions by content hash, one folder per encoder (vlmtune memory embed)
 """
 
 from __future__ import annotations
@@ -41,3 +42,8 @@ def teacher_cache(model: str, cache: str | os.PathLike | None = None) -> Path:
     """The default response cache of a teacher model (keys inside name the model too, so sharing is safe)."""
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model)[:80] or "teacher"
     return cache_root(cache) / "teacher" / f"{safe}.jsonl"
+
+
+def embeddings_dir(cache: str | os.PathLike | None = None) -> Path:
+    """Embeddings (and key captions) cached by content hash, one folder per encoder identity (`vlmtune.memory`)."""
+    return cache_root(cache) / "embeddings"

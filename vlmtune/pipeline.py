@@ -166,6 +166,10 @@ def _stages(cfg: RunConfig, task: Task, run: Run, train_only: bool) -> dict[str,
     t0 = time.time()
     splits, ref = setup_data(cfg, run, task)
     run_dir = run.path
+    if cfg.memory.enabled:  # every split gets retrieved reminders (vlmtune.memory.experiment)
+        from vlmtune.memory.experiment import with_memory
+
+        splits = with_memory(cfg, splits, run_dir, ref)
 
     def done(path: Path) -> bool:
         return run.resuming and path.exists()
@@ -203,13 +207,22 @@ def _stages(cfg: RunConfig, task: Task, run: Run, train_only: bool) -> dict[str,
     # --- compare ------------------------------------------------------------------------------------
     if not is_main_process():
         return summary  # under a launcher, rank 0 writes the report
+    memory: dict[str, Any] = {}
+    if cfg.memory.enabled:  # the memory methods side by side, and memory on vs off, paired
+        from vlmtune.memory.experiment import compare_methods
+
+        lora = cfg.train.method == "lora"
+        methods = compare_methods(cfg, run_dir, ref if lora else ref.at(final_dir), task,
+                                  adapter=final_dir if lora else None, resume=run.resuming)
+        memory = {"memory": methods["on_vs_off"]} if "on_vs_off" in methods else {}
     if not cfg.eval.zero_shot:
         log.info(f"[run] done in {time.time() - t0:.0f}s (no zero-shot baseline, so no comparison report)")
-        return summary
+        return {**summary, **memory}
     # The report is written again on every resume (report.html last); it reads the finished stages' files.
     summary = compare_runs(run_dir / "zero_shot", run_dir / "finetuned", run_dir, history=history,
                            title=f"vlmtune: {cfg.name} ({cfg.data.task}, {cfg.model.name})",
                            n_boot=cfg.eval.n_boot, seed=cfg.data.seed, extra=data_sections(run_dir))
+    summary.update(memory)
     from vlmtune.track import log_results
 
     log_results(run_dir, cfg, step=max((h.get("step", 0) for h in history), default=0))

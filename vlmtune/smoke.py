@@ -118,6 +118,9 @@ def smoke_config(cfg: RunConfig, *, cache: Path | None = None) -> RunConfig:
         # A few records may not include the augmented label; one copy of every train example still
         # exercises the augmentation path.
         s.data.augment = {**s.data.augment, "label": None, "copies": 1}
+    if s.memory.enabled:  # the memory's code paths, not its numbers: short captions, three methods compared
+        s.memory.caption_tokens = min(s.memory.caption_tokens, 8)
+        s.memory.compare = [m for m in dict.fromkeys(["none", s.memory.method, "oracle"])]
     t = s.train
     t.max_steps, t.batch_size, t.grad_accum, t.logging_steps = 2, 2, 1, 1
     t.val_max_examples, t.eval_steps, t.save_steps = 2, 0, 0

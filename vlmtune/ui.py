@@ -4,7 +4,8 @@
 
 Tabs:
 - Chat: pick a model and an adapter from runs/, upload an image, ask, keep talking (the model is loaded once
-  per choice and kept);
+  per choice and kept); a memory of the session's earlier conversations reminds the model of what was said,
+  and the panel under the chat shows what it recalled, with the scores (`vlmtune.memory.chat`);
 - Runs: each run's config, its metrics with 95% CIs, its report and plots, and a filterable table of every
   test prediction (image, gold answer, both answers, whether each is right);
 - Compare: two evaluations -> the comparison report (`vlmtune compare`).
@@ -29,6 +30,12 @@ NO_ADAPTER = "(none)"
 EVALS = ("zero_shot", "finetuned")
 OUTCOMES = ["all", "fixed (wrong -> right)", "broken (right -> wrong)", "both right", "both wrong",
             "any parse failure"]
+MEMORY_COLUMNS = ["turn", "turns ago", "text", "score", "relevance", "recency", "frequency", "saliency"]
+MEMORY_NOTE = ("Every question and answer is remembered for this browser session. A new question recalls the "
+               "turns of earlier conversations (press *New conversation*; the current one is in the model's context "
+               "already) that share a word with it: at most 3, ranked by relevance (BM25) + recency + frequency + "
+               "saliency, each min-max scaled over the remembered turns and weighted (`vlmtune.memory`). They go "
+               "to the model as a `<reminder>` before the question.")
 PRED_COLUMNS = ["image", "id", "gold", "zero-shot answer", "zero-shot correct", "fine-tuned answer",
                 "fine-tuned correct"]
 
@@ -173,7 +180,8 @@ class Models:
 
 def answer(models: Models, conv: Any, model: str, adapter: str, question: str, image: str | None,
            max_new_tokens: int = 64) -> str:
-    """Ask `question` (with `image`, if any) in conversation `conv` and return the answer."""
+    """Ask `question` (with `image`, if any) in conversation `conv` and return the answer. `question` is the text
+    the model gets (with a memory reminder in front of it, when there is one)."""
     from vlmtune.infer.chat import check_request, complete
     from vlmtune.processing import has_image_processor
 
@@ -200,6 +208,7 @@ def build_app(runs: str | Path = "runs") -> Any:
     import gradio as gr
 
     from vlmtune.infer.chat import Conversation
+    from vlmtune.memory.chat import ChatMemory, with_reminder
 
     root, models = Path(runs), Models()
 
@@ -230,29 +239,39 @@ def build_app(runs: str | Path = "runs") -> Any:
                     with gr.Row():
                         ask_btn = gr.Button("Ask", variant="primary", elem_id="chat-ask")
                         reset_btn = gr.Button("New conversation", elem_id="chat-reset")
-            # MEMORY PANEL: the multimodal memory plugs in here: the memories retrieved for the last question,
-            # with their scores. Until vlmtune has a memory store this panel only says so.
-            with gr.Accordion("Retrieved memories", open=False, elem_id="memory-panel"):
-                gr.Markdown("Not available yet: vlmtune has no memory store. Retrieved memories and their scores "
-                            "will show here.")
-            conv_state = gr.State(None)
+            # The chat's memory (vlmtune.memory.chat): what it recalled for the last question, with the scores.
+            with gr.Accordion("Retrieved memories", open=True, elem_id="memory-panel"):
+                gr.Markdown(MEMORY_NOTE)
+                memory_out = gr.Dataframe(headers=MEMORY_COLUMNS, label="recalled for the last question",
+                                          elem_id="memory-items", interactive=False, wrap=True)
+                reminder_out = gr.Textbox(label="the reminder the model was given", elem_id="memory-reminder",
+                                          lines=3, interactive=False)
+            conv_state, memory_state = gr.State(None), gr.State(None)
 
-            def ask(model, adapter, question, image, history, conv):
-                conv = conv or Conversation()
-                text = answer(models, conv, model, adapter, question, image)
+            def ask(model, adapter, question, image, history, conv, memory):
+                conv, memory = conv or Conversation(), memory or ChatMemory()
+                reminder = memory.recall(question)
+                recalled = memory.rows(reminder)   # ages as of the question
+                text = answer(models, conv, model, adapter, with_reminder(reminder, question), image)
+                memory.remember(question, text, image)
                 shown = [{"role": "user", "content": {"path": image}}] if image else []
                 history = list(history or []) + shown + [{"role": "user", "content": question},
                                                          {"role": "assistant", "content": text}]
-                return history, conv, "", None
+                return history, conv, "", None, memory, recalled, reminder.text
+
+            def new_conversation(memory):
+                if memory is not None:
+                    memory.new_conversation()
+                return [], None, memory
 
             def on_adapter(adapter):
                 return gr.update(value=base_model_of(adapter) or "tiny")
 
-            ask_btn.click(guarded(ask), [model_in, adapter_in, question_in, image_in, chatbot, conv_state],
-                          [chatbot, conv_state, question_in, image_in])
-            question_in.submit(guarded(ask), [model_in, adapter_in, question_in, image_in, chatbot, conv_state],
-                               [chatbot, conv_state, question_in, image_in])
-            reset_btn.click(lambda: ([], None), None, [chatbot, conv_state])
+            ask_in = [model_in, adapter_in, question_in, image_in, chatbot, conv_state, memory_state]
+            ask_out = [chatbot, conv_state, question_in, image_in, memory_state, memory_out, reminder_out]
+            ask_btn.click(guarded(ask), ask_in, ask_out)
+            question_in.submit(guarded(ask), ask_in, ask_out)
+            reset_btn.click(new_conversation, memory_state, [chatbot, conv_state, memory_state])
             adapter_in.change(on_adapter, adapter_in, model_in)
 
         with gr.Tab("Runs"):

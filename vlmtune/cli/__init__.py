@@ -21,7 +21,7 @@ from typing import Callable
 
 from vlmtune.errors import VlmtuneError
 
-VERB_GROUPS = ("runs", "evaluation", "models", "data", "interact", "teach")
+VERB_GROUPS = ("runs", "evaluation", "models", "data", "interact", "teach", "memory")
 
 
 def build_parser() -> argparse.ArgumentParser:

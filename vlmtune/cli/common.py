@@ -16,6 +16,10 @@ def print_summary(summary: dict) -> None:
         from vlmtune.report import format_summary
 
         print(format_summary(summary))
+    if summary.get("memory"):
+        from vlmtune.memory.experiment import on_vs_off_line
+
+        print(on_vs_off_line(summary["memory"]))
 
 
 def model_config(a: argparse.Namespace) -> Any:

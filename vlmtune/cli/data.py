@@ -107,7 +107,7 @@ def add_verbs(verb: Verb) -> None:
     p = verb("data", cmd_data, "synthesize, inspect, convert or split data")
     dsub = p.add_subparsers(dest="data_cmd", required=True, metavar="CMD")
     s = dsub.add_parser("synth", help="write a shapes-world dataset (PNG images + JSONL)")
-    s.add_argument("--task", default="count", help="count | classify | caption")
+    s.add_argument("--task", default="count", help="count | classify | caption | mcq | dialog | memory (long-horizon episodes: --n probes)")
     s.add_argument("--n", type=int, default=2000)
     s.add_argument("--out", required=True)
     s.add_argument("--seed", type=int, default=0)

@@ -237,6 +237,8 @@ def prediction_rows(task: Task, examples: list[Example], answers: Answers) -> li
                "images": list(ex.images), "prompt": ex.prompt_messages()[-1]["content"], "group": ex.group or ex.id}
         if answers.scores is not None:
             row["scores"] = answers.scores[i]
+        if "memory" in ex.meta:  # the retrieved items and their score parts (vlmtune.memory.reminder.inject)
+            row["memory"] = ex.meta["memory"]
         row.update({k: v for k, v in task.row_extras(ex).items() if k not in row})
         rows.append(row)
     return rows

@@ -20,7 +20,8 @@ A prediction row (one per line of predictions.jsonl):
     {"id": str, "prediction": str (raw model text), "parsed": value or null, "parse_ok": bool,
      "target": gold value, "correct": bool, "images": [abs paths], "prompt": str (user text), "group": str}
     plus "scores": [one float per option] when the options were scored (eval.mode=loglik or both), plus
-    whatever `row_extras` adds.
+    "memory" when the prompt holds a memory reminder (its method, the injected items with their score parts,
+    the evidence's rank: `vlmtune.memory.reminder`), plus whatever `row_extras` adds.
 
 A metrics dict (metrics.json["metrics"]): name -> {"value": float, "ci": [lo, hi], "n": int, "clusters": int,
 "method": str, ...} plus task-specific extras under other keys (e.g. "confusion": {"labels": [...], "matrix":

@@ -9,6 +9,7 @@ Tasks:
 - count:    "How many red shapes are there?" -> "2" (target: int, 0..5, uniform)
 - classify: "Which kind of shape is most common ...?" -> "circles" | "squares" | "triangles" | "mixed"
             (target: label, uniform over the 4 classes; "mixed" = a tie for most common)
+- memory:   long-horizon episodes with probes of seven kinds (`vlmtune.data.synth.memory`; n = probes)
 """
 
 from __future__ import annotations
@@ -111,12 +112,15 @@ def _register_more() -> None:
 _register_more()
 
 
-def check_options(task: str, options: dict[str, Any] | None) -> dict[str, Any]:
-    """The generator's options, checked by name against its keyword arguments (ConfigError otherwise)."""
+def check_options(task: str, options: dict[str, Any] | None, generator: Any = None,
+                  skip: tuple[str, ...] = ("rng",)) -> dict[str, Any]:
+    """The generator's options, checked by name against its keyword arguments (ConfigError otherwise).
+    generator: the function that takes them (default: the task's per-example generator); skip: its arguments
+    that are not options."""
     import inspect
 
     options = dict(options or {})
-    accepted = [p for p in inspect.signature(GENERATORS[task]).parameters if p != "rng"]
+    accepted = [p for p in inspect.signature(generator or GENERATORS[task]).parameters if p not in skip]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         known = f"its options are: {', '.join(accepted)}" if accepted else "it takes none"
@@ -131,6 +135,12 @@ def synthesize(task: str, n: int, out_dir: str | Path, *, seed: int = 0, image_s
 
     Example i depends only on (seed, task, i) and the generator's `options`, so a larger n extends a smaller one.
     """
+    if task == "memory":  # whole episodes whose probes share one history (vlmtune.data.synth.memory)
+        from vlmtune.data.synth.memory import synthesize_memory
+
+        return synthesize_memory(n, out_dir, seed=seed, image_size=image_size,
+                                 **check_options(task, options, synthesize_memory, skip=("n", "out_dir", "seed",
+                                                                                         "image_size")))
     if task not in GENERATORS:
         raise ConfigError(f"the shapes world has no task '{task}'; available: {', '.join(GENERATORS)}")
     if n < 1:
