@@ -233,30 +233,30 @@ class MemoryConfig:
     image_encoder: str = _f("vision_tower", "vision_tower (the VLM's own, pooled) | none | clip:PATH | siglip:PATH | "
                                             "precomputed:DIR")
     caption_images: bool = _f(True, "key expansion: the VLM's own caption of each image is an extra retrieval key")
-    caption_tokens: int = _f(48, "key expansion: greedy tokens per caption")
+    caption_tokens: int = _f(48, "key expansion: greedy tokens per caption", ge=1)
     method: str = _f("combined", "retrieval for training and the with-memory evaluation: combined | relevance | "
                                  "recency | oracle")
     compare: list = _f(["none", "truncated", "full", "recency", "relevance", "combined", "oracle", "capped"],
                        "methods evaluated side by side after fine-tuning (accuracy by distance, one curve each)")
-    k: int = _f(5, "items injected at most")
-    token_budget: int = _f(320, "tokens the reminder may take (its images included)")
-    max_images: int = _f(2, "raw images re-attached at most")
-    window: int = _f(0, "truncated/full context: tokens of history that fit (0: the model's positions minus 64)")
+    k: int = _f(5, "items injected at most", ge=1)
+    token_budget: int = _f(320, "tokens the reminder may take (its images included)", ge=1)
+    max_images: int = _f(2, "raw images re-attached at most", ge=0)
+    window: int = _f(0, "truncated/full context: tokens of history that fit (0: the model's positions minus 64)", ge=0)
     weights: dict = _f({"relevance": 1.0, "recency": 0.25, "frequency": 0.1, "saliency": 0.1},
                        "weights of the score's min-max scaled parts")
-    hybrid: float = _f(0.5, "share of the dense cosine in relevance (the rest is BM25)")
-    decay: float = _f(50.0, "initial recency strength S in turns: retention exp(-age/S)")
-    growth: float = _f(1.0, "S grows by decay x growth per recall")
-    superseded_penalty: float = _f(0.5, "subtracted from the score of an item a later one superseded")
-    capacity: int = _f(0, "live items kept by the bank (0: no limit)")
-    capped_capacity: int = _f(64, "the capacity of the 'capped' method's bank")
+    hybrid: float = _f(0.5, "share of the dense cosine in relevance (the rest is BM25)", ge=0, le=1)
+    decay: float = _f(50.0, "initial recency strength S in turns: retention exp(-age/S)", gt=0)
+    growth: float = _f(1.0, "S grows by decay x growth per recall", ge=0)
+    superseded_penalty: float = _f(0.5, "subtracted from the score of an item a later one superseded", ge=0)
+    capacity: int = _f(0, "live items kept by the bank (0: no limit)", ge=0)
+    capped_capacity: int = _f(64, "the capacity of the 'capped' method's bank", ge=2)
     policy: str = _f("merge", "at capacity: merge (MA-LMM: the most similar adjacent items) | evict (lowest retention)")
     index: str = _f("exact", "dense candidate search: exact (numpy) | faiss | usearch (extra memory-index)")
     mix: dict = _f({"retrieved": 0.6, "oracle": 0.2, "removed": 0.2},
                    "training examples: shares with retrieved evidence, oracle evidence, and evidence removed (target: "
                    "the abstain answer)")
     abstain: str = _f("unknown", "the answer of a training example whose evidence was removed")
-    seed: int = _f(0, "seed of the training mix")
+    seed: int = _f(0, "seed of the training mix", ge=0)
 
 
 @dataclass
