@@ -51,7 +51,8 @@ def test_run_end_to_end_writes_the_run_directory(tmp_path, micro_model_dir, caps
               "zero_shot/predictions.jsonl", "zero_shot/metrics.json", "zero_shot/fingerprint.json",
               "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "adapter/processor_config.json",
               "finetuned/predictions.jsonl", "finetuned/metrics.json", "finetuned/fingerprint.json",
-              "train_history.json", "report.md", "report.html", "comparison.json", "plots/loss.png"]:
+              "train_history.json", "report.md", "report.html", "comparison.json", "predictions.html",
+              "plots/loss.png"]:
         assert (run / f).is_file(), f
     assert list((run / "logs").glob("events.out.tfevents.*")), "no TensorBoard events"
     test_ids = [json.loads(l)["id"] for l in (run / "data/test.jsonl").read_text().splitlines()]
@@ -68,7 +69,18 @@ def test_run_end_to_end_writes_the_run_directory(tmp_path, micro_model_dir, caps
     assert any("loss_tokens_per_batch" in h for h in history)
     assert any("eval_accuracy" in h for h in history), "no generation-based validation was logged"
     out = capsys.readouterr().out
-    assert "McNemar" in out and "report" in out
+    assert "McNemar" in out and "report" in out and "minimum detectable accuracy difference" in out
+    # count defines a per-example value (absolute error), tested where both runs parsed at least two answers; with
+    # two tests the report gives Holm-adjusted p-values beside the raw ones
+    zero = [json.loads(l) for l in (run / "zero_shot/predictions.jsonl").read_text().splitlines()]
+    both = sum(a["parse_ok"] and b["parse_ok"] for a, b in zip(zero, preds))
+    tests = json.loads((run / "comparison.json").read_text())["tests"]
+    assert [t["metric"] for t in tests] == ["accuracy"] + (["abs_error"] if both >= 2 else [])
+    report = (run / "report.md").read_text()
+    assert ("| p, Holm-adjusted (2 tests) |" in report) == ("Holm-adjusted over 2 tests" in out) == (both >= 2)
+    assert all((t["p_holm"] is not None) == (both >= 2) for t in tests)
+    assert "Minimum detectable difference: with n = 8" in report
+    assert "[predictions.html](predictions.html)" in report
 
     # The verbs work on their own on the run's artifacts.
     assert main(["eval", "--model", str(micro_model_dir), "--adapter", str(run / "adapter"), "--data",
@@ -156,7 +168,11 @@ def test_every_task_recipe_runs_end_to_end(recipe, tmp_path, micro_model_dir):
         assert all(len(p["scores"]) == len(json.loads(l)["options"])
                    for p, l in zip(preds, (run / "data/test.jsonl").read_text().splitlines()))
     report = (run / "report.md").read_text()
-    assert "McNemar" in report and "Paired bootstrap" in report
+    assert "McNemar" in report and "Minimum detectable difference" in report and "| interval |" in report
+    tested = [t["metric"] for t in json.loads((run / "comparison.json").read_text())["tests"]]
+    assert tested == {"shapes_classify.yaml": ["accuracy"], "shapes_mcq.yaml": ["accuracy"],
+                      "shapes_dialog.yaml": ["accuracy", "reciprocal_rank", "rougeL"]}[recipe]
+    assert ("Holm-adjusted" in report) == (len(tested) > 1)
 
 
 def test_data_convert_and_split_with_train_only_augmentation(tmp_path, capsys):

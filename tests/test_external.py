@@ -102,6 +102,28 @@ def test_visdial_submission_ranks(tmp_path):
     assert m["r@1"]["value"] == pytest.approx(4 / 6) and m["mean_rank"]["value"] == pytest.approx((4 + 2 * 100) / 6)
     assert m["mrr"]["value"] == pytest.approx((4 + 2 / 100) / 6)
     assert res["mode"] == "external-scores"
+    # The ranks came from the submission file, not from a model's log-likelihoods, and every label says so.
+    assert m["ranking_mode"] == "external (VisDial ranks in submission.json)"
+    assert m["metric_modes"]["r@1"] == "option scores: external (VisDial ranks in submission.json)"
+    assert res["decoding"]["scored_from"] == "VisDial ranks in submission.json"
+    rows = [json.loads(line) for line in (tmp_path / "o/predictions.jsonl").read_text().splitlines()]
+    assert {r["scores_from"] for r in rows} == {"VisDial ranks in submission.json"}
+
+    # A report comparing it with other scores says where each run's scores came from, and never "loglik".
+    other = tmp_path / "other.jsonl"
+    _write(other, [{"id": ex.id, "scores": [1.0 if j == ex.target["gt_index"] else 0.0 for j in range(len(ex.options))]}
+                   for ex in exs])
+    score_predictions(build_task("dialog"), exs, other, tmp_path / "o2")
+    from vlmtune.report import compare_runs
+
+    compare_runs(tmp_path / "o", tmp_path / "o2", tmp_path / "cmp", n_boot=100)
+    md = (tmp_path / "cmp/report.md").read_text()
+    assert "external-scores (VisDial ranks in submission.json)" in md
+    assert "external-scores (option scores in other.jsonl)" in md
+    assert "option scores: external (option scores in other.jsonl)" in md
+    assert "from option scores: external (VisDial ranks in submission.json)" in md and "loglik" not in md
+    assert "log-likelihood" not in md
+
     bad = [dict(sub[0], ranks=[1] * len(sub[0]["ranks"]))] + sub[1:]
     path.write_text(json.dumps(bad))
     with pytest.raises(DataError, match="not a permutation"):

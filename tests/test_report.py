@@ -62,18 +62,26 @@ def _write_eval(d: Path, rows: list[dict], *, label: str, task: str = "classify"
     return d
 
 
-@pytest.fixture
-def runs(tmp_path: Path) -> tuple[Path, Path]:
-    """A zero-shot and a fine-tuned classification run over the same 12 examples (one baseline parse failure)."""
+def classify_runs(tmp_path: Path, group_size: int = 1) -> tuple[Path, Path]:
+    """A zero-shot and a fine-tuned classification run over the same 12 examples (one baseline parse failure);
+    with group_size > 1 the rows carry groups of that many consecutive examples."""
     (tmp_path / "img").mkdir()
     imgs = [_image(tmp_path / "img" / f"{i}.png", (20 * i, 100, 255 - 20 * i)) for i in range(len(OUTCOMES))]
     base = [_classify_row(i, a, imgs[i], parse_fail=(i == 0)) for i, (a, _) in enumerate(OUTCOMES)]
     cand = [_classify_row(i, b, imgs[i]) for i, (_, b) in enumerate(OUTCOMES)]
+    if group_size > 1:
+        for i, (ra, rb) in enumerate(zip(base, cand)):
+            ra["group"] = rb["group"] = f"g{i // group_size}"
     a = _write_eval(tmp_path / "zero_shot", base, label="zero-shot", extras={"confusion": _confusion(base)})
     b = _write_eval(tmp_path / "finetuned", cand, label="fine-tuned", adapter="runs/x/adapter",
                     fingerprint={"adapter": "runs/x/adapter", "adapter_hash": "bbb"},
                     extras={"confusion": _confusion(cand)})
     return a, b
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> tuple[Path, Path]:
+    return classify_runs(tmp_path)
 
 
 def test_report_files_numbers_and_flips(runs, tmp_path):
@@ -92,11 +100,14 @@ def test_report_files_numbers_and_flips(runs, tmp_path):
     assert f"p = {p:.3g}" in html_text
     assert summary["mcnemar"]["p_value"] == pytest.approx(p)
     assert {summary["mcnemar"]["b"], summary["mcnemar"]["c"]} == {fixed, broken}
-    assert summary["flips"] == {"fixed": fixed, "broken": broken}
+    still_wrong = OUTCOMES.count((False, False))
+    assert summary["flips"] == {"fixed": fixed, "broken": broken, "still_wrong": still_wrong}
 
     comparison = json.loads((out / "comparison.json").read_text())
     assert comparison["flips"]["fixed"]["ids"] == [f"ex-{i:03d}" for i, o in enumerate(OUTCOMES) if o == (False, True)]
     assert comparison["flips"]["broken"]["ids"] == [f"ex-{i:03d}" for i, o in enumerate(OUTCOMES) if o == (True, False)]
+    assert comparison["flips"]["still_wrong"]["ids"] == [f"ex-{i:03d}" for i, o in enumerate(OUTCOMES)
+                                                         if o == (False, False)]
     acc_a = sum(a for a, _ in OUTCOMES) / len(OUTCOMES)
     acc_b = sum(b for _, b in OUTCOMES) / len(OUTCOMES)
     assert summary["baseline"]["accuracy"]["value"] == pytest.approx(acc_a)
@@ -104,14 +115,24 @@ def test_report_files_numbers_and_flips(runs, tmp_path):
     assert summary["accuracy_difference"]["diff"] == pytest.approx(acc_b - acc_a)
     lo, hi = summary["accuracy_difference"]["ci"]
     assert lo <= acc_b - acc_a <= hi
-    assert {m["name"] for m in comparison["metrics"]} == {"accuracy", "macro_f1"}
+    # metrics.json's own parse_failure_rate and the report's count of the rows are one row, not two
+    assert [m["name"] for m in comparison["metrics"]] == ["accuracy", "macro_f1", "parse_failure_rate"]
     assert summary["fingerprint_differences"] == []  # adapter / adapter_hash are weight keys
 
     md = (out / "report.md").read_text()
-    assert "parse failure rate" in md and "(1/12)" in md and "(0/12)" in md
+    assert md.count("| parse_failure_rate |") == 1 and "parse failure rate" not in md
+    assert "(1/12)" in md and "(0/12)" in md
     assert "generate" in md  # the scoring mode is stated
     assert "It is a dog." in md and "a furry animal" in md  # prediction texts of flipped examples
+    assert f"### Still wrong in both: {still_wrong} example(s)" in md
     assert "![metrics](plots/metrics.png)" in md
+
+    # Every prediction, linked from both documents.
+    assert "[predictions.html](predictions.html)" in md and '<a href="predictions.html">' in html_text
+    page = (out / "predictions.html").read_text()
+    assert all(f"<code>ex-{i:03d}</code>" in page for i in range(len(OUTCOMES)))
+    assert page.count("✓") == sum(a for a, _ in OUTCOMES) + sum(b for _, b in OUTCOMES)
+    assert "a furry animal (parse failure)" in page
 
 
 def test_html_is_self_contained_with_pixelated_thumbnails(runs, tmp_path):
@@ -121,7 +142,7 @@ def test_html_is_self_contained_with_pixelated_thumbnails(runs, tmp_path):
     assert "<style>" in html_text
     assert not re.search(r"""src=['"](?!data:)""", html_text), "every image must be embedded"
     thumbs = re.findall(r'class="thumb" src="data:image/png;base64,([^"]+)"', html_text)
-    assert len(thumbs) == OUTCOMES.count((False, True)) + OUTCOMES.count((True, False))
+    assert len(thumbs) == len(OUTCOMES) - OUTCOMES.count((True, True))  # fixed, broken and still wrong
     with Image.open(io.BytesIO(base64.b64decode(thumbs[0]))) as im:
         assert max(im.size) == THUMB_PX
         assert len(im.getcolors(maxcolors=1000)) == 1  # nearest-neighbour: no blended colours
@@ -197,13 +218,15 @@ def test_counting_task_gets_error_plot(tmp_path):
     b = _write_eval(tmp_path / "b", cand, label="fine-tuned", task="count")
     summary = compare_runs(a, b, tmp_path / "r")
     assert (tmp_path / "r" / "plots" / "count_errors.png").is_file()
-    assert summary["flips"] == {"fixed": 6, "broken": 0}
+    assert summary["flips"] == {"fixed": 6, "broken": 0, "still_wrong": 0}
     # The continuous per-example value (absolute error) gets a paired bootstrap over the 5 examples parsed in
     # both runs: baseline error 2 everywhere, candidate 0.
     paired = json.loads((tmp_path / "r" / "comparison.json").read_text())["paired_continuous"]
     ae = next(p for p in paired if p["name"] == "abs_error")
     assert ae["n"] == 5 and ae["baseline"] == 2.0 and ae["candidate"] == 0.0 and ae["diff"] == -2.0
-    assert "Paired bootstrap of mean abs_error (n = 5" in (tmp_path / "r" / "report.md").read_text()
+    assert ae["method"] == "paired bootstrap (expanded percentile, 2000 resamples)" and ae["clusters"] == 5
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| mean abs_error: 2.000 → 0.000 | paired bootstrap (expanded percentile, 2000 resamples) | -2.000 [" in md
 
 
 def test_count_section_is_in_both_documents(tmp_path):
@@ -231,7 +254,7 @@ def test_option_index_targets_get_no_error_plot(tmp_path):
     b = _write_eval(tmp_path / "b", rows, label="fine-tuned", task="mcq")
     summary = compare_runs(a, b, tmp_path / "r")
     assert not (tmp_path / "r" / "plots" / "count_errors.png").exists()
-    assert summary["mcnemar"]["p_value"] == 1.0 and summary["flips"] == {"fixed": 0, "broken": 0}
+    assert summary["mcnemar"]["p_value"] == 1.0 and summary["flips"] == {"fixed": 0, "broken": 0, "still_wrong": 6}
 
 
 def test_flip_tables_are_capped_but_totals_stated(tmp_path):
@@ -244,7 +267,7 @@ def test_flip_tables_are_capped_but_totals_stated(tmp_path):
     compare_runs(a, b, tmp_path / "r")
     md = (tmp_path / "r" / "report.md").read_text()
     assert f"{n} example(s), showing the first {FLIP_CAP}" in md
-    assert md.count("| e") == FLIP_CAP
+    assert len(re.findall(r"^\| e\d+ \|", md, flags=re.M)) == FLIP_CAP
 
 
 def test_format_summary(runs, tmp_path):
@@ -252,6 +275,10 @@ def test_format_summary(runs, tmp_path):
     text = format_summary(summary)
     assert "zero-shot" in text and "fine-tuned" in text
     assert f"{summary['mcnemar']['p_value']:.3g}" in text
+    assert "McNemar exact" in text and "<- headline test" in text  # no group repeats: exact McNemar is the test
+    assert "paired bootstrap (expanded percentile, 2000 resamples)" in text  # the difference's interval, named
+    assert f"minimum detectable accuracy difference ±{summary['mde']['mde']:.3f}" in text
+    assert "Holm" not in text  # one test only: accuracy (classify defines no per-example values)
     assert summary["report_html"] in text
 
 

@@ -50,3 +50,18 @@ def test_results_reach_tensorboard_and_mlflow(tmp_path, micro_model_dir, monkeyp
     local = client.download_artifacts(found.info.run_id, "test_predictions.json", str(tmp_path / "dl"))
     logged = json.loads(Path(local).read_text())
     assert [r[0] for r in logged["data"]] == test_ids and "finetuned_correct" in logged["columns"]
+
+
+def test_the_clustered_mcnemar_is_logged_when_groups_repeat(tmp_path):
+    from tests.test_report import classify_runs
+    from vlmtune.report import compare_runs
+    from vlmtune.track import result_scalars
+
+    run = tmp_path / "run"
+    run.mkdir()
+    a, b = classify_runs(run, group_size=3)
+    compare_runs(a, b, run)
+    comparison = json.loads((run / "comparison.json").read_text())
+    scalars = result_scalars(run)
+    assert scalars["test/mcnemar_clustered/p_value"] == pytest.approx(comparison["mcnemar_clustered"]["p_value"])
+    assert scalars["test/mcnemar/p_value"] == pytest.approx(comparison["mcnemar"]["p_value"])

@@ -4,8 +4,9 @@ trackers named in `train.report_to` (TensorBoard in runs/<name>/logs; MLflow int
 
     log_results(run_dir, cfg)        # the pipeline calls it after the report
 
-Names: `test/<evaluation>/<metric>` with `_ci_low` / `_ci_high` beside each value (95% percentile bootstrap,
-as in metrics.json), `test/mcnemar/{p_value,fixed,broken}`, `test/accuracy_difference{,_ci_low,_ci_high}`.
+Names: `test/<evaluation>/<metric>` with `_ci_low` / `_ci_high` beside each value (the 95% interval metrics.json
+gives, by the method it names), `test/mcnemar/{p_value,fixed,broken}` (exact), `test/mcnemar_clustered/p_value`
+(when examples share groups), `test/accuracy_difference{,_ci_low,_ci_high}`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def result_scalars(run_dir: Path) -> dict[str, float]:
         if mc:
             out.update({"test/mcnemar/p_value": float(mc["p_value"]), "test/mcnemar/fixed": float(mc["c"]),
                         "test/mcnemar/broken": float(mc["b"])})
+        if (cm := c.get("mcnemar_clustered")) is not None:
+            out["test/mcnemar_clustered/p_value"] = float(cm["p_value"])
         diff = c.get("accuracy_difference") or {}
         if diff:
             out["test/accuracy_difference"] = float(diff["diff"])
@@ -77,7 +80,8 @@ def to_tensorboard(run_dir: Path, scalars: dict[str, float], table: tuple[list[s
         for k, v in scalars.items():
             w.add_scalar(k, v, global_step=step)
         metric_rows = [[k, f"{v:.4g}"] for k, v in scalars.items()]
-        w.add_text("test/results", "Intervals: 95% percentile bootstrap; McNemar: exact.\n\n"
+        w.add_text("test/results", "Intervals: 95%, by the method metrics.json names for each; McNemar: exact "
+                   "(the clustered test and Holm-adjusted p-values are in report.md and comparison.json).\n\n"
                    + _markdown(["name", "value"], metric_rows), global_step=step)
         if table[0]:
             w.add_text("test/predictions", _markdown(*table), global_step=step)

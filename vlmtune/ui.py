@@ -139,6 +139,7 @@ def run_view(root: Path, name: str) -> tuple[str, list[list[Any]], str, list[str
     report = (run_dir / "report.md").read_text() if (run_dir / "report.md").exists() else "(no report yet)"
     # the report links its plots relatively; the app serves files under runs/ by absolute path
     report = report.replace("](plots/", f"](/gradio_api/file={(run_dir / 'plots').resolve()}/")
+    report = report.replace("](predictions.html)", f"](/gradio_api/file={(run_dir / 'predictions.html').resolve()})")
     plots = sorted(str(p) for p in (run_dir / "plots").glob("*.png"))
     return config, metrics_rows(run_dir), report, plots
 

@@ -80,11 +80,15 @@ def cmd_score(a: argparse.Namespace) -> int:
 
 
 def cmd_compare(a: argparse.Namespace) -> int:
-    """Compare two evaluations (a baseline and a candidate): metrics with CIs, McNemar, flipped examples.
+    """Compare evaluations of the same examples: metrics with CIs (method, n, groups), McNemar (exact and clustered),
+    paired bootstraps, Holm-adjusted p-values, the minimum detectable difference, flipped examples. Two directories:
+    baseline then candidate; three or more: every pair (or each against --reference).
 
     Example: vlmtune compare runs/quickstart/zero_shot runs/quickstart/finetuned --out runs/cmp
+    Example: vlmtune compare runs/teach-a/finetuned runs/teach-b/finetuned runs/teach-c/finetuned \\
+                 --label "(a) gold" --label "(b) reminder + gold" --label "(c) teacher" --out runs/teach-abc
     """
-    from vlmtune.report import compare_runs, format_summary
+    from vlmtune.report import compare_many, compare_runs, format_summary
     from vlmtune.train.trainer import load_history
 
     def eval_dir(p: str) -> Path:
@@ -94,11 +98,36 @@ def cmd_compare(a: argparse.Namespace) -> int:
             return d / "finetuned"
         return d
 
-    base, cand = eval_dir(a.baseline), eval_dir(a.candidate)
-    history = load_history(cand.parent / "train_history.json") or None
-    summary = compare_runs(base, cand, a.out, history=history, allow_mismatch=a.allow_mismatch)
+    dirs = [eval_dir(p) for p in a.evals]
+    if len(dirs) < 2:
+        raise ConfigError("compare needs two evaluation directories (baseline, candidate) or more")
+    labels = a.label or None
+    if labels is not None and len(labels) != len(dirs):
+        raise ConfigError(f"give one --label per evaluation: {len(dirs)} directories, {len(labels)} labels")
+    if len(dirs) == 2:
+        if a.reference is not None:
+            raise ConfigError("--reference is for three or more evaluations; with two, the first is the baseline")
+        history = load_history(dirs[1].parent / "train_history.json") or None
+        summary = compare_runs(dirs[0], dirs[1], a.out, history=history, allow_mismatch=a.allow_mismatch,
+                               labels=labels)
+    else:
+        summary = compare_many(dirs, a.out, labels=labels, reference=reference_index(a.reference, a.evals, labels),
+                               allow_mismatch=a.allow_mismatch)
     print(format_summary(summary))
     return 0
+
+
+def reference_index(ref: str | None, evals: list[str], labels: list[str] | None) -> int | None:
+    """--reference as a position among the evaluations: a label, a directory as given, or a 1-based number."""
+    if ref is None:
+        return None
+    for names in (labels or [], evals):
+        if ref in names:
+            return names.index(ref)
+    if ref.isdigit() and 1 <= int(ref) <= len(evals):
+        return int(ref) - 1
+    raise ConfigError(f"--reference {ref!r} is none of the evaluations; give its --label, its directory as written, "
+                      f"or its position 1-{len(evals)}")
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
@@ -153,9 +182,14 @@ def add_verbs(verb: Verb) -> None:
     p.add_argument("--out", help="output evaluation directory (default: runs/score-<predictions stem>)")
     p.add_argument("--label", help="name shown in reports")
     task_option_arg(p)
-    p = verb("compare", cmd_compare, "compare two evaluations and write a report")
-    p.add_argument("baseline", help="baseline evaluation directory (e.g. runs/q/zero_shot)")
-    p.add_argument("candidate", help="candidate evaluation directory (e.g. runs/q/finetuned)")
+    p = verb("compare", cmd_compare, "compare two (or more) evaluations and write a report")
+    p.add_argument("evals", nargs="+", metavar="EVAL_DIR",
+                   help="evaluation directories of the same examples: baseline then candidate (e.g. runs/q/zero_shot "
+                        "runs/q/finetuned), or three or more, tested pairwise")
+    p.add_argument("--label", action="append", default=[],
+                   help="the name of each evaluation in the report, in order (repeat it; default: metrics.json's labels)")
+    p.add_argument("--reference", help="with three or more: test each evaluation against this one (its label, "
+                                       "directory or 1-based position) instead of every pair")
     p.add_argument("--out", default="runs/compare", help="where report.md/report.html go (default: runs/compare)")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="compare even if prompts/decoding/data differ (differences are listed in the report)")

@@ -26,6 +26,9 @@ from vlmtune.tasks.base import Task, options_dict
 
 log = logging.getLogger(__name__)
 
+# How each kind of predictions file is named where its numbers are labelled (metrics.json, rows, the report).
+SOURCES = {"text": "answer texts", "scores": "option scores", "visdial-ranks": "VisDial ranks"}
+
 
 def _round_of(ex: Example) -> Any:
     if isinstance(ex.target, dict) and "round" in ex.target:
@@ -149,10 +152,12 @@ def score_predictions(task: Task, examples: list[Example], predictions: str | Pa
                                 fix=f"give one score per option, in the options' order ({len(opts)} here)")
         texts = [best_option(opts, sc) for opts, sc in zip(options, scores)]
     mode = "external-text" if kind == "text" else "external-scores"
+    source = f"{SOURCES[kind]} in {Path(predictions).name}"
     fp = {"model": f"external:{Path(predictions).name}", "model_hash": None, "adapter": None, "adapter_hash": None,
           "task": task.name, "task_options": options_dict(task), "n": len(examples), "data_hash": data_hash(examples),
           "prompt_hash": None, "chat_template_hash": None, "image_size": None, "decoding": {"mode": mode},
           "backend": "external", "versions": library_versions()}
     record = EvalRecord(label=label or Path(predictions).stem, model=f"external:{predictions}", adapter=None,
-                        mode=mode, decoding={"source": kind, "file": str(predictions)}, fingerprint=fp)
-    return write_evaluation(task, examples, Answers(texts, scores), out_dir, record, n_boot=n_boot)
+                        mode=mode, decoding={"source": kind, "file": str(predictions), "scored_from": source},
+                        fingerprint=fp)
+    return write_evaluation(task, examples, Answers(texts, scores, scores_from=source), out_dir, record, n_boot=n_boot)

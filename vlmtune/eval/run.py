@@ -29,7 +29,7 @@ from vlmtune.errors import ConfigError
 from vlmtune.infer.generate import generate
 from vlmtune.models.load import ModelRef, chat_template_of, dir_hash, text_hash
 from vlmtune.processing import Model, Processor, prompt_text
-from vlmtune.tasks.base import Task, options_dict
+from vlmtune.tasks.base import LOGLIK, Task, options_dict
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +105,11 @@ def best_option(options: list[str], scores: list[float]) -> str:
 
 @dataclass
 class Answers:
-    """What a system answered: raw texts (one per example) and, when options were scored, their scores."""
+    """What a system answered: raw texts (one per example) and, when options were scored, their scores and where
+    they came from (`scores_from`: "loglik" for the model's log-likelihoods, or e.g. "VisDial ranks in sub.json")."""
     texts: list[str]
     scores: list[list[float]] | None = None
+    scores_from: str = LOGLIK
 
 
 @dataclass
@@ -237,6 +239,7 @@ def prediction_rows(task: Task, examples: list[Example], answers: Answers) -> li
                "images": list(ex.images), "prompt": ex.prompt_messages()[-1]["content"], "group": ex.group or ex.id}
         if answers.scores is not None:
             row["scores"] = answers.scores[i]
+            row["scores_from"] = answers.scores_from
         if "memory" in ex.meta:  # the retrieved items and their score parts (vlmtune.memory.reminder.inject)
             row["memory"] = ex.meta["memory"]
         row.update({k: v for k, v in task.row_extras(ex).items() if k not in row})

@@ -54,3 +54,32 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def entry_cell(e: dict[str, Any]) -> str:
+    """A metric entry's value and interval: '0.047 [0.028, 0.077]'."""
+    return f"{num(e.get('value'))} {ci_str(e.get('ci'))}"
+
+
+def n_text(n: Any, clusters: Any) -> str:
+    """'300', or '300 in 100 groups' when examples share groups."""
+    if n is None:
+        return "n/a"
+    return f"{n}" if clusters is None or clusters == n else f"{n} in {clusters} groups"
+
+
+def each(values: list[str], labels: tuple[str, ...] | list[str]) -> str:
+    """One value when every run has the same, else each run's: 'zero-shot: a; fine-tuned: b'."""
+    if len(set(values)) == 1:
+        return values[0]
+    return "; ".join(f"{label}: {v}" for label, v in zip(labels, values))
+
+
+def method_of(e: dict[str, Any]) -> str:
+    """The interval's method as the entry names it."""
+    return str(e.get("method") or "not stated in metrics.json")
+
+
+def mde_text(mde: dict[str, Any]) -> str:
+    """The minimum detectable difference of a `paired_mde` result: '±0.083', or 'none up to 1'."""
+    return "none up to 1" if mde.get("mde") is None else f"±{mde['mde']:.3f}"

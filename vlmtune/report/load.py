@@ -47,6 +47,14 @@ class EvalRun:
         return mode if isinstance(mode, str) else None
 
     @property
+    def scoring(self) -> str | None:
+        """The scoring mode with where the answers or scores came from when they were made elsewhere
+        ("external-scores (VisDial ranks in sub.json)"), as metrics.json's decoding.scored_from says."""
+        decoding = self.metrics_file.get("decoding")
+        source = decoding.get("scored_from") if isinstance(decoding, dict) else None
+        return f"{self.mode} ({source})" if self.mode and isinstance(source, str) and source else self.mode
+
+    @property
     def task(self) -> str | None:
         """The task that scored the run (metrics.json, else the fingerprint); None if neither says."""
         task = self.metrics_file.get("task") or self.fingerprint.get("task")

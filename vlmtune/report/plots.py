@@ -1,4 +1,5 @@
-"""The report's plots, as PNG bytes: metrics with CIs, confusion matrices, training loss, the task's own.
+"""The report's plots, as PNG bytes: metrics with CIs, confusion matrices (on shared axes), training loss, the
+task's own.
 
 matplotlib is used through its Agg canvas directly: no pyplot global state, no display needed. Plot text
 falls back to a Hangul font, so Korean labels render.
@@ -28,18 +29,42 @@ _EVAL_BOOKKEEPING = {"eval_loss", "eval_runtime", "eval_samples_per_second", "ev
 def draw_plots(c: Comparison) -> dict[str, bytes]:
     """Every plot that applies to the comparison: {file name: PNG bytes}; the report's own first, then the
     task sections' (each under its section's plot_name)."""
-    import matplotlib
-
-    with matplotlib.rc_context({"font.family": hangul_font_families()}):
-        plots: dict[str, bytes] = {"metrics.png": plot_metric_bars(c.metrics, c.labels)}
-        if (png := plot_confusions(c.confusions)) is not None:
-            plots["confusion.png"] = png
-        if c.history and (png := plot_history(c.history)) is not None:
-            plots["loss.png"] = png
+    plots = draw_generic(c.metrics_by_run(), list(c.labels), c.confusions, c.history)
+    with _fonts():
         for s in c.sections:
             if s.plot is not None:
                 plots[f"{s.plot_name}.png"] = draw(s.plot, s.plot_size)
     return plots
+
+
+def draw_generic(metrics: list[dict[str, Any]], labels: list[str], confusions: list[tuple[str, dict[str, Any]]],
+                 history: list[dict[str, Any]] | None = None) -> dict[str, bytes]:
+    """The plots any comparison of two or more runs has: metrics.png, confusion.png (when the runs have confusion
+    matrices), loss.png (when a training history is given)."""
+    plots: dict[str, bytes] = {}
+    with _fonts():
+        if (png := plot_metric_bars(metrics, labels)) is not None:
+            plots["metrics.png"] = png
+        if (png := plot_confusions(confusions)) is not None:
+            plots["confusion.png"] = png
+        if history and (png := plot_history(history)) is not None:
+            plots["loss.png"] = png
+    return plots
+
+
+def _fonts() -> Any:
+    import matplotlib
+
+    return matplotlib.rc_context({"font.family": hangul_font_families()})
+
+
+def colors(k: int) -> list[str]:
+    """The report's baseline and candidate colours for two runs; matplotlib's tab10 cycle for more."""
+    if k <= 2:
+        return list(REPORT_COLORS[:k])
+    from matplotlib import colormaps
+
+    return [colormaps["tab10"](i % 10) for i in range(k)]
 
 
 def draw(plot: Callable[["Figure"], None], size: tuple[float, float]) -> bytes:
@@ -64,31 +89,41 @@ def _png(fig: "Figure") -> bytes:
     return buf.getvalue()
 
 
-def plot_metric_bars(metric_rows: list[dict[str, Any]], labels: tuple[str, str]) -> bytes:
-    """One panel per metric (their scales differ), two bars each with 95% CI error bars."""
-    ncols = min(4, len(metric_rows))
-    nrows = math.ceil(len(metric_rows) / ncols)
-    fig = _figure(3.0 * ncols, 2.8 * nrows)
+def plot_metric_bars(metrics: list[dict[str, Any]], labels: list[str]) -> bytes | None:
+    """One panel per metric (their scales differ), one bar per run with its 95% CI as error bars. A panel whose
+    bars are all exactly 0 with nothing to say (the parse-failure rate of runs that never failed to parse) is left
+    out; the metrics table still lists it. None when no panel is left."""
+    rows = [m for m in metrics if not (m["name"] == "parse_failure_rate" and all(e["value"] == 0 for e in m["entries"]))]
+    if not rows:
+        return None
+    k = len(labels)
+    ncols = min(4, len(rows))
+    nrows = math.ceil(len(rows) / ncols)
+    fig = _figure(max(3.0, 0.9 * k + 1.2) * ncols, 2.8 * nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, row in zip(axes, metric_rows):
-        vals, errs = [], [[], []]
-        for side in ("baseline", "candidate"):
-            v, ci = row[side]["value"], row[side]["ci"]
+    for ax, row in zip(axes, rows):
+        vals, errs, cis = [], [[], []], []
+        for e in row["entries"]:
+            v, ci = e["value"], e["ci"]
             vals.append(v)
+            cis.append(ci)
             # A CI that does not contain the value (it happens with some estimators) must not give negative bars.
-            errs[0].append(max(0.0, v - ci[0]) if ci else 0.0)
-            errs[1].append(max(0.0, ci[1] - v) if ci else 0.0)
-        ax.bar([0, 1], vals, yerr=errs, capsize=6, color=[BASELINE_COLOR, CANDIDATE_COLOR])
+            errs[0].append(max(0.0, v - ci[0]) if ci and ci[0] is not None else 0.0)
+            errs[1].append(max(0.0, ci[1] - v) if ci and ci[1] is not None else 0.0)
+        ax.bar(range(k), vals, yerr=errs, capsize=6, color=colors(k))
         for x, v in enumerate(vals):
             ax.annotate(f"{v:.3f}", (x, v), xytext=(8, 3), textcoords="offset points", fontsize=8)
-        ax.set_xticks([0, 1], labels)
+        ax.set_xticks(range(k), labels, rotation=0 if k <= 2 else 30, ha="center" if k <= 2 else "right")
         ax.set_title(row["name"], fontsize=10)
-        top = max([v for v in vals] + [c[1] for c in (row["baseline"]["ci"], row["candidate"]["ci"]) if c])
+        top = max(vals + [ci[1] for ci in cis if ci and ci[1] is not None])
         if 0 <= min(vals) and top <= 1:
             ax.set_ylim(0, 1.08)
-    for ax in axes[len(metric_rows):]:
+    for ax in axes[len(rows):]:
         ax.set_visible(False)
     return _png(fig)
+
+
+PARSE_FAILURE_COL = "parse_failure"
 
 
 def _confusion_axes(conf: dict[str, Any]) -> tuple[list[list[float]], list[str], list[str]] | None:
@@ -100,10 +135,10 @@ def _confusion_axes(conf: dict[str, Any]) -> tuple[list[list[float]], list[str],
     if len(labels) == n_cols:
         cols = labels
     elif len(labels) + 1 == n_cols:  # labels name the classes only; the extra column counts parse failures
-        cols = labels + ["parse_failure"]
+        cols = labels + [PARSE_FAILURE_COL]
     else:
         cols = [str(i) for i in range(n_cols)]
-    true_labels = [c for c in cols if c != "parse_failure"]
+    true_labels = [c for c in cols if c != PARSE_FAILURE_COL]
     if len(true_labels) == n_rows:
         rows = true_labels
     elif len(cols) == n_rows:
@@ -113,18 +148,48 @@ def _confusion_axes(conf: dict[str, Any]) -> tuple[list[list[float]], list[str],
     return matrix, rows, cols
 
 
-def plot_confusions(runs: list[tuple[str, dict[str, Any]]]) -> bytes | None:
-    """Confusion matrices (a metrics "confusion" entry: {labels, matrix}) side by side (rows: true label,
-    columns: prediction), counts annotated; None when no entry is a readable matrix."""
+def _label_order(labels: list[str]) -> list[str]:
+    """Numbers in numeric order ('2' before '10'); other labels in the order the runs list them."""
+    def number(x: str) -> float | None:
+        try:
+            return float(x)
+        except ValueError:
+            return None
+
+    return sorted(labels, key=lambda x: number(x)) if all(number(x) is not None for x in labels) else labels
+
+
+def shared_confusions(runs: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, list[list[float]], list[str], list[str]]]:
+    """Every run's confusion matrix on the same label axis: rows and columns are both the union of all runs' gold
+    and predicted labels in `_label_order` (so the diagonal is always "right", and a label only one run predicted
+    gets a column in both panels), plus the parse-failure column last when any run has one.
+    [(run label, matrix, rows, cols)]."""
     panels = [(label, parsed) for label, conf in runs if (parsed := _confusion_axes(conf)) is not None]
     if not panels:
+        return []
+    union = _label_order(list(dict.fromkeys(x for _, (_, rows, cols) in panels for x in [*cols, *rows]
+                                            if x != PARSE_FAILURE_COL)))
+    counts = []
+    for _, (matrix, rows, cols) in panels:
+        counts.append({(rows[i], cols[j]): v for i, r in enumerate(matrix) for j, v in enumerate(r)})
+    out_rows = union
+    out_cols = union + ([PARSE_FAILURE_COL] if any(PARSE_FAILURE_COL in p[1][2] for p in panels) else [])
+    return [(label, [[cell.get((r, c), 0) for c in out_cols] for r in out_rows], out_rows, out_cols)
+            for (label, _), cell in zip(panels, counts)]
+
+
+def plot_confusions(runs: list[tuple[str, dict[str, Any]]]) -> bytes | None:
+    """Confusion matrices (a metrics "confusion" entry: {labels, matrix}) side by side on shared axes (rows: true
+    label, columns: prediction; `shared_confusions`), counts annotated; None when no entry is a readable matrix."""
+    panels = shared_confusions(runs)
+    if not panels:
         return None
-    size = max(len(p[1][2]) for p in panels)
-    side = min(10.0, 2.5 + 0.45 * size)
-    fig = _figure(side * len(panels), side)
+    size = len(panels[0][3])
+    width, height = min(10.0, 2.5 + 0.45 * size), min(10.0, 2.5 + 0.45 * len(panels[0][2]))
+    fig = _figure(width * len(panels), height)
     axes = fig.subplots(1, len(panels), squeeze=False).ravel()
-    for ax, (label, (matrix, rows, cols)) in zip(axes, panels):
-        vmax = max(max(r) for r in matrix) or 1
+    vmax = max(max(max(r) for r in p[1]) for p in panels) or 1  # one colour scale, so the panels compare
+    for ax, (label, matrix, rows, cols) in zip(axes, panels):
         ax.imshow(matrix, cmap="Blues", vmin=0, vmax=vmax)
         if size <= 25:  # beyond that the numbers overlap; the colours still tell the story
             for i, r in enumerate(matrix):

@@ -19,9 +19,11 @@ hook has a default here, so it never needs to ask whether a task has one.
 A prediction row (one per line of predictions.jsonl):
     {"id": str, "prediction": str (raw model text), "parsed": value or null, "parse_ok": bool,
      "target": gold value, "correct": bool, "images": [abs paths], "prompt": str (user text), "group": str}
-    plus "scores": [one float per option] when the options were scored (eval.mode=loglik or both), plus
-    "memory" when the prompt holds a memory reminder (its method, the injected items with their score parts,
-    the evidence's rank: `vlmtune.memory.reminder`), plus whatever `row_extras` adds.
+    plus "scores": [one float per option] and "scores_from" (where they came from: "loglik" for the model's own
+    log-likelihoods, or the file `vlmtune score` read, e.g. "VisDial ranks in sub.json") when the options were
+    scored (eval.mode=loglik or both, or external scores), plus "memory" when the prompt holds a memory reminder
+    (its method, the injected items with their score parts, the evidence's rank: `vlmtune.memory.reminder`), plus
+    whatever `row_extras` adds.
 
 A metrics dict (metrics.json["metrics"]): name -> {"value": float, "ci": [lo, hi], "n": int, "clusters": int,
 "method": str, ...} plus task-specific extras under other keys (e.g. "confusion": {"labels": [...], "matrix":
@@ -44,6 +46,7 @@ if TYPE_CHECKING:  # matplotlib is imported only when a report draws
     from matplotlib.figure import Figure
 
 Row = dict[str, Any]          # one prediction row (above)
+LOGLIK = "loglik"             # a row's scores_from when the model scored the options itself
 Metrics = dict[str, Any]      # one metrics dict (above)
 Answerer = Callable[[list[Example]], list[str]]   # examples -> raw answers (the model, for order checks)
 

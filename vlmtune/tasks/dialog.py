@@ -25,8 +25,10 @@ metrics (n_boot, seed); every interval treats the rounds of one dialogue (rows s
     r@1, r@5, r@10, mrr, mean_rank (ranking.rank_of_gt + ranking_metrics, every row), and ndcg
     (ranking.ndcg_metric, over rows whose target has relevance). Options are ranked by score, ties
     pessimistically (see ranking.py), each row with its own options and gt_index.
-  - ranking_mode: "loglik" when option scores were present, else null; metric_modes: which numbers
-    come from the answer text and which from the option scores.
+  - ranking_mode: where the option scores came from, as the rows' `scores_from` says ("loglik": the model's
+    log-likelihoods; "external (VisDial ranks in sub.json)", "external (option scores in preds.jsonl)":
+    read by `vlmtune score`), null without scores; metric_modes: which numbers come from the answer text and
+    which from the option scores (and whose).
 
 check_example (called by the eval runner on every example before evaluation; see tasks/base.py):
 validates the target against the options and runs `check_no_leak`.
@@ -48,7 +50,7 @@ from vlmtune.metrics import ranking
 from vlmtune.metrics.text import strip_blocks, text_metrics
 from vlmtune.stats import proportion_entry
 from vlmtune.registry import TASKS
-from vlmtune.tasks.base import Parsed, Row, Task, row_groups
+from vlmtune.tasks.base import LOGLIK, Parsed, Row, Task, row_groups
 from vlmtune.tasks.classify import normalize
 
 log = logging.getLogger(__name__)
@@ -274,8 +276,10 @@ class DialogTask(Task):
         out["text_references"] = "gold answer only"
         out.update(self._ranking(rows, targets, groups, n_boot, seed))
         text_keys = [k for k, v in out.items() if isinstance(v, dict) and "value" in v and k not in RANKING_KEYS]
-        out["metric_modes"] = {**{k: TEXT_SOURCE for k in text_keys},
-                               **{k: SCORE_SOURCE for k in RANKING_KEYS if k in out}}
+        made_here = out["ranking_mode"] in (None, LOGLIK)
+        scores = SCORE_SOURCE if made_here else f"option scores: {out['ranking_mode']}"
+        text = TEXT_SOURCE if made_here else f"answer text (the top-scored option; scores: {out['ranking_mode']})"
+        out["metric_modes"] = {**{k: text for k in text_keys}, **{k: scores for k in RANKING_KEYS if k in out}}
         return out
 
     @staticmethod
@@ -300,7 +304,9 @@ class DialogTask(Task):
                             fix="every round needs the same number of options (VisDial: 100)")
         scores = np.array([r["scores"] for r in rows], dtype=float)            # [R, K]
         gt = np.array([int(t["gt_index"]) for t in targets], dtype=np.int64)    # [R]
-        out: dict[str, Any] = {"ranking_mode": "loglik"}
+        # rows made by the model's scorer say "loglik"; `vlmtune score` names the file the scores came from
+        sources = sorted({str(r.get("scores_from") or LOGLIK) for r in rows})
+        out: dict[str, Any] = {"ranking_mode": "; ".join(s if s == LOGLIK else f"external ({s})" for s in sources)}
         out.update(ranking.ranking_metrics(ranking.rank_of_gt(scores, gt), ks=(1, 5, 10), n_boot=n_boot, seed=seed,
                                            groups=groups))
         dense = [i for i, t in enumerate(targets) if t.get("relevance") is not None]
