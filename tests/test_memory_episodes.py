@@ -342,6 +342,17 @@ def test_shapes_memory_recipe_runs_end_to_end_and_records_why(tmp_path, monkeypa
     assert all("method" in e for e in summary["methods"]["combined"]["metrics"].values() if isinstance(e, dict))
     assert all("method" in e for e in summary["methods"]["combined"]["retrieval"].values() if "value" in e)
     assert "wilson" in (mem / "summary.md").read_text()
+    # every method against memory off on the same probes, p-values Holm-adjusted over all the tests
+    from vlmtune.stats import holm
+
+    against = summary["methods_vs_none"]
+    assert (mem / "report_methods" / "report.md").is_file() and against["left_out"] == []
+    assert {tuple(t["pair"]) for t in against["tests"]} == {("none", "combined"), ("none", "oracle")}
+    assert [t["p_holm"] for t in against["tests"]] == pytest.approx(holm([t["p_value"] for t in against["tests"]]))
+    assert "| p, Holm |" in (mem / "summary.md").read_text()
+    on_off = summary["on_vs_off"]
+    # probes of one episode share a group, so the headline test is the clustered McNemar when a group repeats
+    assert on_off["headline_test"]["key"] == ("mcnemar_clustered" if on_off["clusters"] < on_off["n"] else "mcnemar")
     # resumed: the finished evaluations are read back (no model is loaded: ref=None), the same summary results
     from vlmtune.config import load_config
     from vlmtune.memory.experiment import compare_methods, on_vs_off_line
@@ -354,3 +365,5 @@ def test_shapes_memory_recipe_runs_end_to_end_and_records_why(tmp_path, monkeypa
     assert stamps == {m: (mem / "methods" / m / "predictions.jsonl").stat().st_mtime_ns for m in summary["methods"]}
     line = on_vs_off_line(again["on_vs_off"])
     assert line.startswith("memory off vs on (combined), paired over n=") and "McNemar" in line
+    assert on_off["headline_test"]["method"] in line and "minimum detectable difference" in line
+    assert ("ignoring episodes" in line) == (on_off["clusters"] < on_off["n"])

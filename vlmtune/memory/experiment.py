@@ -12,8 +12,11 @@ with reminders injected:
 - val, test: memory.method's reminders.
 It also writes each compared method's test examples and their retrieval metrics under runs/<name>/memory/.
 `compare_methods` evaluates the fine-tuned model on each method's examples, compares memory off ('none')
-with memory on (memory.method) as a paired report (McNemar, paired bootstrap), and writes summary.md/json
-and plots/accuracy_by_distance.png (one curve per method).
+with memory on (memory.method) as a paired report (report/: McNemar, clustered over episodes, paired cluster
+bootstrap, the minimum detectable difference), tests every method against 'none' on the same probes with
+Holm-adjusted p-values over all of those tests (report_methods/, `vlmtune.report.compare_many`; when two or
+more methods besides 'none' share its probes), and writes summary.md/json and plots/accuracy_by_distance.png
+(one curve per method).
 
 This module sits above `vlmtune.report` (it runs evaluations and writes a comparison report); the rest of
 `vlmtune.memory` sits below `vlmtune.eval`.
@@ -168,14 +171,44 @@ def compare_methods(cfg: RunConfig, run_dir: Path, ref: ModelRef, task: Any, *, 
         cmp = compare_runs(out_dir / "methods" / "none", out_dir / "methods" / on, out_dir / "report",
                            title=f"memory off vs on ({on}): {cfg.name}", allow_mismatch=True, n_boot=cfg.eval.n_boot,
                            seed=cfg.data.seed)
-        summary["on_vs_off"] = {"method": on, **{k: cmp.get(k) for k in ("accuracy_difference", "mcnemar", "flips", "n",
-                                                                          "report_md")}}
+        summary["on_vs_off"] = {"method": on, **{k: cmp.get(k) for k in ON_VS_OFF_KEYS}}
+    if (against := methods_vs_none(cfg, out_dir, list(metrics))) is not None:
+        summary["methods_vs_none"] = against
     atomic_write_bytes(out_dir / "plots" / "accuracy_by_distance.png",
                        plot_by_distance({k: v for k, v in metrics.items()}, title=f"{cfg.name}: accuracy against distance"))
     atomic_write_json(out_dir / "summary.json", summary)
     atomic_write_text(out_dir / "summary.md", summary_markdown(summary))
     log.info(f"[memory] methods compared -> {out_dir / 'summary.md'}")
     return summary
+
+
+ON_VS_OFF_KEYS = ("accuracy_difference", "mcnemar", "mcnemar_clustered", "headline_test", "tests", "mde", "flips", "n",
+                  "clusters", "report_md")
+
+
+def methods_vs_none(cfg: RunConfig, out_dir: Path, methods: list[str]) -> dict[str, Any] | None:
+    """Every evaluated method against memory off ('none'), paired on the same probes, p-values Holm-adjusted over
+    all the tests (report_methods/). Methods evaluated on other probes ('full' keeps only histories that fit) are
+    left out and named. None when fewer than two methods besides 'none' share its probes (the on/off report then
+    covers the one pair)."""
+    from vlmtune.report import compare_many
+    from vlmtune.report.load import load_eval_dir
+
+    if "none" not in methods:
+        return None
+    runs = {m: load_eval_dir(out_dir / "methods" / m, f"memory {m}") for m in methods}
+    probes = {m: [r["id"] for r in run.rows] for m, run in runs.items()}
+    same = [m for m in methods if m != "none" and sorted(probes[m]) == sorted(probes["none"])]
+    if len(same) < 2:
+        return None
+    other = [m for m in methods if m != "none" and m not in same]
+    res = compare_many([out_dir / "methods" / m for m in ["none", *same]], out_dir / "report_methods",
+                       labels=["none", *same], reference=0, title=f"memory methods against memory off: {cfg.name}",
+                       allow_mismatch=True, n_boot=cfg.eval.n_boot, seed=cfg.data.seed)
+    if other:
+        log.info(f"[memory] not in the pairwise tests (evaluated on other probes): {', '.join(other)}")
+    return {"tests": res["tests"], "n": res["n"], "clusters": res["clusters"], "left_out": other,
+            "report_md": res["report_md"]}
 
 
 def _cell(e: Any) -> str:
@@ -204,18 +237,48 @@ def summary_markdown(summary: dict[str, Any]) -> str:
                      + f" | {_cell(r.get('recall@5'))} | {_cell(r.get('mrr'))} | {_cell(r.get('injected_share'))} |")
     if "on_vs_off" in summary:
         lines += ["", on_vs_off_line(summary["on_vs_off"])]
+    if "methods_vs_none" in summary:
+        lines += ["", *methods_vs_none_lines(summary["methods_vs_none"])]
     return "\n".join(lines) + "\n"
 
 
+def methods_vs_none_lines(d: dict[str, Any]) -> list[str]:
+    """The pairwise tests of every method against 'none' as a Markdown table, raw and Holm-adjusted p."""
+    from vlmtune.report.fmt import ci_str, format_p, n_text
+
+    tests = d["tests"]
+    lines = [f"Every method against memory off (none), paired over n = {n_text(d['n'], d['clusters'])} probes; "
+             f"{len(tests)} tests, so judge each by its Holm-adjusted p (the chance of any false positive among "
+             f"them held at 5%). Report: {d['report_md']}", "",
+             "| method | compared | difference [95% CI] | test | p | p, Holm |", "|---|---|---|---|---|---|"]
+    for t in tests:
+        lines.append(f"| {t['pair'][1]} | {t['metric']} | {t['diff']:+.3f} {ci_str(t['ci'])} | {t['test']} | "
+                     f"{format_p(t['p_value'])} | {format_p(t['p_holm'])} |")
+    if d.get("left_out"):
+        lines += ["", f"Not tested here (evaluated on other probes): {', '.join(d['left_out'])}."]
+    return lines
+
+
 def on_vs_off_line(d: dict[str, Any]) -> str:
-    """Memory off vs on in one line: the paired accuracy difference with its interval and method, McNemar's p."""
-    from vlmtune.report.fmt import ci_str, format_p
+    """Memory off vs on in one line: the paired accuracy difference with its interval and method; the McNemar test
+    the conclusion rests on (clustered when probes of one episode share a group; exact beside it); the
+    Holm-adjusted p when the report tested more than accuracy; the minimum detectable difference."""
+    from vlmtune.report.fmt import ci_str, format_p, mde_text, n_text
 
     diff, mc, flips = d.get("accuracy_difference") or {}, d.get("mcnemar") or {}, d.get("flips") or {}
-    return (f"memory off vs on ({d.get('method')}), paired over n={d.get('n')} probes: accuracy difference "
-            f"{diff.get('diff', float('nan')):+.3f} {ci_str(diff.get('ci'))} ({diff.get('method', 'paired bootstrap')}); "
-            f"{mc.get('method', 'McNemar')}: p = {format_p(mc.get('p_value'))} ({flips.get('fixed', 0)} fixed, "
-            f"{flips.get('broken', 0)} broken); report: {d.get('report_md')}")
+    head = d.get("headline_test") or {"key": "mcnemar", "method": mc.get("method", "McNemar"),
+                                      "p_value": mc.get("p_value")}
+    test = f"{head['method']}: p = {format_p(head['p_value'])}"
+    if head["key"] != "mcnemar":
+        test += f" (exact McNemar, ignoring episodes: p = {format_p(mc.get('p_value'))})"
+    tests = d.get("tests") or []
+    if len(tests) > 1:
+        test += f", Holm-adjusted over {len(tests)} tests p = {format_p(tests[0]['p_holm'])}"
+    mde = f"; minimum detectable difference {mde_text(d['mde'])} (80% power)" if d.get("mde") else ""
+    return (f"memory off vs on ({d.get('method')}), paired over n={n_text(d.get('n'), d.get('clusters'))} probes: "
+            f"accuracy difference {diff.get('diff', float('nan')):+.3f} {ci_str(diff.get('ci'))} "
+            f"({diff.get('method', 'paired bootstrap')}); {test} ({flips.get('fixed', 0)} fixed, "
+            f"{flips.get('broken', 0)} broken){mde}; report: {d.get('report_md')}")
 
 
 def plot_by_distance(series: dict[str, dict[str, Any]], *, key: str = "accuracy_distance_{b}",
