@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
     """A documented field. Numeric bounds go in kw (ge, gt, le, lt, not_zero) and are checked for every value a
     recipe, an override or code sets (`check_bounds`), so `vlmtune validate` catches them."""
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+        return field(default_factory=functools.partial(type(default), default), metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})
 
 
@@ -533,6 +534,13 @@ def dump_yaml(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
 
 
+def field_default(f: dataclasses.Field[Any]) -> Any:
+    """A dataclass field's default value, a fresh one from its default_factory when it has one."""
+    if f.default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
 def describe_fields() -> str:
     """Every config key with its default and help, for `--help` and the README."""
     lines = []
@@ -540,7 +548,7 @@ def describe_fields() -> str:
         for f in dataclasses.fields(cls):
             if not sec and f.name in SECTIONS:  # the sections themselves, listed key by key
                 continue
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            default = field_default(f)
             key = f"{sec}.{f.name}" if sec else f.name
             rule = bounds_text(f.metadata)
             lines.append(f"  {key:<28} {default!r:<14} {f.metadata.get('help', '')}" + (f" [{rule}]" if rule else ""))
@@ -551,7 +559,7 @@ def describe_options(cls: type, indent: str = "  ") -> str:
     """One line per field of an options dataclass (a task's Options): name, default, help."""
     lines = []
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = field_default(f)
         rule = bounds_text(f.metadata)
         lines.append(f"{indent}{f.name:<26} {default!r:<14} {f.metadata.get('help', '')}" + (f" [{rule}]" if rule else ""))
     return "\n".join(lines)

@@ -17,6 +17,7 @@ files (lines parsed by `vlmtune.jsonlines`), and `iter_jsonl` / `load_jsonl` its
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -259,7 +260,7 @@ class JsonlReader(RecordReader):
                                      check_images=check_images, known_tasks=tasks)
 
         for line in read_json_lines(path, lenient=True, what="the data file (JSONL, one record per line)"):
-            yield Record(name=None, raw=line.text, line=line.number, build=lambda line=line: build(line))
+            yield Record(name=None, raw=line.text, line=line.number, build=functools.partial(build, line))
 
 
 def iter_jsonl(path: str | os.PathLike, *, check_images: bool = True,

@@ -105,7 +105,7 @@ def prepare_data(cfg: RunConfig, run_dir: Path, *, mark_done: bool = True) -> di
         examples = load_jsonl(src, known_tasks=TASKS.names())
         splits = split_examples(examples, d.split, seed=d.seed, stratify=d.stratify)
     elif d.path or (d.source == "hf" and not d.test):
-        examples = read_files(cfg, d.hf_split if d.source == "hf" else d.path, data_dir)
+        examples = read_files(cfg, d.hf_split if d.source == "hf" or d.path is None else d.path, data_dir)
         if d.dedup == "group":
             examples, merged = merge_near_duplicates(examples, d.dedup_distance)
             groups = len({e.group if e.group is not None else e.id for e in examples})

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import functools
 import io
 import os
 import re
@@ -92,11 +93,11 @@ def read_csv_labels(path: str | os.PathLike, *, frames_dir: str | os.PathLike | 
         text = prompt or COUNT_PROMPT
     checked: dict[str, DataError | None] = {}
 
-    def build(line: int, row: list[str]) -> Example:
-        if len(row) > len(header):
-            raise DataError(f"{len(row)} fields but the header has {len(header)}", file=file, line=line,
+    def build(line: int, values: list[str]) -> Example:
+        if len(values) > len(header):
+            raise DataError(f"{len(values)} fields but the header has {len(header)}", file=file, line=line,
                             fix="quote values that contain the delimiter")
-        row = dict(zip(header, row))
+        row = dict(zip(header, values))
         key = (row.get(id_column) or "").strip()
         if file_column is not None:
             name = (row.get(file_column) or "").strip()
@@ -124,6 +125,7 @@ def read_csv_labels(path: str | os.PathLike, *, frames_dir: str | os.PathLike | 
         else:
             if not raw:
                 raise DataError("empty label", file=file, line=line, field=label_column)
+            assert label_list is not None  # set for task == "classify"
             if raw not in label_list:
                 raise DataError(f"label {raw!r} is not one of the labels {label_list}", file=file, line=line,
                                 field=label_column, fix="add it to labels or fix the row")
@@ -142,7 +144,7 @@ def read_csv_labels(path: str | os.PathLike, *, frames_dir: str | os.PathLike | 
             buf = io.StringIO()
             csv.writer(buf, delimiter=delimiter).writerow(row)
             yield Record(name=f"line {line}", raw=buf.getvalue().rstrip("\r\n"), line=line,
-                         build=lambda line=line, row=row: build(line, row))
+                         build=functools.partial(build, line, row))
 
     return RecordReader(path, records(), skip_invalid=skip_invalid)
 

@@ -30,13 +30,14 @@ is one; otherwise the error names the dataset and how to get it. `streaming=True
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from vlmtune.data.example import IMAGE_TOKEN, Record, RecordReader
+from vlmtune.data.example import IMAGE_TOKEN, Example, Record, RecordReader
 from vlmtune.data.formats.sharegpt import Converter, Layout, _jsonable, _undecoded
 from vlmtune.errors import ConfigError, DataError
 from vlmtune.registry import FORMATS
@@ -66,7 +67,7 @@ def read_hf(path: str | os.PathLike, *, task: str, split: str = "train", config:
     names = list(ds.column_names or [])
     if messages:
         layout = Layout.make(formatting, columns, tags, f"{path} [{split}]")
-        need = {"columns.messages": layout.messages}
+        need: dict[str, str | None] = {"columns.messages": layout.messages}
         image_col = layout.images if layout.images in names else None
     else:
         cols = _simple_columns(columns)
@@ -96,13 +97,14 @@ def read_hf(path: str | os.PathLike, *, task: str, split: str = "train", config:
     convert.row_options = not messages and cols["options"] is not None
     file = str(path)
 
+    def build(row: Mapping[str, Any], name: str, i: int) -> Example:
+        return convert(row if messages else simple_record(row, cols, prompt, label_names, name, file), None, name, i)
+
     def records() -> Iterator[Record]:
         for i, row in enumerate(ds):
             name = f"{split} row {i}"
             yield Record(name=name, raw=json.dumps(_jsonable(row), ensure_ascii=False, default=str),
-                         build=lambda row=row, name=name, i=i: convert(
-                             row if messages else simple_record(row, cols, prompt, label_names, name, file),
-                             None, name, i))
+                         build=functools.partial(build, row, name, i))
 
     reader_path = Path(str(path)) if Path(str(path)).is_dir() else Path(f"{str(path).replace('/', '--')}-{split}")
     return RecordReader(reader_path, records(), skip_invalid=skip_invalid)
@@ -132,7 +134,7 @@ def simple_record(row: Mapping[str, Any], cols: Mapping[str, str | None], prompt
         answer = label_names[value] if label_names is not None and isinstance(value, int) and \
             0 <= value < len(label_names) else value
     else:
-        answer = row.get(cols["answer"])
+        answer = row.get(cols["answer"]) if cols["answer"] is not None else None
     if answer is None or str(answer).strip() == "":
         field = cols["label"] or cols["answer"] or "answer"
         raise fail("no answer", f"columns.{'label' if cols['label'] else 'answer'}",
@@ -142,8 +144,9 @@ def simple_record(row: Mapping[str, Any], cols: Mapping[str, str | None], prompt
     rec: dict[str, Any] = {"messages": [{"role": "user", "content": question},
                                         {"role": "assistant", "content": str(answer)}], "images": images}
     for key in ("id", "group", "options"):
-        if cols[key] is not None and row.get(cols[key]) is not None:
-            rec[key] = row[cols[key]]
+        col = cols[key]
+        if col is not None and row.get(col) is not None:
+            rec[key] = row[col]
     return rec
 
 

@@ -29,6 +29,7 @@ counted and written to `<root>.rejects.jsonl` (next to the folder), as the jsonl
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -120,7 +121,7 @@ def read_imagefolder(root: str | os.PathLike, *, labels: Mapping[str, str] | Non
                     ignored += 1
                     continue
                 yield Record(name=str(rel), raw=str(rel),
-                             build=lambda p=p, rel=rel, folder=folder: _build(p, rel, folder))
+                             build=functools.partial(_build, p, rel, folder))
         if ignored:
             log.info("%s: ignored %d file(s) that are hidden or have no image extension (%s)",
                      root, ignored, ", ".join(sorted(exts)))

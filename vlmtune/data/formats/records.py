@@ -5,6 +5,7 @@ large JSON file (`stream_json`), and image checks done once per file (`check_ima
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -46,7 +47,7 @@ def json_records(path: Path, build: Any, *, what: str) -> Iterator[Record]:
             rid = obj.get("id") if isinstance(obj, dict) else None
             name = f"record {j}" + (f" (id {rid})" if rid is not None else "")
             yield Record(name=name, raw=json.dumps(obj, ensure_ascii=False, default=str),
-                         build=lambda obj=obj, name=name, j=j: build(obj, None, name, j))
+                         build=functools.partial(build, obj, None, name, j))
         return
 
     def build_line(line: JsonLine, index: int) -> Any:
@@ -56,7 +57,7 @@ def json_records(path: Path, build: Any, *, what: str) -> Iterator[Record]:
 
     for index, line in enumerate(read_json_lines(path, lenient=True, what=what)):
         yield Record(name=f"line {line.number}", raw=line.text, line=line.number,
-                     build=lambda line=line, index=index: build_line(line, index))
+                     build=functools.partial(build_line, line, index))
 
 
 def load_json(path: Path, what: str) -> Any:

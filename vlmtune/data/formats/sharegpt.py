@@ -50,6 +50,7 @@ With `skip_invalid=True` bad records are skipped, counted and written to `<file>
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import io
 import json
@@ -65,7 +66,7 @@ from vlmtune.errors import ConfigError, DataError
 from vlmtune.registry import FORMATS
 
 FORMATTINGS = ("sharegpt", "openai")
-DEFAULT_COLUMNS = {"messages": {"sharegpt": "conversations", "openai": "messages"}, "images": "images",
+DEFAULT_COLUMNS: dict[str, Any] = {"messages": {"sharegpt": "conversations", "openai": "messages"}, "images": "images",
                    "system": None}
 DEFAULT_TAGS = {
     "sharegpt": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
@@ -236,7 +237,7 @@ def read_hf_disk(path: str | os.PathLike, *, task: str, split: str | None = None
         for i, row in enumerate(ds):
             name = f"row {i}"
             yield Record(name=name, raw=json.dumps(_jsonable(row), ensure_ascii=False, default=str),
-                         build=lambda row=row, name=name, i=i: convert(row, None, name, i))
+                         build=functools.partial(convert, row, None, name, i))
 
     return RecordReader(path, records(), skip_invalid=skip_invalid)
 

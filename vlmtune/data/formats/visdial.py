@@ -54,6 +54,7 @@ to `<file>.rejects.jsonl`; a file that is not valid JSON, or a bad dense-annotat
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -251,7 +252,7 @@ def read_visdial(path: str | os.PathLike, *, image_dirs: Sequence[str | os.PathL
             # n == 0: one record, whose build reports what is wrong with the dialog
             wanted = [1] if n == 0 else range(1, n + 1) if rounds == "all" else [n]
             for r in wanted:
-                rd = rds[r - 1] if n else None
+                rd = rds[r - 1] if n and isinstance(rds, list) else None
                 if isinstance(rd, dict):
                     if rd.get("answer") in _NO_ANSWER and r == n and not include_unanswered:
                         skipped["unanswered"] += 1
@@ -261,7 +262,7 @@ def read_visdial(path: str | os.PathLike, *, image_dirs: Sequence[str | os.PathL
                         continue
                 raw = json.dumps({"image_id": d.get("image_id") if isinstance(d, dict) else None, "round": r,
                                   "round_record": rd}, ensure_ascii=False, default=str)
-                yield Record(name=where(d, i, r), raw=raw, build=lambda d=d, i=i, r=r: build(d, i, r))
+                yield Record(name=where(d, i, r), raw=raw, build=functools.partial(build, d, i, r))
         if dense_images:
             log.warning("%s: %d dense annotation(s) are for images not in the dialog file (first: %s)",
                         dense, len(dense_images), min(dense_images))
@@ -343,7 +344,8 @@ def _stream_top(path: Path) -> tuple[list[str], list[str], Iterator[Any], str | 
     split = next(stream_json(path, "split", what=what, on_error=exact_error), None)
     questions = next(stream_json(path, "data.questions", what=what, on_error=exact_error), None)
     answers = next(stream_json(path, "data.answers", what=what, on_error=exact_error), None)
-    if not all(isinstance(t, list) and all(isinstance(x, str) for x in t) for t in (questions, answers)):
+    if not (isinstance(questions, list) and isinstance(answers, list)
+            and all(isinstance(x, str) for t in (questions, answers) for x in t)):
         raise exact_error()
 
     def dialogs() -> Iterator[Any]:

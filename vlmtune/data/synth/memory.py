@@ -40,7 +40,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import AbstractSet, Any
 
 from vlmtune.data.example import Example, atomic_write_bytes, atomic_write_text, write_jsonl
 from vlmtune.data.synth.shapes import COLORS, KINDS, Scene, make_scene, render
@@ -116,7 +116,7 @@ class _Episode:
         return [i for i in range(max(lo, 0), min(hi, self.length)) if self.turns[i] is None]
 
     def scene(self, must: tuple[str, str] | None = None, one_kind: str | None = None,
-              avoid: set[tuple[str, str]] = frozenset()) -> Scene:
+              avoid: AbstractSet[tuple[str, str]] = frozenset()) -> Scene:
         """A scene holding `must` (colour, kind), and when `one_kind` exactly one shape of that kind; no pair
         in `avoid` or in the reserved text->image targets (other than `must`)."""
         forbidden = (self.reserved | set(avoid)) - ({must} if must else set())
@@ -264,10 +264,10 @@ class _Episode:
         else:
             return
         tag = next(self.tags)
-        self.turns[e] = self.show(self.scene(), tag)
+        first = self.turns[e] = self.show(self.scene(), tag)
         shown = [e] + self.rng.sample(later, count - 1)
         for pos in shown[1:]:
-            self.turns[pos] = Turn("again", f"Here is photo #{tag} again.", self.turns[e].scene, f"photo #{tag}",
+            self.turns[pos] = Turn("again", f"Here is photo #{tag} again.", first.scene, f"photo #{tag}",
                                    image_of=e, meta={"tag": tag})
         self.add_probe("frequency", t, f"How many times did I show you photo #{tag}?", str(count), shown,
                        ["1", "2", "3", "4", "5", UNKNOWN], tag=tag)

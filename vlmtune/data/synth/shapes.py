@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Sequence
 
 from PIL import Image, ImageDraw
 
@@ -47,7 +48,7 @@ def random_shape(rng: random.Random, cell: int, *, color: str | None = None, kin
                  size=rng.choice(SIZES), cell=cell, jitter=(rng.randint(-2, 2), rng.randint(-2, 2)))
 
 
-def make_scene(rng: random.Random, specs: list[tuple[str | None, str | None]]) -> Scene:
+def make_scene(rng: random.Random, specs: Sequence[tuple[str | None, str | None]]) -> Scene:
     """A scene with one shape per (color, kind) spec (None = random), in random distinct cells."""
     if len(specs) > MAX_SHAPES:
         raise ValueError(f"at most {MAX_SHAPES} shapes per scene, got {len(specs)}")
@@ -78,9 +79,10 @@ def render(scene: Scene, size: int = 64) -> Image.Image:
     # Mild pixel noise, seeded, so images are not perfectly flat (as real photos are not).
     nrng = random.Random(scene.noise_seed)
     px = img.load()
+    assert px is not None  # None only for images that are not loaded; this one was just made
     for _ in range(size * size // 16):
         x, y = nrng.randrange(size), nrng.randrange(size)
-        r, g, b = px[x, y]
+        r, g, b = px[x, y]  # type: ignore[misc]  # PIL types a pixel as float | tuple; in RGB mode it is a tuple
         d = nrng.randint(-12, 12)
         px[x, y] = (max(0, min(255, r + d)), max(0, min(255, g + d)), max(0, min(255, b + d)))
     return img

@@ -81,7 +81,8 @@ def _yes_num_forms(n: int) -> list[str]:
 
 def _color_pair(a: str, b: str) -> tuple[str, str]:
     order = list(COLORS)
-    return tuple(sorted((a, b), key=order.index))  # type: ignore[return-value]
+    first, second = sorted((a, b), key=order.index)
+    return first, second
 
 
 def _all_forms() -> dict[Meaning, list[str]]:
