@@ -367,3 +367,15 @@ def test_shapes_memory_recipe_runs_end_to_end_and_records_why(tmp_path, monkeypa
     assert line.startswith("memory off vs on (combined), paired over n=") and "McNemar" in line
     assert on_off["headline_test"]["method"] in line and "minimum detectable difference" in line
     assert ("ignoring episodes" in line) == (on_off["clusters"] < on_off["n"])
+
+
+def test_memory_without_episodes_or_a_data_file_names_memory_episodes(tmp_path):
+    from vlmtune.config import load_config
+    from vlmtune.errors import ConfigError
+    from vlmtune.memory.experiment import episodes_path
+
+    cfg = load_config(None, ["data.source=hf", "data.hf_name=owner/name"])
+    with pytest.raises(ConfigError, match="memory.episodes"):
+        episodes_path(cfg, tmp_path)
+    cfg = load_config(None, ["data.source=hf", "data.hf_name=owner/name", f"memory.episodes={tmp_path / 'e.jsonl'}"])
+    assert episodes_path(cfg, tmp_path) == tmp_path / "e.jsonl"

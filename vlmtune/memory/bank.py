@@ -28,7 +28,7 @@ import numpy as np
 from vlmtune.errors import ConfigError
 from vlmtune.memory.cache import rounded
 from vlmtune.memory.encoders import normalize
-from vlmtune.memory.index import BM25, make_index, tokenize
+from vlmtune.memory.index import BM25, ExactIndex, make_index, tokenize
 from vlmtune.memory.items import KINDS, TURN_KINDS, MemoryItem, content_hash, file_hash
 from vlmtune.memory.scoring import ScoreSettings, combine, components, part_record, rank, recency
 from vlmtune.memory.toolkit import Toolkit
@@ -102,6 +102,11 @@ class MemoryBank:
         self.text_index = make_index(self.settings.index, kit.text.dim) if kit.text else None
         self.store = store   # a vlmtune.memory.store.BankStore, or None: in memory only
 
+    def _index(self) -> ExactIndex:
+        """The dense text index, which exists whenever text vectors do (a text encoder is configured)."""
+        assert self.text_index is not None, "text vectors without a text encoder"
+        return self.text_index
+
     # --- writing -------------------------------------------------------------------------------------------
     def write(self, w: Write) -> MemoryItem:
         kind = TURN_KINDS.get(w.kind, w.kind)
@@ -119,10 +124,10 @@ class MemoryBank:
         item = MemoryItem(id=f"m{w.turn:06d}-{content[:8]}", kind=kind, text=w.text, turn=w.turn, turns=[w.turn],
                           content=content, image=w.image, image_hash=image_hash, slot=w.slot, last_access=w.turn,
                           strength=self.settings.score.decay, meta=dict(w.meta))
-        if w.image:
+        if w.image and image_hash is not None:
             item.key = self.kit.key_texts([w.image], [image_hash])[0]
         vt = self.kit.text_vectors([item.key_text()])
-        vi = self.kit.image_vectors([w.image], [image_hash]) if w.image else None
+        vi = self.kit.image_vectors([w.image], [image_hash]) if w.image and image_hash is not None else None
         vt, vi = (None if vt is None else vt[0]), (None if vi is None else vi[0])
         item.saliency = float(w.saliency) if w.saliency is not None else self._novelty(item, vt, vi)
         other = self.items.get(self._slots.get(w.slot, "")) if w.slot else None
@@ -145,7 +150,7 @@ class MemoryBank:
         if vi is not None and self.vec_image:
             return float(np.clip(1.0 - float(np.max(np.stack(list(self.vec_image.values())) @ vi)), 0.0, 1.0))
         if vt is not None and self.vec_text:
-            return float(np.clip(1.0 - float(np.max(self.text_index.vecs @ vt)), 0.0, 1.0))
+            return float(np.clip(1.0 - float(np.max(self._index().vecs @ vt)), 0.0, 1.0))
         if vt is None and self.items:  # no dense encoder: word overlap (Jaccard)
             mine = set(tokenize(item.key_text()))
             return float(1.0 - max(_jaccard(mine, self._tokens[o]) for o in self.items))
@@ -162,7 +167,7 @@ class MemoryBank:
         self.bm25.add(self.keys[item.id], item.key_text())
         if vt is not None:
             self.vec_text[item.id] = vt
-            self.text_index.add(self.keys[item.id], vt)
+            self._index().add(self.keys[item.id], vt)
         if vi is not None:
             self.vec_image[item.id] = vi
 
@@ -172,10 +177,10 @@ class MemoryBank:
         self._tokens[item.id] = set(tokenize(item.key_text()))
         self.bm25.add(key, item.key_text())
         if self.vec_text.pop(item.id, None) is not None:
-            self.text_index.remove(key)
+            self._index().remove(key)
         if vt is not None:
             self.vec_text[item.id] = vt
-            self.text_index.add(key, vt)
+            self._index().add(key, vt)
         self.vec_image.pop(item.id, None)
         if vi is not None:
             self.vec_image[item.id] = vi
@@ -186,7 +191,7 @@ class MemoryBank:
         del self._tokens[item_id]
         self.bm25.remove(key)
         if self.vec_text.pop(item_id, None) is not None:
-            self.text_index.remove(key)
+            self._index().remove(key)
         self.vec_image.pop(item_id, None)
 
     # --- capacity ------------------------------------------------------------------------------------------
@@ -245,7 +250,9 @@ class MemoryBank:
                 dense = np.maximum(dense, [float(self.vec_image[it.id] @ qv) if it.id in self.vec_image else -1.0
                                            for it in cands])
         if query_image is not None and self.kit.image is not None:
-            qi = self.kit.image_vectors([query_image])[0]
+            qis = self.kit.image_vectors([query_image])
+            assert qis is not None  # there is an image encoder
+            qi = qis[0]
             img = np.array([float(self.vec_image[it.id] @ qi) if it.id in self.vec_image else -1.0 for it in cands])
             dense = img if dense is None else np.maximum(dense, img)
         bm25 = self.bm25.scores(query, [self.keys[it.id] for it in cands])
@@ -262,7 +269,7 @@ class MemoryBank:
         by_key = {self.keys[it.id]: it for it in live}
         chosen: set[int] = set()
         if qv is not None:
-            chosen.update(self.text_index.search(qv, n))
+            chosen.update(self._index().search(qv, n))
         keys = list(by_key)
         top = np.argsort(-self.bm25.scores(query, keys), kind="stable")[:n]
         chosen.update(keys[i] for i in top)

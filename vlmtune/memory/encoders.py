@@ -131,10 +131,11 @@ class VisionTower(Encoder):
         from vlmtune.models.load import VISION_TOWERS
 
         self.processor, self.batch_size = processor, batch_size
-        self.tower = next((m for name, m in model.named_modules() if name.split(".")[-1] in VISION_TOWERS), None)
-        if self.tower is None or getattr(processor, "image_processor", None) is None:
+        tower = next((m for name, m in model.named_modules() if name.split(".")[-1] in VISION_TOWERS), None)
+        if tower is None or getattr(processor, "image_processor", None) is None:
             raise ConfigError("memory.image_encoder=vision_tower needs a vision-language model; this one has no vision "
                               "tower (use memory.image_encoder=none, or clip:PATH)")
+        self.tower = tower
         hidden = getattr(getattr(self.tower, "config", None), "hidden_size", None)
         if hidden is None:
             raise ConfigError("memory.image_encoder=vision_tower: the vision tower's config has no hidden_size")

@@ -187,7 +187,9 @@ class Runner:
                 for i, r in zip(idx, results):
                     out[m][i] = r
         self.kit.flush()
-        return out  # type: ignore[return-value]
+        done = {m: [r for r in results if r is not None] for m, results in out.items()}
+        assert all(len(results) == len(probes) for results in done.values())  # each probe is in one episode
+        return done
 
     def _episode(self, ep: Episode, probes: list[Example], methods: Sequence[str], measure: bool,
                  store: Path | None) -> dict[str, list[Outcome]]:

@@ -52,7 +52,11 @@ def episodes_path(cfg: RunConfig, run_dir: Path) -> Path:
         return Path(cfg.memory.episodes)
     if cfg.data.source == "synth":
         return run_dir / "data" / "source" / "episodes.jsonl"
-    p = Path(cfg.data.path or cfg.data.test or cfg.data.train)
+    data_file = cfg.data.path or cfg.data.test or cfg.data.train
+    if data_file is None:  # data.source=hf: no file for episodes.jsonl to sit beside
+        raise ConfigError(f"memory needs episodes, and data.source={cfg.data.source} has no data file beside which to "
+                          "find episodes.jsonl. Fix: set memory.episodes to the episodes.jsonl written with your probes")
+    p = Path(data_file)
     return (p if p.is_dir() else p.parent) / "episodes.jsonl"
 
 

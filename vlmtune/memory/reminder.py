@@ -137,7 +137,7 @@ def render_reminder(chosen: Sequence[tuple[int, Scored, bool]], now: int, tokens
     items = [{"id": s.item.id, "rank": r + 1, "turns": list(s.item.turns), "kind": s.item.kind, "text": s.item.text,
               "image": s.item.image if attach else None, "superseded": s.item.superseded_by is not None,
               "parts": s.parts} for r, s, attach in ordered]
-    return Reminder("\n".join([OPEN, *lines, CLOSE]), [s.item.image for _, s, a in ordered if a], items, tokens)
+    return Reminder("\n".join([OPEN, *lines, CLOSE]), [s.item.image for _, s, a in ordered if a and s.item.image], items, tokens)
 
 
 def inject(example: Example, reminder: Reminder, record: dict[str, Any]) -> Example:

@@ -77,10 +77,8 @@ def components(items: Sequence[MemoryItem], now: int, *, dense: np.ndarray | Non
                settings: ScoreSettings) -> dict[str, np.ndarray]:
     """Raw parts per item (module docstring), plus "dense" and "bm25" as they entered relevance."""
     n = len(items)
-    if dense is None and bm25 is None:
-        rel = np.zeros(n)
-    elif dense is None:
-        rel = _share_of_max(bm25)
+    if dense is None:
+        rel = np.zeros(n) if bm25 is None else _share_of_max(bm25)
     elif bm25 is None or settings.hybrid >= 1.0:
         rel = np.asarray(dense, dtype=np.float64)
     else:

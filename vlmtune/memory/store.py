@@ -117,13 +117,14 @@ def open_bank(folder: str | os.PathLike, kit: Toolkit, settings: BankSettings | 
     recomputed = 0
     for item in items.values():
         vt = _vector(store.text_vecs, item.content)
-        if vt is None and kit.text is not None:
-            vt, recomputed = kit.text_vectors([item.key_text()])[0], recomputed + 1
-            store.text_vecs.put_many([item.content], vt[None])
+        if vt is None and (texts := kit.text_vectors([item.key_text()])) is not None:  # None: no text encoder
+            vt, recomputed = texts[0], recomputed + 1
+            store.save_vectors(item, vt, None)
         vi = _vector(store.image_vecs, item.image_hash) if item.image_hash else None
-        if vi is None and item.image and kit.image is not None:
-            vi, recomputed = kit.image_vectors([item.image], [item.image_hash])[0], recomputed + 1
-            store.image_vecs.put_many([item.image_hash], vi[None])
+        if vi is None and item.image and \
+                (images := kit.image_vectors([item.image], [item.image_hash] if item.image_hash else None)) is not None:
+            vi, recomputed = images[0], recomputed + 1
+            store.save_vectors(item, None, vi)
         bank._add(item, vt, vi)
     if items:
         log.info(f"[memory] opened the bank in {store.dir}: {len(items)} items"

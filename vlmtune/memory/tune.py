@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from vlmtune.data.example import Example
 from vlmtune.memory.episodes import Episode, Runner, RunnerSettings
@@ -22,7 +22,7 @@ from vlmtune.memory.toolkit import Toolkit
 GRID = {"recency": (0.25, 0.1, 0.5), "hybrid": (0.5, 0.3, 0.7), "superseded_penalty": (0.5, 1.0), "decay": (50.0, 200.0)}
 
 
-def grid_settings(base: RunnerSettings, grid: dict[str, Sequence[float]] = GRID) -> list[RunnerSettings]:
+def grid_settings(base: RunnerSettings, grid: Mapping[str, Sequence[float]] = GRID) -> list[RunnerSettings]:
     out = []
     for rec, hyb, pen, dec in itertools.product(*(grid[k] for k in ("recency", "hybrid", "superseded_penalty", "decay"))):
         score = replace(base.bank.score, weights={**base.bank.score.weights, "recency": rec}, hybrid=hyb,
@@ -32,7 +32,7 @@ def grid_settings(base: RunnerSettings, grid: dict[str, Sequence[float]] = GRID)
 
 
 def tune(episodes: dict[str, Episode], probes: Sequence[Example], kit: Toolkit, counter: TokenCounter,
-         base: RunnerSettings, grid: dict[str, Sequence[float]] = GRID) -> list[tuple[RunnerSettings, dict[str, Any]]]:
+         base: RunnerSettings, grid: Mapping[str, Sequence[float]] = GRID) -> list[tuple[RunnerSettings, dict[str, Any]]]:
     """Every grid point with its retrieval metrics, best first."""
     from vlmtune.logs import progress_bar, progress_enabled, set_progress
 
