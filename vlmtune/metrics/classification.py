@@ -112,7 +112,7 @@ def classification_metrics(gold: Sequence[Hashable], pred: Sequence[Hashable | N
     confusion = {"labels": space, "pred_labels": space + [PARSE_FAILURE], "rows": "gold",
                  "columns": "predicted"}
     if n == 0:
-        out = {name: nan_entry("wilson" if name in PROPORTIONS else bootstrap_method(n_boot, clusters_of(None, 0)))
+        out: dict[str, Any] = {name: nan_entry("wilson" if name in PROPORTIONS else bootstrap_method(n_boot, clusters_of(None, 0)))
                for name in SCORE_NAMES}
         out.update(parse_failures=0, per_class={}, confusion={**confusion, "matrix": [[0] * (k + 1)] * k},
                    parse_failure_policy=POLICY)
@@ -134,7 +134,7 @@ def classification_metrics(gold: Sequence[Hashable], pred: Sequence[Hashable | N
 
     cl = clusters_of(groups, n)
     reps = cluster_bootstrap_distribution(lambda w: batch_scores(t, p, k, w), n, cl, n_boot, seed)
-    out: dict[str, Any] = {}
+    out = {}
     for j, name in enumerate(SCORE_NAMES):
         if name in PROPORTIONS:
             out[name] = proportion_entry(t == p if name == "accuracy" else p == k, groups=groups, alpha=alpha)

@@ -56,7 +56,7 @@ def count_metrics(gold: Sequence[int], pred: Sequence[int | None], n_boot: int =
     near = (err <= 1).astype(float)
     abs_err = err[~failed]
     parsed_groups = None if groups is None else [x for x, f in zip(groups, failed) if not f]
-    boot = {"n_boot": n_boot, "seed": seed, "alpha": alpha}
+    boot: dict[str, Any] = {"n_boot": n_boot, "seed": seed, "alpha": alpha}
 
     return {
         "accuracy": proportion_entry(exact, groups=groups, alpha=alpha),

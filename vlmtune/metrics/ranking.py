@@ -192,7 +192,7 @@ def ranking_metrics(gt_ranks: Any, ks: Sequence[int] = (1, 5, 10), n_boot: int =
         i = int(np.argmax(~np.isfinite(r) | (r < 1)))
         raise ValueError(f"gt_ranks[{i}] = {r[i]}: ranks start at 1 (1 = best)")
 
-    boot = {"n_boot": n_boot, "seed": seed, "alpha": alpha}
+    boot: dict[str, Any] = {"n_boot": n_boot, "seed": seed, "alpha": alpha}
     out = {f"r@{k}": proportion_entry(r <= k, groups=groups, alpha=alpha) for k in ks}
     out["mrr"] = bootstrap_entry(1.0 / r, groups, **boot)
     out["mean_rank"] = bootstrap_entry(r, groups, **boot)

@@ -25,7 +25,7 @@ bootstrap gives the interval of the difference beside it.
 from __future__ import annotations
 
 import math
-from typing import Any, Hashable, Sequence
+from typing import Any, Hashable, Sequence, Union
 
 import numpy as np
 from scipy.optimize import brentq
@@ -33,8 +33,11 @@ from scipy.stats import binom, binomtest, norm, t as student_t
 
 from vlmtune.stats.resample import Clusters, bootstrap_method, clusters_of, mean_replicates, percentile_ci
 
+Bools = Union[Sequence[bool], np.ndarray]     # one value per example: a list or a NumPy array
+Floats = Union[Sequence[float], np.ndarray]
 
-def _paired_bools(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
+
+def _paired_bools(correct_a: Bools, correct_b: Bools) -> tuple[np.ndarray, np.ndarray]:
     a = np.asarray(correct_a, dtype=bool)
     b = np.asarray(correct_b, dtype=bool)
     if a.shape != b.shape or a.ndim != 1:
@@ -42,7 +45,7 @@ def _paired_bools(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> tuple
     return a, b
 
 
-def mcnemar_exact(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> dict[str, Any]:
+def mcnemar_exact(correct_a: Bools, correct_b: Bools) -> dict[str, Any]:
     """Exact McNemar test: are systems A and B right on different examples more than chance allows?
 
     b = examples A gets right and B gets wrong, c = the reverse. Under H0 each discordant pair is a
@@ -58,7 +61,7 @@ def mcnemar_exact(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> dict[
             "method": "exact McNemar (binomial test on discordant pairs)"}
 
 
-def sign_flip_pvalue(d: Sequence[int]) -> float:
+def sign_flip_pvalue(d: Sequence[int] | np.ndarray) -> float:
     """Two-sided exact p-value of S = sum(d) under independent random signs of the integers d:
     P(|sum_g e_g |d_g|| >= |S|), the distribution built exactly by convolving one binomial per distinct |d|."""
     mags = np.abs(np.asarray(d, dtype=np.int64))
@@ -84,7 +87,7 @@ def sign_flip_pvalue(d: Sequence[int]) -> float:
     return float(min(1.0, pmf[np.abs(s) >= s_obs].sum()))
 
 
-def mcnemar_clustered(correct_a: Sequence[bool], correct_b: Sequence[bool],
+def mcnemar_clustered(correct_a: Bools, correct_b: Bools,
                       groups: Sequence[Hashable | None] | None = None) -> dict[str, Any]:
     """Clustered McNemar: exact sign-flip test of S = sum over groups of (b_g - c_g) (module docstring).
 
@@ -103,7 +106,7 @@ def mcnemar_clustered(correct_a: Sequence[bool], correct_b: Sequence[bool],
             "method": f"clustered McNemar (exact sign-flip test over {cl.count} groups)"}
 
 
-def paired_bootstrap(values_a: Sequence[float], values_b: Sequence[float], n_boot: int = 2000,
+def paired_bootstrap(values_a: Floats, values_b: Floats, n_boot: int = 2000,
                      seed: int = 0, alpha: float = 0.05,
                      groups: Sequence[Hashable | None] | None = None) -> dict[str, Any]:
     """Paired bootstrap for a per-example score: diff = mean(b - a) (positive: B is better).
@@ -199,7 +202,7 @@ def _difference_deff(d_i: np.ndarray, cl: Clusters) -> float:
     return max(1.0, v_cluster / v_iid)
 
 
-def paired_mde(correct_a: Sequence[bool], correct_b: Sequence[bool], groups: Sequence[Hashable | None] | None = None,
+def paired_mde(correct_a: Bools, correct_b: Bools, groups: Sequence[Hashable | None] | None = None,
                *, alpha: float = 0.05, power: float = 0.8) -> dict[str, Any]:
     """The minimum detectable accuracy difference for this test set: n, its groups (design effect of the
     per-example difference, t quantiles with G-1 df) and the observed discordant rate.
@@ -217,7 +220,7 @@ def paired_mde(correct_a: Sequence[bool], correct_b: Sequence[bool], groups: Seq
             "method": f"McNemar power, normal approximation (Connor 1987; {where})"}
 
 
-def paired_comparison(correct_a: Sequence[bool], correct_b: Sequence[bool],
+def paired_comparison(correct_a: Bools, correct_b: Bools,
                       groups: Sequence[Hashable | None] | None = None, *, n_boot: int = 2000, seed: int = 0,
                       alpha: float = 0.05) -> dict[str, Any]:
     """Everything a report says about an accuracy comparison of B against A on the same examples:

@@ -209,7 +209,7 @@ def bootstrap_entry(values: Sequence[float] | np.ndarray, groups: Sequence[Hasha
     cl = clusters_of(groups, x.size)
     f = transform or (lambda v: v)
     reps = f(mean_replicates(x, cl, n_boot, seed))
-    return metric_entry(f(np.asarray(x.mean())), percentile_ci(reps, alpha, cl.count), x.size, clusters=cl.count,
+    return metric_entry(float(f(np.asarray(x.mean()))), percentile_ci(reps, alpha, cl.count), x.size, clusters=cl.count,
                         method=bootstrap_method(n_boot, cl))
 
 

@@ -207,7 +207,8 @@ def build_options(cls: type[Task], values: dict[str, Any], where: str = "data.ta
 
 def options_dict(task: Task) -> dict[str, Any]:
     """The task's options as plain values (recorded in metrics.json, so `compare` rebuilds the same task)."""
-    return dataclasses.asdict(task.options) if dataclasses.is_dataclass(task.options) else {}
+    opts = task.options
+    return dataclasses.asdict(opts) if dataclasses.is_dataclass(opts) and not isinstance(opts, type) else {}
 
 
 def build_task(name: str, options: dict[str, Any] | None = None) -> Task:

@@ -41,6 +41,13 @@ _OPENERS = " \t\n*\"'“‘(["  # markdown bold, quotes, brackets before the ans
 _SENTENCE_END = re.compile(rf"[{_HANGUL}]*[*\"'”’)\]]*[ \t]*(?:[.!?。\n]|$)")
 
 
+def match_end(pattern: re.Pattern[str], text: str, pos: int = 0) -> int:
+    """Where `pattern`, which matches the empty string too, stops matching `text` from `pos`."""
+    m = pattern.match(text, pos)
+    assert m is not None, pattern.pattern
+    return m.end()
+
+
 def normalize(text: str) -> str:
     """Case-folded, NFKC, punctuation -> space, single spaces: the form used for exact comparison."""
     text = unicodedata.normalize("NFKC", str(text)).casefold()
@@ -95,7 +102,7 @@ def parse_label(text: str, labels: Sequence[Any]) -> Parsed:
     if len(found) == 1:
         return Parsed(labels[found[0]], True, text)
     start, end, first = min(spans)
-    opens = start in (_LEAD_IN.match(body).end(), len(body) - len(body.lstrip(_OPENERS)))
+    opens = start in (match_end(_LEAD_IN, body), len(body) - len(body.lstrip(_OPENERS)))
     if opens and _SENTENCE_END.match(body, end):
         return Parsed(labels[first], True, text)
     return Parsed(None, False, text)

@@ -48,7 +48,7 @@ from vlmtune.errors import DataError
 from vlmtune.stats import proportion_entry
 from vlmtune.registry import TASKS
 from vlmtune.tasks.base import Answerer, Parsed, Row, Task, row_groups
-from vlmtune.tasks.classify import _label_pattern, normalize
+from vlmtune.tasks.classify import _label_pattern, match_end, normalize
 
 LETTERS = "ABCD"
 PARSE_FAILURE = "parse_failure"
@@ -165,7 +165,7 @@ def _with_echo(marker: tuple[int, int, int, str], markers: list, text: str) -> t
     s, e, idx, kind = marker
     if kind == "text":
         return idx, e
-    after = _AFTER_LETTER.match(text, e).end()
+    after = match_end(_AFTER_LETTER, text, e)
     for s2, e2, idx2, kind2 in markers:
         if kind2 == "text" and s2 == after:
             return (idx if idx2 == idx else _CONFLICT), e2
@@ -176,7 +176,7 @@ def _stated_answers(text: str, blank: str, markers: list, k: int) -> list[int]:
     """Options named by answer statements (lead-in + marker, or marker + "정답"/"is correct")."""
     answers = []
     for m in _LEAD_IN.finditer(blank):
-        gap_end = _GAP.match(text, m.end()).end()
+        gap_end = match_end(_GAP, text, m.end())
         for mk in markers:
             if m.end() <= mk[0] <= gap_end:
                 answers.append(_with_echo(mk, markers, text)[0])
