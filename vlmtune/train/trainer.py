@@ -190,20 +190,14 @@ class VlmTrainer(Trainer):
     def _save_checkpoint(self, model, trial) -> None:
         # transformers writes checkpoint-N file by file, then rotates old ones; a kill in between leaves a
         # folder that looks like a checkpoint. A sentinel listing every file, written last, marks it complete.
-        self._sentinel_pending = True
+        # transformers deletes older checkpoints before the sentinel is written; save_total_limit=2 keeps the
+        # previous, complete one, so a kill in between resumes from it.
         super()._save_checkpoint(model, trial)
-        if self._sentinel_pending:
-            self._write_sentinel()
-
-    def _rotate_checkpoints(self, *args, **kwargs) -> None:
-        if getattr(self, "_sentinel_pending", False):
-            self._write_sentinel()  # before any older checkpoint is deleted
-        super()._rotate_checkpoints(*args, **kwargs)
+        self._write_sentinel()
 
     def _write_sentinel(self) -> None:
-        self._sentinel_pending = False
         if self.args.should_save:
-            ckpt = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+            ckpt = checkpoints_dir(self.args) / f"checkpoint-{self.state.global_step}"
             if all(hasattr(self, a) for a in LOSS_ATTRS):  # transformers' private loss bookkeeping (5.x)
                 atomic_write_json(ckpt / LOSS_STATE, {
                     "total_loss": self._total_loss_scalar, "unlogged_loss": float(self._tr_loss.item()),
@@ -267,7 +261,7 @@ def attach_lora(model: Model, tcfg: TrainConfig) -> Model:
     return get_peft_model(model, lcfg)
 
 
-def count_params(model) -> tuple[int, int]:
+def count_params(model: Model) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
@@ -305,6 +299,12 @@ def check_train_config(tcfg: TrainConfig) -> None:
         if importlib.util.find_spec(LOGGER_PACKAGES[name]) is None:
             raise ConfigError(f"train.report_to includes {name}, but its package is not installed: "
                               f"pip install {LOGGER_PACKAGES[name]} (or drop it from train.report_to)")
+
+
+def checkpoints_dir(args: TrainingArguments) -> Path:
+    """Where transformers writes checkpoint-N (output_dir, which training_arguments always sets)."""
+    assert args.output_dir is not None
+    return Path(args.output_dir)
 
 
 def training_arguments(out_dir: Path, tcfg: TrainConfig, *, has_val: bool, device: str, dtype) -> TrainingArguments:
@@ -398,7 +398,7 @@ def train(ref: ModelRef, train_examples: list[Example], val_examples: list[Examp
         trainer.remove_callback(noisy)
     trainer.add_callback(ConsoleCallback(stage))
     # --- run ----------------------------------------------------------------------------------------
-    last = last_complete_checkpoint(Path(args.output_dir)) if resume else None
+    last = last_complete_checkpoint(checkpoints_dir(args)) if resume else None
     if resume:
         log.info(f"[{stage}] resuming from {last}" if last else f"[{stage}] --resume: no checkpoint yet, starting fresh")
     if last is not None and (last / LOSS_STATE).exists():
