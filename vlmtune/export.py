@@ -117,6 +117,7 @@ def export_model(source: str | Path, out: str | Path, *, base: str | None = None
         shutil.rmtree(tmp)
     try:
         if found.kind == "adapter" and merge:
+            assert found.base is not None  # find_export_source gives every adapter its base
             merge_adapter(found.base, found.weights, tmp, source=source)  # writes the card too
             kind = "merged"
         else:

@@ -153,10 +153,10 @@ def _decorated(path: Path, var: str) -> list[tuple[str, str, str, str | None]]:
                     and isinstance(deco.func.value, ast.Name) and deco.func.value.id == var and deco.args
                     and isinstance(deco.args[0], ast.Constant) and isinstance(deco.args[0].value, str)):
                 kw = {k.arg: k.value.value for k in deco.keywords if isinstance(k.value, ast.Constant)}
-                help = kw.get("help")
+                help, extra = kw.get("help"), kw.get("extra")
                 doc = (ast.get_docstring(node) or "").strip().splitlines()
                 found.append((deco.args[0].value, node.name, help if isinstance(help, str) else (doc[0] if doc else ""),
-                              kw.get("extra") if isinstance(kw.get("extra"), str) else None))
+                              extra if isinstance(extra, str) else None))
     return found
 
 

@@ -191,8 +191,11 @@ def create_app(engine: Engine, model_id: str, *, api_key: str | None = None, def
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue[str | None] = asyncio.Queue()
         stream = bool(body.get("stream"))
-        on_text = (lambda d: loop.call_soon_threadsafe(deltas.put_nowait, d)) if stream else None
-        job = engine.submit(req, on_text)
+
+        def on_text(delta: str) -> None:
+            loop.call_soon_threadsafe(deltas.put_nowait, delta)
+
+        job = engine.submit(req, on_text if stream else None)
         try:
             await asyncio.wrap_future(job.accepted)
         except DataError as e:

@@ -35,7 +35,7 @@ SMOKE_SKIPS_EXTRAS = ("quant", "augment", "bertscore")
 
 def _data_present(cfg: RunConfig) -> bool:
     if cfg.data.source == "hf":  # a local dataset folder is used; a hub name may not be reachable
-        return bool(cfg.data.hf_name) and Path(cfg.data.hf_name).is_dir()
+        return bool(cfg.data.hf_name and Path(cfg.data.hf_name).is_dir())
     paths = [p for p in (cfg.data.path, cfg.data.train, cfg.data.val, cfg.data.test) if p]
     return bool(paths) and all(Path(p).exists() for p in paths)
 

@@ -108,7 +108,8 @@ def prediction_rows(run_dir: Path, outcome: str = "all", text: str = "") -> list
     if not have:
         return []
     runs = [load_eval_dir(run_dir / n, n) for n in have]
-    pairs = pair_rows(runs[0], runs[1]) if len(runs) == 2 else [(r, None) for r in runs[0].rows]
+    pairs: list[tuple[dict[str, Any] | None, dict[str, Any] | None]] = (
+        list(pair_rows(runs[0], runs[1])) if len(runs) == 2 else [(r, None) for r in runs[0].rows])
     if len(runs) == 1 and have == ["finetuned"]:
         pairs = [(None, r) for r in runs[0].rows]
     keep = {
@@ -118,11 +119,14 @@ def prediction_rows(run_dir: Path, outcome: str = "all", text: str = "") -> list
         "both wrong": lambda a, b: a and b and not a["correct"] and not b["correct"],
         "any parse failure": lambda a, b: any(r is not None and r.get("parse_ok") is False for r in (a, b)),
     }.get(outcome, lambda a, b: True)
-    needle, thumbs, rows = (text or "").strip().lower(), {}, []
+    needle = (text or "").strip().lower()
+    thumbs: dict[str, str] = {}
+    rows: list[list[Any]] = []
     for a, b in pairs:
         if not keep(a, b):
             continue
         first = a or b
+        assert first is not None  # every pair has at least one side
         cells = [first["id"], str(first.get("target")), None if a is None else str(a.get("prediction")),
                  None if a is None else bool(a["correct"]), None if b is None else str(b.get("prediction")),
                  None if b is None else bool(b["correct"])]

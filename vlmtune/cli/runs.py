@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vlmtune.cli.common import Verb, print_summary
 from vlmtune.errors import ConfigError
+
+if TYPE_CHECKING:
+    from vlmtune.config import RunConfig
 
 
 def cmd_quickstart(a: argparse.Namespace) -> int:
@@ -67,7 +71,7 @@ def cmd_validate(a: argparse.Namespace) -> int:
     return 0
 
 
-def readiness_notes(cfg) -> list[str]:
+def readiness_notes(cfg: RunConfig) -> list[str]:
     """What a valid recipe still needs on this machine (data files, the model's family, every optional extra):
     notes, not errors: the recipe may be meant for another machine."""
     from vlmtune.extras import install_hint, installed, missing_modules
@@ -77,7 +81,7 @@ def readiness_notes(cfg) -> list[str]:
     from vlmtune.tasks import build_task
 
     notes = []
-    if cfg.data.source == "hf" and not Path(cfg.data.hf_name).is_dir():
+    if cfg.data.source == "hf" and (cfg.data.hf_name is None or not Path(cfg.data.hf_name).is_dir()):
         notes.append(f"note: data.hf_name {cfg.data.hf_name} is read from the hub, or offline from the local Hugging "
                      "Face cache (`hf download NAME --repo-type dataset` fills it)")
     elif cfg.data.source != "synth":

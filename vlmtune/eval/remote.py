@@ -91,7 +91,7 @@ def listed_model(client: RemoteClient, wanted: str) -> tuple[str, dict[str, Any]
 class RemoteBackend:
     """eval.backend=openai: the Backend (vlmtune.eval.run) that asks an OpenAI-compatible server."""
 
-    adapter = None
+    adapter: str | None = None
     option_scoring = "sum of option-token log-probabilities (the server's prompt_logprobs)"
 
     def __init__(self, ecfg: EvalConfig, cache: str | os.PathLike):
@@ -100,7 +100,7 @@ class RemoteBackend:
         self.model_name, self.listed = listed_model(probe, ecfg.model)
         self.client = RemoteClient(remote_config(ecfg, self.model_name), cache)
         self.ecfg, self.cache_path = ecfg, Path(cache)
-        self.decoding = {"temperature": 0.0}
+        self.decoding: dict[str, Any] = {"temperature": 0.0}
         self.seen: list[ChatResponse] = []
         self.totals: dict[str, int] = {}
 
@@ -191,7 +191,11 @@ def option_score(ex: Example, option: str, prompt: ChatResponse, full: ChatRespo
                         f"{len(p)} tokens, open answer {len(o)}, complete answer {len(f)}, differing at {start} and "
                         f"{end}); it may ignore add_generation_prompt / continue_final_message",
                         fix="evaluate with eval.mode=generate against this server, or serve the model with vLLM")
-    return float(sum(full.prompt_logprobs[i][1] for i in range(start, end + 1)))  # type: ignore[index]
+    entries = (full.prompt_logprobs or [])[start:end + 1]
+    if any(e is None for e in entries):
+        raise DataError(f"example '{ex.id}', option {option!r}: the server gave no log-probability for an answer "
+                        "token", fix="evaluate with eval.mode=generate against this server, or serve the model with vLLM")
+    return float(sum(e[1] for e in entries if e is not None))
 
 
 def ids_of(r: ChatResponse, ex: Example, option: str) -> list[int | None]:

@@ -27,7 +27,8 @@ class Pacer:
                  catch_up: float = 1.0):
         self.rpm, self.tpm, self.clock, self.catch_up = rpm, tpm, clock, catch_up
         self._lock = threading.Lock()
-        self._next_req = self._next_tok = None  # type: ignore[assignment]
+        self._next_req: float | None = None
+        self._next_tok: float | None = None
         self._used, self._done = 0, 0
         self._probe = threading.Event()   # set once a first response (or failure) has come back
         self._probing = False

@@ -165,7 +165,7 @@ def request_key(model: str, req: ChatRequest, image_hash: Callable[[str], str] =
 def to_openai_messages(req: ChatRequest) -> list[dict[str, Any]]:
     """vlmtune messages -> OpenAI messages: text parts, and each image as a base64 data URL where it stood."""
     images = iter(req.images)
-    out = []
+    out: list[dict[str, Any]] = []
     for m in req.messages:
         if IMAGE_TOKEN not in m["content"]:
             out.append({"role": m["role"], "content": m["content"]})

@@ -30,8 +30,8 @@ import torch
 from vlmtune.data.example import Example
 from vlmtune.errors import DataError
 from vlmtune.logs import progress_bar
-from vlmtune.processing import (encode_texts, load_image_cached, prompt_text, render, to_model,
-                                tokenizer_of)
+from vlmtune.processing import (Model, Processor, encode_texts, load_image_cached, prompt_text, render,
+                                to_model, tokenizer_of)
 
 
 def _encode(processor, model, text: str, images: list) -> dict[str, torch.Tensor]:
@@ -105,8 +105,8 @@ def _score_one_full(model, processor, ex: Example, option: str, images: list, pr
 
 
 @torch.inference_mode()
-def score_options_full(model, processor, examples: list[Example], options: list[list[str]] | None = None, *,
-                       normalize: bool = False) -> list[list[float]]:
+def score_options_full(model: Model, processor: Processor, examples: list[Example],
+                       options: list[list[str]] | None = None, *, normalize: bool = False) -> list[list[float]]:
     """Reference scorer: one full forward (prompt + images + option) per option. Same scores as `score_options`."""
     opts = _option_texts(examples, options)
     end_ids = _end_ids(model, processor)
@@ -259,7 +259,8 @@ def _expand_cache(cache, n: int):
 
     c = copy.deepcopy(cache)  # batch 1: cheap
     for layer in c.layers:
-        if type(layer) is DynamicLayer and layer.is_initialized and layer.keys is not None and layer.keys.numel():
+        if type(layer) is DynamicLayer and layer.is_initialized and layer.keys is not None and layer.keys.numel() \
+                and layer.values is not None:
             layer.keys = layer.keys.expand(n, -1, -1, -1)       # [n, H, P, D], a view
             layer.values = layer.values.expand(n, -1, -1, -1)
         else:
@@ -268,7 +269,7 @@ def _expand_cache(cache, n: int):
 
 
 @torch.inference_mode()
-def score_options(model, processor, examples: list[Example], options: list[list[str]] | None = None, *,
+def score_options(model: Model, processor: Processor, examples: list[Example], options: list[list[str]] | None = None, *,
                   batch_size: int = 16, normalize: bool = False, stats: dict[str, int] | None = None,
                   packing: str = "auto") -> list[list[float]]:
     """Log-likelihood of each option as the assistant's answer; the prompt (and its images) runs once per example.
@@ -312,15 +313,18 @@ def score_options(model, processor, examples: list[Example], options: list[list[
                 row[j] = _finish(total, n, normalize)
                 counts["fallback_options"] += 1
         todo = [j for j, ids in enumerate(tails) if ids]
-        longest = P + min(PACK_MAX_TOKENS, sum(len(tails[j]) for j in todo))
+        todo_tails = [ids for ids in tails if ids]
+        longest = P + min(PACK_MAX_TOKENS, sum(map(len, todo_tails)))
         if packing != "off" and _can_pack(model, longest, strict=packing == "on"):
-            scored = _score_packed(model, cache, first_logp, P, [tails[j] for j in todo], counts)
+            scored = _score_packed(model, cache, first_logp, P, todo_tails, counts)
         else:
-            scored = _score_expanded(model, cache, first_logp, P, [tails[j] for j in todo], batch_size, pad_id,
+            scored = _score_expanded(model, cache, first_logp, P, todo_tails, batch_size, pad_id,
                                      model_positions, counts)
         for j, (total, n) in zip(todo, scored):
             row[j] = _finish(total, n, normalize)
-        out.append([float(x) for x in row])
+        scores = [float(x) for x in row if x is not None]
+        assert len(scores) == len(row)  # every option was scored, by the full forward or the cached prompt
+        out.append(scores)
     if counts["fallback_options"]:
         warnings.warn(f"{counts['fallback_options']} of {counts['options']} options tokenize differently after the "
                       "prompt than alone (a merge across the prompt/answer boundary); they were scored with a full "
@@ -331,7 +335,8 @@ def score_options(model, processor, examples: list[Example], options: list[list[
 
 
 @torch.inference_mode()
-def prompt_logprobs(model, processor, text: str, images: list, *, top: int = 0) -> list[dict[str, dict] | None]:
+def prompt_logprobs(model: Model, processor: Processor, text: str, images: list, *,
+                    top: int = 0) -> list[dict[str, dict] | None]:
     """Each token's log-probability given the tokens before it, for one rendered text (one forward), in vLLM's
     `prompt_logprobs` format: None for the first token, then `{"<id>": {"logprob", "rank", "decoded_token"}}` with
     the text's own token first and the `top` likeliest tokens after it. `rank` 1 is the likeliest token."""

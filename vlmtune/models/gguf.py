@@ -133,7 +133,7 @@ def resolve_gguf(name: str, *, cache: str | Path | None = None) -> Path:
     gen = model.generation_config
     eot = tok.convert_tokens_to_ids("<end_of_turn>") if "<end_of_turn>" in tok.get_vocab() else None
     if eot is not None:  # chat turns end with <end_of_turn>; generation stops there as well as at <eos>
-        gen.eos_token_id = sorted({int(tok.eos_token_id), int(eot)})
+        gen.eos_token_id = sorted({int(tok.eos_token_id), int(eot)})  # type: ignore[arg-type]  # one id here
         notes.append("generation stops at <end_of_turn> and <eos>")
     gen.pad_token_id = tok.pad_token_id
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,11 +18,11 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from vlmtune.config import ModelConfig
 from vlmtune.errors import ConfigError
-from vlmtune.processing import tokenizer_of
+from vlmtune.processing import Model, Processor, tokenizer_of
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def is_vision_model(path_or_id: str) -> bool:
     return hasattr(cfg, "vision_config") and cfg.vision_config is not None
 
 
-def load_processor(ref: ModelRef) -> tuple[Any, bool]:
+def load_processor(ref: ModelRef) -> tuple[Processor, bool]:
     """(processor, is a vision model) of a resolved model, without its weights. For text-only models the
     processor is the tokenizer."""
     from transformers import AutoProcessor, AutoTokenizer
@@ -136,7 +136,7 @@ def check_loadable(ref: ModelRef) -> None:
                           "populated HF cache)") from None
 
 
-def load_model(model: ModelRef | ModelConfig, *, adapter: str | Path | None = None) -> tuple[Any, Any]:
+def load_model(model: ModelRef | ModelConfig, *, adapter: str | Path | None = None) -> tuple[Model, Processor]:
     """Load (model, processor). For text-only models the processor is the tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, BitsAndBytesConfig
@@ -166,9 +166,9 @@ def load_model(model: ModelRef | ModelConfig, *, adapter: str | Path | None = No
         kw["device_map"] = {"": device}
     processor, vision = load_processor(ref)
     auto = AutoModelForImageTextToText if vision else AutoModelForCausalLM
-    model = auto.from_pretrained(name, **kw)
+    loaded: Model = auto.from_pretrained(name, **kw)
     if not (cfg.load_in_4bit or cfg.load_in_8bit):
-        model.to(device)
+        loaded.to(device)
     if adapter:
         from peft import PeftModel
 
@@ -176,7 +176,7 @@ def load_model(model: ModelRef | ModelConfig, *, adapter: str | Path | None = No
             raise ConfigError(f"--adapter {adapter}: no adapter_config.json there (expected a PEFT adapter dir, "
                               "e.g. runs/<name>/adapter)")
         try:
-            model = PeftModel.from_pretrained(model, str(adapter))
+            loaded = PeftModel.from_pretrained(loaded, str(adapter))
         except RuntimeError as e:  # torch's load_state_dict: "size mismatch for ..." when the base differs
             if "size mismatch" not in str(e) and "Missing key" not in str(e):
                 raise
@@ -185,8 +185,8 @@ def load_model(model: ModelRef | ModelConfig, *, adapter: str | Path | None = No
                               f"(it was trained on {trained_on or 'another base'}). Fix: pass the base it was trained "
                               f"on as --model (or model.name), or an adapter trained on '{ref.name}'") from None
         log.info(f"[model] adapter {adapter}")
-    model.eval()
-    return model, processor
+    loaded.eval()
+    return loaded, processor
 
 
 def _adapter_base(adapter: str | Path) -> str | None:
@@ -202,7 +202,7 @@ def _adapter_base(adapter: str | Path) -> str | None:
         return None
 
 
-def lora_target_modules(model, target: str = "language", modules: str = "attention+mlp") -> list[str]:
+def lora_target_modules(model: Model, target: str = "language", modules: str = "attention+mlp") -> list[str]:
     """Full names of the linear layers that get LoRA.
 
     target: language (text model only) | language+projector | all (also the vision tower).
@@ -228,14 +228,14 @@ def lora_target_modules(model, target: str = "language", modules: str = "attenti
     return names
 
 
-def projector_modules_to_save(model, target: str = "language") -> list[str]:
+def projector_modules_to_save(model: Model, target: str = "language") -> list[str]:
     """Projectors that LoRA cannot reach, trained in full instead when target includes the projector.
 
     Gemma-3's projector is a bare weight matrix (`mm_input_projection_weight`) and a norm, not nn.Linear
     layers, so LoRA has nothing to attach to there; PEFT's modules_to_save trains (and saves) a copy of it."""
     if target not in ("language+projector", "all"):
         return []
-    out = []
+    out: list[str] = []
     for name, mod in model.named_modules():
         if name.split(".")[-1] not in PROJECTORS or any(name.startswith(o + ".") for o in out):
             continue
@@ -268,10 +268,14 @@ def dir_hash(path: str | Path | None) -> str | None:
     return h.hexdigest()[:16]
 
 
+@overload
+def text_hash(s: str) -> str: ...
+@overload
+def text_hash(s: None) -> None: ...
 def text_hash(s: str | None) -> str | None:
     return None if s is None else hashlib.sha256(s.encode()).hexdigest()[:16]
 
 
-def chat_template_of(processor) -> str | None:
+def chat_template_of(processor: Processor) -> str | None:
     t = getattr(processor, "chat_template", None) or getattr(getattr(processor, "tokenizer", None), "chat_template", None)
     return t if isinstance(t, str) else (json.dumps(t, sort_keys=True) if t else None)

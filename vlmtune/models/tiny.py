@@ -99,7 +99,7 @@ def build_tokenizer(vocab_size: int):
                                    unk_token="<unk>", extra_special_tokens={"image_token": "<image>"},
                                    padding_side="left", chat_template=CHAT_TEMPLATE)
     # Rendered prompts already begin with the role marker; no BOS is added so prompt/answer boundaries stay clean.
-    fast.add_bos_token = False
+    fast.add_bos_token = False  # type: ignore[misc]  # settable at runtime; typed as a read-only property
     return fast
 
 
@@ -129,7 +129,8 @@ def build_model(cfg: TinyBaseConfig, tokenizer):
                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                      pad_token_id=tokenizer.pad_token_id)
     n_img = (cfg.image_size // cfg.patch_size) ** 2
-    config = LlavaConfig(vision_config=vc, text_config=tc, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+    # transformers' typed config signatures omit the token ids they take through **kwargs
+    config = LlavaConfig(vision_config=vc, text_config=tc, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),  # type: ignore[call-arg]
                          vision_feature_layer=-1, vision_feature_select_strategy="default",
                          image_seq_length=n_img, projector_hidden_act="gelu", tie_word_embeddings=True,
                          pad_token_id=tokenizer.pad_token_id)

@@ -112,7 +112,7 @@ class Template:
 def load_template(name_or_path: str, *, rationalize: bool = False) -> Template:
     """A shipped template by name, or a Jinja2 file of yours."""
     if name_or_path in BUILTIN:
-        source = resources.files("vlmtune.teacher").joinpath("templates", f"{name_or_path}.j2").read_text("utf-8")
+        source = (resources.files("vlmtune.teacher") / "templates" / f"{name_or_path}.j2").read_text("utf-8")
         name = name_or_path
     else:
         path = Path(name_or_path)

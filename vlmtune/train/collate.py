@@ -14,7 +14,7 @@ import torch
 
 from vlmtune.data.example import IMAGE_TOKEN, Example
 from vlmtune.errors import DataError
-from vlmtune.processing import encode_texts, image_token_id, load_image, load_image_cached, render
+from vlmtune.processing import Processor, encode_texts, image_token_id, load_image, load_image_cached, render
 
 IGNORE = -100
 # Per-token processor outputs (Gemma 3 marks image tokens with these); padded and truncated like input_ids.
@@ -32,7 +32,8 @@ class EncodeSettings:
     max_length: int = 256
 
 
-def encode_example(processor, ex: Example, settings: EncodeSettings, *, cache_images: bool = True) -> dict[str, Any]:
+def encode_example(processor: Processor, ex: Example, settings: EncodeSettings, *,
+                   cache_images: bool = True) -> dict[str, Any]:
     """One training example -> {input_ids [T], attention_mask [T], labels [T], pixel_values ..., n_loss_tokens}."""
     loader = load_image_cached if cache_images else load_image
     images = [loader(p) for p in ex.images]
@@ -124,7 +125,7 @@ class Collator:
 class EncodedDataset(torch.utils.data.Dataset):
     """Examples encoded once up front, so bad records fail before training starts."""
 
-    def __init__(self, processor, examples: list[Example], settings: EncodeSettings):
+    def __init__(self, processor: Processor, examples: list[Example], settings: EncodeSettings):
         from vlmtune.logs import progress_bar
 
         self.items = [encode_example(processor, ex, settings) for ex in progress_bar(examples, desc="encode")]

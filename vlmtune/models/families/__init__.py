@@ -107,7 +107,7 @@ def build_tokenizer(family: str) -> Any:
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, **fam.named, extra_special_tokens=fam.extra,
                                    padding_side="left", chat_template=fam.template)
     # The templates write the BOS themselves (or have none); the tokenizer adds nothing.
-    fast.add_bos_token = False
+    fast.add_bos_token = False  # type: ignore[misc]  # settable at runtime; typed as a read-only property
     return fast
 
 

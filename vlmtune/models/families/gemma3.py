@@ -42,7 +42,8 @@ class Gemma3(Family):
                                 num_attention_heads=HEADS, image_size=size, patch_size=patch, vision_use_head=False)
         tc = Gemma3TextConfig(**text_kw(tok), head_dim=TEXT_HIDDEN // HEADS, sliding_window=64,
                               layer_types=["full_attention"])
-        config = Gemma3Config(text_config=tc, vision_config=vc, mm_tokens_per_image=n_img,
+        # transformers' typed config signatures omit the token ids they take through **kwargs
+        config = Gemma3Config(text_config=tc, vision_config=vc, mm_tokens_per_image=n_img,  # type: ignore[call-arg]
                               boi_token_index=tok.convert_tokens_to_ids("<start_of_image>"),
                               eoi_token_index=tok.convert_tokens_to_ids("<end_of_image>"),
                               image_token_index=tok.convert_tokens_to_ids("<image_soft_token>"),

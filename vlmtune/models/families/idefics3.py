@@ -41,6 +41,7 @@ class Idefics3(Family):
                                  chat_template=IDEFICS3_TEMPLATE)
         vc = Idefics3VisionConfig(hidden_size=VISION_HIDDEN, intermediate_size=VISION_HIDDEN * 2, num_hidden_layers=1,
                                   num_attention_heads=HEADS, image_size=size, patch_size=patch)
-        config = Idefics3Config(vision_config=vc, text_config=LlamaConfig(**text_kw(tok)), scale_factor=scale,
+        # transformers' typed config signatures omit the token ids they take through **kwargs
+        config = Idefics3Config(vision_config=vc, text_config=LlamaConfig(**text_kw(tok)), scale_factor=scale,  # type: ignore[call-arg]
                                 image_token_id=tok.convert_tokens_to_ids("<image>"), pad_token_id=tok.pad_token_id)
         return Idefics3ForConditionalGeneration(config), proc

@@ -35,7 +35,8 @@ class Llava(Family):
         proc = LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=patch,
                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
                               chat_template=LLAVA_TEMPLATE)
-        config = LlavaConfig(vision_config=clip_config(size, patch), text_config=LlamaConfig(**text_kw(tok)),
+        # transformers' typed config signatures omit the token ids they take through **kwargs
+        config = LlavaConfig(vision_config=clip_config(size, patch), text_config=LlamaConfig(**text_kw(tok)),  # type: ignore[call-arg]
                              image_token_index=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=-1,
                              vision_feature_select_strategy="default", image_seq_length=(size // patch) ** 2,
                              pad_token_id=tok.pad_token_id)

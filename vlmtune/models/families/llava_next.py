@@ -26,7 +26,8 @@ class LlavaNext(Llava):
                                   vision_feature_select_strategy="default", num_additional_image_tokens=1,
                                   chat_template=LLAVA_TEMPLATE)
         # The real 1.6 checkpoints use a Mistral/Vicuna text model; Llama layers are the same shape class-wise.
-        config = LlavaNextConfig(vision_config=clip_config(size, patch), text_config=LlamaConfig(**text_kw(tok)),
+        # transformers' typed config signatures omit the token ids they take through **kwargs
+        config = LlavaNextConfig(vision_config=clip_config(size, patch), text_config=LlamaConfig(**text_kw(tok)),  # type: ignore[call-arg]
                                  image_token_index=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=-1,
                                  vision_feature_select_strategy="default", image_grid_pinpoints=grid,
                                  image_seq_length=(size // patch) ** 2, pad_token_id=tok.pad_token_id)

@@ -42,8 +42,8 @@ class Qwen25VL(Family):
                                   Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
 
         side = 56  # 56x56 -> 4x4 patches of 14 -> 2x2 = 4 merged image tokens
-        pixels = dict(min_pixels=side * side, max_pixels=side * side, patch_size=14, merge_size=2,
-                      temporal_patch_size=2)
+        pixels: dict[str, Any] = dict(min_pixels=side * side, max_pixels=side * side, patch_size=14, merge_size=2,
+                                      temporal_patch_size=2)
         ip = Qwen2VLImageProcessor(**pixels)
         # The processor requires its video processor (the stand-in is used for images; the settings match).
         vp = Qwen2VLVideoProcessor(size={"shortest_edge": side * side, "longest_edge": side * side},
@@ -56,7 +56,8 @@ class Qwen25VL(Family):
         vision = dict(depth=1, hidden_size=VISION_HIDDEN, intermediate_size=VISION_HIDDEN * 2, num_heads=HEADS,
                       out_hidden_size=TEXT_HIDDEN, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
                       window_size=56, fullatt_block_indexes=[0])
-        config = Qwen2_5_VLConfig(text_config=text, vision_config=vision,
+        # transformers' typed config signatures omit the token ids they take through **kwargs
+        config = Qwen2_5_VLConfig(text_config=text, vision_config=vision,  # type: ignore[call-arg]
                                   image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
                                   video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
                                   vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
