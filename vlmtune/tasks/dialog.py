@@ -278,8 +278,8 @@ class DialogTask(Task):
         text_keys = [k for k, v in out.items() if isinstance(v, dict) and "value" in v and k not in RANKING_KEYS]
         made_here = out["ranking_mode"] in (None, LOGLIK)
         scores = SCORE_SOURCE if made_here else f"option scores: {out['ranking_mode']}"
-        text = TEXT_SOURCE if made_here else f"answer text (the top-scored option; scores: {out['ranking_mode']})"
-        out["metric_modes"] = {**{k: text for k in text_keys}, **{k: scores for k in RANKING_KEYS if k in out}}
+        answers = TEXT_SOURCE if made_here else f"answer text (the top-scored option; scores: {out['ranking_mode']})"
+        out["metric_modes"] = {**{k: answers for k in text_keys}, **{k: scores for k in RANKING_KEYS if k in out}}
         return out
 
     @staticmethod
