@@ -12,7 +12,7 @@ PACKAGE = ROOT / "vlmtune"
 # Lowest first. A module belongs to the first entry that is its name or a package above it.
 LAYERS: list[tuple[str, ...]] = [
     ("vlmtune", "vlmtune.errors", "vlmtune.registry", "vlmtune.logs", "vlmtune.paths", "vlmtune.jsonlines",
-     "vlmtune.extras",
+     "vlmtune.extras", "vlmtune.assets",
      "vlmtune.__main__"),
     ("vlmtune.config",),
     ("vlmtune.stats", "vlmtune.metrics"),

@@ -72,3 +72,38 @@ def test_4bit_load_lora_step_and_generate_on_cpu(tmp_path, count_data):
     loss.backward()
     grads = [p.grad for n, p in model.named_parameters() if "lora_" in n and p.requires_grad]
     assert grads and any(g is not None and bool(g.abs().sum() > 0) for g in grads)
+
+
+def test_the_shipped_base_is_the_default_build_and_is_installed_without_training(tmp_path, log_lines):
+    """vlmtune ships the default tiny base (scripts/build_tiny_base.py): a first run copies it instead of building.
+    A change to the build settings without re-shipping fails here (the shipped key would no longer match)."""
+    from vlmtune.build import SHIPPED, shipped_key
+
+    assert shipped_key() == TinyBaseConfig().key(), "re-run scripts/build_tiny_base.py and commit the result"
+    assert not (SHIPPED / "training_args.bin").exists()  # no pickle in the package
+    path = build_base(cache=tmp_path)
+    assert any("shipped with vlmtune" in m for m in log_lines) and not any("building" in m for m in log_lines)
+    assert sorted(p.name for p in path.iterdir()) == sorted(p.name for p in SHIPPED.iterdir())
+    assert _weights(path).keys() == _weights(SHIPPED).keys()
+    assert all(torch.equal(a, b) for a, b in zip(_weights(path).values(), _weights(SHIPPED).values()))
+    assert not list(tmp_path.rglob("tiny-copy-*")), "the temporary copy was left behind"
+
+
+@pytest.mark.slow
+def test_a_fresh_build_answers_as_the_shipped_base_does(tmp_path):
+    """The shipped weights are the deterministic build's: a fresh build of the default settings gives the same
+    weights on the machine that shipped them, and the same greedy captions here (float sums may differ by a few
+    ulps across CPUs, so answers are compared, not bits)."""
+    from vlmtune.build import SHIPPED
+    from vlmtune.data.example import load_jsonl
+    from vlmtune.data.synth import synthesize
+    from vlmtune.infer.generate import generate
+
+    fresh = build_base(cache=tmp_path / "c", fresh=True)
+    examples = load_jsonl(synthesize("caption", 24, tmp_path / "d", seed=777))
+    answers = []
+    for path in (SHIPPED, fresh):
+        model, proc = load_model(ModelConfig(name=str(path)))
+        answers.append(generate(model, proc, examples, max_new_tokens=24))
+    same = sum(a == b for a, b in zip(*answers))
+    assert same >= 22, f"{same}/24 captions equal"

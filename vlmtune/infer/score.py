@@ -197,7 +197,7 @@ def _score_packed(model, cache, first_logp: torch.Tensor, P: int, tails: list[li
         if eager:  # eager attention adds the mask to the scores
             mask = torch.zeros(mask.shape, dtype=model.dtype, device=device).masked_fill(
                 ~mask, torch.finfo(model.dtype).min)
-        logits = model(input_ids=inp[None], attention_mask=mask, position_ids=pos[None], past_key_values=cache,
+        logits = model(input_ids=inp[None], attention_mask=mask, position_ids=pos[None], cache=cache,
                        use_cache=True).logits[0]                                             # [S, V]
         cache.crop(P - cache.get_seq_length())  # drop the options: the next group starts from the prompt again
         counts["option_forwards"] += 1
@@ -239,7 +239,7 @@ def _score_expanded(model, cache, first_logp: torch.Tensor, P: int, tails: list[
             kw: dict[str, Any] = {}
             if not model_positions:
                 kw["position_ids"] = (P + torch.arange(L - 1, device=device)).expand(b, L - 1)
-            logits = model(input_ids=inp, attention_mask=attn, past_key_values=_expand_cache(cache, b),
+            logits = model(input_ids=inp, attention_mask=attn, cache=_expand_cache(cache, b),
                            use_cache=True, **kw).logits                           # [b, L-1, V]
             counts["option_forwards"] += 1
             lp = torch.log_softmax(logits.float(), dim=-1)
@@ -304,7 +304,7 @@ def score_options(model: Model, processor: Processor, examples: list[Example], o
         pre = model(**enc, use_cache=True, logits_to_keep=1)
         counts["prefix_forwards"] += 1
         first_logp = torch.log_softmax(pre.logits[0, -1].float(), dim=-1)   # [V]: predicts each option's 1st token
-        cache = pre.past_key_values
+        cache = pre.cache
         row: list[float | None] = [None] * len(ex_opts)
         tails = _option_token_ids(processor, ex, prompt, ex_opts, end_ids)
         for j, ids in enumerate(tails):

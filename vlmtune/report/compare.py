@@ -64,7 +64,7 @@ class Comparison:
     sections: list[ReportSection] = field(default_factory=list)  # the task's own sections (plot_name set if drawn)
     history: list[dict[str, Any]] | None = None                  # the training log, for the loss plot
     plots: list[str] = field(default_factory=list)               # plot files drawn, relative to the report dir
-    rows: tuple[list[Row], list[Row]] = ((), ())                 # the paired prediction rows (the predictions page)
+    rows: tuple[list[Row], list[Row]] = field(default_factory=lambda: ([], []))                 # the paired prediction rows (the predictions page)
 
     @property
     def labels(self) -> tuple[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import json
 import math
 from typing import Any
@@ -68,7 +70,7 @@ def n_text(n: Any, clusters: Any) -> str:
     return f"{n}" if clusters is None or clusters == n else f"{n} in {clusters} groups"
 
 
-def each(values: list[str], labels: tuple[str, ...] | list[str]) -> str:
+def each(values: Sequence[str], labels: Sequence[str]) -> str:
     """One value when every run has the same, else each run's: 'zero-shot: a; fine-tuned: b'."""
     if len(set(values)) == 1:
         return values[0]

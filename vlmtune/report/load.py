@@ -122,6 +122,8 @@ def load_history(history: Sequence[dict[str, Any]] | str | os.PathLike | None) -
     """Accept Trainer's log_history itself, or a trainer_state.json path holding it."""
     if history is None or isinstance(history, list):
         return history
+    if not isinstance(history, (str, os.PathLike)):
+        return list(history)
     path = Path(history)
     if not path.is_file():
         raise DataError("training history not found", file=str(path),

@@ -58,7 +58,7 @@ def _fonts() -> Any:
     return matplotlib.rc_context({"font.family": hangul_font_families()})
 
 
-def colors(k: int) -> list[str]:
+def colors(k: int) -> list[Any]:
     """The report's baseline and candidate colours for two runs; matplotlib's tab10 cycle for more."""
     if k <= 2:
         return list(REPORT_COLORS[:k])
@@ -102,7 +102,9 @@ def plot_metric_bars(metrics: list[dict[str, Any]], labels: list[str]) -> bytes 
     fig = _figure(max(3.0, 0.9 * k + 1.2) * ncols, 2.8 * nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, row in zip(axes, rows):
-        vals, errs, cis = [], [[], []], []
+        vals: list[float] = []
+        errs: list[list[float]] = [[], []]
+        cis: list[Any] = []
         for e in row["entries"]:
             v, ci = e["value"], e["ci"]
             vals.append(v)
@@ -156,7 +158,7 @@ def _label_order(labels: list[str]) -> list[str]:
         except ValueError:
             return None
 
-    return sorted(labels, key=lambda x: number(x)) if all(number(x) is not None for x in labels) else labels
+    return sorted(labels, key=lambda x: number(x) or 0.0) if all(number(x) is not None for x in labels) else labels
 
 
 def shared_confusions(runs: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, list[list[float]], list[str], list[str]]]:
@@ -262,8 +264,8 @@ def thumbnail_png(path: str, px: int = THUMB_PX) -> bytes | None:
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
+        with Image.open(path) as opened:
+            im = opened.convert("RGBA" if "A" in opened.getbands() else "RGB")
             scale = px / max(im.size)
             size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
             im = im.resize(size, Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.LANCZOS)

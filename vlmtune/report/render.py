@@ -196,7 +196,7 @@ def significance_section(c: Comparison) -> Section:
         return f"{test}: the headline test" if key == head["key"] else test
 
     mc, bs = acc["mcnemar"], acc["accuracy_difference"]
-    rows = [["accuracy", mark("mcnemar", mc["method"]), f"b = {mc['b']} (right → wrong), c = {mc['c']} (wrong → right)",
+    rows: list[list[Any]] = [["accuracy", mark("mcnemar", mc["method"]), f"b = {mc['b']} (right → wrong), c = {mc['c']} (wrong → right)",
              n_all, format_p(mc["p_value"]), holm_by.get(("accuracy", "mcnemar"))]]
     if (cm := acc["mcnemar_clustered"]) is not None:
         rows.append(["accuracy", mark("mcnemar_clustered", cm["method"]),
@@ -221,7 +221,8 @@ def significance_section(c: Comparison) -> Section:
         text.append(f"This report tests {k} things (the headline McNemar on accuracy and the paired bootstrap of each "
                     "per-example value), so the chance of at least one false positive is larger than 5%; Holm's "
                     "adjusted p-values keep it at 5%. Read those when asking whether any one of them is significant.")
-    return Section("Significance (paired, same examples)", text=text, table=Table(header, rows, text=frozenset({1})))
+    return Section("Significance (paired, same examples)", text=text,
+                   table=Table(header, [[str(x) for x in r] for r in rows], text=frozenset({1})))
 
 
 def predictions_link(labels: Sequence[str]) -> str:

@@ -49,7 +49,7 @@ def compare_runs(baseline_dir: str | os.PathLike, candidate_dir: str | os.PathLi
                          title=title, allow_mismatch=allow_mismatch, history=load_history(history),
                          n_boot=n_boot, seed=seed, labels=labels)
     comparison = write_report(comparison, out_dir, extra=extra)
-    return comparison.summary(out_dir)
+    return comparison.summary(Path(out_dir))
 
 
 def compare_many(eval_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
