@@ -27,7 +27,9 @@ def cmd_data(a: argparse.Namespace) -> int:
         from vlmtune.data.synth import synthesize
 
         path = synthesize(a.task, a.n, a.out, seed=a.seed, image_size=a.image_size)
-        print(f"wrote {a.n} {a.task} examples to {path}")
+        # the count written, not the one asked: the memory generator writes whole episodes (about --n probes)
+        n = sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+        print(f"wrote {n} {a.task} examples to {path}")
         return 0
     return _data_inspect(a)
 

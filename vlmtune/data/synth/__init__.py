@@ -6,7 +6,8 @@ Tasks:
 - caption:  "Describe the image." -> "three shapes: two red, zero green, one blue and zero yellow. two red
             circles and one blue square." (half of them with digits: "3 shapes: 2 red, 0 green, ...")
             (used to pretrain the tiny base model; it never sees the downstream question formats)
-- count:    "How many red shapes are there?" -> "2" (target: int, 0..5, uniform)
+- count:    "How many {colour} shapes are there?" (colour uniform over red, green, blue, yellow) -> "2"
+            (target: int, 0..5, uniform; 0-4 shapes of the other colours besides, at least one shape)
 - classify: "Which kind of shape is most common ...?" -> "circles" | "squares" | "triangles" | "mixed"
             (target: label, uniform over the 4 classes; "mixed" = a tie for most common)
 - memory:   long-horizon episodes with probes of seven kinds (`vlmtune.data.synth.memory`; n = probes)
