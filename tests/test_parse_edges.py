@@ -59,3 +59,19 @@ def test_overlapping_labels_that_do_not_contain_each_other_are_ambiguous():
     assert parse_label("we see a drug sale price", ["drug sale", "sale price"]).ok is False
     assert parse_label("the big drug sale", ["the big drug", "drug sale"]).ok is False
     assert parse_label("a drug sale", ["drug", "drug sale"]).value == "drug sale"
+
+
+def test_only_a_korean_label_may_be_followed_by_glued_hangul():
+    """The right edge of a label ending in a Latin letter or digit is a word edge: Hangul glued to it makes
+    another word ("CCTV영상"), while a Korean label takes a glued particle ("마약 거래입니다")."""
+    assert parse_label("이건 CCTV영상 같아요", ["CCTV", "사진"]).ok is False
+    assert parse_label("이건 유형A형 같아요", ["유형 A", "유형 B"]).ok is False
+    assert parse_label("이건 CCTV 영상 같아요", ["CCTV", "사진"]).value == "CCTV"
+
+
+def test_a_label_that_is_also_a_lead_in_word_opens_the_answer():
+    """'Answer. Not a question.': the first label starts the answer (no opener before it), though the lead-in
+    rule would read 'answer' as 'Answer:'; it ends its sentence, so it wins over the later label."""
+    assert parse_label("Answer. It is not a question.", ["answer", "question"]).value == "answer"
+    assert parse_label("**Answer**. It is not a question.", ["answer", "question"]).value == "answer"
+    assert parse_label("An answer, or a question.", ["answer", "question"]).ok is False
