@@ -56,13 +56,17 @@ GROUPS: dict[str, tuple[list[str], list[str], list[str]]] = {
                     [f"vlmtune.tasks.dialog.x_{f}__mutmut_*" for f in
                      ("_target", "_normalize_markers", "_contains_phrase", "check_no_leak", "check_target")],
                     ["tests/test_dialog.py", "tests/test_leak_rules.py"]),
-    "resume": (["vlmtune/train/trainer.py", "vlmtune/train/checkpoints.py", "vlmtune/pipeline.py"],
-               ["vlmtune.train.checkpoints.x_last_complete_checkpoint__mutmut_*", "vlmtune.train.trainer.xǁEpochLengthSamplerǁ*",
+    "resume": (["vlmtune/train/trainer.py", "vlmtune/train/checkpoints.py"],
+               ["vlmtune.train.checkpoints.*", "vlmtune.train.trainer.xǁEpochLengthSamplerǁ*",
                 "vlmtune.train.trainer.xǁVlmTrainerǁ_length_sampler__mutmut_*",
-                "vlmtune.train.trainer.xǁVlmTrainerǁ_get_train_sampler__mutmut_*",
-                "vlmtune.pipeline.x__stages__mutmut_*", "vlmtune.pipeline.x_setup_data__mutmut_*"],
-               ["tests/test_resume.py", "tests/test_train.py::test_same_seed_same_adapter_and_resume_is_exact",
-                "tests/test_cli.py::test_resume_keeps_finished_stages"]),
+                "vlmtune.train.trainer.xǁVlmTrainerǁ_get_train_sampler__mutmut_*"],
+               ["tests/test_checkpoints.py", "tests/test_resume.py",
+                "tests/test_train.py::test_same_seed_same_adapter_and_resume_is_exact"]),
+    # The pipeline's stage resume: only end-to-end `vlmtune run` tests reach it (about a minute per mutant).
+    "resume-pipeline": (["vlmtune/pipeline.py"],
+                        ["vlmtune.pipeline.x__stages__mutmut_*", "vlmtune.pipeline.x_setup_data__mutmut_*"],
+                        ["tests/test_resume.py::test_vlmtune_run_resume_continues_an_interrupted_training",
+                         "tests/test_cli.py::test_resume_keeps_finished_stages"]),
 }
 
 KILLED = ("killed", "timeout", "caught by type check")
