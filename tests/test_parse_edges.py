@@ -75,3 +75,26 @@ def test_a_label_that_is_also_a_lead_in_word_opens_the_answer():
     assert parse_label("Answer. It is not a question.", ["answer", "question"]).value == "answer"
     assert parse_label("**Answer**. It is not a question.", ["answer", "question"]).value == "answer"
     assert parse_label("An answer, or a question.", ["answer", "question"]).ok is False
+
+
+def test_korean_numeral_tables_by_hand():
+    """The numeral tables the count parser reads (built once at import) against hand-written forms: every
+    Sino-Korean number 0..999 once; native numerals 1..99 with the forms only a counter may follow."""
+    from vlmtune.tasks.count import _NATIVE, _SINO, _native_forms, _sino_forms
+
+    sino = _sino_forms()
+    assert sino == _SINO and len(sino) == 1000 and sorted(sino.values()) == list(range(1000))
+    assert {k: sino[k] for k in ("영", "일", "십", "십일", "이십", "이십삼", "백", "백일", "백십", "삼백오", "구백구십구")} \
+        == {"영": 0, "일": 1, "십": 10, "십일": 11, "이십": 20, "이십삼": 23, "백": 100, "백일": 101, "백십": 110,
+            "삼백오": 305, "구백구십구": 999}
+    native = _native_forms()
+    assert native == _NATIVE
+    assert {k: native[k] for k in ("한", "하나", "두", "둘", "다섯", "열", "열한", "열하나", "스무", "스물",
+                                   "스물한", "스물하나", "아흔아홉")} == {
+        "한": (1, False), "하나": (1, True), "두": (2, False), "둘": (2, True), "다섯": (5, True), "열": (10, True),
+        "열한": (11, False), "열하나": (11, True), "스무": (20, False), "스물": (20, True), "스물한": (21, False),
+        "스물하나": (21, True), "아흔아홉": (99, True)}
+    assert "스무하나" not in native and "스무한" not in native   # 스무 is 20 alone
+    # 13 distinct units (한 두 세 네 bound, 하나 둘 셋 넷 free, 다섯..아홉 both), 10 tens (스무 too), 9 tens x 13 units
+    assert len(native) == 13 + 10 + 9 * 13
+    assert sorted({v for v, _ in native.values()}) == list(range(1, 100))
