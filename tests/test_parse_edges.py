@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from vlmtune.tasks.classify import parse_label
+from vlmtune.tasks.count import parse_count
 
 KO = ["마약 투약", "마약 거래", "관련 없음"]
 EN = ["drug sale", "drug use", "irrelevant"]
@@ -98,3 +99,31 @@ def test_korean_numeral_tables_by_hand():
     # 13 distinct units (한 두 세 네 bound, 하나 둘 셋 넷 free, 다섯..아홉 both), 10 tens (스무 too), 9 tens x 13 units
     assert len(native) == 13 + 10 + 9 * 13
     assert sorted({v for v, _ in native.values()}) == list(range(1, 100))
+
+
+@pytest.mark.parametrize("text, value", [
+    ("두 대학에서 온 학생 다섯 명", 5),           # a counter glued to more than particles ("대학") is no count
+    ("There are no Red squares", 0),              # "no" before a capitalized word
+    ("Twenty-One shapes", 21),
+    ("no more than 5 circles", 5),                # "no more" is not zero
+    ("twenty shapes", 20),                        # a tens word before a word that is no unit
+    ("twenty ten-sided dice", 20),                # only 1..9 join a tens word
+    ("다섯 개도 있어요", 5),                       # ...도 without 없- after it is not zero
+    ("정답은 이십입니다", 20),                     # a two-syllable Sino numeral with a copula
+    ("영 마리입니다", 0),                          # 영 and 십 count before any counter
+    ("십 마리", 10),
+    ("이십세기 그림에 사람 세 명", 3),             # 이십 glued to other syllables is a word
+    ("사장이 고양이 두 마리를 봤어요", 2),         # a one-syllable Sino numeral counts only before 개/명
+    ("여기 사는 고양이 세 마리", 3),               # ... and not with a particle alone ("사는")
+    ("영이는 고양이 두 마리를 키워요", 2),         # 영 with a particle is a name, not zero
+    ("사람이 오 명 있어요", 5),                    # a spaced 개/명 after a one-syllable Sino numeral
+])
+def test_count_parser_edges(text, value):
+    p = parse_count(text)
+    assert (p.value, p.ok) == (value, True), p
+
+
+@pytest.mark.parametrize("text", ["2.5 shapes", "nothing to count", ""])
+def test_count_failures_say_ok_false(text):
+    p = parse_count(text)
+    assert p.value is None and p.ok is False and p.raw == text, p
