@@ -101,14 +101,17 @@ def configure(dest: Path, files: list[str], tests: list[str]) -> None:
         'source_paths = ["vlmtune"]',
         f"only_mutate = {json.dumps(files)}",
         f"pytest_add_cli_args_test_selection = {json.dumps(existing)}",
-        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-W", "ignore"]',
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "mutation_order", "-W", "ignore"]',
         'also_copy = ["recipes", "configs", "scripts"]',
         'process_isolation = "forkserver"',   # torch is not fork-safe once its thread pools started
         "use_git_change_detection = false",
         f"do_not_mutate_patterns = {json.dumps(MESSAGE_LINES)}",
-        # Each mutant's tests run in a fresh process, which rebuilds session fixtures (a micro model, data) that the
-        # timing run built once: without this allowance such tests would be cut off and counted as kills.
-        "timeout_constant = 120.0",
+        # A mutant's wall-clock limit is (its tests' measured time + timeout_constant) * timeout_multiplier (mutmut's
+        # rule). Each mutant's tests run in a fresh process, which rebuilds session fixtures (a micro model, data)
+        # that the timing run built once: the constant covers that, so such tests are not cut off and counted as
+        # kills, while a mutant that loops forever costs minutes, not mutmut's default of hours here.
+        "timeout_constant = 30.0",
+        "timeout_multiplier = 5.0",
     ]) + "\n"
     with open(dest / "pyproject.toml", "a", encoding="utf-8") as f:
         f.write(toml)
@@ -143,7 +146,9 @@ def run_group(name: str, max_children: int) -> dict[str, str]:
     print(f"[mutation] {name}: copying the repository to {dest}", flush=True)
     copy_repo(dest)
     configure(dest, files, tests)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+    # scripts/ on the path for the test-order plugin (scripts/mutation_order.py)
+    path = os.pathsep.join(filter(None, [str(dest / "scripts"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "VLMTUNE_CACHE": str(dest / ".cache")}
     cmd = ["nice", "-n", "10", "mutmut", "run", "--max-children", str(max_children), *globs]
     print(f"[mutation] {name}: {' '.join(cmd)}", flush=True)
