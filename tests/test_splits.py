@@ -315,3 +315,26 @@ def test_skip_invalid_on_a_clean_file_removes_a_stale_rejects_file(tmp_path):
 def test_skip_invalid_still_fails_on_a_missing_file(tmp_path):
     with pytest.raises(DataError, match="file not found"):
         list(read_jsonl(tmp_path / "nope.jsonl", skip_invalid=True))
+
+
+def test_leftover_groups_go_to_the_largest_remainders():
+    """Labels x, y, z with 2, 3 and 5 groups at 70/30: quotas 1.4/0.6, 2.1/0.9 and 3.5/1.5. After the floors, one
+    train and two test groups are left; by largest remainder they go to y's and x's test share (0.9, 0.6) and
+    z's train share (0.5, tied with z's test share but z can take only one): test holds one of each label."""
+    examples = [ex(f"{lab}{i}", lab) for lab, n in (("x", 2), ("y", 3), ("z", 5)) for i in range(n)]
+    for seed in range(10):
+        s = split_examples(examples, {"train": 0.7, "test": 0.3}, seed=seed)
+        assert Counter(e.target for e in s["test"]) == {"x": 1, "y": 1, "z": 1}, seed
+        assert Counter(e.target for e in s["train"]) == {"x": 1, "y": 2, "z": 4}, seed
+
+
+def test_equal_remainders_are_broken_by_the_seed_not_by_the_label():
+    """Six labels of two groups at 75/25: every label's test quota is 0.5 and three of them get a test group;
+    which three depends on the seed (a fixed order would always put the same labels in test)."""
+    examples = [ex(f"{lab}{i}", lab) for lab in "abcdef" for i in range(2)]
+    chosen = set()
+    for seed in range(8):
+        test = split_examples(examples, {"train": 0.75, "test": 0.25}, seed=seed)["test"]
+        assert len(test) == 3 and len({e.target for e in test}) == 3, seed
+        chosen.add(frozenset(e.target for e in test))
+    assert len(chosen) > 1, chosen
