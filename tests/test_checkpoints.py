@@ -90,3 +90,27 @@ def test_epoch_length_sampler_is_a_function_of_seed_and_epoch():
     assert list(s) != first
     torch.manual_seed(123)                                                     # the global RNG plays no part
     assert list(EpochLengthSampler(4, lengths, seed=3)) == first
+
+
+def test_the_trainer_groups_by_length_only_when_asked(micro_model_dir, count_data, tmp_path):
+    """train.group_by_length picks the seeded EpochLengthSampler over the encoded lengths; off, transformers'
+    own random sampler (a real VlmTrainer on the micro model)."""
+    from transformers import TrainingArguments
+
+    from vlmtune.config import ModelConfig
+    from vlmtune.models.load import load_model
+    from vlmtune.processing import tokenizer_of
+    from vlmtune.train.collate import Collator, EncodedDataset, EncodeSettings
+    from vlmtune.train.trainer import VlmTrainer
+
+    model, proc = load_model(ModelConfig(name=str(micro_model_dir)))
+    ds = EncodedDataset(proc, count_data[:6], EncodeSettings())
+    for strategy, kind in (("group_by_length", EpochLengthSampler), ("random", torch.utils.data.RandomSampler)):
+        args = TrainingArguments(output_dir=str(tmp_path / strategy), per_device_train_batch_size=2, seed=4,
+                                 train_sampling_strategy=strategy, report_to=[], use_cpu=True)
+        trainer = VlmTrainer(model=model, args=args, train_dataset=ds,
+                             data_collator=Collator(tokenizer_of(proc).pad_token_id))
+        sampler = trainer._get_train_sampler()
+        assert type(sampler) is kind, (strategy, sampler)
+        if kind is EpochLengthSampler:
+            assert sampler.lengths == ds.lengths and sampler.batch_size == 2 and sampler.seed == 4
