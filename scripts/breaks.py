@@ -61,7 +61,7 @@ SCORE_LINE = "return to_model(encode_texts(processor, [text], [images]), model)"
 
 BREAKS = [
     Break("a", "`--resume` ignores the checkpoint and retrains from step 0",
-          (Edit("vlmtune/train/trainer.py", "last = last_complete_checkpoint(Path(args.output_dir)) if resume else None",
+          (Edit("vlmtune/train/trainer.py", "last = last_complete_checkpoint(checkpoints_dir(args)) if resume else None",
                 "last = None  # BREAK"),),
           ("tests/test_resume.py",)),
     Break("b", "the pipeline skips the split leakage check",
