@@ -179,3 +179,12 @@ def test_a_malformed_target_is_a_data_error(asked):
         leaked.target = bad
         with pytest.raises(DataError, match="a dialog target must be an object"):
             check_no_leak(leaked)
+
+
+def test_a_user_follow_up_after_the_asked_question_is_not_an_answer(asked):
+    """Only an assistant turn after question r answers it: a second user message (no answer between them) is
+    not a leak."""
+    prompt = asked.prompt_messages()
+    ex = copy.deepcopy(asked)
+    ex.messages = prompt + [{"role": "user", "content": "Look at the picture again."}] + asked.messages[-1:]
+    check_no_leak(ex)

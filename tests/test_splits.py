@@ -11,7 +11,7 @@ from PIL import Image
 
 from vlmtune.data.example import Example, JsonlReader, rejects_path_for
 from vlmtune.data.formats.jsonl import read_jsonl
-from vlmtune.data.splits import check_no_leakage, split_counts, split_examples
+from vlmtune.data.splits import check_no_leakage, sample_examples, split_counts, split_examples
 from vlmtune.errors import ConfigError, DataError
 from vlmtune.registry import FORMATS
 
@@ -237,7 +237,7 @@ def test_check_no_leakage_catches_a_group_in_two_splits():
 
 
 def test_check_no_leakage_catches_an_id_in_two_splits():
-    with pytest.raises(DataError, match="'a' is in both"):
+    with pytest.raises(DataError, match="id 'a' is in both 'train' and 'test'"):
         check_no_leakage({"train": [ex("a")], "test": [ex("a")]})
 
 
@@ -256,6 +256,26 @@ def test_split_counts():
                                "test": {"<none>": 1, "cat": 0, "dog": 1, "total": 2}}
     capped = split_counts({"train": [ex(i, f"t{i % 4}") for i in range(9)]}, max_labels=2)
     assert capped == {"train": {"t0": 3, "t1": 2, "<other>": 4, "total": 9}}
+
+
+def test_split_counts_keeps_the_most_frequent_labels_twenty_by_default():
+    s = {"train": [ex(i, lab) for i, lab in enumerate("zzzabyy")]}
+    assert split_counts(s, max_labels=2) == {"train": {"y": 2, "z": 3, "<other>": 2, "total": 7}}
+    row = split_counts({"train": [ex(i, f"l{i:02d}") for i in range(21)]})["train"]
+    assert len(row) == 22 and row["<other>"] == 1 and "l20" not in row and row["total"] == 21
+
+
+def test_a_sample_of_as_many_records_as_labels_holds_each_label_once():
+    """10 cats, 1 dog, 1 bird: proportional counts would take cats only; every label gets one when n allows,
+    taken from the largest label's share, and the sample has exactly n records."""
+    examples = [ex(f"c{i}", "cat") for i in range(10)] + [ex("d", "dog"), ex("b", "bird")]
+    for n, want in ((3, {"cat": 1, "dog": 1, "bird": 1}), (6, {"cat": 4, "dog": 1, "bird": 1}),
+                    (2, {"cat": 2})):
+        sample, how = sample_examples(examples, n, seed=0)
+        assert Counter(e.target for e in sample) == want, n
+        assert how == f"stratified over 3 labels, {n} group(s)", how
+    sample, how = sample_examples([ex(i, f"answer {i}") for i in range(6)], 4, seed=0)
+    assert len(sample) == 4 and how == "not stratified: no closed label set, 4 group(s)"
 
 
 # --- jsonl reader: skip_invalid writes a rejects file --------------------------------------------------
@@ -315,3 +335,26 @@ def test_skip_invalid_on_a_clean_file_removes_a_stale_rejects_file(tmp_path):
 def test_skip_invalid_still_fails_on_a_missing_file(tmp_path):
     with pytest.raises(DataError, match="file not found"):
         list(read_jsonl(tmp_path / "nope.jsonl", skip_invalid=True))
+
+
+def test_leftover_groups_go_to_the_largest_remainders():
+    """Labels x, y, z with 2, 3 and 5 groups at 70/30: quotas 1.4/0.6, 2.1/0.9 and 3.5/1.5. After the floors, one
+    train and two test groups are left; by largest remainder they go to y's and x's test share (0.9, 0.6) and
+    z's train share (0.5, tied with z's test share but z can take only one): test holds one of each label."""
+    examples = [ex(f"{lab}{i}", lab) for lab, n in (("x", 2), ("y", 3), ("z", 5)) for i in range(n)]
+    for seed in range(10):
+        s = split_examples(examples, {"train": 0.7, "test": 0.3}, seed=seed)
+        assert Counter(e.target for e in s["test"]) == {"x": 1, "y": 1, "z": 1}, seed
+        assert Counter(e.target for e in s["train"]) == {"x": 1, "y": 2, "z": 4}, seed
+
+
+def test_equal_remainders_are_broken_by_the_seed_not_by_the_label():
+    """Six labels of two groups at 75/25: every label's test quota is 0.5 and three of them get a test group;
+    which three depends on the seed (a fixed order would always put the same labels in test)."""
+    examples = [ex(f"{lab}{i}", lab) for lab in "abcdef" for i in range(2)]
+    chosen = set()
+    for seed in range(8):
+        test = split_examples(examples, {"train": 0.75, "test": 0.25}, seed=seed)["test"]
+        assert len(test) == 3 and len({e.target for e in test}) == 3, seed
+        chosen.add(frozenset(e.target for e in test))
+    assert len(chosen) > 1, chosen
