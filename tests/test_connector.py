@@ -209,3 +209,57 @@ def test_run_end_to_end(micro_model_dir, cache, tmp_path, monkeypatch):
     assert again["metrics"]["rougeL"]["value"] == pytest.approx(first["metrics"]["rougeL"]["value"])
     assert main(["export", str(run), "--out", str(tmp_path / "exp")]) == 0
     assert (tmp_path / "exp" / "connector.safetensors").exists() and (tmp_path / "exp" / "export.json").exists()
+
+
+def test_memory_embed_connector_fills_what_training_reads(dialog, cache, tmp_path):
+    """`vlmtune memory embed --connector` stores every item's vectors; the features then read them all."""
+    from vlmtune.cli import main
+    from vlmtune.data.example import write_jsonl
+    from vlmtune.memory.cache import EmbeddingCache
+    from vlmtune.memory.connector import MemoryFeatures
+    from vlmtune.memory.encoders import build_encoder
+
+    path = write_jsonl(tmp_path / "d.jsonl", dialog)
+    assert main(["memory", "embed", str(path), "--connector", "--no-captions", "--text-encoder", "hashing:64",
+                 "--image-encoder", "pixels:4", "-q"]) == 0
+    caches = [EmbeddingCache.for_encoder(build_encoder(s)) for s in ("pixels:4", "hashing:64")]
+    inputs = MemoryFeatures(*caches, max_turns=11).example_inputs(dialog)
+    assert inputs["memory_mask"].sum() == sum(len(ex.prompt_messages()) // 2 + 1 for ex in dialog)
+    assert inputs["memory_text"].abs().sum(dim=-1)[inputs["memory_mask"]].min() > 0
+
+
+def test_lora_ablation_saves_and_reloads(micro_model_dir, dialog, cache, tmp_path):
+    from vlmtune.memory.connector import load_for_eval, prepare_run
+    from vlmtune.models.load import ModelRef
+    from vlmtune.processing import encode_texts, example_inputs, prompt_text
+    from vlmtune.train.trainer import train
+
+    class Cfg:
+        connector = ConnectorConfig(enabled=True, lora=True, tokens_per_item=2, **ENCODERS)
+
+    ref = ModelRef.of(ModelConfig(name=str(micro_model_dir), device="cpu"))
+    conn = prepare_run(Cfg, {"train": dialog[:4], "test": dialog[8:10]}, ref)
+    from transformers import TrainerCallback
+
+    seen = {}
+
+    class Keep(TrainerCallback):
+        def on_train_end(self, args, state, control, model=None, **kw):
+            seen["model"] = model
+
+    tcfg = TrainConfig(max_steps=2, batch_size=4, lr=1e-2, report_to=[], lora_r=4, lora_alpha=8, warmup_ratio=0.0)
+    result = train(ref, conn.soft["train"], [], tmp_path, tcfg, connector=conn.setup, callbacks=[Keep()])
+    assert (result.output_dir / "lm_adapter" / "adapter_config.json").exists()
+    model, processor = load_for_eval(ref, result.output_dir)
+    assert any("lora_" in n for n, _ in model.named_parameters())
+    ex = conn.soft["test"][0]
+    assert prompt_text(processor, ex).count("<memory>") == 2 * len(ex.meta["connector"]["items"])
+    enc = {**encode_texts(processor, [prompt_text(processor, ex)], None), **example_inputs(processor, [ex])}
+    live = seen["model"].eval()
+    with torch.no_grad():
+        a, b = live(**enc).logits, model(**enc).logits
+        without_lora = live.lm.get_base_model()
+        with live.lm.disable_adapter():
+            c = live(**enc).logits
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)   # connector and LoRA both reloaded
+    assert without_lora is not None and not torch.allclose(a, c, atol=1e-4)   # the LoRA weights moved

@@ -35,9 +35,10 @@ class EmbedStats:
     captions: int
 
 
-def dataset_contents(path: str | Path) -> tuple[list[str], dict[str, str]]:
+def dataset_contents(path: str | Path, *, connector: bool = False) -> tuple[list[str], dict[str, str]]:
     """(texts, {image path: the text said with it}) of an episodes file or an Examples JSONL file, each once, in
-    file order. An image item's key is its text plus its caption, so its vector is computed after captioning."""
+    file order. An image item's key is its text plus its caption, so its vector is computed after captioning.
+    `connector`: also the texts of a memory connector's items (vlmtune.memory.connector.memory_items)."""
     path = Path(path)
     if not path.exists():
         raise DataError("file not found", file=str(path), fix="give an episodes.jsonl or a data JSONL file")
@@ -63,11 +64,15 @@ def dataset_contents(path: str | Path) -> tuple[list[str], dict[str, str]]:
                     texts[m["content"].replace("<image>", "").strip()] = None
             for p in ex.images:
                 images.setdefault(p, "")
+            if connector and ex.images:
+                from vlmtune.memory.connector import memory_items
+
+                texts.update((it["text"], None) for it in memory_items(ex))
     return list(texts), images
 
 
-def embed_dataset(path: str | Path, kit: Toolkit) -> EmbedStats:
-    texts, said = dataset_contents(path)
+def embed_dataset(path: str | Path, kit: Toolkit, *, connector: bool = False) -> EmbedStats:
+    texts, said = dataset_contents(path, connector=connector)
     images = list(said)
     new_t = sum(1 for t in texts if kit.text_cache is not None and text_hash(t) not in kit.text_cache)
     hashes = [file_hash(p) for p in images]

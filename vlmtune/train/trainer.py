@@ -388,7 +388,8 @@ def train(ref: ModelRef, train_examples: list[Example], val_examples: list[Examp
             if module_part(name) == "vision":
                 p.requires_grad_(False)
     trainable, total = count_params(model)
-    log.info(f"[{stage}] {tcfg.method}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
+    what = ("memory connector" + (" + LoRA on the LM" if connector.cfg.lora else "")) if connector else tcfg.method
+    log.info(f"[{stage}] {what}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
     enc = EncodeSettings(loss_on=tcfg.loss_on, max_length=tcfg.max_length)
     train_ds = EncodedDataset(processor, train_examples, enc)
     val_ds = EncodedDataset(processor, val_examples, enc) if val_examples else None
