@@ -80,6 +80,9 @@ class MemoryConnector(nn.Module):
         super().__init__()
         self.shape, self.cfg = shape, cfg
         d = cfg.fusion_dim or shape.lm_hidden
+        if cfg.queries and d % cfg.query_heads:
+            raise ConfigError(f"connector.query_heads={cfg.query_heads} does not divide the fused width {d} (connector."
+                              "fusion_dim, or the LM's hidden size when 0). Fix: choose query_heads dividing it")
         cat = shape.image_dim + shape.text_dim
         if cfg.fusion == "linear":
             self.fusion: nn.Module = nn.Linear(cat, d)
