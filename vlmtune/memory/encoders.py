@@ -23,8 +23,8 @@ Specs (`memory.text_encoder` / `memory.image_encoder`):
 - `hashing[:DIM]`: word and word-pair feature hashing (no model; the text stand-in when MiniLM is absent);
 - `pixels[:SIDE]`: downscaled pixels (no model; the image stand-in of `--smoke` runs).
 
-A later trainable memory connector builds on this module: `Encoder.encode_*` and `identity` are its
-input contract, and `vlmtune.memory.cache.EmbeddingCache` holds the pre-extracted vectors it reads.
+The trainable memory connector (`vlmtune.memory.connector`) builds on this module: `identity` names the encoders a
+connector was trained with, and `vlmtune.memory.cache.EmbeddingCache` holds the pre-extracted vectors it reads.
 """
 
 from __future__ import annotations
