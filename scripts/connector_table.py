@@ -59,7 +59,7 @@ def main() -> None:
           "(rank-1 hits of the 100-option ranking; exact match), paired bootstrap (ROUGE-L, reciprocal rank; 2,000 "
           "resamples, 95% CI).\n")
     print("| system | BLEU-4 | ROUGE-L | R@1 | MRR | exact match | R@1 McNemar (b/c, p) | exact match McNemar | "
-          "ROUGE-L diff [95% CI], p | reciprocal rank diff [95% CI], p |")
+          "ROUGE-L: reference − row [95% CI], p | reciprocal rank: reference − row [95% CI], p |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for k, ((label, _), (_, m), v) in enumerate(zip(systems, loaded, values)):
         tests = ["-"] * 4
