@@ -263,3 +263,36 @@ def test_lora_ablation_saves_and_reloads(micro_model_dir, dialog, cache, tmp_pat
             c = live(**enc).logits
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)   # connector and LoRA both reloaded
     assert without_lora is not None and not torch.allclose(a, c, atol=1e-4)   # the LoRA weights moved
+
+
+def test_precomputed_vectors_made_elsewhere(dialog, cache, tmp_path):
+    """The seed's path: vectors made elsewhere (ImageBind) written into a folder by content hash; `memory embed
+    --connector` finds every item's there (and names what is missing), and the features read them."""
+    import numpy as np
+
+    from vlmtune.cli import main
+    from vlmtune.data.example import write_jsonl
+    from vlmtune.memory.cache import EmbeddingCache
+    from vlmtune.memory.connector import MemoryFeatures, memory_items
+    from vlmtune.memory.items import file_hash, text_hash
+
+    path = write_jsonl(tmp_path / "d.jsonl", dialog)
+    folder = tmp_path / "imagebind"
+    store = EmbeddingCache(folder, {"name": "imagebind-huge", "hash": None, "pooling": "cls", "dim": 8})
+    items = [it for ex in dialog for it in memory_items(ex)]
+    texts = sorted({it["text"] for it in items})
+    images = sorted({it["image"] for it in items})
+    rng = np.random.default_rng(0)
+    store.put_many([text_hash(t) for t in texts[1:]], rng.normal(size=(len(texts) - 1, 8)))
+    store.put_many([file_hash(p) for p in images], rng.normal(size=(len(images), 8)))
+    store.flush()
+    spec = f"precomputed:{folder}"
+    args = ["memory", "embed", str(path), "--connector", "--no-captions", "--text-encoder", spec, "--image-encoder",
+            spec, "-q"]
+    assert main(args) == 2   # one item text has no vector: a DataError naming it, not a zero vector
+    store.put_many([text_hash(texts[0])], rng.normal(size=(1, 8)))
+    store.flush()
+    assert main(args) == 0
+    reread = EmbeddingCache.open_existing(folder)
+    inputs = MemoryFeatures(reread, reread, max_turns=11).example_inputs(dialog)
+    assert inputs["memory_image"].shape[-1] == inputs["memory_text"].shape[-1] == 8

@@ -88,8 +88,8 @@ def add_verbs(verb: Verb) -> None:
                                                                       "precomputed:DIR")
         s.add_argument("--no-captions", action="store_true", help="no key expansion by the VLM's captions")
         if name == "embed":
-            s.add_argument("--connector", action="store_true", help="also a memory connector's items (each turn's text "
-                                                                   "with its answer), as connector.enabled runs read them")
+            s.add_argument("--connector", action="store_true", help="a memory connector's items (each turn's text with "
+                                                                   "its answer, and the image) instead of the user messages")
         s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s = sub.add_parser("build", help="episodes + probes from LoCoMo or chained VisDial dialogues")
     s.add_argument("--from", dest="source", required=True, choices=["locomo", "visdial-chain"])

@@ -38,7 +38,8 @@ class EmbedStats:
 def dataset_contents(path: str | Path, *, connector: bool = False) -> tuple[list[str], dict[str, str]]:
     """(texts, {image path: the text said with it}) of an episodes file or an Examples JSONL file, each once, in
     file order. An image item's key is its text plus its caption, so its vector is computed after captioning.
-    `connector`: also the texts of a memory connector's items (vlmtune.memory.connector.memory_items)."""
+    `connector`: the texts of a memory connector's items (vlmtune.memory.connector.memory_items) instead of the user
+    messages, which is all a connector reads."""
     path = Path(path)
     if not path.exists():
         raise DataError("file not found", file=str(path), fix="give an episodes.jsonl or a data JSONL file")
@@ -60,7 +61,7 @@ def dataset_contents(path: str | Path, *, connector: bool = False) -> tuple[list
 
         for ex in iter_jsonl(path):
             for m in ex.messages:
-                if m["role"] == "user":
+                if m["role"] == "user" and not connector:
                     texts[m["content"].replace("<image>", "").strip()] = None
             for p in ex.images:
                 images.setdefault(p, "")
@@ -84,7 +85,8 @@ def embed_dataset(path: str | Path, kit: Toolkit, *, connector: bool = False) ->
         kit.image_vectors(chunk, hs)
         caps = kit.key_texts(chunk, hs)
         captions += sum(1 for c in caps if c)
-        kit.text_vectors([f"{said[p]} {c}".strip() for p, c in zip(chunk, caps)])   # the image items' key vectors
+        keys = [f"{said[p]} {c}".strip() for p, c in zip(chunk, caps)]
+        kit.text_vectors([k for k in keys if k])   # the image items' key vectors (an image with no words has none)
         kit.flush()
     for start in progress_bar(range(0, len(texts), CHUNK), desc="memory embed: texts",
                               total=(len(texts) + CHUNK - 1) // CHUNK):
