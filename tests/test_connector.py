@@ -296,3 +296,32 @@ def test_precomputed_vectors_made_elsewhere(dialog, cache, tmp_path):
     reread = EmbeddingCache.open_existing(folder)
     inputs = MemoryFeatures(reread, reread, max_turns=11).example_inputs(dialog)
     assert inputs["memory_image"].shape[-1] == inputs["memory_text"].shape[-1] == 8
+
+
+def test_resume_continues_from_the_connector_checkpoint(micro_model_dir, dialog, cache, tmp_path):
+    """Checkpoints hold the connector's weights only; a resumed run ends with the weights of the uninterrupted one."""
+    from safetensors.torch import load_file
+
+    from vlmtune.memory.connector import prepare_run
+    from vlmtune.models.load import ModelRef
+    from vlmtune.train.trainer import train
+
+    class Cfg:
+        connector = ConnectorConfig(enabled=True, **ENCODERS)
+
+    ref = ModelRef.of(ModelConfig(name=str(micro_model_dir), device="cpu"))
+    conn = prepare_run(Cfg, {"train": dialog[:8]}, ref)
+    tcfg = TrainConfig(max_steps=3, batch_size=4, lr=1e-2, report_to=[], save_steps=2, warmup_ratio=0.0)
+    whole = train(ref, conn.soft["train"], [], tmp_path / "whole", tcfg, connector=conn.setup)
+    import shutil
+
+    # an interruption after step 2: only the run's checkpoint-2 is left
+    shutil.copytree(tmp_path / "whole" / "checkpoints" / "checkpoint-2", tmp_path / "cut" / "checkpoints" / "checkpoint-2")
+    ckpt = load_file(str(tmp_path / "cut" / "checkpoints" / "checkpoint-2" / "model.safetensors"))
+    assert ckpt and all(k.startswith("connector.") for k in ckpt)
+    resumed = train(ref, conn.soft["train"], [], tmp_path / "cut", tcfg, connector=conn.setup, resume=True)
+    assert resumed.steps == 3
+    a = load_file(str(whole.output_dir / "connector.safetensors"))
+    b = load_file(str(resumed.output_dir / "connector.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)

@@ -156,7 +156,16 @@ class ConnectorLM(nn.Module):
         return {k: v for k, v in full.items() if k in keep or k.startswith("connector.")}
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
-        return super().load_state_dict(state_dict, strict=False, assign=assign)
+        """Load a checkpoint of the trainable weights (`state_dict`); the frozen LM's weights are not in it. Missing
+        trainable weights are an error."""
+        from torch.nn.modules.module import _IncompatibleKeys
+
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        missing = [k for k in result.missing_keys if k in self.state_dict()]
+        if missing:
+            raise ConfigError(f"the checkpoint lacks trainable weights of the memory connector: {missing[:5]}. Fix: "
+                              "resume from a checkpoint of the same connector settings, or start afresh")
+        return _IncompatibleKeys([], result.unexpected_keys)
 
     def safe_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The ids with placeholders replaced by the pad id (the placeholder may lie beyond the LM's vocabulary)."""
