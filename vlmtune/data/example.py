@@ -63,6 +63,15 @@ class Example:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def as_written(self) -> "Example":
+        """The example as its data file wrote it, when a model-specific rewrite (a memory connector's prompt) keeps
+        the original messages and images in meta.source_example; else the example itself. Input checks (a task's
+        leak rules) run on this."""
+        import dataclasses
+
+        src = self.meta.get("source_example")
+        return dataclasses.replace(self, messages=src["messages"], images=src["images"]) if src else self
+
 
 def _fail(msg: str, file: str | None, line: int | None, fieldname: str | None, fix: str | None = None):
     raise DataError(msg, file=file, line=line, field=fieldname, fix=fix)

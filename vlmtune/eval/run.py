@@ -210,7 +210,7 @@ def evaluate_with(backend: Backend, examples: list[Example], task: Task, out_dir
         raise ConfigError(f"eval.mode is '{ecfg.mode}'; choose one of {', '.join(MODES)}")
     t0 = time.time()
     for ex in examples:  # e.g. dialog: the asked round's gold answer must not be in the input
-        task.check_example(ex)
+        task.check_example(ex.as_written())
     answers = answer(backend, examples, task, ecfg, label)
     decoding = {**GREEDY_DECODING, **backend.decoding, "max_new_tokens": ecfg.max_new_tokens}
     if ecfg.mode != "generate":

@@ -17,7 +17,8 @@ import torch
 
 from vlmtune.data.example import Example
 from vlmtune.logs import progress_bar
-from vlmtune.processing import Model, Processor, encode_texts, load_image_cached, prompt_text, to_model, tokenizer_of
+from vlmtune.processing import (Model, Processor, encode_texts, example_inputs, load_image_cached, prompt_text, to_model,
+                                tokenizer_of)
 
 __all__ = ["generate", "generate_tokens", "prompt_text", "Sampling", "GREEDY"]
 
@@ -46,16 +47,17 @@ GREEDY = Sampling()
 
 @torch.inference_mode()
 def generate_tokens(model: Model, processor: Processor, texts: list[str], images: list[list[Any]], *,
-                    max_new_tokens: int, sampling: Sampling = GREEDY, streamer: Any = None
-                    ) -> tuple[list[list[int]], list[int]]:
+                    max_new_tokens: int, sampling: Sampling = GREEDY, streamer: Any = None,
+                    extra: dict[str, Any] | None = None) -> tuple[list[list[int]], list[int]]:
     """New token ids for each rendered prompt (one batch, left padded), and each prompt's length in tokens.
 
-    `images` holds one list of PIL images per prompt. A row that ends early is padded after its end token."""
+    `images` holds one list of PIL images per prompt; `extra`, more batched model inputs (`example_inputs`).
+    A row that ends early is padded after its end token."""
     tok = tokenizer_of(processor)
     old_side = tok.padding_side
     tok.padding_side = "left"  # generation continues from the last position: pads must be on the left
     try:
-        enc = to_model(encode_texts(processor, texts, images, padding=True), model)
+        enc = to_model({**encode_texts(processor, texts, images, padding=True), **(extra or {})}, model)
     finally:
         tok.padding_side = old_side
     if sampling.seed is not None:
@@ -75,6 +77,7 @@ def generate(model: Model, processor: Processor, examples: list[Example], *, bat
         batch = examples[i: i + batch_size]
         texts = [prompt_text(processor, ex) for ex in batch]
         images = [[load_image_cached(p) for p in ex.images] for ex in batch]
-        new, _ = generate_tokens(model, processor, texts, images, max_new_tokens=max_new_tokens)
+        new, _ = generate_tokens(model, processor, texts, images, max_new_tokens=max_new_tokens,
+                                 extra=example_inputs(processor, batch))
         outputs.extend(t.strip() for t in tok.batch_decode(new, skip_special_tokens=True))
     return outputs

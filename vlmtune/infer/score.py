@@ -30,13 +30,15 @@ import torch
 from vlmtune.data.example import Example
 from vlmtune.errors import DataError
 from vlmtune.logs import progress_bar
-from vlmtune.processing import (Model, Processor, encode_texts, load_image_cached, prompt_text, render,
-                                to_model, tokenizer_of)
+from vlmtune.processing import (Model, Processor, encode_texts, example_inputs, load_image_cached, prompt_text,
+                                render, to_model, tokenizer_of)
 
 
-def _encode(processor, model, text: str, images: list) -> dict[str, torch.Tensor]:
-    """Model inputs for one text (image placeholders expanded by the processor), on the model's device/dtype."""
-    return to_model(encode_texts(processor, [text], [images]), model)
+def _encode(processor, model, text: str, images: list, ex: Example | None = None) -> dict[str, torch.Tensor]:
+    """Model inputs for one text (image placeholders expanded by the processor) and, given its example, the
+    example's other inputs (`example_inputs`), on the model's device/dtype."""
+    extra = example_inputs(processor, [ex]) if ex is not None else {}
+    return to_model({**encode_texts(processor, [text], [images]), **extra}, model)
 
 
 def _end_ids(model, processor) -> set[int]:
@@ -90,7 +92,7 @@ def _score_one_full(model, processor, ex: Example, option: str, images: list, pr
     Scored tokens start where the full rendering's tokens stop matching the prompt's (the prompt's length when
     the prefix property holds) and end at the first end-of-turn token, inclusive.
     """
-    enc = _encode(processor, model, _full_text(processor, ex, option), images)
+    enc = _encode(processor, model, _full_text(processor, ex, option), images, ex)
     ids = enc["input_ids"][0]                                            # [T]
     n = min(len(ids), len(prompt_ids))
     diff = (ids[:n] != prompt_ids[:n]).nonzero()
@@ -113,7 +115,7 @@ def score_options_full(model: Model, processor: Processor, examples: list[Exampl
     out: list[list[float]] = []
     for ex, ex_opts in progress_bar(list(zip(examples, opts)), desc="score (full)"):
         images = [load_image_cached(p) for p in ex.images]
-        prompt_ids = _encode(processor, model, prompt_text(processor, ex), images)["input_ids"][0]
+        prompt_ids = _encode(processor, model, prompt_text(processor, ex), images, ex)["input_ids"][0]
         row = []
         for o in ex_opts:
             total, n = _score_one_full(model, processor, ex, o, images, prompt_ids, end_ids)
@@ -299,7 +301,7 @@ def score_options(model: Model, processor: Processor, examples: list[Example], o
     for ex, ex_opts in progress_bar(list(zip(examples, opts)), desc="score"):
         images = [load_image_cached(p) for p in ex.images]
         prompt = prompt_text(processor, ex)
-        enc = _encode(processor, model, prompt, images)
+        enc = _encode(processor, model, prompt, images, ex)
         P = enc["input_ids"].shape[1]
         pre = model(**enc, use_cache=True, logits_to_keep=1)
         counts["prefix_forwards"] += 1

@@ -24,8 +24,9 @@ What it draws on (the anchors):
 
 Layers: everything here sits above `vlmtune.models` / `vlmtune.infer` (it pools the VLM's vision tower and
 generates captions) and below `vlmtune.eval`, except `vlmtune.memory.experiment`, which runs evaluations.
-A trainable memory connector builds on `encoders` (the `Encoder` interface and its `identity`) and `cache`
-(`EmbeddingCache`: pre-extracted vectors by content hash, `vlmtune memory embed`).
+The trainable memory connector (`vlmtune.memory.connector`, with its model in `vlmtune.models.connector`) builds on
+`encoders` (the `Encoder` interface and its `identity`) and `cache` (`EmbeddingCache`: pre-extracted vectors by
+content hash, `vlmtune memory embed --connector`).
 """
 
 from vlmtune.memory.bank import BankSettings, MemoryBank, Scored, Write

@@ -35,9 +35,11 @@ class EmbedStats:
     captions: int
 
 
-def dataset_contents(path: str | Path) -> tuple[list[str], dict[str, str]]:
+def dataset_contents(path: str | Path, *, connector: bool = False) -> tuple[list[str], dict[str, str]]:
     """(texts, {image path: the text said with it}) of an episodes file or an Examples JSONL file, each once, in
-    file order. An image item's key is its text plus its caption, so its vector is computed after captioning."""
+    file order. An image item's key is its text plus its caption, so its vector is computed after captioning.
+    `connector`: the texts of a memory connector's items (vlmtune.memory.connector.memory_items) instead of the user
+    messages, which is all a connector reads."""
     path = Path(path)
     if not path.exists():
         raise DataError("file not found", file=str(path), fix="give an episodes.jsonl or a data JSONL file")
@@ -59,15 +61,19 @@ def dataset_contents(path: str | Path) -> tuple[list[str], dict[str, str]]:
 
         for ex in iter_jsonl(path):
             for m in ex.messages:
-                if m["role"] == "user":
+                if m["role"] == "user" and not connector:
                     texts[m["content"].replace("<image>", "").strip()] = None
             for p in ex.images:
                 images.setdefault(p, "")
+            if connector and ex.images:
+                from vlmtune.memory.connector import memory_items
+
+                texts.update((it["text"], None) for it in memory_items(ex))
     return list(texts), images
 
 
-def embed_dataset(path: str | Path, kit: Toolkit) -> EmbedStats:
-    texts, said = dataset_contents(path)
+def embed_dataset(path: str | Path, kit: Toolkit, *, connector: bool = False) -> EmbedStats:
+    texts, said = dataset_contents(path, connector=connector)
     images = list(said)
     new_t = sum(1 for t in texts if kit.text_cache is not None and text_hash(t) not in kit.text_cache)
     hashes = [file_hash(p) for p in images]
@@ -79,7 +85,8 @@ def embed_dataset(path: str | Path, kit: Toolkit) -> EmbedStats:
         kit.image_vectors(chunk, hs)
         caps = kit.key_texts(chunk, hs)
         captions += sum(1 for c in caps if c)
-        kit.text_vectors([f"{said[p]} {c}".strip() for p, c in zip(chunk, caps)])   # the image items' key vectors
+        keys = [f"{said[p]} {c}".strip() for p, c in zip(chunk, caps)]
+        kit.text_vectors([k for k in keys if k])   # the image items' key vectors (an image with no words has none)
         kit.flush()
     for start in progress_bar(range(0, len(texts), CHUNK), desc="memory embed: texts",
                               total=(len(texts) + CHUNK - 1) // CHUNK):

@@ -19,10 +19,12 @@ Specs (`memory.text_encoder` / `memory.image_encoder`):
   `get_text_features` / `get_image_features`);
 - `precomputed:DIR`: vectors made elsewhere (e.g. ImageBind in its own environment, the seed's stage 1) and
   written by `EmbeddingCache` into DIR: they are looked up by content hash, never computed here;
-- `none`: no image vectors (images are still found by their key text).
+- `none`: no image vectors (images are still found by their key text);
+- `hashing[:DIM]`: word and word-pair feature hashing (no model; the text stand-in when MiniLM is absent);
+- `pixels[:SIDE]`: downscaled pixels (no model; the image stand-in of `--smoke` runs).
 
-A later trainable memory connector builds on this module: `Encoder.encode_*` and `identity` are its
-input contract, and `vlmtune.memory.cache.EmbeddingCache` holds the pre-extracted vectors it reads.
+The trainable memory connector (`vlmtune.memory.connector`) builds on this module: `identity` names the encoders a
+connector was trained with, and `vlmtune.memory.cache.EmbeddingCache` holds the pre-extracted vectors it reads.
 """
 
 from __future__ import annotations
@@ -249,8 +251,41 @@ class Precomputed(Encoder):
         return self._lookup([file_hash(p) for p in paths], paths)
 
 
-TEXT_SPECS = ("minilm", "bm25", "clip:PATH", "siglip:PATH", "precomputed:DIR")
-IMAGE_SPECS = ("vision_tower", "none", "clip:PATH", "siglip:PATH", "precomputed:DIR")
+class Hashing(Encoder):
+    """Word and word-pair feature hashing (scikit-learn's HashingVectorizer), L2-normalised: a text embedding with
+    no model, for when MiniLM is not installed."""
+
+    def __init__(self, dim: int = 1024):
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        self.vectorizer = HashingVectorizer(n_features=dim, ngram_range=(1, 2), alternate_sign=False, norm="l2")
+        self._identity = {"name": "hashing", "hash": None, "pooling": "word+pair hashing", "dim": int(dim)}
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return normalize(self.vectorizer.transform(list(texts)).toarray()) if texts else np.zeros((0, self.dim),
+                                                                                                np.float32)
+
+
+class Pixels(Encoder):
+    """An image downscaled to side x side RGB pixels, centred and L2-normalised: an image embedding with no model
+    (the stand-in when no image encoder is at hand)."""
+
+    modalities = ("image",)
+
+    def __init__(self, side: int = 8):
+        self.side = side
+        self._identity = {"name": "pixels", "hash": None, "pooling": f"resize {side}x{side}", "dim": 3 * side * side}
+
+    def encode_images(self, paths: Sequence[str]) -> np.ndarray:
+        rows = [np.asarray(im.resize((self.side, self.side)), dtype=np.float32).ravel() / 255.0 for im in _images(paths)]
+        if not rows:
+            return np.zeros((0, self.dim), np.float32)
+        x = np.stack(rows)
+        return normalize(x - x.mean(axis=1, keepdims=True))
+
+
+TEXT_SPECS = ("minilm", "bm25", "hashing[:DIM]", "clip:PATH", "siglip:PATH", "precomputed:DIR")
+IMAGE_SPECS = ("vision_tower", "none", "pixels[:SIDE]", "clip:PATH", "siglip:PATH", "precomputed:DIR")
 
 
 def build_encoder(spec: str, *, model: Any = None, processor: Any = None, model_hash: str | None = None) -> Encoder | None:
@@ -264,9 +299,21 @@ def build_encoder(spec: str, *, model: Any = None, processor: Any = None, model_
         if model is None:
             raise ConfigError("memory.image_encoder=vision_tower needs the VLM (it pools the model's own vision tower)")
         return VisionTower(model, processor, model_hash=model_hash)
+    if kind == "hashing":
+        return Hashing(_size(spec, arg, 1024))
+    if kind == "pixels":
+        return Pixels(_size(spec, arg, 8))
     if kind in ("clip", "siglip") and arg:
         return Joint(kind, arg)
     if kind == "precomputed" and arg:
         return Precomputed(arg)
     raise ConfigError(f"unknown memory encoder '{spec}'; text: {', '.join(TEXT_SPECS)}; image: "
                       f"{', '.join(IMAGE_SPECS)}")
+
+
+def _size(spec: str, arg: str, default: int) -> int:
+    if not arg:
+        return default
+    if not arg.isdigit() or int(arg) < 1:
+        raise ConfigError(f"memory encoder '{spec}': the size after ':' must be a positive integer, e.g. hashing:1024")
+    return int(arg)

@@ -14,7 +14,8 @@ import torch
 
 from vlmtune.data.example import IMAGE_TOKEN, Example
 from vlmtune.errors import DataError
-from vlmtune.processing import Processor, encode_texts, image_token_id, load_image, load_image_cached, render
+from vlmtune.processing import (Processor, encode_texts, example_inputs, image_token_id, load_image, load_image_cached,
+                                render)
 
 IGNORE = -100
 # Per-token processor outputs (Gemma 3 marks image tokens with these); padded and truncated like input_ids.
@@ -76,7 +77,7 @@ def encode_example(processor: Processor, ex: Example, settings: EncodeSettings, 
         ids, labels = ids[: settings.max_length], labels[: settings.max_length]
     out: dict[str, Any] = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
                            "n_loss_tokens": int((labels != IGNORE).sum())}
-    for k, v in enc.items():
+    for k, v in {**enc, **example_inputs(processor, [ex])}.items():
         if k not in ("input_ids", "attention_mask") and isinstance(v, torch.Tensor):
             out[k] = v[0][: len(ids)] if k in TOKEN_ALIGNED else v
     if out["n_loss_tokens"] == 0:

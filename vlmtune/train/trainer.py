@@ -37,6 +37,15 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class ConnectorSetup:
+    """Train a memory connector (vlmtune.models.connector) on the frozen model instead of LoRA/full fine-tuning:
+    its settings, the features that give each example's stored embeddings, and what connector.json records."""
+    cfg: Any
+    features: Any
+    meta: dict
+
+
+@dataclass
 class TrainResult:
     output_dir: Path                    # adapter dir (LoRA) or model dir (full), with the processor
     steps: int
@@ -350,9 +359,9 @@ def training_arguments(out_dir: Path, tcfg: TrainConfig, *, has_val: bool, devic
 
 def train(ref: ModelRef, train_examples: list[Example], val_examples: list[Example], out_dir: str | Path,
           tcfg: TrainConfig, *, task: Task | None = None, ecfg: EvalConfig | None = None, resume: bool = False,
-          callbacks: list | None = None, stage: str = "train") -> TrainResult:
-    """Fine-tune `ref`; writes OUT/adapter (or OUT/model), OUT/checkpoints, OUT/logs. `stage` names the job in
-    the console (the tiny base's build trains through here too).
+          callbacks: list | None = None, stage: str = "train", connector: ConnectorSetup | None = None) -> TrainResult:
+    """Fine-tune `ref`; writes OUT/adapter (or OUT/model, or OUT/connector with `connector`), OUT/checkpoints,
+    OUT/logs. `stage` names the job in the console (the tiny base's build trains through here too).
 
     With a task and validation examples, validation generates answers (eval settings from `ecfg`) and scores them.
     Under torchrun / `accelerate launch` every rank runs this; only global rank 0 writes the results."""
@@ -365,14 +374,22 @@ def train(ref: ModelRef, train_examples: list[Example], val_examples: list[Examp
     torch.manual_seed(tcfg.seed)  # LoRA init is random: seed it so runs (and resumes) are reproducible
     model, processor = load_model(ref)
     model.train()
-    if tcfg.method == "lora":
+    if connector is not None:
+        from vlmtune.models.connector import build
+
+        model, processor = build(model, processor, connector.features, connector.cfg)  # the LM frozen
+        if connector.cfg.lora:  # the ablation: LoRA on the LM, trained with the connector
+            model.lm = attach_lora(model.lm, tcfg)
+        model.train()
+    elif tcfg.method == "lora":
         model = attach_lora(model, tcfg)
     elif tcfg.freeze_vision:
         for name, p in model.named_parameters():
             if module_part(name) == "vision":
                 p.requires_grad_(False)
     trainable, total = count_params(model)
-    log.info(f"[{stage}] {tcfg.method}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
+    what = ("memory connector" + (" + LoRA on the LM" if connector.cfg.lora else "")) if connector else tcfg.method
+    log.info(f"[{stage}] {what}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
     enc = EncodeSettings(loss_on=tcfg.loss_on, max_length=tcfg.max_length)
     train_ds = EncodedDataset(processor, train_examples, enc)
     val_ds = EncodedDataset(processor, val_examples, enc) if val_examples else None
@@ -410,11 +427,17 @@ def train(ref: ModelRef, train_examples: list[Example], val_examples: list[Examp
                           f"train.max_steps {tcfg.max_steps}), so nothing was fine-tuned. Fix: give more train "
                           "examples, more epochs or train.max_steps >= 1")
     # --- clean up -----------------------------------------------------------------------------------
-    final_dir = out / ("adapter" if tcfg.method == "lora" else "model")
+    final_dir = out / ("connector" if connector else "adapter" if tcfg.method == "lora" else "model")
     partial = out / f".{final_dir.name}.partial"   # the same name on every rank: they all call save_model
     if trainer.is_world_process_zero() and partial.exists():
         shutil.rmtree(partial)  # left by a run killed while saving
-    trainer.save_model(str(partial))  # every rank calls it (ZeRO-3/FSDP gather shards); only rank 0 writes
+    if connector is not None:
+        if trainer.is_world_process_zero():
+            from vlmtune.models.connector import save_connector
+
+            save_connector(model, partial, connector.meta)
+    else:
+        trainer.save_model(str(partial))  # every rank calls it (ZeRO-3/FSDP gather shards); only rank 0 writes
     history = trainer.state.log_history
     if trainer.is_world_process_zero():
         backend = getattr(tokenizer_of(processor), "backend_tokenizer", None)
