@@ -29,16 +29,25 @@ from common import prepare, tiny_model  # benchmarks/common.py (the script's own
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--n", type=int, default=64, help="examples (half count, half classify)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size of the batched side")
     p.add_argument("--max-new-tokens", type=int, default=16, help="greedy tokens per answer (both)")
     p.add_argument("--repeats", type=int, default=1, help="timed runs of each, interleaved; the median is reported")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads (default: torch's choice); 1 is steadier on a busy machine")
-    p.add_argument("--init", choices=("scaled", "default"), default="scaled",
-                   help="scaled: re-draw weight matrices with std 1/sqrt(fan_in) so answers depend on the input")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's choice); 1 is steadier on a busy machine",
+    )
+    p.add_argument(
+        "--init",
+        choices=("scaled", "default"),
+        default="scaled",
+        help="scaled: re-draw weight matrices with std 1/sqrt(fan_in) so answers depend on the input",
+    )
     p.add_argument("--seed", type=int, default=0, help="data and model seed")
     return p.parse_args()
 
@@ -74,12 +83,20 @@ def main() -> None:
         if a.init == "scaled":
             rescale_(model, a.seed)
         half = a.n // 2
-        examples = [ex for task, k in (("count", a.n - half), ("classify", half)) if k
-                    for ex in load_jsonl(synthesize(task, k, root / task, seed=a.seed, image_size=tiny.image_size))]
-        lens = [len(processor.tokenizer(prompt_text(processor, ex), add_special_tokens=False)["input_ids"])
-                for ex in examples]
-        print(f"[bench] {len(examples)} examples, prompt {min(lens)}-{max(lens)} text tokens (+ image tokens); "
-              f"tiny LLaVA ({a.init} init), CPU fp32, greedy, max_new_tokens={a.max_new_tokens}")
+        examples = [
+            ex
+            for task, k in (("count", a.n - half), ("classify", half))
+            if k
+            for ex in load_jsonl(synthesize(task, k, root / task, seed=a.seed, image_size=tiny.image_size))
+        ]
+        lens = [
+            len(processor.tokenizer(prompt_text(processor, ex), add_special_tokens=False)["input_ids"])
+            for ex in examples
+        ]
+        print(
+            f"[bench] {len(examples)} examples, prompt {min(lens)}-{max(lens)} text tokens (+ image tokens); "
+            f"tiny LLaVA ({a.init} init), CPU fp32, greedy, max_new_tokens={a.max_new_tokens}"
+        )
 
         # --- run: untimed warm-up, then interleaved timed repeats -----------------------------------------------
         kw = dict(max_new_tokens=a.max_new_tokens)
@@ -96,15 +113,23 @@ def main() -> None:
     # --- report ---------------------------------------------------------------------------------------------------
     differ = [(ex.id, s, b) for ex, s, b in zip(examples, single, batched) if s != b]
     tb, t1 = statistics.median(t_batched), statistics.median(t_single)
-    print(f"\ntorch {torch.__version__}  transformers {transformers.__version__}  threads {torch.get_num_threads()} "
-          f"(cpu_count {os.cpu_count()})  load avg before/after {load_before:.2f}/{os.getloadavg()[0]:.2f}")
+    print(
+        f"\ntorch {torch.__version__}  transformers {transformers.__version__}  threads {torch.get_num_threads()} "
+        f"(cpu_count {os.cpu_count()})  load avg before/after {load_before:.2f}/{os.getloadavg()[0]:.2f}"
+    )
     print(f"batched (batch_size={a.batch_size}): {tb:7.2f} s  ({len(examples) / tb:6.1f} examples/s)")
     print(f"one at a time (batch_size=1): {t1:7.2f} s  ({len(examples) / t1:6.1f} examples/s)")
-    print(f"speed-up: {t1 / tb:.1f}x   outputs that differ: {len(differ)}/{len(examples)}   "
-          f"distinct answers: {len(set(single))}, mean {statistics.mean(map(len, single)):.1f} characters")
+    print(
+        f"speed-up: {t1 / tb:.1f}x   outputs that differ: {len(differ)}/{len(examples)}   "
+        f"distinct answers: {len(set(single))}, mean {statistics.mean(map(len, single)):.1f} characters"
+    )
     if a.repeats > 1:
-        print("seconds per repeat: batched " + ", ".join(f"{t:.2f}" for t in t_batched)
-              + "; one at a time " + ", ".join(f"{t:.2f}" for t in t_single))
+        print(
+            "seconds per repeat: batched "
+            + ", ".join(f"{t:.2f}" for t in t_batched)
+            + "; one at a time "
+            + ", ".join(f"{t:.2f}" for t in t_single)
+        )
     for ex_id, s, b in differ[:5]:
         print(f"  {ex_id}: one-at-a-time {s!r} vs batched {b!r}")
     if differ:

@@ -17,8 +17,17 @@ import math
 
 import numpy as np
 
-from vlmtune.stats import (clusters_of, mcnemar_clustered, mcnemar_exact, mean_replicates, paired_bootstrap,
-                           percentile_ci, proportion_interval, wilson_ci, clopper_pearson_ci)
+from vlmtune.stats import (
+    clopper_pearson_ci,
+    clusters_of,
+    mcnemar_clustered,
+    mcnemar_exact,
+    mean_replicates,
+    paired_bootstrap,
+    percentile_ci,
+    proportion_interval,
+    wilson_ci,
+)
 
 
 def row(name: str, method: str, cis: list, truth: float) -> None:
@@ -38,8 +47,9 @@ def proportions(rng: np.random.Generator, d: int, b: int) -> None:
         name = f"independent, n = 300, p = {p}"
         row(name, "wilson", list(zip(*wilson_ci(k, 300))), p)
         row(name, "clopper-pearson", list(zip(*clopper_pearson_ci(k, 300))), p)
-        boot = [percentile_ci(mean_replicates(np.r_[np.ones(kk), np.zeros(300 - kk)], None, b, i))
-                for i, kk in enumerate(k)]
+        boot = [
+            percentile_ci(mean_replicates(np.r_[np.ones(kk), np.zeros(300 - kk)], None, b, i)) for i, kk in enumerate(k)
+        ]
         row(name, "baseline: percentile bootstrap", boot, p)
     scenarios = [(40, 2, 14, 0.75, 0.3), (30, 10, 10, 0.95, 0.3), (30, 10, 10, 0.97, 0.5), (100, 10, 10, 0.995, 0.5)]
     for n_groups, low, high, p, icc in scenarios:
@@ -51,23 +61,31 @@ def proportions(rng: np.random.Generator, d: int, b: int) -> None:
             runs.append((rng.random(sizes.sum()) < np.repeat(rate, sizes), groups))
         wilson = [proportion_interval(h, g) for h, g in runs]
         row(name, "wilson with design effect", [r.ci for r in wilson], p)
-        row(name, "clopper-pearson with design effect", [proportion_interval(h, g, method="clopper-pearson").ci
-                                                          for h, g in runs], p)
+        row(
+            name,
+            "clopper-pearson with design effect",
+            [proportion_interval(h, g, method="clopper-pearson").ci for h, g in runs],
+            p,
+        )
         convention = [wilson_ci(h.sum(), h.size) if h.all() or not h.any() else r.ci for (h, _), r in zip(runs, wilson)]
         row(name, "baseline: same, deff = 1 at p = 0 or 1", convention, p)
         row(name, "baseline: wilson ignoring groups", [proportion_interval(h).ci for h, _ in runs], p)
 
 
 def means(rng: np.random.Generator, d: int, b: int) -> None:
-    scenarios = [("independent, n = 100, gamma(2)", 100, 1, 1, "iid"), ("15 groups of 2-14", 15, 2, 14, "normal"),
-                 ("40 groups of 2-14", 40, 2, 14, "normal"), ("100 groups of 2-14", 100, 2, 14, "normal"),
-                 ("30 groups of 1-19, skewed group effect", 30, 1, 19, "skewed")]
+    scenarios = [
+        ("independent, n = 100, gamma(2)", 100, 1, 1, "iid"),
+        ("15 groups of 2-14", 15, 2, 14, "normal"),
+        ("40 groups of 2-14", 40, 2, 14, "normal"),
+        ("100 groups of 2-14", 100, 2, 14, "normal"),
+        ("30 groups of 1-19, skewed group effect", 30, 1, 19, "skewed"),
+    ]
     for name, n_groups, low, high, kind in scenarios:
         expanded, plain, naive = [], [], []
         for i in range(d):
             sizes, groups = groups_of(rng, n_groups, low, high)
             if kind == "iid":
-                x = rng.gamma(2.0, 0.5, sizes.sum())                       # mean 1
+                x = rng.gamma(2.0, 0.5, sizes.sum())  # mean 1
             elif kind == "normal":
                 x = 1.0 + np.repeat(rng.normal(0, 1, n_groups), sizes) + rng.exponential(1.0, sizes.sum()) - 1.0
             else:
@@ -104,7 +122,7 @@ def mcnemar_size(rng: np.random.Generator, d: int) -> None:
     for _ in range(d):
         sizes, groups = groups_of(rng, 40, 4, 15)
         base = np.repeat(rng.normal(0.5, 1.0, 40), sizes)
-        tilt = np.repeat(rng.normal(0, 1.0, 40), sizes)   # a group-level preference with random sign: H0 holds
+        tilt = np.repeat(rng.normal(0, 1.0, 40), sizes)  # a group-level preference with random sign: H0 holds
         a = rng.random(sizes.sum()) < 1 / (1 + np.exp(-(base + tilt)))
         b = rng.random(sizes.sum()) < 1 / (1 + np.exp(-(base - tilt)))
         exact += mcnemar_exact(a, b)["p_value"] <= 0.05
@@ -122,8 +140,10 @@ def main() -> None:
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     se = 100 * math.sqrt(0.05 * 0.95 / args.datasets)
-    print(f"{args.datasets} datasets per scenario (a coverage near 95% has a standard error of {se:.1f} points), "
-          f"{args.resamples} resamples per bootstrap interval, seed {args.seed}\n")
+    print(
+        f"{args.datasets} datasets per scenario (a coverage near 95% has a standard error of {se:.1f} points), "
+        f"{args.resamples} resamples per bootstrap interval, seed {args.seed}\n"
+    )
     print("| data | interval | coverage (nominal 95%) | median width |\n|---|---|---|---|")
     proportions(rng, args.datasets, args.resamples)
     means(rng, args.datasets, args.resamples)

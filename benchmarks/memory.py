@@ -68,14 +68,16 @@ def main() -> int:
     probes, episodes = load_jsonl(data), read_episodes(out / "data" / "episodes.jsonl")
     ref = resolve_model(ModelConfig(name=a.model))
     model, processor = load_model(ref)
-    kit = Toolkit.build(a.text_encoder, "vision_tower", caption=True, model=model, processor=processor,
-                        model_hash=dir_hash(ref.path))
+    kit = Toolkit.build(
+        a.text_encoder, "vision_tower", caption=True, model=model, processor=processor, model_hash=dir_hash(ref.path)
+    )
     settings = RunnerSettings.from_config(MemoryConfig(), window=default_window(model))
     counter = TokenCounter(processor)
     # Pre-extraction (as `vlmtune memory embed` does): every turn text (each is also a per-turn query when timing)
     # and question, so the timed pass measures the bank, not MiniLM.
-    kit.text_vectors(sorted({t.text for e in episodes.values() for t in e.turns}
-                            | {p.messages[0]["content"] for p in probes}))
+    kit.text_vectors(
+        sorted({t.text for e in episodes.values() for t in e.turns} | {p.messages[0]["content"] for p in probes})
+    )
     kit.flush()
     t0 = time.time()
     runner = Runner(kit, counter, settings)
@@ -84,10 +86,13 @@ def main() -> int:
     costs = cost_metrics(runner.timings)
 
     live_ids = sorted({ex.meta["episode"] for ex in probes})
-    live_ids = [next(e for e in live_ids if len(episodes[e].turns) == L) for L in (50, 100, 200, 500)][: a.live_episodes]
-    live_kit = Toolkit.build(a.text_encoder, "vision_tower", caption=True, model=model, processor=processor,
-                             model_hash=dir_hash(ref.path))
-    live_kit.text_cache = None   # MiniLM computes every text (images and captions still come from the cache)
+    live_ids = [next(e for e in live_ids if len(episodes[e].turns) == L) for L in (50, 100, 200, 500)][
+        : a.live_episodes
+    ]
+    live_kit = Toolkit.build(
+        a.text_encoder, "vision_tower", caption=True, model=model, processor=processor, model_hash=dir_hash(ref.path)
+    )
+    live_kit.text_cache = None  # MiniLM computes every text (images and captions still come from the cache)
     live = Runner(live_kit, counter, settings)
     live_probes = [ex for ex in probes if ex.meta["episode"] in live_ids]
     live.run({e: episodes[e] for e in live_ids}, live_probes, ["combined"], measure=True)
@@ -96,9 +101,11 @@ def main() -> int:
     table = {m: retrieval_metrics(probes, res[m], n_boot=1000, by="bucket") for m in METHODS}
     by_kind = {m: retrieval_metrics(probes, res[m], n_boot=200, by="kind")["by_kind"] for m in METHODS}
     turns = sum(len(e.turns) for e in episodes.values())
-    print(f"shapes-memory: {len(episodes)} episodes, {turns} turns, {len(probes)} probes "
-          f"({sum(1 for p in probes if p.meta['evidence'])} with evidence); retrieval of all methods in {seconds:.0f}s "
-          f"(load average {load:.1f} at start)")
+    print(
+        f"shapes-memory: {len(episodes)} episodes, {turns} turns, {len(probes)} probes "
+        f"({sum(1 for p in probes if p.meta['evidence'])} with evidence); retrieval of all methods in {seconds:.0f}s "
+        f"(load average {load:.1f} at start)"
+    )
     print(f"encoders: {json.dumps(kit.identities()['text']['name'])} text, vision_tower images, VLM captions as keys")
     head = ["method", "R@1", "R@3", "R@5", "MRR", "evidence injected", "injected share"] + [f"R@5 {b}" for b in BUCKETS]
     print("| " + " | ".join(head) + " |")
@@ -106,27 +113,64 @@ def main() -> int:
     for m in METHODS:
         t = table[m]
         by = t.get("by_bucket", {})
-        print("| " + " | ".join([m, fmt(t.get("recall@1")), fmt(t.get("recall@3")), fmt(t.get("recall@5")),
-                                 fmt(t.get("mrr")), fmt(t.get("evidence_injected")), fmt(t.get("injected_share"))]
-                                + [fmt(by.get(b, {}).get("recall@5")) for b in BUCKETS]) + " |")
-    print("n per bucket (probes with evidence): " + ", ".join(
-        f"{b}: {table['combined']['by_bucket'].get(b, {}).get('recall@5', {}).get('n', 0)}" for b in BUCKETS))
+        print(
+            "| "
+            + " | ".join(
+                [
+                    m,
+                    fmt(t.get("recall@1")),
+                    fmt(t.get("recall@3")),
+                    fmt(t.get("recall@5")),
+                    fmt(t.get("mrr")),
+                    fmt(t.get("evidence_injected")),
+                    fmt(t.get("injected_share")),
+                ]
+                + [fmt(by.get(b, {}).get("recall@5")) for b in BUCKETS]
+            )
+            + " |"
+        )
+    print(
+        "n per bucket (probes with evidence): "
+        + ", ".join(
+            f"{b}: {table['combined']['by_bucket'].get(b, {}).get('recall@5', {}).get('n', 0)}" for b in BUCKETS
+        )
+    )
     print("\nrecall@5 by probe kind")
     print("| method | " + " | ".join(KINDS) + " |")
     print("|" + "---|" * (len(KINDS) + 1))
     for m in ("recency", "relevance", "combined", "capped"):
-        print(f"| {m} | " + " | ".join(f"{fmt(by_kind[m].get(k, {}).get('recall@5'))} (n={by_kind[m].get(k, {}).get('recall@5', {}).get('n', 0)})"
-                                      for k in KINDS) + " |")
+        print(
+            f"| {m} | "
+            + " | ".join(
+                f"{fmt(by_kind[m].get(k, {}).get('recall@5'))} (n={by_kind[m].get(k, {}).get('recall@5', {}).get('n', 0)})"
+                for k in KINDS
+            )
+            + " |"
+        )
     print("\ncosts of the combined bank, per turn (write + one retrieval):")
-    print(f"  bank only (encoder outputs from the cache): p50 {costs['turn_ms_p50']:.2f} ms, p95 {costs['turn_ms_p95']:.2f} ms "
-          f"over {costs['turns_timed']} turns")
-    print(f"  MiniLM live ({len(live_ids)} episodes): p50 {live_costs['turn_ms_p50']:.2f} ms, p95 "
-          f"{live_costs['turn_ms_p95']:.2f} ms over {live_costs['turns_timed']} turns; bank-only p95 is "
-          f"{costs['turn_ms_p95'] / live_costs['turn_ms_p95']:.2f}x of it")
-    print(f"  bank on disk: {costs['bank_bytes_per_turn']:.0f} bytes per turn (journal + float16 text vectors; "
-          f"image vectors and images aside)")
-    results = {"retrieval": table, "by_kind": by_kind, "costs": costs, "live_costs": live_costs, "seconds": seconds,
-               "episodes": len(episodes), "probes": len(probes), "load": load}
+    print(
+        f"  bank only (encoder outputs from the cache): p50 {costs['turn_ms_p50']:.2f} ms, p95 {costs['turn_ms_p95']:.2f} ms "
+        f"over {costs['turns_timed']} turns"
+    )
+    print(
+        f"  MiniLM live ({len(live_ids)} episodes): p50 {live_costs['turn_ms_p50']:.2f} ms, p95 "
+        f"{live_costs['turn_ms_p95']:.2f} ms over {live_costs['turns_timed']} turns; bank-only p95 is "
+        f"{costs['turn_ms_p95'] / live_costs['turn_ms_p95']:.2f}x of it"
+    )
+    print(
+        f"  bank on disk: {costs['bank_bytes_per_turn']:.0f} bytes per turn (journal + float16 text vectors; "
+        f"image vectors and images aside)"
+    )
+    results = {
+        "retrieval": table,
+        "by_kind": by_kind,
+        "costs": costs,
+        "live_costs": live_costs,
+        "seconds": seconds,
+        "episodes": len(episodes),
+        "probes": len(probes),
+        "load": load,
+    }
     if a.run:
         summary = json.loads((Path(a.run) / "memory" / "summary.json").read_text())
         print(f"\naccuracy of the fine-tuned tiny VLM ({a.run}), by distance bucket")
@@ -134,16 +178,28 @@ def main() -> int:
         print("|" + "---|" * (len(BUCKETS) + 4))
         for m, d in summary["methods"].items():
             mt = d["metrics"]
-            print(f"| {m} | {fmt(mt.get('accuracy'))} (n={mt['accuracy']['n']}) | "
-                  + " | ".join(f"{fmt(mt.get(f'accuracy_distance_{b}'), 2)} (n={mt.get(f'accuracy_distance_{b}', {}).get('n', 0)})"
-                               for b in BUCKETS)
-                  + f" | {fmt(mt.get('abstention_precision'), 2)} / {fmt(mt.get('abstention_recall'), 2)} | "
-                  f"{fmt(mt.get('false_abstention_rate'), 2)} |")
+            print(
+                f"| {m} | {fmt(mt.get('accuracy'))} (n={mt['accuracy']['n']}) | "
+                + " | ".join(
+                    f"{fmt(mt.get(f'accuracy_distance_{b}'), 2)} (n={mt.get(f'accuracy_distance_{b}', {}).get('n', 0)})"
+                    for b in BUCKETS
+                )
+                + f" | {fmt(mt.get('abstention_precision'), 2)} / {fmt(mt.get('abstention_recall'), 2)} | "
+                f"{fmt(mt.get('false_abstention_rate'), 2)} |"
+            )
         results["run"] = summary
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    (out / "recall_by_distance.png").write_bytes(plot_by_distance(
-        {m: table[m]["by_bucket"] and {f"r_{b}": table[m]["by_bucket"].get(b, {}).get("recall@5") for b in BUCKETS}
-         for m in ("recency", "relevance", "combined", "capped")}, key="r_{b}", title="recall@5 against distance"))
+    (out / "recall_by_distance.png").write_bytes(
+        plot_by_distance(
+            {
+                m: table[m]["by_bucket"]
+                and {f"r_{b}": table[m]["by_bucket"].get(b, {}).get("recall@5") for b in BUCKETS}
+                for m in ("recency", "relevance", "combined", "capped")
+            },
+            key="r_{b}",
+            title="recall@5 against distance",
+        )
+    )
     print(f"\nwrote {out / 'results.json'} and {out / 'recall_by_distance.png'}")
     return 0
 

@@ -84,16 +84,16 @@ def text_examples(out_dir, n: int) -> str:
     from vlmtune.data.example import load_jsonl, write_jsonl
     from vlmtune.data.synth import synthesize
 
-    exs = [e for e in load_jsonl(synthesize("mcq", 8 * n, Path(out_dir) / "src", seed=0))
-           if not e.images][:n]
+    exs = [e for e in load_jsonl(synthesize("mcq", 8 * n, Path(out_dir) / "src", seed=0)) if not e.images][:n]
     if len(exs) < n:
         raise SystemExit(f"only {len(exs)} image-free examples; lower --n")
     return str(write_jsonl(Path(out_dir) / "text.jsonl", exs))
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--model", default="gemma3-270m", help="any causal LM name vlmtune loads (text data)")
     p.add_argument("--steps", type=int, default=6, help="optimizer steps per side (the first is not timed)")
     p.add_argument("--batch-size", type=int, default=2)
@@ -103,22 +103,31 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data = text_examples(tmp, a.n)
         for mode in ("lora", "qlora"):
-            out = subprocess.run([sys.executable, "-c", CHILD, mode, a.model, data, str(a.steps), str(a.batch_size),
-                                  f"{tmp}/{mode}"], capture_output=True, text=True)
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, mode, a.model, data, str(a.steps), str(a.batch_size), f"{tmp}/{mode}"],
+                capture_output=True,
+                text=True,
+            )
             if out.returncode:
                 print(out.stderr[-3000:], file=sys.stderr)
                 return 1
             res[mode] = json.loads(out.stdout.strip().splitlines()[-1])
     b, q = res["lora"], res["qlora"]
-    print(f"model {a.model} on {b['device']}: {b['total'] / 1e6:.0f} M parameters, {b['trainable'] / 1e6:.2f} M "
-          f"trainable (LoRA r=16); batch {a.batch_size}, {a.steps} steps (first untimed)")
+    print(
+        f"model {a.model} on {b['device']}: {b['total'] / 1e6:.0f} M parameters, {b['trainable'] / 1e6:.2f} M "
+        f"trainable (LoRA r=16); batch {a.batch_size}, {a.steps} steps (first untimed)"
+    )
     print(f"embedding tables: {b['embed'] / 1e6:.0f} M parameters (bitsandbytes leaves them unquantized)")
     for name, r in (("LoRA  (baseline)", b), ("QLoRA", q)):
-        print(f"{name:<17} {r['dtype']:<10} weights {r['weights_mb']:6.0f} MB  peak {r['peak_mb']:6.0f} MB  "
-              + ("" if r["device"] == "cuda" else f"at the end {r['rss_end_mb']:6.0f} MB  ")
-              + f"{r['sec_per_step']:6.2f} s/step  {r['samples_per_s']:5.2f} samples/s  final loss {r['final_loss']:.3f}")
-    print(f"QLoRA / baseline: weights {q['weights_mb'] / b['weights_mb']:.2f}x, peak memory "
-          f"{q['peak_mb'] / b['peak_mb']:.2f}x, samples/s {q['samples_per_s'] / b['samples_per_s']:.2f}x")
+        print(
+            f"{name:<17} {r['dtype']:<10} weights {r['weights_mb']:6.0f} MB  peak {r['peak_mb']:6.0f} MB  "
+            + ("" if r["device"] == "cuda" else f"at the end {r['rss_end_mb']:6.0f} MB  ")
+            + f"{r['sec_per_step']:6.2f} s/step  {r['samples_per_s']:5.2f} samples/s  final loss {r['final_loss']:.3f}"
+        )
+    print(
+        f"QLoRA / baseline: weights {q['weights_mb'] / b['weights_mb']:.2f}x, peak memory "
+        f"{q['peak_mb'] / b['peak_mb']:.2f}x, samples/s {q['samples_per_s'] / b['samples_per_s']:.2f}x"
+    )
     return 0
 
 

@@ -31,8 +31,9 @@ from common import prepare  # benchmarks/common.py (the script's own folder is o
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--model", help="what `vlmtune serve` loads (default: a random-init tiny LLaVA, see above)")
     p.add_argument("--adapter", help="an adapter directory for --model")
     p.add_argument("--n", type=int, default=64, help="requests on each side")
@@ -70,8 +71,14 @@ def requests(root: Path, n: int) -> list[list[dict]]:
     for ex in examples:
         url = "data:image/png;base64," + base64.b64encode(Path(ex.images[0]).read_bytes()).decode()
         question = ex.messages[0]["content"].split("\n", 1)[1]
-        out.append([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
-                                                 {"type": "text", "text": question}]}])
+        out.append(
+            [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": question}],
+                }
+            ]
+        )
     return out
 
 
@@ -81,8 +88,21 @@ def start_server(args: argparse.Namespace, model: str, log: Path) -> tuple[subpr
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "vlmtune", "serve", model, "--port", str(port), "--name", "bench",
-           "--max-batch", str(args.clients), "--device", "cpu"] + (["--adapter", args.adapter] if args.adapter else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "vlmtune",
+        "serve",
+        model,
+        "--port",
+        str(port),
+        "--name",
+        "bench",
+        "--max-batch",
+        str(args.clients),
+        "--device",
+        "cpu",
+    ] + (["--adapter", args.adapter] if args.adapter else [])
     env = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "w"), env=env)
     deadline = time.time() + 600
@@ -128,23 +148,34 @@ def main() -> int:
             run_side(client, reqs[:2], 1, args.max_tokens)  # warm-up, untimed
             seq, seq_lat, seq_s = run_side(client, reqs, 1, args.max_tokens)
             conc, conc_lat, conc_s = run_side(client, reqs, args.clients, args.max_tokens)
-            batches = [int(l.split()[1]) for l in (root / "serve.log").read_text().splitlines()
-                       if l.startswith("[serve] ") and "in one batch" in l]
+            batches = [
+                int(l.split()[1])
+                for l in (root / "serve.log").read_text().splitlines()
+                if l.startswith("[serve] ") and "in one batch" in l
+            ]
         finally:
             proc.terminate()
             proc.wait(timeout=30)
     differ = [i for i, (a, b) in enumerate(zip(seq, conc)) if a != b]
-    conc_batches = batches[2 + len(reqs):]
-    print(f"vlmtune serve, {args.n} chat requests with an image, max_tokens {args.max_tokens}, "
-          f"model {args.model or 'random-init tiny LLaVA'}{' + ' + args.adapter if args.adapter else ''}; "
-          f"load average before: {load:.2f}")
-    print(f"one at a time : {args.n / seq_s:6.2f} req/s ({seq_s:.1f} s), latency p50 {pct(seq_lat, 50):.3f} s, "
-          f"p95 {pct(seq_lat, 95):.3f} s")
-    print(f"{args.clients} clients    : {args.n / conc_s:6.2f} req/s ({conc_s:.1f} s), latency p50 "
-          f"{pct(conc_lat, 50):.3f} s, p95 {pct(conc_lat, 95):.3f} s; batches of "
-          f"{statistics.mean(conc_batches):.1f} on average (max {max(conc_batches)})")
-    print(f"throughput ratio: {seq_s / conc_s:.2f}x; answers differing: {len(differ)} of {args.n}"
-          f"; answer lengths {min(map(len, seq))}-{max(map(len, seq))} characters")
+    conc_batches = batches[2 + len(reqs) :]
+    print(
+        f"vlmtune serve, {args.n} chat requests with an image, max_tokens {args.max_tokens}, "
+        f"model {args.model or 'random-init tiny LLaVA'}{' + ' + args.adapter if args.adapter else ''}; "
+        f"load average before: {load:.2f}"
+    )
+    print(
+        f"one at a time : {args.n / seq_s:6.2f} req/s ({seq_s:.1f} s), latency p50 {pct(seq_lat, 50):.3f} s, "
+        f"p95 {pct(seq_lat, 95):.3f} s"
+    )
+    print(
+        f"{args.clients} clients    : {args.n / conc_s:6.2f} req/s ({conc_s:.1f} s), latency p50 "
+        f"{pct(conc_lat, 50):.3f} s, p95 {pct(conc_lat, 95):.3f} s; batches of "
+        f"{statistics.mean(conc_batches):.1f} on average (max {max(conc_batches)})"
+    )
+    print(
+        f"throughput ratio: {seq_s / conc_s:.2f}x; answers differing: {len(differ)} of {args.n}"
+        f"; answer lengths {min(map(len, seq))}-{max(map(len, seq))} characters"
+    )
     for i in differ[:3]:
         print(f"  request {i}: one at a time {seq[i]!r} vs concurrent {conc[i]!r}")
     return 1 if differ else 0

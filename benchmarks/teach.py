@@ -46,13 +46,24 @@ def main() -> int:
     examples = load_jsonl(synthesize("dialog", args.n, tmp / "data", seed=7))
     task = build_task("dialog")
     rows = []
-    server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_openai.py"), str(args.latency)],
-                              stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "fake_openai.py"), str(args.latency)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     try:
         url = server.stdout.readline().strip()
         for label, conc in [("one at a time", 1), (f"concurrency {args.concurrency}", args.concurrency)]:
-            cfg = TeachConfig(target="reminder+gold", backend="openai", model="teacher", base_url=url,
-                              concurrency=conc, cache=str(tmp / f"cache-{conc}.jsonl"), filters={"skip": ["agreement"]})
+            cfg = TeachConfig(
+                target="reminder+gold",
+                backend="openai",
+                model="teacher",
+                base_url=url,
+                concurrency=conc,
+                cache=str(tmp / f"cache-{conc}.jsonl"),
+                filters={"skip": ["agreement"]},
+            )
             t0 = time.perf_counter()
             res = teach(examples, task, cfg, tmp / f"out-{conc}")
             rows.append((label, time.perf_counter() - t0, res.summary.sent, conc))
@@ -63,8 +74,10 @@ def main() -> int:
         server.kill()
     same = (tmp / "out-1" / "data.jsonl").read_bytes() == (tmp / f"out-{args.concurrency}" / "data.jsonl").read_bytes()
     same_rerun = (tmp / "out-rerun" / "data.jsonl").read_bytes() == (tmp / "out-1" / "data.jsonl").read_bytes()
-    print(f"teach() on {args.n} shapes-world dialogues, fake server latency {args.latency * 1000:.0f} ms, "
-          f"load average before: {__import__('os').getloadavg()[0]:.1f}")
+    print(
+        f"teach() on {args.n} shapes-world dialogues, fake server latency {args.latency * 1000:.0f} ms, "
+        f"load average before: {__import__('os').getloadavg()[0]:.1f}"
+    )
     print(f"{'side':<18} {'seconds':>8} {'requests':>9} {'req/s':>7}")
     for label, secs, sent, _ in rows:
         print(f"{label:<18} {secs:>8.2f} {sent:>9d} {sent / secs:>7.2f}")

@@ -39,8 +39,10 @@ import time
 from pathlib import Path
 
 NEVER = 10**9  # a save interval that is never reached: no checkpoint is written inside the timed loop
-DEFAULTS = {"tiny": {"steps": 20, "batch_size": 8, "n": 256, "max_length": 256},
-            "gemma": {"steps": 6, "batch_size": 2, "n": 24, "max_length": 768}}
+DEFAULTS = {
+    "tiny": {"steps": 20, "batch_size": 8, "n": 256, "max_length": 256},
+    "gemma": {"steps": 6, "batch_size": 2, "n": 24, "max_length": 768},
+}
 LORA = dict(r=16, lora_alpha=32, lora_dropout=0.05)
 # The tiny model's chat template with `{% generation %}` markers around each assistant turn's content and its
 # "<|end|>\n" (TRL's assistant_only_loss needs them; it knows no training template for this custom one). The
@@ -67,25 +69,33 @@ TRL_TRAIN_TEMPLATE = (
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--workload", choices=("tiny", "gemma"), default="tiny")
     p.add_argument("--steps", type=int, help="optimizer steps per run (default: tiny 20, gemma 6)")
     p.add_argument("--batch-size", type=int, help="per-device batch size (default: tiny 8, gemma 2)")
     p.add_argument("--n", type=int, help="training examples (default: tiny 256, gemma 24)")
-    p.add_argument("--answer-tokens", default="", help="comma-separated answer lengths in tokens, e.g. 1,8,64 "
-                                                        "(default: the workload's own answers)")
+    p.add_argument(
+        "--answer-tokens",
+        default="",
+        help="comma-separated answer lengths in tokens, e.g. 1,8,64 (default: the workload's own answers)",
+    )
     p.add_argument("--repeats", type=int, default=1, help="timed runs of each side, interleaved; medians reported")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads in each run")
-    p.add_argument("--full-logits", action="store_true",
-                   help="also run vlmtune with train.answer_only_logits=false (the effect of answer-only logits alone)")
-    p.add_argument("--child", help=argparse.SUPPRESS)   # internal: run one side from a spec file
+    p.add_argument(
+        "--full-logits",
+        action="store_true",
+        help="also run vlmtune with train.answer_only_logits=false (the effect of answer-only logits alone)",
+    )
+    p.add_argument("--child", help=argparse.SUPPRESS)  # internal: run one side from a spec file
     return p.parse_args()
 
 
 # --- data and model ------------------------------------------------------------------------------------------------
+
 
 def prepare(a: argparse.Namespace, root: Path) -> dict:
     """The model directory and the examples both sides train on (a JSONL file), for one workload."""
@@ -134,6 +144,7 @@ def with_answer_length(examples: list, model_dir: str, n_tokens: int) -> list:
 
 # --- one side, in its own process ----------------------------------------------------------------------------------
 
+
 def timer_callback():
     from transformers import TrainerCallback
 
@@ -161,19 +172,47 @@ def child_vlmtune(spec: dict) -> dict:
     from vlmtune.train.trainer import train
 
     examples = load_jsonl(spec["data"])
-    tcfg = TrainConfig(method="lora", max_steps=spec["steps"], batch_size=spec["batch_size"], lr=spec["lr"],
-                       seed=spec["seed"], report_to=[], lora_r=LORA["r"], lora_alpha=LORA["lora_alpha"],
-                       lora_dropout=LORA["lora_dropout"], lora_target="language", lora_modules="attention+mlp",
-                       loss_on="assistant", save_steps=NEVER, logging_steps=1, max_length=spec["max_length"],
-                       group_by_length=False, warmup_ratio=0.05, answer_only_logits=spec.get("answer_only", True))
+    tcfg = TrainConfig(
+        method="lora",
+        max_steps=spec["steps"],
+        batch_size=spec["batch_size"],
+        lr=spec["lr"],
+        seed=spec["seed"],
+        report_to=[],
+        lora_r=LORA["r"],
+        lora_alpha=LORA["lora_alpha"],
+        lora_dropout=LORA["lora_dropout"],
+        lora_target="language",
+        lora_modules="attention+mlp",
+        loss_on="assistant",
+        save_steps=NEVER,
+        logging_steps=1,
+        max_length=spec["max_length"],
+        group_by_length=False,
+        warmup_ratio=0.05,
+        answer_only_logits=spec.get("answer_only", True),
+    )
     timer = timer_callback()
     t0 = time.perf_counter()
-    res = train(ModelRef.of(ModelConfig(name=spec["model_dir"], device="cpu", dtype="float32")), examples, [],
-                Path(spec["out"]), tcfg, callbacks=[timer])
+    res = train(
+        ModelRef.of(ModelConfig(name=spec["model_dir"], device="cpu", dtype="float32")),
+        examples,
+        [],
+        Path(spec["out"]),
+        tcfg,
+        callbacks=[timer],
+    )
     t1 = time.perf_counter()
     first, last = losses(res.history)
-    return {"setup": timer.begin - t0, "loop": timer.end - timer.begin, "total": t1 - t0, "steps": res.steps,
-            "first_loss": first, "final_loss": last, "loss_tokens": res.train_loss_tokens / len(examples)}
+    return {
+        "setup": timer.begin - t0,
+        "loop": timer.end - timer.begin,
+        "total": t1 - t0,
+        "steps": res.steps,
+        "first_loss": first,
+        "final_loss": last,
+        "loss_tokens": res.train_loss_tokens / len(examples),
+    }
 
 
 def _trl_processor(spec: dict, first_messages: list):
@@ -211,22 +250,52 @@ def child_trl(spec: dict) -> dict:
         processor = _trl_processor(spec, None)
         model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], dtype=torch.float32)
         loss_kw = {"completion_only_loss": True}
-    cfg = SFTConfig(output_dir=spec["out"], per_device_train_batch_size=spec["batch_size"], max_steps=spec["steps"],
-                    learning_rate=spec["lr"], seed=spec["seed"], data_seed=spec["seed"], report_to=[],
-                    save_strategy="no", use_cpu=True, gradient_checkpointing=False, bf16=False, fp16=False,
-                    warmup_steps=0.05, lr_scheduler_type="linear", weight_decay=0.0, logging_steps=1,
-                    logging_first_step=True, max_length=spec["max_length"], dataloader_num_workers=0,
-                    disable_tqdm=True, **loss_kw)
+    cfg = SFTConfig(
+        output_dir=spec["out"],
+        per_device_train_batch_size=spec["batch_size"],
+        max_steps=spec["steps"],
+        learning_rate=spec["lr"],
+        seed=spec["seed"],
+        data_seed=spec["seed"],
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        gradient_checkpointing=False,
+        bf16=False,
+        fp16=False,
+        warmup_steps=0.05,
+        lr_scheduler_type="linear",
+        weight_decay=0.0,
+        logging_steps=1,
+        logging_first_step=True,
+        max_length=spec["max_length"],
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        **loss_kw,
+    )
     peft_cfg = LoraConfig(**LORA, target_modules=spec["targets"], bias="none", task_type="CAUSAL_LM")
-    trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=processor,
-                         peft_config=peft_cfg, callbacks=[timer])
+    trainer = SFTTrainer(
+        model=model,
+        args=cfg,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=processor,
+        peft_config=peft_cfg,
+        callbacks=[timer],
+    )
     mask = _same_loss_tokens(trainer, examples, spec)
     trainer.train()
     t1 = time.perf_counter()
     first, last = losses(trainer.state.log_history)
-    return {"setup": timer.begin - t0, "loop": timer.end - timer.begin, "total": t1 - t0,
-            "steps": trainer.state.global_step, "first_loss": first, "final_loss": last, "mask": mask,
-            "collator": type(trainer.data_collator).__name__}
+    return {
+        "setup": timer.begin - t0,
+        "loop": timer.end - timer.begin,
+        "total": t1 - t0,
+        "steps": trainer.state.global_step,
+        "first_loss": first,
+        "final_loss": last,
+        "mask": mask,
+        "collator": type(trainer.data_collator).__name__,
+    }
 
 
 def _same_loss_tokens(trainer, examples: list, spec: dict) -> str:
@@ -255,16 +324,19 @@ def _same_loss_tokens(trainer, examples: list, spec: dict) -> str:
 
 
 def run_child(spec: dict, side: str, threads: int | None) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
-                                                       os.environ.get("PYTHONPATH", "")]),
-           "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     spec_file = Path(spec["out"]) / "spec.json"
     spec_file.parent.mkdir(parents=True, exist_ok=True)
     spec_file.write_text(json.dumps(spec))
-    proc = subprocess.run([sys.executable, __file__, "--child", f"{side}:{spec_file}"], env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", f"{side}:{spec_file}"], env=env, capture_output=True, text=True
+    )
     if proc.returncode:
         raise SystemExit(f"the {side} run failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -286,6 +358,7 @@ def child_main(arg: str) -> None:
 
 # --- main ----------------------------------------------------------------------------------------------------------
 
+
 def measure(a: argparse.Namespace, root: Path, model_dir: str, examples: list, label: str) -> dict:
     from vlmtune.config import ModelConfig
     from vlmtune.data.example import write_jsonl
@@ -300,14 +373,30 @@ def measure(a: argparse.Namespace, root: Path, model_dir: str, examples: list, l
     results: dict[str, list[dict]] = {side: [] for side in sides}
     for r in range(a.repeats):
         for side in sides:
-            spec = {"model_dir": model_dir, "data": str(data), "steps": a.steps, "batch_size": a.batch_size,
-                    "lr": a.lr, "seed": a.seed, "max_length": a.max_length, "targets": targets, "vision": vision,
-                    "out": str(root / f"{label}-{side}-{r}"), "answer_only": side != "vlmtune-full"}
+            spec = {
+                "model_dir": model_dir,
+                "data": str(data),
+                "steps": a.steps,
+                "batch_size": a.batch_size,
+                "lr": a.lr,
+                "seed": a.seed,
+                "max_length": a.max_length,
+                "targets": targets,
+                "vision": vision,
+                "out": str(root / f"{label}-{side}-{r}"),
+                "answer_only": side != "vlmtune-full",
+            }
             results[side].append(run_child(spec, "trl" if side == "trl" else "vlmtune", a.threads))
-            print(f"[bench] {label} {side} run {r + 1}/{a.repeats}: loop {results[side][-1]['loop']:.1f} s, "
-                  f"total {results[side][-1]['total']:.1f} s", file=sys.stderr)
-    med = {side: {k: statistics.median(x[k] for x in runs) for k in ("setup", "loop", "total", "peak_mb")}
-           | {k: runs[0][k] for k in ("steps", "first_loss", "final_loss")} for side, runs in results.items()}
+            print(
+                f"[bench] {label} {side} run {r + 1}/{a.repeats}: loop {results[side][-1]['loop']:.1f} s, "
+                f"total {results[side][-1]['total']:.1f} s",
+                file=sys.stderr,
+            )
+    med = {
+        side: {k: statistics.median(x[k] for x in runs) for k in ("setup", "loop", "total", "peak_mb")}
+        | {k: runs[0][k] for k in ("steps", "first_loss", "final_loss")}
+        for side, runs in results.items()
+    }
     med["mask"] = results["trl"][0]["mask"]
     med["loss_tokens"] = results["vlmtune"][0]["loss_tokens"]
     return med
@@ -315,22 +404,32 @@ def measure(a: argparse.Namespace, root: Path, model_dir: str, examples: list, l
 
 def print_table(a: argparse.Namespace, label: str, m: dict) -> None:
     samples = a.steps * a.batch_size
-    print(f"\n{label}: {a.steps} steps x batch {a.batch_size}, {m['loss_tokens']:.1f} loss tokens per example; "
-          f"TRL's loss tokens vs vlmtune's: {m['mask']}")
-    head = f"{'side':<13} {'setup s':>8} {'loop s':>8} {'total s':>8} {'loop samples/s':>15} {'e2e samples/s':>14} " \
-           f"{'peak MB':>8} {'first loss':>10} {'final loss':>10}"
+    print(
+        f"\n{label}: {a.steps} steps x batch {a.batch_size}, {m['loss_tokens']:.1f} loss tokens per example; "
+        f"TRL's loss tokens vs vlmtune's: {m['mask']}"
+    )
+    head = (
+        f"{'side':<13} {'setup s':>8} {'loop s':>8} {'total s':>8} {'loop samples/s':>15} {'e2e samples/s':>14} "
+        f"{'peak MB':>8} {'first loss':>10} {'final loss':>10}"
+    )
     print(head + "\n" + "-" * len(head))
     for side in [k for k in ("vlmtune", "trl", "vlmtune-full") if k in m]:
         r = m[side]
-        print(f"{side:<13} {r['setup']:>8.2f} {r['loop']:>8.2f} {r['total']:>8.2f} {samples / r['loop']:>15.2f} "
-              f"{samples / r['total']:>14.2f} {r['peak_mb']:>8.0f} {r['first_loss']:>10.4f} {r['final_loss']:>10.4f}")
+        print(
+            f"{side:<13} {r['setup']:>8.2f} {r['loop']:>8.2f} {r['total']:>8.2f} {samples / r['loop']:>15.2f} "
+            f"{samples / r['total']:>14.2f} {r['peak_mb']:>8.0f} {r['first_loss']:>10.4f} {r['final_loss']:>10.4f}"
+        )
     v, t = m["vlmtune"], m["trl"]
-    print(f"vlmtune / TRL: loop samples/s {t['loop'] / v['loop']:.2f}x, end-to-end samples/s "
-          f"{t['total'] / v['total']:.2f}x, peak memory {v['peak_mb'] / t['peak_mb']:.2f}x")
+    print(
+        f"vlmtune / TRL: loop samples/s {t['loop'] / v['loop']:.2f}x, end-to-end samples/s "
+        f"{t['total'] / v['total']:.2f}x, peak memory {v['peak_mb'] / t['peak_mb']:.2f}x"
+    )
     if "vlmtune-full" in m:
         f = m["vlmtune-full"]
-        print(f"answer-only vs full logits (both vlmtune): loop {f['loop'] / v['loop']:.2f}x faster, peak memory "
-              f"{v['peak_mb'] / f['peak_mb']:.2f}x")
+        print(
+            f"answer-only vs full logits (both vlmtune): loop {f['loop'] / v['loop']:.2f}x faster, peak memory "
+            f"{v['peak_mb'] / f['peak_mb']:.2f}x"
+        )
 
 
 def main() -> None:
@@ -357,17 +456,21 @@ def main() -> None:
             exs = prep["examples"] if n is None else with_answer_length(prep["examples"], prep["model_dir"], n)
             label = f"{a.workload}" + ("" if n is None else f", answers of {n} tokens")
             tables.append((label, measure(a, root, prep["model_dir"], exs, label.replace(", ", "-").replace(" ", "_"))))
-    print(f"\ntorch {torch.__version__}  transformers {transformers.__version__}  trl {trl.__version__}  "
-          f"threads/run {a.threads or 'default'} (cpu_count {os.cpu_count()})  load avg before/after "
-          f"{load_before:.2f}/{os.getloadavg()[0]:.2f}  repeats {a.repeats} (medians)")
+    print(
+        f"\ntorch {torch.__version__}  transformers {transformers.__version__}  trl {trl.__version__}  "
+        f"threads/run {a.threads or 'default'} (cpu_count {os.cpu_count()})  load avg before/after "
+        f"{load_before:.2f}/{os.getloadavg()[0]:.2f}  repeats {a.repeats} (medians)"
+    )
     for label, m in tables:
         print_table(a, label, m)
     if len(tables) > 1:
         print("\nanswer tokens | loop ratio | end-to-end ratio | peak memory ratio (vlmtune / TRL)")
         for (label, m), n in zip(tables, lengths):
             v, t = m["vlmtune"], m["trl"]
-            print(f"{n:>13} | {t['loop'] / v['loop']:>10.2f} | {t['total'] / v['total']:>16.2f} | "
-                  f"{v['peak_mb'] / t['peak_mb']:>17.2f}")
+            print(
+                f"{n:>13} | {t['loop'] / v['loop']:>10.2f} | {t['total'] / v['total']:>16.2f} | "
+                f"{v['peak_mb'] / t['peak_mb']:>17.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -55,19 +55,27 @@ def make_file(path: Path, n_dialogs: int, seed: int = 0) -> Path:
         for _ in range(10):
             opts = rng.sample(range(n_text), 100)
             gt = rng.randrange(100)
-            rounds.append({"question": rng.randrange(n_text), "answer": opts[gt], "answer_options": opts,
-                           "gt_index": gt})
+            rounds.append(
+                {"question": rng.randrange(n_text), "answer": opts[gt], "answer_options": opts, "gt_index": gt}
+            )
         dialogs.append({"image_id": i, "caption": "a man riding a horse on a beach", "dialog": rounds})
-    obj = {"version": "1.0", "split": "val", "data": {
-        "dialogs": dialogs, "answers": [f"answer number {i}" for i in range(n_text)],
-        "questions": [f"what is the thing number {i} doing" for i in range(n_text)]}}
+    obj = {
+        "version": "1.0",
+        "split": "val",
+        "data": {
+            "dialogs": dialogs,
+            "answers": [f"answer number {i}" for i in range(n_text)],
+            "questions": [f"what is the thing number {i} doing" for i in range(n_text)],
+        },
+    }
     path.write_text(json.dumps(obj), encoding="utf-8")
     return path
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--dialogs", type=int, default=10_000)
     p.add_argument("--rounds", choices=("all", "last"), default="all")
     p.add_argument("--limit", type=int, default=0, help="stop after this many rounds (0: all)")
@@ -82,14 +90,20 @@ def main() -> int:
         size = path.stat().st_size / 2**20
         res = {}
         for mode in ("json", "vlmtune"):
-            out = subprocess.run([sys.executable, "-c", CHILD, mode, str(path), str(a.limit), a.rounds, str(images)],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, mode, str(path), str(a.limit), a.rounds, str(images)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             res[mode] = json.loads(out.stdout.strip().splitlines()[-1])
     b, v = res["json"], res["vlmtune"]
     print(f"file: {a.dialogs} dialogs, {size:.0f} MB; rounds={a.rounds}, limit={a.limit or 'none'}")
     print(f"baseline (json.load, whole):   {b['rounds']} rounds, {b['seconds']:.1f} s, peak {b['peak_mb']:.0f} MB")
     print(f"vlmtune read_visdial (stream): {v['rounds']} rounds, {v['seconds']:.1f} s, peak {v['peak_mb']:.0f} MB")
-    print(f"peak memory: {b['peak_mb'] / v['peak_mb']:.1f}x less; time: {v['seconds'] / b['seconds']:.2f}x the baseline's")
+    print(
+        f"peak memory: {b['peak_mb'] / v['peak_mb']:.1f}x less; time: {v['seconds'] / b['seconds']:.2f}x the baseline's"
+    )
     if b["rounds"] != v["rounds"]:
         print("round counts differ", file=sys.stderr)
         return 1

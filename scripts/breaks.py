@@ -42,7 +42,7 @@ def _without_bos_switch(line: str, indent: str) -> str:
 
 @dataclass(frozen=True)
 class Edit:
-    path: str          # a file, or a glob under the repository (then every match is edited)
+    path: str  # a file, or a glob under the repository (then every match is edited)
     old: str
     new: str
     exactly_once: bool = True
@@ -60,50 +60,123 @@ GEN_LINE = "enc = to_model(encode_texts(processor, texts, images, padding=True),
 SCORE_LINE = "return to_model(encode_texts(processor, [text], [images]), model)"
 
 BREAKS = [
-    Break("a", "`--resume` ignores the checkpoint and retrains from step 0",
-          (Edit("vlmtune/train/trainer.py", "last = last_complete_checkpoint(checkpoints_dir(args)) if resume else None",
-                "last = None  # BREAK"),),
-          ("tests/test_resume.py",)),
-    Break("b", "the pipeline skips the split leakage check",
-          (Edit("vlmtune/data/prepare.py", "    check_no_leakage(splits)\n", "    pass  # BREAK: no leakage check\n"),),
-          ("tests/test_leakage_cli.py::test_a_group_in_two_splits_stops_run_and_train",
-           "tests/test_leakage_cli.py::test_an_augmented_copy_across_splits_stops_the_run")),
-    Break("c1", "`evaluate()` skips the dialog answer-leak check",
-          (Edit("vlmtune/eval/run.py", "        task.check_example(ex)\n", "        pass  # BREAK\n"),),
-          ("tests/test_leakage_cli.py::test_vlmtune_eval_refuses_a_leaking_dialogue",
-           "tests/test_leakage_cli.py::test_vlmtune_run_refuses_a_leaking_dialogue")),
-    Break("c2", "`vlmtune score` skips the dialog answer-leak check",
-          (Edit("vlmtune/eval/external.py", "        task.check_example(ex)\n", "        pass  # BREAK\n"),),
-          ("tests/test_leakage_cli.py::test_vlmtune_score_refuses_a_leaking_dialogue",)),
-    Break("d", "every \"95%\" interval computed as a 90% interval (every `alpha` default 0.05 -> 0.10)",
-          (Edit("vlmtune/**/*.py", "alpha: float = 0.05", "alpha: float = 0.10", exactly_once=False),),
-          ("tests/test_stats.py::test_wilson_holds_at_zero_and_n",
-           "tests/test_stats.py::test_design_effect_intervals_cover_clustered_proportions",
-           "tests/test_metrics.py")),
-    Break("e", "a \"paired\" bootstrap that resamples the two systems independently",
-          (Edit("vlmtune/stats/paired.py", "reps = mean_replicates(d, cl, n_boot, seed)",
-                "reps = mean_replicates(b, cl, n_boot, seed) - mean_replicates(a, cl, n_boot, seed + 1)  # BREAK"),),
-          ("tests/test_stats.py::test_paired_bootstrap_agrees_with_the_paired_t_interval_where_pairing_matters",
-           "tests/test_stats.py::test_paired_cluster_bootstrap_covers_the_difference")),
-    Break("f1", "`generate()` without the one-BOS switch (two BOS tokens where the template writes one)",
-          (Edit("vlmtune/infer/generate.py", "        " + GEN_LINE + "\n", _without_bos_switch(GEN_LINE, "        ") + "\n"),),
-          ("tests/test_families.py::test_one_bos_in_training_generation_and_option_scoring",)),
-    Break("f2", "option scoring without the one-BOS switch",
-          (Edit("vlmtune/infer/score.py", "    " + SCORE_LINE + "\n", _without_bos_switch(SCORE_LINE, "    ") + "\n"),),
-          ("tests/test_families.py::test_one_bos_in_training_generation_and_option_scoring",)),
-    Break("g", "logged `loss_tokens_per_batch` counts masked tokens (every attended token)",
-          (Edit("vlmtune/train/trainer.py", 'self._loss_tokens += int((inputs["labels"] != -100).sum())',
-                'self._loss_tokens += int(inputs["attention_mask"].sum())  # BREAK'),),
-          ("tests/test_loss_tokens.py::test_logged_loss_tokens_equal_a_hand_count",)),
-    Break("h", "the LoRA step after 4-bit (and 8-bit) loading is a backward pass with no optimizer step",
-          (Edit("tests/test_families.py", "    opt.step()  # a real optimizer step", "    pass  # BREAK: no opt.step(); was"),),
-          ("tests/test_families.py::test_quantized_load_lora_and_generate_on_cpu",)),
+    Break(
+        "a",
+        "`--resume` ignores the checkpoint and retrains from step 0",
+        (
+            Edit(
+                "vlmtune/train/trainer.py",
+                "last = last_complete_checkpoint(checkpoints_dir(args)) if resume else None",
+                "last = None  # BREAK",
+            ),
+        ),
+        ("tests/test_resume.py",),
+    ),
+    Break(
+        "b",
+        "the pipeline skips the split leakage check",
+        (Edit("vlmtune/data/prepare.py", "    check_no_leakage(splits)\n", "    pass  # BREAK: no leakage check\n"),),
+        (
+            "tests/test_leakage_cli.py::test_a_group_in_two_splits_stops_run_and_train",
+            "tests/test_leakage_cli.py::test_an_augmented_copy_across_splits_stops_the_run",
+        ),
+    ),
+    Break(
+        "c1",
+        "`evaluate()` skips the dialog answer-leak check",
+        (Edit("vlmtune/eval/run.py", "        task.check_example(ex)\n", "        pass  # BREAK\n"),),
+        (
+            "tests/test_leakage_cli.py::test_vlmtune_eval_refuses_a_leaking_dialogue",
+            "tests/test_leakage_cli.py::test_vlmtune_run_refuses_a_leaking_dialogue",
+        ),
+    ),
+    Break(
+        "c2",
+        "`vlmtune score` skips the dialog answer-leak check",
+        (Edit("vlmtune/eval/external.py", "        task.check_example(ex)\n", "        pass  # BREAK\n"),),
+        ("tests/test_leakage_cli.py::test_vlmtune_score_refuses_a_leaking_dialogue",),
+    ),
+    Break(
+        "d",
+        'every "95%" interval computed as a 90% interval (every `alpha` default 0.05 -> 0.10)',
+        (Edit("vlmtune/**/*.py", "alpha: float = 0.05", "alpha: float = 0.10", exactly_once=False),),
+        (
+            "tests/test_stats.py::test_wilson_holds_at_zero_and_n",
+            "tests/test_stats.py::test_design_effect_intervals_cover_clustered_proportions",
+            "tests/test_metrics.py",
+        ),
+    ),
+    Break(
+        "e",
+        'a "paired" bootstrap that resamples the two systems independently',
+        (
+            Edit(
+                "vlmtune/stats/paired.py",
+                "reps = mean_replicates(d, cl, n_boot, seed)",
+                "reps = mean_replicates(b, cl, n_boot, seed) - mean_replicates(a, cl, n_boot, seed + 1)  # BREAK",
+            ),
+        ),
+        (
+            "tests/test_stats.py::test_paired_bootstrap_agrees_with_the_paired_t_interval_where_pairing_matters",
+            "tests/test_stats.py::test_paired_cluster_bootstrap_covers_the_difference",
+        ),
+    ),
+    Break(
+        "f1",
+        "`generate()` without the one-BOS switch (two BOS tokens where the template writes one)",
+        (
+            Edit(
+                "vlmtune/infer/generate.py",
+                "        " + GEN_LINE + "\n",
+                _without_bos_switch(GEN_LINE, "        ") + "\n",
+            ),
+        ),
+        ("tests/test_families.py::test_one_bos_in_training_generation_and_option_scoring",),
+    ),
+    Break(
+        "f2",
+        "option scoring without the one-BOS switch",
+        (Edit("vlmtune/infer/score.py", "    " + SCORE_LINE + "\n", _without_bos_switch(SCORE_LINE, "    ") + "\n"),),
+        ("tests/test_families.py::test_one_bos_in_training_generation_and_option_scoring",),
+    ),
+    Break(
+        "g",
+        "logged `loss_tokens_per_batch` counts masked tokens (every attended token)",
+        (
+            Edit(
+                "vlmtune/train/trainer.py",
+                'self._loss_tokens += int((inputs["labels"] != -100).sum())',
+                'self._loss_tokens += int(inputs["attention_mask"].sum())  # BREAK',
+            ),
+        ),
+        ("tests/test_loss_tokens.py::test_logged_loss_tokens_equal_a_hand_count",),
+    ),
+    Break(
+        "h",
+        "the LoRA step after 4-bit (and 8-bit) loading is a backward pass with no optimizer step",
+        (
+            Edit(
+                "tests/test_families.py",
+                "    opt.step()  # a real optimizer step",
+                "    pass  # BREAK: no opt.step(); was",
+            ),
+        ),
+        ("tests/test_families.py::test_quantized_load_lora_and_generate_on_cpu",),
+    ),
 ]
 
 
 def copy_repo(dest: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           check=True, capture_output=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for f in filter(None, files):
         if (ROOT / f).is_file():
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
@@ -125,8 +198,10 @@ def apply(copy: Path, br: Break) -> dict[Path, str]:
             hits += n
         if hits == 0 or (e.exactly_once and hits != 1):
             restore(saved)
-            raise SystemExit(f"break {br.key}: {e.old!r} occurs {hits} time(s) in {e.path}, expected "
-                             f"{'exactly once' if e.exactly_once else 'at least once'}; update scripts/breaks.py")
+            raise SystemExit(
+                f"break {br.key}: {e.old!r} occurs {hits} time(s) in {e.path}, expected "
+                f"{'exactly once' if e.exactly_once else 'at least once'}; update scripts/breaks.py"
+            )
     return saved
 
 
@@ -138,8 +213,13 @@ def restore(saved: dict[Path, str]) -> None:
 def run_tests(copy: Path, tests: list[str], tag: str) -> tuple[int, list[str], list[str]]:
     """pytest on `tests` in the copy: (exit code, failed test ids, passed test ids), from its JUnit report."""
     xml = copy / f"junit-{tag}.xml"
-    env = {**os.environ, "PYTHONPATH": str(copy), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "VLMTUNE_CACHE": str(copy / ".cache")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(copy),
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "VLMTUNE_CACHE": str(copy / ".cache"),
+    }
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore", f"--junitxml={xml}", *tests]
     rc = subprocess.run(cmd, cwd=copy, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
     failed, passed = [], []
@@ -188,8 +268,10 @@ def main() -> int:
             worst |= not caught
             files = ", ".join(sorted({str(p.relative_to(copy)) for p in saved}))
             shown = "<br>".join(f"`{f}`" for f in failed) or (f"pytest exit {rc}" if rc else "")
-            rows.append(f"| ({b.key}) {b.what} | {files} | {len(failed) + len(passed)} | "
-                        f"{'yes' if caught else '**no**'} | {shown} |")
+            rows.append(
+                f"| ({b.key}) {b.what} | {files} | {len(failed) + len(passed)} | "
+                f"{'yes' if caught else '**no**'} | {shown} |"
+            )
             print(rows[-1], flush=True)
         table = "\n".join(rows) + "\n"
         (ROOT / "build").mkdir(exist_ok=True)

@@ -32,18 +32,24 @@ def main() -> None:
     exs = list(read_csv_labels(csv))
     hashes = hash_images(e.images[0] for e in exs)
     adj = sorted(distance(hashes[x.images[0]], hashes[y.images[0]]) for x, y in zip(exs, exs[1:]))
-    print(f"{len(exs)} frames; hash distance of consecutive frames: median {adj[len(adj) // 2]}, "
-          f"90th percentile {adj[int(len(adj) * 0.9)]}, max {adj[-1]}")
-    for name, group in [("random split, one group per frame", lambda e: e.id),
-                        (f"split by blocks of {a.block} frames", lambda e: str(int(e.meta["csv_id"]) // a.block))]:
+    print(
+        f"{len(exs)} frames; hash distance of consecutive frames: median {adj[len(adj) // 2]}, "
+        f"90th percentile {adj[int(len(adj) * 0.9)]}, max {adj[-1]}"
+    )
+    for name, group in [
+        ("random split, one group per frame", lambda e: e.id),
+        (f"split by blocks of {a.block} frames", lambda e: str(int(e.meta["csv_id"]) // a.block)),
+    ]:
         for e in exs:
             e.group = group(e)
         for seed in (0, 1, 2):
             splits = split_examples(exs, {"train": 0.8, "test": 0.2}, seed=seed, stratify=False)
             pairs = cross_split_pairs(splits, a.distance)
             hit = len({p.id_b for p in pairs})
-            print(f"{name}, seed {seed}: {len(pairs)} cross-split pairs within distance {a.distance}; "
-                  f"{hit} of {len(splits['test'])} test frames have a near-duplicate in train")
+            print(
+                f"{name}, seed {seed}: {len(pairs)} cross-split pairs within distance {a.distance}; "
+                f"{hit} of {len(splits['test'])} test frames have a near-duplicate in train"
+            )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,12 @@ def per_example(rows: list[dict]) -> dict[str, np.ndarray]:
     task = build_task("dialog", {})
     parts = task.per_example(rows)
     ranks = rank_of_gt(np.array([r["scores"] for r in rows]), np.array([r["target"]["gt_index"] for r in rows]))
-    return {"rougeL": np.array(parts["rougeL"]), "rr": 1.0 / ranks, "hit1": ranks == 1,
-            "em": np.array([bool(r["correct"]) for r in rows])}
+    return {
+        "rougeL": np.array(parts["rougeL"]),
+        "rr": 1.0 / ranks,
+        "hit1": ranks == 1,
+        "em": np.array([bool(r["correct"]) for r in rows]),
+    }
 
 
 def cell(m: dict, key: str) -> str:
@@ -54,12 +58,18 @@ def main() -> None:
     values = [per_example([rows[i] for i in ids]) for rows, _ in loaded]
     groups = [loaded[0][0][i]["group"] for i in ids]
     ref_label, ref = systems[a.reference][0], values[a.reference]
-    methods = "; ".join(f"{k}: {loaded[0][1][k].get('method')}" for k in ("bleu", "rougeL", "r@1", "mrr", "exact_match"))
-    print(f"n = {len(ids)} test rounds. 95% intervals ({methods}). Paired tests against '{ref_label}': exact McNemar "
-          "(rank-1 hits of the 100-option ranking; exact match), paired bootstrap (ROUGE-L, reciprocal rank; 2,000 "
-          "resamples, 95% CI).\n")
-    print("| system | BLEU-4 | ROUGE-L | R@1 | MRR | exact match | R@1 McNemar (b/c, p) | exact match McNemar | "
-          "ROUGE-L: reference − row [95% CI], p | reciprocal rank: reference − row [95% CI], p |")
+    methods = "; ".join(
+        f"{k}: {loaded[0][1][k].get('method')}" for k in ("bleu", "rougeL", "r@1", "mrr", "exact_match")
+    )
+    print(
+        f"n = {len(ids)} test rounds. 95% intervals ({methods}). Paired tests against '{ref_label}': exact McNemar "
+        "(rank-1 hits of the 100-option ranking; exact match), paired bootstrap (ROUGE-L, reciprocal rank; 2,000 "
+        "resamples, 95% CI).\n"
+    )
+    print(
+        "| system | BLEU-4 | ROUGE-L | R@1 | MRR | exact match | R@1 McNemar (b/c, p) | exact match McNemar | "
+        "ROUGE-L: reference − row [95% CI], p | reciprocal rank: reference − row [95% CI], p |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for k, ((label, _), (_, m), v) in enumerate(zip(systems, loaded, values)):
         tests = ["-"] * 4
@@ -68,11 +78,16 @@ def main() -> None:
             e = mcnemar_exact(v["em"], ref["em"])
             r = paired_bootstrap(v["rougeL"], ref["rougeL"], groups=groups)
             q = paired_bootstrap(v["rr"], ref["rr"], groups=groups)
-            tests = [f"{h['b']}/{h['c']}, p = {h['p_value']:.2g}", f"{e['b']}/{e['c']}, p = {e['p_value']:.2g}",
-                     f"{r['diff']:+.3f} [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}], p = {r['p_value']:.2g}",
-                     f"{q['diff']:+.3f} [{q['ci'][0]:+.3f}, {q['ci'][1]:+.3f}], p = {q['p_value']:.2g}"]
-        print(f"| {label} | {cell(m, 'bleu')} | {cell(m, 'rougeL')} | {cell(m, 'r@1')} | {cell(m, 'mrr')} | "
-              f"{cell(m, 'exact_match')} | " + " | ".join(tests) + " |")
+            tests = [
+                f"{h['b']}/{h['c']}, p = {h['p_value']:.2g}",
+                f"{e['b']}/{e['c']}, p = {e['p_value']:.2g}",
+                f"{r['diff']:+.3f} [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}], p = {r['p_value']:.2g}",
+                f"{q['diff']:+.3f} [{q['ci'][0]:+.3f}, {q['ci'][1]:+.3f}], p = {q['p_value']:.2g}",
+            ]
+        print(
+            f"| {label} | {cell(m, 'bleu')} | {cell(m, 'rougeL')} | {cell(m, 'r@1')} | {cell(m, 'mrr')} | "
+            f"{cell(m, 'exact_match')} | " + " | ".join(tests) + " |"
+        )
     print(f"\nb/c: rounds only the row's system / only '{ref_label}' got right.")
 
 

@@ -38,15 +38,24 @@ def main() -> None:
     cut = round(len(exs) * (1 - a.test))
     out = Path(a.out)
     (out / "data").mkdir(parents=True, exist_ok=True)
-    features = datasets.Features({"image": datasets.Image(), "question": datasets.Value("string"),
-                                  "answer": datasets.Value("string"), "id": datasets.Value("string")})
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "question": datasets.Value("string"),
+            "answer": datasets.Value("string"),
+            "id": datasets.Value("string"),
+        }
+    )
     files = []
     for split, part in (("train", exs[:cut]), ("test", exs[cut:])):
         if not part:
             continue
-        rows = {"image": [{"bytes": Path(e.images[0]).read_bytes(), "path": Path(e.images[0]).name} for e in part],
-                "question": [e.prompt_messages()[-1]["content"].replace("<image>", "").strip() for e in part],
-                "answer": [e.answer_text() or "" for e in part], "id": [e.id for e in part]}
+        rows = {
+            "image": [{"bytes": Path(e.images[0]).read_bytes(), "path": Path(e.images[0]).name} for e in part],
+            "question": [e.prompt_messages()[-1]["content"].replace("<image>", "").strip() for e in part],
+            "answer": [e.answer_text() or "" for e in part],
+            "id": [e.id for e in part],
+        }
         datasets.Dataset.from_dict(rows, features=features).to_parquet(out / "data" / f"{split}-00000-of-00001.parquet")
         files.append(f"  - split: {split}\n    path: data/{split}-*")
     (out / "README.md").write_text(README.format(files="\n".join(files), name=out.name, source=a.jsonl))

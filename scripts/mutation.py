@@ -28,45 +28,97 @@ OUT = ROOT / "build" / "mutation"
 
 # name: (files mutmut mutates, mutant-name globs that are run, the test subset)
 GROUPS: dict[str, tuple[list[str], list[str], list[str]]] = {
-    "stats": (["vlmtune/stats/*"], ["vlmtune.stats.*"],
-              ["tests/test_metrics.py", "tests/test_stats.py"]),
-    "ranking": (["vlmtune/metrics/ranking.py"], ["vlmtune.metrics.ranking.*"],
-                ["tests/test_ranking.py", "tests/test_ranking_edges.py", "tests/test_properties.py"]),
-    "parse-count": (["vlmtune/tasks/count.py"],
-                    [f"vlmtune.tasks.count.x_{f}__mutmut_*" for f in
-                     ("_native_forms", "_sino_forms", "_after_counter", "_is_none_after", "_korean", "_english",
-                      "parse_count")],
-                    ["tests/test_parsing.py", "tests/test_parse_edges.py", "tests/test_properties.py"]),
-    "parse-label": (["vlmtune/tasks/classify.py"],
-                    [f"vlmtune.tasks.classify.x_{f}__mutmut_*" for f in
-                     ("normalize", "_label_pattern", "_compile", "parse_label")],
-                    ["tests/test_parsing.py", "tests/test_parse_edges.py", "tests/test_properties.py"]),
-    "parse-option": (["vlmtune/tasks/mcq.py"],
-                     [f"vlmtune.tasks.mcq.x_{f}__mutmut_*" for f in
-                      ("_casefold_keep_length", "_core", "_option_patterns", "_text_spans", "_markers", "_with_echo",
-                       "_stated_answers", "parse_option", "exact_match")],
-                     ["tests/test_mcq.py", "tests/test_parsing.py", "tests/test_parse_edges.py", "tests/test_properties.py"]),
-    "loss-mask": (["vlmtune/train/collate.py"], ["vlmtune.train.collate.*"],
-                  ["tests/test_collate.py", "tests/test_loss_tokens.py",
-                   "tests/test_families.py::test_load_render_and_loss_mask",
-                   "tests/test_families.py::test_one_bos_in_training_generation_and_option_scoring"]),
-    "splits": (["vlmtune/data/splits.py"], ["vlmtune.data.splits.*"],
-               ["tests/test_splits.py", "tests/test_sample.py", "tests/test_properties.py"]),
-    "dialog-leak": (["vlmtune/tasks/dialog.py"],
-                    [f"vlmtune.tasks.dialog.x_{f}__mutmut_*" for f in
-                     ("_target", "_normalize_markers", "_contains_phrase", "check_no_leak", "check_target")],
-                    ["tests/test_dialog.py", "tests/test_leak_rules.py"]),
-    "resume": (["vlmtune/train/trainer.py", "vlmtune/train/checkpoints.py"],
-               ["vlmtune.train.checkpoints.*", "vlmtune.train.trainer.xǁEpochLengthSamplerǁ*",
-                "vlmtune.train.trainer.xǁVlmTrainerǁ_length_sampler__mutmut_*",
-                "vlmtune.train.trainer.xǁVlmTrainerǁ_get_train_sampler__mutmut_*"],
-               ["tests/test_checkpoints.py", "tests/test_resume.py",
-                "tests/test_train.py::test_same_seed_same_adapter_and_resume_is_exact"]),
+    "stats": (["vlmtune/stats/*"], ["vlmtune.stats.*"], ["tests/test_metrics.py", "tests/test_stats.py"]),
+    "ranking": (
+        ["vlmtune/metrics/ranking.py"],
+        ["vlmtune.metrics.ranking.*"],
+        ["tests/test_ranking.py", "tests/test_ranking_edges.py", "tests/test_properties.py"],
+    ),
+    "parse-count": (
+        ["vlmtune/tasks/count.py"],
+        [
+            f"vlmtune.tasks.count.x_{f}__mutmut_*"
+            for f in (
+                "_native_forms",
+                "_sino_forms",
+                "_after_counter",
+                "_is_none_after",
+                "_korean",
+                "_english",
+                "parse_count",
+            )
+        ],
+        ["tests/test_parsing.py", "tests/test_parse_edges.py", "tests/test_properties.py"],
+    ),
+    "parse-label": (
+        ["vlmtune/tasks/classify.py"],
+        [f"vlmtune.tasks.classify.x_{f}__mutmut_*" for f in ("normalize", "_label_pattern", "_compile", "parse_label")],
+        ["tests/test_parsing.py", "tests/test_parse_edges.py", "tests/test_properties.py"],
+    ),
+    "parse-option": (
+        ["vlmtune/tasks/mcq.py"],
+        [
+            f"vlmtune.tasks.mcq.x_{f}__mutmut_*"
+            for f in (
+                "_casefold_keep_length",
+                "_core",
+                "_option_patterns",
+                "_text_spans",
+                "_markers",
+                "_with_echo",
+                "_stated_answers",
+                "parse_option",
+                "exact_match",
+            )
+        ],
+        ["tests/test_mcq.py", "tests/test_parsing.py", "tests/test_parse_edges.py", "tests/test_properties.py"],
+    ),
+    "loss-mask": (
+        ["vlmtune/train/collate.py"],
+        ["vlmtune.train.collate.*"],
+        [
+            "tests/test_collate.py",
+            "tests/test_loss_tokens.py",
+            "tests/test_families.py::test_load_render_and_loss_mask",
+            "tests/test_families.py::test_one_bos_in_training_generation_and_option_scoring",
+        ],
+    ),
+    "splits": (
+        ["vlmtune/data/splits.py"],
+        ["vlmtune.data.splits.*"],
+        ["tests/test_splits.py", "tests/test_sample.py", "tests/test_properties.py"],
+    ),
+    "dialog-leak": (
+        ["vlmtune/tasks/dialog.py"],
+        [
+            f"vlmtune.tasks.dialog.x_{f}__mutmut_*"
+            for f in ("_target", "_normalize_markers", "_contains_phrase", "check_no_leak", "check_target")
+        ],
+        ["tests/test_dialog.py", "tests/test_leak_rules.py"],
+    ),
+    "resume": (
+        ["vlmtune/train/trainer.py", "vlmtune/train/checkpoints.py"],
+        [
+            "vlmtune.train.checkpoints.*",
+            "vlmtune.train.trainer.xǁEpochLengthSamplerǁ*",
+            "vlmtune.train.trainer.xǁVlmTrainerǁ_length_sampler__mutmut_*",
+            "vlmtune.train.trainer.xǁVlmTrainerǁ_get_train_sampler__mutmut_*",
+        ],
+        [
+            "tests/test_checkpoints.py",
+            "tests/test_resume.py",
+            "tests/test_train.py::test_same_seed_same_adapter_and_resume_is_exact",
+        ],
+    ),
     # The pipeline's stage resume: only end-to-end `vlmtune run` tests reach it (about a minute per mutant).
-    "resume-pipeline": (["vlmtune/pipeline.py"],
-                        ["vlmtune.pipeline.x__stages__mutmut_*", "vlmtune.pipeline.x_setup_data__mutmut_*"],
-                        ["tests/test_resume.py::test_vlmtune_run_resume_continues_an_interrupted_training",
-                         "tests/test_cli.py::test_resume_keeps_finished_stages"]),
+    "resume-pipeline": (
+        ["vlmtune/pipeline.py"],
+        ["vlmtune.pipeline.x__stages__mutmut_*", "vlmtune.pipeline.x_setup_data__mutmut_*"],
+        [
+            "tests/test_resume.py::test_vlmtune_run_resume_continues_an_interrupted_training",
+            "tests/test_cli.py::test_resume_keeps_finished_stages",
+        ],
+    ),
 }
 
 KILLED = ("killed", "timeout", "caught by type check")
@@ -74,17 +126,25 @@ KILLED = ("killed", "timeout", "caught by type check")
 # Lines that only build the text of an error, a warning or a log line are not mutated: the text cannot change a
 # result (the conditions that raise are on other lines, and are mutated). Tests still check the errors' key words.
 MESSAGE_LINES = [
-    r"^\s*raise \w+(Error|Exception)\(",             # raise DataError(f"...", ...
-    r"^\s*(file|field|fix|line)=",                    # its keyword-argument continuation lines
-    r"^\s*f?(\"|')[^\"']*(\"|')\s*[,)]*\s*$",     # a message's continuation text alone on its line
+    r"^\s*raise \w+(Error|Exception)\(",  # raise DataError(f"...", ...
+    r"^\s*(file|field|fix|line)=",  # its keyword-argument continuation lines
+    r"^\s*f?(\"|')[^\"']*(\"|')\s*[,)]*\s*$",  # a message's continuation text alone on its line
     r"^\s*(log\.(debug|info|warning|error)|warnings\.warn)\(",
 ]
 
 
 def copy_repo(dest: Path) -> None:
     """The tracked files (and untracked, not ignored ones) of the working tree, as they are now."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           check=True, capture_output=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     if dest.exists():
         shutil.rmtree(dest)
     for f in filter(None, files):
@@ -97,22 +157,28 @@ def copy_repo(dest: Path) -> None:
 def configure(dest: Path, files: list[str], tests: list[str]) -> None:
     """Append this group's [tool.mutmut] table to the copy's pyproject.toml."""
     existing = [t for t in tests if (dest / t.split("::")[0]).exists()]
-    toml = "\n[tool.mutmut]\n" + "\n".join([
-        'source_paths = ["vlmtune"]',
-        f"only_mutate = {json.dumps(files)}",
-        f"pytest_add_cli_args_test_selection = {json.dumps(existing)}",
-        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "mutation_order", "-W", "ignore"]',
-        'also_copy = ["recipes", "configs", "scripts"]',
-        'process_isolation = "forkserver"',   # torch is not fork-safe once its thread pools started
-        "use_git_change_detection = false",
-        f"do_not_mutate_patterns = {json.dumps(MESSAGE_LINES)}",
-        # A mutant's wall-clock limit is (its tests' measured time + timeout_constant) * timeout_multiplier (mutmut's
-        # rule). Each mutant's tests run in a fresh process, which rebuilds session fixtures (a micro model, data)
-        # that the timing run built once: the constant covers that, so such tests are not cut off and counted as
-        # kills, while a mutant that loops forever costs minutes, not mutmut's default of hours here.
-        "timeout_constant = 30.0",
-        "timeout_multiplier = 5.0",
-    ]) + "\n"
+    toml = (
+        "\n[tool.mutmut]\n"
+        + "\n".join(
+            [
+                'source_paths = ["vlmtune"]',
+                f"only_mutate = {json.dumps(files)}",
+                f"pytest_add_cli_args_test_selection = {json.dumps(existing)}",
+                'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "mutation_order", "-W", "ignore"]',
+                'also_copy = ["recipes", "configs", "scripts"]',
+                'process_isolation = "forkserver"',  # torch is not fork-safe once its thread pools started
+                "use_git_change_detection = false",
+                f"do_not_mutate_patterns = {json.dumps(MESSAGE_LINES)}",
+                # A mutant's wall-clock limit is (its tests' measured time + timeout_constant) * timeout_multiplier (mutmut's
+                # rule). Each mutant's tests run in a fresh process, which rebuilds session fixtures (a micro model, data)
+                # that the timing run built once: the constant covers that, so such tests are not cut off and counted as
+                # kills, while a mutant that loops forever costs minutes, not mutmut's default of hours here.
+                "timeout_constant = 30.0",
+                "timeout_multiplier = 5.0",
+            ]
+        )
+        + "\n"
+    )
     with open(dest / "pyproject.toml", "a", encoding="utf-8") as f:
         f.write(toml)
 
@@ -148,8 +214,14 @@ def run_group(name: str, max_children: int) -> dict[str, str]:
     configure(dest, files, tests)
     # scripts/ on the path for the test-order plugin (scripts/mutation_order.py)
     path = os.pathsep.join(filter(None, [str(dest / "scripts"), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "VLMTUNE_CACHE": str(dest / ".cache")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": path,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "VLMTUNE_CACHE": str(dest / ".cache"),
+    }
     cmd = ["nice", "-n", "10", "mutmut", "run", "--max-children", str(max_children), *globs]
     print(f"[mutation] {name}: {' '.join(cmd)}", flush=True)
     subprocess.run(cmd, cwd=dest, env=env, check=False)
@@ -157,8 +229,10 @@ def run_group(name: str, max_children: int) -> dict[str, str]:
 
 
 def table(results: dict[str, dict[str, str]]) -> str:
-    rows = ["| group | mutants | killed | survived | no tests | timeout | other | score |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| group | mutants | killed | survived | no tests | timeout | other | score |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, st in results.items():
         vals = list(st.values())
         killed = sum(v in ("killed", "caught by type check") for v in vals)
@@ -189,14 +263,16 @@ def main() -> int:
     results = {}
     for name in names:
         dest = OUT / name
-        results[name] = statuses(dest, GROUPS[name][1]) if a.report_only and dest.exists() \
-            else run_group(name, a.max_children)
+        results[name] = (
+            statuses(dest, GROUPS[name][1]) if a.report_only and dest.exists() else run_group(name, a.max_children)
+        )
     summary = table(results)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "summary.md").write_text(summary)
     survivors = {n: sorted(k for k, v in st.items() if v not in KILLED) for n, st in results.items()}
-    (OUT / "survivors.md").write_text("".join(f"## {n}\n\n{survivor_diffs(OUT / n, ks)}\n"
-                                              for n, ks in survivors.items() if ks))
+    (OUT / "survivors.md").write_text(
+        "".join(f"## {n}\n\n{survivor_diffs(OUT / n, ks)}\n" for n, ks in survivors.items() if ks)
+    )
     print(summary)
     print(f"[mutation] survivors and their diffs: {OUT / 'survivors.md'}")
     return 0

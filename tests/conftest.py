@@ -72,8 +72,10 @@ def lively_model_dir(micro_model_dir, tmp_path_factory):
     tok = processor.tokenizer
     keep = {tok.eos_token_id}
     model.generation_config.suppress_tokens = [
-        i for i in range(len(tok)) if i not in keep
-        and not (lambda s: s.strip() and s.isprintable() and s.isascii())(tok.decode([i]))]
+        i
+        for i in range(len(tok))
+        if i not in keep and not (lambda s: s.strip() and s.isprintable() and s.isascii())(tok.decode([i]))
+    ]
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out

@@ -20,8 +20,8 @@ from safetensors.torch import save_file
 from transformers import TrainerCallback
 
 from vlmtune.config import ModelConfig, TrainConfig
-from vlmtune.models.load import ModelRef
 from vlmtune.data.example import load_jsonl
+from vlmtune.models.load import ModelRef
 from vlmtune.train.collate import EncodeSettings, encode_example
 from vlmtune.train.trainer import train
 
@@ -53,7 +53,11 @@ class RecordBatches(TrainerCallback):
     def _hook(self, module, args, kwargs):
         if not module.training:
             return
-        ids, mask, pix = kwargs["input_ids"], kwargs["attention_mask"], kwargs["pixel_values"]  # [B, T], [B, T], [B, C, H, W]
+        ids, mask, pix = (
+            kwargs["input_ids"],
+            kwargs["attention_mask"],
+            kwargs["pixel_values"],
+        )  # [B, T], [B, T], [B, C, H, W]
         keys = [row_key(ids[b][mask[b] == 1], pix[b]) for b in range(ids.shape[0])]
         self.batches.append({"step": self.step, "epoch": int(self.epoch or 0), "ids": [self.id_of[k] for k in keys]})
 
@@ -77,11 +81,13 @@ def main(model_dir: str, data: str, out: str) -> None:
         id_of[row_key(enc["input_ids"], enc["pixel_values"][0])] = ex.id
     assert len(id_of) == len(examples), f"examples are not distinguishable: {len(id_of)} keys for {len(examples)}"
     rec = RecordBatches(id_of, out_dir / f"rank{rank}_lora.safetensors")
-    cfg = TrainConfig(epochs=2, batch_size=4, lr=5e-3, logging_steps=1, save_steps=0, report_to=[], seed=3,
-                      lora_dropout=0.1)
+    cfg = TrainConfig(
+        epochs=2, batch_size=4, lr=5e-3, logging_steps=1, save_steps=0, report_to=[], seed=3, lora_dropout=0.1
+    )
     res = train(ModelRef.of(ModelConfig(name=str(model_dir))), examples, [], out_dir / "run", cfg, callbacks=[rec])
-    (out_dir / f"rank{rank}.json").write_text(json.dumps(
-        {"rank": rank, "world_size": world, "steps": res.steps, "batches": rec.batches}, indent=1))
+    (out_dir / f"rank{rank}.json").write_text(
+        json.dumps({"rank": rank, "world_size": world, "steps": res.steps, "batches": rec.batches}, indent=1)
+    )
 
 
 if __name__ == "__main__":

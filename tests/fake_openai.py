@@ -50,12 +50,24 @@ def recall_responder(body: dict[str, Any]) -> tuple[str, str]:
 
 
 class FakeOpenAI:
-    def __init__(self, responder: Callable[[dict], tuple[str, str]] = echo_responder,
-                 script: Callable[[dict, int], str | None] | None = None, *, latency: float = 0.0,
-                 retry_after: float = 0.2, hang_s: float = 5.0, prompt_tokens_cap: int | None = None,
-                 usage_tokens: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        responder: Callable[[dict], tuple[str, str]] = echo_responder,
+        script: Callable[[dict, int], str | None] | None = None,
+        *,
+        latency: float = 0.0,
+        retry_after: float = 0.2,
+        hang_s: float = 5.0,
+        prompt_tokens_cap: int | None = None,
+        usage_tokens: tuple[int, int] | None = None,
+    ):
         self.responder, self.script, self.latency = responder, script, latency
-        self.retry_after, self.hang_s, self.cap, self.usage_tokens = retry_after, hang_s, prompt_tokens_cap, usage_tokens
+        self.retry_after, self.hang_s, self.cap, self.usage_tokens = (
+            retry_after,
+            hang_s,
+            prompt_tokens_cap,
+            usage_tokens,
+        )
         self.log: list[dict[str, Any]] = []
         self.seen: dict[str, int] = {}
         self.lock = threading.Lock()
@@ -108,8 +120,11 @@ class FakeOpenAI:
             time.sleep(self.latency)
         if fault == "429":
             entry["status"] = 429
-            h._send(429, b'{"error": {"message": "slow down", "type": "rate_limit"}}',
-                    {"Retry-After": str(self.retry_after)})
+            h._send(
+                429,
+                b'{"error": {"message": "slow down", "type": "rate_limit"}}',
+                {"Retry-After": str(self.retry_after)},
+            )
         elif fault == "500":
             entry["status"] = 500
             h._send(500, b'{"error": {"message": "boom", "type": "server_error"}}')
@@ -128,11 +143,14 @@ class FakeOpenAI:
             ct = max(1, len(text) // 4)
             if self.usage_tokens is not None:
                 pt, ct = self.usage_tokens
-            payload = {"id": "chatcmpl-" + key[:12], "object": "chat.completion", "created": 0,
-                       "model": body.get("model"),
-                       "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                    "finish_reason": finish}],
-                       "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}}
+            payload = {
+                "id": "chatcmpl-" + key[:12],
+                "object": "chat.completion",
+                "created": 0,
+                "model": body.get("model"),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
+            }
             h._send(200, json.dumps(payload).encode())
 
     def ok_counts(self) -> dict[str, int]:

@@ -39,8 +39,12 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.log = tmp / f"serve-{self.port}.log"
         env = {**os.environ, "VLMTUNE_CACHE": str(tmp / "cache")}
-        self.proc = subprocess.Popen([sys.executable, "-m", "vlmtune", "serve", *args, "--port", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=open(self.log, "w"), env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vlmtune", "serve", *args, "--port", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log, "w"),
+            env=env,
+        )
         deadline = time.time() + 180
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -62,5 +66,8 @@ class Server:
             self.proc.wait()
 
     def batch_sizes(self) -> list[int]:
-        return [int(line.split()[1]) for line in self.log.read_text().splitlines() if line.startswith("[serve] ")
-                and " in one batch" in line]
+        return [
+            int(line.split()[1])
+            for line in self.log.read_text().splitlines()
+            if line.startswith("[serve] ") and " in one batch" in line
+        ]

@@ -21,9 +21,16 @@ def example(tmp_path: Path, i: int, target: str, suffix: str = ".png") -> Exampl
     path.parent.mkdir(parents=True, exist_ok=True)
     pixels = np.random.default_rng(i).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(path)
-    return Example(id=f"ex{i}", task="classify", images=[str(path)], target=target, options=["a", "b"],
-                   group=f"scene{i}", meta={"k": i},
-                   messages=[{"role": "user", "content": "<image>\nWhich?"}, {"role": "assistant", "content": target}])
+    return Example(
+        id=f"ex{i}",
+        task="classify",
+        images=[str(path)],
+        target=target,
+        options=["a", "b"],
+        group=f"scene{i}",
+        meta={"k": i},
+        messages=[{"role": "user", "content": "<image>\nWhich?"}, {"role": "assistant", "content": target}],
+    )
 
 
 @pytest.fixture
@@ -55,8 +62,7 @@ def test_copies_are_marked_and_keep_the_source_group(train, tmp_path):
 
 def test_same_seed_same_bytes_other_seed_other_images(train, tmp_path):
     def run(out: str, seed: int) -> list[bytes]:
-        new = augment_split(train, tmp_path / out, split_name="train", copies=2, seed=seed,
-                            pipeline="photometric")
+        new = augment_split(train, tmp_path / out, split_name="train", copies=2, seed=seed, pipeline="photometric")
         return [Path(ex.images[0]).read_bytes() for ex in new]
 
     first = run("a", 0)

@@ -23,8 +23,10 @@ FIX = ("Fix:", "pip install", "choose one of", "Did you mean", "did you mean")
 
 
 def _record(i, target=1, images=None, **kw):
-    msgs = [{"role": "user", "content": "<image>\nHow many?" if images else "How many?"},
-            {"role": "assistant", "content": str(target)}]
+    msgs = [
+        {"role": "user", "content": "<image>\nHow many?" if images else "How many?"},
+        {"role": "assistant", "content": str(target)},
+    ]
     return {"id": f"e{i}", "task": "count", "images": images or [], "messages": msgs, "target": target, **kw}
 
 
@@ -47,12 +49,25 @@ def case(name, *needles, fix=True):
     def add(build):
         CASES[name] = (build, needles, fix)
         return build
+
     return add
 
 
 def run_args(tmp, model, *extra):
-    return ["run", RECIPE, f"output_dir={tmp / 'runs'}", "name=b", f"model.name={model}", "data.n=24",
-            "train.max_steps=1", "train.batch_size=4", "eval.n_boot=100", "eval.max_new_tokens=2", "-q", *extra]
+    return [
+        "run",
+        RECIPE,
+        f"output_dir={tmp / 'runs'}",
+        "name=b",
+        f"model.name={model}",
+        "data.n=24",
+        "train.max_steps=1",
+        "train.batch_size=4",
+        "eval.n_boot=100",
+        "eval.max_new_tokens=2",
+        "-q",
+        *extra,
+    ]
 
 
 def files_run(tmp, model, path, *extra):
@@ -61,27 +76,35 @@ def files_run(tmp, model, path, *extra):
 
 # --- recipes and keys
 case("recipe: top level is a list", "top level", "list")(
-    lambda t, m: ["validate", str(_write(t / "r.yaml", "- data\n- model\n"))])
+    lambda t, m: ["validate", str(_write(t / "r.yaml", "- data\n- model\n"))]
+)
 case("recipe: a list with an override", "top level")(
-    lambda t, m: ["validate", str(_write(t / "r.yaml", "- data\n")), "name=x"])
+    lambda t, m: ["validate", str(_write(t / "r.yaml", "- data\n")), "name=x"]
+)
 case("recipe: top level is a string", "top level", "str")(
-    lambda t, m: ["validate", str(_write(t / "r.yaml", "hello\n"))])
+    lambda t, m: ["validate", str(_write(t / "r.yaml", "hello\n"))]
+)
 case("recipe: empty file", "empty")(lambda t, m: ["validate", str(_write(t / "r.yaml", ""))])
 case("recipe: empty mapping", "empty")(lambda t, m: ["validate", str(_write(t / "r.yaml", "{}\n"))])
 case("recipe: not YAML", "not valid YAML")(lambda t, m: ["validate", str(_write(t / "r.yaml", "data: [\n"))])
 case("recipe: a folder", "folder")(lambda t, m: ["validate", str(t)])
 case("recipe: missing", "recipe not found", fix=False)(lambda t, m: ["validate", str(t / "none.yaml")])
 case("recipe: section not a mapping", "'train' must be a mapping")(
-    lambda t, m: ["validate", str(_write(t / "r.yaml", "train: 3\n"))])
+    lambda t, m: ["validate", str(_write(t / "r.yaml", "train: 3\n"))]
+)
 case("recipe: unknown key", "Did you mean 'epochs'")(lambda t, m: ["validate", RECIPE, "train.epcohs=3"])
-case("recipe: moved key", "has moved")(lambda t, m: ["validate", str(_write(t / "r.yaml", "eval: {permutations: 2}\n"))])
+case("recipe: moved key", "has moved")(
+    lambda t, m: ["validate", str(_write(t / "r.yaml", "eval: {permutations: 2}\n"))]
+)
 case("override: not key=value", "key=value")(lambda t, m: ["validate", RECIPE, "train.lr"])
 case("override: value not YAML", "not valid YAML")(lambda t, m: ["validate", RECIPE, "train.lr=[1,"])
 case("override: through a scalar key", "'name' expects str")(lambda t, m: ["validate", RECIPE, "name.x=1"])
 case("train.lora_dropout=1.5", "train.lora_dropout", "< 1")(lambda t, m: ["validate", RECIPE, "train.lora_dropout=1.5"])
 case("data.image_size=0", "data.image_size", ">= 8")(lambda t, m: ["validate", RECIPE, "data.image_size=0"])
 case("train.epochs=-1", "train.epochs", "> 0")(lambda t, m: ["validate", RECIPE, "train.epochs=-1"])
-case("train.warmup_ratio=2.0", "train.warmup_ratio", "<= 1")(lambda t, m: ["validate", RECIPE, "train.warmup_ratio=2.0"])
+case("train.warmup_ratio=2.0", "train.warmup_ratio", "<= 1")(
+    lambda t, m: ["validate", RECIPE, "train.warmup_ratio=2.0"]
+)
 case("train.save_steps=-5", "train.save_steps")(lambda t, m: ["validate", RECIPE, "train.save_steps=-5"])
 case("data.n=0 names data.n", "data.n")(lambda t, m: ["validate", RECIPE, "data.n=0"])
 case("train.max_steps=0", "train.max_steps", "not 0")(lambda t, m: ["validate", RECIPE, "train.max_steps=0"])
@@ -98,11 +121,14 @@ case("a choice", "choose one of")(lambda t, m: ["validate", RECIPE, "train.lora_
 case("unknown task", "Did you mean 'count'")(lambda t, m: ["validate", RECIPE, "data.task=cuont"])
 case("unknown task option", "data.task_options")(lambda t, m: ["validate", RECIPE, "data.task_options.max_cnt=3"])
 case("task option out of range", "data.task_options.max_count", ">= 1")(
-    lambda t, m: ["validate", RECIPE, "data.task_options.max_count=0"])
+    lambda t, m: ["validate", RECIPE, "data.task_options.max_count=0"]
+)
 case("mcq permutations=-1", "data.task_options.permutations")(
-    lambda t, m: ["validate", str(ROOT / "recipes" / "shapes_mcq.yaml"), "data.task_options.permutations=-1"])
+    lambda t, m: ["validate", str(ROOT / "recipes" / "shapes_mcq.yaml"), "data.task_options.permutations=-1"]
+)
 case("unknown format option", "data.format_options")(
-    lambda t, m: ["validate", RECIPE, "data.source=files", "data.path=x.jsonl", "data.format_options.foo=1"])
+    lambda t, m: ["validate", RECIPE, "data.source=files", "data.path=x.jsonl", "data.format_options.foo=1"]
+)
 case("files without a path", "data.path")(lambda t, m: ["validate", RECIPE, "data.source=files"])
 case("--resume with --overwrite", "contradict")(lambda t, m: [*run_args(t, m), "--resume", "--overwrite"])
 
@@ -116,13 +142,17 @@ def _(t, m):
 
 case("data.path missing", "not found")(lambda t, m: files_run(t, m, t / "none.jsonl"))
 case("data file empty names the file", "empty.jsonl", "no records")(
-    lambda t, m: files_run(t, m, _write(t / "empty.jsonl", "")))
+    lambda t, m: files_run(t, m, _write(t / "empty.jsonl", ""))
+)
 case("data file only blank lines", "blank.jsonl", "no records")(
-    lambda t, m: files_run(t, m, _write(t / "blank.jsonl", "\n\n")))
+    lambda t, m: files_run(t, m, _write(t / "blank.jsonl", "\n\n"))
+)
 case("data line not JSON", "d.jsonl:2", "not valid JSON")(
-    lambda t, m: files_run(t, m, _jsonl(t / "d.jsonl", [_record(0), "{oops"])))
+    lambda t, m: files_run(t, m, _jsonl(t / "d.jsonl", [_record(0), "{oops"]))
+)
 case("data not UTF-8", "d.jsonl:1", "UTF-8")(
-    lambda t, m: files_run(t, m, (t / "d.jsonl").write_bytes(b"\xff\xfe{}\n") and t / "d.jsonl"))
+    lambda t, m: files_run(t, m, (t / "d.jsonl").write_bytes(b"\xff\xfe{}\n") and t / "d.jsonl")
+)
 
 
 @case("truncated JPEG names the JSONL line", "d.jsonl:2", "images[0]", "cannot be decoded")
@@ -136,35 +166,66 @@ def _(t, m):
 
 
 case("image path is a folder", "images[0]", "folder")(
-    lambda t, m: files_run(t, m, _jsonl(t / "d.jsonl", [_record(0, images=["."])])))
+    lambda t, m: files_run(t, m, _jsonl(t / "d.jsonl", [_record(0, images=["."])]))
+)
 case("image missing", "images[0]", "image not found")(
-    lambda t, m: files_run(t, m, _jsonl(t / "d.jsonl", [_record(0, images=["no.png"])])))
+    lambda t, m: files_run(t, m, _jsonl(t / "d.jsonl", [_record(0, images=["no.png"])]))
+)
 case("count target not an integer (run)", "target", "whole number")(
-    lambda t, m: files_run(t, m, _jsonl(t / "d.jsonl", [_record(i, target=1.5 if i == 3 else 1) for i in range(8)])))
+    lambda t, m: files_run(t, m, _jsonl(t / "d.jsonl", [_record(i, target=1.5 if i == 3 else 1) for i in range(8)]))
+)
 case("a task's records under another task", "data.task")(
-    lambda t, m: files_run(t, m, _jsonl(t / "d.jsonl", [_record(i) for i in range(8)]), "data.task=classify"))
+    lambda t, m: files_run(t, m, _jsonl(t / "d.jsonl", [_record(i) for i in range(8)]), "data.task=classify")
+)
 case("group of the wrong type", "group", "d.jsonl:1")(
-    lambda t, m: files_run(t, m, _jsonl(t / "d.jsonl", [_record(0, group={"a": 1})])))
-case("too few records to split", "would be empty")(
-    lambda t, m: files_run(t, m, _jsonl(t / "d.jsonl", [_record(0)])))
+    lambda t, m: files_run(t, m, _jsonl(t / "d.jsonl", [_record(0, group={"a": 1})]))
+)
+case("too few records to split", "would be empty")(lambda t, m: files_run(t, m, _jsonl(t / "d.jsonl", [_record(0)])))
 
 
 # --- optional extras (the package made unimportable, as on the base install)
 # A builder may return (argv, modules to make unimportable for the case).
 case("model.load_in_4bit without bitsandbytes", "vlmtune[quant]", "model.load_in_4bit")(
-    lambda t, m: (run_args(t, m, "model.load_in_4bit=true"), ["bitsandbytes"]))
+    lambda t, m: (run_args(t, m, "model.load_in_4bit=true"), ["bitsandbytes"])
+)
 case("train.optim=paged_adamw_8bit without bitsandbytes", "vlmtune[quant]", "train.optim")(
-    lambda t, m: (run_args(t, m, "train.optim=paged_adamw_8bit"), ["bitsandbytes"]))
+    lambda t, m: (run_args(t, m, "train.optim=paged_adamw_8bit"), ["bitsandbytes"])
+)
 case("data.augment without Albumentations", "vlmtune[augment]", "data.augment")(
-    lambda t, m: (run_args(t, m, "data.augment={label: '1', copies: 1}"), ["albumentations"]))
+    lambda t, m: (run_args(t, m, "data.augment={label: '1', copies: 1}"), ["albumentations"])
+)
 case("eval --load-in-4bit without bitsandbytes", "vlmtune[quant]")(
-    lambda t, m: (["eval", "--model", str(m), "--data", str(_jsonl(t / "d.jsonl", [_record(0)])), "--load-in-4bit",
-                   "--out", str(t / "ev")], ["bitsandbytes"]))
+    lambda t, m: (
+        [
+            "eval",
+            "--model",
+            str(m),
+            "--data",
+            str(_jsonl(t / "d.jsonl", [_record(0)])),
+            "--load-in-4bit",
+            "--out",
+            str(t / "ev"),
+        ],
+        ["bitsandbytes"],
+    )
+)
 case("data split --augment-label without Albumentations", "vlmtune[augment]")(
-    lambda t, m: (["data", "split", str(_jsonl(t / "d.jsonl", [_record(i) for i in range(8)])), "--out", str(t / "s"),
-                   "--augment-label", "1"], ["albumentations"]))
+    lambda t, m: (
+        [
+            "data",
+            "split",
+            str(_jsonl(t / "d.jsonl", [_record(i) for i in range(8)])),
+            "--out",
+            str(t / "s"),
+            "--augment-label",
+            "1",
+        ],
+        ["albumentations"],
+    )
+)
 case("dialog bertscore without its extra", "vlmtune[bertscore]")(
-    lambda t, m: (run_args(t, m, "data.task=dialog", "data.task_options.bertscore=true"), ["bert_score"]))
+    lambda t, m: (run_args(t, m, "data.task=dialog", "data.task_options.bertscore=true"), ["bert_score"])
+)
 
 
 # --- models and adapters
@@ -179,19 +240,31 @@ def _(t, m):
     other = save_untrained(TinyBaseConfig(**{**MICRO, "text_hidden": 32}), t / "other")
     model, proc = load_model(ModelConfig(name=str(other)))
     attach_lora(model, TrainConfig(lora_r=4)).save_pretrained(t / "adapter")
-    return ["eval", "--model", str(m), "--adapter", str(t / "adapter"), "--data",
-            str(_jsonl(t / "d.jsonl", [_record(0)])), "--out", str(t / "ev")]
+    return [
+        "eval",
+        "--model",
+        str(m),
+        "--adapter",
+        str(t / "adapter"),
+        "--data",
+        str(_jsonl(t / "d.jsonl", [_record(0)])),
+        "--out",
+        str(t / "ev"),
+    ]
 
 
 case("--adapter without adapter_config.json", "adapter_config.json", fix=False)(
-    lambda t, m: ["eval", "--model", str(m), "--adapter", str(t), "--data", str(_jsonl(t / "d.jsonl", [_record(0)]))])
+    lambda t, m: ["eval", "--model", str(m), "--adapter", str(t), "--data", str(_jsonl(t / "d.jsonl", [_record(0)]))]
+)
 case("model that is not there", "cannot load model")(lambda t, m: run_args(t, t / "no-model"))
 case("eval --data is a folder", "folder")(lambda t, m: ["eval", "--model", str(m), "--data", str(t)])
 case("predict: image missing", "image not found")(
-    lambda t, m: ["predict", "--model", str(m), "--image", str(t / "none.png"), "--prompt", "hi"])
+    lambda t, m: ["predict", "--model", str(m), "--image", str(t / "none.png"), "--prompt", "hi"]
+)
 case("export: not a run", "export:")(lambda t, m: ["export", str(t), "--out", str(t / "o")])
 case("compare: not an evaluation", "predictions.jsonl")(
-    lambda t, m: ["compare", str(t), str(t / "other"), "--out", str(t / "c")])  # two folders, neither an evaluation
+    lambda t, m: ["compare", str(t), str(t / "other"), "--out", str(t / "c")]
+)  # two folders, neither an evaluation
 
 
 # --- score: every input kind (text JSONL, option scores JSONL, VisDial ranks JSON)
@@ -210,45 +283,67 @@ def score(t, preds, *, gold=None, task="count"):
 
 
 case("score: predictions file missing", "not found")(
-    lambda t, m: ["score", "--task", "count", "--data", str(_gold(t)), "--predictions", str(t / "none.jsonl")])
+    lambda t, m: ["score", "--task", "count", "--data", str(_gold(t)), "--predictions", str(t / "none.jsonl")]
+)
 case("score: predictions is a folder", "folder")(
-    lambda t, m: ["score", "--task", "count", "--data", str(_gold(t)), "--predictions", str(t)])
+    lambda t, m: ["score", "--task", "count", "--data", str(_gold(t)), "--predictions", str(t)]
+)
 case("score: a line not JSON", "preds.jsonl:2", "not valid JSON")(
-    lambda t, m: score(t, '{"id": "e0", "prediction": "0"}\n{oops\n'))
+    lambda t, m: score(t, '{"id": "e0", "prediction": "0"}\n{oops\n')
+)
 case("score: not UTF-8", "UTF-8")(lambda t, m: score(t, b"\xff\xfe\x00"))
 case("score: a row without id", "preds.jsonl:1")(lambda t, m: score(t, [{"prediction": "1"}]))
 case("score: a row that is a list", "preds.jsonl:1")(lambda t, m: score(t, [[1, 2]]))
 case("score: duplicate ids", "duplicate id")(
-    lambda t, m: score(t, [{"id": "e0", "prediction": "0"}, {"id": "e0", "prediction": "0"}]))
+    lambda t, m: score(t, [{"id": "e0", "prediction": "0"}, {"id": "e0", "prediction": "0"}])
+)
 case("score: missing and unknown ids", "no prediction")(
-    lambda t, m: score(t, [{"id": "e0", "prediction": "0"}, {"id": "zz", "prediction": "0"}]))
+    lambda t, m: score(t, [{"id": "e0", "prediction": "0"}, {"id": "zz", "prediction": "0"}])
+)
 case("score: text and scores mixed", "mixes")(
-    lambda t, m: score(t, [{"id": "e0", "prediction": "0"}, {"id": "e1", "scores": [1.0]}]))
+    lambda t, m: score(t, [{"id": "e0", "prediction": "0"}, {"id": "e1", "scores": [1.0]}])
+)
 case("score: prediction is null", "prediction", "not text")(
-    lambda t, m: score(t, [{"id": f"e{i}", "prediction": None} for i in range(3)]))
+    lambda t, m: score(t, [{"id": f"e{i}", "prediction": None} for i in range(3)])
+)
 case("score: prediction is a list", "prediction", "not text")(
-    lambda t, m: score(t, [{"id": f"e{i}", "prediction": ["1"]} for i in range(3)]))
+    lambda t, m: score(t, [{"id": f"e{i}", "prediction": ["1"]} for i in range(3)])
+)
 case("score: NaN scores", "finite")(
-    lambda t, m: score(t, '{"id": "e0", "scores": [NaN, 1.0, 0.5]}\n', gold=_gold(t, 1, ["0", "1", "2"])))
+    lambda t, m: score(t, '{"id": "e0", "scores": [NaN, 1.0, 0.5]}\n', gold=_gold(t, 1, ["0", "1", "2"]))
+)
 case("score: infinite scores", "finite")(
-    lambda t, m: score(t, '{"id": "e0", "scores": [Infinity, 1.0, 0.5]}\n', gold=_gold(t, 1, ["0", "1", "2"])))
+    lambda t, m: score(t, '{"id": "e0", "scores": [Infinity, 1.0, 0.5]}\n', gold=_gold(t, 1, ["0", "1", "2"]))
+)
 case("score: non-numeric scores", "finite")(
-    lambda t, m: score(t, [{"id": "e0", "scores": ["a", "b", "c"]}], gold=_gold(t, 1, ["0", "1", "2"])))
+    lambda t, m: score(t, [{"id": "e0", "scores": ["a", "b", "c"]}], gold=_gold(t, 1, ["0", "1", "2"]))
+)
 case("score: scores not a list", "scores")(
-    lambda t, m: score(t, [{"id": "e0", "scores": 3}], gold=_gold(t, 1, ["0", "1", "2"])))
+    lambda t, m: score(t, [{"id": "e0", "scores": 3}], gold=_gold(t, 1, ["0", "1", "2"]))
+)
 case("score: empty scores", "scores")(
-    lambda t, m: score(t, [{"id": "e0", "scores": []}], gold=_gold(t, 1, ["0", "1", "2"])))
+    lambda t, m: score(t, [{"id": "e0", "scores": []}], gold=_gold(t, 1, ["0", "1", "2"]))
+)
 case("score: wrong score count", "3 options", "2 scores")(
-    lambda t, m: score(t, [{"id": "e0", "scores": [1.0, 2.0]}], gold=_gold(t, 1, ["0", "1", "2"])))
+    lambda t, m: score(t, [{"id": "e0", "scores": [1.0, 2.0]}], gold=_gold(t, 1, ["0", "1", "2"]))
+)
 case("score: count task, 3 scores per example", "21 options", "3 scores")(
-    lambda t, m: score(t, [{"id": f"e{i}", "scores": [0.1, 0.5, 0.2]} for i in range(3)]))
+    lambda t, m: score(t, [{"id": f"e{i}", "scores": [0.1, 0.5, 0.2]} for i in range(3)])
+)
 case("score: count target not an integer", "target", "whole number")(
-    lambda t, m: score(t, [{"id": f"e{i}", "prediction": "1"} for i in range(3)], gold=_gold(t, target="many")))
+    lambda t, m: score(t, [{"id": f"e{i}", "prediction": "1"} for i in range(3)], gold=_gold(t, target="many"))
+)
 case("score: count target fractional", "target", "whole number")(
-    lambda t, m: score(t, [{"id": f"e{i}", "prediction": "1"} for i in range(3)], gold=_gold(t, target=1.5)))
+    lambda t, m: score(t, [{"id": f"e{i}", "prediction": "1"} for i in range(3)], gold=_gold(t, target=1.5))
+)
 case("score: mcq target out of range", "target")(
-    lambda t, m: score(t, [{"id": "e0", "prediction": "A"}], task="mcq",
-                       gold=_jsonl(t / "g.jsonl", [{**_record(0, target=7), "task": "mcq", "options": ["a", "b"]}])))
+    lambda t, m: score(
+        t,
+        [{"id": "e0", "prediction": "A"}],
+        task="mcq",
+        gold=_jsonl(t / "g.jsonl", [{**_record(0, target=7), "task": "mcq", "options": ["a", "b"]}]),
+    )
+)
 
 
 def _visdial_gold(t):
@@ -261,27 +356,54 @@ def _visdial_gold(t):
 
 
 case("score: VisDial JSON invalid", "not valid JSON")(
-    lambda t, m: score(t, '[{"image_id": 7,', gold=_visdial_gold(t), task="dialog"))
+    lambda t, m: score(t, '[{"image_id": 7,', gold=_visdial_gold(t), task="dialog")
+)
 case("score: VisDial entry not an object", "image_id, round_id, ranks")(
-    lambda t, m: score(t, "[1, 2]", gold=_visdial_gold(t), task="dialog"))
+    lambda t, m: score(t, "[1, 2]", gold=_visdial_gold(t), task="dialog")
+)
 case("score: VisDial ranks not a permutation", "not a permutation")(
-    lambda t, m: score(t, json.dumps([{"image_id": 7, "round_id": 1, "ranks": [1, 1, 2]},
-                                      {"image_id": 8, "round_id": 1, "ranks": [1, 2, 3]}]),
-                       gold=_visdial_gold(t), task="dialog"))
+    lambda t, m: score(
+        t,
+        json.dumps(
+            [{"image_id": 7, "round_id": 1, "ranks": [1, 1, 2]}, {"image_id": 8, "round_id": 1, "ranks": [1, 2, 3]}]
+        ),
+        gold=_visdial_gold(t),
+        task="dialog",
+    )
+)
 case("score: VisDial ranks not numbers", "not a permutation")(
-    lambda t, m: score(t, json.dumps([{"image_id": 7, "round_id": 1, "ranks": ["1", "2", "3"]},
-                                      {"image_id": 8, "round_id": 1, "ranks": [1, 2, 3]}]),
-                       gold=_visdial_gold(t), task="dialog"))
+    lambda t, m: score(
+        t,
+        json.dumps(
+            [
+                {"image_id": 7, "round_id": 1, "ranks": ["1", "2", "3"]},
+                {"image_id": 8, "round_id": 1, "ranks": [1, 2, 3]},
+            ]
+        ),
+        gold=_visdial_gold(t),
+        task="dialog",
+    )
+)
 case("score: VisDial ranks of the wrong length", "3 options", "2 scores")(
-    lambda t, m: score(t, json.dumps([{"image_id": 7, "round_id": 1, "ranks": [1, 2]},
-                                      {"image_id": 8, "round_id": 1, "ranks": [1, 2, 3]}]),
-                       gold=_visdial_gold(t), task="dialog"))
+    lambda t, m: score(
+        t,
+        json.dumps(
+            [{"image_id": 7, "round_id": 1, "ranks": [1, 2]}, {"image_id": 8, "round_id": 1, "ranks": [1, 2, 3]}]
+        ),
+        gold=_visdial_gold(t),
+        task="dialog",
+    )
+)
 case("score: VisDial entry for no example", "no example has image_id")(
-    lambda t, m: score(t, json.dumps([{"image_id": 99, "round_id": 1, "ranks": [1, 2, 3]}]),
-                       gold=_visdial_gold(t), task="dialog"))
+    lambda t, m: score(
+        t, json.dumps([{"image_id": 99, "round_id": 1, "ranks": [1, 2, 3]}]), gold=_visdial_gold(t), task="dialog"
+    )
+)
 case("score: VisDial entry twice", "ranked twice")(
-    lambda t, m: score(t, json.dumps([{"image_id": 7, "round_id": 1, "ranks": [1, 2, 3]}] * 2),
-                       gold=_visdial_gold(t), task="dialog"))
+    lambda t, m: score(
+        t, json.dumps([{"image_id": 7, "round_id": 1, "ranks": [1, 2, 3]}] * 2), gold=_visdial_gold(t), task="dialog"
+    )
+)
 
 
 # --- wrong JSON types in every JSON reader (`vlmtune data convert`)
@@ -294,59 +416,83 @@ def convert(fmt, content, *opts, ext=".json"):
         src = _write(t / f"in{ext}", content if isinstance(content, str) else json.dumps(content))
         extra = [x for o in opts for x in ("--opt", o)]
         return ["data", "convert", "--format", fmt, str(src), "--out", str(t / "o.jsonl"), *extra]
+
     return build
 
 
 MSG = [{"role": "user", "content": "x"}]
-for name, row in {"a list": [1, 2], "messages a string": {"id": "a", "task": "count", "messages": "hi"},
-                  "images a string": {"id": "a", "task": "count", "images": "img.png", "messages": MSG},
-                  "meta a list": {"id": "a", "task": "count", "messages": MSG, "meta": [1]},
-                  "id a list": {"id": [1], "task": "count", "messages": MSG},
-                  "role an int": {"id": "a", "task": "count", "messages": [{"role": 1, "content": "x"}]},
-                  "content an int": {"id": "a", "task": "count", "messages": [{"role": "user", "content": 1}]},
-                  "options a string": {"id": "a", "task": "count", "messages": MSG, "options": "abc"},
-                  "task an int": {"id": "a", "task": 3, "messages": MSG}}.items():
+for name, row in {
+    "a list": [1, 2],
+    "messages a string": {"id": "a", "task": "count", "messages": "hi"},
+    "images a string": {"id": "a", "task": "count", "images": "img.png", "messages": MSG},
+    "meta a list": {"id": "a", "task": "count", "messages": MSG, "meta": [1]},
+    "id a list": {"id": [1], "task": "count", "messages": MSG},
+    "role an int": {"id": "a", "task": "count", "messages": [{"role": 1, "content": "x"}]},
+    "content an int": {"id": "a", "task": "count", "messages": [{"role": "user", "content": 1}]},
+    "options a string": {"id": "a", "task": "count", "messages": MSG, "options": "abc"},
+    "task an int": {"id": "a", "task": 3, "messages": MSG},
+}.items():
     case(f"jsonl reader: {name}", "in.jsonl:1", fix=False)(convert("jsonl", json.dumps(row) + "\n", ext=".jsonl"))
 
 TURN = [{"speaker": "A", "text": "t"}]
 MCQ = {"id": "a", "turns": TURN, "question": "q", "options": ["a", "b", "c", "d"], "answer": "A"}
-for name, row in {"a number": 1, "turns a string": {**MCQ, "turns": "x"}, "a turn an int": {**MCQ, "turns": [1]},
-                  "options a string": {**MCQ, "options": "abcd"}, "answer a list": {**MCQ, "answer": [1]},
-                  "question an int": {**MCQ, "question": 3}, "option_photo a string": {**MCQ, "option_photo": "x"},
-                  "text an int": {**MCQ, "turns": [{"speaker": "A", "text": 5}]}}.items():
+for name, row in {
+    "a number": 1,
+    "turns a string": {**MCQ, "turns": "x"},
+    "a turn an int": {**MCQ, "turns": [1]},
+    "options a string": {**MCQ, "options": "abcd"},
+    "answer a list": {**MCQ, "answer": [1]},
+    "question an int": {**MCQ, "question": 3},
+    "option_photo a string": {**MCQ, "option_photo": "x"},
+    "text an int": {**MCQ, "turns": [{"speaker": "A", "text": 5}]},
+}.items():
     case(f"mcq_json reader: {name}", "in.json", fix=False)(convert("mcq_json", [row]))
 
 for name, (row, opts) in {
-        "a number": (1, ("task=caption",)),
-        "conversations a string": ({"conversations": "x"}, ("task=caption",)),
-        "a message an int": ({"conversations": [1, 2]}, ("task=caption",)),
-        "value an int": ({"conversations": [{"from": "human", "value": 5}, {"from": "gpt", "value": "x"}]},
-                         ("task=caption",)),
-        "openai part text an int": ({"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]},
-                                                  {"role": "assistant", "content": "x"}]},
-                                    ("task=caption", "formatting=openai"))}.items():
+    "a number": (1, ("task=caption",)),
+    "conversations a string": ({"conversations": "x"}, ("task=caption",)),
+    "a message an int": ({"conversations": [1, 2]}, ("task=caption",)),
+    "value an int": (
+        {"conversations": [{"from": "human", "value": 5}, {"from": "gpt", "value": "x"}]},
+        ("task=caption",),
+    ),
+    "openai part text an int": (
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": 5}]},
+                {"role": "assistant", "content": "x"},
+            ]
+        },
+        ("task=caption", "formatting=openai"),
+    ),
+}.items():
     case(f"sharegpt reader: {name}", "in.json", fix=False)(convert("sharegpt", [row], *opts))
 
 
 def _vd(dialogs, questions=("q?",)):
-    return {"version": "1.0", "split": "val2018", "data": {"questions": list(questions), "answers": ["a"],
-                                                           "dialogs": dialogs}}
+    return {
+        "version": "1.0",
+        "split": "val2018",
+        "data": {"questions": list(questions), "answers": ["a"], "dialogs": dialogs},
+    }
 
 
 ROUND = {"question": 0, "answer": 0, "gt_index": 0, "answer_options": [0]}
 for name, (content, fix) in {
-        "a list at the top": ([1], True), "data a string": ({"data": "x"}, True),
-        "dialogs a string": (_vd("x"), True), "questions an object": ({**_vd([]), "data": {**_vd([])["data"],
-                                                                                          "questions": {"a": 1}}}, True),
-        "a dialog an int": (_vd([1]), False),
-        "a round a string": (_vd([{"image_id": 1, "caption": "c", "dialog": ["x"]}]), False),
-        "question index out of range": (_vd([{"image_id": 1, "caption": "c", "dialog": [{**ROUND, "question": 5}]}]),
-                                        True),
-        "question index a string": (_vd([{"image_id": 1, "caption": "c", "dialog": [{**ROUND, "question": "0"}]}]),
-                                    True),
-        "answer_options a string": (_vd([{"image_id": 1, "caption": "c", "dialog": [{**ROUND,
-                                                                                     "answer_options": "x"}]}]), True),
-        "caption an int": (_vd([{"image_id": 1, "caption": 5, "dialog": [ROUND]}]), False)}.items():
+    "a list at the top": ([1], True),
+    "data a string": ({"data": "x"}, True),
+    "dialogs a string": (_vd("x"), True),
+    "questions an object": ({**_vd([]), "data": {**_vd([])["data"], "questions": {"a": 1}}}, True),
+    "a dialog an int": (_vd([1]), False),
+    "a round a string": (_vd([{"image_id": 1, "caption": "c", "dialog": ["x"]}]), False),
+    "question index out of range": (_vd([{"image_id": 1, "caption": "c", "dialog": [{**ROUND, "question": 5}]}]), True),
+    "question index a string": (_vd([{"image_id": 1, "caption": "c", "dialog": [{**ROUND, "question": "0"}]}]), True),
+    "answer_options a string": (
+        _vd([{"image_id": 1, "caption": "c", "dialog": [{**ROUND, "answer_options": "x"}]}]),
+        True,
+    ),
+    "caption an int": (_vd([{"image_id": 1, "caption": 5, "dialog": [ROUND]}]), False),
+}.items():
     case(f"visdial reader: {name}", "in.json", fix=fix)(convert("visdial", content, "image_dirs=[.]"))
 
 
@@ -425,4 +571,8 @@ def test_the_smoke_check_runs_without_the_optional_extras(tmp_path, monkeypatch,
     assert "vlmtune[augment]" in err and "vlmtune[quant]" in err
     assert main(["run", recipe, f"output_dir={tmp_path / 'runs'}", "-q", "--smoke"]) == 0
     out = capsys.readouterr().out
-    assert "[smoke] every stage" in out and "skipped here: model.load_in_4bit" in out and "skipped here: data.augment" in out
+    assert (
+        "[smoke] every stage" in out
+        and "skipped here: model.load_in_4bit" in out
+        and "skipped here: data.augment" in out
+    )

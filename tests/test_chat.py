@@ -34,7 +34,7 @@ class Terminal:
                 except OSError:  # the process closed the terminal
                     if self.proc.poll() is not None and not re.search(pattern, self.screen):
                         raise AssertionError(f"process ended before {pattern!r}:\n{self.screen[-3000:]}")
-        seen, self.screen = self.screen[: m.end()], self.screen[m.end():]
+        seen, self.screen = self.screen[: m.end()], self.screen[m.end() :]
         return seen
 
     def type(self, line: str) -> None:

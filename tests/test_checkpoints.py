@@ -31,15 +31,15 @@ def test_the_sentinel_lists_every_file_with_its_size(tmp_path):
 
 
 def test_a_missing_shorter_or_unlisted_sentinel_is_incomplete(tmp_path):
-    assert not is_complete(_checkpoint(tmp_path, 1, complete=False))          # no sentinel
+    assert not is_complete(_checkpoint(tmp_path, 1, complete=False))  # no sentinel
     ckpt = _checkpoint(tmp_path, 2)
-    (ckpt / "sub" / "rng.pth").write_bytes(b"r")                              # cut short
+    (ckpt / "sub" / "rng.pth").write_bytes(b"r")  # cut short
     assert not is_complete(ckpt)
     ckpt = _checkpoint(tmp_path, 3)
-    (ckpt / "sub" / "rng.pth").unlink()                                       # missing
+    (ckpt / "sub" / "rng.pth").unlink()  # missing
     assert not is_complete(ckpt)
     ckpt = _checkpoint(tmp_path, 4)
-    for bad in ('{"files": {}}', "not json", "[]", '{"other": 1}'):           # empty, malformed
+    for bad in ('{"files": {}}', "not json", "[]", '{"other": 1}'):  # empty, malformed
         (ckpt / SENTINEL).write_text(bad)
         assert not is_complete(ckpt), bad
 
@@ -65,12 +65,12 @@ def test_last_complete_checkpoint_skips_and_moves_aside_incomplete_ones(tmp_path
     aside = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "incomplete").iterdir())
     assert aside == ["checkpoint-2", "checkpoint-8"]
     assert (tmp_path / "incomplete").glob("checkpoint-8-*").__next__().joinpath("model.safetensors").is_file()
-    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-6"     # nothing left to move
+    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-6"  # nothing left to move
 
 
 def test_only_incomplete_checkpoints_give_none_and_other_ranks_move_nothing(tmp_path, monkeypatch):
     _checkpoint(tmp_path, 3, complete=False)
-    monkeypatch.setenv("RANK", "1")                        # a DDP worker: the main process moves them
+    monkeypatch.setenv("RANK", "1")  # a DDP worker: the main process moves them
     assert last_complete_checkpoint(tmp_path) is None
     assert (tmp_path / "checkpoint-3").is_dir() and not (tmp_path / "incomplete").exists()
     monkeypatch.setenv("RANK", "0")
@@ -82,13 +82,13 @@ def test_epoch_length_sampler_is_a_function_of_seed_and_epoch():
     s = EpochLengthSampler(4, lengths, seed=3)
     assert len(s) == 12 and s.epoch == 0
     first = list(s)
-    assert sorted(first) == list(range(12)) and list(s) == first               # every index once, repeatable
+    assert sorted(first) == list(range(12)) and list(s) == first  # every index once, repeatable
     ref = get_length_grouped_indices(lengths, 4, generator=torch.Generator().manual_seed(3))
     assert first == list(ref)
     s.set_epoch(2)
     assert list(s) == list(get_length_grouped_indices(lengths, 4, generator=torch.Generator().manual_seed(5)))
     assert list(s) != first
-    torch.manual_seed(123)                                                     # the global RNG plays no part
+    torch.manual_seed(123)  # the global RNG plays no part
     assert list(EpochLengthSampler(4, lengths, seed=3)) == first
 
 
@@ -106,10 +106,17 @@ def test_the_trainer_groups_by_length_only_when_asked(micro_model_dir, count_dat
     model, proc = load_model(ModelConfig(name=str(micro_model_dir)))
     ds = EncodedDataset(proc, count_data[:6], EncodeSettings())
     for strategy, kind in (("group_by_length", EpochLengthSampler), ("random", torch.utils.data.RandomSampler)):
-        args = TrainingArguments(output_dir=str(tmp_path / strategy), per_device_train_batch_size=2, seed=4,
-                                 train_sampling_strategy=strategy, report_to=[], use_cpu=True)
-        trainer = VlmTrainer(model=model, args=args, train_dataset=ds,
-                             data_collator=Collator(tokenizer_of(proc).pad_token_id))
+        args = TrainingArguments(
+            output_dir=str(tmp_path / strategy),
+            per_device_train_batch_size=2,
+            seed=4,
+            train_sampling_strategy=strategy,
+            report_to=[],
+            use_cpu=True,
+        )
+        trainer = VlmTrainer(
+            model=model, args=args, train_dataset=ds, data_collator=Collator(tokenizer_of(proc).pad_token_id)
+        )
         sampler = trainer._get_train_sampler()
         assert type(sampler) is kind, (strategy, sampler)
         if kind is EpochLengthSampler:

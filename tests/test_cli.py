@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_quickstart_recipe_is_what_the_quickstart_verb_runs():
     from vlmtune.config import QUICKSTART_OVERRIDES, load_config
 
-    assert load_config(ROOT / "recipes" / "quickstart.yaml").to_dict() == \
-        load_config(None, QUICKSTART_OVERRIDES).to_dict()
+    assert (
+        load_config(ROOT / "recipes" / "quickstart.yaml").to_dict() == load_config(None, QUICKSTART_OVERRIDES).to_dict()
+    )
 
 
 @pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
@@ -39,20 +40,47 @@ def test_validate_says_what_the_recipe_still_needs_here(tmp_path, monkeypatch, c
 
 
 def _run_args(tmp_path, micro_model_dir, *extra):
-    return ["run", str(ROOT / "recipes" / "quickstart.yaml"), f"output_dir={tmp_path}", "name=e2e",
-            f"model.name={micro_model_dir}", "data.n=64", "train.max_steps=4", "train.batch_size=8",
-            "train.logging_steps=1", "eval.n_boot=200", "eval.max_new_tokens=4", "-q", *extra]
+    return [
+        "run",
+        str(ROOT / "recipes" / "quickstart.yaml"),
+        f"output_dir={tmp_path}",
+        "name=e2e",
+        f"model.name={micro_model_dir}",
+        "data.n=64",
+        "train.max_steps=4",
+        "train.batch_size=8",
+        "train.logging_steps=1",
+        "eval.n_boot=200",
+        "eval.max_new_tokens=4",
+        "-q",
+        *extra,
+    ]
 
 
 def test_run_end_to_end_writes_the_run_directory(tmp_path, micro_model_dir, capsys):
     assert main(_run_args(tmp_path, micro_model_dir)) == 0
     run = tmp_path / "e2e"
-    for f in ["config.yaml", "data/train.jsonl", "data/val.jsonl", "data/test.jsonl",
-              "zero_shot/predictions.jsonl", "zero_shot/metrics.json", "zero_shot/fingerprint.json",
-              "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "adapter/processor_config.json",
-              "finetuned/predictions.jsonl", "finetuned/metrics.json", "finetuned/fingerprint.json",
-              "train_history.json", "report.md", "report.html", "comparison.json", "predictions.html",
-              "plots/loss.png"]:
+    for f in [
+        "config.yaml",
+        "data/train.jsonl",
+        "data/val.jsonl",
+        "data/test.jsonl",
+        "zero_shot/predictions.jsonl",
+        "zero_shot/metrics.json",
+        "zero_shot/fingerprint.json",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+        "adapter/processor_config.json",
+        "finetuned/predictions.jsonl",
+        "finetuned/metrics.json",
+        "finetuned/fingerprint.json",
+        "train_history.json",
+        "report.md",
+        "report.html",
+        "comparison.json",
+        "predictions.html",
+        "plots/loss.png",
+    ]:
         assert (run / f).is_file(), f
     assert list((run / "logs").glob("events.out.tfevents.*")), "no TensorBoard events"
     test_ids = [json.loads(l)["id"] for l in (run / "data/test.jsonl").read_text().splitlines()]
@@ -83,15 +111,43 @@ def test_run_end_to_end_writes_the_run_directory(tmp_path, micro_model_dir, caps
     assert "[predictions.html](predictions.html)" in report
 
     # The verbs work on their own on the run's artifacts.
-    assert main(["eval", "--model", str(micro_model_dir), "--adapter", str(run / "adapter"), "--data",
-                 str(run / "data/test.jsonl"), "--out", str(tmp_path / "ev"), "-q", "--max-new-tokens", "4"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(micro_model_dir),
+                "--adapter",
+                str(run / "adapter"),
+                "--data",
+                str(run / "data/test.jsonl"),
+                "--out",
+                str(tmp_path / "ev"),
+                "-q",
+                "--max-new-tokens",
+                "4",
+            ]
+        )
+        == 0
+    )
     again = [json.loads(l) for l in (tmp_path / "ev/predictions.jsonl").read_text().splitlines()]
     assert [a["prediction"] for a in again] == [p["prediction"] for p in preds]  # greedy = deterministic
     assert main(["compare", str(run / "zero_shot"), str(tmp_path / "ev"), "--out", str(tmp_path / "cmp")]) == 0
     assert (tmp_path / "cmp/report.html").is_file()
     image = json.loads((run / "data/test.jsonl").read_text().splitlines()[0])["images"][0]
-    predict = ["predict", "--model", str(micro_model_dir), "--adapter", str(run / "adapter"), "--image",
-               str(run / "data" / image), "--prompt", preds[0]["prompt"].split("\n")[-1], "--max-new-tokens", "4"]
+    predict = [
+        "predict",
+        "--model",
+        str(micro_model_dir),
+        "--adapter",
+        str(run / "adapter"),
+        "--image",
+        str(run / "data" / image),
+        "--prompt",
+        preds[0]["prompt"].split("\n")[-1],
+        "--max-new-tokens",
+        "4",
+    ]
     capsys.readouterr()
     assert main(predict) == 0
     # The same question through `predict` gives the same greedy answer as the evaluation did.
@@ -121,10 +177,25 @@ def test_bad_inputs_fail_before_training_with_clear_errors(tmp_path, micro_model
     assert main(["validate", str(tmp_path / "nope.yaml")]) == 2
     assert "recipe not found" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"id": "a", "task": "count", "messages": [{"role": "user", "content": "hi"}, '
-                   '{"role": "assistant", "content": "1"}], "target": 1}\n{not json\n')
-    assert main(["run", recipe, f"output_dir={tmp_path}", "name=bad", f"model.name={micro_model_dir}",
-                 "data.source=jsonl", f"data.path={bad}", "-q"]) == 2
+    bad.write_text(
+        '{"id": "a", "task": "count", "messages": [{"role": "user", "content": "hi"}, '
+        '{"role": "assistant", "content": "1"}], "target": 1}\n{not json\n'
+    )
+    assert (
+        main(
+            [
+                "run",
+                recipe,
+                f"output_dir={tmp_path}",
+                "name=bad",
+                f"model.name={micro_model_dir}",
+                "data.source=jsonl",
+                f"data.path={bad}",
+                "-q",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert f"{bad}:2" in err and "not valid JSON" in err
     assert not (tmp_path / "bad" / "adapter").exists()
@@ -144,17 +215,41 @@ def test_data_synth_and_inspect_and_ls(tmp_path, capsys):
 
 TASK_KEYS = {
     "shapes_classify.yaml": {"accuracy", "macro_f1", "weighted_f1", "per_class", "confusion"},
-    "shapes_mcq.yaml": {"accuracy", "photo_accuracy", "exact_match", "loglik_accuracy", "metric_modes",
-                        "order_consistency", "position_bias", "accuracy_by_ordering"},
+    "shapes_mcq.yaml": {
+        "accuracy",
+        "photo_accuracy",
+        "exact_match",
+        "loglik_accuracy",
+        "metric_modes",
+        "order_consistency",
+        "position_bias",
+        "accuracy_by_ordering",
+    },
     "shapes_dialog.yaml": {"bleu", "rougeL", "cider", "r@1", "r@10", "mrr", "mean_rank", "ndcg", "stripped_fraction"},
 }
 
 
 @pytest.mark.parametrize("recipe", sorted(TASK_KEYS))
 def test_every_task_recipe_runs_end_to_end(recipe, tmp_path, micro_model_dir):
-    assert main(["run", str(ROOT / "recipes" / recipe), f"output_dir={tmp_path}", "name=t",
-                 f"model.name={micro_model_dir}", "data.n=32", "train.max_steps=2", "train.batch_size=4",
-                 "eval.n_boot=100", "eval.max_new_tokens=4", "train.val_max_examples=4", "-q"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(ROOT / "recipes" / recipe),
+                f"output_dir={tmp_path}",
+                "name=t",
+                f"model.name={micro_model_dir}",
+                "data.n=32",
+                "train.max_steps=2",
+                "train.batch_size=4",
+                "eval.n_boot=100",
+                "eval.max_new_tokens=4",
+                "train.val_max_examples=4",
+                "-q",
+            ]
+        )
+        == 0
+    )
     run = tmp_path / "t"
     m = json.loads((run / "finetuned/metrics.json").read_text())
     missing = TASK_KEYS[recipe] - set(m["metrics"])
@@ -165,13 +260,21 @@ def test_every_task_recipe_runs_end_to_end(recipe, tmp_path, micro_model_dir):
             assert len(entry["ci"]) == 2 and entry["n"] > 0, (key, entry)
     preds = [json.loads(l) for l in (run / "finetuned/predictions.jsonl").read_text().splitlines()]
     if m["mode"] == "both":
-        assert all(len(p["scores"]) == len(json.loads(l)["options"])
-                   for p, l in zip(preds, (run / "data/test.jsonl").read_text().splitlines()))
+        assert all(
+            len(p["scores"]) == len(json.loads(l)["options"])
+            for p, l in zip(preds, (run / "data/test.jsonl").read_text().splitlines())
+        )
     report = (run / "report.md").read_text()
     assert "McNemar" in report and "Minimum detectable difference" in report and "| interval |" in report
     tested = [t["metric"] for t in json.loads((run / "comparison.json").read_text())["tests"]]
-    assert tested == {"shapes_classify.yaml": ["accuracy"], "shapes_mcq.yaml": ["accuracy"],
-                      "shapes_dialog.yaml": ["accuracy", "reciprocal_rank", "rougeL"]}[recipe]
+    assert (
+        tested
+        == {
+            "shapes_classify.yaml": ["accuracy"],
+            "shapes_mcq.yaml": ["accuracy"],
+            "shapes_dialog.yaml": ["accuracy", "reciprocal_rank", "rougeL"],
+        }[recipe]
+    )
     assert ("Holm-adjusted" in report) == (len(tested) > 1)
 
 
@@ -183,12 +286,43 @@ def test_data_convert_and_split_with_train_only_augmentation(tmp_path, capsys):
         (tmp_path / "raw" / folder).mkdir(parents=True)
         for i in range(n):
             Image.new("RGB", (32, 32), (10 * i, 100, 200)).save(tmp_path / "raw" / folder / f"img{i}.png")
-    assert main(["data", "convert", "--format", "imagefolder", str(tmp_path / "raw"), "--out",
-                 str(tmp_path / "all.jsonl"), "--opt", "labels={0_irrelevant: 관련 없음, 2_drug_trade: 마약 거래}"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "convert",
+                "--format",
+                "imagefolder",
+                str(tmp_path / "raw"),
+                "--out",
+                str(tmp_path / "all.jsonl"),
+                "--opt",
+                "labels={0_irrelevant: 관련 없음, 2_drug_trade: 마약 거래}",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(l) for l in (tmp_path / "all.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 16 and {r["target"] for r in rows} == {"관련 없음", "마약 거래"}
-    assert main(["data", "split", str(tmp_path / "all.jsonl"), "--out", str(tmp_path / "s"), "--fractions",
-                 "train=0.75,test=0.25", "--augment-label", "마약 거래", "--augment-copies", "4", "-q"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "split",
+                str(tmp_path / "all.jsonl"),
+                "--out",
+                str(tmp_path / "s"),
+                "--fractions",
+                "train=0.75,test=0.25",
+                "--augment-label",
+                "마약 거래",
+                "--augment-copies",
+                "4",
+                "-q",
+            ]
+        )
+        == 0
+    )
     train = [json.loads(l) for l in (tmp_path / "s/train.jsonl").read_text(encoding="utf-8").splitlines()]
     test = [json.loads(l) for l in (tmp_path / "s/test.jsonl").read_text(encoding="utf-8").splitlines()]
     aug = [r for r in train if r["meta"].get("augmented_from")]
@@ -220,14 +354,33 @@ def test_smoke_uses_the_users_own_records_when_present(tmp_path, monkeypatch, ca
     for folder in ("0_irrelevant", "1_drug_use", "2_drug_trade", "3_drug_sample"):
         (tmp_path / "raw" / folder).mkdir(parents=True)
         for i in range(10):
-            Image.new("RGB", (40, 40), (20 * i, 60 * len(folder) % 255, 90)).save(tmp_path / "raw" / folder / f"{i}.png")
-    assert main(["run", str(ROOT / "recipes" / "seed003_forensic_llava16.yaml"), f"output_dir={tmp_path / 'runs'}",
-                 f"data.path={tmp_path / 'raw'}", "--smoke"]) == 0
+            Image.new("RGB", (40, 40), (20 * i, 60 * len(folder) % 255, 90)).save(
+                tmp_path / "raw" / folder / f"{i}.png"
+            )
+    assert (
+        main(
+            [
+                "run",
+                str(ROOT / "recipes" / "seed003_forensic_llava16.yaml"),
+                f"output_dir={tmp_path / 'runs'}",
+                f"data.path={tmp_path / 'raw'}",
+                "--smoke",
+            ]
+        )
+        == 0
+    )
     assert "a seeded sample of 16 records (stratified by label)" in capsys.readouterr().err
     run = next(p for p in (tmp_path / "runs").iterdir() if not p.name.startswith("."))
-    rows = [json.loads(l) for s in ("train", "val", "test") if (run / "data" / f"{s}.jsonl").exists()
-            for l in (run / "data" / f"{s}.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = [
+        json.loads(l)
+        for s in ("train", "val", "test")
+        if (run / "data" / f"{s}.jsonl").exists()
+        for l in (run / "data" / f"{s}.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     labels = [r["target"] for r in rows if "augmented_from" not in (r.get("meta") or {})]
     assert len(rows) > len(labels)  # the recipe's x4 copies of one class, in train only
     # The folder is class-ordered; the sample still holds every class (4 of each), mapped to the recipe's names.
-    assert sorted(set(labels)) == sorted({"관련 없음", "마약 투약 사진", "마약 거래 대화", "마약 실물"}) and len(labels) == 16
+    assert (
+        sorted(set(labels)) == sorted({"관련 없음", "마약 투약 사진", "마약 거래 대화", "마약 실물"})
+        and len(labels) == 16
+    )

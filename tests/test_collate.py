@@ -51,8 +51,12 @@ def test_loss_on_all_still_excludes_image_tokens(processor, count_data):
 
 def test_multi_turn_masks_every_assistant_turn(processor, count_data):
     ex = count_data[0]
-    msgs = [ex.messages[0], {"role": "assistant", "content": "7"},
-            {"role": "user", "content": "Are you sure?"}, {"role": "assistant", "content": "yes"}]
+    msgs = [
+        ex.messages[0],
+        {"role": "assistant", "content": "7"},
+        {"role": "user", "content": "Are you sure?"},
+        {"role": "assistant", "content": "yes"},
+    ]
     two = Example(id="mt", task="count", messages=msgs, images=ex.images, target=7)
     enc = encode_example(processor, two, EncodeSettings())
     text = processor.tokenizer.decode(enc["input_ids"][enc["labels"] != IGNORE])

@@ -133,8 +133,10 @@ def test_other_lm_or_encoders_are_clear_errors(trained, tmp_path):
     from vlmtune.models.tiny import TinyBaseConfig, save_untrained
 
     folder = trained["result"].output_dir
-    other = save_untrained(TinyBaseConfig(vision_hidden=32, vision_layers=1, text_hidden=64, text_layers=1, heads=2,
-                                          vocab_size=400), tmp_path / "other")
+    other = save_untrained(
+        TinyBaseConfig(vision_hidden=32, vision_layers=1, text_hidden=64, text_layers=1, heads=2, vocab_size=400),
+        tmp_path / "other",
+    )
     with pytest.raises(ConfigError, match="trained on LM"):
         load_for_eval(ModelRef.of(ModelConfig(name=str(other), device="cpu")), folder)
     with pytest.raises(ConfigError, match="trained with encoders"):
@@ -166,8 +168,9 @@ def test_missing_vectors_and_turns_are_data_errors(trained, dialog):
 def test_query_block_gives_fixed_tokens():
     from vlmtune.models.connector import ConnectorShape, MemoryConnector
 
-    c = MemoryConnector(ConnectorShape(8, 6, 16), ConnectorConfig(queries=3, fusion="mlp", fusion_dim=12,
-                                                                   query_heads=2))
+    c = MemoryConnector(
+        ConnectorShape(8, 6, 16), ConnectorConfig(queries=3, fusion="mlp", fusion_dim=12, query_heads=2)
+    )
     mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
     out = c(torch.randn(2, 4, 8), torch.randn(2, 4, 6), torch.arange(4).expand(2, 4), mask)
     assert out.shape == (2, 3, 16) and c.tokens_for(1) == c.tokens_for(9) == 3
@@ -189,11 +192,25 @@ def test_run_end_to_end(micro_model_dir, cache, tmp_path, monkeypatch):
     from vlmtune.cli import main
 
     monkeypatch.chdir(tmp_path)
-    args = ["run", str(ROOT / "recipes" / "shapes_dialog_connector.yaml"), "--overwrite", "name=conn",
-            f"model.name={micro_model_dir}", "data.n=24",
-            "connector.enabled=true", "connector.image_encoder=pixels", "connector.text_encoder=hashing:256",
-            "train.max_steps=2", "train.batch_size=4", "train.report_to=[]", "train.val_max_examples=2",
-            "eval.mode=both", "eval.n_boot=50", "eval.max_new_tokens=4", "eval.batch_size=8"]
+    args = [
+        "run",
+        str(ROOT / "recipes" / "shapes_dialog_connector.yaml"),
+        "--overwrite",
+        "name=conn",
+        f"model.name={micro_model_dir}",
+        "data.n=24",
+        "connector.enabled=true",
+        "connector.image_encoder=pixels",
+        "connector.text_encoder=hashing:256",
+        "train.max_steps=2",
+        "train.batch_size=4",
+        "train.report_to=[]",
+        "train.val_max_examples=2",
+        "eval.mode=both",
+        "eval.n_boot=50",
+        "eval.max_new_tokens=4",
+        "eval.batch_size=8",
+    ]
     assert main(args) == 0
     run = tmp_path / "runs" / "conn"
     for sub in ("zero_shot", "finetuned"):
@@ -202,8 +219,24 @@ def test_run_end_to_end(micro_model_dir, cache, tmp_path, monkeypatch):
     assert (run / "connector" / "connector.safetensors").exists() and (run / "report.md").exists()
     fp = json.loads((run / "finetuned" / "fingerprint.json").read_text())
     assert fp["adapter"].endswith("connector") and fp["adapter_hash"]
-    assert main(["eval", "--model", str(micro_model_dir), "--adapter", str(run / "connector"), "--data",
-                 str(run / "data" / "test.jsonl"), "--out", str(tmp_path / "ev"), "--mode", "generate"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(micro_model_dir),
+                "--adapter",
+                str(run / "connector"),
+                "--data",
+                str(run / "data" / "test.jsonl"),
+                "--out",
+                str(tmp_path / "ev"),
+                "--mode",
+                "generate",
+            ]
+        )
+        == 0
+    )
     again = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     first = json.loads((run / "finetuned" / "metrics.json").read_text())
     assert again["metrics"]["rougeL"]["value"] == pytest.approx(first["metrics"]["rougeL"]["value"])
@@ -220,8 +253,23 @@ def test_memory_embed_connector_fills_what_training_reads(dialog, cache, tmp_pat
     from vlmtune.memory.encoders import build_encoder
 
     path = write_jsonl(tmp_path / "d.jsonl", dialog)
-    assert main(["memory", "embed", str(path), "--connector", "--no-captions", "--text-encoder", "hashing:64",
-                 "--image-encoder", "pixels:4", "-q"]) == 0
+    assert (
+        main(
+            [
+                "memory",
+                "embed",
+                str(path),
+                "--connector",
+                "--no-captions",
+                "--text-encoder",
+                "hashing:64",
+                "--image-encoder",
+                "pixels:4",
+                "-q",
+            ]
+        )
+        == 0
+    )
     caches = [EmbeddingCache.for_encoder(build_encoder(s)) for s in ("pixels:4", "hashing:64")]
     inputs = MemoryFeatures(*caches, max_turns=11).example_inputs(dialog)
     assert inputs["memory_mask"].sum() == sum(len(ex.prompt_messages()) // 2 + 1 for ex in dialog)
@@ -261,8 +309,8 @@ def test_lora_ablation_saves_and_reloads(micro_model_dir, dialog, cache, tmp_pat
         without_lora = live.lm.get_base_model()
         with live.lm.disable_adapter():
             c = live(**enc).logits
-    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)   # connector and LoRA both reloaded
-    assert without_lora is not None and not torch.allclose(a, c, atol=1e-4)   # the LoRA weights moved
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)  # connector and LoRA both reloaded
+    assert without_lora is not None and not torch.allclose(a, c, atol=1e-4)  # the LoRA weights moved
 
 
 def test_precomputed_vectors_made_elsewhere(dialog, cache, tmp_path):
@@ -287,9 +335,19 @@ def test_precomputed_vectors_made_elsewhere(dialog, cache, tmp_path):
     store.put_many([file_hash(p) for p in images], rng.normal(size=(len(images), 8)))
     store.flush()
     spec = f"precomputed:{folder}"
-    args = ["memory", "embed", str(path), "--connector", "--no-captions", "--text-encoder", spec, "--image-encoder",
-            spec, "-q"]
-    assert main(args) == 2   # one item text has no vector: a DataError naming it, not a zero vector
+    args = [
+        "memory",
+        "embed",
+        str(path),
+        "--connector",
+        "--no-captions",
+        "--text-encoder",
+        spec,
+        "--image-encoder",
+        spec,
+        "-q",
+    ]
+    assert main(args) == 2  # one item text has no vector: a DataError naming it, not a zero vector
     store.put_many([text_hash(texts[0])], rng.normal(size=(1, 8)))
     store.flush()
     assert main(args) == 0
@@ -316,7 +374,9 @@ def test_resume_continues_from_the_connector_checkpoint(micro_model_dir, dialog,
     import shutil
 
     # an interruption after step 2: only the run's checkpoint-2 is left
-    shutil.copytree(tmp_path / "whole" / "checkpoints" / "checkpoint-2", tmp_path / "cut" / "checkpoints" / "checkpoint-2")
+    shutil.copytree(
+        tmp_path / "whole" / "checkpoints" / "checkpoint-2", tmp_path / "cut" / "checkpoints" / "checkpoint-2"
+    )
     ckpt = load_file(str(tmp_path / "cut" / "checkpoints" / "checkpoint-2" / "model.safetensors"))
     assert ckpt and all(k.startswith("connector.") for k in ckpt)
     resumed = train(ref, conn.soft["train"], [], tmp_path / "cut", tcfg, connector=conn.setup, resume=True)

@@ -14,9 +14,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(tmp_path, model_dir, name, *extra):
-    return ["run", str(ROOT / "recipes" / "quickstart.yaml"), f"output_dir={tmp_path}", f"name={name}",
-            f"model.name={model_dir}", "data.n=64", "train.max_steps=4", "train.batch_size=8", "train.eval_steps=2",
-            "train.logging_steps=1", "eval.n_boot=100", "eval.max_new_tokens=4", *extra]
+    return [
+        "run",
+        str(ROOT / "recipes" / "quickstart.yaml"),
+        f"output_dir={tmp_path}",
+        f"name={name}",
+        f"model.name={model_dir}",
+        "data.n=64",
+        "train.max_steps=4",
+        "train.batch_size=8",
+        "train.eval_steps=2",
+        "train.logging_steps=1",
+        "eval.n_boot=100",
+        "eval.max_new_tokens=4",
+        *extra,
+    ]
 
 
 def test_log_friendly_progress_when_stderr_is_not_a_terminal(tmp_path, micro_model_dir, capsys, monkeypatch):
@@ -31,7 +43,9 @@ def test_log_friendly_progress_when_stderr_is_not_a_terminal(tmp_path, micro_mod
     assert train_lines and train_lines[-1].startswith("[train] 4/4 (100%)"), err
     assert "samples/s=" in train_lines[-1] and "loss=" in train_lines[-1] and "lr=" in train_lines[-1]
     validations = [l for l in err.splitlines() if ": validation " in l]
-    assert len(validations) == 2 and all("loss" in l and "accuracy" in l for l in validations), validations  # one line each
+    assert len(validations) == 2 and all("loss" in l and "accuracy" in l for l in validations), (
+        validations
+    )  # one line each
     assert "FutureWarning" not in err and "requires torchvision" not in err
     assert "{'loss'" not in err + captured.out  # no raw Trainer dicts
     assert "McNemar" in captured.out
@@ -41,9 +55,9 @@ def test_one_bar_at_a_time_on_a_terminal(tmp_path, micro_model_dir, capsys, monk
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     assert main(_run(tmp_path, micro_model_dir, "tty")) == 0
     err = capsys.readouterr().err
-    assert "train:" in err and "samples/s=" in err            # the tqdm bar and its postfix
-    assert "\x1b[A" not in err                                 # no nested bar moving the cursor up
-    assert "validate:" not in err                              # validation inside training draws no second bar
+    assert "train:" in err and "samples/s=" in err  # the tqdm bar and its postfix
+    assert "\x1b[A" not in err  # no nested bar moving the cursor up
+    assert "validate:" not in err  # validation inside training draws no second bar
 
 
 def test_quiet_leaves_the_summary_only(tmp_path, micro_model_dir, capsys):
@@ -58,16 +72,25 @@ def test_a_training_job_says_what_it_is(tmp_path, micro_model_dir, count_data, l
     from vlmtune.models.load import ModelRef
     from vlmtune.train.trainer import train
 
-    train(ModelRef.of(ModelConfig(name=str(micro_model_dir))), count_data[:8], [], tmp_path,
-          TrainConfig(method="full", max_steps=1, batch_size=4, report_to=[]), stage="tiny")
+    train(
+        ModelRef.of(ModelConfig(name=str(micro_model_dir))),
+        count_data[:8],
+        [],
+        tmp_path,
+        TrainConfig(method="full", max_steps=1, batch_size=4, report_to=[]),
+        stage="tiny",
+    )
     assert any(m.startswith("[tiny] full:") for m in log_lines) and not any(m.startswith("[train]") for m in log_lines)
 
 
-@pytest.mark.parametrize("override, needle", [
-    ("train.optim=adamw_torhc", "'train.optim' is 'adamw_torhc' (did you mean adamw_torch?)"),
-    ("train.lr_scheduler=cosin", "'train.lr_scheduler' is 'cosin' (did you mean cosine?)"),
-    ("train.report_to=[tensorbord]", "'train.report_to' is 'tensorbord' (did you mean tensorboard?)"),
-])
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("train.optim=adamw_torhc", "'train.optim' is 'adamw_torhc' (did you mean adamw_torch?)"),
+        ("train.lr_scheduler=cosin", "'train.lr_scheduler' is 'cosin' (did you mean cosine?)"),
+        ("train.report_to=[tensorbord]", "'train.report_to' is 'tensorbord' (did you mean tensorboard?)"),
+    ],
+)
 def test_validate_checks_what_transformers_accepts(override, needle, capsys):
     assert main(["validate", str(ROOT / "recipes" / "quickstart.yaml"), override]) == 2
     assert needle in capsys.readouterr().err

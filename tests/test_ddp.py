@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
-N_EXAMPLES, BATCH, WORLD, EPOCHS = 32, 4, 2, 2   # must match tests/ddp_worker.py's TrainConfig
+N_EXAMPLES, BATCH, WORLD, EPOCHS = 32, 4, 2, 2  # must match tests/ddp_worker.py's TrainConfig
 STEPS_PER_EPOCH = N_EXAMPLES // (BATCH * WORLD)
 
 
@@ -27,12 +27,28 @@ def test_two_process_ddp_lora_finetune(micro_model_dir, tmp_path):
     data = synthesize("count", N_EXAMPLES, tmp_path / "data", seed=2)
     out = tmp_path / "out"
     out.mkdir()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
-           str(ROOT / "tests" / "ddp_worker.py"), str(micro_model_dir), str(data), str(out)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={WORLD}",
+        str(ROOT / "tests" / "ddp_worker.py"),
+        str(micro_model_dir),
+        str(data),
+        str(out),
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"torch.distributed.run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, (
+        f"torch.distributed.run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    )
 
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
     assert [r["rank"] for r in ranks] == [0, 1] and all(r["world_size"] == WORLD for r in ranks), ranks
@@ -70,13 +86,40 @@ def test_two_process_evaluation_shards_and_matches_one_process(micro_model_dir, 
     from vlmtune.data.synth import synthesize
 
     data = synthesize("classify", 11, tmp_path / "data", seed=4)  # odd: uneven shards
-    args = ["eval", "--model", str(micro_model_dir), "--data", str(data), "--mode", "both",
-            "--max-new-tokens", "4", "--batch-size", "3", "-q"]
+    args = [
+        "eval",
+        "--model",
+        str(micro_model_dir),
+        "--data",
+        str(data),
+        "--mode",
+        "both",
+        "--max-new-tokens",
+        "4",
+        "--batch-size",
+        "3",
+        "-q",
+    ]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
-           "-m", "vlmtune", *args, "--out", str(tmp_path / "two")]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={WORLD}",
+        "-m",
+        "vlmtune",
+        *args,
+        "--out",
+        str(tmp_path / "two"),
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     # Each rank answered its own share (generation and option scoring both report it).
@@ -92,17 +135,45 @@ def test_two_process_evaluation_shards_and_matches_one_process(micro_model_dir, 
 
 def test_two_process_run_writes_one_complete_run_directory(micro_model_dir, tmp_path):
     """`vlmtune run` under a launcher: rank 0 sets up and reports, both ranks train and evaluate."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
-           "-m", "vlmtune", "run", str(ROOT / "recipes" / "quickstart.yaml"), "name=dd", f"output_dir={tmp_path}",
-           f"model.name={micro_model_dir}", "data.n=64", "train.max_steps=4", "train.batch_size=4",
-           "eval.n_boot=100", "eval.max_new_tokens=4", "-q"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={WORLD}",
+        "-m",
+        "vlmtune",
+        "run",
+        str(ROOT / "recipes" / "quickstart.yaml"),
+        "name=dd",
+        f"output_dir={tmp_path}",
+        f"model.name={micro_model_dir}",
+        "data.n=64",
+        "train.max_steps=4",
+        "train.batch_size=4",
+        "eval.n_boot=100",
+        "eval.max_new_tokens=4",
+        "-q",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     run = tmp_path / "dd"
-    for f in ("config.yaml", "data/test.jsonl", "zero_shot/predictions.jsonl", "adapter/adapter_model.safetensors",
-              "finetuned/metrics.json", "report.html", "train_history.json"):
+    for f in (
+        "config.yaml",
+        "data/test.jsonl",
+        "zero_shot/predictions.jsonl",
+        "adapter/adapter_model.safetensors",
+        "finetuned/metrics.json",
+        "report.html",
+        "train_history.json",
+    ):
         assert (run / f).is_file(), f
     assert proc.stdout.count("McNemar") == 1  # one report, by rank 0
     assert proc.stderr.count("rank 1 of 2: 4 of 8 examples") == 2  # rank 1 evaluated its share, twice
@@ -111,11 +182,30 @@ def test_two_process_run_writes_one_complete_run_directory(micro_model_dir, tmp_
 def test_two_process_vlmtune_train_prepares_the_data_once(micro_model_dir, tmp_path):
     """`vlmtune train` under a launcher (the docs' command): rank 0 synthesizes and splits the data, rank 1
     waits and reads the same splits; both train, one adapter and one summary line come out."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
-           "-m", "vlmtune", "train", str(ROOT / "recipes" / "quickstart.yaml"), "name=tr", f"output_dir={tmp_path}",
-           f"model.name={micro_model_dir}", "data.n=64", "train.max_steps=2", "train.batch_size=4"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={WORLD}",
+        "-m",
+        "vlmtune",
+        "train",
+        str(ROOT / "recipes" / "quickstart.yaml"),
+        "name=tr",
+        f"output_dir={tmp_path}",
+        f"model.name={micro_model_dir}",
+        "data.n=64",
+        "train.max_steps=2",
+        "train.batch_size=4",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     run = tmp_path / "tr"

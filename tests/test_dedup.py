@@ -8,6 +8,7 @@ import json
 import pytest
 from PIL import Image
 
+from tests.test_report import OUTCOMES, _classify_row, _image, _write_eval
 from vlmtune.cli import main
 from vlmtune.config import load_config
 from vlmtune.data.dedup import cross_split_pairs, distance, image_hash, merge_near_duplicates
@@ -21,23 +22,29 @@ from vlmtune.errors import DataError
 from vlmtune.pipeline import data_sections
 from vlmtune.report import compare_runs
 
-from tests.test_report import OUTCOMES, _classify_row, _image, _write_eval
-
 DIST = 20  # data.dedup_distance's default
 
 
 def ex(i: str, path, group: str | None = None) -> Example:
-    return Example(id=i, task="count", messages=[{"role": "user", "content": "<image>\nHow many?"},
-                                                 {"role": "assistant", "content": "1"}],
-                   images=[str(path)], target=1, group=group)
+    return Example(
+        id=i,
+        task="count",
+        messages=[{"role": "user", "content": "<image>\nHow many?"}, {"role": "assistant", "content": "1"}],
+        images=[str(path)],
+        target=1,
+        group=group,
+    )
 
 
 def plant(src, out_dir, name: str):
     """The three kinds of copy the check must catch."""
     im = Image.open(src).convert("RGB")
     w, h = im.size
-    out = {"jpeg": out_dir / f"{name}-jpeg.jpg", "resized": out_dir / f"{name}-resized.png",
-           "cropped": out_dir / f"{name}-cropped.png"}
+    out = {
+        "jpeg": out_dir / f"{name}-jpeg.jpg",
+        "resized": out_dir / f"{name}-resized.png",
+        "cropped": out_dir / f"{name}-cropped.png",
+    }
     im.save(out["jpeg"], "JPEG", quality=60)
     im.resize((w // 2, h // 2), Image.Resampling.BILINEAR).save(out["resized"])
     cw, ch = round(w * 0.02), round(h * 0.02)  # 2% off every side
@@ -103,8 +110,14 @@ def test_adjacent_frames_merge_into_groups(cctv):
 
 
 def _recipe(cctv, tmp_path, mode: str) -> list[str]:
-    return ["data.source=files", f"data.path={cctv / 'all.jsonl'}", "data.task=count",
-            "data.split={train: 0.8, val: 0, test: 0.2}", f"data.dedup={mode}", f"output_dir={tmp_path}"]
+    return [
+        "data.source=files",
+        f"data.path={cctv / 'all.jsonl'}",
+        "data.task=count",
+        "data.split={train: 0.8, val: 0, test: 0.2}",
+        f"data.dedup={mode}",
+        f"output_dir={tmp_path}",
+    ]
 
 
 def test_dedup_modes_in_a_run(cctv, tmp_path, log_lines):
@@ -127,11 +140,39 @@ def test_data_split_reports_pairs(cctv, tmp_path, capsys):
     out = capsys.readouterr().out
     n = int(out.split("(distance <= 20): ")[1].split()[0])
     assert n > 0
-    assert main(["data", "split", str(src), "--out", str(tmp_path / "g"), "--fractions", "train=0.8,test=0.2",
-                 "--dedup", "group"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "split",
+                str(src),
+                "--out",
+                str(tmp_path / "g"),
+                "--fractions",
+                "train=0.8,test=0.2",
+                "--dedup",
+                "group",
+            ]
+        )
+        == 0
+    )
     assert "(distance <= 20): 0" in capsys.readouterr().out
-    assert main(["data", "split", str(src), "--out", str(tmp_path / "e"), "--fractions", "train=0.8,test=0.2",
-                 "--dedup", "error"]) == 2
+    assert (
+        main(
+            [
+                "data",
+                "split",
+                str(src),
+                "--out",
+                str(tmp_path / "e"),
+                "--fractions",
+                "train=0.8,test=0.2",
+                "--dedup",
+                "error",
+            ]
+        )
+        == 2
+    )
 
 
 def test_the_run_report_shows_the_pairs(cctv, tmp_path):
@@ -140,10 +181,12 @@ def test_the_run_report_shows_the_pairs(cctv, tmp_path):
     prepare_data(load_config(None, _recipe(cctv, tmp_path, "warn")), run)
     (tmp_path / "img").mkdir()
     imgs = [_image(tmp_path / "img" / f"{i}.png", (20 * i, 100, 255 - 20 * i)) for i in range(len(OUTCOMES))]
-    a = _write_eval(run / "zero_shot", [_classify_row(i, x, imgs[i]) for i, (x, _) in enumerate(OUTCOMES)],
-                    label="zero-shot")
-    b = _write_eval(run / "finetuned", [_classify_row(i, y, imgs[i]) for i, (_, y) in enumerate(OUTCOMES)],
-                    label="fine-tuned")
+    a = _write_eval(
+        run / "zero_shot", [_classify_row(i, x, imgs[i]) for i, (x, _) in enumerate(OUTCOMES)], label="zero-shot"
+    )
+    b = _write_eval(
+        run / "finetuned", [_classify_row(i, y, imgs[i]) for i, (_, y) in enumerate(OUTCOMES)], label="fine-tuned"
+    )
     n = json.loads((run / "data" / DEDUP_FILE).read_text())["n_pairs"]
     compare_runs(a, b, run, extra=data_sections(run))
     md, html = (run / "report.md").read_text(), (run / "report.html").read_text()

@@ -23,8 +23,18 @@ def _examples(d, prefix="d0"):
     out = []
     for r, item in enumerate(dialog_items(d), start=1):
         meta = dict(item.meta)
-        out.append(Example(id=f"{prefix}-r{r}", task="dialog", messages=item.messages, images=["x.png"],
-                           target=item.target, options=item.options, group=meta.pop("group"), meta=meta))
+        out.append(
+            Example(
+                id=f"{prefix}-r{r}",
+                task="dialog",
+                messages=item.messages,
+                images=["x.png"],
+                target=item.target,
+                options=item.options,
+                group=meta.pop("group"),
+                meta=meta,
+            )
+        )
     return out
 
 
@@ -36,8 +46,9 @@ def rounds():
 def test_synthesis_is_deterministic_and_every_example_passes_the_checks(tmp_path):
     a = load_jsonl(synthesize("dialog", 12, tmp_path / "a", seed=3))
     b = load_jsonl(synthesize("dialog", 12, tmp_path / "b", seed=3))
-    assert [(x.messages, x.target, x.options, x.group) for x in a] == \
-           [(x.messages, x.target, x.options, x.group) for x in b]
+    assert [(x.messages, x.target, x.options, x.group) for x in a] == [
+        (x.messages, x.target, x.options, x.group) for x in b
+    ]
     task = build_task("dialog")
     for ex in a:
         task.check_example(ex)
@@ -50,7 +61,7 @@ def test_history_holds_gold_answers_of_earlier_rounds_only(rounds):
     assert len(rounds) == N_ROUNDS
     for r, ex in enumerate(rounds, start=1):
         prompt = ex.prompt_messages()
-        assert [m["content"] for m in prompt if m["role"] == "assistant"] == answers[:r - 1]
+        assert [m["content"] for m in prompt if m["role"] == "assistant"] == answers[: r - 1]
         assert prompt[-1]["role"] == "user" and prompt[-1]["content"].endswith(ex.meta["question"])
         assert "<image>" in prompt[0]["content"] and ex.meta["caption"] in prompt[0]["content"]
         assert ex.answer_text() == answers[r - 1]  # round r's answer only as the training target
@@ -125,8 +136,14 @@ def _rows(examples, preds, scores=None):
     rows = []
     for i, (ex, text) in enumerate(zip(examples, preds)):
         p = task.parse(text, ex)
-        row = {"id": ex.id, "prediction": text, "parsed": p.value, "parse_ok": p.ok, "target": ex.target,
-               "correct": bool(p.ok and task.correct(p.value, ex))}
+        row = {
+            "id": ex.id,
+            "prediction": text,
+            "parsed": p.value,
+            "parse_ok": p.ok,
+            "target": ex.target,
+            "correct": bool(p.ok and task.correct(p.value, ex)),
+        }
         if scores is not None:
             row["scores"] = scores[i]
         rows.append(row)

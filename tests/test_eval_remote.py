@@ -46,8 +46,10 @@ def examples(count_file):
 
 @pytest.fixture(scope="module")
 def served(lively_model_dir, tmp_path_factory):
-    s = Server([str(lively_model_dir), "--name", "micro", "--api-key", KEY, "--max-new-tokens", "12"],
-               tmp_path_factory.mktemp("serve-eval"))
+    s = Server(
+        [str(lively_model_dir), "--name", "micro", "--api-key", KEY, "--max-new-tokens", "12"],
+        tmp_path_factory.mktemp("serve-eval"),
+    )
     yield s
     s.stop()
 
@@ -80,30 +82,51 @@ def test_served_model_gives_the_hf_metrics_and_predictions(served, hf_model, exa
 
     ref, model, processor = hf_model
     task = build_task("count")
-    evaluate(model, processor, examples, task, tmp_path / "hf", label="hf", ref=ref,
-             ecfg=EvalConfig(max_new_tokens=12, batch_size=4))
+    evaluate(
+        model,
+        processor,
+        examples,
+        task,
+        tmp_path / "hf",
+        label="hf",
+        ref=ref,
+        ecfg=EvalConfig(max_new_tokens=12, batch_size=4),
+    )
     monkeypatch.setenv(KEY_ENV, KEY)
     cfg = remote_cfg(served.url, model="micro", api_key_env=KEY_ENV)
     before = sum(served.batch_sizes())
     evaluate_remote(examples, task, tmp_path / "remote", label="served", ecfg=cfg)
-    assert sum(served.batch_sizes()) - before == len(examples)   # one request per example reached the model
+    assert sum(served.batch_sizes()) - before == len(examples)  # one request per example reached the model
     hf_rows, hf_metrics, hf_fp = read(tmp_path / "hf")
     rows, metrics, fp = read(tmp_path / "remote")
-    assert len({r["prediction"] for r in rows}) > 3   # the answers differ from image to image
+    assert len({r["prediction"] for r in rows}) > 3  # the answers differ from image to image
     assert same_rows(hf_rows, rows)
     assert metrics["metrics"] == hf_metrics["metrics"]
     assert fp["backend"] == "openai" and fp["model"] == "micro" and fp["chat_template_hash"] == UNKNOWN
     assert fp["server"]["listed"]["owned_by"] == "vlmtune" and fp["server"]["answered_by"] == ["micro"]
     assert fp["decoding"]["temperature"] == 0.0 and fp["decoding"]["max_new_tokens"] == 12
     assert set(fp) == set(hf_fp) | {"server"}
-    for f in (tmp_path / "remote").iterdir():   # the key is never written
+    for f in (tmp_path / "remote").iterdir():  # the key is never written
         assert KEY not in f.read_text(errors="replace"), f
 
     # compare: a served model's template is the server's, so against the hf evaluation it is a mismatch
     assert main(["compare", str(tmp_path / "hf"), str(tmp_path / "remote"), "--out", str(tmp_path / "cmp")]) == 2
-    assert main(["compare", str(tmp_path / "hf"), str(tmp_path / "remote"), "--out", str(tmp_path / "cmp"),
-                 "--allow-mismatch"]) == 0
-    diffs = {d["key"] for d in json.loads((tmp_path / "cmp" / "comparison.json").read_text())["fingerprint_differences"]}
+    assert (
+        main(
+            [
+                "compare",
+                str(tmp_path / "hf"),
+                str(tmp_path / "remote"),
+                "--out",
+                str(tmp_path / "cmp"),
+                "--allow-mismatch",
+            ]
+        )
+        == 0
+    )
+    diffs = {
+        d["key"] for d in json.loads((tmp_path / "cmp" / "comparison.json").read_text())["fingerprint_differences"]
+    }
     assert {"chat_template_hash", "backend", "prompt_hash", "image_size"} <= diffs
 
     # a finished evaluation re-scores for free: every answer comes from the cache, even with the server gone
@@ -120,15 +143,16 @@ def test_loglik_through_the_server_scores_as_the_hf_backend(served, hf_model, ex
     from vlmtune.eval.run import evaluate
 
     ref, model, processor = hf_model
-    task = build_task("count", {"max_count": 3})   # options 0..3: 1 + 2 * 4 requests per example
+    task = build_task("count", {"max_count": 3})  # options 0..3: 1 + 2 * 4 requests per example
     few = examples[:6]
-    evaluate(model, processor, few, task, tmp_path / "hf", label="hf", ref=ref,
-             ecfg=EvalConfig(mode="loglik", batch_size=4))
+    evaluate(
+        model, processor, few, task, tmp_path / "hf", label="hf", ref=ref, ecfg=EvalConfig(mode="loglik", batch_size=4)
+    )
     monkeypatch.setenv(KEY_ENV, KEY)
     evaluate_remote(few, task, tmp_path / "remote", ecfg=remote_cfg(served.url, mode="loglik", api_key_env=KEY_ENV))
     hf_rows, hf_metrics, _ = read(tmp_path / "hf")
     rows, metrics, fp = read(tmp_path / "remote")
-    assert fp["model"] == "micro"   # eval.model empty: the only model /v1/models lists
+    assert fp["model"] == "micro"  # eval.model empty: the only model /v1/models lists
     assert [r["prediction"] for r in rows] == [r["prediction"] for r in hf_rows]
     for a, b in zip(hf_rows, rows):
         assert len(a["scores"]) == len(b["scores"]) > 1
@@ -143,7 +167,7 @@ def count_answer(body: dict) -> tuple[str, str]:
 
 
 def test_faults_are_retried_and_scores_follow_the_answers(examples, tmp_path):
-    faulty = {0: "429", 1: "500", 2: "hang", 3: "malformed"}   # the first four questions the server sees
+    faulty = {0: "429", 1: "500", 2: "hang", 3: "malformed"}  # the first four questions the server sees
     first_seen: list[str] = []
 
     def script(body: dict, attempt: int) -> str | None:
@@ -153,12 +177,13 @@ def test_faults_are_retried_and_scores_follow_the_answers(examples, tmp_path):
         return faulty.get(first_seen.index(key)) if attempt == 0 else None
 
     with FakeOpenAI(responder=count_answer, script=script, retry_after=0.3, hang_s=3.0) as srv:
-        result = evaluate_remote(examples, build_task("count"), tmp_path / "out",
-                                 ecfg=remote_cfg(srv.url, timeout=1.0, concurrency=1))
+        result = evaluate_remote(
+            examples, build_task("count"), tmp_path / "out", ecfg=remote_cfg(srv.url, timeout=1.0, concurrency=1)
+        )
     assert [e["fault"] for e in srv.log if e["fault"]] == ["429", "500", "hang", "malformed"]
     counts = srv.ok_counts()
-    assert len(counts) == len(examples) and set(counts.values()) == {1}   # each answered once, none lost
-    assert len(srv.log) == len(examples) + 4                              # the 4 faults were asked again
+    assert len(counts) == len(examples) and set(counts.values()) == {1}  # each answered once, none lost
+    assert len(srv.log) == len(examples) + 4  # the 4 faults were asked again
     remote = json.loads((tmp_path / "out" / "remote.json").read_text())
     assert remote["retries"] == 4 and remote["failed"] == 0 and remote["sent"] == len(examples)
     rows, _, _ = read(tmp_path / "out")
@@ -171,7 +196,7 @@ def test_failures_stop_the_run_and_the_rerun_asks_only_them(examples, tmp_path):
 
     def script(body: dict, attempt: int) -> str | None:
         key = json.dumps(body["messages"], sort_keys=True)
-        bad.update(set() if bad else {key})   # the first question the server sees fails while broken
+        bad.update(set() if bad else {key})  # the first question the server sees fails while broken
         return "500" if broken["on"] and key in bad else None
 
     with FakeOpenAI(responder=count_answer, script=script) as srv:
@@ -183,7 +208,7 @@ def test_failures_stop_the_run_and_the_rerun_asks_only_them(examples, tmp_path):
         broken["on"] = False
         asked = len(srv.log)
         evaluate_remote(examples, build_task("count"), tmp_path / "out", ecfg=cfg)
-    assert len(srv.log) - asked == n_failed   # only the failed ones were asked again
+    assert len(srv.log) - asked == n_failed  # only the failed ones were asked again
     assert set(srv.ok_counts().values()) == {1} and len(srv.ok_counts()) == len(examples)
 
 
@@ -200,12 +225,27 @@ def test_kill_9_mid_evaluation_resumes_without_duplicate_or_lost_requests(count_
             return "hang"
         return None
 
-    args = ["eval", "--backend", "openai", "--data", str(count_file), "--out", str(out), "--concurrency", "2",
-            "--max-new-tokens", "12"]
+    args = [
+        "eval",
+        "--backend",
+        "openai",
+        "--data",
+        str(count_file),
+        "--out",
+        str(out),
+        "--concurrency",
+        "2",
+        "--max-new-tokens",
+        "12",
+    ]
     with FakeOpenAI(responder=count_answer, script=script, hang_s=5.0) as srv:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        proc = subprocess.Popen([sys.executable, "-m", "vlmtune", *args, "--endpoint", srv.url], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vlmtune", *args, "--endpoint", srv.url],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and sum(e["status"] == "hang" for e in srv.log) < 2:
             assert proc.poll() is None, proc.stderr.read().decode()
@@ -220,8 +260,8 @@ def test_kill_9_mid_evaluation_resumes_without_duplicate_or_lost_requests(count_
         srv.script = lambda body, attempt: None
         assert main([*args, "--endpoint", srv.url]) == 0
     answered = srv.ok_counts()
-    assert len(answered) == n and set(answered.values()) == {1}   # none lost, none answered twice
-    assert sum(e["status"] == "hang" for e in srv.log) == 2       # the two in flight at the kill, never answered
+    assert len(answered) == n and set(answered.values()) == {1}  # none lost, none answered twice
+    assert sum(e["status"] == "hang" for e in srv.log) == 2  # the two in flight at the kill, never answered
     assert len(srv.log) == n + 2
     lines = cache.read_text().splitlines()
     assert lines[:6] == lines_at_kill and len(lines) == n and len({json.loads(x)["key"] for x in lines}) == n
@@ -233,16 +273,31 @@ def test_kill_9_mid_evaluation_resumes_without_duplicate_or_lost_requests(count_
 def count_answer_for(ex) -> str:
     from vlmtune.infer.remote import data_url
 
-    return count_answer({"messages": [{"content": [{"type": "image_url", "image_url": {"url": data_url(ex.images[0])}}]}]})[0]
+    return count_answer(
+        {"messages": [{"content": [{"type": "image_url", "image_url": {"url": data_url(ex.images[0])}}]}]}
+    )[0]
 
 
 def test_loglik_is_a_clear_error_without_prompt_logprobs(examples, tmp_path, count_file, capsys):
-    with FakeOpenAI(responder=count_answer) as srv:   # speaks the protocol, returns no prompt_logprobs (as Ollama)
+    with FakeOpenAI(responder=count_answer) as srv:  # speaks the protocol, returns no prompt_logprobs (as Ollama)
         with pytest.raises(ConfigError, match="prompt_logprobs.*vLLM"):
             evaluate_remote(examples, build_task("count"), tmp_path / "a", ecfg=remote_cfg(srv.url, mode="loglik"))
-        assert len(srv.log) == 1   # found out with one request, not hundreds
-        code = main(["eval", "--backend", "openai", "--endpoint", srv.url, "--data", str(count_file), "--mode",
-                     "loglik", "--out", str(tmp_path / "b")])
+        assert len(srv.log) == 1  # found out with one request, not hundreds
+        code = main(
+            [
+                "eval",
+                "--backend",
+                "openai",
+                "--endpoint",
+                srv.url,
+                "--data",
+                str(count_file),
+                "--mode",
+                "loglik",
+                "--out",
+                str(tmp_path / "b"),
+            ]
+        )
     err = capsys.readouterr().err
     assert code == 2 and "prompt_logprobs" in err and "Traceback" not in err
 
@@ -253,8 +308,15 @@ def test_config_keys_and_refusals(tmp_path, capsys):
     text = describe_fields()
     for key in ("eval.backend", "eval.endpoint", "eval.model", "eval.concurrency"):
         assert key in text
-    cfg = load_config(None, ["eval.backend=openai", "eval.endpoint=http://localhost:11434/v1", "eval.model=gemma3:4b",
-                             "eval.concurrency=2"])
+    cfg = load_config(
+        None,
+        [
+            "eval.backend=openai",
+            "eval.endpoint=http://localhost:11434/v1",
+            "eval.model=gemma3:4b",
+            "eval.concurrency=2",
+        ],
+    )
     assert (cfg.eval.backend, cfg.eval.model, cfg.eval.concurrency) == ("openai", "gemma3:4b", 2)
     with pytest.raises(ConfigError, match="eval.backend"):
         load_config(None, ["eval.backend=vllm"])

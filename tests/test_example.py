@@ -22,17 +22,25 @@ def make_png(path: Path, color: tuple[int, int, int] = (255, 0, 0)) -> Path:
 
 
 def record(**over) -> dict:
-    rec = {"id": "count-000001", "task": "count", "images": ["images/000001.png"],
-           "messages": [{"role": "user", "content": "<image>\nHow many red shapes are there?"},
-                        {"role": "assistant", "content": "3"}],
-           "target": 3, "options": None, "group": "scene-000001", "meta": {}}
+    rec = {
+        "id": "count-000001",
+        "task": "count",
+        "images": ["images/000001.png"],
+        "messages": [
+            {"role": "user", "content": "<image>\nHow many red shapes are there?"},
+            {"role": "assistant", "content": "3"},
+        ],
+        "target": 3,
+        "options": None,
+        "group": "scene-000001",
+        "meta": {},
+    }
     rec.update(over)
     return rec
 
 
 def write_lines(path: Path, lines: list[str | dict]) -> Path:
-    path.write_text("".join((ln if isinstance(ln, str) else json.dumps(ln)) + "\n" for ln in lines),
-                    encoding="utf-8")
+    path.write_text("".join((ln if isinstance(ln, str) else json.dumps(ln)) + "\n" for ln in lines), encoding="utf-8")
     return path
 
 
@@ -51,6 +59,7 @@ def load_error(path: Path, **kw) -> DataError:
 
 # --- good records -------------------------------------------------------------------------------------
 
+
 def test_good_record_loads_with_absolute_image_paths(data_dir):
     p = write_lines(data_dir / "d.jsonl", [record()])
     (ex,) = load_jsonl(p)
@@ -67,14 +76,24 @@ def test_blank_lines_are_ignored_and_int_ids_become_strings(data_dir):
 
 
 def test_round_trip_write_then_load_keeps_relative_image_paths(data_dir):
-    src = write_lines(data_dir / "d.jsonl", [
-        record(),
-        record(id="two", images=["images/000001.png", "images/000002.png"], group=None,
-               messages=[{"role": "system", "content": "Count carefully."},
-                         {"role": "user", "content": "<image> then <image>: how many in total?"},
-                         {"role": "assistant", "content": "5"}],
-               target=5, meta={"source": "synth"}),
-    ])
+    src = write_lines(
+        data_dir / "d.jsonl",
+        [
+            record(),
+            record(
+                id="two",
+                images=["images/000001.png", "images/000002.png"],
+                group=None,
+                messages=[
+                    {"role": "system", "content": "Count carefully."},
+                    {"role": "user", "content": "<image> then <image>: how many in total?"},
+                    {"role": "assistant", "content": "5"},
+                ],
+                target=5,
+                meta={"source": "synth"},
+            ),
+        ],
+    )
     before = load_jsonl(src)
     out = data_dir / "out" / "copy.jsonl"
     write_jsonl(out, before)
@@ -93,13 +112,18 @@ def test_round_trip_write_then_load_keeps_relative_image_paths(data_dir):
 
 
 def test_prompt_messages_excludes_the_final_answer():
-    ex = Example(id="a", task="count", messages=[
-        {"role": "system", "content": "s"},
-        {"role": "user", "content": "<image>\nHow many?"},
-        {"role": "assistant", "content": "2"},
-        {"role": "user", "content": "And blue ones?"},
-        {"role": "assistant", "content": "1"},
-    ], images=["x.png"])
+    ex = Example(
+        id="a",
+        task="count",
+        messages=[
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": "<image>\nHow many?"},
+            {"role": "assistant", "content": "2"},
+            {"role": "user", "content": "And blue ones?"},
+            {"role": "assistant", "content": "1"},
+        ],
+        images=["x.png"],
+    )
     prompt = ex.prompt_messages()
     assert prompt == ex.messages[:4]
     assert prompt[-1]["role"] == "user"
@@ -115,6 +139,7 @@ def test_prompt_messages_without_answer_is_the_whole_conversation():
 
 
 # --- every error names the file, the line, the field --------------------------------------------------
+
 
 def test_line_not_json_names_file_and_line(data_dir):
     p = write_lines(data_dir / "d.jsonl", [record(), '{"id": "x", "task": '])
@@ -147,8 +172,7 @@ def test_unknown_field_points_to_meta(data_dir):
 
 
 def test_bad_role(data_dir):
-    rec = record(messages=[{"role": "human", "content": "<image>\nHow many?"},
-                           {"role": "assistant", "content": "3"}])
+    rec = record(messages=[{"role": "human", "content": "<image>\nHow many?"}, {"role": "assistant", "content": "3"}])
     p = write_lines(data_dir / "d.jsonl", [rec])
     err = load_error(p)
     assert err.field == "messages[0].role" and "human" in str(err)
@@ -162,8 +186,9 @@ def test_message_without_content(data_dir):
 
 
 def test_more_placeholders_than_images(data_dir):
-    rec = record(messages=[{"role": "user", "content": "<image><image>\nHow many?"},
-                           {"role": "assistant", "content": "3"}])
+    rec = record(
+        messages=[{"role": "user", "content": "<image><image>\nHow many?"}, {"role": "assistant", "content": "3"}]
+    )
     err = load_error(write_lines(data_dir / "d.jsonl", [rec]))
     assert err.field == "images" and "2 <image> placeholder(s)" in str(err) and "1 image(s)" in str(err)
 
@@ -226,8 +251,7 @@ def test_unknown_task_is_fine_without_a_task_list(data_dir):
 
 
 def test_assistant_message_with_image_placeholder(data_dir):
-    rec = record(messages=[{"role": "user", "content": "How many?"},
-                           {"role": "assistant", "content": "<image> 3"}])
+    rec = record(messages=[{"role": "user", "content": "How many?"}, {"role": "assistant", "content": "<image> 3"}])
     err = load_error(write_lines(data_dir / "d.jsonl", [rec]))
     assert err.field == "messages[1].content" and "assistant" in str(err)
     assert "user messages" in err.fix
@@ -260,6 +284,7 @@ def test_example_from_dict_without_file_context():
 
 
 # --- encoding and permissions ----------------------------------------------------------------------
+
 
 def test_non_utf8_line_is_a_data_error_naming_the_line(data_dir):
     p = write_lines(data_dir / "d.jsonl", [record()])

@@ -13,7 +13,6 @@ from vlmtune.config import ModelConfig, TrainConfig, dump_yaml, load_config
 from vlmtune.models.load import dir_hash, load_model
 
 
-
 @pytest.fixture(scope="module")
 def run_dir(micro_model_dir, tmp_path_factory):
     """What `vlmtune run` leaves: config.yaml naming the base, adapter/ with a non-zero LoRA delta."""
@@ -73,7 +72,9 @@ def test_export_refuses_to_overwrite_unless_asked(run_dir, tmp_path, capsys):
     assert main(["export", str(run_dir), "--out", str(out)]) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "mine"
-    assert main(["export", str(run_dir / "adapter"), "--out", str(out), "--overwrite"]) == 0  # the adapter dir works too
+    assert (
+        main(["export", str(run_dir / "adapter"), "--out", str(out), "--overwrite"]) == 0
+    )  # the adapter dir works too
     assert not (out / "keep.txt").exists() and (out / "adapter_config.json").exists()
 
 
@@ -97,6 +98,7 @@ def test_export_errors_name_the_fix(run_dir, tmp_path, capsys):
 
 class RecordingHfApi:
     """huggingface_hub.HfApi's two calls that push_to_hub makes, recorded (or failing like an offline machine)."""
+
     calls: list = []
     fail = False
 
@@ -110,8 +112,15 @@ class RecordingHfApi:
         return f"https://huggingface.co/{repo_id}"
 
     def upload_folder(self, folder_path, repo_id, repo_type, commit_message):
-        self.calls.append(("upload_folder", folder_path, repo_id, repo_type, sorted(p.name for p in
-                                                                                    __import__("pathlib").Path(folder_path).iterdir())))
+        self.calls.append(
+            (
+                "upload_folder",
+                folder_path,
+                repo_id,
+                repo_type,
+                sorted(p.name for p in __import__("pathlib").Path(folder_path).iterdir()),
+            )
+        )
 
 
 def test_push_to_hub_uploads_the_export_private_by_default(run_dir, tmp_path, monkeypatch, capsys):

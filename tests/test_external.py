@@ -29,11 +29,11 @@ def test_text_predictions_are_parsed_like_generations(tmp_path, count_file):
     answers = []
     for i, ex in enumerate(exs):
         if i % 3 == 0:
-            answers.append(f"There are {ex.target} shapes.")       # right, verbose
+            answers.append(f"There are {ex.target} shapes.")  # right, verbose
         elif i % 3 == 1:
-            answers.append(str(ex.target + 1))                      # wrong by one
+            answers.append(str(ex.target + 1))  # wrong by one
         else:
-            answers.append("I cannot tell")                         # parse failure
+            answers.append("I cannot tell")  # parse failure
     preds = _write(tmp_path / "p.jsonl", [{"id": ex.id, "prediction": a} for ex, a in zip(exs, answers)])
     res = score_predictions(build_task("count"), exs, preds, tmp_path / "out")
     m = res["metrics"]
@@ -76,8 +76,22 @@ def test_missing_duplicate_and_malformed_predictions_are_errors(tmp_path, count_
 def test_score_verb(tmp_path, count_file, capsys):
     exs = load_jsonl(count_file)
     preds = _write(tmp_path / "p.jsonl", [{"id": ex.id, "prediction": str(ex.target)} for ex in exs])
-    assert main(["score", "--task", "count", "--data", str(count_file), "--predictions", str(preds),
-                 "--out", str(tmp_path / "o")]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--task",
+                "count",
+                "--data",
+                str(count_file),
+                "--predictions",
+                str(preds),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 0
+    )
     m = json.loads((tmp_path / "o/metrics.json").read_text())
     assert m["metrics"]["accuracy"]["value"] == 1.0 and m["n"] == 12
     assert json.loads((tmp_path / "o/fingerprint.json").read_text())["backend"] == "external"
@@ -88,9 +102,9 @@ def test_visdial_submission_ranks(tmp_path):
     sub = []
     for i, ex in enumerate(exs):
         gt, k = ex.target["gt_index"], len(ex.options)
-        order = [gt] + [j for j in range(k) if j != gt]          # gold ranked first ...
+        order = [gt] + [j for j in range(k) if j != gt]  # gold ranked first ...
         if i >= 4:
-            order = order[1:] + [gt]                              # ... except the last two: gold last
+            order = order[1:] + [gt]  # ... except the last two: gold last
         ranks = [0] * k
         for pos, j in enumerate(order, start=1):
             ranks[j] = pos
@@ -111,8 +125,13 @@ def test_visdial_submission_ranks(tmp_path):
 
     # A report comparing it with other scores says where each run's scores came from, and never "loglik".
     other = tmp_path / "other.jsonl"
-    _write(other, [{"id": ex.id, "scores": [1.0 if j == ex.target["gt_index"] else 0.0 for j in range(len(ex.options))]}
-                   for ex in exs])
+    _write(
+        other,
+        [
+            {"id": ex.id, "scores": [1.0 if j == ex.target["gt_index"] else 0.0 for j in range(len(ex.options))]}
+            for ex in exs
+        ],
+    )
     score_predictions(build_task("dialog"), exs, other, tmp_path / "o2")
     from vlmtune.report import compare_runs
 

@@ -15,8 +15,8 @@ import torch
 from vlmtune.config import ModelConfig, TrainConfig
 from vlmtune.data.example import Example
 from vlmtune.errors import ConfigError
-from vlmtune.models.load import load_model
 from vlmtune.models.families import build_standin, end_of_turn_token, family_of, names, text_only_families
+from vlmtune.models.load import load_model
 from vlmtune.train.collate import IGNORE, Collator, EncodeSettings, encode_example
 
 STANDIN_FAMILIES = names()
@@ -53,9 +53,17 @@ def family_examples(tmp_path_factory):
     from vlmtune.data.synth import synthesize
 
     vlm = load_jsonl(synthesize("count", 4, tmp_path_factory.mktemp("fam-count"), seed=1))
-    text = [Example(id=f"t{i}", task="count", messages=[{"role": "user", "content": f"How many {c} shapes are there?"},
-                                                        {"role": "assistant", "content": str(i + 1)}])
-            for i, c in enumerate(["red", "green", "blue", "yellow"])]
+    text = [
+        Example(
+            id=f"t{i}",
+            task="count",
+            messages=[
+                {"role": "user", "content": f"How many {c} shapes are there?"},
+                {"role": "assistant", "content": str(i + 1)},
+            ],
+        )
+        for i, c in enumerate(["red", "green", "blue", "yellow"])
+    ]
     return {"vlm": vlm, "text": text}
 
 
@@ -79,11 +87,15 @@ def expected_render(family, ex):
         "llava": f"USER: <image>\n{q} ASSISTANT: {a}</s>",
         "llava_next": f"USER: <image>\n{q} ASSISTANT: {a}</s>",
         "gemma3": f"<bos><start_of_turn>user\n<start_of_image>{q}<end_of_turn>\n<start_of_turn>model\n{a}<end_of_turn>\n",
-        "qwen2_5_vl": ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-                       f"<|vision_start|><|image_pad|><|vision_end|>{q}<|im_end|>\n<|im_start|>assistant\n{a}<|im_end|>\n"),
+        "qwen2_5_vl": (
+            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+            f"<|vision_start|><|image_pad|><|vision_end|>{q}<|im_end|>\n<|im_start|>assistant\n{a}<|im_end|>\n"
+        ),
         "idefics3": f"<|begin_of_text|>User:<image>{q}<end_of_utterance>\nAssistant: {a}<end_of_utterance>\n",
-        "llama": ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
-                  f"{q}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n{a}<|eot_id|>"),
+        "llama": (
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
+            f"{q}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n{a}<|eot_id|>"
+        ),
         "gemma3_text": f"<bos><start_of_turn>user\n{q}<end_of_turn>\n<start_of_turn>model\n{a}<end_of_turn>\n",
     }[family]
 
@@ -197,8 +209,11 @@ def test_lora_switches_train_the_parts_they_name(family, standin_root, family_ex
     from vlmtune.train.trainer import attach_lora
 
     examples = examples_for(family, family_examples)
-    expect = {"language": {"language"}, "language+projector": {"language", "projector"},
-              "all": {"language", "projector", "vision"}}
+    expect = {
+        "language": {"language"},
+        "language+projector": {"language", "projector"},
+        "all": {"language", "projector", "vision"},
+    }
     for target, parts in expect.items():
         if family in TEXT_ONLY:
             parts = {"language"}
@@ -220,8 +235,9 @@ def test_lora_switches_train_the_parts_they_name(family, standin_root, family_ex
             with torch.no_grad():
                 want = model(**batch).logits
             model.save_pretrained(tmp_path / "adapter")
-            reloaded, _ = load_model(ModelConfig(name=str(standin(family, standin_root))),
-                                     adapter=str(tmp_path / "adapter"))
+            reloaded, _ = load_model(
+                ModelConfig(name=str(standin(family, standin_root))), adapter=str(tmp_path / "adapter")
+            )
             with torch.no_grad():
                 assert torch.allclose(reloaded(**batch).logits, want, atol=1e-4)
                 merged = reloaded.merge_and_unload()  # what `vlmtune export --merge` saves
@@ -319,9 +335,13 @@ class InputRecorder:
             # starts from an empty (or no) cache, the later ones continue after it.
             cache = kwargs.get("past_key_values", kwargs.get("cache"))
             mask = kwargs.get("attention_mask")
-            self.calls.append({"ids": ids.detach().cpu(), "cached": cache is not None and cache.get_seq_length() > 0,
-                               "mask": mask.detach().cpu() if isinstance(mask, torch.Tensor) and mask.dim() == 2
-                               else None})
+            self.calls.append(
+                {
+                    "ids": ids.detach().cpu(),
+                    "cached": cache is not None and cache.get_seq_length() > 0,
+                    "mask": mask.detach().cpu() if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None,
+                }
+            )
 
     def close(self):
         self._handle.remove()
@@ -335,7 +355,7 @@ def _bos_rows(ids: torch.Tensor, mask: torch.Tensor | None, bos: int, pad: int |
         real = ids[b] if mask is None else ids[b][mask[b].bool()]
         if mask is None and pad is not None and pad != bos:
             keep = (real != pad).nonzero()
-            real = real[int(keep[0]):] if len(keep) else real[:0]
+            real = real[int(keep[0]) :] if len(keep) else real[:0]
         out.append((int((real == bos).sum()), bool(len(real)) and int(real[0]) == bos))
     return out
 

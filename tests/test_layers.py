@@ -11,9 +11,17 @@ PACKAGE = ROOT / "vlmtune"
 
 # Lowest first. A module belongs to the first entry that is its name or a package above it.
 LAYERS: list[tuple[str, ...]] = [
-    ("vlmtune", "vlmtune.errors", "vlmtune.registry", "vlmtune.logs", "vlmtune.paths", "vlmtune.jsonlines",
-     "vlmtune.extras", "vlmtune.assets",
-     "vlmtune.__main__"),
+    (
+        "vlmtune",
+        "vlmtune.errors",
+        "vlmtune.registry",
+        "vlmtune.logs",
+        "vlmtune.paths",
+        "vlmtune.jsonlines",
+        "vlmtune.extras",
+        "vlmtune.assets",
+        "vlmtune.__main__",
+    ),
     ("vlmtune.config",),
     ("vlmtune.stats", "vlmtune.metrics"),
     ("vlmtune.data",),
@@ -22,13 +30,21 @@ LAYERS: list[tuple[str, ...]] = [
     ("vlmtune.models",),
     ("vlmtune.distributed",),
     ("vlmtune.train", "vlmtune.infer"),
-    ("vlmtune.memory",),                # uses the vision tower (models) and generation (infer)
+    ("vlmtune.memory",),  # uses the vision tower (models) and generation (infer)
     ("vlmtune.build",),
     ("vlmtune.eval", "vlmtune.teacher"),
     ("vlmtune.report",),
-    ("vlmtune.memory.experiment",),     # runs evaluations and a comparison report: the one memory module up here
-    ("vlmtune.rundir", "vlmtune.pipeline", "vlmtune.smoke", "vlmtune.export", "vlmtune.serve", "vlmtune.ui",
-     "vlmtune.track", "vlmtune.inspect"),
+    ("vlmtune.memory.experiment",),  # runs evaluations and a comparison report: the one memory module up here
+    (
+        "vlmtune.rundir",
+        "vlmtune.pipeline",
+        "vlmtune.smoke",
+        "vlmtune.export",
+        "vlmtune.serve",
+        "vlmtune.ui",
+        "vlmtune.track",
+        "vlmtune.inspect",
+    ),
     ("vlmtune.cli",),
 ]
 # vlmtune/__main__.py only calls the CLI; the CLI package's __init__ imports its verb groups by name.
@@ -63,8 +79,11 @@ def imports_of(path: Path, module: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:  # relative import
-                pkg = module.split(".")[: -node.level] if not path.name == "__init__.py" else \
-                    module.split(".")[: len(module.split(".")) - node.level + 1]
+                pkg = (
+                    module.split(".")[: -node.level]
+                    if not path.name == "__init__.py"
+                    else module.split(".")[: len(module.split(".")) - node.level + 1]
+                )
                 base = ".".join(pkg + ([node.module] if node.module else []))
             if not base.startswith("vlmtune"):
                 continue
@@ -111,7 +130,7 @@ def test_no_import_cycles():
             if dep == node or dep not in g:
                 continue
             if state.get(dep) == 1:
-                cycles.append(stack[stack.index(dep):] + [dep] if dep in stack else [node, dep])
+                cycles.append(stack[stack.index(dep) :] + [dep] if dep in stack else [node, dep])
             elif dep not in state:
                 visit(dep, stack + [dep])
         state[node] = 2
@@ -120,8 +139,7 @@ def test_no_import_cycles():
         if node not in state:
             visit(node, [node])
     # A package's __init__ re-exporting its own modules is not a cycle worth failing on.
-    real = [c for c in cycles if not all(m == c[0] or m.startswith(c[0] + ".") or c[0].startswith(m + ".")
-                                         for m in c)]
+    real = [c for c in cycles if not all(m == c[0] or m.startswith(c[0] + ".") or c[0].startswith(m + ".") for m in c)]
     assert not real, "import cycles:\n" + "\n".join(" -> ".join(c) for c in real)
 
 

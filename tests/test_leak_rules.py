@@ -20,15 +20,23 @@ def asked():
     items = list(dialog_items(make_dialogue(random.Random(7))))
     item = items[2]
     meta = dict(item.meta)
-    return Example(id="d-r3", task="dialog", messages=item.messages, images=["x.png"], target=item.target,
-                   options=item.options, group=meta.pop("group"), meta=meta)
+    return Example(
+        id="d-r3",
+        task="dialog",
+        messages=item.messages,
+        images=["x.png"],
+        target=item.target,
+        options=item.options,
+        group=meta.pop("group"),
+        meta=meta,
+    )
 
 
 def _with_last_user(ex: Example, text: str, *, question: bool = True) -> Example:
     out = copy.deepcopy(ex)
     prompt = out.prompt_messages()
     prompt[-1]["content"] = text
-    out.messages = prompt + out.messages[len(prompt):]
+    out.messages = prompt + out.messages[len(prompt) :]
     if not question:
         out.meta = {k: v for k, v in out.meta.items() if k != "question"}
     return out
@@ -79,8 +87,11 @@ def test_a_longer_word_is_not_the_answer(asked):
 def test_an_extra_assistant_turn_after_the_question_is_refused(asked):
     leaked = copy.deepcopy(asked)
     prompt = leaked.prompt_messages()
-    leaked.messages = prompt + [{"role": "assistant", "content": "something"},
-                                {"role": "user", "content": "and?"}] + leaked.messages[len(prompt):]
+    leaked.messages = (
+        prompt
+        + [{"role": "assistant", "content": "something"}, {"role": "user", "content": "and?"}]
+        + leaked.messages[len(prompt) :]
+    )
     with pytest.raises(DataError, match="assistant turn"):
         check_no_leak(leaked)
 
@@ -98,6 +109,7 @@ def test_punctuation_around_a_marked_answer_does_not_hide_it(asked):
 
 
 # --- check_target: the gold answer, its index, the relevance and the round fit the options ---------------------
+
 
 def _with_target(ex: Example, **changes) -> Example:
     out = copy.deepcopy(ex)
@@ -140,10 +152,16 @@ def test_an_answer_turn_after_the_asked_question_is_refused_even_with_the_right_
     prompt = asked.prompt_messages()
     first_answer = next(i for i, m in enumerate(prompt) if m["role"] == "assistant")
     leaked = copy.deepcopy(asked)
-    leaked.messages = (prompt[:first_answer + 1] + [{"role": "user", "content": "Go on."},
-                                                    {"role": "user", "content": q},
-                                                    {"role": "assistant", "content": "it is"},
-                                                    {"role": "user", "content": "Say more."}] + asked.messages[-1:])
+    leaked.messages = (
+        prompt[: first_answer + 1]
+        + [
+            {"role": "user", "content": "Go on."},
+            {"role": "user", "content": q},
+            {"role": "assistant", "content": "it is"},
+            {"role": "user", "content": "Say more."},
+        ]
+        + asked.messages[-1:]
+    )
     assert sum(m["role"] == "assistant" for m in leaked.prompt_messages()) == 2
     with pytest.raises(DataError, match="answers round 3's question"):
         check_no_leak(leaked)

@@ -31,17 +31,35 @@ def count_files(tmp_path_factory):
     twin = dataclasses.replace(test[0], id=test[0].id + "-twin", group=train[3].group)
     write_jsonl(d / "test_leaky.jsonl", test[1:] + [twin])
     # An augmented copy in val whose source is in train (augment after a split, then re-split badly).
-    copy = dataclasses.replace(train[5], id=train[5].id + "-aug1", group=train[5].group + "-x",
-                               meta={**(train[5].meta or {}), "augmented_from": train[5].id})
+    copy = dataclasses.replace(
+        train[5],
+        id=train[5].id + "-aug1",
+        group=train[5].group + "-x",
+        meta={**(train[5].meta or {}), "augmented_from": train[5].id},
+    )
     write_jsonl(d / "val_leaky.jsonl", val + [copy])
     return d, train[3].group, train[5].id
 
 
 def _run(micro_model_dir, out, data_dir, *, train="train.jsonl", val="val.jsonl", test="test.jsonl", verb="run"):
-    return main([verb, RECIPE, f"output_dir={out}", "name=leak", f"model.name={micro_model_dir}",
-                 "data.source=jsonl", f"data.train={data_dir / train}", f"data.val={data_dir / val}",
-                 f"data.test={data_dir / test}", "train.max_steps=1", "train.batch_size=4", "eval.n_boot=20",
-                 "eval.max_new_tokens=2", "-q"])
+    return main(
+        [
+            verb,
+            RECIPE,
+            f"output_dir={out}",
+            "name=leak",
+            f"model.name={micro_model_dir}",
+            "data.source=jsonl",
+            f"data.train={data_dir / train}",
+            f"data.val={data_dir / val}",
+            f"data.test={data_dir / test}",
+            "train.max_steps=1",
+            "train.batch_size=4",
+            "eval.n_boot=20",
+            "eval.max_new_tokens=2",
+            "-q",
+        ]
+    )
 
 
 @pytest.mark.parametrize("verb", ["run", "train"])
@@ -73,6 +91,7 @@ def test_clean_split_files_run(count_files, micro_model_dir, tmp_path):
 
 # --- dialogue: round r's gold answer in the model input -----------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def dialog_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("leak-dialog")
@@ -92,16 +111,29 @@ def dialog_files(tmp_path_factory):
     write_jsonl(d / "test_leaky.jsonl", [leaky if e.id == victim.id else e for e in test])
     # Predictions for `vlmtune score`: text answers and option scores, one per test example.
     (d / "answers.jsonl").write_text("".join(json.dumps({"id": e.id, "prediction": "yes"}) + "\n" for e in test))
-    (d / "scores.jsonl").write_text("".join(json.dumps({"id": e.id, "scores": [float(-i) for i in range(len(e.options))]})
-                                           + "\n" for e in test))
+    (d / "scores.jsonl").write_text(
+        "".join(json.dumps({"id": e.id, "scores": [float(-i) for i in range(len(e.options))]}) + "\n" for e in test)
+    )
     return d, victim.id, victim.target["round"]
 
 
 def _dialog_recipe_args(micro_model_dir, out, d, test):
-    return ["run", str(ROOT / "recipes" / "shapes_dialog.yaml"), f"output_dir={out}", "name=dl",
-            f"model.name={micro_model_dir}", "data.source=jsonl", f"data.train={d / 'train.jsonl'}",
-            f"data.val={d / 'val.jsonl'}", f"data.test={d / test}", "train.max_steps=1", "train.batch_size=4",
-            "eval.n_boot=20", "eval.max_new_tokens=2", "-q"]
+    return [
+        "run",
+        str(ROOT / "recipes" / "shapes_dialog.yaml"),
+        f"output_dir={out}",
+        "name=dl",
+        f"model.name={micro_model_dir}",
+        "data.source=jsonl",
+        f"data.train={d / 'train.jsonl'}",
+        f"data.val={d / 'val.jsonl'}",
+        f"data.test={d / test}",
+        "train.max_steps=1",
+        "train.batch_size=4",
+        "eval.n_boot=20",
+        "eval.max_new_tokens=2",
+        "-q",
+    ]
 
 
 def _says_leak(err: str, ex_id: str, r: int) -> bool:
@@ -120,8 +152,20 @@ def test_vlmtune_run_refuses_a_leaking_dialogue(dialog_files, micro_model_dir, t
 @pytest.mark.parametrize("mode", ["generate", "loglik"])
 def test_vlmtune_eval_refuses_a_leaking_dialogue(mode, dialog_files, micro_model_dir, tmp_path, capsys):
     d, ex_id, r = dialog_files
-    args = ["eval", "--model", str(micro_model_dir), "--data", str(d / "test_leaky.jsonl"), "--out",
-            str(tmp_path / "ev"), "--mode", mode, "--max-new-tokens", "2", "-q"]
+    args = [
+        "eval",
+        "--model",
+        str(micro_model_dir),
+        "--data",
+        str(d / "test_leaky.jsonl"),
+        "--out",
+        str(tmp_path / "ev"),
+        "--mode",
+        mode,
+        "--max-new-tokens",
+        "2",
+        "-q",
+    ]
     assert main(args) == 2
     assert _says_leak(capsys.readouterr().err, ex_id, r)
     assert not (tmp_path / "ev" / "metrics.json").exists() and not (tmp_path / "ev" / "predictions.jsonl").exists()
@@ -133,8 +177,17 @@ def test_vlmtune_eval_refuses_a_leaking_dialogue(mode, dialog_files, micro_model
 @pytest.mark.parametrize("predictions", ["answers.jsonl", "scores.jsonl"])
 def test_vlmtune_score_refuses_a_leaking_dialogue(predictions, dialog_files, tmp_path, capsys):
     d, ex_id, r = dialog_files
-    args = ["score", "--task", "dialog", "--data", str(d / "test_leaky.jsonl"), "--predictions",
-            str(d / predictions), "--out", str(tmp_path / "sc")]
+    args = [
+        "score",
+        "--task",
+        "dialog",
+        "--data",
+        str(d / "test_leaky.jsonl"),
+        "--predictions",
+        str(d / predictions),
+        "--out",
+        str(tmp_path / "sc"),
+    ]
     assert main(args) == 2
     assert _says_leak(capsys.readouterr().err, ex_id, r)
     assert not (tmp_path / "sc" / "metrics.json").exists()

@@ -57,7 +57,8 @@ def test_answer_only_loss_and_gradients_equal_the_full_computation(family, loss_
     model, proc = _model(family, standin_root)
     exs = _lengthen(examples_for(family, family_examples))
     batch = Collator(tokenizer_of(proc).pad_token_id)(
-        [encode_example(proc, ex, EncodeSettings(loss_on=loss_on)) for ex in exs])
+        [encode_example(proc, ex, EncodeSettings(loss_on=loss_on)) for ex in exs]
+    )
     n_loss = int((batch["labels"][:, 1:] != -100).sum())
     assert n_loss > len(exs)  # several answer tokens per example
     for num_items in (None, torch.tensor(n_loss + 7)):  # mean, and a gradient-accumulation denominator
@@ -102,8 +103,9 @@ def test_chunks_give_the_same_loss(monkeypatch, standin_root, family_examples):
 
     model, proc = _model("llama", standin_root)
     exs = _lengthen(examples_for("llama", family_examples))
-    batch = Collator(tokenizer_of(proc).pad_token_id)([encode_example(proc, ex, EncodeSettings(loss_on="all"))
-                                                       for ex in exs])
+    batch = Collator(tokenizer_of(proc).pad_token_id)(
+        [encode_example(proc, ex, EncodeSettings(loss_on="all")) for ex in exs]
+    )
     whole, _ = answer_only_loss(model, batch)
     monkeypatch.setattr(loss_mod, "CHUNK_ELEMENTS", model.config.vocab_size * 3)  # 3 tokens per chunk
     model.zero_grad()

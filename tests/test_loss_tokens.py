@@ -51,10 +51,13 @@ def test_loss_on_all_counts_every_real_token_but_images(micro_model_dir, count_d
         n_images = text.count("<image>")
         # The processor expands each <image> into the model's image tokens; none of them carry loss.
         ids = encode_texts(proc, [text], [[load_image(p) for p in ex.images]])["input_ids"][0]
-        image_tokens = len(ids) - len(proc.tokenizer(text.replace("<image>", ""), add_special_tokens=False)["input_ids"])
+        image_tokens = len(ids) - len(
+            proc.tokenizer(text.replace("<image>", ""), add_special_tokens=False)["input_ids"]
+        )
         assert image_tokens > n_images  # expanded: more tokens than placeholders
         hand += len(ids) - image_tokens
-    cfg = TrainConfig(epochs=1, max_steps=1, batch_size=4, logging_steps=1, lr=1e-3, report_to=[], seed=0,
-                      loss_on="all")
+    cfg = TrainConfig(
+        epochs=1, max_steps=1, batch_size=4, logging_steps=1, lr=1e-3, report_to=[], seed=0, loss_on="all"
+    )
     result = train(ModelRef.of(ModelConfig(name=str(micro_model_dir))), examples, [], tmp_path / "out", cfg)
     assert [h["loss_tokens_per_batch"] for h in result.history if "loss" in h] == [hand]

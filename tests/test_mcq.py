@@ -17,8 +17,12 @@ from vlmtune.tasks import build_task
 from vlmtune.tasks.mcq import LETTERS, exact_match, mcq_metrics, parse_option, permutation_check
 
 KO = ["A가 올린 사진 속 노트북", "A가 올린 사진 속 헤드폰", "B가 올린 사진 속 책", "B가 올린 사진 속 커피잔"]
-EN = ["the red circle in A's photo", "the blue square in A's photo", "the red circle in B's photo",
-      "the green triangle in B's photo"]
+EN = [
+    "the red circle in A's photo",
+    "the blue square in A's photo",
+    "the red circle in B's photo",
+    "the green triangle in B's photo",
+]
 A, B, C, D = range(4)
 FAIL = None
 
@@ -30,7 +34,7 @@ PARSE_CASES = [
     ("b.", EN, B),
     ("**C**", EN, C),
     ("  d\n", EN, D),
-    ("Ｂ", EN, B),                                               # full-width letter
+    ("Ｂ", EN, B),  # full-width letter
     ("[A]", EN, A),
     # lead-ins
     ("The answer is (b)", EN, B),
@@ -62,15 +66,27 @@ PARSE_CASES = [
     ("B) the blue square in A's photo", EN, B),
     ("Red circle in B's photo.", EN, C),
     ("the red circle in B's photo", EN, C),
-    ("D) B가 올린 사진 속 커피잔 D) B가 올린 사진 속 커피잔", KO, D),     # the same answer repeated
+    ("D) B가 올린 사진 속 커피잔 D) B가 올린 사진 속 커피잔", KO, D),  # the same answer repeated
     # verbose answers (the seed's 8B-Instruct examples)
-    ("마지막 A의 발화에서 '저거'는 B가 올린 사진에 포함된 커피잔에 대한 언급입니다. "
-     "따라서 정답은 D) B가 올린 사진 속 커피잔입니다.", KO, D),
+    (
+        "마지막 A의 발화에서 '저거'는 B가 올린 사진에 포함된 커피잔에 대한 언급입니다. "
+        "따라서 정답은 D) B가 올린 사진 속 커피잔입니다.",
+        KO,
+        D,
+    ),
     ("The last line refers back to the red circle in A's photo, which B praised. So the answer is A.", EN, A),
     ("A mentions B's photo, and the green triangle in B's photo is what \"that one\" means.", EN, D),
     # a repeated option list is a failure unless a final answer follows
-    ("A) A가 올린 사진 속 노트북\nB) A가 올린 사진 속 헤드폰\nC) B가 올린 사진 속 책\nD) B가 올린 사진 속 커피잔", KO, FAIL),
-    ("A) A가 올린 사진 속 노트북\nB) A가 올린 사진 속 헤드폰\nC) B가 올린 사진 속 책\nD) B가 올린 사진 속 커피잔\n정답: D", KO, D),
+    (
+        "A) A가 올린 사진 속 노트북\nB) A가 올린 사진 속 헤드폰\nC) B가 올린 사진 속 책\nD) B가 올린 사진 속 커피잔",
+        KO,
+        FAIL,
+    ),
+    (
+        "A) A가 올린 사진 속 노트북\nB) A가 올린 사진 속 헤드폰\nC) B가 올린 사진 속 책\nD) B가 올린 사진 속 커피잔\n정답: D",
+        KO,
+        D,
+    ),
     ("A) the red circle in A's photo B) the blue square in A's photo C) the red circle in B's photo", EN, FAIL),
     # failures: nothing, several options, conflicts, bare digits, partial texts
     ("", EN, FAIL),
@@ -78,15 +94,15 @@ PARSE_CASES = [
     ("잘 모르겠습니다.", KO, FAIL),
     ("A or B", EN, FAIL),
     ("Not A. B.", EN, FAIL),
-    ("D) A가 올린 사진 속 노트북", KO, FAIL),                  # letter D, text of option A
-    ("2", KO, FAIL),                                           # bare digit: 0- or 1-based?
+    ("D) A가 올린 사진 속 노트북", KO, FAIL),  # letter D, text of option A
+    ("2", KO, FAIL),  # bare digit: 0- or 1-based?
     ("정답은 2", KO, FAIL),
-    ("커피잔", KO, FAIL),                                       # no photo: not an option text
-    ("2번 사진의 커피잔", KO, FAIL),                             # photo number, not option number
-    ("A가 올린 사진", KO, FAIL),                                 # speaker A, not letter A
-    ("The red one in A's photo.", EN, FAIL),                    # "A's" is a speaker
+    ("커피잔", KO, FAIL),  # no photo: not an option text
+    ("2번 사진의 커피잔", KO, FAIL),  # photo number, not option number
+    ("A가 올린 사진", KO, FAIL),  # speaker A, not letter A
+    ("The red one in A's photo.", EN, FAIL),  # "A's" is a speaker
     ("E", EN, FAIL),
-    ("Answer: B. The answer is C.", EN, FAIL),                  # two stated answers disagree
+    ("Answer: B. The answer is C.", EN, FAIL),  # two stated answers disagree
 ]
 
 
@@ -100,29 +116,46 @@ def test_parse_option(text, options, expected):
 def _ex(options, target=0, option_photo=(0, 0, 1, 1), id="q"):
     opts = list(options)
     prompt = "Which one?\n" + "\n".join(f"{LETTERS[j]}) {o}" for j, o in enumerate(opts))
-    return Example(id=id, task="mcq", messages=[{"role": "user", "content": prompt},
-                                                {"role": "assistant", "content": f"{LETTERS[target]}) {opts[target]}"}],
-                   target=target, options=opts, meta={"option_photo": list(option_photo)})
+    return Example(
+        id=id,
+        task="mcq",
+        messages=[
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": f"{LETTERS[target]}) {opts[target]}"},
+        ],
+        target=target,
+        options=opts,
+        meta={"option_photo": list(option_photo)},
+    )
 
 
 def _row(task, ex, text):
     p = task.parse(text, ex)
-    return {"id": ex.id, "prediction": text, "parsed": p.value, "parse_ok": p.ok, "target": ex.target,
-            "correct": bool(p.ok and task.correct(p.value, ex)), **task.row_extras(ex)}
+    return {
+        "id": ex.id,
+        "prediction": text,
+        "parsed": p.value,
+        "parse_ok": p.ok,
+        "target": ex.target,
+        "correct": bool(p.ok and task.correct(p.value, ex)),
+        **task.row_extras(ex),
+    }
 
 
 def test_metrics_object_photo_exact_and_confusion():
     task = build_task("mcq")
-    ex = _ex(KO, target=D)                                     # gold: B's coffee cup (photo 1)
-    answers = ["D) B가 올린 사진 속 커피잔",                      # right, exact
-               "정답은 D) B가 올린 사진 속 커피잔입니다.",            # right, not exact (verbose)
-               "C",                                            # wrong object, right photo
-               "A) A가 올린 사진 속 노트북",                       # wrong photo
-               "모르겠어요"]                                     # parse failure
+    ex = _ex(KO, target=D)  # gold: B's coffee cup (photo 1)
+    answers = [
+        "D) B가 올린 사진 속 커피잔",  # right, exact
+        "정답은 D) B가 올린 사진 속 커피잔입니다.",  # right, not exact (verbose)
+        "C",  # wrong object, right photo
+        "A) A가 올린 사진 속 노트북",  # wrong photo
+        "모르겠어요",
+    ]  # parse failure
     rows = [_row(task, ex, a) for a in answers]
     m = task.metrics(rows, n_boot=200)
     assert m["accuracy"]["value"] == pytest.approx(2 / 5)
-    assert m["photo_accuracy"]["value"] == pytest.approx(3 / 5)     # object and photo level differ
+    assert m["photo_accuracy"]["value"] == pytest.approx(3 / 5)  # object and photo level differ
     assert m["exact_match"]["value"] == pytest.approx(1 / 5)
     assert m["parse_failure_rate"]["value"] == pytest.approx(1 / 5) and m["parse_failures"] == 1
     for name in ("accuracy", "photo_accuracy", "exact_match", "parse_failure_rate"):
@@ -139,10 +172,12 @@ def test_metrics_object_photo_exact_and_confusion():
 
 def test_breakdown_reports_accuracy_per_language_in_both_modes():
     task = build_task("mcq", {"breakdown": ["lang"]})
-    exs = [_ex(KO, target=D, id=f"ko{i}") for i in range(3)] + [_ex(["x", "y", "z", "w"], id=f"en{i}") for i in range(2)]
+    exs = [_ex(KO, target=D, id=f"ko{i}") for i in range(3)] + [
+        _ex(["x", "y", "z", "w"], id=f"en{i}") for i in range(2)
+    ]
     for ex, lang in zip(exs, ["ko"] * 3 + ["en"] * 2):
         ex.meta["lang"] = lang
-    answers = ["D", "D", "A", "A", "모르겠어요"]     # ko: 2 of 3 right; en: 1 of 2 (one parse failure)
+    answers = ["D", "D", "A", "A", "모르겠어요"]  # ko: 2 of 3 right; en: 1 of 2 (one parse failure)
     rows = [_row(task, ex, a) for ex, a in zip(exs, answers)]
     assert rows[0]["subset"] == {"lang": "ko"}
     m = task.metrics(rows, n_boot=200)
@@ -150,7 +185,7 @@ def test_breakdown_reports_accuracy_per_language_in_both_modes():
     assert m["accuracy[lang=ko]"]["value"] == pytest.approx(2 / 3) and m["accuracy[lang=ko]"]["n"] == 3
     assert m["accuracy[lang=en]"]["value"] == pytest.approx(1 / 2) and m["accuracy[lang=en]"]["n"] == 2
     for i, sc in enumerate([[0, 0, 0, 1], [1, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0]]):
-        rows[i]["scores"] = sc                        # loglik: ko 1 of 3, en 2 of 2
+        rows[i]["scores"] = sc  # loglik: ko 1 of 3, en 2 of 2
     opts = [task.answer_texts(ex) for ex in exs]
     o = task.option_metrics(rows, exs, opts, n_boot=200, seed=0)
     assert o["loglik_accuracy"]["value"] == pytest.approx(3 / 5)
@@ -167,14 +202,24 @@ def test_breakdown_reports_accuracy_per_language_in_both_modes():
 def test_exact_match_strips_only_a_leading_letter():
     assert exact_match("B) the blue square in A's photo.", "the blue square in A's photo")
     assert exact_match("(b) The Blue Square in A's photo", "the blue square in A's photo")
-    assert not exact_match("B) the blue square in A's photo B) the blue square in A's photo",
-                           "the blue square in A's photo")
+    assert not exact_match(
+        "B) the blue square in A's photo B) the blue square in A's photo", "the blue square in A's photo"
+    )
     assert not exact_match("B가 올린 사진 속 커피잔입니다", "B가 올린 사진 속 커피잔")
 
 
 def _bank(n=40):
-    opts = [[f"the {c} {k} in {w}'s photo" for c, k, w in
-             (("red", "circle", "A"), ("blue", "square", "A"), ("red", "circle", "B"), ("green", "triangle", "B"))]]
+    opts = [
+        [
+            f"the {c} {k} in {w}'s photo"
+            for c, k, w in (
+                ("red", "circle", "A"),
+                ("blue", "square", "A"),
+                ("red", "circle", "B"),
+                ("green", "triangle", "B"),
+            )
+        ]
+    ]
     return [_ex(opts[0], target=i % 4, id=f"q{i}") for i in range(n)]
 
 
@@ -199,8 +244,10 @@ def test_permutation_check_right_text_is_consistent_and_unbiased():
     # the prompts were really rewritten: the gold letter line carries the gold text
     for ex in seen:
         assert f"{LETTERS[ex.target]}) {ex.options[ex.target]}" in ex.messages[0]["content"]
-    assert permutation_check(_bank(8), oracle, n_perm=3, seed=1)["answers"] == \
-           permutation_check(_bank(8), oracle, n_perm=3, seed=1)["answers"]
+    assert (
+        permutation_check(_bank(8), oracle, n_perm=3, seed=1)["answers"]
+        == permutation_check(_bank(8), oracle, n_perm=3, seed=1)["answers"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -212,8 +259,9 @@ def mcq_data(tmp_path_factory):
 def test_generator_is_deterministic(mcq_data):
     exs, d = mcq_data
     again = load_jsonl(synthesize("mcq", 30, d / "b"))
-    assert [(e.messages, e.target, e.options, e.meta) for e in exs] == \
-           [(e.messages, e.target, e.options, e.meta) for e in again]
+    assert [(e.messages, e.target, e.options, e.meta) for e in exs] == [
+        (e.messages, e.target, e.options, e.meta) for e in again
+    ]
 
 
 def test_generator_referent_options_and_placeholders(mcq_data):
@@ -236,7 +284,7 @@ def test_generator_referent_options_and_placeholders(mcq_data):
         # the dialogue fixes the referent: its line names it or gives a property only it has in its photo
         speaker, line = meta["turns"][ref["line"]]
         assert f'{speaker}: "{line}"' in prompt
-        later = meta["turns"][ref["line"] + 1:]
+        later = meta["turns"][ref["line"] + 1 :]
         assert 1 <= len(later) <= 2 and ("저거" if lang == "ko" else "that one") in later[-1][1]
         if ref["strategy"] == "mention":
             assert object_name(ref["color"], ref["kind"], lang) in line
@@ -261,6 +309,9 @@ def test_generator_referent_options_and_placeholders(mcq_data):
 def _props(shapes, index):
     from vlmtune.data.synth.shapes import Scene, Shape
 
-    scene = Scene(shapes=tuple(Shape(s["kind"], s["color"], s["size"], s["cell"], (0, 0)) for s in shapes),
-                  background=0, noise_seed=0)
+    scene = Scene(
+        shapes=tuple(Shape(s["kind"], s["color"], s["size"], s["cell"], (0, 0)) for s in shapes),
+        background=0,
+        noise_seed=0,
+    )
     return unique_properties(scene, index)

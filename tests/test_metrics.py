@@ -7,14 +7,19 @@ import math
 import numpy as np
 import pytest
 from scipy.stats import binomtest
-from sklearn.metrics import (accuracy_score, classification_report, confusion_matrix, f1_score,
-                             precision_recall_fscore_support)
+from sklearn.metrics import (
+    accuracy_score,
+    classification_report,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
 
 from vlmtune import stats
 from vlmtune.metrics.classification import SCORE_NAMES, batch_scores, classification_metrics
 from vlmtune.metrics.counting import count_metrics
-from vlmtune.stats import bootstrap_ci, bootstrap_metric, mcnemar_exact, paired_bootstrap
 from vlmtune.registry import METRICS, TASKS
+from vlmtune.stats import bootstrap_ci, bootstrap_metric, mcnemar_exact, paired_bootstrap
 from vlmtune.tasks import build_task
 
 FAIL = "__fail__"  # the tests' own stand-in for a parse failure when calling sklearn
@@ -106,7 +111,7 @@ def test_count_metrics_match_numpy_and_sklearn() -> None:
     ok = [(g, p) for g, p in zip(gold, pred) if p is not None]
     g_ok = np.array([g for g, _ in ok])
     p_ok = np.array([p for _, p in ok])
-    assert m["accuracy"]["value"] == pytest.approx(sum(g == p for g, p in ok) / len(gold))   # failures wrong
+    assert m["accuracy"]["value"] == pytest.approx(sum(g == p for g, p in ok) / len(gold))  # failures wrong
     assert m["off_by_one"]["value"] == pytest.approx(sum(abs(g - p) <= 1 for g, p in ok) / len(gold))
     assert m["mae"]["value"] == pytest.approx(np.mean(np.abs(g_ok - p_ok)))
     assert m["rmse"]["value"] == pytest.approx(np.sqrt(np.mean((g_ok - p_ok) ** 2)))
@@ -140,16 +145,24 @@ def test_count_all_failures_is_reported_not_crashing() -> None:
 
 
 def test_task_metrics_from_prediction_rows() -> None:
-    rows = [{"id": str(i), "prediction": t, "parsed": v, "parse_ok": v is not None, "target": g, "correct": v == g}
-            for i, (t, v, g) in enumerate([("3", 3, 3), ("세 개", 3, 4), ("?", None, 2)])]
+    rows = [
+        {"id": str(i), "prediction": t, "parsed": v, "parse_ok": v is not None, "target": g, "correct": v == g}
+        for i, (t, v, g) in enumerate([("3", 3, 3), ("세 개", 3, 4), ("?", None, 2)])
+    ]
     m = build_task("count").metrics(rows, n_boot=50)
     assert m["accuracy"]["value"] == pytest.approx(1 / 3) and m["parse_failures"] == 1
-    rows = [{"parsed": p, "parse_ok": p is not None, "target": g}
-            for p, g in [("cat", "cat"), (None, "dog"), ("dog", "dog")]]
+    rows = [
+        {"parsed": p, "parse_ok": p is not None, "target": g}
+        for p, g in [("cat", "cat"), (None, "dog"), ("dog", "dog")]
+    ]
     m = build_task("classify", {"labels": ["cat", "dog"]}).metrics(rows, n_boot=50)
     assert m["accuracy"]["value"] == pytest.approx(2 / 3) and m["parse_failures"] == 1
-    m = build_task("caption").metrics([{"parsed": "A red cat.", "parse_ok": True, "target": "a red cat"},
-                                     {"parsed": "a dog", "parse_ok": True, "target": ["x", "a big dog"]}])
+    m = build_task("caption").metrics(
+        [
+            {"parsed": "A red cat.", "parse_ok": True, "target": "a red cat"},
+            {"parsed": "a dog", "parse_ok": True, "target": ["x", "a big dog"]},
+        ]
+    )
     assert m["exact_match"]["value"] == 0.5
     assert m["token_f1"]["value"] == pytest.approx((1 + 0.8) / 2)
 
@@ -164,7 +177,7 @@ def test_mcnemar_hand_case() -> None:
     b = [True] * 10 + [True] * 5
     r = mcnemar_exact(a, b)
     assert (r["b"], r["c"], r["n_discordant"]) == (0, 10, 10)
-    assert r["p_value"] == pytest.approx(2 * 0.5 ** 10)
+    assert r["p_value"] == pytest.approx(2 * 0.5**10)
     assert r["statistic"] == 0
 
 
@@ -199,7 +212,7 @@ def test_bootstrap_ci_is_deterministic_and_contains_the_mean() -> None:
 
 
 def test_bootstrap_ci_edge_cases_and_stat_paths() -> None:
-    assert all(math.isnan(v) for v in bootstrap_ci([4.0]))   # one example: no spread to build an interval from
+    assert all(math.isnan(v) for v in bootstrap_ci([4.0]))  # one example: no spread to build an interval from
     assert all(math.isnan(v) for v in bootstrap_ci([]))
     x = np.arange(30, dtype=float)
     # a stat without axis= is applied per resample: same resamples, same interval
@@ -265,34 +278,85 @@ def _dialog_rows() -> list[dict]:
     for d in range(3):
         for r, item in enumerate(dialog_items(make_dialogue(random.Random(d))), start=1):
             meta = dict(item.meta)
-            ex = Example(id=f"d{d}-r{r}", task="dialog", messages=item.messages, images=["x.png"],
-                         target=item.target, options=item.options, group=meta.pop("group"), meta=meta)
+            ex = Example(
+                id=f"d{d}-r{r}",
+                task="dialog",
+                messages=item.messages,
+                images=["x.png"],
+                target=item.target,
+                options=item.options,
+                group=meta.pop("group"),
+                meta=meta,
+            )
             text = ex.target["answer"] if r % 2 else "no idea"
             p = task.parse(text, ex)
             scores = [float((j * 7 + r) % 13) for j in range(len(ex.options))]
-            rows.append({"id": ex.id, "prediction": text, "parsed": p.value, "parse_ok": p.ok, "target": ex.target,
-                         "correct": bool(p.ok and task.correct(p.value, ex)), "scores": scores, "group": ex.group})
+            rows.append(
+                {
+                    "id": ex.id,
+                    "prediction": text,
+                    "parsed": p.value,
+                    "parse_ok": p.ok,
+                    "target": ex.target,
+                    "correct": bool(p.ok and task.correct(p.value, ex)),
+                    "scores": scores,
+                    "group": ex.group,
+                }
+            )
     return rows
 
 
 def _task_rows() -> dict[str, tuple[dict, list[dict]]]:
     """Prediction rows of every task, four examples to a group."""
     rng = np.random.default_rng(0)
-    count = [{"id": str(i), "parsed": None if i % 9 == 0 else int(g + rng.integers(-1, 2)), "target": int(g),
-              "group": f"s{i // 4}"} for i, g in enumerate(rng.integers(0, 6, size=40))]
+    count = [
+        {
+            "id": str(i),
+            "parsed": None if i % 9 == 0 else int(g + rng.integers(-1, 2)),
+            "target": int(g),
+            "group": f"s{i // 4}",
+        }
+        for i, g in enumerate(rng.integers(0, 6, size=40))
+    ]
     for r in count:
         r["parse_ok"] = r["parsed"] is not None
     labels = ["cat", "dog", "cow"]
-    classify = [{"id": str(i), "parsed": labels[(i * 5) % 3] if i % 7 else None, "target": labels[i % 3],
-                 "group": f"s{i // 4}"} for i in range(40)]
+    classify = [
+        {"id": str(i), "parsed": labels[(i * 5) % 3] if i % 7 else None, "target": labels[i % 3], "group": f"s{i // 4}"}
+        for i in range(40)
+    ]
     for r in classify:
         r["parse_ok"] = r["parsed"] is not None
-    caption = [{"id": str(i), "parsed": "a red cat" if i % 2 else "a dog", "parse_ok": True, "target": "a red cat",
-                "group": f"s{i // 4}"} for i in range(40)]
-    mcq = [{"id": str(i), "prediction": "B", "parsed": 1 if i % 3 else None, "parse_ok": bool(i % 3), "target": i % 4,
-            "options": ["w", "x", "y", "z"], "option_photo": [0, 0, 1, 1], "group": f"s{i // 4}"} for i in range(40)]
-    return {"count": ({}, count), "classify": ({"labels": labels}, classify), "caption": ({}, caption),
-            "mcq": ({}, mcq), "dialog": ({}, _dialog_rows())}
+    caption = [
+        {
+            "id": str(i),
+            "parsed": "a red cat" if i % 2 else "a dog",
+            "parse_ok": True,
+            "target": "a red cat",
+            "group": f"s{i // 4}",
+        }
+        for i in range(40)
+    ]
+    mcq = [
+        {
+            "id": str(i),
+            "prediction": "B",
+            "parsed": 1 if i % 3 else None,
+            "parse_ok": bool(i % 3),
+            "target": i % 4,
+            "options": ["w", "x", "y", "z"],
+            "option_photo": [0, 0, 1, 1],
+            "group": f"s{i // 4}",
+        }
+        for i in range(40)
+    ]
+    return {
+        "count": ({}, count),
+        "classify": ({"labels": labels}, classify),
+        "caption": ({}, caption),
+        "mcq": ({}, mcq),
+        "dialog": ({}, _dialog_rows()),
+    }
 
 
 @pytest.mark.parametrize("name", ["count", "classify", "caption", "mcq", "dialog"])
@@ -305,21 +369,31 @@ def test_every_entry_names_its_method_n_and_clusters(name: str) -> None:
         assert {"value", "ci", "n", "clusters", "method"} <= set(e), (key, e)
         if e["n"] == 0:
             continue
-        assert 0 < e["clusters"] < e["n"], (key, e)              # the rows share groups: fewer clusters than rows
+        assert 0 < e["clusters"] < e["n"], (key, e)  # the rows share groups: fewer clusters than rows
         assert e["method"].startswith(("wilson with design effect", "cluster bootstrap")), (key, e)
         assert e["ci"][0] <= e["value"] + 1e-12 and e["value"] <= e["ci"][1] + 1e-12, (key, e)
-    proportions = {"count": ["accuracy", "off_by_one", "parse_failure_rate"], "classify": ["accuracy"],
-                   "caption": ["exact_match"], "mcq": ["accuracy", "photo_accuracy", "exact_match"],
-                   "dialog": ["exact_match", "r@1", "r@10", "stripped_fraction"]}[name]
+    proportions = {
+        "count": ["accuracy", "off_by_one", "parse_failure_rate"],
+        "classify": ["accuracy"],
+        "caption": ["exact_match"],
+        "mcq": ["accuracy", "photo_accuracy", "exact_match"],
+        "dialog": ["exact_match", "r@1", "r@10", "stripped_fraction"],
+    }[name]
     for key in proportions:
         assert entries[key]["method"].startswith("wilson"), (key, entries[key])
-    others = {"count": ["mae", "rmse"], "classify": ["macro_f1"], "caption": ["token_f1"], "mcq": [],
-              "dialog": ["mrr", "ndcg", "bleu", "rougeL"]}[name]
+    others = {
+        "count": ["mae", "rmse"],
+        "classify": ["macro_f1"],
+        "caption": ["token_f1"],
+        "mcq": [],
+        "dialog": ["mrr", "ndcg", "bleu", "rougeL"],
+    }[name]
     for key in others:
         assert entries[key]["method"].startswith("cluster bootstrap"), (key, entries[key])
     # without groups every example is its own: plain Wilson and the example bootstrap, same values
-    flat = build_task(name, options).metrics([{k: v for k, v in r.items() if k != "group"} | {"id": f"u{i}"}
-                                              for i, r in enumerate(rows)], n_boot=200, seed=0)
+    flat = build_task(name, options).metrics(
+        [{k: v for k, v in r.items() if k != "group"} | {"id": f"u{i}"} for i, r in enumerate(rows)], n_boot=200, seed=0
+    )
     for key, e in _entries(flat).items():
         assert e["clusters"] == e["n"] and e["value"] == pytest.approx(entries[key]["value"], nan_ok=True)
         assert e["method"] in ("wilson", "bootstrap (expanded percentile, 200 resamples)"), (key, e)
@@ -329,6 +403,6 @@ def test_counting_intervals_changed_only_where_the_method_did() -> None:
     """Accuracy 299/300 and 300/300 now read as Wilson intervals, not collapsed percentile ones."""
     m = count_metrics([1] * 300, [1] * 300, n_boot=200)
     assert m["accuracy"]["ci"] == pytest.approx([0.98736, 1.0], abs=1e-5) and m["off_by_one"]["ci"][1] == 1.0
-    assert m["mae"]["value"] == 0.0 and m["mae"]["ci"] == [0.0, 0.0]   # every error is 0: no spread to show
+    assert m["mae"]["value"] == 0.0 and m["mae"]["ci"] == [0.0, 0.0]  # every error is 0: no spread to show
     m = count_metrics([1] * 300, [1] * 299 + [2], n_boot=200)
     assert [round(x, 3) for x in m["accuracy"]["ci"]] == [0.981, 0.999]

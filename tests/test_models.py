@@ -7,10 +7,10 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import MICRO
+from vlmtune.build import build_base
 from vlmtune.config import ModelConfig, TrainConfig
 from vlmtune.errors import ConfigError
 from vlmtune.models.load import load_model
-from vlmtune.build import build_base
 from vlmtune.models.tiny import TinyBaseConfig
 
 QUICK = TinyBaseConfig(**MICRO, vision_steps=3, pretrain_examples=16, pretrain_epochs=1, pretrain_batch_size=8)
@@ -35,8 +35,11 @@ def test_tiny_base_builds_deterministically_and_is_cached(tmp_path):
     proc = AutoProcessor.from_pretrained(a)
     model = AutoModelForImageTextToText.from_pretrained(a)
     assert type(model).__name__ == "LlavaForConditionalGeneration"
-    text = proc.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}],
-                                    tokenize=False, add_generation_prompt=True)
+    text = proc.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
     assert text == "<|user|>\n<image>hi<|end|>\n<|assistant|>\n"
     assert not list((tmp_path / "c1").glob("tiny-build-*")), "the temporary build folder was left behind"
 

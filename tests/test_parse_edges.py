@@ -12,14 +12,17 @@ KO = ["마약 투약", "마약 거래", "관련 없음"]
 EN = ["drug sale", "drug use", "irrelevant"]
 
 
-@pytest.mark.parametrize("text, labels, value", [
-    ("Drug sale.", EN, "drug sale"),                              # exact
-    ("I think it shows a drug sale here", EN, "drug sale"),       # one label in the text
-    ("Drug sale. It is not drug use.", EN, "drug sale"),          # first label, opening its sentence
-    ("drug sale or drug use", EN, None),                          # ambiguous
-    ("a cat", EN, None),                                          # none
-    ("", EN, None),
-])
+@pytest.mark.parametrize(
+    "text, labels, value",
+    [
+        ("Drug sale.", EN, "drug sale"),  # exact
+        ("I think it shows a drug sale here", EN, "drug sale"),  # one label in the text
+        ("Drug sale. It is not drug use.", EN, "drug sale"),  # first label, opening its sentence
+        ("drug sale or drug use", EN, None),  # ambiguous
+        ("a cat", EN, None),  # none
+        ("", EN, None),
+    ],
+)
 def test_every_path_returns_value_ok_and_the_raw_text(text, labels, value):
     p = parse_label(text, labels)
     assert p.value == value and p.ok is (value is not None) and p.raw == text, p
@@ -36,11 +39,14 @@ def test_markdown_bold_with_underscores_is_the_label():
     assert parse_label("__drug sale__", EN).value == "drug sale"
 
 
-@pytest.mark.parametrize("text, value", [
-    ("이 사진은 마약투약 장면으로 보입니다", "마약 투약"),         # Hangul words of a label glued, particle after it
-    ("이 사진은 마약 거래입니다", "마약 거래"),                    # copula glued to the label
-    ("사진 속 장면은 관련 없음으로 분류됩니다", "관련 없음"),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("이 사진은 마약투약 장면으로 보입니다", "마약 투약"),  # Hangul words of a label glued, particle after it
+        ("이 사진은 마약 거래입니다", "마약 거래"),  # copula glued to the label
+        ("사진 속 장면은 관련 없음으로 분류됩니다", "관련 없음"),
+    ],
+)
 def test_korean_labels_inside_sentences(text, value):
     assert parse_label(text, KO).value == value
 
@@ -85,39 +91,81 @@ def test_korean_numeral_tables_by_hand():
 
     sino = _sino_forms()
     assert sino == _SINO and len(sino) == 1000 and sorted(sino.values()) == list(range(1000))
-    assert {k: sino[k] for k in ("영", "일", "십", "십일", "이십", "이십삼", "백", "백일", "백십", "삼백오", "구백구십구")} \
-        == {"영": 0, "일": 1, "십": 10, "십일": 11, "이십": 20, "이십삼": 23, "백": 100, "백일": 101, "백십": 110,
-            "삼백오": 305, "구백구십구": 999}
+    assert {
+        k: sino[k] for k in ("영", "일", "십", "십일", "이십", "이십삼", "백", "백일", "백십", "삼백오", "구백구십구")
+    } == {
+        "영": 0,
+        "일": 1,
+        "십": 10,
+        "십일": 11,
+        "이십": 20,
+        "이십삼": 23,
+        "백": 100,
+        "백일": 101,
+        "백십": 110,
+        "삼백오": 305,
+        "구백구십구": 999,
+    }
     native = _native_forms()
     assert native == _NATIVE
-    assert {k: native[k] for k in ("한", "하나", "두", "둘", "다섯", "열", "열한", "열하나", "스무", "스물",
-                                   "스물한", "스물하나", "아흔아홉")} == {
-        "한": (1, False), "하나": (1, True), "두": (2, False), "둘": (2, True), "다섯": (5, True), "열": (10, True),
-        "열한": (11, False), "열하나": (11, True), "스무": (20, False), "스물": (20, True), "스물한": (21, False),
-        "스물하나": (21, True), "아흔아홉": (99, True)}
-    assert "스무하나" not in native and "스무한" not in native   # 스무 is 20 alone
+    assert {
+        k: native[k]
+        for k in (
+            "한",
+            "하나",
+            "두",
+            "둘",
+            "다섯",
+            "열",
+            "열한",
+            "열하나",
+            "스무",
+            "스물",
+            "스물한",
+            "스물하나",
+            "아흔아홉",
+        )
+    } == {
+        "한": (1, False),
+        "하나": (1, True),
+        "두": (2, False),
+        "둘": (2, True),
+        "다섯": (5, True),
+        "열": (10, True),
+        "열한": (11, False),
+        "열하나": (11, True),
+        "스무": (20, False),
+        "스물": (20, True),
+        "스물한": (21, False),
+        "스물하나": (21, True),
+        "아흔아홉": (99, True),
+    }
+    assert "스무하나" not in native and "스무한" not in native  # 스무 is 20 alone
     # 13 distinct units (한 두 세 네 bound, 하나 둘 셋 넷 free, 다섯..아홉 both), 10 tens (스무 too), 9 tens x 13 units
     assert len(native) == 13 + 10 + 9 * 13
     assert sorted({v for v, _ in native.values()}) == list(range(1, 100))
 
 
-@pytest.mark.parametrize("text, value", [
-    ("두 대학에서 온 학생 다섯 명", 5),           # a counter glued to more than particles ("대학") is no count
-    ("There are no Red squares", 0),              # "no" before a capitalized word
-    ("Twenty-One shapes", 21),
-    ("no more than 5 circles", 5),                # "no more" is not zero
-    ("twenty shapes", 20),                        # a tens word before a word that is no unit
-    ("twenty ten-sided dice", 20),                # only 1..9 join a tens word
-    ("다섯 개도 있어요", 5),                       # ...도 without 없- after it is not zero
-    ("정답은 이십입니다", 20),                     # a two-syllable Sino numeral with a copula
-    ("영 마리입니다", 0),                          # 영 and 십 count before any counter
-    ("십 마리", 10),
-    ("이십세기 그림에 사람 세 명", 3),             # 이십 glued to other syllables is a word
-    ("사장이 고양이 두 마리를 봤어요", 2),         # a one-syllable Sino numeral counts only before 개/명
-    ("여기 사는 고양이 세 마리", 3),               # ... and not with a particle alone ("사는")
-    ("영이는 고양이 두 마리를 키워요", 2),         # 영 with a particle is a name, not zero
-    ("사람이 오 명 있어요", 5),                    # a spaced 개/명 after a one-syllable Sino numeral
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("두 대학에서 온 학생 다섯 명", 5),  # a counter glued to more than particles ("대학") is no count
+        ("There are no Red squares", 0),  # "no" before a capitalized word
+        ("Twenty-One shapes", 21),
+        ("no more than 5 circles", 5),  # "no more" is not zero
+        ("twenty shapes", 20),  # a tens word before a word that is no unit
+        ("twenty ten-sided dice", 20),  # only 1..9 join a tens word
+        ("다섯 개도 있어요", 5),  # ...도 without 없- after it is not zero
+        ("정답은 이십입니다", 20),  # a two-syllable Sino numeral with a copula
+        ("영 마리입니다", 0),  # 영 and 십 count before any counter
+        ("십 마리", 10),
+        ("이십세기 그림에 사람 세 명", 3),  # 이십 glued to other syllables is a word
+        ("사장이 고양이 두 마리를 봤어요", 2),  # a one-syllable Sino numeral counts only before 개/명
+        ("여기 사는 고양이 세 마리", 3),  # ... and not with a particle alone ("사는")
+        ("영이는 고양이 두 마리를 키워요", 2),  # 영 with a particle is a name, not zero
+        ("사람이 오 명 있어요", 5),  # a spaced 개/명 after a one-syllable Sino numeral
+    ],
+)
 def test_count_parser_edges(text, value):
     p = parse_count(text)
     assert (p.value, p.ok) == (value, True), p

@@ -21,11 +21,11 @@ COUNT_CASES = [
     ("  12\n", 12),
     ("There are 3 red shapes.", 3),
     ("The answer is: 7", 7),
-    ("I count 4 people in the frame, maybe 5.", 4),   # first number wins
+    ("I count 4 people in the frame, maybe 5.", 4),  # first number wins
     ("1,204 people", 1204),
     ("3.0", 3),
     ("0", 0),
-    ("３", 3),                                        # full-width digit
+    ("３", 3),  # full-width digit
     # English words
     ("three", 3),
     ("Three.", 3),
@@ -36,7 +36,7 @@ COUNT_CASES = [
     ("none", 0),
     ("None of the shapes are red.", 0),
     ("There are no red shapes.", 0),
-    ("No, there are 4.", 4),                          # interjection "No," is not zero
+    ("No, there are 4.", 4),  # interjection "No," is not zero
     ("Nobody is in the picture.", 0),
     ("I see someone near the door, and two more.", 2),  # "one" inside "someone" is not a number
     # Korean: digits glued to counters
@@ -53,8 +53,8 @@ COUNT_CASES = [
     ("셋입니다.", 3),
     ("하나", 1),
     ("한 명", 1),
-    ("이 이미지에는 사람이 네 명 있습니다.", 4),     # 이 = "this", 이미지 starts with 이: not numbers
-    ("네, 세 개입니다.", 3),                          # 네 = "yes" is not 4 without a counter
+    ("이 이미지에는 사람이 네 명 있습니다.", 4),  # 이 = "this", 이미지 starts with 이: not numbers
+    ("네, 세 개입니다.", 3),  # 네 = "yes" is not 4 without a counter
     ("일곱", 7),
     ("여덟명", 8),
     ("아홉 마리의 새가 있어요.", 9),
@@ -63,9 +63,9 @@ COUNT_CASES = [
     ("스무 명", 20),
     ("스물한 명", 21),
     ("서른 명 정도", 30),
-    ("셋째 줄에 두 개가 있습니다.", 2),               # 셋째 = "third" is an ordinal
-    ("열쇠가 두 개 있다", 2),                         # 열쇠 = "key", not 10
-    ("사장님 두 분", 2),                              # 사장 = "boss", not Sino 4
+    ("셋째 줄에 두 개가 있습니다.", 2),  # 셋째 = "third" is an ordinal
+    ("열쇠가 두 개 있다", 2),  # 열쇠 = "key", not 10
+    ("사장님 두 분", 2),  # 사장 = "boss", not Sino 4
     # Korean Sino numerals
     ("영 개", 0),
     ("삼.", 3),
@@ -73,26 +73,26 @@ COUNT_CASES = [
     ("십 명", 10),
     ("이십삼 명", 23),
     ("삼개", 3),
-    ("이번에는 3개", 3),                              # 이번 = "this time"
+    ("이번에는 3개", 3),  # 이번 = "this time"
     # Korean "none"
     ("없음", 0),
     ("사람이 없습니다.", 0),
     ("하나도 없습니다.", 0),
     ("한 명도 없어요.", 0),
-    ("망설임 없이 답하면 3개", 3),                    # 없이 = "without" is not zero
+    ("망설임 없이 답하면 3개", 3),  # 없이 = "without" is not zero
 ]
 
 COUNT_FAILURES = [
     "",
     "It is hard to tell.",
     "I cannot count them in this image.",
-    "네.",                      # "yes" alone
+    "네.",  # "yes" alone
     "No.",
-    "2.5",                      # not a whole count: not rounded
-    "이 개는 귀엽다",            # "this dog is cute"
+    "2.5",  # not a whole count: not rounded
+    "이 개는 귀엽다",  # "this dog is cute"
     "잘 모르겠습니다.",
     "Several shapes.",
-    "여러 명이 있습니다.",        # "several people"
+    "여러 명이 있습니다.",  # "several people"
 ]
 
 
@@ -118,8 +118,9 @@ def test_count_table_is_large_enough() -> None:
 
 def test_count_task_object() -> None:
     task = build_task("count")
-    ex = Example(id="1", task="count", messages=[{"role": "user", "content": "<image>\nHow many?"}],
-                 images=["x.png"], target=3)
+    ex = Example(
+        id="1", task="count", messages=[{"role": "user", "content": "<image>\nHow many?"}], images=["x.png"], target=3
+    )
     assert task.name == "count"
     assert task.parse("세 개", ex).value == 3
     assert task.correct(3, ex) and not task.correct(4, ex) and not task.correct(None, ex)
@@ -130,32 +131,32 @@ ANIMALS = ["cat", "dog", "bird", "hot dog"]
 
 CLASSIFY_CASES = [
     ("관련 없음", DRUG, "관련 없음"),
-    ("관련 없음입니다.", DRUG, "관련 없음"),                       # glued copula
-    ("이 이미지는 마약 실물로 보입니다.", DRUG, "마약 실물"),      # glued particle
-    ("마약투약 사진", DRUG, "마약 투약 사진"),                      # spacing differs
+    ("관련 없음입니다.", DRUG, "관련 없음"),  # glued copula
+    ("이 이미지는 마약 실물로 보입니다.", DRUG, "마약 실물"),  # glued particle
+    ("마약투약 사진", DRUG, "마약 투약 사진"),  # spacing differs
     ("마약 투약 사진으로 판단됩니다.", DRUG, "마약 투약 사진"),
-    ("0: 관련 없음", DRUG, "관련 없음"),                            # echoes the prompt's numbering
+    ("0: 관련 없음", DRUG, "관련 없음"),  # echoes the prompt's numbering
     ("정답은 마약 거래 대화입니다. 관련 없음은 아닙니다.", DRUG, "마약 거래 대화"),  # clear first
     ("Cat.", ANIMALS, "cat"),
     ("BIRD", ANIMALS, "bird"),
     ("It's a dog.", ANIMALS, "dog"),
     ("**Dog**", ANIMALS, "dog"),
-    ("Answer: hot dog", ANIMALS, "hot dog"),                        # longer label beats "dog"
+    ("Answer: hot dog", ANIMALS, "hot dog"),  # longer label beats "dog"
     ("The image shows a hot dog on a plate.", ANIMALS, "hot dog"),
     ("Cat. It is definitely not a dog.", ANIMALS, "cat"),
     ("The answer is bird. There is no cat.", ANIMALS, "bird"),
 ]
 
 CLASSIFY_FAILURES = [
-    ("cat or dog", ANIMALS),                          # two labels, neither clear
+    ("cat or dog", ANIMALS),  # two labels, neither clear
     ("This looks like a cat, not a dog", ANIMALS),
     ("I cannot tell.", ANIMALS),
-    ("cats", ANIMALS),                                # not the whole word "cat"
+    ("cats", ANIMALS),  # not the whole word "cat"
     ("concatenate", ANIMALS),
-    ("2", ANIMALS),                                   # an index is not a label
+    ("2", ANIMALS),  # an index is not a label
     ("1", DRUG),
     ("관련 없음 또는 마약 실물", DRUG),
-    ("마약 관련 이미지입니다.", DRUG),                 # mentions 마약 but names no label
+    ("마약 관련 이미지입니다.", DRUG),  # mentions 마약 but names no label
     ("잘 모르겠습니다.", DRUG),
 ]
 
@@ -173,10 +174,16 @@ def test_classify_failures_are_not_guessed(text: str, labels: list[str]) -> None
 
 
 def test_classify_uses_example_options_then_task_labels() -> None:
-    ex = Example(id="1", task="classify", messages=[{"role": "user", "content": "<image>\n?"}],
-                 images=["x.png"], target="마약 실물", options=DRUG)
+    ex = Example(
+        id="1",
+        task="classify",
+        messages=[{"role": "user", "content": "<image>\n?"}],
+        images=["x.png"],
+        target="마약 실물",
+        options=DRUG,
+    )
     task = build_task("classify", {"labels": ANIMALS})
-    assert task.parse("마약 실물입니다", ex).value == "마약 실물"       # options win over task labels
+    assert task.parse("마약 실물입니다", ex).value == "마약 실물"  # options win over task labels
     assert task.parse("a dog", None).value == "dog"
     assert task.correct("마약 실물", ex) and not task.correct(None, ex) and not task.correct("관련 없음", ex)
     with pytest.raises(ConfigError, match="label set"):

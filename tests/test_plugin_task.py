@@ -64,13 +64,40 @@ def test_a_plugin_task_runs_through_run_eval_score_and_compare(tmp_path, micro_m
     data.write_text("".join(json.dumps(r) + "\n" for r in parity.records(_rows(counting), OPTIONS)))
 
     # run: the recipe names the task and its options; nothing else tells vlmtune about it
-    assert main(["run", str(ROOT / "recipes" / "quickstart.yaml"), f"output_dir={tmp_path}", "name=parity",
-                 f"model.name={micro_model_dir}", "data.source=files", f"data.path={data}", "data.task=parity",
-                 "data.task_options={even: pair, odd: impair}", "train.max_steps=4", "train.batch_size=8",
-                 "train.logging_steps=1", "eval.n_boot=200", "eval.max_new_tokens=4", "-q"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(ROOT / "recipes" / "quickstart.yaml"),
+                f"output_dir={tmp_path}",
+                "name=parity",
+                f"model.name={micro_model_dir}",
+                "data.source=files",
+                f"data.path={data}",
+                "data.task=parity",
+                "data.task_options={even: pair, odd: impair}",
+                "train.max_steps=4",
+                "train.batch_size=8",
+                "train.logging_steps=1",
+                "eval.n_boot=200",
+                "eval.max_new_tokens=4",
+                "-q",
+            ]
+        )
+        == 0
+    )
     run = tmp_path / "parity"
-    for f in ("data/test.jsonl", "adapter/adapter_config.json", "zero_shot/predictions.jsonl", "finetuned/metrics.json",
-              "report.md", "report.html", "comparison.json", "plots/metrics.png", "plots/loss.png"):
+    for f in (
+        "data/test.jsonl",
+        "adapter/adapter_config.json",
+        "zero_shot/predictions.jsonl",
+        "finetuned/metrics.json",
+        "report.md",
+        "report.html",
+        "comparison.json",
+        "plots/metrics.png",
+        "plots/loss.png",
+    ):
         assert (run / f).is_file(), f
     test_ids = [r["id"] for r in _rows(run / "data/test.jsonl")]
     zero_shot, finetuned = _rows(run / "zero_shot/predictions.jsonl"), _rows(run / "finetuned/predictions.jsonl")
@@ -86,9 +113,26 @@ def test_a_plugin_task_runs_through_run_eval_score_and_compare(tmp_path, micro_m
     _check_task_section(run, [("zero-shot", zero_shot), ("fine-tuned", finetuned)])
 
     # eval: the same model again, with the options given on the command line
-    assert main(["eval", "--model", str(micro_model_dir), "--adapter", str(run / "adapter"), "--data",
-                 str(run / "data/test.jsonl"), "--out", str(tmp_path / "ev"), "--max-new-tokens", "4", "-q",
-                 *TASK_OPTIONS]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(micro_model_dir),
+                "--adapter",
+                str(run / "adapter"),
+                "--data",
+                str(run / "data/test.jsonl"),
+                "--out",
+                str(tmp_path / "ev"),
+                "--max-new-tokens",
+                "4",
+                "-q",
+                *TASK_OPTIONS,
+            ]
+        )
+        == 0
+    )
     again = _rows(tmp_path / "ev/predictions.jsonl")
     assert [r["prediction"] for r in again] == [r["prediction"] for r in finetuned]  # greedy: deterministic
     assert json.loads((tmp_path / "ev/metrics.json").read_text())["task_options"] == OPTIONS
@@ -98,33 +142,89 @@ def test_a_plugin_task_runs_through_run_eval_score_and_compare(tmp_path, micro_m
     _check_task_section(tmp_path / "cmp", [("zero-shot", zero_shot), ("fine-tuned", again)])
 
     # score: the fine-tuned answers again, then two other systems' answers, without a model
-    assert main(["score", "--task", "parity", "--data", str(run / "data/test.jsonl"), "--predictions",
-                 str(run / "finetuned/predictions.jsonl"), "--out", str(tmp_path / "sc"), "-q", *TASK_OPTIONS]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--task",
+                "parity",
+                "--data",
+                str(run / "data/test.jsonl"),
+                "--predictions",
+                str(run / "finetuned/predictions.jsonl"),
+                "--out",
+                str(tmp_path / "sc"),
+                "-q",
+                *TASK_OPTIONS,
+            ]
+        )
+        == 0
+    )
     scored = json.loads((tmp_path / "sc/metrics.json").read_text())
     assert scored["task"] == "parity" and scored["task_options"] == OPTIONS
     assert [r["parsed"] for r in _rows(tmp_path / "sc/predictions.jsonl")] == [r["parsed"] for r in finetuned]
     assert scored["metrics"]["accuracy"]["value"] == pytest.approx(
-        json.loads((run / "finetuned/metrics.json").read_text())["metrics"]["accuracy"]["value"])
+        json.loads((run / "finetuned/metrics.json").read_text())["metrics"]["accuracy"]["value"]
+    )
     gold = [r["target"] for r in _rows(run / "data/test.jsonl")]
     other = {"pair": "impair", "impair": "pair"}
-    systems = {"always_pair": ["It is pair."] * len(gold),  # a majority-class guesser
-               "mostly_right": [other[gold[0]], "no idea"] + gold[2:]}  # one wrong word, one unreadable answer
+    systems = {
+        "always_pair": ["It is pair."] * len(gold),  # a majority-class guesser
+        "mostly_right": [other[gold[0]], "no idea"] + gold[2:],
+    }  # one wrong word, one unreadable answer
     for name, answers in systems.items():
-        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"id": i, "prediction": a}) + "\n"
-                                                        for i, a in zip(test_ids, answers)))
-        assert main(["score", "--task", "parity", "--data", str(run / "data/test.jsonl"), "--predictions",
-                     str(tmp_path / f"{name}.jsonl"), "--out", str(tmp_path / name), "-q", *TASK_OPTIONS]) == 0
-    accuracy = {name: json.loads((tmp_path / name / "metrics.json").read_text())["metrics"]["accuracy"]["value"]
-                for name in systems}
-    assert accuracy == {"always_pair": pytest.approx(gold.count("pair") / len(gold)),
-                        "mostly_right": pytest.approx((len(gold) - 2) / len(gold))}
+        (tmp_path / f"{name}.jsonl").write_text(
+            "".join(json.dumps({"id": i, "prediction": a}) + "\n" for i, a in zip(test_ids, answers))
+        )
+        assert (
+            main(
+                [
+                    "score",
+                    "--task",
+                    "parity",
+                    "--data",
+                    str(run / "data/test.jsonl"),
+                    "--predictions",
+                    str(tmp_path / f"{name}.jsonl"),
+                    "--out",
+                    str(tmp_path / name),
+                    "-q",
+                    *TASK_OPTIONS,
+                ]
+            )
+            == 0
+        )
+    accuracy = {
+        name: json.loads((tmp_path / name / "metrics.json").read_text())["metrics"]["accuracy"]["value"]
+        for name in systems
+    }
+    assert accuracy == {
+        "always_pair": pytest.approx(gold.count("pair") / len(gold)),
+        "mostly_right": pytest.approx((len(gold) - 2) / len(gold)),
+    }
 
     # compare the two systems in a fresh process that finds the task only through VLMTUNE_PLUGINS
-    env = {**os.environ, "VLMTUNE_PLUGINS": "tests.plugins.parity",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-m", "vlmtune", "compare", str(tmp_path / "always_pair"),
-                           str(tmp_path / "mostly_right"), "--out", str(tmp_path / "cmp2")],
-                          env=env, cwd=tmp_path, capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "VLMTUNE_PLUGINS": "tests.plugins.parity",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vlmtune",
+            "compare",
+            str(tmp_path / "always_pair"),
+            str(tmp_path / "mostly_right"),
+            "--out",
+            str(tmp_path / "cmp2"),
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"mostly_right  accuracy {accuracy['mostly_right']:.3f}" in proc.stdout
     _check_task_section(tmp_path / "cmp2", [(name, _rows(tmp_path / name / "predictions.jsonl")) for name in systems])
@@ -135,12 +235,16 @@ def test_a_task_that_cannot_be_built_leaves_a_note_not_a_gap(tmp_path):
     missing from it."""
     from vlmtune.report import compare_runs
 
-    rows = [{"id": str(i), "prediction": "x", "parsed": "x", "parse_ok": True, "target": "x", "correct": i % 2 == 0}
-            for i in range(6)]
+    rows = [
+        {"id": str(i), "prediction": "x", "parsed": "x", "parse_ok": True, "target": "x", "correct": i % 2 == 0}
+        for i in range(6)
+    ]
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        (tmp_path / name / "metrics.json").write_text(json.dumps({"task": "no_such_task", "label": name, "metrics": {}}))
+        (tmp_path / name / "metrics.json").write_text(
+            json.dumps({"task": "no_such_task", "label": name, "metrics": {}})
+        )
         (tmp_path / name / "fingerprint.json").write_text(json.dumps({"task": "no_such_task"}))
     compare_runs(tmp_path / "a", tmp_path / "b", tmp_path / "r", n_boot=100)
     md = (tmp_path / "r" / "report.md").read_text()

@@ -27,10 +27,12 @@ from vlmtune.tasks.classify import parse_label
 from vlmtune.tasks.count import parse_count
 from vlmtune.tasks.mcq import parse_option
 
-settings.register_profile("default", derandomize=True, deadline=None, max_examples=150,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("explore", derandomize=False, deadline=None, max_examples=3000,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "default", derandomize=True, deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "explore", derandomize=False, deadline=None, max_examples=3000, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 # --- garbage: text in which no parser rule can find an answer ---------------------------------------------------
@@ -38,10 +40,12 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 # letters, so they are not used), emoji, punctuation and white space. No digits (\d matches every script's digits)
 # and no Hangul (Korean numerals and answer words).
 PUNCT = " .,!?;:-'\"()[]{}/\\*_#@%&+=<>~|\n\t"
-FOREIGN = st.one_of(st.characters(min_codepoint=0x391, max_codepoint=0x3C9),    # Greek
-                    st.characters(min_codepoint=0x410, max_codepoint=0x44F),    # Cyrillic
-                    st.characters(min_codepoint=0x4E00, max_codepoint=0x4FFF),  # CJK ideographs
-                    st.characters(min_codepoint=0x1F600, max_codepoint=0x1F64F))  # emoji
+FOREIGN = st.one_of(
+    st.characters(min_codepoint=0x391, max_codepoint=0x3C9),  # Greek
+    st.characters(min_codepoint=0x410, max_codepoint=0x44F),  # Cyrillic
+    st.characters(min_codepoint=0x4E00, max_codepoint=0x4FFF),  # CJK ideographs
+    st.characters(min_codepoint=0x1F600, max_codepoint=0x1F64F),
+)  # emoji
 
 
 def garbage(letters: str, min_size: int = 0, max_size: int = 40) -> st.SearchStrategy[str]:
@@ -50,8 +54,10 @@ def garbage(letters: str, min_size: int = 0, max_size: int = 40) -> st.SearchStr
 
 # Letters that spell no English number word, "no"/"none"/"nobody", or anything glued to digits.
 COUNT_FREE = "acjkmpqACJKMPQ"
-EN_UNITS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-            "sixteen seventeen eighteen nineteen").split()
+EN_UNITS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen"
+).split()
 
 
 @given(garbage(COUNT_FREE))
@@ -69,8 +75,12 @@ def test_count_parser_finds_the_one_number_in_garbage(before, after, n, as_word)
 
 # Labels are spelled with letters the garbage never uses, so no label can appear in it.
 LABEL_LETTERS = "bdfghlnrstuw"
-labels_st = st.lists(st.lists(st.text(LABEL_LETTERS, min_size=1, max_size=6), min_size=1, max_size=3)
-                     .map(" ".join), min_size=2, max_size=5, unique=True)
+labels_st = st.lists(
+    st.lists(st.text(LABEL_LETTERS, min_size=1, max_size=6), min_size=1, max_size=3).map(" ".join),
+    min_size=2,
+    max_size=5,
+    unique=True,
+)
 
 
 @given(garbage("acjkmpqxz"), labels_st)
@@ -93,8 +103,12 @@ def test_label_parser_finds_the_one_label_in_garbage(before, after, labels, data
 MCQ_FREE = "jkmqxyzJKMQXYZ"
 
 
-@given(garbage(MCQ_FREE), st.lists(st.text("ghlu w", min_size=1, max_size=12).map(str.strip).filter(bool),
-                                   min_size=4, max_size=4, unique=True))
+@given(
+    garbage(MCQ_FREE),
+    st.lists(
+        st.text("ghlu w", min_size=1, max_size=12).map(str.strip).filter(bool), min_size=4, max_size=4, unique=True
+    ),
+)
 def test_option_parser_never_guesses_on_garbage(text, options):
     for opts in (options, None):  # with the option texts, and letters only
         p = parse_option(text, opts, n_options=4)
@@ -103,15 +117,18 @@ def test_option_parser_never_guesses_on_garbage(text, options):
 
 # --- ranking: only the order of the scores matters ---------------------------------------------------------------
 
+
 @st.composite
 def rounds(draw):
     """Scores [R, K] (small integers: ties are common), a gold index and a relevance per round."""
     r, k = draw(st.integers(1, 6)), draw(st.integers(2, 12))
-    scores = np.array(draw(st.lists(st.lists(st.integers(-4, 4), min_size=k, max_size=k), min_size=r, max_size=r)),
-                      dtype=float)
+    scores = np.array(
+        draw(st.lists(st.lists(st.integers(-4, 4), min_size=k, max_size=k), min_size=r, max_size=r)), dtype=float
+    )
     gt = np.array(draw(st.lists(st.integers(0, k - 1), min_size=r, max_size=r)))
-    rel = np.array(draw(st.lists(st.lists(st.sampled_from([0.0, 0.5, 1.0]), min_size=k, max_size=k),
-                                 min_size=r, max_size=r)))
+    rel = np.array(
+        draw(st.lists(st.lists(st.sampled_from([0.0, 0.5, 1.0]), min_size=k, max_size=k), min_size=r, max_size=r))
+    )
     perms = np.array([draw(st.permutations(range(k))) for _ in range(r)])
     return scores, gt, rel, perms
 
@@ -150,7 +167,7 @@ def test_ranking_metrics_do_not_depend_on_option_order(ties, data):
 @given(data=rounds(), scale=st.integers(1, 50), shift=st.integers(-1000, 1000), cube=st.booleans())
 def test_ranking_metrics_do_not_depend_on_score_shifts_or_monotone_maps(ties, data, scale, shift, cube):
     scores, gt, rel, _ = data
-    moved = (scores ** 3 if cube else scores) * scale + shift  # strictly increasing, exact on these integers
+    moved = (scores**3 if cube else scores) * scale + shift  # strictly increasing, exact on these integers
     assert _same(ranks_from_scores(moved, ties), ranks_from_scores(scores, ties))
     assert _same(rank_of_gt(moved, gt, ties), rank_of_gt(scores, gt, ties))
     assert _same(ndcg(moved, rel, ties), ndcg(scores, rel, ties))
@@ -173,9 +190,13 @@ def test_tie_rules_bracket_every_tie_break(data):
 
 # --- splits: a group never spans two splits -----------------------------------------------------------------------
 
-FRACTIONS = [{"train": 0.8, "val": 0.1, "test": 0.1}, {"train": 0.5, "test": 0.5},
-             {"train": 0.7225, "val": 0.1275, "test": 0.15}, {"train": 0.6, "val": 0.4, "test": 0.0},
-             {"a": 0.34, "b": 0.33, "c": 0.33}]
+FRACTIONS = [
+    {"train": 0.8, "val": 0.1, "test": 0.1},
+    {"train": 0.5, "test": 0.5},
+    {"train": 0.7225, "val": 0.1275, "test": 0.15},
+    {"train": 0.6, "val": 0.4, "test": 0.0},
+    {"a": 0.34, "b": 0.33, "c": 0.33},
+]
 
 
 @st.composite
@@ -186,13 +207,28 @@ def datasets(draw):
     exs = []
     for i in range(n):
         g = draw(st.integers(0, n_groups - 1))
-        exs.append(Example(id=f"e{i}", task="count", messages=[{"role": "user", "content": "q"}],
-                           target=draw(st.sampled_from(labels)), group=draw(st.sampled_from([f"g{g}", None]))))
+        exs.append(
+            Example(
+                id=f"e{i}",
+                task="count",
+                messages=[{"role": "user", "content": "q"}],
+                target=draw(st.sampled_from(labels)),
+                group=draw(st.sampled_from([f"g{g}", None])),
+            )
+        )
     # Augmented copies carry their own group but must still follow their source.
     for i in draw(st.lists(st.integers(0, n - 1), max_size=6, unique=True)):
         src = exs[i]
-        exs.append(Example(id=f"{src.id}-aug1", task="count", messages=src.messages, target=src.target,
-                           group=f"aug-{i}", meta={"augmented_from": src.id}))
+        exs.append(
+            Example(
+                id=f"{src.id}-aug1",
+                task="count",
+                messages=src.messages,
+                target=src.target,
+                group=f"aug-{i}",
+                meta={"augmented_from": src.id},
+            )
+        )
     return exs
 
 
@@ -200,8 +236,14 @@ def _where(splits) -> dict[str, str]:
     return {ex.id: name for name, exs in splits.items() for ex in exs}
 
 
-@given(examples=datasets(), fractions=st.sampled_from(FRACTIONS), seed=st.integers(0, 2**32 - 1),
-       stratify=st.booleans(), by=st.sampled_from(["group", "id"]), data=st.data())
+@given(
+    examples=datasets(),
+    fractions=st.sampled_from(FRACTIONS),
+    seed=st.integers(0, 2**32 - 1),
+    stratify=st.booleans(),
+    by=st.sampled_from(["group", "id"]),
+    data=st.data(),
+)
 def test_splits_keep_every_group_together_for_any_data(examples, fractions, seed, stratify, by, data):
     try:
         splits = split_examples(examples, fractions, seed=seed, stratify=stratify, by=by)
@@ -276,18 +318,23 @@ def _shuffle_groups(examples, units, rnd):
 # --- the Example record: JSONL round trip -------------------------------------------------------------------------
 
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=30).map(lambda s: s.replace("<image>", ""))
-JSON_LEAF = st.one_of(st.none(), st.booleans(), st.integers(-2**60, 2**60),
-                      st.floats(allow_nan=False, allow_infinity=False), TEXT)
-JSON = st.recursive(JSON_LEAF, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                       st.dictionaries(TEXT, inner, max_size=4)), max_leaves=12)
+JSON_LEAF = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**60), 2**60), st.floats(allow_nan=False, allow_infinity=False), TEXT
+)
+JSON = st.recursive(
+    JSON_LEAF,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(TEXT, inner, max_size=4)),
+    max_leaves=12,
+)
 NAME = st.text(string.ascii_letters + string.digits + "-_ ", min_size=1, max_size=12).map(str.strip).filter(bool)
 
 
 @st.composite
 def examples_st(draw, folder: Path):
     n_images = draw(st.integers(0, 3))
-    images = [str(folder / draw(st.sampled_from(["", "imgs", "a b/c"])) / f"{draw(NAME)}-{j}.png")
-              for j in range(n_images)]
+    images = [
+        str(folder / draw(st.sampled_from(["", "imgs", "a b/c"])) / f"{draw(NAME)}-{j}.png") for j in range(n_images)
+    ]
     # The placeholders go in user messages, spread over them at random, in order.
     n_user = draw(st.integers(1, 3))
     slots = sorted(draw(st.lists(st.integers(0, n_user - 1), min_size=n_images, max_size=n_images)))
@@ -298,22 +345,34 @@ def examples_st(draw, folder: Path):
         messages.append({"role": "assistant", "content": draw(TEXT)})
     if draw(st.booleans()):
         messages.insert(0, {"role": "system", "content": draw(TEXT)})
-    return Example(id=draw(TEXT.filter(bool)), task=draw(st.sampled_from(["count", "classify", "mcq", "dialog", "x"])),
-                   messages=messages, images=images, target=draw(JSON),
-                   options=draw(st.one_of(st.none(), st.lists(JSON_LEAF, max_size=5))),
-                   group=draw(st.one_of(st.none(), TEXT)), meta=draw(st.dictionaries(TEXT, JSON, max_size=4)))
+    return Example(
+        id=draw(TEXT.filter(bool)),
+        task=draw(st.sampled_from(["count", "classify", "mcq", "dialog", "x"])),
+        messages=messages,
+        images=images,
+        target=draw(JSON),
+        options=draw(st.one_of(st.none(), st.lists(JSON_LEAF, max_size=5))),
+        group=draw(st.one_of(st.none(), TEXT)),
+        meta=draw(st.dictionaries(TEXT, JSON, max_size=4)),
+    )
 
 
 @given(data=st.data())
 def test_example_round_trips_through_jsonl(tmp_path_factory, data):
     folder = tmp_path_factory.mktemp("rt", numbered=True)
-    exs = data.draw(st.lists(examples_st(folder), min_size=1, max_size=4,
-                             unique_by=lambda e: e.id))
+    exs = data.draw(st.lists(examples_st(folder), min_size=1, max_size=4, unique_by=lambda e: e.id))
     path = write_jsonl(folder / "data.jsonl", exs)
     back = load_jsonl(path, check_images=False)
     assert len(back) == len(exs)
     for a, b in zip(exs, back):
         assert [str(Path(p).resolve()) for p in b.images] == [str(Path(p).resolve()) for p in a.images]
-        assert (b.id, b.task, b.messages, b.target, b.options, b.group, b.meta) == \
-               (a.id, a.task, a.messages, a.target, a.options, a.group, a.meta)
+        assert (b.id, b.task, b.messages, b.target, b.options, b.group, b.meta) == (
+            a.id,
+            a.task,
+            a.messages,
+            a.target,
+            a.options,
+            a.group,
+            a.meta,
+        )
         assert math.isfinite(len(b.messages))

@@ -10,8 +10,16 @@ import numpy as np
 import pytest
 
 from vlmtune.errors import DataError
-from vlmtune.metrics.ranking import (gold_rank_from_ranks, ndcg, ndcg_metric, rank_of_gt, ranking_metrics,
-                                          ranks_from_scores, ranks_from_submission, scores_from_ranks)
+from vlmtune.metrics.ranking import (
+    gold_rank_from_ranks,
+    ndcg,
+    ndcg_metric,
+    rank_of_gt,
+    ranking_metrics,
+    ranks_from_scores,
+    ranks_from_submission,
+    scores_from_ranks,
+)
 
 L3 = math.log2(3)  # discount of position 2: log2(2 + 1)
 
@@ -19,7 +27,7 @@ L3 = math.log2(3)  # discount of position 2: log2(2 + 1)
 # ---------------------------------------------------------------- ranks and ties
 def test_ranks_ties_hand_case() -> None:
     scores = [[3.0, 1.0, 3.0, 2.0]]  # options 0 and 2 tie for first place
-    assert ranks_from_scores(scores).tolist() == [[2, 4, 2, 3]]                    # tie -> worst rank of group
+    assert ranks_from_scores(scores).tolist() == [[2, 4, 2, 3]]  # tie -> worst rank of group
     assert ranks_from_scores(scores, ties="optimistic").tolist() == [[1, 4, 1, 3]]  # tie -> best rank of group
     assert rank_of_gt(scores, [0]).tolist() == [2]
     assert rank_of_gt(scores, [0], ties="optimistic").tolist() == [1]
@@ -62,8 +70,8 @@ def test_perfect_and_reversed_scorer() -> None:
 def test_mrr_mean_rank_recall_by_hand() -> None:
     m = ranking_metrics([1, 2, 4, 10, 20], n_boot=200)
     assert m["r@1"]["value"] == pytest.approx(1 / 5)
-    assert m["r@5"]["value"] == pytest.approx(3 / 5)         # ranks 1, 2, 4
-    assert m["r@10"]["value"] == pytest.approx(4 / 5)        # ... and 10
+    assert m["r@5"]["value"] == pytest.approx(3 / 5)  # ranks 1, 2, 4
+    assert m["r@10"]["value"] == pytest.approx(4 / 5)  # ... and 10
     assert m["mrr"]["value"] == pytest.approx((1 + 1 / 2 + 1 / 4 + 1 / 10 + 1 / 20) / 5)  # 0.38
     assert m["mean_rank"]["value"] == pytest.approx(37 / 5)
     for e in m.values():
@@ -84,18 +92,22 @@ def test_bad_inputs_are_named() -> None:
 
 # ---------------------------------------------------------------- NDCG
 def test_ndcg_hand_case() -> None:
-    rel = [[1.0, 0.5, 0.5, 0.0]]      # k = 3 relevant options
-    scores = [[0.7, 0.1, 0.9, 0.4]]   # predicted order: 2, 0, 3, 1
+    rel = [[1.0, 0.5, 0.5, 0.0]]  # k = 3 relevant options
+    scores = [[0.7, 0.1, 0.9, 0.4]]  # predicted order: 2, 0, 3, 1
     dcg = 0.5 / 1 + 1.0 / L3 + 0.0 / 2
     idcg = 1.0 / 1 + 0.5 / L3 + 0.5 / 2
     assert ndcg(scores, rel)[0] == pytest.approx(dcg / idcg)
 
 
 def test_ndcg_k_varies_per_round() -> None:
-    rel = [[1.0, 0.0, 0.0, 0.0],      # k = 1
-           [1.0, 1.0, 1.0, 0.0]]      # k = 3
-    scores = [[0.8, 0.9, 0.1, 0.2],   # order 1, 0, ...: top-1 is irrelevant -> 0 (k = 2 would give 1/log2(3))
-              [0.8, 0.5, 0.1, 0.9]]   # order 3, 0, 1, 2
+    rel = [
+        [1.0, 0.0, 0.0, 0.0],  # k = 1
+        [1.0, 1.0, 1.0, 0.0],
+    ]  # k = 3
+    scores = [
+        [0.8, 0.9, 0.1, 0.2],  # order 1, 0, ...: top-1 is irrelevant -> 0 (k = 2 would give 1/log2(3))
+        [0.8, 0.5, 0.1, 0.9],
+    ]  # order 3, 0, 1, 2
     got = ndcg(scores, rel)
     assert got[0] == pytest.approx(0.0)
     assert got[1] == pytest.approx((0 + 1 / L3 + 1 / 2) / (1 + 1 / L3 + 1 / 2))
@@ -116,7 +128,7 @@ def test_ndcg_all_zero_round_is_skipped_and_counted() -> None:
 def test_ndcg_tie_rule_constant_scorer() -> None:
     rel = [[0.0, 0.0, 1.0, 0.0]]
     const = [[0.5, 0.5, 0.5, 0.5]]
-    assert ndcg(const, rel)[0] == 0.0                         # relevant option placed last in its tie group
+    assert ndcg(const, rel)[0] == 0.0  # relevant option placed last in its tie group
     assert ndcg(const, rel, ties="optimistic")[0] == 1.0
 
 
@@ -158,12 +170,15 @@ def test_submission_roundtrip() -> None:
     assert ndcg(scores_from_ranks(ranks), rel)[0] == pytest.approx((0 + 0.5 / L3) / (1.0 + 0.5 / L3))
 
 
-@pytest.mark.parametrize("ranks, needle", [
-    ([1, 2, 2, 4], "not a permutation"),   # repeated rank
-    ([0, 1, 2, 3], "not a permutation"),   # 0-based by mistake
-    ([1, 2, 3], "list of 4 ints"),          # too short
-    ([1, 2, 3, 4.0], "must be ints"),
-])
+@pytest.mark.parametrize(
+    "ranks, needle",
+    [
+        ([1, 2, 2, 4], "not a permutation"),  # repeated rank
+        ([0, 1, 2, 3], "not a permutation"),  # 0-based by mistake
+        ([1, 2, 3], "list of 4 ints"),  # too short
+        ([1, 2, 3, 4.0], "must be ints"),
+    ],
+)
 def test_malformed_submission_names_image_and_round(ranks: list, needle: str) -> None:
     rows = [_row(7, 1, [1, 2, 3, 4]), _row(185565, 10, ranks)]
     with pytest.raises(DataError, match=needle) as err:
@@ -178,5 +193,3 @@ def test_submission_missing_field_and_duplicate_round() -> None:
     assert "image_id=3" in str(err.value)
     with pytest.raises(DataError, match="repeats row 0"):
         ranks_from_submission([_row(3, 2, [1, 2, 3, 4]), _row(3, 2, [1, 2, 3, 4])], num_options=4)
-
-

@@ -12,8 +12,14 @@ import re
 import numpy as np
 import pytest
 
-from vlmtune.metrics.ranking import (ndcg, ndcg_metric, rank_of_gt, ranking_metrics, ranks_from_scores,
-                                     ranks_from_submission)
+from vlmtune.metrics.ranking import (
+    ndcg,
+    ndcg_metric,
+    rank_of_gt,
+    ranking_metrics,
+    ranks_from_scores,
+    ranks_from_submission,
+)
 
 
 def _gold_ranks(n: int, p: float, seed: int = 0) -> np.ndarray:
@@ -32,8 +38,10 @@ def test_recall_interval_has_the_asked_level():
         assert lo == pytest.approx(p - z * half, abs=0.25 * z * half), (alpha, lo, hi)
         assert hi == pytest.approx(p + z * half, abs=0.25 * z * half), (alpha, lo, hi)
     # The default is 95%.
-    assert ranking_metrics(ranks, ks=(1,), n_boot=4000)["r@1"]["ci"] == \
-        ranking_metrics(ranks, ks=(1,), n_boot=4000, alpha=0.05)["r@1"]["ci"]
+    assert (
+        ranking_metrics(ranks, ks=(1,), n_boot=4000)["r@1"]["ci"]
+        == ranking_metrics(ranks, ks=(1,), n_boot=4000, alpha=0.05)["r@1"]["ci"]
+    )
 
 
 def test_ndcg_interval_has_the_asked_level_and_seed():
@@ -57,7 +65,7 @@ def test_ranks_are_integers():
 
 
 def test_ndcg_metric_follows_the_tie_rule_and_scores_a_single_round():
-    scores = np.zeros((1, 4))                       # a constant scorer: one tie group
+    scores = np.zeros((1, 4))  # a constant scorer: one tie group
     rel = np.array([[1.0, 0.0, 0.5, 0.0]])
     lo = ndcg_metric(scores, rel, "pessimistic", n_boot=50)
     hi = ndcg_metric(scores, rel, "optimistic", n_boot=50)
@@ -91,16 +99,21 @@ def test_empty_submission_is_empty_and_strings_are_not_ranks():
 def test_ndcg_interval_defaults_to_95_percent():
     rng = np.random.default_rng(5)
     scores, rel = rng.normal(size=(50, 6)), rng.choice([0.0, 1.0], size=(50, 6))
-    assert ndcg_metric(scores, rel, n_boot=300)["ndcg"]["ci"] == \
-        ndcg_metric(scores, rel, n_boot=300, alpha=0.05)["ndcg"]["ci"]
+    assert (
+        ndcg_metric(scores, rel, n_boot=300)["ndcg"]["ci"]
+        == ndcg_metric(scores, rel, n_boot=300, alpha=0.05)["ndcg"]["ci"]
+    )
 
 
-@pytest.mark.parametrize("ranks, detail", [
-    ([1, 1, 2, 2, 3, 3, 4, 4], "(repeated: [1, 2, 3, 4])"),
-    ([0, 1, 2, 3, 4, 5, 8, 9], "(outside 1..8: [0, 9])"),
-    ([-5, -4, -3, -2, -1, 0, 7, 8], "(outside 1..8: [-5, -4, -3, -2, -1])"),
-    ([1, 1, 2, 3, 4, 5, 6, 9], "(repeated: [1]; outside 1..8: [9])"),
-])
+@pytest.mark.parametrize(
+    "ranks, detail",
+    [
+        ([1, 1, 2, 2, 3, 3, 4, 4], "(repeated: [1, 2, 3, 4])"),
+        ([0, 1, 2, 3, 4, 5, 8, 9], "(outside 1..8: [0, 9])"),
+        ([-5, -4, -3, -2, -1, 0, 7, 8], "(outside 1..8: [-5, -4, -3, -2, -1])"),
+        ([1, 1, 2, 3, 4, 5, 6, 9], "(repeated: [1]; outside 1..8: [9])"),
+    ],
+)
 def test_a_submission_that_is_not_a_permutation_says_what_is_wrong(ranks, detail):
     from vlmtune.errors import DataError
 
@@ -117,9 +130,16 @@ def test_submission_duplicates_are_listed_five_at_most():
         ranks_from_submission([{"image_id": 1, "round_id": 1, "ranks": ranks}], num_options=12)
 
 
-@pytest.mark.parametrize("ranks, said", [([1, 2, 3], "got 3 values"), (5, "got int"), ({"a": 1}, "got dict"),
-                                         ([1, 2.0, 3, 4, 5], "ranks must be ints, found 2.0"),
-                                         ([1, True, 3, 4, 5], "ranks must be ints, found True")])
+@pytest.mark.parametrize(
+    "ranks, said",
+    [
+        ([1, 2, 3], "got 3 values"),
+        (5, "got int"),
+        ({"a": 1}, "got dict"),
+        ([1, 2.0, 3, 4, 5], "ranks must be ints, found 2.0"),
+        ([1, True, 3, 4, 5], "ranks must be ints, found True"),
+    ],
+)
 def test_submission_ranks_of_the_wrong_kind_are_named(ranks, said):
     from vlmtune.errors import DataError
 

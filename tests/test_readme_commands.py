@@ -44,66 +44,109 @@ TRAINING_OVERRIDES = ["data.n=40", "train.epochs=1"]  # see the module docstring
 TRAINING_VERBS = ("quickstart", "run", "train")
 
 REPLACED = {
-    "vlmtune data synth --task memory --n 560 --out data/shapes-memory":
-        "vlmtune data synth --task memory --n 8 --out data/shapes-memory",
-    "vlmtune data inspect recipes/quickstart.yaml --render 4":
-        "vlmtune data inspect recipes/quickstart.yaml --render 4 --set data.n=40",
+    "vlmtune data synth --task memory --n 560 --out data/shapes-memory": "vlmtune data synth --task memory --n 8 --out data/shapes-memory",
+    "vlmtune data inspect recipes/quickstart.yaml --render 4": "vlmtune data inspect recipes/quickstart.yaml --render 4 --set data.n=40",
 }
 
 # (command prefix, why it is not run here, what covers it instead)
 EXCLUDED = [
-    ("python3 -m venv .venv && . .venv/bin/activate && bash scripts/setup.sh &&",
-     "installs into a new venv (the tests run in an installed one); its `vlmtune quickstart` is the Commands "
-     "block's first command, run here", "this test (quickstart)"),
-    ("python3 -m venv .venv && . .venv/bin/activate && bash scripts/setup.sh test &&",
-     "installs and runs the whole suite", ".ci/run runs it verbatim (tests/test_readme.py checks that)"),
-    ("vlmtune teach data/dialog16/data.jsonl --backend local --model gemma3-270m",
-     "the real Gemma-3 270M teacher: 1-2 min to dequantize on first use, then about 4 requests/min on 2 cores",
-     "tests/test_teacher.py::test_local_backend_caches_and_resumes (local backend, micro model); "
-     "tests/test_gguf.py (slow: the real gemma3-270m)"),
-    ("vlmtune teach data/dialog16/data.jsonl --backend openai",
-     "needs an Ollama or vLLM server", "tests/test_teacher.py (a real HTTP server speaking the protocol: "
-     "test_teach_exports_with_provenance_and_a_report and the fault cases)"),
-    ("vlmtune memory build --from locomo locomo10.json",
-     "LoCoMo is not on this machine (no network)",
-     "tests/test_memory_episodes.py::test_locomo_reader_builds_episodes_and_probes (a file in LoCoMo's format)"),
-    ("vlmtune chat gemma3-270m", "the real Gemma-3 270M: 1-2 min to dequantize on first use",
-     "this test (`vlmtune chat tiny`); tests/test_gguf.py (slow: loads and generates with gemma3-270m)"),
-    ("vlmtune serve ", "a server that blocks until stopped",
-     "tests/test_serve.py (a real process on a loopback port, the openai client and curl)"),
+    (
+        "python3 -m venv .venv && . .venv/bin/activate && bash scripts/setup.sh &&",
+        "installs into a new venv (the tests run in an installed one); its `vlmtune quickstart` is the Commands "
+        "block's first command, run here",
+        "this test (quickstart)",
+    ),
+    (
+        "python3 -m venv .venv && . .venv/bin/activate && bash scripts/setup.sh test &&",
+        "installs and runs the whole suite",
+        ".ci/run runs it verbatim (tests/test_readme.py checks that)",
+    ),
+    (
+        "vlmtune teach data/dialog16/data.jsonl --backend local --model gemma3-270m",
+        "the real Gemma-3 270M teacher: 1-2 min to dequantize on first use, then about 4 requests/min on 2 cores",
+        "tests/test_teacher.py::test_local_backend_caches_and_resumes (local backend, micro model); "
+        "tests/test_gguf.py (slow: the real gemma3-270m)",
+    ),
+    (
+        "vlmtune teach data/dialog16/data.jsonl --backend openai",
+        "needs an Ollama or vLLM server",
+        "tests/test_teacher.py (a real HTTP server speaking the protocol: "
+        "test_teach_exports_with_provenance_and_a_report and the fault cases)",
+    ),
+    (
+        "vlmtune memory build --from locomo locomo10.json",
+        "LoCoMo is not on this machine (no network)",
+        "tests/test_memory_episodes.py::test_locomo_reader_builds_episodes_and_probes (a file in LoCoMo's format)",
+    ),
+    (
+        "vlmtune chat gemma3-270m",
+        "the real Gemma-3 270M: 1-2 min to dequantize on first use",
+        "this test (`vlmtune chat tiny`); tests/test_gguf.py (slow: loads and generates with gemma3-270m)",
+    ),
+    (
+        "vlmtune serve ",
+        "a server that blocks until stopped",
+        "tests/test_serve.py (a real process on a loopback port, the openai client and curl)",
+    ),
     ("curl ", "needs `vlmtune serve` running", "tests/test_serve.py::test_curl_works_unchanged"),
     ("vlmtune ui ", "a web server that blocks until stopped", "tests/test_ui.py (chromium driven by Playwright)"),
-    ("vlmtune data convert --format visdial visdial_1.0_val.json",
-     "VisDial is not on this machine (no network)", "tests/test_formats.py (test_visdial_*: files in its format)"),
-    ("python scripts/hub_folder.py /tmp/cctv-check/cctv.jsonl",
-     "a record of a measurement: reads /tmp/cctv-check from `scripts/cctv_dedup_check.py --frames 2000`",
-     "tests/test_hf.py::test_local_hub_folder_simple_columns"),
-    ("vlmtune data convert --format hf /tmp/cctv-hub", "the same measurement's hub-layout folder",
-     "tests/test_hf.py::test_local_hub_folder_simple_columns"),
-    ("HF_HUB_OFFLINE=1 vlmtune data convert --format hf demo/cctv",
-     "needs the hub cache laid out by hand for the name demo/cctv",
-     "tests/test_hf.py::test_by_name_offline_uses_the_cached_snapshot"),
-    ("vlmtune data split /tmp/cctv-check/cctv.jsonl", "the same measurement's 2,000 CCTV-like frames",
-     "this test (`vlmtune data split data/forensic.jsonl`); tests/test_dedup.py"),
-    ("vlmtune data inspect /tmp/cctv-check/cctv-split/train.jsonl", "the same measurement's frames",
-     "this test (`vlmtune data inspect`); tests/test_inspect.py"),
-    ("vlmtune run recipes/shapes_dialog_teacher.yaml name=teach-",
-     "the three-way experiment: its teacher is the real Gemma-3 270M (about 30 min for 120 dialogues here)",
-     "tests/test_teacher.py::test_a_recipes_teach_section_writes_the_train_split; "
-     "tests/test_cli.py::test_every_recipe_passes_smoke[shapes_dialog_teacher.yaml]"),
-    ("vlmtune compare runs/teach-a/finetuned runs/teach-b/finetuned", "needs the three-way experiment's runs",
-     "this test (`vlmtune compare`)"),
-    ("vlmtune run recipes/shapes_memory.yaml",
-     "about 300 training steps on ~400-token reminders plus ten evaluations: hours on 2 cores",
-     "tests/test_memory_episodes.py::test_shapes_memory_recipe_runs_end_to_end_and_records_why (stand-in model)"),
-    ("PYTHONPATH=. python benchmarks/memory.py", "a benchmark (needs the shapes_memory run)",
-     "tests/test_memory*.py"),
-    ("accelerate launch", "multi-GPU launch", "tests/test_ddp.py (2-process DDP on CPU: "
-     "test_two_process_vlmtune_train_prepares_the_data_once)"),
+    (
+        "vlmtune data convert --format visdial visdial_1.0_val.json",
+        "VisDial is not on this machine (no network)",
+        "tests/test_formats.py (test_visdial_*: files in its format)",
+    ),
+    (
+        "python scripts/hub_folder.py /tmp/cctv-check/cctv.jsonl",
+        "a record of a measurement: reads /tmp/cctv-check from `scripts/cctv_dedup_check.py --frames 2000`",
+        "tests/test_hf.py::test_local_hub_folder_simple_columns",
+    ),
+    (
+        "vlmtune data convert --format hf /tmp/cctv-hub",
+        "the same measurement's hub-layout folder",
+        "tests/test_hf.py::test_local_hub_folder_simple_columns",
+    ),
+    (
+        "HF_HUB_OFFLINE=1 vlmtune data convert --format hf demo/cctv",
+        "needs the hub cache laid out by hand for the name demo/cctv",
+        "tests/test_hf.py::test_by_name_offline_uses_the_cached_snapshot",
+    ),
+    (
+        "vlmtune data split /tmp/cctv-check/cctv.jsonl",
+        "the same measurement's 2,000 CCTV-like frames",
+        "this test (`vlmtune data split data/forensic.jsonl`); tests/test_dedup.py",
+    ),
+    (
+        "vlmtune data inspect /tmp/cctv-check/cctv-split/train.jsonl",
+        "the same measurement's frames",
+        "this test (`vlmtune data inspect`); tests/test_inspect.py",
+    ),
+    (
+        "vlmtune run recipes/shapes_dialog_teacher.yaml name=teach-",
+        "the three-way experiment: its teacher is the real Gemma-3 270M (about 30 min for 120 dialogues here)",
+        "tests/test_teacher.py::test_a_recipes_teach_section_writes_the_train_split; "
+        "tests/test_cli.py::test_every_recipe_passes_smoke[shapes_dialog_teacher.yaml]",
+    ),
+    (
+        "vlmtune compare runs/teach-a/finetuned runs/teach-b/finetuned",
+        "needs the three-way experiment's runs",
+        "this test (`vlmtune compare`)",
+    ),
+    (
+        "vlmtune run recipes/shapes_memory.yaml",
+        "about 300 training steps on ~400-token reminders plus ten evaluations: hours on 2 cores",
+        "tests/test_memory_episodes.py::test_shapes_memory_recipe_runs_end_to_end_and_records_why (stand-in model)",
+    ),
+    ("PYTHONPATH=. python benchmarks/memory.py", "a benchmark (needs the shapes_memory run)", "tests/test_memory*.py"),
+    (
+        "accelerate launch",
+        "multi-GPU launch",
+        "tests/test_ddp.py (2-process DDP on CPU: test_two_process_vlmtune_train_prepares_the_data_once)",
+    ),
 ]
 
 
 # --- the README's commands ----------------------------------------------------------------------------------
+
 
 def _commands() -> list[str]:
     """Every command of the README's bash blocks, in order; a command continues over lines while a quote is open
@@ -140,8 +183,9 @@ RUN = list(dict.fromkeys(c for c in COMMANDS if not _excluded(c)))  # a command 
 
 def test_every_readme_command_is_run_or_excluded():
     for cmd in COMMANDS:
-        assert _excluded(cmd) or shlex.split(cmd)[0] == "vlmtune" or "=" in shlex.split(cmd)[0], \
+        assert _excluded(cmd) or shlex.split(cmd)[0] == "vlmtune" or "=" in shlex.split(cmd)[0], (
             f"README command neither run by this test nor listed in EXCLUDED (with why): {cmd}"
+        )
     unused = [e[0] for e in EXCLUDED if not any(c.startswith(e[0]) for c in COMMANDS)]
     assert not unused, f"EXCLUDED names commands the README no longer has: {unused}"
     assert not [r for r in REPLACED if r not in RUN], "REPLACED names commands the README no longer has"
@@ -149,11 +193,11 @@ def test_every_readme_command_is_run_or_excluded():
 
 # --- files a user brings ------------------------------------------------------------------------------------
 
+
 def _other_system(ws: Path) -> None:
     """Predictions made elsewhere: here, a system that always answers 2."""
     rows = [json.loads(l) for l in (ws / "runs/quickstart/data/test.jsonl").read_text().splitlines() if l.strip()]
-    (ws / "other_system.jsonl").write_text("".join(json.dumps({"id": r["id"], "prediction": "2"}) + "\n"
-                                                   for r in rows))
+    (ws / "other_system.jsonl").write_text("".join(json.dumps({"id": r["id"], "prediction": "2"}) + "\n" for r in rows))
 
 
 def _raw_data(ws: Path) -> None:
@@ -184,12 +228,28 @@ def _dataset_info(ws: Path) -> None:
     rows = []
     for i in range(4):
         Image.new("RGB", (32, 32), (50 * i, 90, 60)).save(ws / "lf_images" / f"{i}.jpg")
-        rows.append({"conversations": [{"from": "human", "value": "<image>How many people are there?"},
-                                       {"from": "gpt", "value": str(i + 1)}], "images": [f"lf_images/{i}.jpg"]})
+        rows.append(
+            {
+                "conversations": [
+                    {"from": "human", "value": "<image>How many people are there?"},
+                    {"from": "gpt", "value": str(i + 1)},
+                ],
+                "images": [f"lf_images/{i}.jpg"],
+            }
+        )
     (ws / "mine.json").write_text(json.dumps(rows))
-    (ws / "dataset_info.json").write_text(json.dumps({"mine": {
-        "file_name": "mine.json", "formatting": "sharegpt", "columns": {"messages": "conversations", "images": "images"},
-        "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt"}}}))
+    (ws / "dataset_info.json").write_text(
+        json.dumps(
+            {
+                "mine": {
+                    "file_name": "mine.json",
+                    "formatting": "sharegpt",
+                    "columns": {"messages": "conversations", "images": "images"},
+                    "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt"},
+                }
+            }
+        )
+    )
 
 
 USER_FILES = {  # command prefix -> writes the file it reads
@@ -202,13 +262,14 @@ USER_FILES = {  # command prefix -> writes the file it reads
 
 def _typed_in_chat_transcript() -> str:
     transcript = README.split("**Terminal chat.**", 1)[1].split("```\nvlmtune chat:", 1)[1].split("```", 1)[0]
-    return "".join(line[len("you> "):] + "\n" for line in transcript.splitlines() if line.startswith("you> "))
+    return "".join(line[len("you> ") :] + "\n" for line in transcript.splitlines() if line.startswith("you> "))
 
 
 STDIN = {"vlmtune chat tiny --adapter runs/quickstart/adapter": _typed_in_chat_transcript}
 
 
 # --- running them ------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Result:
@@ -291,11 +352,15 @@ def workspace(tmp_path_factory, readme_cache):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("index", range(len(RUN)), ids=[f"{i:02d}-{' '.join(c.split()[1:4])}" for i, c in enumerate(RUN)])
+@pytest.mark.parametrize(
+    "index", range(len(RUN)), ids=[f"{i:02d}-{' '.join(c.split()[1:4])}" for i, c in enumerate(RUN)]
+)
 def test_readme_command_runs(index, workspace):
     r = workspace.run_through(index)
-    assert r.code == 0, (f"README command failed (exit code {r.code}): {r.cmd}\n"
-                         f"run as: vlmtune {shlex.join(r.argv)}\nstderr:\n{r.err[-6000:]}")
+    assert r.code == 0, (
+        f"README command failed (exit code {r.code}): {r.cmd}\n"
+        f"run as: vlmtune {shlex.join(r.argv)}\nstderr:\n{r.err[-6000:]}"
+    )
     check = CHECKS.get(r.cmd)
     if check:
         check(r, workspace.root)
@@ -303,9 +368,19 @@ def test_readme_command_runs(index, workspace):
 
 # --- what the README says a command gives ------------------------------------------------------------------
 
+
 def _ls_sections(r: Result, root: Path) -> None:
-    for heading in ("tasks (options: data.task_options):", "data formats:", "metrics:", "model families:",
-                    "models:", "recipes:", "config keys (key=value overrides):", "teach filters", "teach prompts"):
+    for heading in (
+        "tasks (options: data.task_options):",
+        "data formats:",
+        "metrics:",
+        "model families:",
+        "models:",
+        "recipes:",
+        "config keys (key=value overrides):",
+        "teach filters",
+        "teach prompts",
+    ):
         assert any(line.startswith(heading) for line in r.out.splitlines()), f"`vlmtune ls` printed no '{heading}'"
 
 
@@ -331,15 +406,24 @@ CHECKS = {
 def test_cache_folders_named_in_the_readme_are_those_of_vlmtune_paths():
     from vlmtune import paths
 
-    made = {p.relative_to("C").parts[0] for p in (paths.models_dir("C"), paths.gguf_dir("C"), paths.standins_dir("C"),
-                                                  paths.smoke_data_dir("C"), paths.teacher_cache("m", "C"),
-                                                  paths.embeddings_dir("C"))}
+    made = {
+        p.relative_to("C").parts[0]
+        for p in (
+            paths.models_dir("C"),
+            paths.gguf_dir("C"),
+            paths.standins_dir("C"),
+            paths.smoke_data_dir("C"),
+            paths.teacher_cache("m", "C"),
+            paths.embeddings_dir("C"),
+        )
+    }
     text = README.split("`$VLMTUNE_CACHE` (default `~/.cache/vlmtune`) holds", 1)[1].split("\n\n", 1)[0]
     named = set(re.findall(r"`([a-z-]+)/`", text))
     assert named == made, (named, made)
     public = {n for n in dir(paths) if n.endswith(("_dir", "_cache")) and callable(getattr(paths, n))}
-    assert public == {"models_dir", "gguf_dir", "standins_dir", "smoke_data_dir", "teacher_cache", "embeddings_dir"}, \
+    assert public == {"models_dir", "gguf_dir", "standins_dir", "smoke_data_dir", "teacher_cache", "embeddings_dir"}, (
         f"vlmtune/paths.py has a cache path this test (and the README) does not name: {public}"
+    )
 
 
 def test_readme_names_the_extras_each_seed_recipe_needs():

@@ -21,14 +21,32 @@ RECIPE = str(ROOT / "recipes" / "quickstart.yaml")
 
 
 def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
 
 
 def _args(tmp_path, model, *extra, name="r"):
-    return ["run", RECIPE, f"output_dir={tmp_path / 'runs'}", f"name={name}", f"model.name={model}", "data.n=32",
-            "train.max_steps=2", "train.batch_size=4", "train.save_steps=1", "eval.n_boot=100",
-            "eval.max_new_tokens=4", "train.val_max_examples=4", "-q", *extra]
+    return [
+        "run",
+        RECIPE,
+        f"output_dir={tmp_path / 'runs'}",
+        f"name={name}",
+        f"model.name={model}",
+        "data.n=32",
+        "train.max_steps=2",
+        "train.batch_size=4",
+        "train.save_steps=1",
+        "eval.n_boot=100",
+        "eval.max_new_tokens=4",
+        "train.val_max_examples=4",
+        "-q",
+        *extra,
+    ]
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -52,8 +70,9 @@ def run_copy(good_run, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- --overwrite
-def test_overwrite_never_deletes_the_earlier_run_before_the_new_one_is_ready(run_copy, tmp_path, micro_model_dir,
-                                                                            capsys):
+def test_overwrite_never_deletes_the_earlier_run_before_the_new_one_is_ready(
+    run_copy, tmp_path, micro_model_dir, capsys
+):
     from PIL import Image
 
     before = snapshot(run_copy)
@@ -63,8 +82,18 @@ def test_overwrite_never_deletes_the_earlier_run_before_the_new_one_is_ready(run
     data = (tmp_path / "photo.jpg").read_bytes()
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])  # a truncated JPEG: opens, does not decode
     cut = tmp_path / "cut.jsonl"
-    cut.write_text(json.dumps({"id": "c", "task": "count", "images": ["cut.jpg"], "target": 1, "messages": [
-        {"role": "user", "content": "<image>\nHow many?"}, {"role": "assistant", "content": "1"}]}) + "\n")
+    cut.write_text(
+        json.dumps(
+            {
+                "id": "c",
+                "task": "count",
+                "images": ["cut.jpg"],
+                "target": 1,
+                "messages": [{"role": "user", "content": "<image>\nHow many?"}, {"role": "assistant", "content": "1"}],
+            }
+        )
+        + "\n"
+    )
     failing = {
         "a missing data file": ["data.source=files", f"data.path={tmp_path / 'nope.jsonl'}"],
         "an invalid data file": ["data.source=files", f"data.path={bad}"],
@@ -98,17 +127,18 @@ def test_a_run_that_fails_validation_leaves_nothing_so_the_retry_works(tmp_path,
 # ------------------------------------------------------------------------------------------------ lock
 def _hold_lock(run_dir: Path) -> subprocess.Popen:
     """Another process holding the run's lock (as a running `vlmtune run` does) until it is killed."""
-    code = ("import sys, time; from pathlib import Path; from vlmtune.rundir import RunLock, _sibling; "
-            f"d = Path({str(run_dir)!r}); d.parent.mkdir(parents=True, exist_ok=True); "
-            "sys.argv = ['vlmtune', 'run', 'recipes/quickstart.yaml']; RunLock(_sibling(d, 'lock'), d).acquire(); "
-            "print('locked', flush=True); time.sleep(600)")
+    code = (
+        "import sys, time; from pathlib import Path; from vlmtune.rundir import RunLock, _sibling; "
+        f"d = Path({str(run_dir)!r}); d.parent.mkdir(parents=True, exist_ok=True); "
+        "sys.argv = ['vlmtune', 'run', 'recipes/quickstart.yaml']; RunLock(_sibling(d, 'lock'), d).acquire(); "
+        "print('locked', flush=True); time.sleep(600)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], env=_env(), stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
     return proc
 
 
-def test_a_locked_run_refuses_writers_names_the_holder_and_lets_readers_in(run_copy, tmp_path, micro_model_dir,
-                                                                          capsys):
+def test_a_locked_run_refuses_writers_names_the_holder_and_lets_readers_in(run_copy, tmp_path, micro_model_dir, capsys):
     before = snapshot(run_copy)
     holder = _hold_lock(run_copy)
     try:
@@ -120,14 +150,44 @@ def test_a_locked_run_refuses_writers_names_the_holder_and_lets_readers_in(run_c
         assert f"process {holder.pid}" in capsys.readouterr().err
         assert snapshot(run_copy) == before
         # Readers never take the lock.
-        assert main(["compare", str(run_copy / "zero_shot"), str(run_copy / "finetuned"), "--out",
-                     str(tmp_path / "cmp")]) == 0
-        assert main(["score", "--task", "count", "--data", str(run_copy / "data/test.jsonl"), "--predictions",
-                     str(run_copy / "finetuned/predictions.jsonl"), "--out", str(tmp_path / "sc")]) == 0
+        assert (
+            main(["compare", str(run_copy / "zero_shot"), str(run_copy / "finetuned"), "--out", str(tmp_path / "cmp")])
+            == 0
+        )
+        assert (
+            main(
+                [
+                    "score",
+                    "--task",
+                    "count",
+                    "--data",
+                    str(run_copy / "data/test.jsonl"),
+                    "--predictions",
+                    str(run_copy / "finetuned/predictions.jsonl"),
+                    "--out",
+                    str(tmp_path / "sc"),
+                ]
+            )
+            == 0
+        )
         assert main(["export", str(run_copy), "--out", str(tmp_path / "exp")]) == 0
         # Writing an evaluation into the locked run is a writer.
-        assert main(["score", "--task", "count", "--data", str(run_copy / "data/test.jsonl"), "--predictions",
-                     str(run_copy / "finetuned/predictions.jsonl"), "--out", str(run_copy / "rescored")]) == 2
+        assert (
+            main(
+                [
+                    "score",
+                    "--task",
+                    "count",
+                    "--data",
+                    str(run_copy / "data/test.jsonl"),
+                    "--predictions",
+                    str(run_copy / "finetuned/predictions.jsonl"),
+                    "--out",
+                    str(run_copy / "rescored"),
+                ]
+            )
+            == 2
+        )
         assert f"process {holder.pid}" in capsys.readouterr().err and not (run_copy / "rescored").exists()
     finally:
         holder.kill()  # kill -9: the kernel releases the lock; the lock file stays behind, stale
@@ -136,9 +196,16 @@ def test_a_locked_run_refuses_writers_names_the_holder_and_lets_readers_in(run_c
 
 
 def test_two_runs_started_together_one_runs_one_is_refused(tmp_path, micro_model_dir):
-    procs = [subprocess.Popen([sys.executable, "-m", "vlmtune", *_args(tmp_path, micro_model_dir, *extra)],
-                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for extra in ([], ["--overwrite"])]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "vlmtune", *_args(tmp_path, micro_model_dir, *extra)],
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for extra in ([], ["--overwrite"])
+    ]
     results = [(p.wait(timeout=900), p.stderr.read()) for p in procs]
     codes = sorted(rc for rc, _ in results)
     assert codes in ([0, 0], [0, 2]), results  # both ran one after the other, or one was refused
@@ -153,8 +220,12 @@ def test_two_runs_started_together_one_runs_one_is_refused(tmp_path, micro_model
 # ---------------------------------------------------------------------------------------------- resume
 def test_resume_refuses_changes_that_finished_stages_depend_on(run_copy, tmp_path, micro_model_dir, capsys):
     before = snapshot(run_copy)
-    for change, stage in (("train.max_steps=3", "the finished training"), ("eval.max_new_tokens=5", "zero-shot"),
-                          ("data.n=40", "data splits"), ("model.dtype=float32", "zero-shot")):
+    for change, stage in (
+        ("train.max_steps=3", "the finished training"),
+        ("eval.max_new_tokens=5", "zero-shot"),
+        ("data.n=40", "data splits"),
+        ("model.dtype=float32", "zero-shot"),
+    ):
         assert main([*_args(tmp_path, micro_model_dir), "--resume", change]) == 2
         err = capsys.readouterr().err
         key = change.split("=")[0]
@@ -180,8 +251,18 @@ def test_resume_allows_and_records_changes_to_unfinished_stages(run_copy, tmp_pa
     for done in ("adapter", "train_history.json"):
         p = run_copy / done
         shutil.rmtree(p) if p.is_dir() else p.unlink()
-    assert main([*_args(tmp_path, micro_model_dir), "--resume", "train.max_steps=3", "eval.max_new_tokens=5",
-                 "train.lr=1e-3"]) == 2
+    assert (
+        main(
+            [
+                *_args(tmp_path, micro_model_dir),
+                "--resume",
+                "train.max_steps=3",
+                "eval.max_new_tokens=5",
+                "train.lr=1e-3",
+            ]
+        )
+        == 2
+    )
     assert "the training checkpoints" in capsys.readouterr().err
 
 
@@ -216,8 +297,7 @@ def test_resume_skips_incomplete_checkpoints(micro_model_dir, count_data, tmp_pa
     from vlmtune.train.checkpoints import SENTINEL, is_complete
     from vlmtune.train.trainer import train
 
-    cfg = TrainConfig(epochs=1, max_steps=5, batch_size=4, lr=5e-3, logging_steps=1, save_steps=1, report_to=[],
-                      seed=3)
+    cfg = TrainConfig(epochs=1, max_steps=5, batch_size=4, lr=5e-3, logging_steps=1, save_steps=1, report_to=[], seed=3)
     ref = ModelRef.of(ModelConfig(name=str(micro_model_dir)))
     full = train(ref, count_data[:24], [], tmp_path / "full", cfg)
     cut = train(ref, count_data[:24], [], tmp_path / "cut", cfg, callbacks=[StopAtStep(3)])
@@ -233,8 +313,10 @@ def test_resume_skips_incomplete_checkpoints(micro_model_dir, count_data, tmp_pa
     assert any("checkpoint-9 is incomplete" in m for m in log_lines)
     assert any("checkpoint-3 is incomplete" in m for m in log_lines)
     assert any("resuming from" in m and "checkpoint-2" in m for m in log_lines)
-    a, b = load_file(str(full.output_dir / "adapter_model.safetensors")), \
-        load_file(str(resumed.output_dir / "adapter_model.safetensors"))
+    a, b = (
+        load_file(str(full.output_dir / "adapter_model.safetensors")),
+        load_file(str(resumed.output_dir / "adapter_model.safetensors")),
+    )
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed from checkpoint-2: not the uninterrupted result"
     assert not (resumed.output_dir / "training_args.bin").exists()  # no pickle in the adapter
 
@@ -254,11 +336,19 @@ def test_exports_carry_no_pickle(run_copy, tmp_path):
 
 
 # ------------------------------------------------------------------------------ options, stdout, logs
-@pytest.mark.parametrize("argv", [
-    ["run", "R.yaml", "--overwrite", "name=x"], ["run", "R.yaml", "-q", "name=x"], ["run", "-q", "R.yaml", "name=x"],
-    ["run", "R.yaml", "a.b=1", "--resume", "name=x"], ["train", "R.yaml", "--overwrite", "name=x", "-q"],
-    ["validate", "R.yaml", "-q", "name=x"], ["quickstart", "--resume", "name=x"], ["quickstart", "name=x", "-q"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "R.yaml", "--overwrite", "name=x"],
+        ["run", "R.yaml", "-q", "name=x"],
+        ["run", "-q", "R.yaml", "name=x"],
+        ["run", "R.yaml", "a.b=1", "--resume", "name=x"],
+        ["train", "R.yaml", "--overwrite", "name=x", "-q"],
+        ["validate", "R.yaml", "-q", "name=x"],
+        ["quickstart", "--resume", "name=x"],
+        ["quickstart", "name=x", "-q"],
+    ],
+)
 def test_options_and_overrides_in_any_order(argv):
     from vlmtune.cli import build_parser, parse
 
@@ -266,12 +356,19 @@ def test_options_and_overrides_in_any_order(argv):
     assert args.overrides[-1] == "name=x"
 
 
-@pytest.mark.parametrize("argv", [
-    ["compare", "A", "--out", "X", "B"], ["compare", "--out", "X", "A", "B", "-q"],
-    ["export", "--merge", "SRC", "--out", "X"], ["export", "SRC", "--out", "X", "--merge", "-q"],
-    ["data", "split", "--out", "X", "P.jsonl", "--seed", "1"], ["data", "inspect", "--skip-invalid", "P.jsonl"],
-    ["eval", "--data", "D", "-q", "--model", "M"], ["score", "-q", "--task", "count", "--data", "D", "--predictions", "P"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["compare", "A", "--out", "X", "B"],
+        ["compare", "--out", "X", "A", "B", "-q"],
+        ["export", "--merge", "SRC", "--out", "X"],
+        ["export", "SRC", "--out", "X", "--merge", "-q"],
+        ["data", "split", "--out", "X", "P.jsonl", "--seed", "1"],
+        ["data", "inspect", "--skip-invalid", "P.jsonl"],
+        ["eval", "--data", "D", "-q", "--model", "M"],
+        ["score", "-q", "--task", "count", "--data", "D", "--predictions", "P"],
+    ],
+)
 def test_options_in_any_order_on_the_other_verbs(argv):
     from vlmtune.cli import build_parser, parse
 
@@ -280,10 +377,23 @@ def test_options_in_any_order_on_the_other_verbs(argv):
 
 def test_predict_prints_only_the_answer_on_stdout(micro_model_dir, count_data):
     image = count_data[0].images[0]
-    cmd = [sys.executable, "-m", "vlmtune", "predict", "--model", str(micro_model_dir), "--image", image,
-           "--prompt", "How many red shapes are there?", "--max-new-tokens", "4"]
-    proc = subprocess.run(f"{' '.join(map(repr, cmd))} | cat", shell=True, env=_env(), capture_output=True, text=True,
-                          timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "vlmtune",
+        "predict",
+        "--model",
+        str(micro_model_dir),
+        "--image",
+        image,
+        "--prompt",
+        "How many red shapes are there?",
+        "--max-new-tokens",
+        "4",
+    ]
+    proc = subprocess.run(
+        f"{' '.join(map(repr, cmd))} | cat", shell=True, env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("\n") == 1 and "[model]" in proc.stderr, (proc.stdout, proc.stderr[-500:])
 
@@ -292,8 +402,9 @@ def test_building_the_tiny_base_writes_nothing_to_stdout(tmp_path, capfd):
     from vlmtune.build import build_base
     from vlmtune.models.tiny import TinyBaseConfig
 
-    build_base(TinyBaseConfig(vision_steps=2, pretrain_examples=16, pretrain_epochs=1, pretrain_batch_size=8),
-               cache=tmp_path)
+    build_base(
+        TinyBaseConfig(vision_steps=2, pretrain_examples=16, pretrain_epochs=1, pretrain_batch_size=8), cache=tmp_path
+    )
     out, _ = capfd.readouterr()
     assert out == ""
 

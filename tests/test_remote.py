@@ -12,8 +12,14 @@ pytest.importorskip("openai")
 
 from tests.fake_openai import FakeOpenAI  # noqa: E402
 from vlmtune.errors import ConfigError, DataError  # noqa: E402
-from vlmtune.infer.remote import (ChatRequest, Pacer, RemoteClient, RemoteConfig, ResponseCache,  # noqa: E402
-                                  request_key)
+from vlmtune.infer.remote import (
+    ChatRequest,
+    Pacer,
+    RemoteClient,
+    RemoteConfig,
+    ResponseCache,  # noqa: E402
+    request_key,
+)
 
 
 def req(i: int, **params) -> ChatRequest:
@@ -32,8 +38,7 @@ def number(body: dict) -> int:
 
 def test_faults_are_retried_and_retry_after_is_honoured(tmp_path):
     faults = {0: "429", 1: "500", 2: "hang", 3: "malformed"}
-    with FakeOpenAI(script=lambda b, n: faults.get(number(b)) if n == 0 else None, retry_after=0.6,
-                    hang_s=2.5) as srv:
+    with FakeOpenAI(script=lambda b, n: faults.get(number(b)) if n == 0 else None, retry_after=0.6, hang_s=2.5) as srv:
         c = client(srv, tmp_path / "c.jsonl", concurrency=4)
         out = c.run([req(i) for i in range(6)])
     assert all(r.ok for r in out), [r.error for r in out]
@@ -111,8 +116,12 @@ def test_key_covers_model_messages_params_tag_and_image_content_but_not_the_url(
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     Image.new("RGB", (4, 4), "red").save(a)
     Image.new("RGB", (4, 4), "blue").save(b)
-    base = ChatRequest(messages=[{"role": "user", "content": "<image>\nwhat colour?"}], images=[str(a)],
-                       params={"temperature": 0.0}, tag="t-v1")
+    base = ChatRequest(
+        messages=[{"role": "user", "content": "<image>\nwhat colour?"}],
+        images=[str(a)],
+        params={"temperature": 0.0},
+        tag="t-v1",
+    )
     k = request_key("m", base)
     assert k == request_key("m", ChatRequest(**{**base.__dict__}))
     assert k != request_key("m2", base)

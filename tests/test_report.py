@@ -16,10 +16,20 @@ from vlmtune.errors import DataError, VlmtuneError
 from vlmtune.report import FLIP_CAP, THUMB_PX, compare_runs, format_summary
 
 LABELS = ["cat", "dog"]
-FINGERPRINT = {"model": "tiny-vlm", "model_hash": "aaa", "adapter": None, "adapter_hash": None,
-               "task": "classify", "data_hash": "d1", "prompt_hash": "p1", "chat_template_hash": "t1",
-               "image_size": 32, "decoding": {"max_new_tokens": 8, "do_sample": False}, "backend": "hf",
-               "versions": {"transformers": "4.0", "vlmtune": "0.1.0"}}
+FINGERPRINT = {
+    "model": "tiny-vlm",
+    "model_hash": "aaa",
+    "adapter": None,
+    "adapter_hash": None,
+    "task": "classify",
+    "data_hash": "d1",
+    "prompt_hash": "p1",
+    "chat_template_hash": "t1",
+    "image_size": 32,
+    "decoding": {"max_new_tokens": 8, "do_sample": False},
+    "backend": "hf",
+    "versions": {"transformers": "4.0", "vlmtune": "0.1.0"},
+}
 # (baseline correct, candidate correct) per example: 7 fixed, 1 broken, 2 both right, 2 both wrong.
 OUTCOMES = [(False, True)] * 7 + [(True, False)] + [(True, True)] * 2 + [(False, False)] * 2
 
@@ -33,10 +43,26 @@ def _classify_row(i: int, correct: bool, image: str, *, parse_fail: bool = False
     target = LABELS[i % 2]
     pred = target if correct else LABELS[(i + 1) % 2]
     if parse_fail:
-        return {"id": f"ex-{i:03d}", "prediction": "a furry animal", "parsed": None, "parse_ok": False,
-                "target": target, "correct": False, "images": [image], "prompt": "<image>\nCat or dog?"}
-    return {"id": f"ex-{i:03d}", "prediction": f"It is a {pred}.", "parsed": pred, "parse_ok": True,
-            "target": target, "correct": correct, "images": [image], "prompt": "<image>\nCat or dog?"}
+        return {
+            "id": f"ex-{i:03d}",
+            "prediction": "a furry animal",
+            "parsed": None,
+            "parse_ok": False,
+            "target": target,
+            "correct": False,
+            "images": [image],
+            "prompt": "<image>\nCat or dog?",
+        }
+    return {
+        "id": f"ex-{i:03d}",
+        "prediction": f"It is a {pred}.",
+        "parsed": pred,
+        "parse_ok": True,
+        "target": target,
+        "correct": correct,
+        "images": [image],
+        "prompt": "<image>\nCat or dog?",
+    }
 
 
 def _confusion(rows: list[dict]) -> dict:
@@ -47,17 +73,41 @@ def _confusion(rows: list[dict]) -> dict:
     return {"labels": cols, "matrix": matrix}
 
 
-def _write_eval(d: Path, rows: list[dict], *, label: str, task: str = "classify", adapter: str | None = None,
-                fingerprint: dict | None = None, extras: dict | None = None, mode: str = "generate") -> Path:
+def _write_eval(
+    d: Path,
+    rows: list[dict],
+    *,
+    label: str,
+    task: str = "classify",
+    adapter: str | None = None,
+    fingerprint: dict | None = None,
+    extras: dict | None = None,
+    mode: str = "generate",
+) -> Path:
     d.mkdir(parents=True)
     (d / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     n, k = len(rows), sum(r["correct"] for r in rows)
     fails = sum(not r["parse_ok"] for r in rows)
-    metrics = {"accuracy": {"value": k / n, "ci": [max(0.0, k / n - 0.25), min(1.0, k / n + 0.25)], "n": n},
-               "macro_f1": {"value": k / n * 0.9, "ci": [0.0, 1.0], "n": n},
-               "parse_failures": fails, "parse_failure_rate": fails / n, **(extras or {})}
-    (d / "metrics.json").write_text(json.dumps({"task": task, "label": label, "model": "tiny-vlm",
-                                                "adapter": adapter, "n": n, "mode": mode, "metrics": metrics}))
+    metrics = {
+        "accuracy": {"value": k / n, "ci": [max(0.0, k / n - 0.25), min(1.0, k / n + 0.25)], "n": n},
+        "macro_f1": {"value": k / n * 0.9, "ci": [0.0, 1.0], "n": n},
+        "parse_failures": fails,
+        "parse_failure_rate": fails / n,
+        **(extras or {}),
+    }
+    (d / "metrics.json").write_text(
+        json.dumps(
+            {
+                "task": task,
+                "label": label,
+                "model": "tiny-vlm",
+                "adapter": adapter,
+                "n": n,
+                "mode": mode,
+                "metrics": metrics,
+            }
+        )
+    )
     (d / "fingerprint.json").write_text(json.dumps({**FINGERPRINT, "task": task, **(fingerprint or {})}))
     return d
 
@@ -73,9 +123,14 @@ def classify_runs(tmp_path: Path, group_size: int = 1) -> tuple[Path, Path]:
         for i, (ra, rb) in enumerate(zip(base, cand)):
             ra["group"] = rb["group"] = f"g{i // group_size}"
     a = _write_eval(tmp_path / "zero_shot", base, label="zero-shot", extras={"confusion": _confusion(base)})
-    b = _write_eval(tmp_path / "finetuned", cand, label="fine-tuned", adapter="runs/x/adapter",
-                    fingerprint={"adapter": "runs/x/adapter", "adapter_hash": "bbb"},
-                    extras={"confusion": _confusion(cand)})
+    b = _write_eval(
+        tmp_path / "finetuned",
+        cand,
+        label="fine-tuned",
+        adapter="runs/x/adapter",
+        fingerprint={"adapter": "runs/x/adapter", "adapter_hash": "bbb"},
+        extras={"confusion": _confusion(cand)},
+    )
     return a, b
 
 
@@ -106,8 +161,9 @@ def test_report_files_numbers_and_flips(runs, tmp_path):
     comparison = json.loads((out / "comparison.json").read_text())
     assert comparison["flips"]["fixed"]["ids"] == [f"ex-{i:03d}" for i, o in enumerate(OUTCOMES) if o == (False, True)]
     assert comparison["flips"]["broken"]["ids"] == [f"ex-{i:03d}" for i, o in enumerate(OUTCOMES) if o == (True, False)]
-    assert comparison["flips"]["still_wrong"]["ids"] == [f"ex-{i:03d}" for i, o in enumerate(OUTCOMES)
-                                                         if o == (False, False)]
+    assert comparison["flips"]["still_wrong"]["ids"] == [
+        f"ex-{i:03d}" for i, o in enumerate(OUTCOMES) if o == (False, False)
+    ]
     acc_a = sum(a for a, _ in OUTCOMES) / len(OUTCOMES)
     acc_b = sum(b for _, b in OUTCOMES) / len(OUTCOMES)
     assert summary["baseline"]["accuracy"]["value"] == pytest.approx(acc_a)
@@ -198,9 +254,11 @@ def test_missing_file_names_it(runs, tmp_path):
 
 def test_history_produces_loss_plot(runs, tmp_path):
     history = [{"loss": 2.0 - 0.1 * s, "learning_rate": 1e-4, "epoch": s / 10, "step": s} for s in range(1, 11)]
-    history += [{"eval_loss": 1.5, "eval_accuracy": 0.6, "eval_runtime": 1.0, "epoch": 0.5, "step": 5},
-                {"eval_loss": 1.1, "eval_accuracy": 0.8, "eval_runtime": 1.0, "epoch": 1.0, "step": 10},
-                {"train_loss": 1.5, "train_runtime": 9.0, "epoch": 1.0, "step": 10}]
+    history += [
+        {"eval_loss": 1.5, "eval_accuracy": 0.6, "eval_runtime": 1.0, "epoch": 0.5, "step": 5},
+        {"eval_loss": 1.1, "eval_accuracy": 0.8, "eval_runtime": 1.0, "epoch": 1.0, "step": 10},
+        {"train_loss": 1.5, "train_runtime": 9.0, "epoch": 1.0, "step": 10},
+    ]
     out = tmp_path / "report"
     compare_runs(*runs, out, history=history)
     assert (out / "plots" / "loss.png").is_file()
@@ -209,11 +267,32 @@ def test_history_produces_loss_plot(runs, tmp_path):
 
 def test_counting_task_gets_error_plot(tmp_path):
     targets = [1, 2, 3, 4, 5, 6]
-    base = [{"id": str(i), "prediction": "many" if i == 0 else str(t + 2), "parsed": None if i == 0 else t + 2,
-             "parse_ok": i != 0, "target": t, "correct": False, "images": [], "prompt": "How many?"}
-            for i, t in enumerate(targets)]
-    cand = [{"id": str(i), "prediction": str(t), "parsed": t, "parse_ok": True, "target": t, "correct": True,
-             "images": [], "prompt": "How many?"} for i, t in enumerate(targets)]
+    base = [
+        {
+            "id": str(i),
+            "prediction": "many" if i == 0 else str(t + 2),
+            "parsed": None if i == 0 else t + 2,
+            "parse_ok": i != 0,
+            "target": t,
+            "correct": False,
+            "images": [],
+            "prompt": "How many?",
+        }
+        for i, t in enumerate(targets)
+    ]
+    cand = [
+        {
+            "id": str(i),
+            "prediction": str(t),
+            "parsed": t,
+            "parse_ok": True,
+            "target": t,
+            "correct": True,
+            "images": [],
+            "prompt": "How many?",
+        }
+        for i, t in enumerate(targets)
+    ]
     a = _write_eval(tmp_path / "a", base, label="zero-shot", task="count")
     b = _write_eval(tmp_path / "b", cand, label="fine-tuned", task="count")
     summary = compare_runs(a, b, tmp_path / "r")
@@ -231,9 +310,19 @@ def test_counting_task_gets_error_plot(tmp_path):
 
 def test_count_section_is_in_both_documents(tmp_path):
     # The counting-error section comes from CountTask.report_sections, rebuilt from metrics.json's task.
-    base = [{"id": str(i), "prediction": "many" if i == 0 else str(t + 2), "parsed": None if i == 0 else t + 2,
-             "parse_ok": i != 0, "target": t, "correct": False, "images": [], "prompt": "How many?"}
-            for i, t in enumerate([1, 2, 3, 4, 5, 6])]
+    base = [
+        {
+            "id": str(i),
+            "prediction": "many" if i == 0 else str(t + 2),
+            "parsed": None if i == 0 else t + 2,
+            "parse_ok": i != 0,
+            "target": t,
+            "correct": False,
+            "images": [],
+            "prompt": "How many?",
+        }
+        for i, t in enumerate([1, 2, 3, 4, 5, 6])
+    ]
     cand = [dict(r, prediction=str(r["target"] - 1), parsed=r["target"] - 1, parse_ok=True) for r in base]
     a = _write_eval(tmp_path / "a", base, label="zero-shot", task="count")
     b = _write_eval(tmp_path / "b", cand, label="fine-tuned", task="count")
@@ -248,8 +337,19 @@ def test_count_section_is_in_both_documents(tmp_path):
 
 def test_option_index_targets_get_no_error_plot(tmp_path):
     # Multiple choice also has integer targets (option indices); "prediction - target" would be meaningless.
-    rows = [{"id": str(i), "prediction": "B", "parsed": 1, "parse_ok": True, "target": i % 4, "correct": i % 4 == 1,
-             "images": [], "prompt": "Which caption?"} for i in range(8)]
+    rows = [
+        {
+            "id": str(i),
+            "prediction": "B",
+            "parsed": 1,
+            "parse_ok": True,
+            "target": i % 4,
+            "correct": i % 4 == 1,
+            "images": [],
+            "prompt": "Which caption?",
+        }
+        for i in range(8)
+    ]
     a = _write_eval(tmp_path / "a", rows, label="zero-shot", task="mcq")
     b = _write_eval(tmp_path / "b", rows, label="fine-tuned", task="mcq")
     summary = compare_runs(a, b, tmp_path / "r")
@@ -259,8 +359,19 @@ def test_option_index_targets_get_no_error_plot(tmp_path):
 
 def test_flip_tables_are_capped_but_totals_stated(tmp_path):
     n = FLIP_CAP + 6
-    base = [{"id": f"e{i}", "prediction": "x", "parsed": "x", "parse_ok": True, "target": "y", "correct": False,
-             "images": [], "prompt": "?"} for i in range(n)]
+    base = [
+        {
+            "id": f"e{i}",
+            "prediction": "x",
+            "parsed": "x",
+            "parse_ok": True,
+            "target": "y",
+            "correct": False,
+            "images": [],
+            "prompt": "?",
+        }
+        for i in range(n)
+    ]
     cand = [dict(r, prediction="y", parsed="y", correct=True) for r in base]
     a = _write_eval(tmp_path / "a", base, label="a")
     b = _write_eval(tmp_path / "b", cand, label="b")
@@ -290,8 +401,11 @@ def test_korean_labels_render_without_missing_glyphs():
     from vlmtune.report.plots import hangul_font_families, plot_confusions
 
     labels = ["관련 없음", "마약 투약 사진", "마약 거래 대화", "마약 실물"]
-    conf = {"labels": labels, "pred_labels": labels + ["parse_failure"],
-            "matrix": [[5, 1, 0, 0, 0], [0, 4, 1, 0, 1], [0, 0, 6, 0, 0], [1, 0, 0, 3, 0]]}
+    conf = {
+        "labels": labels,
+        "pred_labels": labels + ["parse_failure"],
+        "matrix": [[5, 1, 0, 0, 0], [0, 4, 1, 0, 1], [0, 0, 6, 0, 0], [1, 0, 0, 3, 0]],
+    }
     assert "NanumGothic" in hangul_font_families()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -13,13 +13,13 @@ import pytest
 from PIL import Image
 from scipy.stats import binomtest
 
+from tests.test_report import _write_eval, classify_runs
 from vlmtune.cli import main
 from vlmtune.errors import ConfigError, VlmtuneError
 from vlmtune.report import compare_many, compare_runs, format_summary
 from vlmtune.report.plots import plot_metric_bars, shared_confusions
 from vlmtune.stats import holm, min_detectable_difference, paired_bootstrap
 from vlmtune.tasks import build_task
-from tests.test_report import _write_eval, classify_runs
 
 N_COUNT = 60
 
@@ -40,7 +40,11 @@ def test_groups_put_the_clustered_mcnemar_in_the_headline_with_exact_beside_it(g
     exact = binomtest(1, 8, 0.5).pvalue  # 1 broken of 8 discordant examples, each counted as independent
     assert summary["mcnemar"]["p_value"] == pytest.approx(exact)
     diff = summary["accuracy_difference"]
-    assert diff["clusters"] == 4 and diff["method"].startswith("paired cluster bootstrap") and "over 4 groups" in diff["method"]
+    assert (
+        diff["clusters"] == 4
+        and diff["method"].startswith("paired cluster bootstrap")
+        and "over 4 groups" in diff["method"]
+    )
 
     md = (tmp_path / "r" / "report.md").read_text()
     assert "**Headline test: clustered McNemar (exact sign-flip test over 4 groups)**, p = **0.5**" in md
@@ -65,16 +69,37 @@ def _count_run(d: Path, targets: list[int], offsets: list[int | None], label: st
     rows = []
     for i, (t, o) in enumerate(zip(targets, offsets)):
         p = None if o is None else t + o
-        rows.append({"id": f"c{i:03d}", "prediction": "many" if p is None else str(p), "parsed": p,
-                     "parse_ok": p is not None, "target": t, "correct": p == t, "images": [], "prompt": "How many?",
-                     "group": groups[i]})
+        rows.append(
+            {
+                "id": f"c{i:03d}",
+                "prediction": "many" if p is None else str(p),
+                "parsed": p,
+                "parse_ok": p is not None,
+                "target": t,
+                "correct": p == t,
+                "images": [],
+                "prompt": "How many?",
+                "group": groups[i],
+            }
+        )
     metrics = build_task("count").metrics(rows, n_boot=200, seed=0)
     d.mkdir(parents=True)
     (d / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (d / "metrics.json").write_text(json.dumps({"task": "count", "task_options": {}, "label": label,
-                                                "mode": "generate", "metrics": metrics}))
-    (d / "fingerprint.json").write_text(json.dumps({"model": "tiny", "model_hash": "m", "adapter": label,
-                                                    "task": "count", "prompt_hash": "p", "decoding": {"x": 1}}))
+    (d / "metrics.json").write_text(
+        json.dumps({"task": "count", "task_options": {}, "label": label, "mode": "generate", "metrics": metrics})
+    )
+    (d / "fingerprint.json").write_text(
+        json.dumps(
+            {
+                "model": "tiny",
+                "model_hash": "m",
+                "adapter": label,
+                "task": "count",
+                "prompt_hash": "p",
+                "decoding": {"x": 1},
+            }
+        )
+    )
     return d
 
 
@@ -125,8 +150,17 @@ def test_holm_adjusts_when_the_report_tests_several_things(count_runs, tmp_path)
 def test_minimum_detectable_difference_is_stated_so_not_significant_reads_right(tmp_path):
     # 200 independent examples, 20 fixed and 20 broken: p = 1, and a difference below the MDE would go unseen.
     n, k = 200, 20
-    base = [{"id": f"e{i}", "prediction": "x", "parsed": "x", "parse_ok": True, "target": "x",
-             "correct": k <= i < 2 * k or i >= 3 * k} for i in range(n)]            # wrong on 0-19 and 40-59
+    base = [
+        {
+            "id": f"e{i}",
+            "prediction": "x",
+            "parsed": "x",
+            "parse_ok": True,
+            "target": "x",
+            "correct": k <= i < 2 * k or i >= 3 * k,
+        }
+        for i in range(n)
+    ]  # wrong on 0-19 and 40-59
     cand = [dict(r, prediction="y", correct=i < k or i >= 3 * k) for i, r in enumerate(base)]  # wrong on 20-59
     a, b = _write_eval(tmp_path / "a", base, label="a"), _write_eval(tmp_path / "b", cand, label="b")
     summary = compare_runs(a, b, tmp_path / "r")
@@ -162,7 +196,7 @@ def test_parse_failure_panel_is_left_out_when_both_rates_are_zero():
     assert plot_metric_bars([zero], labels) is None
     alone = plot_metric_bars([acc], labels)
     assert width(plot_metric_bars([acc, zero], labels)) == width(alone)  # no second (empty) panel
-    assert width(plot_metric_bars([acc, some], labels)) > width(alone)   # a failure is worth a panel
+    assert width(plot_metric_bars([acc, some], labels)) > width(alone)  # a failure is worth a panel
 
 
 def test_confusion_matrices_share_axes():
@@ -175,8 +209,12 @@ def test_confusion_matrices_share_axes():
     for (_, matrix, rows, cols), original in zip(panels, (zero_shot, tuned)):
         assert rows == union and cols == union + ["parse_failure"]
         assert sum(map(sum, matrix)) == sum(map(sum, original["matrix"]))  # nothing lost in re-indexing
-        assert all(matrix[i][j] == original["matrix"][i][j] for i in range(len(original["matrix"]))
-                   for j in range(len(union)) if j < len(original["matrix"][i]) - 1)   # same cells, same places
+        assert all(
+            matrix[i][j] == original["matrix"][i][j]
+            for i in range(len(original["matrix"]))
+            for j in range(len(union))
+            if j < len(original["matrix"][i]) - 1
+        )  # same cells, same places
     assert panels[1][1][2][2] == 3 and panels[1][1][2][8] == 0  # fine-tuned: 3 right at gold 2, none said 8
     assert panels[1][1][7] == [0] * 10 and panels[1][1][8][9] == 0  # its rows 6-8 exist, empty
     assert panels[0][1][2][9] == 1  # zero-shot's parse failure at gold 2 stays in the last column
@@ -199,12 +237,20 @@ def test_compare_many_tests_every_pair_with_holm(count_runs, tmp_path, capsys):
     assert [r["label"] for r in summary["runs"]] == labels
     tests = summary["tests"]
     assert [(tuple(t["pair"]), t["metric"]) for t in tests] == [
-        ((x, y), m) for x, y in ((labels[0], labels[1]), (labels[0], labels[2]), (labels[1], labels[2]))
-        for m in ("accuracy", "abs_error")]
+        ((x, y), m)
+        for x, y in ((labels[0], labels[1]), (labels[0], labels[2]), (labels[1], labels[2]))
+        for m in ("accuracy", "abs_error")
+    ]
     assert [t["p_holm"] for t in tests] == pytest.approx(holm([t["p_value"] for t in tests]))
     assert all(t["test"].startswith("clustered McNemar") for t in tests if t["metric"] == "accuracy")
-    for name in ("report.md", "report.html", "comparison.json", "predictions.html", "plots/metrics.png",
-                 "plots/confusion.png"):
+    for name in (
+        "report.md",
+        "report.html",
+        "comparison.json",
+        "predictions.html",
+        "plots/metrics.png",
+        "plots/confusion.png",
+    ):
         assert (out / name).is_file(), name
     md = (out / "report.md").read_text()
     assert "## Pairwise tests" in md and "| p, Holm (6 tests) |" in md
@@ -240,6 +286,7 @@ def test_compare_many_refuses_runs_that_differ_in_more_than_weights(count_runs, 
         compare_many(count_runs, tmp_path / "r")
     assert not (tmp_path / "r").exists()
     summary = compare_many(count_runs, tmp_path / "r", allow_mismatch=True, n_boot=200)
-    assert summary["fingerprint_differences"] == [{"run": "teach-c/finetuned", "key": "prompt_hash",
-                                                   "reference": "p", "value": "other"}]
+    assert summary["fingerprint_differences"] == [
+        {"run": "teach-c/finetuned", "key": "prompt_hash", "reference": "p", "value": "other"}
+    ]
     assert "differ from teach-a/finetuned in more than the model weights" in (tmp_path / "r" / "report.md").read_text()

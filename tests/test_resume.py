@@ -36,8 +36,9 @@ def steps(monkeypatch):
     def recording(self, model, inputs, *args, **kwargs):
         if model.training:
             ids = inputs["input_ids"].detach().cpu().numpy().tobytes()
-            taken.append((self.state.global_step, self.lr_scheduler.get_last_lr()[0],
-                          hashlib.sha256(ids).hexdigest()[:16]))
+            taken.append(
+                (self.state.global_step, self.lr_scheduler.get_last_lr()[0], hashlib.sha256(ids).hexdigest()[:16])
+            )
         return real(self, model, inputs, *args, **kwargs)
 
     monkeypatch.setattr(trainer_mod.VlmTrainer, "compute_loss", recording)
@@ -47,8 +48,19 @@ def steps(monkeypatch):
 def _cfg(**kw) -> TrainConfig:
     # 12 examples in batches of 4: 3 steps per epoch, 2 epochs. The cut falls inside the second epoch, so the
     # resumed run must reshuffle for epoch 2 as the full run did and skip that epoch's first batch.
-    base = dict(epochs=2, max_steps=6, batch_size=4, lr=5e-3, warmup_steps=2, lr_scheduler="linear",
-                logging_steps=1, save_steps=2, report_to=[], lora_dropout=0.1, seed=5)
+    base = dict(
+        epochs=2,
+        max_steps=6,
+        batch_size=4,
+        lr=5e-3,
+        warmup_steps=2,
+        lr_scheduler="linear",
+        logging_steps=1,
+        save_steps=2,
+        report_to=[],
+        lora_dropout=0.1,
+        seed=5,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -61,8 +73,9 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 
 @pytest.mark.parametrize("group_by_length", [True, False], ids=["length-grouped", "shuffled"])
-def test_resume_starts_at_the_checkpoint_step_schedule_and_data_order(group_by_length, micro_model_dir, count_data,
-                                                                       tmp_path, steps, log_lines):
+def test_resume_starts_at_the_checkpoint_step_schedule_and_data_order(
+    group_by_length, micro_model_dir, count_data, tmp_path, steps, log_lines
+):
     ref = ModelRef.of(ModelConfig(name=str(micro_model_dir)))
     train_ex, val_ex = count_data[:12], count_data[12:14]
     cfg = _cfg(group_by_length=group_by_length)
@@ -89,14 +102,28 @@ def test_resume_starts_at_the_checkpoint_step_schedule_and_data_order(group_by_l
     # The history holds each step once, checkpointed steps included.
     logged = [h["step"] for h in resumed.history if "loss" in h]
     assert logged == [1, 2, 3, 4, 5, 6], logged
-    assert [h["loss"] for h in resumed.history if "loss" in h] == \
-        pytest.approx([h["loss"] for h in full.history if "loss" in h], rel=1e-6)
+    assert [h["loss"] for h in resumed.history if "loss" in h] == pytest.approx(
+        [h["loss"] for h in full.history if "loss" in h], rel=1e-6
+    )
 
 
 def _run_args(tmp_path, micro_model_dir, *extra):
-    return ["run", str(ROOT / "recipes" / "quickstart.yaml"), f"output_dir={tmp_path}", "name=r",
-            f"model.name={micro_model_dir}", "data.n=48", "train.max_steps=4", "train.batch_size=8",
-            "train.save_steps=2", "train.logging_steps=1", "eval.n_boot=50", "eval.max_new_tokens=3", "-q", *extra]
+    return [
+        "run",
+        str(ROOT / "recipes" / "quickstart.yaml"),
+        f"output_dir={tmp_path}",
+        "name=r",
+        f"model.name={micro_model_dir}",
+        "data.n=48",
+        "train.max_steps=4",
+        "train.batch_size=8",
+        "train.save_steps=2",
+        "train.logging_steps=1",
+        "eval.n_boot=50",
+        "eval.max_new_tokens=3",
+        "-q",
+        *extra,
+    ]
 
 
 def _checkpoint_steps(run: Path) -> list[int]:

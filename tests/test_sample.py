@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from vlmtune.config import load_config
-from vlmtune.errors import ConfigError
 from vlmtune.data.prepare import read_files
+from vlmtune.errors import ConfigError
 
 
 def image_folder(root: Path, counts: dict[str, int], aug: int = 0) -> Path:
@@ -26,8 +26,9 @@ def image_folder(root: Path, counts: dict[str, int], aug: int = 0) -> Path:
 
 
 def cfg_for(root: Path, *overrides: str):
-    return load_config(None, ["data.source=files", "data.format=imagefolder", "data.task=classify",
-                              f"data.path={root}", *overrides])
+    return load_config(
+        None, ["data.source=files", "data.format=imagefolder", "data.task=classify", f"data.path={root}", *overrides]
+    )
 
 
 def read(root: Path, *overrides: str):
@@ -120,17 +121,27 @@ def test_smoke_samples_the_users_data_instead_of_taking_its_head(tmp_path, monke
     assert any(f"sample of {SMOKE_RECORDS} records" in line for line in lines), lines
     assert set(Counter(e.target for e in read_files(s, s.data.path))) == {"irrelevant", "relevant"}
     # A recipe's own smaller bounds win.
-    small = smoke_config(load_config(recipe, [f"data.path={root}", "data.format_options={}", "data.limit=50",
-                                              "data.sample=4"]), cache=tmp_path / "cache")
+    small = smoke_config(
+        load_config(recipe, [f"data.path={root}", "data.format_options={}", "data.limit=50", "data.sample=4"]),
+        cache=tmp_path / "cache",
+    )
     assert (small.data.limit, small.data.sample) == (50, 4)
 
 
 def test_free_text_dialogues_are_sampled_unstratified_one_round_each(tmp_path, log_lines):
     from vlmtune.data.example import Example, write_jsonl
 
-    rows = [Example(id=f"d{d}-r{r}", task="dialog", target=f"answer {d}.{r}", group=f"dialogue-{d}",
-                    messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": f"answer {d}.{r}"}])
-            for d in range(20) for r in range(3)]
+    rows = [
+        Example(
+            id=f"d{d}-r{r}",
+            task="dialog",
+            target=f"answer {d}.{r}",
+            group=f"dialogue-{d}",
+            messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": f"answer {d}.{r}"}],
+        )
+        for d in range(20)
+        for r in range(3)
+    ]
     path = write_jsonl(tmp_path / "dialogs.jsonl", rows)
     cfg = load_config(None, ["data.source=files", "data.task=dialog", f"data.path={path}", "data.sample=10"])
     lines = log_lines

@@ -48,7 +48,7 @@ def test_shared_prefix_equals_full_forward(model_and_processor, examples, packin
     diff = _max_diff(shared, full)
     assert diff < TOL, f"max |shared - full| = {diff}\nshared={shared}\nfull={full}"
     assert _argmax(shared) == _argmax(full)
-    assert stats["prefix_forwards"] == len(examples), stats   # the prompt ran once per example
+    assert stats["prefix_forwards"] == len(examples), stats  # the prompt ran once per example
     assert stats["fallback_options"] == 0, stats
     assert all(s < 0 for r in shared for s in r)
     assert all(r[2] != r[5] for r in shared), "'2' and '20' must differ (the end-of-turn token is scored)"
@@ -70,7 +70,7 @@ def test_normalize_is_mean_per_token(model_and_processor, examples):
     mean_full = score_options_full(model, processor, [ex], [OPTIONS], normalize=True)[0]
     tok = processor.tokenizer
     for o, t, m, mf in zip(OPTIONS, total, mean, mean_full):
-        n = len(tok(o, add_special_tokens=False)["input_ids"]) + 1   # + the end-of-turn token
+        n = len(tok(o, add_special_tokens=False)["input_ids"]) + 1  # + the end-of-turn token
         assert abs(m - t / n) < TOL, (o, t, m, n)
         assert abs(m - mf) < TOL, (o, m, mf)
 
@@ -85,11 +85,12 @@ def test_score_equals_model_loss_on_full_sequence(model_and_processor, examples)
     end = tok.convert_tokens_to_ids("<|end|>")
     n_prompt = processor(text=[prompt_text(processor, ex)], images=images, return_tensors="pt")["input_ids"].shape[1]
     for o, s in zip(OPTIONS, scores):
-        full = render(processor, ex.prompt_messages() + [{"role": "assistant", "content": o}],
-                      add_generation_prompt=False)
+        full = render(
+            processor, ex.prompt_messages() + [{"role": "assistant", "content": o}], add_generation_prompt=False
+        )
         enc = processor(text=[full], images=images, return_tensors="pt")
         ids = enc["input_ids"][0]
-        stop = n_prompt + ids[n_prompt:].tolist().index(end) + 1   # answer tokens + <|end|>, not the trailing "\n"
+        stop = n_prompt + ids[n_prompt:].tolist().index(end) + 1  # answer tokens + <|end|>, not the trailing "\n"
         labels = torch.full_like(enc["input_ids"], -100)
         labels[0, n_prompt:stop] = ids[n_prompt:stop]
         with torch.no_grad():
@@ -106,8 +107,9 @@ def test_boundary_merge_falls_back_to_full_forward(model_and_processor, examples
 
     model, processor = model_and_processor
     processor = copy.deepcopy(processor)
-    processor.chat_template = (CHAT_TEMPLATE.replace("<|{{ message['role'] }}|>\n", "<|{{ message['role'] }}|>\nsq")
-                               .replace("<|assistant|>\n{% endif %}", "<|assistant|>\nsq{% endif %}"))
+    processor.chat_template = CHAT_TEMPLATE.replace(
+        "<|{{ message['role'] }}|>\n", "<|{{ message['role'] }}|>\nsq"
+    ).replace("<|assistant|>\n{% endif %}", "<|assistant|>\nsq{% endif %}")
     tok, ex = processor.tokenizer, examples[0]
     prompt = prompt_text(processor, ex)
     p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
@@ -128,8 +130,10 @@ def test_options_default_to_example_options(model_and_processor, examples):
 
     model, processor = model_and_processor
     ex = replace(examples[0], options=[0, 1, 2, 3])
-    assert _max_diff(score_options(model, processor, [ex]),
-                     score_options(model, processor, [ex], [["0", "1", "2", "3"]])) == 0
+    assert (
+        _max_diff(score_options(model, processor, [ex]), score_options(model, processor, [ex], [["0", "1", "2", "3"]]))
+        == 0
+    )
     with pytest.raises(DataError, match="options"):
         score_options(model, processor, [replace(ex, options=None)])
 

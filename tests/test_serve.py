@@ -31,14 +31,23 @@ def question_of(ex) -> str:
 
 
 def image_message(ex, url: str | None = None) -> list[dict]:
-    return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url or data_url(ex.images[0])}},
-                                         {"type": "text", "text": question_of(ex)}]}]
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": url or data_url(ex.images[0])}},
+                {"type": "text", "text": question_of(ex)},
+            ],
+        }
+    ]
 
 
 @pytest.fixture(scope="module")
 def server(lively_model_dir, tmp_path_factory):
-    s = Server([str(lively_model_dir), "--name", "micro", "--api-key", KEY, "--max-new-tokens", "12"],
-               tmp_path_factory.mktemp("serve"))
+    s = Server(
+        [str(lively_model_dir), "--name", "micro", "--api-key", KEY, "--max-new-tokens", "12"],
+        tmp_path_factory.mktemp("serve"),
+    )
     yield s
     s.stop()
 
@@ -72,7 +81,7 @@ def test_concurrent_requests_with_images_equal_in_process_generation(server, cli
     assert [g[0] for g in got] == expected
     assert all(g[1] in ("stop", "length") and g[2].completion_tokens >= 1 and g[2].prompt_tokens > 16 for g in got)
     sizes = server.batch_sizes()[before:]
-    assert sum(sizes) == len(examples) and max(sizes) > 1, sizes   # answered together, not one by one
+    assert sum(sizes) == len(examples) and max(sizes) > 1, sizes  # answered together, not one by one
 
 
 def test_local_path_and_stream(server, client, lively_model_dir, count_data):
@@ -83,8 +92,11 @@ def test_local_path_and_stream(server, client, lively_model_dir, count_data):
     msg = image_message(ex, url=ex.images[0])
     plain = client.chat.completions.create(model="micro", messages=msg, max_tokens=12)
     assert plain.choices[0].message.content == expected
-    chunks = list(client.chat.completions.create(model="micro", messages=msg, max_tokens=12, stream=True,
-                                                 stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="micro", messages=msg, max_tokens=12, stream=True, stream_options={"include_usage": True}
+        )
+    )
     deltas = [c.choices[0].delta.content or "" for c in chunks if c.choices]
     assert "".join(deltas) == expected
     assert len([d for d in deltas if d]) >= 2  # it arrived in pieces, as it was generated
@@ -119,13 +131,22 @@ def test_bad_requests_get_clear_4xx(server, client, tmp_path):
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
-    for url, needle in [("data:image/png;base64,aGVsbG8=", "not a readable image"),
-                        (str(broken), "not a readable image"),
-                        (str(tmp_path / "missing.png"), "no image file"),
-                        ("https://example.com/cat.png", "remote image URLs are not fetched")]:
+    for url, needle in [
+        ("data:image/png;base64,aGVsbG8=", "not a readable image"),
+        (str(broken), "not a readable image"),
+        (str(tmp_path / "missing.png"), "no image file"),
+        ("https://example.com/cat.png", "remote image URLs are not fetched"),
+    ]:
         with pytest.raises(openai.BadRequestError, match=needle):
-            client.chat.completions.create(model="micro", messages=[{"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "hi"}]}])
+            client.chat.completions.create(
+                model="micro",
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "hi"}],
+                    }
+                ],
+            )
     with pytest.raises(openai.BadRequestError, match="too many tokens"):
         client.chat.completions.create(model="micro", messages=[{"role": "user", "content": "hi"}], max_tokens=100_000)
     with pytest.raises(openai.BadRequestError, match="too many tokens"):
@@ -133,14 +154,22 @@ def test_bad_requests_get_clear_4xx(server, client, tmp_path):
 
     with pytest.raises(openai.BadRequestError, match="role"):
         client.chat.completions.create(model="micro", messages=[{"role": "robot", "content": "hi"}])
-    req = urllib.request.Request(server.url + "/chat/completions", data=b"{not json", method="POST",
-                                 headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        server.url + "/chat/completions",
+        data=b"{not json",
+        method="POST",
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=30)
     assert e.value.code == 400 and "not valid JSON" in json.loads(e.value.read())["error"]["message"]
     # the server is still answering after all of that
-    assert client.chat.completions.create(model="micro", messages=[{"role": "user", "content": "hi"}],
-                                          max_tokens=2).usage.completion_tokens <= 2
+    assert (
+        client.chat.completions.create(
+            model="micro", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        ).usage.completion_tokens
+        <= 2
+    )
 
 
 def test_curl_works_unchanged(server, count_data):
@@ -149,15 +178,35 @@ def test_curl_works_unchanged(server, count_data):
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
     body = json.dumps({"model": "micro", "max_tokens": 4, "messages": image_message(count_data[1])})
-    out = subprocess.run(["curl", "-sS", "-f", server.url + "/chat/completions", "-H", "Content-Type: application/json",
-                          "-H", f"Authorization: Bearer {KEY}", "-d", body], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-f",
+            server.url + "/chat/completions",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            f"Authorization: Bearer {KEY}",
+            "-d",
+            body,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["choices"][0]["message"]["role"] == "assistant"
 
 
 def test_public_host_needs_a_key(micro_model_dir):
-    out = subprocess.run([sys.executable, "-m", "vlmtune", "serve", str(micro_model_dir), "--host", "0.0.0.0"],
-                         capture_output=True, text=True, timeout=120, env={**os.environ, "VLMTUNE_API_KEY": ""})
+    out = subprocess.run(
+        [sys.executable, "-m", "vlmtune", "serve", str(micro_model_dir), "--host", "0.0.0.0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "VLMTUNE_API_KEY": ""},
+    )
     assert out.returncode == 2 and "--api-key" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -171,6 +220,6 @@ def test_a_default_max_tokens_shrinks_to_the_context(micro_model_dir):
     msgs = [{"role": "user", "content": "word " * 50}]
     default = ChatRequest(msgs, max_new_tokens=100_000, fit_to_context=True)
     n = check_request(model, processor, default)
-    assert default.max_new_tokens == context_length(model) - n   # what the server sends when max_tokens is absent
+    assert default.max_new_tokens == context_length(model) - n  # what the server sends when max_tokens is absent
     with pytest.raises(DataError, match="too many tokens"):
-        check_request(model, processor, ChatRequest(msgs, max_new_tokens=100_000))   # asked for: refused
+        check_request(model, processor, ChatRequest(msgs, max_new_tokens=100_000))  # asked for: refused

@@ -19,8 +19,14 @@ F3 = {"train": 0.8, "val": 0.1, "test": 0.1}
 
 
 def ex(i: int | str, target=None, group: str | None = None, **meta) -> Example:
-    return Example(id=str(i), task="classify", messages=[{"role": "user", "content": "q"}],
-                   target=target, group=group, meta=dict(meta))
+    return Example(
+        id=str(i),
+        task="classify",
+        messages=[{"role": "user", "content": "q"}],
+        target=target,
+        group=group,
+        meta=dict(meta),
+    )
 
 
 def labelled(n: int, labels: list[str]) -> list[Example]:
@@ -37,6 +43,7 @@ def split_of(splits: dict[str, list[Example]]) -> dict[str, str]:
 
 
 # --- determinism ----------------------------------------------------------------------------------------
+
 
 def test_same_seed_same_split_different_seed_different():
     data = labelled(200, ["cat", "dog"])
@@ -70,6 +77,7 @@ def test_every_example_lands_in_exactly_one_split_in_input_order():
 
 # --- exact counts ---------------------------------------------------------------------------------------
 
+
 def test_72_25_12_75_15_on_400_is_exact():
     fr = {"train": 0.7225, "val": 0.1275, "test": 0.15}
     # Unstratified: 289 / 51 / 60 exactly.
@@ -101,8 +109,16 @@ def test_positive_fraction_that_rounds_to_nothing_is_an_error():
         split_examples([ex(i) for i in range(5)], F3, seed=0)
 
 
-@pytest.mark.parametrize("bad", [{"train": 0.8, "val": 0.1}, {"train": 0.9, "val": 0.2},
-                                 {"train": 1.2, "val": -0.2}, {"train": "0.5", "val": 0.5}, {}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"train": 0.8, "val": 0.1},
+        {"train": 0.9, "val": 0.2},
+        {"train": 1.2, "val": -0.2},
+        {"train": "0.5", "val": 0.5},
+        {},
+    ],
+)
 def test_fractions_must_be_valid_and_sum_to_one(bad):
     with pytest.raises(ConfigError):
         split_examples(labelled(20, ["a"]), bad, seed=0)
@@ -125,6 +141,7 @@ def test_duplicate_ids_are_refused():
 
 # --- groups ---------------------------------------------------------------------------------------------
 
+
 def test_groups_stay_together():
     rng = random.Random(0)
     data = [ex(f"g{g}-{k}", "ab"[g % 2], group=f"g{g}") for g in range(60) for k in range(rng.randint(1, 5))]
@@ -143,8 +160,11 @@ def test_groups_stay_together():
 def test_augmented_copies_follow_their_source_even_without_a_shared_group():
     base = labelled(40, ["a", "b"])
     # Copies with no group and with a different group: both must stick to the source's split.
-    copies = [ex(f"{e.id}-aug{k}", e.target, group=(None if k == 0 else f"other-{e.id}"), augmented_from=e.id)
-              for e in base for k in range(2)]
+    copies = [
+        ex(f"{e.id}-aug{k}", e.target, group=(None if k == 0 else f"other-{e.id}"), augmented_from=e.id)
+        for e in base
+        for k in range(2)
+    ]
     for by in ("group", "id"):
         s = split_examples(base + copies, F3, seed=11, by=by)
         where = split_of(s)
@@ -155,8 +175,12 @@ def test_augmented_copies_follow_their_source_even_without_a_shared_group():
 
 def test_augmented_link_joins_whole_groups_transitively():
     # b0 is a copy of a0 but sits in group B with b1: so a0, a1 (group A), b0, b1 (group B) are one unit.
-    data = [ex("a0", "x", group="A"), ex("a1", "x", group="A"), ex("b0", "x", group="B", augmented_from="a0"),
-            ex("b1", "y", group="B")] + [ex(f"o{i}", "xy"[i % 2], group=f"O{i}") for i in range(36)]
+    data = [
+        ex("a0", "x", group="A"),
+        ex("a1", "x", group="A"),
+        ex("b0", "x", group="B", augmented_from="a0"),
+        ex("b1", "y", group="B"),
+    ] + [ex(f"o{i}", "xy"[i % 2], group=f"O{i}") for i in range(36)]
     for seed in range(20):
         where = split_of(split_examples(data, F3, seed=seed))
         assert len({where[i] for i in ("a0", "a1", "b0", "b1")}) == 1, seed
@@ -175,6 +199,7 @@ def test_by_id_ignores_groups():
 
 # --- stratification -------------------------------------------------------------------------------------
 
+
 def test_stratified_proportions_match_per_label():
     # Imbalanced: 300 "common", 60 "rare"; each must be split 80/10/10 on its own.
     data = [ex(f"c{i}", "common") for i in range(300)] + [ex(f"r{i}", "rare") for i in range(60)]
@@ -189,8 +214,9 @@ def test_stratified_proportions_match_per_label():
 def test_unstratified_split_does_not_preserve_a_rare_label():
     # Sanity check that stratification is doing the work in the test above.
     data = [ex(f"c{i}", "common") for i in range(300)] + [ex(f"r{i}", "rare") for i in range(60)]
-    rare_in_test = {sum(e.target == "rare" for e in split_examples(data, F3, seed=s, stratify=False)["test"])
-                    for s in range(10)}
+    rare_in_test = {
+        sum(e.target == "rare" for e in split_examples(data, F3, seed=s, stratify=False)["test"]) for s in range(10)
+    }
     assert rare_in_test != {6}
 
 
@@ -231,6 +257,7 @@ def test_rare_labels_with_few_examples_keep_totals_exact():
 
 # --- leakage check and counts ---------------------------------------------------------------------------
 
+
 def test_check_no_leakage_catches_a_group_in_two_splits():
     with pytest.raises(DataError, match="group 'scene-1' is in both 'train' and 'test'"):
         check_no_leakage({"train": [ex("a", group="scene-1")], "test": [ex("b", group="scene-1")]})
@@ -252,8 +279,10 @@ def test_check_no_leakage_accepts_a_clean_split():
 
 def test_split_counts():
     s = {"train": [ex(1, "cat"), ex(2, "cat"), ex(3, "dog")], "test": [ex(4, "dog"), ex(5)]}
-    assert split_counts(s) == {"train": {"<none>": 0, "cat": 2, "dog": 1, "total": 3},
-                               "test": {"<none>": 1, "cat": 0, "dog": 1, "total": 2}}
+    assert split_counts(s) == {
+        "train": {"<none>": 0, "cat": 2, "dog": 1, "total": 3},
+        "test": {"<none>": 1, "cat": 0, "dog": 1, "total": 2},
+    }
     capped = split_counts({"train": [ex(i, f"t{i % 4}") for i in range(9)]}, max_labels=2)
     assert capped == {"train": {"t0": 3, "t1": 2, "<other>": 4, "total": 9}}
 
@@ -269,8 +298,7 @@ def test_a_sample_of_as_many_records_as_labels_holds_each_label_once():
     """10 cats, 1 dog, 1 bird: proportional counts would take cats only; every label gets one when n allows,
     taken from the largest label's share, and the sample has exactly n records."""
     examples = [ex(f"c{i}", "cat") for i in range(10)] + [ex("d", "dog"), ex("b", "bird")]
-    for n, want in ((3, {"cat": 1, "dog": 1, "bird": 1}), (6, {"cat": 4, "dog": 1, "bird": 1}),
-                    (2, {"cat": 2})):
+    for n, want in ((3, {"cat": 1, "dog": 1, "bird": 1}), (6, {"cat": 4, "dog": 1, "bird": 1}), (2, {"cat": 2})):
         sample, how = sample_examples(examples, n, seed=0)
         assert Counter(e.target for e in sample) == want, n
         assert how == f"stratified over 3 labels, {n} group(s)", how
@@ -280,10 +308,15 @@ def test_a_sample_of_as_many_records_as_labels_holds_each_label_once():
 
 # --- jsonl reader: skip_invalid writes a rejects file --------------------------------------------------
 
+
 def _good(i: int) -> dict:
-    return {"id": f"r{i}", "task": "count", "images": ["img.png"],
-            "messages": [{"role": "user", "content": "<image>\nHow many?"}, {"role": "assistant", "content": "1"}],
-            "target": 1}
+    return {
+        "id": f"r{i}",
+        "task": "count",
+        "images": ["img.png"],
+        "messages": [{"role": "user", "content": "<image>\nHow many?"}, {"role": "assistant", "content": "1"}],
+        "target": 1,
+    }
 
 
 def test_jsonl_is_registered():
@@ -293,8 +326,16 @@ def test_jsonl_is_registered():
 def test_skip_invalid_counts_and_writes_rejects(tmp_path):
     Image.new("RGB", (4, 4)).save(tmp_path / "img.png")
     bad_role = _good(3) | {"messages": [{"role": "bot", "content": "<image>"}]}
-    lines = [json.dumps(_good(1)), "{not json", json.dumps(_good(2)), json.dumps(bad_role),
-             json.dumps(_good(1)), "", json.dumps(_good(4) | {"images": ["missing.png"]}), json.dumps(_good(5))]
+    lines = [
+        json.dumps(_good(1)),
+        "{not json",
+        json.dumps(_good(2)),
+        json.dumps(bad_role),
+        json.dumps(_good(1)),
+        "",
+        json.dumps(_good(4) | {"images": ["missing.png"]}),
+        json.dumps(_good(5)),
+    ]
     p = tmp_path / "d.jsonl"
     p.write_text("\n".join(lines) + "\n", encoding="utf-8")
     # Strict (the default) stops at the first bad line instead.

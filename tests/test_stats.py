@@ -12,14 +12,30 @@ import math
 
 import numpy as np
 import pytest
-from scipy.stats import binom, binomtest, norm, t as student_t, ttest_rel
+from scipy.stats import binom, binomtest, norm, ttest_rel
+from scipy.stats import t as student_t
 
-from vlmtune.stats import (bootstrap_ci, bootstrap_entry, clopper_pearson_ci, cluster_bootstrap_distribution,
-                           clusters_of, effective_size, holm, mcnemar_clustered, mcnemar_exact,
-                           min_detectable_difference, paired_bootstrap, paired_comparison, paired_mde,
-                           proportion_entry, proportion_interval, sign_flip_pvalue, wilson_ci)
+from vlmtune.stats import (
+    bootstrap_ci,
+    bootstrap_entry,
+    clopper_pearson_ci,
+    cluster_bootstrap_distribution,
+    clusters_of,
+    effective_size,
+    holm,
+    mcnemar_clustered,
+    mcnemar_exact,
+    min_detectable_difference,
+    paired_bootstrap,
+    paired_comparison,
+    paired_mde,
+    proportion_entry,
+    proportion_interval,
+    sign_flip_pvalue,
+    wilson_ci,
+)
 
-NOMINAL = (0.93, 0.97)   # what a 95% interval must cover over the simulated datasets
+NOMINAL = (0.93, 0.97)  # what a 95% interval must cover over the simulated datasets
 Z = norm.ppf(0.975)
 
 
@@ -56,8 +72,8 @@ def clustered_pairs(rng: np.random.Generator, groups: int = 40, diff: float = 0.
 # ---------------------------------------------------------------- score intervals at 0 and n
 def test_wilson_holds_at_zero_and_n() -> None:
     lo, hi = wilson_ci(300, 300)
-    assert (round(lo, 3), hi) == (0.987, 1.0) and lo == pytest.approx(300 / (300 + Z ** 2))
-    assert wilson_ci(0, 300) == (0.0, pytest.approx(Z ** 2 / (300 + Z ** 2)))
+    assert (round(lo, 3), hi) == (0.987, 1.0) and lo == pytest.approx(300 / (300 + Z**2))
+    assert wilson_ci(0, 300) == (0.0, pytest.approx(Z**2 / (300 + Z**2)))
     lo, hi = wilson_ci(299, 300)
     assert (round(lo, 3), round(hi, 3)) == (0.981, 0.999)
     for k in (0, 1, 17, 150, 299, 300):
@@ -86,7 +102,7 @@ def test_design_effect_by_hand() -> None:
     hits = [1, 1, 1, 1, 0, 0, 1, 0]
     groups = ["a", "a", "b", "b", "c", "c", "d", "d"]
     p, n, g = 5 / 8, 8, 4
-    v_cluster = g / (g - 1) * ((2 - 2 * p) ** 2 * 2 + (0 - 2 * p) ** 2 + (1 - 2 * p) ** 2) / n ** 2
+    v_cluster = g / (g - 1) * ((2 - 2 * p) ** 2 * 2 + (0 - 2 * p) ** 2 + (1 - 2 * p) ** 2) / n**2
     deff = v_cluster / (p * (1 - p) / (n - 1))
     n_eff = n / deff * (Z / student_t.ppf(0.975, g - 1)) ** 2
     r = proportion_interval(hits, groups)
@@ -124,18 +140,18 @@ def test_copies_in_one_group_add_no_information() -> None:
 # ---------------------------------------------------------------- coverage: proportions
 @pytest.mark.parametrize("p", [0.8, 0.97])
 def test_wilson_and_clopper_pearson_cover_independent_examples(p: float) -> None:
-    k = np.random.default_rng(11).binomial(300, p, size=20_000)     # 20,000 datasets of 300 examples
+    k = np.random.default_rng(11).binomial(300, p, size=20_000)  # 20,000 datasets of 300 examples
     assert NOMINAL[0] <= _covers(*wilson_ci(k, 300), p) <= NOMINAL[1]
     assert NOMINAL[0] <= _covers(*clopper_pearson_ci(k, 300), p) <= NOMINAL[1]
 
 
 def test_design_effect_intervals_cover_clustered_proportions() -> None:
     rng = np.random.default_rng(12)
-    data = [clustered_binary(rng) for _ in range(1000)]          # 40 groups, ICC 0.3
+    data = [clustered_binary(rng) for _ in range(1000)]  # 40 groups, ICC 0.3
     naive = [proportion_interval(h).ci for h, _ in data]
     wilson = [proportion_interval(h, g).ci for h, g in data]
     exact = [proportion_interval(h, g, method="clopper-pearson").ci for h, g in data]
-    assert _covers(*zip(*naive), 0.75) < 0.85                     # independence assumed: far too narrow
+    assert _covers(*zip(*naive), 0.75) < 0.85  # independence assumed: far too narrow
     assert NOMINAL[0] <= _covers(*zip(*wilson), 0.75) <= NOMINAL[1]
     assert NOMINAL[0] <= _covers(*zip(*exact), 0.75) <= NOMINAL[1]
 
@@ -143,7 +159,7 @@ def test_design_effect_intervals_cover_clustered_proportions() -> None:
 def test_vectorized_design_effect_matches_the_entry() -> None:
     rng = np.random.default_rng(4)
     sizes = np.array([3, 5, 2, 7, 4, 6])
-    y = rng.binomial(sizes, 0.6, size=(5, sizes.size))             # 5 datasets at once
+    y = rng.binomial(sizes, 0.6, size=(5, sizes.size))  # 5 datasets at once
     deff, n_eff = effective_size(y, sizes)
     for row, d, ne in zip(y, deff, n_eff):
         hits = np.concatenate([[1] * int(k) + [0] * int(m - k) for k, m in zip(row, sizes)])
@@ -154,7 +170,7 @@ def test_vectorized_design_effect_matches_the_entry() -> None:
 # ---------------------------------------------------------------- coverage: bootstrap
 def test_bootstrap_covers_independent_means() -> None:
     rng = np.random.default_rng(13)
-    cis = [bootstrap_ci(rng.gamma(2.0, 0.5, 100), n_boot=1000, seed=i) for i in range(1000)]   # skewed, mean 1
+    cis = [bootstrap_ci(rng.gamma(2.0, 0.5, 100), n_boot=1000, seed=i) for i in range(1000)]  # skewed, mean 1
     assert NOMINAL[0] <= _covers(*zip(*cis), 1.0) <= NOMINAL[1]
 
 
@@ -175,30 +191,32 @@ def test_paired_cluster_bootstrap_covers_the_difference() -> None:
     assert NOMINAL[0] <= _covers(*zip(*cluster), 0.2) <= NOMINAL[1]
     assert _covers(*zip(*naive), 0.2) < 0.85
     # independent pairs: the plain paired bootstrap covers too
-    iid = [paired_bootstrap(x := rng.normal(0, 1, 100), x + 0.2 + rng.normal(0, 0.5, 100), n_boot=1000,
-                            seed=i)["ci"] for i in range(600)]
+    iid = [
+        paired_bootstrap(x := rng.normal(0, 1, 100), x + 0.2 + rng.normal(0, 0.5, 100), n_boot=1000, seed=i)["ci"]
+        for i in range(600)
+    ]
     assert NOMINAL[0] <= _covers(*zip(*iid), 0.2) <= NOMINAL[1]
 
 
 def test_paired_bootstrap_agrees_with_the_paired_t_interval_where_pairing_matters() -> None:
     rng = np.random.default_rng(16)
-    shared = rng.normal(0, 3, 4000)                                   # examples differ a lot in difficulty
+    shared = rng.normal(0, 3, 4000)  # examples differ a lot in difficulty
     a = shared + rng.normal(0, 0.5, 4000)
     b = shared + 0.05 + rng.normal(0, 0.5, 4000)
     r = paired_bootstrap(a, b, n_boot=4000, seed=0)
     t = ttest_rel(b, a).confidence_interval(0.95)
     half = (t.high - t.low) / 2
     assert r["ci"] == pytest.approx([t.low, t.high], abs=0.06 * half)
-    assert r["ci"][0] > 0                                              # paired: a clear improvement
+    assert r["ci"][0] > 0  # paired: a clear improvement
     unpaired = 2 * Z * math.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
-    assert unpaired > 5 * (r["ci"][1] - r["ci"][0])                  # ignoring the pairing would hide it
+    assert unpaired > 5 * (r["ci"][1] - r["ci"][0])  # ignoring the pairing would hide it
 
 
 def test_cluster_resampling_matches_exact_enumeration() -> None:
     """On 3 groups the 27 equally likely resamples can be listed: the bootstrap's replicates of the mean come
     out with the exact probabilities."""
     values = np.array([0.0, 1.0, 4.0, 10.0])
-    groups = ["a", "a", "b", "c"]                                      # group means 0.5, 4, 10
+    groups = ["a", "a", "b", "c"]  # group means 0.5, 4, 10
     members = {"a": [0, 1], "b": [2], "c": [3]}
     exact: dict[float, float] = {}
     for draw in itertools.product("abc", repeat=3):
@@ -235,7 +253,7 @@ def test_sign_flip_by_hand_and_equal_to_exact_mcnemar_without_groups() -> None:
     a = [False] * 10 + [True] * 5
     b = [True] * 15
     r = mcnemar_clustered(a, b, groups=list(range(15)))
-    assert r["p_value"] == pytest.approx(2 * 0.5 ** 10) and r["statistic"] == -10 and r["clusters"] == 15
+    assert r["p_value"] == pytest.approx(2 * 0.5**10) and r["statistic"] == -10 and r["clusters"] == 15
 
 
 def test_clustered_mcnemar_keeps_its_size_on_clustered_data() -> None:
@@ -248,7 +266,7 @@ def test_clustered_mcnemar_keeps_its_size_on_clustered_data() -> None:
         sizes = rng.integers(4, 16, size=40)
         groups = np.repeat(np.arange(40), sizes)
         base = np.repeat(rng.normal(0.5, 1.0, 40), sizes)
-        tilt = np.repeat(rng.normal(0, 1.0, 40), sizes)               # symmetric: H0 holds
+        tilt = np.repeat(rng.normal(0, 1.0, 40), sizes)  # symmetric: H0 holds
         a = rng.random(sizes.sum()) < 1 / (1 + np.exp(-(base + tilt)))
         b = rng.random(sizes.sum()) < 1 / (1 + np.exp(-(base - tilt)))
         reject_exact += mcnemar_exact(a, b)["p_value"] <= 0.05
@@ -273,8 +291,8 @@ def test_paired_comparison_bundle() -> None:
 def test_holm_by_hand() -> None:
     # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])                     # capped at 1
-    out = holm([0.02, float("nan"), 0.01])                                     # NaN is not a test
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    out = holm([0.02, float("nan"), 0.01])  # NaN is not a test
     assert out[0] == pytest.approx(0.02) and math.isnan(out[1]) and out[2] == pytest.approx(0.02)
     assert holm([]) == []
 
@@ -284,7 +302,7 @@ def test_mde_by_hand() -> None:
     # Connor's equation with n = 1000, discordance 0.1: sqrt(n) d = z_.975 sqrt(0.1) + z_.8 sqrt(0.1 - d^2)
     za, zb = norm.ppf(0.975), norm.ppf(0.8)
     d = min_detectable_difference(1000, 0.1)
-    assert d == pytest.approx((za * math.sqrt(100) + zb * math.sqrt(0.1 * (1000 + zb ** 2 - za ** 2))) / (1000 + zb ** 2))
+    assert d == pytest.approx((za * math.sqrt(100) + zb * math.sqrt(0.1 * (1000 + zb**2 - za**2))) / (1000 + zb**2))
     assert math.sqrt(1000) * d == pytest.approx(za * math.sqrt(0.1) + zb * math.sqrt(0.1 - d * d))
     assert round(d, 4) == 0.0280
     # no discordance observed: the difference must bring its own discordant pairs (all one way)
@@ -300,7 +318,7 @@ def test_exact_mcnemar_has_80_percent_power_at_the_mde() -> None:
     d = min_detectable_difference(n, pi)
     counts = np.random.default_rng(8).multinomial(n, [(pi + d) / 2, (pi - d) / 2, 1 - pi], size=20_000)
     b, c = counts[:, 0], counts[:, 1]
-    p = np.minimum(1.0, 2 * binom.cdf(np.minimum(b, c), b + c, 0.5))   # exact McNemar, vectorized
+    p = np.minimum(1.0, 2 * binom.cdf(np.minimum(b, c), b + c, 0.5))  # exact McNemar, vectorized
     assert 0.76 <= np.mean(p <= 0.05) <= 0.84
 
 

@@ -17,13 +17,14 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path):
     a = synthesize("count", 20, tmp_path / "a", seed=7)
     b = synthesize("count", 20, tmp_path / "b", seed=7)
     c = synthesize("count", 20, tmp_path / "c", seed=8)
-    assert a.read_text() .replace("/a/", "/") == b.read_text().replace("/b/", "/")
+    assert a.read_text().replace("/a/", "/") == b.read_text().replace("/b/", "/")
     assert _bytes(tmp_path / "a") == _bytes(tmp_path / "b")
     assert _bytes(tmp_path / "a") != _bytes(tmp_path / "c")
     # A larger n extends a smaller one.
     d = synthesize("count", 25, tmp_path / "d", seed=7)
-    assert [json.loads(x)["target"] for x in d.read_text().splitlines()[:20]] == \
-           [json.loads(x)["target"] for x in a.read_text().splitlines()]
+    assert [json.loads(x)["target"] for x in d.read_text().splitlines()[:20]] == [
+        json.loads(x)["target"] for x in a.read_text().splitlines()
+    ]
 
 
 def test_count_targets_match_the_scene_and_are_balanced(tmp_path):
@@ -59,7 +60,9 @@ def test_captions_state_the_counts(tmp_path):
         assert ex.target.startswith(f"{num(len(shapes))} shape")
         per_color = ex.target.split(": ", 1)[1].split(".")[0].replace(" and ", ", ").split(", ")
         # Every colour is stated, absent ones as zero.
-        assert per_color == [f"{num(sum(s['color'] == c for s in shapes))} {c}" for c in ("red", "green", "blue", "yellow")]
+        assert per_color == [
+            f"{num(sum(s['color'] == c for s in shapes))} {c}" for c in ("red", "green", "blue", "yellow")
+        ]
     assert styles == {True, False}  # both ways of writing numbers occur
 
 

@@ -65,8 +65,16 @@ def good_teacher(examples: list[Example]):
 
 
 def tcfg(srv: FakeOpenAI, tmp_path: Path, **kw) -> TeachConfig:
-    base = dict(target="reminder+gold", backend="openai", model="teacher", base_url=srv.url, concurrency=4,
-                timeout=2.0, cache=str(tmp_path / "cache.jsonl"), filters={"skip": []})
+    base = dict(
+        target="reminder+gold",
+        backend="openai",
+        model="teacher",
+        base_url=srv.url,
+        concurrency=4,
+        timeout=2.0,
+        cache=str(tmp_path / "cache.jsonl"),
+        filters={"skip": []},
+    )
     base.update(kw)
     return TeachConfig(**base)
 
@@ -87,8 +95,10 @@ def test_shipped_templates_are_versioned_and_render_the_dialogue(dialogs):
 def test_gold_answer_enters_only_with_rationalize(tmp_path, dialogs):
     ex, task = dialogs[0], build_task("dialog")
     own = tmp_path / "mine.j2"
-    own.write_text("{% set version = '3' %}{% block user %}{{ images }}{{ conversation }}\n"
-                   "The answer is {{ gold_answer }}; explain it.{% endblock %}")
+    own.write_text(
+        "{% set version = '3' %}{% block user %}{{ images }}{{ conversation }}\n"
+        "The answer is {{ gold_answer }}; explain it.{% endblock %}"
+    )
     with pytest.raises(ConfigError, match="rationalize"):
         check_teacher_input(load_template(str(own)), ex, task)
     tpl = load_template(str(own), rationalize=True)
@@ -99,8 +109,16 @@ def test_gold_answer_enters_only_with_rationalize(tmp_path, dialogs):
 def test_a_teacher_input_that_depends_on_the_gold_is_refused(dialogs, monkeypatch):
     ex, task, tpl = dialogs[0], build_task("dialog"), load_template("reminder")
     # the data: the asked round's gold answer written into the last user message (the seed's bug)
-    leaky = Example(**{**ex.__dict__, "messages": [*ex.messages[:-2], {
-        "role": "user", "content": ex.messages[-2]["content"] + f" A: {ex.answer_text()}"}, ex.messages[-1]]})
+    leaky = Example(
+        **{
+            **ex.__dict__,
+            "messages": [
+                *ex.messages[:-2],
+                {"role": "user", "content": ex.messages[-2]["content"] + f" A: {ex.answer_text()}"},
+                ex.messages[-1],
+            ],
+        }
+    )
     with pytest.raises(DataError, match="gold answer"):
         check_teacher_input(tpl, leaky, task)
     # the code: a context that reads the target (what a regression would do) is caught by the canary render
@@ -119,11 +137,18 @@ def test_a_teacher_input_that_depends_on_the_gold_is_refused(dialogs, monkeypatc
 # ------------------------------------------------------------------------------------------------- filters
 def seed_example(case: dict, gold: str = "gold") -> Example:
     """A seed 001 record ({image_id, conversation: "Q: ..\\nA: ..", response}) as a dialog Example."""
-    msgs = [{"role": "user" if ln.startswith("Q: ") else "assistant", "content": ln[3:]}
-            for ln in case["conversation"].split("\n")]
+    msgs = [
+        {"role": "user" if ln.startswith("Q: ") else "assistant", "content": ln[3:]}
+        for ln in case["conversation"].split("\n")
+    ]
     r = sum(m["role"] == "user" for m in msgs)
-    return Example(id=str(case["image_id"]), task="dialog", messages=msgs + [{"role": "assistant", "content": gold}],
-                   target={"answer": gold, "gt_index": 0, "relevance": None, "round": r}, options=[gold])
+    return Example(
+        id=str(case["image_id"]),
+        task="dialog",
+        messages=msgs + [{"role": "assistant", "content": gold}],
+        target={"answer": gold, "gt_index": 0, "relevance": None, "round": r},
+        options=[gold],
+    )
 
 
 @pytest.mark.parametrize("case", SEED_CASES, ids=[str(c["image_id"]) for c in SEED_CASES])
@@ -133,8 +158,7 @@ def test_filters_catch_the_seeds_real_failures(case):
     about trees; "if she is smiling" when it was whether it is sunny). Their gold answers are not published, so
     agreement is checked separately below."""
     out = parse_output(case["response"])
-    verdict = check(out, "stop", False, seed_example(case), build_task("dialog"), [],
-                    FilterConfig(skip=["agreement"]))
+    verdict = check(out, "stop", False, seed_example(case), build_task("dialog"), [], FilterConfig(skip=["agreement"]))
     assert verdict.reasons == case["expect"], verdict.details
 
 
@@ -152,8 +176,12 @@ def test_agreement_length_and_finish_on_the_seed_shape():
     korean = parse_output("<reminder>사진은 컬러입니다. 이제 의자가 있는지 묻습니다.</reminder>\nno")
     v = check(korean, "stop", False, seed_example(case, "no"), task, [], FilterConfig(skip=["grounding"]))
     assert v.reasons == ["language"]
-    assert check(korean, "stop", False, seed_example(case, "no"), task, [],
-                 FilterConfig(skip=["grounding"], language="ko")).reasons == []
+    assert (
+        check(
+            korean, "stop", False, seed_example(case, "no"), task, [], FilterConfig(skip=["grounding"], language="ko")
+        ).reasons
+        == []
+    )
 
 
 def test_shapes_world_grounding_is_exact_and_future_rounds_are_caught(dialogs):
@@ -166,8 +194,9 @@ def test_shapes_world_grounding_is_exact_and_future_rounds_are_caught(dialogs):
     v = check(invented, "stop", False, ex, task, [], FilterConfig())
     assert v.reasons == ["grounding"] and colour in v.details["grounding"]
     later = [{"round": 99, "question": "is the purple hexagon spinning?", "answer": "spinning slowly"}]
-    future = parse_output(f"<reminder>Now: {ex.meta['question']} Later: is the purple hexagon spinning?</reminder>\n"
-                          f"{gold}")
+    future = parse_output(
+        f"<reminder>Now: {ex.meta['question']} Later: is the purple hexagon spinning?</reminder>\n{gold}"
+    )
     assert "future" in check(future, "stop", False, ex, task, later, FilterConfig()).reasons
 
 
@@ -220,8 +249,24 @@ def test_faulty_server_rejections_are_counted_and_shown(tmp_path, dialogs):
 
 
 def _teach_cli(data: Path, out: Path, srv: FakeOpenAI, cache: Path, *extra: str) -> list[str]:
-    return [str(data), "--backend", "openai", "--base-url", srv.url, "--model", "teacher", "--out", str(out),
-            "--cache", str(cache), "--concurrency", "2", "--set", "timeout=2", *extra]
+    return [
+        str(data),
+        "--backend",
+        "openai",
+        "--base-url",
+        srv.url,
+        "--model",
+        "teacher",
+        "--out",
+        str(out),
+        "--cache",
+        str(cache),
+        "--concurrency",
+        "2",
+        "--set",
+        "timeout=2",
+        *extra,
+    ]
 
 
 def test_temperature_or_template_change_reasks_but_a_filter_change_does_not(tmp_path, dialogs, dialog_file):
@@ -255,9 +300,12 @@ def test_kill_9_then_rerun_gives_the_same_export_and_asks_each_key_once(tmp_path
         srv.seen.clear()
         cache = tmp_path / "cache.jsonl"
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        proc = subprocess.Popen([sys.executable, "-m", "vlmtune", "teach", *_teach_cli(dialog_file, tmp_path / "x", srv,
-                                                                                   cache)],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vlmtune", "teach", *_teach_cli(dialog_file, tmp_path / "x", srv, cache)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and (not cache.exists() or len(cache.read_bytes().splitlines()) < 6):
             time.sleep(0.05)
@@ -268,7 +316,7 @@ def test_kill_9_then_rerun_gives_the_same_export_and_asks_each_key_once(tmp_path
         first = list(srv.log)
         again = run_to_end(tmp_path / "resumed", cache, srv)
     assert again == whole  # byte-identical export
-    second = srv.log[len(first):]
+    second = srv.log[len(first) :]
     ok_first = {e["body_key"] for e in first if e["status"] == 200}
     asked_again = {e["body_key"] for e in second} & ok_first
     assert len(asked_again) <= 2  # at most the requests in flight at the kill (concurrency 2) are asked again
@@ -279,8 +327,14 @@ def test_kill_9_then_rerun_gives_the_same_export_and_asks_each_key_once(tmp_path
 
 
 def test_local_backend_caches_and_resumes(tmp_path, dialogs, micro_model_dir, monkeypatch):
-    cfg = TeachConfig(target="reminder+gold", backend="local", model=str(micro_model_dir), max_tokens=6,
-                      batch_size=8, cache=str(tmp_path / "local.jsonl"))
+    cfg = TeachConfig(
+        target="reminder+gold",
+        backend="local",
+        model=str(micro_model_dir),
+        max_tokens=6,
+        batch_size=8,
+        cache=str(tmp_path / "local.jsonl"),
+    )
     task = build_task("dialog")
     first = teach(dialogs[:10], task, cfg, tmp_path / "a")
     assert first.summary.sent == 10 and first.model_id.startswith("local:")
@@ -303,12 +357,25 @@ def test_a_recipes_teach_section_writes_the_train_split(tmp_path, monkeypatch):
 
     monkeypatch.setattr("vlmtune.pipeline.resolve_model", lambda cfg: None)  # the model is not needed here
     monkeypatch.setattr("vlmtune.pipeline.check_loadable", lambda ref: None)
-    with FakeOpenAI(responder=lambda body: (f"<reminder>Now: {conversation_of(body).splitlines()[-1][3:]}"
-                                            "</reminder>\nmaybe", "stop")) as srv:
-        cfg = load_config(ROOT / "recipes" / "shapes_dialog_teacher.yaml", [
-            f"output_dir={tmp_path}", "data.n=24", "teach.backend=openai", f"teach.base_url={srv.url}",
-            "teach.model=fake", f"teach.cache={tmp_path / 'cache.jsonl'}", "teach.target=reminder+teacher",
-            "teach.filters={skip: [agreement]}"])
+    with FakeOpenAI(
+        responder=lambda body: (
+            f"<reminder>Now: {conversation_of(body).splitlines()[-1][3:]}</reminder>\nmaybe",
+            "stop",
+        )
+    ) as srv:
+        cfg = load_config(
+            ROOT / "recipes" / "shapes_dialog_teacher.yaml",
+            [
+                f"output_dir={tmp_path}",
+                "data.n=24",
+                "teach.backend=openai",
+                f"teach.base_url={srv.url}",
+                "teach.model=fake",
+                f"teach.cache={tmp_path / 'cache.jsonl'}",
+                "teach.target=reminder+teacher",
+                "teach.filters={skip: [agreement]}",
+            ],
+        )
         task = check_recipe(cfg)
         with open_run(cfg, resume=False, overwrite=False) as run:
             splits, _ = setup_data(cfg, run, task)
@@ -316,11 +383,16 @@ def test_a_recipes_teach_section_writes_the_train_split(tmp_path, monkeypatch):
     train = load_jsonl(cfg.run_dir / "data" / "train.jsonl")
     assert [e.messages for e in train] == [e.messages for e in splits["train"]]
     accepted = [e for e in train if e.meta["teacher"]["accepted"]]
-    assert accepted and all(e.messages[-1]["content"].startswith("<reminder>Now: ") and
-                            e.messages[-1]["content"].endswith("\nmaybe") for e in accepted)
+    assert accepted and all(
+        e.messages[-1]["content"].startswith("<reminder>Now: ") and e.messages[-1]["content"].endswith("\nmaybe")
+        for e in accepted
+    )
     # rejected ones (here: the same output for another dialogue's identical question) keep their gold target
-    assert all(e.messages[-1]["content"] == e.target["answer"] and e.meta["teacher"]["rejected"]
-               for e in train if not e.meta["teacher"]["accepted"])
+    assert all(
+        e.messages[-1]["content"] == e.target["answer"] and e.meta["teacher"]["rejected"]
+        for e in train
+        if not e.meta["teacher"]["accepted"]
+    )
     assert all(not e.messages[-1]["content"].startswith("<reminder>") for e in splits["test"])
     assert (cfg.run_dir / "teacher" / "teach_report.html").is_file()
     with pytest.raises(ConfigError, match="teach.filters"):

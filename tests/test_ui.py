@@ -15,10 +15,20 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="the browser tests need Debian's chromium "
-                                "(apt-get install -y chromium; .ci/run installs it)")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="the browser tests need Debian's chromium (apt-get install -y chromium; .ci/run installs it)",
+)
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,9 +38,24 @@ def runs(lively_model_dir, tmp_path_factory):
     from vlmtune.cli import main
 
     out = tmp_path_factory.mktemp("ui") / "runs"
-    assert main(["run", str(ROOT / "recipes" / "quickstart.yaml"), f"output_dir={out}", "name=uirun",
-                 f"model.name={lively_model_dir}", "data.n=64", "train.max_steps=2", "train.batch_size=8",
-                 "eval.n_boot=100", "eval.max_new_tokens=4", "-q"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(ROOT / "recipes" / "quickstart.yaml"),
+                f"output_dir={out}",
+                "name=uirun",
+                f"model.name={lively_model_dir}",
+                "data.n=64",
+                "train.max_steps=2",
+                "train.batch_size=8",
+                "eval.n_boot=100",
+                "eval.max_new_tokens=4",
+                "-q",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -41,8 +66,12 @@ def app_url(runs, tmp_path_factory):
         port = s.getsockname()[1]
     log = tmp_path_factory.mktemp("uilog") / "ui.log"
     env = {**os.environ, "VLMTUNE_CACHE": str(runs.parent / "cache"), "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen([sys.executable, "-m", "vlmtune", "ui", "--runs", str(runs), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=open(log, "w"), env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vlmtune", "ui", "--runs", str(runs), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "w"),
+        env=env,
+    )
     deadline = time.time() + 120
     while True:
         try:
@@ -102,10 +131,10 @@ def test_chat_upload_ask_and_see_the_answer(page, runs, lively_model_dir):
     page.fill("#chat-question textarea", question)
     page.click("#chat-ask")
     page.wait_for_function(f"document.querySelector('#chat-log').innerText.includes({json.dumps(want)})")
-    page.wait_for_selector("#chat-log img")   # under load the answer can show before the image has rendered
+    page.wait_for_selector("#chat-log img")  # under load the answer can show before the image has rendered
     log = page.locator("#chat-log")
-    assert question in log.inner_text() and log.locator("img").count() >= 1   # the image is in the conversation
-    assert page.locator("#memory-panel").count() == 1                          # the chat's memory panel
+    assert question in log.inner_text() and log.locator("img").count() >= 1  # the image is in the conversation
+    assert page.locator("#memory-panel").count() == 1  # the chat's memory panel
 
 
 def test_chat_memory_recalls_an_earlier_conversation_with_its_scores(page, runs, lively_model_dir):
@@ -131,9 +160,9 @@ def test_chat_memory_recalls_an_earlier_conversation_with_its_scores(page, runs,
     reminder = memory.recall(second)
     want = complete(model, processor, [Conversation().ask(with_reminder(reminder, second), max_new_tokens=64)])[0].text
     assert want and f"User: {first[0]}" in reminder.text and "Rex" not in reminder.text
-    assert float(memory.rows(reminder)[0][3]) > 0                       # a score that is not all ties
+    assert float(memory.rows(reminder)[0][3]) > 0  # a score that is not all ties
 
-    page.reload()                                   # a new session: an empty memory
+    page.reload()  # a new session: an empty memory
     page.wait_for_selector("#chat-question textarea")
     page.click("#chat-adapter input")
     page.get_by_role("option", name=adapter).click()
@@ -143,7 +172,7 @@ def test_chat_memory_recalls_an_earlier_conversation_with_its_scores(page, runs,
         page.click("#chat-ask")
         page.wait_for_function(f"document.querySelector('#chat-log').innerText.includes({json.dumps(question)})")
         page.wait_for_function(f"document.querySelector('#chat-log').innerText.includes({json.dumps(answer)})")
-        assert page.locator("#memory-reminder textarea").input_value() == ""   # nothing earlier to recall yet
+        assert page.locator("#memory-reminder textarea").input_value() == ""  # nothing earlier to recall yet
     page.click("#chat-reset")
     page.wait_for_function(f"!document.querySelector('#chat-log').innerText.includes({json.dumps(first[0])})")
     page.fill("#chat-question textarea", second)
@@ -151,14 +180,14 @@ def test_chat_memory_recalls_an_earlier_conversation_with_its_scores(page, runs,
     page.wait_for_function(f"document.querySelector('#chat-log').innerText.includes({json.dumps(want)})")
     assert page.locator("#memory-reminder textarea").input_value() == reminder.text
     table = page.locator("#memory-items").inner_text()
-    for row in memory.rows(reminder):               # each recalled turn with its score and scaled parts
+    for row in memory.rows(reminder):  # each recalled turn with its score and scaled parts
         assert all(str(cell) in table for cell in row), (row, table)
 
 
 def test_runs_tab_shows_metrics_and_every_prediction(page, runs):
     page.get_by_role("tab", name="Runs").click()
     metrics = json.loads((runs / "uirun" / "finetuned" / "metrics.json").read_text())["metrics"]
-    method = metrics["accuracy"]["method"]          # each interval's method, as metrics.json names it
+    method = metrics["accuracy"]["method"]  # each interval's method, as metrics.json names it
     page.wait_for_function(f"document.querySelector('#run-metrics').innerText.includes({json.dumps(method)})")
     text = page.locator("#run-metrics").inner_text()
     assert "accuracy" in text and method in text
@@ -168,7 +197,7 @@ def test_runs_tab_shows_metrics_and_every_prediction(page, runs):
     preds = page.locator("#run-predictions")
     page.wait_for_function(f"document.querySelector('#run-predictions').innerText.includes({json.dumps(test_ids[-1])})")
     assert all(i in preds.inner_text() for i in test_ids)
-    assert preds.locator("img").count() >= len(test_ids)   # a thumbnail per prediction
+    assert preds.locator("img").count() >= len(test_ids)  # a thumbnail per prediction
     page.fill("#pred-filter input, #pred-filter textarea", test_ids[0])
     page.press("#pred-filter input, #pred-filter textarea", "Enter")
     page.wait_for_function(f"!document.querySelector('#run-predictions').innerText.includes({json.dumps(test_ids[1])})")

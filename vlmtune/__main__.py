@@ -1,3 +1,5 @@
-from vlmtune.cli import main
 import sys
+
+from vlmtune.cli import main
+
 sys.exit(main())

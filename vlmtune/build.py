@@ -83,8 +83,10 @@ def pretrain_vision(model: Any, processor: Any, examples: list, cfg: TinyBaseCon
     from vlmtune.processing import load_image
 
     if cfg.patch_size * GRID != cfg.image_size:
-        raise ValueError("the vision pretraining objective needs one patch per grid cell "
-                         f"(patch_size * {GRID} == image_size), got {cfg.patch_size} and {cfg.image_size}")
+        raise ValueError(
+            "the vision pretraining objective needs one patch per grid cell "
+            f"(patch_size * {GRID} == image_size), got {cfg.patch_size} and {cfg.image_size}"
+        )
     classes = {(c, k): 1 + i * len(KINDS) + j for i, c in enumerate(COLORS) for j, k in enumerate(KINDS)}
     pixels = processor.image_processor([load_image(e.images[0]) for e in examples], return_tensors="pt")["pixel_values"]
     labels = torch.zeros(len(examples), GRID * GRID, dtype=torch.long)  # [N, cells]; 0 = empty cell
@@ -127,8 +129,9 @@ def build_base(cfg: TinyBaseConfig | None = None, *, cache: str | Path | None = 
     final.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="tiny-build-", dir=final.parent))
     try:
-        data = synthesize("caption", cfg.pretrain_examples, work / "captions", seed=10_000 + cfg.seed,
-                          image_size=cfg.image_size)
+        data = synthesize(
+            "caption", cfg.pretrain_examples, work / "captions", seed=10_000 + cfg.seed, image_size=cfg.image_size
+        )
         examples = load_jsonl(data)
         processor = build_processor(cfg)
         model = build_model(cfg, processor.tokenizer)
@@ -138,21 +141,39 @@ def build_base(cfg: TinyBaseConfig | None = None, *, cache: str | Path | None = 
         model.save_pretrained(init_dir)
         processor.save_pretrained(init_dir)
         del model
-        settings = TrainConfig(method="full", freeze_vision=True, epochs=cfg.pretrain_epochs, lr=cfg.pretrain_lr,
-                               batch_size=cfg.pretrain_batch_size, warmup_ratio=0.05, weight_decay=0.01,
-                               seed=cfg.seed, logging_steps=25, max_length=192, lr_scheduler="cosine",
-                               report_to=[], group_by_length=False)
+        settings = TrainConfig(
+            method="full",
+            freeze_vision=True,
+            epochs=cfg.pretrain_epochs,
+            lr=cfg.pretrain_lr,
+            batch_size=cfg.pretrain_batch_size,
+            warmup_ratio=0.05,
+            weight_decay=0.01,
+            seed=cfg.seed,
+            logging_steps=25,
+            max_length=192,
+            lr_scheduler="cosine",
+            report_to=[],
+            group_by_length=False,
+        )
         # Caption length follows the number of shapes, so length-grouped batches would each hold one kind of
         # scene: the base came out far worse that way (final caption loss 0.51 instead of 0.09, 0/60 captions
         # exact instead of 18/60). The base is built from shuffled batches, as it was before grouping existed.
         log.info("[tiny] stage 2: caption pretraining of the projector and language model (vision tower frozen)")
-        result = train(ModelRef.of(ModelConfig(name=str(init_dir))), examples, [], work / "pretrain", settings,
-                       stage="tiny")
+        result = train(
+            ModelRef.of(ModelConfig(name=str(init_dir))), examples, [], work / "pretrain", settings, stage="tiny"
+        )
         out = work / "model"
         shutil.copytree(result.output_dir, out)
         (out / "training_args.bin").unlink(missing_ok=True)  # a pickle of the Trainer's arguments: not shipped
-        meta = {"config": asdict(cfg), "key": cfg.key(), "seconds": round(time.time() - t0, 1),
-                "vision_cell_loss": vision_loss, "final_caption_loss": result.final_loss, "steps": result.steps}
+        meta = {
+            "config": asdict(cfg),
+            "key": cfg.key(),
+            "seconds": round(time.time() - t0, 1),
+            "vision_cell_loss": vision_loss,
+            "final_caption_loss": result.final_loss,
+            "steps": result.steps,
+        }
         (out / "vlmtune_build.json").write_text(json.dumps(meta, indent=2))
         if final.exists():
             shutil.rmtree(final)

@@ -14,8 +14,15 @@ class ConfigError(VlmtuneError):
 class DataError(VlmtuneError):
     """A data record or file is wrong. The message names the file, the line/record, the field and the fix."""
 
-    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
-                 field: str | None = None, fix: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+        fix: str | None = None,
+    ):
         self.file, self.line, self.field, self.fix = file, line, field, fix
         where = ""
         if file is not None:

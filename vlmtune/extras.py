@@ -55,8 +55,9 @@ def install_hint(extra: str) -> str:
 def missing_message(extra: str, what: str) -> str:
     """'<what> needs <packages> (the '<extra>' extra), not installed here. Fix: pip install 'vlmtune[<extra>]'"""
     mods = missing_modules(extra) or list(EXTRAS[extra])
-    return (f"{what} needs {', '.join(mods)} (the '{extra}' extra), which is not installed here. "
-            f"Fix: {install_hint(extra)}")
+    return (
+        f"{what} needs {', '.join(mods)} (the '{extra}' extra), which is not installed here. Fix: {install_hint(extra)}"
+    )
 
 
 def require(extra: str, what: str) -> None:

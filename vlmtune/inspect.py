@@ -33,8 +33,8 @@ LENGTH_SAMPLE = 2000  # examples whose token length is measured (a seeded sample
 
 @dataclass
 class Segment:
-    kind: str   # "prompt" (no loss) | "loss" (trained on) | "image" (image tokens), + " cut" past max_length;
-                # "cutmark": where train.max_length cuts
+    kind: str  # "prompt" (no loss) | "loss" (trained on) | "image" (image tokens), + " cut" past max_length;
+    # "cutmark": where train.max_length cuts
     text: str
 
 
@@ -51,6 +51,7 @@ class Rendered:
 @dataclass
 class Inspection:
     """Everything the inspect report shows; built by inspect_data, written by write_inspection."""
+
     source: str
     task: str
     model: str | None
@@ -60,9 +61,9 @@ class Inspection:
     image_sizes: Counter = field(default_factory=Counter)
     image_modes: Counter = field(default_factory=Counter)
     lengths: list[int] = field(default_factory=list)
-    lengths_of: int = 0                          # how many examples the lengths are a sample of
+    lengths_of: int = 0  # how many examples the lengths are a sample of
     rendered: list[Rendered] = field(default_factory=list)
-    refused: list[dict[str, Any]] = field(default_factory=list)   # {split, id, reason}
+    refused: list[dict[str, Any]] = field(default_factory=list)  # {split, id, reason}
     pairs: list[DupPair] = field(default_factory=list)
     max_distance: int = 0
 
@@ -70,11 +71,17 @@ class Inspection:
         """The numbers, as JSON (what `vlmtune data inspect` prints on stdout)."""
         exs = [e for v in self.splits.values() for e in v]
         out: dict[str, Any] = {
-            "source": self.source, "records": len(exs), "splits": {k: len(v) for k, v in self.splits.items()},
-            "rejected": sum(1 for r in self.refused if r["stage"] == "reader"), "refused": len(self.refused),
-            "tasks": dict(Counter(e.task for e in exs)), "images": sum(len(e.images) for e in exs),
+            "source": self.source,
+            "records": len(exs),
+            "splits": {k: len(v) for k, v in self.splits.items()},
+            "rejected": sum(1 for r in self.refused if r["stage"] == "reader"),
+            "refused": len(self.refused),
+            "tasks": dict(Counter(e.task for e in exs)),
+            "images": sum(len(e.images) for e in exs),
             "targets": dict(Counter(str(e.target) for e in exs).most_common(20)),
-            "image_modes": dict(self.image_modes), "near_duplicate_pairs": len(self.pairs)}
+            "image_modes": dict(self.image_modes),
+            "near_duplicate_pairs": len(self.pairs),
+        }
         if self.lengths:
             out["tokens"] = length_stats(self.lengths, self.max_length)
         return out
@@ -84,13 +91,21 @@ def length_stats(lengths: list[int], max_length: int) -> dict[str, Any]:
     import numpy as np
 
     a = np.array(lengths)
-    return {"n": len(a), "min": int(a.min()), "median": float(np.median(a)), "p95": float(np.percentile(a, 95)),
-            "max": int(a.max()), "max_length": max_length, "over_max_length": int((a > max_length).sum()),
-            "share_cut": float((a > max_length).mean())}
+    return {
+        "n": len(a),
+        "min": int(a.min()),
+        "median": float(np.median(a)),
+        "p95": float(np.percentile(a, 95)),
+        "max": int(a.max()),
+        "max_length": max_length,
+        "over_max_length": int((a > max_length).sum()),
+        "share_cut": float((a > max_length).mean()),
+    }
 
 
-def load_sources(paths: list[str], cfg: RunConfig, out_dir: Path,
-                 skip_invalid: bool) -> tuple[dict[str, list[Example]], list[dict[str, Any]], str]:
+def load_sources(
+    paths: list[str], cfg: RunConfig, out_dir: Path, skip_invalid: bool
+) -> tuple[dict[str, list[Example]], list[dict[str, Any]], str]:
     """(splits, reader refusals, source name): a recipe's splits as `run` would make them (written to
     out_dir/data), or each JSONL file as a split named by its file name."""
     from vlmtune.registry import TASKS
@@ -107,13 +122,15 @@ def load_sources(paths: list[str], cfg: RunConfig, out_dir: Path,
         name = Path(p).stem if Path(p).stem not in splits else p
         reader = read_jsonl(p, skip_invalid=skip_invalid, known_tasks=TASKS.names())
         splits[name] = list(reader)
-        refused += [{"split": name, "id": f"line {r['line']}", "stage": "reader", "reason": r["error"]}
-                    for r in reader.rejects]
+        refused += [
+            {"split": name, "id": f"line {r['line']}", "stage": "reader", "reason": r["error"]} for r in reader.rejects
+        ]
     return splits, refused, ", ".join(paths)
 
 
-def inspect_data(paths: list[str], cfg: RunConfig, *, out_dir: Path, render: int = 0, skip_invalid: bool = False,
-                 seed: int = 0) -> Inspection:
+def inspect_data(
+    paths: list[str], cfg: RunConfig, *, out_dir: Path, render: int = 0, skip_invalid: bool = False, seed: int = 0
+) -> Inspection:
     """Read the data (files or a recipe) and measure what the report shows; render `render` examples with
     the chat template of cfg.model (the model's processor is loaded only when render > 0)."""
     from vlmtune.data.splits import split_counts
@@ -122,8 +139,16 @@ def inspect_data(paths: list[str], cfg: RunConfig, *, out_dir: Path, render: int
     splits, refused, source = load_sources(paths, cfg, out_dir, skip_invalid)
     exs = [(name, ex) for name, v in splits.items() for ex in v]
     task_name = exs[0][1].task if exs else cfg.data.task
-    insp = Inspection(source=source, task=task_name, model=None, max_length=cfg.train.max_length, splits=splits,
-                      labels=split_counts(splits), refused=refused, max_distance=cfg.data.dedup_distance)
+    insp = Inspection(
+        source=source,
+        task=task_name,
+        model=None,
+        max_length=cfg.train.max_length,
+        splits=splits,
+        labels=split_counts(splits),
+        refused=refused,
+        max_distance=cfg.data.dedup_distance,
+    )
     task = build_task(task_name, cfg.data.task_options if task_name == cfg.data.task else {})
     for name, ex in exs:
         try:
@@ -168,7 +193,7 @@ def _render(insp: Inspection, exs: list[tuple[str, Example]], cfg: RunConfig, n:
     order = list(range(len(exs)))
     rng.shuffle(order)
     shown = set(order[:n])
-    measured = sorted(order[:max(LENGTH_SAMPLE, n)])
+    measured = sorted(order[: max(LENGTH_SAMPLE, n)])
     insp.lengths_of = len(exs)
     for i in progress_bar(measured, desc="[inspect] encoding"):
         split, ex = exs[i]
@@ -185,15 +210,18 @@ def _render(insp: Inspection, exs: list[tuple[str, Example]], cfg: RunConfig, n:
             except DataError as e:
                 insp.refused.append({"split": split, "id": ex.id, "stage": "train.max_length", "reason": str(e)})
         if i in shown:
-            kinds = ["image" if img_id is not None and int(t) == img_id else "loss" if int(lab) != IGNORE
-                     else "prompt" for t, lab in zip(ids, labels)]
+            kinds = [
+                "image" if img_id is not None and int(t) == img_id else "loss" if int(lab) != IGNORE else "prompt"
+                for t, lab in zip(ids, labels)
+            ]
             kinds = [k if j < real.max_length else f"{k} cut" for j, k in enumerate(kinds)]
             segments = _segments(tok, ids, kinds)
             first_cut = next((j for j, g in enumerate(segments) if g.kind.endswith("cut")), None)
             if first_cut is not None:
                 segments.insert(first_cut, Segment("cutmark", f"[train.max_length = {real.max_length}: cut here]"))
-            insp.rendered.append(Rendered(split, ex.id, list(ex.images), segments, len(ids),
-                                          int((labels != IGNORE).sum())))
+            insp.rendered.append(
+                Rendered(split, ex.id, list(ex.images), segments, len(ids), int((labels != IGNORE).sum()))
+            )
 
 
 def _segments(tok: Any, ids: Any, kinds: list[str]) -> list[Segment]:
@@ -203,8 +231,11 @@ def _segments(tok: Any, ids: Any, kinds: list[str]) -> list[Segment]:
     for j in range(1, len(kinds) + 1):
         if j == len(kinds) or kinds[j] != kinds[start]:
             run = ids[start:j]
-            text = f"<image x {len(run)}>" if kinds[start].startswith("image") else \
-                tok.decode(run.tolist(), skip_special_tokens=False)
+            text = (
+                f"<image x {len(run)}>"
+                if kinds[start].startswith("image")
+                else tok.decode(run.tolist(), skip_special_tokens=False)
+            )
             out.append(Segment(kinds[start], text))
             start = j
     return out
@@ -316,9 +347,17 @@ def write_inspection(insp: Inspection, out_dir: str | Path) -> Path:
         _plot_lengths(insp, out / "plots" / "token_lengths.png")
     labels = [k for k in next(iter(insp.labels.values()), {}) if k != "total"]
     numeric = all(k.lstrip("-").isdigit() for k in labels if k != "<other>")
-    label_rows = sorted(labels, key=lambda k: (k == "<other>", int(k) if numeric and k != "<other>" else 0, k)) + ["total"]
-    ctx = {"i": insp, "s": insp.summary(), "label_rows": label_rows, "note": _KIND_NOTE, "md_mark": _md_mark,
-           "rel": lambda p: os.path.relpath(Path(p).resolve(), out.resolve())}
+    label_rows = sorted(labels, key=lambda k: (k == "<other>", int(k) if numeric and k != "<other>" else 0, k)) + [
+        "total"
+    ]
+    ctx = {
+        "i": insp,
+        "s": insp.summary(),
+        "label_rows": label_rows,
+        "note": _KIND_NOTE,
+        "md_mark": _md_mark,
+        "rel": lambda p: os.path.relpath(Path(p).resolve(), out.resolve()),
+    }
     md = jinja2.Environment(autoescape=False, keep_trailing_newline=True).from_string(_MD).render(**ctx)
     html = jinja2.Environment(autoescape=True).from_string(_HTML).render(**ctx)
     atomic_write_text(out / "report.md", md)

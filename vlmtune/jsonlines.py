@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from vlmtune.errors import DataError
 
@@ -30,14 +31,16 @@ _BOM = b"\xef\xbb\xbf"
 class JsonLine:
     """One non-blank line: its 1-based number, its text (undecodable bytes replaced, newline removed),
     and either its parsed value or the DataError that says why it is bad."""
+
     number: int
     text: str
     value: Any = None
     error: DataError | None = None
 
 
-def read_json_lines(path: str | os.PathLike, *, lenient: bool = False, what: str = "a JSONL file",
-                    fix: str = LINE_FIX) -> Iterator[JsonLine]:
+def read_json_lines(
+    path: str | os.PathLike, *, lenient: bool = False, what: str = "a JSONL file", fix: str = LINE_FIX
+) -> Iterator[JsonLine]:
     """Stream the non-blank lines of a JSON-lines file, parsed.
 
     lenient: yield a bad line with `.error` set instead of raising it.
@@ -60,11 +63,12 @@ def read_json_lines(path: str | os.PathLike, *, lenient: bool = False, what: str
             yield line
 
 
-def parse_line(raw: bytes, number: int, *, file: str, what: str = "a JSONL file",
-               fix: str = LINE_FIX) -> JsonLine | None:
+def parse_line(
+    raw: bytes, number: int, *, file: str, what: str = "a JSONL file", fix: str = LINE_FIX
+) -> JsonLine | None:
     """One line's bytes -> a JsonLine (value or error), or None for a blank line."""
     if number == 1 and raw.startswith(_BOM):
-        raw = raw[len(_BOM):]
+        raw = raw[len(_BOM) :]
     try:
         text, bad_utf8 = raw.decode("utf-8"), None
     except UnicodeDecodeError as e:
@@ -73,17 +77,27 @@ def parse_line(raw: bytes, number: int, *, file: str, what: str = "a JSONL file"
     if not text.strip():
         return None
     if bad_utf8 is not None:
-        return JsonLine(number, text, error=DataError(
-            f"not valid UTF-8 ({bad_utf8.reason} at byte {bad_utf8.start})", file=file, line=number,
-            fix="save the file as UTF-8"))
+        return JsonLine(
+            number,
+            text,
+            error=DataError(
+                f"not valid UTF-8 ({bad_utf8.reason} at byte {bad_utf8.start})",
+                file=file,
+                line=number,
+                fix="save the file as UTF-8",
+            ),
+        )
     try:
         return JsonLine(number, text, value=json.loads(text))
     except json.JSONDecodeError as e:
         if number == 1 and text.lstrip().startswith("{") and not text.rstrip().endswith("}"):
             # Line 1 opens an object it does not close: a pretty-printed JSON file given as JSON lines.
             fix = f"the file must be {what}: one complete JSON object per line (not one object over several lines)"
-        return JsonLine(number, text, error=DataError(f"not valid JSON ({e.msg} at column {e.colno})", file=file,
-                                                      line=number, fix=fix))
+        return JsonLine(
+            number,
+            text,
+            error=DataError(f"not valid JSON ({e.msg} at column {e.colno})", file=file, line=number, fix=fix),
+        )
 
 
 def starts_with_list(path: str | os.PathLike) -> bool:

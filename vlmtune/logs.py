@@ -23,12 +23,13 @@ import logging
 import sys
 import time
 import warnings
-from typing import Any, Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 ROOT = "vlmtune"
 PROGRESS_EVERY_S = 15.0
-MAX_LINE = 400   # console lines are cut here (about five terminal rows); the run's log file keeps them whole
+MAX_LINE = 400  # console lines are cut here (about five terminal rows); the run's log file keeps them whole
 _state: dict[str, Any] = {"progress": True, "active": None, "log_file": None}
 progress_log = logging.getLogger("vlmtune.progress")
 

@@ -1,12 +1,12 @@
 """Where vlmtune keeps what it builds once per machine: every cache path is named here.
 
-    $VLMTUNE_CACHE (default ~/.cache/vlmtune)
-      models/       the tiny base VLM, one directory per build setting (models/tiny-llava-<key>)
-      gguf/         GGUF checkpoints dequantized once (gemma3-270m, *.gguf)
-      standins/     tiny random-weight stand-ins of each model family (run --smoke)
-      smoke-data/   shapes-world fixtures for --smoke when a recipe's data is not on this machine
-      teacher/      teacher response caches, one JSONL per teacher model (vlmtune teach)
-      embeddings/   memory embeddings and key captions by content hash, one folder per encoder (vlmtune memory embed)
+$VLMTUNE_CACHE (default ~/.cache/vlmtune)
+  models/       the tiny base VLM, one directory per build setting (models/tiny-llava-<key>)
+  gguf/         GGUF checkpoints dequantized once (gemma3-270m, *.gguf)
+  standins/     tiny random-weight stand-ins of each model family (run --smoke)
+  smoke-data/   shapes-world fixtures for --smoke when a recipe's data is not on this machine
+  teacher/      teacher response caches, one JSONL per teacher model (vlmtune teach)
+  embeddings/   memory embeddings and key captions by content hash, one folder per encoder (vlmtune memory embed)
 """
 
 from __future__ import annotations

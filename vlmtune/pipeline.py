@@ -19,10 +19,10 @@ from typing import Any
 
 from vlmtune.build import resolve_model
 from vlmtune.config import RunConfig
-from vlmtune.errors import ConfigError
 from vlmtune.data.example import Example
 from vlmtune.data.prepare import DEDUP_FILE, data_done, load_splits, prepare_data, reader_options, write_manifest
 from vlmtune.distributed import barrier, is_main_process
+from vlmtune.errors import ConfigError
 from vlmtune.models.load import ModelRef, check_loadable
 from vlmtune.rundir import Run, open_run
 from vlmtune.tasks.base import ReportSection, Task, build_task
@@ -71,11 +71,13 @@ def check_recipe(cfg: RunConfig, *, require_extras: bool = True) -> Task:
     task = build_task(cfg.data.task, cfg.data.task_options)
     check_train_config(cfg.train)
     if cfg.eval.backend != "hf":
-        raise ConfigError("eval.backend=openai asks a model a server serves; a run evaluates the models it trains "
-                          "here, so it needs eval.backend=hf. Fix: drop eval.backend from the recipe, and evaluate a "
-                          "served model with `vlmtune eval --backend openai --endpoint URL --model NAME --data "
-                          "runs/NAME/data/test.jsonl` (then `vlmtune compare ... --allow-mismatch` against a run's "
-                          "evaluation)")
+        raise ConfigError(
+            "eval.backend=openai asks a model a server serves; a run evaluates the models it trains "
+            "here, so it needs eval.backend=hf. Fix: drop eval.backend from the recipe, and evaluate a "
+            "served model with `vlmtune eval --backend openai --endpoint URL --model NAME --data "
+            "runs/NAME/data/test.jsonl` (then `vlmtune compare ... --allow-mismatch` against a run's "
+            "evaluation)"
+        )
     if cfg.data.source != "synth":
         reader_options(cfg)
     if cfg.teach.target != "none":
@@ -126,13 +128,18 @@ def data_sections(run_dir: Path) -> list[ReportSection]:
         return []
     found = json.loads(path.read_text(encoding="utf-8"))
     pairs = found["pairs"]
-    text = [f"**{len(pairs)}** pair(s) of near-duplicate images across the splits (perceptual hash within "
-            f"{found['max_distance']} bits, `data.dedup={found['mode']}`; all pairs in `data/{DEDUP_FILE}`)."]
+    text = [
+        f"**{len(pairs)}** pair(s) of near-duplicate images across the splits (perceptual hash within "
+        f"{found['max_distance']} bits, `data.dedup={found['mode']}`; all pairs in `data/{DEDUP_FILE}`)."
+    ]
     if pairs:
-        text.append("Test examples whose near-duplicates were trained on can inflate the fine-tuned scores: give "
-                    "related examples one `group`, or set `data.dedup=group`.")
+        text.append(
+            "Test examples whose near-duplicates were trained on can inflate the fine-tuned scores: give "
+            "related examples one `group`, or set `data.dedup=group`."
+        )
     table = [["split", "id", "split", "id", "distance"]] + [
-        [p["split_a"], p["id_a"], p["split_b"], p["id_b"], str(p["distance"])] for p in pairs[:20]]
+        [p["split_a"], p["id_a"], p["split_b"], p["id_b"], str(p["distance"])] for p in pairs[:20]
+    ]
     return [ReportSection("Near-duplicate images across splits", text=text, table=table if pairs else None)]
 
 
@@ -147,8 +154,9 @@ def teach_train_split(cfg: RunConfig, run_dir: Path, train: list[Example]) -> li
     return result.examples
 
 
-def run_pipeline(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
-                 train_only: bool = False) -> dict[str, Any]:
+def run_pipeline(
+    cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, train_only: bool = False
+) -> dict[str, Any]:
     """Run the recipe's stages in runs/<name> (locked for the run's lifetime; see vlmtune.rundir). With
     `train_only` (`vlmtune train`): the data and training stages only."""
     task = check_recipe(cfg)
@@ -157,9 +165,9 @@ def run_pipeline(cfg: RunConfig, *, resume: bool = False, overwrite: bool = Fals
 
 
 def _stages(cfg: RunConfig, task: Task, run: Run, train_only: bool) -> dict[str, Any]:
-    from vlmtune.report import compare_runs
     from vlmtune.eval.run import evaluate
     from vlmtune.models.load import load_model
+    from vlmtune.report import compare_runs
     from vlmtune.train.trainer import load_history, train
 
     # --- data ---------------------------------------------------------------------------------------
@@ -182,8 +190,16 @@ def _stages(cfg: RunConfig, task: Task, run: Run, train_only: bool) -> dict[str,
     # --- zero-shot ----------------------------------------------------------------------------------
     if cfg.eval.zero_shot and not train_only and not done(run_dir / "zero_shot" / "metrics.json"):
         model, processor = load_model(ref)
-        evaluate(model, processor, conn.plain["test"] if conn else splits["test"], task, run_dir / "zero_shot",
-                 label="no connector" if conn else "zero-shot", ref=ref, ecfg=cfg.eval)
+        evaluate(
+            model,
+            processor,
+            conn.plain["test"] if conn else splits["test"],
+            task,
+            run_dir / "zero_shot",
+            label="no connector" if conn else "zero-shot",
+            ref=ref,
+            ecfg=cfg.eval,
+        )
         del model
     # --- fine-tune ----------------------------------------------------------------------------------
     final_dir = run_dir / ("connector" if conn else "adapter" if cfg.train.method == "lora" else "model")
@@ -194,8 +210,17 @@ def _stages(cfg: RunConfig, task: Task, run: Run, train_only: bool) -> dict[str,
         summary["kept"] = True
     else:
         trained = conn.soft if conn else splits
-        result = train(ref, trained["train"], trained["val"], run_dir, cfg.train, task=task, ecfg=cfg.eval,
-                       resume=run.resuming, connector=conn.setup if conn else None)
+        result = train(
+            ref,
+            trained["train"],
+            trained["val"],
+            run_dir,
+            cfg.train,
+            task=task,
+            ecfg=cfg.eval,
+            resume=run.resuming,
+            connector=conn.setup if conn else None,
+        )
         history = result.history
         summary.update(steps=result.steps, train_seconds=round(result.seconds, 1))
         log.info(f"[train] {result.steps} steps in {result.seconds:.0f}s -> {result.output_dir}")
@@ -207,15 +232,33 @@ def _stages(cfg: RunConfig, task: Task, run: Run, train_only: bool) -> dict[str,
         from vlmtune.memory.connector import load_for_eval
 
         model, processor = load_for_eval(ref, final_dir, features=conn.setup.features)
-        evaluate(model, processor, conn.soft["test"], task, run_dir / "finetuned", label="connector", ref=ref,
-                 ecfg=cfg.eval, adapter=str(final_dir))
+        evaluate(
+            model,
+            processor,
+            conn.soft["test"],
+            task,
+            run_dir / "finetuned",
+            label="connector",
+            ref=ref,
+            ecfg=cfg.eval,
+            adapter=str(final_dir),
+        )
         del model
     elif not done(run_dir / "finetuned" / "metrics.json"):
         lora = cfg.train.method == "lora"
         tuned = ref if lora else ref.at(final_dir)
         model, processor = load_model(tuned, adapter=final_dir if lora else None)
-        evaluate(model, processor, splits["test"], task, run_dir / "finetuned", label="fine-tuned", ref=tuned,
-                 ecfg=cfg.eval, adapter=str(final_dir) if lora else None)
+        evaluate(
+            model,
+            processor,
+            splits["test"],
+            task,
+            run_dir / "finetuned",
+            label="fine-tuned",
+            ref=tuned,
+            ecfg=cfg.eval,
+            adapter=str(final_dir) if lora else None,
+        )
         del model
     # --- compare ------------------------------------------------------------------------------------
     if not is_main_process():
@@ -225,17 +268,30 @@ def _stages(cfg: RunConfig, task: Task, run: Run, train_only: bool) -> dict[str,
         from vlmtune.memory.experiment import compare_methods
 
         lora = cfg.train.method == "lora"
-        methods = compare_methods(cfg, run_dir, ref if lora else ref.at(final_dir), task,
-                                  adapter=final_dir if lora else None, resume=run.resuming)
+        methods = compare_methods(
+            cfg,
+            run_dir,
+            ref if lora else ref.at(final_dir),
+            task,
+            adapter=final_dir if lora else None,
+            resume=run.resuming,
+        )
         memory = {"memory": methods["on_vs_off"]} if "on_vs_off" in methods else {}
     if not cfg.eval.zero_shot:
         log.info(f"[run] done in {time.time() - t0:.0f}s (no zero-shot baseline, so no comparison report)")
         return {**summary, **memory}
     # The report is written again on every resume (report.html last); it reads the finished stages' files.
-    summary = compare_runs(run_dir / "zero_shot", run_dir / "finetuned", run_dir, history=history,
-                           title=f"vlmtune: {cfg.name} ({cfg.data.task}, {cfg.model.name})",
-                           n_boot=cfg.eval.n_boot, seed=cfg.data.seed, extra=data_sections(run_dir),
-                           allow_mismatch=conn is not None)  # the connector's prompts differ by design; listed
+    summary = compare_runs(
+        run_dir / "zero_shot",
+        run_dir / "finetuned",
+        run_dir,
+        history=history,
+        title=f"vlmtune: {cfg.name} ({cfg.data.task}, {cfg.model.name})",
+        n_boot=cfg.eval.n_boot,
+        seed=cfg.data.seed,
+        extra=data_sections(run_dir),
+        allow_mismatch=conn is not None,
+    )  # the connector's prompts differ by design; listed
     summary.update(memory)
     from vlmtune.track import log_results
 

@@ -17,8 +17,8 @@ from typing import Any
 from vlmtune.data.example import IMAGE_TOKEN, Example
 from vlmtune.errors import DataError
 
-Processor = Any   # a transformers ProcessorMixin, or a tokenizer for text-only models
-Model = Any       # a transformers PreTrainedModel (or a PEFT wrapper of one)
+Processor = Any  # a transformers ProcessorMixin, or a tokenizer for text-only models
+Model = Any  # a transformers PreTrainedModel (or a PEFT wrapper of one)
 
 
 def tokenizer_of(processor: Processor) -> Any:
@@ -65,13 +65,15 @@ def load_image_cached(path: str) -> Any:
     return load_image(path)
 
 
-def render(processor: Processor, messages: list[dict], *, add_generation_prompt: bool,
-           continue_final: bool = False) -> str:
+def render(
+    processor: Processor, messages: list[dict], *, add_generation_prompt: bool, continue_final: bool = False
+) -> str:
     """The conversation as text, rendered by the model's own chat template. `continue_final`: the last (assistant)
     message is left open, without its end-of-turn, for the model to continue (transformers' continue_final_message)."""
     kw = {"continue_final_message": True} if continue_final else {}
-    return processor.apply_chat_template(to_chat(messages), tokenize=False, add_generation_prompt=add_generation_prompt,
-                                         **kw)
+    return processor.apply_chat_template(
+        to_chat(messages), tokenize=False, add_generation_prompt=add_generation_prompt, **kw
+    )
 
 
 def prompt_text(processor: Processor, ex: Example) -> str:
@@ -89,8 +91,9 @@ def special_tokens_kw(processor: Processor, texts: list[str]) -> dict[str, bool]
     return {}
 
 
-def encode_texts(processor: Processor, texts: list[str], images: list[list[Any]] | None = None, *,
-                 padding: bool = False) -> Any:
+def encode_texts(
+    processor: Processor, texts: list[str], images: list[list[Any]] | None = None, *, padding: bool = False
+) -> Any:
     """Processor (or tokenizer) call for rendered texts; `images` holds one list of PIL images per text.
 
     Images stay nested per text: processors that split them by prompt (Gemma 3) need it; others flatten.

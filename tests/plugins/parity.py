@@ -49,8 +49,11 @@ class ParityTask(Task):
 
     def metrics(self, rows: Sequence[Row], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
         fails = sum(not r["parse_ok"] for r in rows)
-        return {"accuracy": proportion_entry([bool(r["correct"]) for r in rows], n_boot=n_boot, seed=seed),
-                "parse_failures": fails, "parse_failure_rate": fails / len(rows) if rows else 0.0}
+        return {
+            "accuracy": proportion_entry([bool(r["correct"]) for r in rows], n_boot=n_boot, seed=seed),
+            "parse_failures": fails,
+            "parse_failure_rate": fails / len(rows) if rows else 0.0,
+        }
 
     def per_example(self, rows: Sequence[Row]) -> dict[str, list[float | None]]:
         return {}
@@ -60,8 +63,9 @@ class ParityTask(Task):
         parsed = [r["parsed"] if r["parse_ok"] else None for r in rows]
         return [parsed.count(self.options.even), parsed.count(self.options.odd), parsed.count(None)]
 
-    def report_sections(self, baseline: Sequence[Row], candidate: Sequence[Row], *,
-                        labels: tuple[str, str] = ("baseline", "candidate")) -> list[ReportSection]:
+    def report_sections(
+        self, baseline: Sequence[Row], candidate: Sequence[Row], *, labels: tuple[str, str] = ("baseline", "candidate")
+    ) -> list[ReportSection]:
         counts = [self.answer_counts(baseline), self.answer_counts(candidate)]
         gold = [sum(r["target"] == word for r in baseline) for word in self.words]
         header = ["run", f"answered '{self.options.even}'", f"answered '{self.options.odd}'", "unreadable"]
@@ -73,11 +77,16 @@ class ParityTask(Task):
             ax.set_xticks(range(3), [self.options.even, self.options.odd, "unreadable"])
             ax.legend(fontsize=8)
 
-        return [ReportSection(
-            title=SECTION_TITLE,
-            text=[f"The gold answers: {gold[0]} × `{self.options.even}`, {gold[1]} × `{self.options.odd}`."],
-            table=[header] + [[label, *map(str, row)] for label, row in zip(labels, counts)],
-            plot=draw, plot_name="parity_answers", plot_size=(5.0, 3.0))]
+        return [
+            ReportSection(
+                title=SECTION_TITLE,
+                text=[f"The gold answers: {gold[0]} × `{self.options.even}`, {gold[1]} × `{self.options.odd}`."],
+                table=[header] + [[label, *map(str, row)] for label, row in zip(labels, counts)],
+                plot=draw,
+                plot_name="parity_answers",
+                plot_size=(5.0, 3.0),
+            )
+        ]
 
 
 def records(count_records: list[dict[str, Any]], options: dict[str, str]) -> list[dict[str, Any]]:
@@ -86,8 +95,17 @@ def records(count_records: list[dict[str, Any]], options: dict[str, str]) -> lis
     for r in count_records:
         word = options["odd"] if int(r["target"]) % 2 else options["even"]
         question = f"Is the number of red shapes {options['even']} or {options['odd']}?"
-        out.append({"id": r["id"].replace("count", "parity"), "task": "parity", "images": r["images"],
-                    "messages": [{"role": "user", "content": "<image>\n" + question},
-                                 {"role": "assistant", "content": word}],
-                    "target": word, "group": r.get("group")})
+        out.append(
+            {
+                "id": r["id"].replace("count", "parity"),
+                "task": "parity",
+                "images": r["images"],
+                "messages": [
+                    {"role": "user", "content": "<image>\n" + question},
+                    {"role": "assistant", "content": word},
+                ],
+                "target": word,
+                "group": r.get("group"),
+            }
+        )
     return out

@@ -17,7 +17,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from vlmtune.errors import VlmtuneError
 
@@ -25,19 +25,28 @@ VERB_GROUPS = ("runs", "evaluation", "models", "data", "interact", "teach", "mem
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vlmtune", description="Fine-tune a vision-language model (or a text "
-                                     "LLM) on your task and measure, with numbers you can trust, whether it "
-                                     "worked. Start with `vlmtune quickstart` (CPU, a few minutes).",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Run `vlmtune VERB --help` for a verb's options and an example.")
+    parser = argparse.ArgumentParser(
+        prog="vlmtune",
+        description="Fine-tune a vision-language model (or a text "
+        "LLM) on your task and measure, with numbers you can trust, whether it "
+        "worked. Start with `vlmtune quickstart` (CPU, a few minutes).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `vlmtune VERB --help` for a verb's options and an example.",
+    )
     parser.add_argument("--version", action="version", version=f"vlmtune {__import__('vlmtune').__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def verb(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=fn.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name, help=help, description=fn.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         p.set_defaults(fn=fn)
-        p.add_argument("-q", "--quiet", action="store_true",
-                       help="only the results, warnings and errors (no progress bars or stage logs)")
+        p.add_argument(
+            "-q",
+            "--quiet",
+            action="store_true",
+            help="only the results, warnings and errors (no progress bars or stage logs)",
+        )
         return p
 
     for group in VERB_GROUPS:
@@ -52,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     from vlmtune.distributed import is_main_process
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' own bars (loading weights, writing shards)
+    os.environ.setdefault(
+        "HF_HUB_DISABLE_PROGRESS_BARS", "1"
+    )  # transformers' own bars (loading weights, writing shards)
     # On CPU, bitsandbytes says at import that an optional kernels package is missing; its CPU path works
     # without it, so the message only alarms users.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
@@ -68,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         if e.filename is None:
             raise
         # A path the user gave that a library opened before vlmtune could check it.
-        print(f"vlmtune: error: {e.filename}: {e.strerror}. Fix: check the path (and that it is a file where a "
-              "file is expected)", file=sys.stderr)
+        print(
+            f"vlmtune: error: {e.filename}: {e.strerror}. Fix: check the path (and that it is a file where a "
+            "file is expected)",
+            file=sys.stderr,
+        )
         return 2
 
 

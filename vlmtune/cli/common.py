@@ -66,8 +66,14 @@ def config_flags(p: argparse.ArgumentParser, section: str, names: list[str]) -> 
         inner = [a for a in typing.get_args(typ) if a is not type(None)]
         kind = inner[0] if inner else typ
         default = f.default if f.default is not dataclasses.MISSING else None
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, choices=CHOICES.get((section, name)),
-                       default=None, help=f"{section}.{name}: {f.metadata['help']} (default: {default!r})")
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=kind,
+            choices=CHOICES.get((section, name)),
+            default=None,
+            help=f"{section}.{name}: {f.metadata['help']} (default: {default!r})",
+        )
 
 
 def config_from_flags(a: argparse.Namespace, section: str, **values: Any) -> Any:
@@ -82,6 +88,11 @@ def config_from_flags(a: argparse.Namespace, section: str, **values: Any) -> Any
 
 
 def task_option_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task-option", action="append", default=[], metavar="key=value",
-                   help="a task option, value parsed as YAML (repeatable; `vlmtune ls` lists each task's), "
-                        "e.g. --task-option labels=[cat,dog]")
+    p.add_argument(
+        "--task-option",
+        action="append",
+        default=[],
+        metavar="key=value",
+        help="a task option, value parsed as YAML (repeatable; `vlmtune ls` lists each task's), "
+        "e.g. --task-option labels=[cat,dog]",
+    )

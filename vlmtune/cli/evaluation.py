@@ -5,12 +5,30 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vlmtune.cli.common import (Verb, config_flags, config_from_flags, key_values, model_args, model_config,
-                                task_option_arg)
+from vlmtune.cli.common import (
+    Verb,
+    config_flags,
+    config_from_flags,
+    key_values,
+    model_args,
+    model_config,
+    task_option_arg,
+)
 from vlmtune.errors import ConfigError, DataError, VlmtuneError
 
-REMOTE_FLAGS = ["backend", "endpoint", "api_key_env", "concurrency", "rpm", "tpm", "timeout", "max_retries",
-                "context_tokens", "cache", "n_boot"]
+REMOTE_FLAGS = [
+    "backend",
+    "endpoint",
+    "api_key_env",
+    "concurrency",
+    "rpm",
+    "tpm",
+    "timeout",
+    "max_retries",
+    "context_tokens",
+    "cache",
+    "n_boot",
+]
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
@@ -33,9 +51,11 @@ def cmd_eval(a: argparse.Namespace) -> int:
     ecfg = config_from_flags(a, "eval")
     check_eval(ecfg)
     if ecfg.backend == "openai" and (a.adapter or a.load_in_4bit):
-        raise ConfigError("--adapter and --load-in-4bit load a model here (--backend hf); with --backend openai "
-                          "the server decides what it serves. Fix: serve the adapter (vLLM: --enable-lora "
-                          "--lora-modules NAME=DIR, then --model NAME; `vlmtune serve BASE --adapter DIR`)")
+        raise ConfigError(
+            "--adapter and --load-in-4bit load a model here (--backend hf); with --backend openai "
+            "the server decides what it serves. Fix: serve the adapter (vLLM: --enable-lora "
+            "--lora-modules NAME=DIR, then --model NAME; `vlmtune serve BASE --adapter DIR`)"
+        )
     examples = load_jsonl(a.data, known_tasks=TASKS.names())
     if not examples:
         raise VlmtuneError(f"{a.data}: no records")
@@ -61,8 +81,17 @@ def cmd_eval(a: argparse.Namespace) -> int:
     else:
         model, processor = load_model(ref, adapter=a.adapter)
     with lock_if_in_run(out):
-        evaluate(model, processor, examples, task, out, label=a.label or ("fine-tuned" if a.adapter else "base"),
-                 ref=ref, ecfg=ecfg, adapter=a.adapter)
+        evaluate(
+            model,
+            processor,
+            examples,
+            task,
+            out,
+            label=a.label or ("fine-tuned" if a.adapter else "base"),
+            ref=ref,
+            ecfg=ecfg,
+            adapter=a.adapter,
+        )
     return 0
 
 
@@ -116,11 +145,15 @@ def cmd_compare(a: argparse.Namespace) -> int:
         if a.reference is not None:
             raise ConfigError("--reference is for three or more evaluations; with two, the first is the baseline")
         history = load_history(dirs[1].parent / "train_history.json") or None
-        summary = compare_runs(dirs[0], dirs[1], a.out, history=history, allow_mismatch=a.allow_mismatch,
-                               labels=labels)
+        summary = compare_runs(dirs[0], dirs[1], a.out, history=history, allow_mismatch=a.allow_mismatch, labels=labels)
     else:
-        summary = compare_many(dirs, a.out, labels=labels, reference=reference_index(a.reference, a.evals, labels),
-                               allow_mismatch=a.allow_mismatch)
+        summary = compare_many(
+            dirs,
+            a.out,
+            labels=labels,
+            reference=reference_index(a.reference, a.evals, labels),
+            allow_mismatch=a.allow_mismatch,
+        )
     print(format_summary(summary))
     return 0
 
@@ -134,8 +167,10 @@ def reference_index(ref: str | None, evals: list[str], labels: list[str] | None)
             return names.index(ref)
     if ref.isdigit() and 1 <= int(ref) <= len(evals):
         return int(ref) - 1
-    raise ConfigError(f"--reference {ref!r} is none of the evaluations; give its --label, its directory as written, "
-                      f"or its position 1-{len(evals)}")
+    raise ConfigError(
+        f"--reference {ref!r} is none of the evaluations; give its --label, its directory as written, "
+        f"or its position 1-{len(evals)}"
+    )
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
@@ -159,8 +194,10 @@ def cmd_predict(a: argparse.Namespace) -> int:
     model, processor = load_model(resolve_model(model_config(a)), adapter=a.adapter)
     images = [a.image] if a.image else []
     content = (IMAGE_TOKEN + "\n" if a.image else "") + a.prompt
-    ex = example_from_dict({"id": "predict", "task": "predict", "images": images,
-                            "messages": [{"role": "user", "content": content}]}, base_dir=Path.cwd())
+    ex = example_from_dict(
+        {"id": "predict", "task": "predict", "images": images, "messages": [{"role": "user", "content": content}]},
+        base_dir=Path.cwd(),
+    )
     print(generate(model, processor, [ex], batch_size=1, max_new_tokens=a.max_new_tokens)[0])
     return 0
 
@@ -171,36 +208,59 @@ def add_verbs(verb: Verb) -> None:
     p.set_defaults(model=None)
     for action in p._actions:
         if action.dest == "model":
-            action.help = ("hf: 'tiny', a local directory, or a hub id (default: tiny); openai: the name the "
-                           "server serves (default: the only model its /v1/models lists)")
+            action.help = (
+                "hf: 'tiny', a local directory, or a hub id (default: tiny); openai: the name the "
+                "server serves (default: the only model its /v1/models lists)"
+            )
     p.add_argument("--data", required=True, help="JSONL test file (canonical format)")
     p.add_argument("--task", help="task name (default: the records' task)")
     p.add_argument("--out", help="output evaluation directory (default: runs/eval-<data stem>)")
     p.add_argument("--label", help="name shown in reports")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--mode", default="generate", choices=["generate", "loglik", "both"],
-                   help="generate answers, or pick the most likely option (closed sets), or both")
+    p.add_argument(
+        "--mode",
+        default="generate",
+        choices=["generate", "loglik", "both"],
+        help="generate answers, or pick the most likely option (closed sets), or both",
+    )
     config_flags(p, "eval", REMOTE_FLAGS)
     task_option_arg(p)
     p = verb("score", cmd_score, "score a predictions file made elsewhere")
     p.add_argument("--task", required=True, help="task name (see `vlmtune ls`)")
     p.add_argument("--data", required=True, help="the JSONL file the predictions are for (gold answers)")
-    p.add_argument("--predictions", required=True,
-                   help="JSONL {id, prediction} or {id, scores}, or a VisDial submission JSON [{image_id, round_id, ranks}]")
+    p.add_argument(
+        "--predictions",
+        required=True,
+        help="JSONL {id, prediction} or {id, scores}, or a VisDial submission JSON [{image_id, round_id, ranks}]",
+    )
     p.add_argument("--out", help="output evaluation directory (default: runs/score-<predictions stem>)")
     p.add_argument("--label", help="name shown in reports")
     task_option_arg(p)
     p = verb("compare", cmd_compare, "compare two (or more) evaluations and write a report")
-    p.add_argument("evals", nargs="+", metavar="EVAL_DIR",
-                   help="evaluation directories of the same examples: baseline then candidate (e.g. runs/q/zero_shot "
-                        "runs/q/finetuned), or three or more, tested pairwise")
-    p.add_argument("--label", action="append", default=[],
-                   help="the name of each evaluation in the report, in order (repeat it; default: metrics.json's labels)")
-    p.add_argument("--reference", help="with three or more: test each evaluation against this one (its label, "
-                                       "directory or 1-based position) instead of every pair")
+    p.add_argument(
+        "evals",
+        nargs="+",
+        metavar="EVAL_DIR",
+        help="evaluation directories of the same examples: baseline then candidate (e.g. runs/q/zero_shot "
+        "runs/q/finetuned), or three or more, tested pairwise",
+    )
+    p.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        help="the name of each evaluation in the report, in order (repeat it; default: metrics.json's labels)",
+    )
+    p.add_argument(
+        "--reference",
+        help="with three or more: test each evaluation against this one (its label, "
+        "directory or 1-based position) instead of every pair",
+    )
     p.add_argument("--out", default="runs/compare", help="where report.md/report.html go (default: runs/compare)")
-    p.add_argument("--allow-mismatch", action="store_true",
-                   help="compare even if prompts/decoding/data differ (differences are listed in the report)")
+    p.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="compare even if prompts/decoding/data differ (differences are listed in the report)",
+    )
     p = verb("predict", cmd_predict, "answer one question about one image")
     model_args(p)
     p.add_argument("--image", help="an image file")

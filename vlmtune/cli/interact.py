@@ -46,8 +46,10 @@ def cmd_chat(a: argparse.Namespace) -> int:
         pass
     model, processor = _load(a)
     sampling, conv = _sampling(a), Conversation()
-    print(f"vlmtune chat: {a.model}{' + ' + a.adapter if a.adapter else ''} "
-          f"({'greedy' if sampling.greedy else f'sampling, temperature {sampling.temperature}'}). /help for commands.")
+    print(
+        f"vlmtune chat: {a.model}{' + ' + a.adapter if a.adapter else ''} "
+        f"({'greedy' if sampling.greedy else f'sampling, temperature {sampling.temperature}'}). /help for commands."
+    )
     while True:
         try:
             line = input("you> ").strip()
@@ -110,7 +112,9 @@ def cmd_serve(a: argparse.Namespace) -> int:
     check_bind(a.host, api_key)
     model, processor = _load(a)
     engine = Engine(model, processor, max_batch=a.max_batch)
-    run_server(engine, a.name or a.model, host=a.host, port=a.port, api_key=api_key, default_max_tokens=a.max_new_tokens)
+    run_server(
+        engine, a.name or a.model, host=a.host, port=a.port, api_key=api_key, default_max_tokens=a.max_new_tokens
+    )
     return 0
 
 
@@ -125,8 +129,10 @@ def cmd_ui(a: argparse.Namespace) -> int:
 
     require("ui", "vlmtune ui")
     if a.host not in ("127.0.0.1", "localhost", "::1"):
-        raise ConfigError(f"--host {a.host} would let other machines use the app, which has no login; keep the "
-                          "default 127.0.0.1 (reach it over an SSH tunnel: ssh -L 7860:127.0.0.1:7860 HOST)")
+        raise ConfigError(
+            f"--host {a.host} would let other machines use the app, which has no login; keep the "
+            "default 127.0.0.1 (reach it over an SSH tunnel: ssh -L 7860:127.0.0.1:7860 HOST)"
+        )
     launch(a.runs, host=a.host, port=a.port)
     return 0
 
@@ -137,8 +143,12 @@ def model_positional(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
     p.add_argument("--load-in-4bit", action="store_true", help="load the base in 4-bit nf4 (bitsandbytes)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
-                   help=f"longest answer in tokens (default: {max_new_tokens})")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=max_new_tokens,
+        help=f"longest answer in tokens (default: {max_new_tokens})",
+    )
 
 
 def add_verbs(verb: Verb) -> None:

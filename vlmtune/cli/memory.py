@@ -22,8 +22,14 @@ def _toolkit(a: argparse.Namespace, *, need_model: bool):
         ref = resolve_model(ModelConfig(name=a.model))
         model, processor = load_model(ref)
         model_hash = dir_hash(ref.path)
-    kit = Toolkit.build(a.text_encoder, a.image_encoder, caption=not a.no_captions, model=model, processor=processor,
-                        model_hash=model_hash)
+    kit = Toolkit.build(
+        a.text_encoder,
+        a.image_encoder,
+        caption=not a.no_captions,
+        model=model,
+        processor=processor,
+        model_hash=model_hash,
+    )
     return kit, processor, model
 
 
@@ -43,8 +49,15 @@ def cmd_memory(a: argparse.Namespace) -> int:
         if a.source == "locomo":
             path = convert_locomo(a.path, a.out, image_dir=a.image_dir)
         else:
-            path = build_visdial_chain(a.path, a.out, image_dirs=[a.image_dir] if a.image_dir else None, chain=a.chain,
-                                       seed=a.seed, dense=a.dense, limit=a.limit)
+            path = build_visdial_chain(
+                a.path,
+                a.out,
+                image_dirs=[a.image_dir] if a.image_dir else None,
+                chain=a.chain,
+                seed=a.seed,
+                dense=a.dense,
+                limit=a.limit,
+            )
         n = sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
         print(f"[memory] {n} probes -> {path}; episodes -> {path.parent / 'episodes.jsonl'}")
         return 0
@@ -74,22 +87,37 @@ def cmd_memory(a: argparse.Namespace) -> int:
 def add_verbs(verb: Verb) -> None:
     p = verb("memory", cmd_memory, "long-horizon memory: pre-extract embeddings, tune the score, build episodes")
     sub = p.add_subparsers(dest="memory_cmd", required=True, metavar="CMD")
-    for name, help in (("embed", "cache a dataset's embeddings and key captions (resumable, content-hashed)"),
-                       ("tune", "grid-search the score's weights and decay on dev probes (retrieval MRR)")):
+    for name, help in (
+        ("embed", "cache a dataset's embeddings and key captions (resumable, content-hashed)"),
+        ("tune", "grid-search the score's weights and decay on dev probes (retrieval MRR)"),
+    ):
         s = sub.add_parser(name, help=help)
-        s.add_argument("data", help="an episodes.jsonl or a data JSONL file" if name == "embed" else
-                                    "dev probes (JSONL, each with meta.episode)")
+        s.add_argument(
+            "data",
+            help="an episodes.jsonl or a data JSONL file"
+            if name == "embed"
+            else "dev probes (JSONL, each with meta.episode)",
+        )
         if name == "tune":
             s.add_argument("--episodes", help="the episodes file the probes belong to")
             s.add_argument("--top", type=int, default=5, help="settings printed, best first")
         s.add_argument("--model", default="tiny", help="the VLM whose vision tower and captions are used")
-        s.add_argument("--text-encoder", default="minilm", help="minilm | bm25 | clip:PATH | siglip:PATH | precomputed:DIR")
-        s.add_argument("--image-encoder", default="vision_tower", help="vision_tower | none | clip:PATH | siglip:PATH | "
-                                                                      "precomputed:DIR")
+        s.add_argument(
+            "--text-encoder", default="minilm", help="minilm | bm25 | clip:PATH | siglip:PATH | precomputed:DIR"
+        )
+        s.add_argument(
+            "--image-encoder",
+            default="vision_tower",
+            help="vision_tower | none | clip:PATH | siglip:PATH | precomputed:DIR",
+        )
         s.add_argument("--no-captions", action="store_true", help="no key expansion by the VLM's captions")
         if name == "embed":
-            s.add_argument("--connector", action="store_true", help="a memory connector's items (each turn's text with "
-                                                                   "its answer, and the image) instead of the user messages")
+            s.add_argument(
+                "--connector",
+                action="store_true",
+                help="a memory connector's items (each turn's text with "
+                "its answer, and the image) instead of the user messages",
+            )
         s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s = sub.add_parser("build", help="episodes + probes from LoCoMo or chained VisDial dialogues")
     s.add_argument("--from", dest="source", required=True, choices=["locomo", "visdial-chain"])

@@ -74,10 +74,15 @@ def add_verbs(verb: Verb) -> None:
     p = verb("export", cmd_export, "export an adapter or merged model (optionally push it to the hub)")
     p.add_argument("source", help="a run directory (runs/<name>), an adapter directory, or a model directory")
     p.add_argument("--out", required=True, help="the directory to write (it appears whole or not at all)")
-    p.add_argument("--merge", action="store_true",
-                   help="fold the adapter into the base model (loaded unquantised) and save a standalone model")
-    p.add_argument("--base", help="the base model of a bare adapter directory (default: its run's config.yaml, "
-                                  "else adapter_config.json)")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="fold the adapter into the base model (loaded unquantised) and save a standalone model",
+    )
+    p.add_argument(
+        "--base",
+        help="the base model of a bare adapter directory (default: its run's config.yaml, else adapter_config.json)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--push-to-hub", metavar="OWNER/NAME", help="upload the exported directory to this hub repo")
     p.add_argument("--public", action="store_true", help="make the hub repo public (default: private)")

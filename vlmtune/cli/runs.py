@@ -82,27 +82,35 @@ def readiness_notes(cfg: RunConfig) -> list[str]:
 
     notes = []
     if cfg.data.source == "hf" and (cfg.data.hf_name is None or not Path(cfg.data.hf_name).is_dir()):
-        notes.append(f"note: data.hf_name {cfg.data.hf_name} is read from the hub, or offline from the local Hugging "
-                     "Face cache (`hf download NAME --repo-type dataset` fills it)")
+        notes.append(
+            f"note: data.hf_name {cfg.data.hf_name} is read from the hub, or offline from the local Hugging "
+            "Face cache (`hf download NAME --repo-type dataset` fills it)"
+        )
     elif cfg.data.source != "synth":
         for key in ("path", "train", "val", "test"):
             value = getattr(cfg.data, key)
             if value and not Path(value).exists():
-                notes.append(f"note: data.{key} {value} is not on this machine: `vlmtune run` would stop there "
-                             "(`--smoke` uses shapes-world records of the task instead)")
+                notes.append(
+                    f"note: data.{key} {value} is not on this machine: `vlmtune run` would stop there "
+                    "(`--smoke` uses shapes-world records of the task instead)"
+                )
     name = cfg.model.name
     if name != "tiny":
         try:
             notes.append(f"model: {name} -> family {family_of(name)} (`--smoke` uses its tiny stand-in)")
         except ConfigError:
             if not Path(name).exists():
-                notes.append(f"note: cannot tell the family of {name}: `--smoke` needs model.name to be a hub id "
-                             "or directory of a known family (`vlmtune ls`)")
+                notes.append(
+                    f"note: cannot tell the family of {name}: `--smoke` needs model.name to be a hub id "
+                    "or directory of a known family (`vlmtune ls`)"
+                )
     for extra, why in needed_extras(cfg, build_task(cfg.data.task, cfg.data.task_options)):
         if not installed(extra):
             smoke = "; `--smoke` runs without it" if extra in SMOKE_SKIPS_EXTRAS else ""
-            notes.append(f"note: {why} needs {', '.join(missing_modules(extra))} (the '{extra}' extra), which is "
-                         f"not installed here: `vlmtune run` would stop at once{smoke}. Fix: {install_hint(extra)}")
+            notes.append(
+                f"note: {why} needs {', '.join(missing_modules(extra))} (the '{extra}' extra), which is "
+                f"not installed here: `vlmtune run` would stop at once{smoke}. Fix: {install_hint(extra)}"
+            )
     return notes
 
 
@@ -132,20 +140,30 @@ def add_verbs(verb: Verb) -> None:
     p = verb("quickstart", cmd_quickstart, "the whole pipeline on the built-in data and tiny model (CPU)")
     p.add_argument("--resume", action="store_true", help="continue runs/quickstart instead of replacing it")
     p.add_argument("overrides", nargs="*", metavar="key=value")
-    for name, fn, help in [("run", cmd_run, "run a recipe end to end"),
-                           ("validate", cmd_validate, "check a recipe without running it"),
-                           ("train", cmd_train, "fine-tune only")]:
+    for name, fn, help in [
+        ("run", cmd_run, "run a recipe end to end"),
+        ("validate", cmd_validate, "check a recipe without running it"),
+        ("train", cmd_train, "fine-tune only"),
+    ]:
         p = verb(name, fn, help)
         p.add_argument("recipe", help="a recipe YAML, e.g. recipes/quickstart.yaml")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.epochs=3 model.name=DIR")
         if name in ("run", "train"):
-            p.add_argument("--resume", action="store_true",
-                           help="keep finished stages, continue from the last complete checkpoint (changed settings "
-                                "are checked against the run's config.yaml)")
-            p.add_argument("--overwrite", action="store_true",
-                           help="replace an existing run directory (the earlier run stays until the new one's data "
-                                "is ready)")
+            p.add_argument(
+                "--resume",
+                action="store_true",
+                help="keep finished stages, continue from the last complete checkpoint (changed settings "
+                "are checked against the run's config.yaml)",
+            )
+            p.add_argument(
+                "--overwrite",
+                action="store_true",
+                help="replace an existing run directory (the earlier run stays until the new one's data is ready)",
+            )
         if name == "run":
-            p.add_argument("--smoke", action="store_true",
-                           help="check the recipe on CPU: a tiny stand-in of the model's architecture family, a "
-                                "few records, two steps; writes runs/<name>-smoke/")
+            p.add_argument(
+                "--smoke",
+                action="store_true",
+                help="check the recipe on CPU: a tiny stand-in of the model's architecture family, a "
+                "few records, two steps; writes runs/<name>-smoke/",
+            )

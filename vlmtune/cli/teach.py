@@ -27,10 +27,23 @@ def cmd_teach(a: argparse.Namespace) -> int:
     from vlmtune.teacher.run import teach
 
     examples = load_jsonl(a.data, known_tasks=TASKS.names())
-    task = build_task(a.task or (examples[0].task if examples else "dialog"), key_values(a.task_option, "--task-option"))
-    values = {k: v for k, v in {"target": a.target, "backend": a.backend, "model": a.model, "base_url": a.base_url,
-                                "prompt": a.prompt, "max_tokens": a.max_tokens, "concurrency": a.concurrency,
-                                "cache": a.cache}.items() if v is not None}
+    task = build_task(
+        a.task or (examples[0].task if examples else "dialog"), key_values(a.task_option, "--task-option")
+    )
+    values = {
+        k: v
+        for k, v in {
+            "target": a.target,
+            "backend": a.backend,
+            "model": a.model,
+            "base_url": a.base_url,
+            "prompt": a.prompt,
+            "max_tokens": a.max_tokens,
+            "concurrency": a.concurrency,
+            "cache": a.cache,
+        }.items()
+        if v is not None
+    }
     values.update(key_values(a.set, "--set"))
     filters = key_values(a.filter, "--filter")
     if filters:
@@ -40,8 +53,10 @@ def cmd_teach(a: argparse.Namespace) -> int:
     out = Path(a.out)
     result = teach(examples, task, tcfg, out)
     c = result.counts
-    print(f"[teach] {c['accepted']} of {c['examples']} accepted -> {out / 'data.jsonl'} "
-          f"(report: {out / 'teach_report.md'}); {result.summary.line()}")
+    print(
+        f"[teach] {c['accepted']} of {c['examples']} accepted -> {out / 'data.jsonl'} "
+        f"(report: {out / 'teach_report.md'}); {result.summary.line()}"
+    )
     return 0
 
 
@@ -50,8 +65,12 @@ def add_verbs(verb: Verb) -> None:
     p.add_argument("data", help="JSONL of training examples (each ends with its gold answer)")
     p.add_argument("--out", required=True, help="output directory (data.jsonl, teach_report.md/.html, teach.json)")
     p.add_argument("--task", help="task name (default: the records' task)")
-    p.add_argument("--target", choices=["reminder+gold", "reminder+teacher"], default="reminder+gold",
-                   help="what the exported assistant target holds after the teacher's block (default: reminder+gold)")
+    p.add_argument(
+        "--target",
+        choices=["reminder+gold", "reminder+teacher"],
+        default="reminder+gold",
+        help="what the exported assistant target holds after the teacher's block (default: reminder+gold)",
+    )
     p.add_argument("--backend", choices=["openai", "local"], help="openai (an endpoint) or local (offline)")
     p.add_argument("--model", help="the teacher (endpoint model name, or a vlmtune model name for local)")
     p.add_argument("--base-url", help="the OpenAI-compatible endpoint, e.g. http://localhost:11434/v1 (Ollama)")
@@ -59,8 +78,18 @@ def add_verbs(verb: Verb) -> None:
     p.add_argument("--max-tokens", type=int, help="the teacher's answer budget")
     p.add_argument("--concurrency", type=int, help="requests in flight (openai)")
     p.add_argument("--cache", help="the response cache file (default: $VLMTUNE_CACHE/teacher/<model>.jsonl)")
-    p.add_argument("--set", action="append", default=[], metavar="key=value",
-                   help="any teach.* setting (`vlmtune ls` lists them), e.g. --set rpm=60 --set temperature=0.7")
-    p.add_argument("--filter", action="append", default=[], metavar="key=value",
-                   help="a filter bound, e.g. --filter min_relevance=0.5 --filter language=ko")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="key=value",
+        help="any teach.* setting (`vlmtune ls` lists them), e.g. --set rpm=60 --set temperature=0.7",
+    )
+    p.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="key=value",
+        help="a filter bound, e.g. --filter min_relevance=0.5 --filter language=ko",
+    )
     task_option_arg(p)

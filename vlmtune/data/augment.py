@@ -35,8 +35,9 @@ import io
 import logging
 import os
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from vlmtune.data.example import Example, atomic_write_bytes
 from vlmtune.errors import ConfigError, DataError
@@ -64,25 +65,47 @@ def build_pipeline(name: str) -> Any:
     import cv2
 
     flip = A.HorizontalFlip(p=0.5)
-    affine = A.Affine(scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), rotate=(-15, 15),
-                      border_mode=cv2.BORDER_CONSTANT, fill=0, p=0.7)  # a black border invents no content
+    affine = A.Affine(
+        scale=(0.9, 1.1),
+        translate_percent=(-0.05, 0.05),
+        rotate=(-15, 15),
+        border_mode=cv2.BORDER_CONSTANT,
+        fill=0,
+        p=0.7,
+    )  # a black border invents no content
     light = A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.7)
-    noise_or_blur = A.OneOf([A.GaussNoise(std_range=(0.02, 0.08)), A.GaussianBlur(blur_limit=(3, 5)),
-                             A.MotionBlur(blur_limit=(3, 5))], p=0.5)
+    noise_or_blur = A.OneOf(
+        [A.GaussNoise(std_range=(0.02, 0.08)), A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=(3, 5))],
+        p=0.5,
+    )
     if name == "default":
         return A.Compose([flip, affine, light, noise_or_blur])
     if name == "photometric":
-        return A.Compose([light, A.HueSaturationValue(hue_shift_limit=8, sat_shift_limit=15, val_shift_limit=10, p=0.5),
-                          noise_or_blur])
+        return A.Compose(
+            [
+                light,
+                A.HueSaturationValue(hue_shift_limit=8, sat_shift_limit=15, val_shift_limit=10, p=0.5),
+                noise_or_blur,
+            ]
+        )
     if name == "geometric":
         return A.Compose([flip, affine])
-    raise ConfigError(f"unknown augmentation pipeline '{name}'; available: {', '.join(PIPELINES)} "
-                      "(or pass an albumentations.Compose)")
+    raise ConfigError(
+        f"unknown augmentation pipeline '{name}'; available: {', '.join(PIPELINES)} (or pass an albumentations.Compose)"
+    )
 
 
-def augment_split(examples: Iterable[Example], out_dir: str | os.PathLike, *, split_name: str,
-                  label: Any = None, copies: int = 4, seed: int = 0, pipeline: str | Any = "default",
-                  image_format: str = "same") -> list[Example]:
+def augment_split(
+    examples: Iterable[Example],
+    out_dir: str | os.PathLike,
+    *,
+    split_name: str,
+    label: Any = None,
+    copies: int = 4,
+    seed: int = 0,
+    pipeline: str | Any = "default",
+    image_format: str = "same",
+) -> list[Example]:
     """New augmented Examples for a TRAIN split (the inputs are not changed or returned).
 
     split_name: must be "train" (anything else is a ConfigError: augmented copies in an evaluation split
@@ -94,8 +117,10 @@ def augment_split(examples: Iterable[Example], out_dir: str | os.PathLike, *, sp
     image_format: "same" (JPEG for .jpg/.jpeg sources, else PNG), "png" or "jpeg".
     """
     if split_name != TRAIN:
-        raise ConfigError(f"augmentation is for the train split only, got split_name='{split_name}'; augmented "
-                          "copies in an evaluation split would inflate its scores")
+        raise ConfigError(
+            f"augmentation is for the train split only, got split_name='{split_name}'; augmented "
+            "copies in an evaluation split would inflate its scores"
+        )
     if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
         raise ConfigError(f"augment copies must be an integer >= 1, got {copies!r}")
     if image_format not in FORMATS:
@@ -123,8 +148,10 @@ def augment_split(examples: Iterable[Example], out_dir: str | os.PathLike, *, sp
         present = sorted({str(ex.target) for ex in examples})[:20]
         raise ConfigError(f"no train example has target == {label!r} (with an image); targets present: {present}")
     if name == "default" and any(ex.task == "count" for ex in sources):
-        log.warning("augment: the 'default' pipeline moves and rotates images, which can push counted objects out "
-                    "of the frame; consider pipeline='photometric' for count examples")
+        log.warning(
+            "augment: the 'default' pipeline moves and rotates images, which can push counted objects out "
+            "of the frame; consider pipeline='photometric' for count examples"
+        )
 
     out = Path(out_dir)
     taken = {ex.id for ex in examples}
@@ -135,8 +162,11 @@ def augment_split(examples: Iterable[Example], out_dir: str | os.PathLike, *, sp
         for k in range(1, copies + 1):
             new_id = f"{ex.id}-aug{k}"
             if new_id in taken:
-                raise DataError(f"augmented id '{new_id}' already exists", field="id",
-                                fix="augment each split once, from examples that are not augmented copies")
+                raise DataError(
+                    f"augmented id '{new_id}' already exists",
+                    field="id",
+                    fix="augment each split once, from examples that are not augmented copies",
+                )
             taken.add(new_id)
             images = []
             for j, src in enumerate(ex.images):
@@ -150,14 +180,29 @@ def augment_split(examples: Iterable[Example], out_dir: str | os.PathLike, *, sp
                 path = out / f"{stem}{ext}"
                 atomic_write_bytes(path, _encode(result, ext))
                 images.append(str(path.resolve()))
-            new.append(Example(
-                id=new_id, task=ex.task, messages=copy.deepcopy(ex.messages), images=images,
-                target=copy.deepcopy(ex.target), options=copy.deepcopy(ex.options),
-                group=ex.group if ex.group is not None else ex.id,
-                meta={**copy.deepcopy(ex.meta or {}), "augmented_from": ex.id,
-                      "augment": {"pipeline": name, "seed": seed, "copy": k}}))
-    log.info("augment: %d source example(s) x %d copies -> %d new train example(s) in %s",
-             len(sources), copies, len(new), out)
+            new.append(
+                Example(
+                    id=new_id,
+                    task=ex.task,
+                    messages=copy.deepcopy(ex.messages),
+                    images=images,
+                    target=copy.deepcopy(ex.target),
+                    options=copy.deepcopy(ex.options),
+                    group=ex.group if ex.group is not None else ex.id,
+                    meta={
+                        **copy.deepcopy(ex.meta or {}),
+                        "augmented_from": ex.id,
+                        "augment": {"pipeline": name, "seed": seed, "copy": k},
+                    },
+                )
+            )
+    log.info(
+        "augment: %d source example(s) x %d copies -> %d new train example(s) in %s",
+        len(sources),
+        copies,
+        len(new),
+        out,
+    )
     return new
 
 
@@ -190,8 +235,11 @@ def _load(path: str, ex_id: str) -> Any:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"))  # [H, W, 3] uint8
     except Exception as e:  # PIL raises many types for missing or corrupt files
-        raise DataError(f"example '{ex_id}': image cannot be read for augmentation ({type(e).__name__}: {e}): {path}",
-                        field="images", fix="fix or remove the image, then augment again") from None
+        raise DataError(
+            f"example '{ex_id}': image cannot be read for augmentation ({type(e).__name__}: {e}): {path}",
+            field="images",
+            fix="fix or remove the image, then augment again",
+        ) from None
 
 
 def _encode(arr: Any, ext: str) -> bytes:

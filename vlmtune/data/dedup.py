@@ -21,8 +21,8 @@ blocks): n_a x n_b comparisons.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -40,6 +40,7 @@ HASH_BITS = 3 * 63
 @dataclass(frozen=True)
 class DupPair:
     """Two examples in different splits with near-duplicate images (distance: differing hash bits)."""
+
     split_a: str
     id_a: str
     image_a: str
@@ -76,8 +77,11 @@ def hash_images(paths: Iterable[str]) -> dict[str, bytes]:
         try:
             out[p] = image_hash(p)
         except (OSError, ValueError) as e:
-            raise DataError(f"image cannot be hashed ({type(e).__name__}: {e})", file=p,
-                            fix="re-export the image as PNG/JPEG or remove its record") from None
+            raise DataError(
+                f"image cannot be hashed ({type(e).__name__}: {e})",
+                file=p,
+                fix="re-export the image as PNG/JPEG or remove its record",
+            ) from None
     return out
 
 
@@ -86,8 +90,7 @@ def distance(a: bytes, b: bytes) -> int:
     return int(_POPCOUNT[np.frombuffer(a, np.uint8) ^ np.frombuffer(b, np.uint8)].sum())
 
 
-def close_pairs(a: list[bytes], b: list[bytes], max_distance: int, *,
-                same: bool = False) -> list[tuple[int, int, int]]:
+def close_pairs(a: list[bytes], b: list[bytes], max_distance: int, *, same: bool = False) -> list[tuple[int, int, int]]:
     """(i, j, distance) for hashes a[i], b[j] within max_distance; with same (a is b), i < j only."""
     if not a or not b:
         return []
@@ -95,7 +98,7 @@ def close_pairs(a: list[bytes], b: list[bytes], max_distance: int, *,
     hb = np.frombuffer(b"".join(b), np.uint8).reshape(len(b), -1)
     found: list[tuple[int, int, int]] = []
     for start in range(0, len(ha), _BLOCK):
-        d = _POPCOUNT[ha[start:start + _BLOCK, None, :] ^ hb[None, :, :]].sum(-1, dtype=np.int64)
+        d = _POPCOUNT[ha[start : start + _BLOCK, None, :] ^ hb[None, :, :]].sum(-1, dtype=np.int64)
         ii, jj = np.nonzero(d <= max_distance)
         for i, j in zip(ii.tolist(), jj.tolist()):
             if not same or start + i < j:
@@ -111,7 +114,7 @@ def cross_split_pairs(splits: Mapping[str, list[Example]], max_distance: int) ->
     names = [n for n in splits if items[n]]
     pairs: dict[tuple[str, str], DupPair] = {}
     for k, sa in enumerate(names):
-        for sb in names[k + 1:]:
+        for sb in names[k + 1 :]:
             found = close_pairs([hashes[p] for _, p in items[sa]], [hashes[p] for _, p in items[sb]], max_distance)
             for i, j, dist in found:
                 (ea, pa), (eb, pb) = items[sa][i], items[sb][j]
@@ -152,19 +155,24 @@ def merge_near_duplicates(examples: list[Example], max_distance: int) -> tuple[l
 def report_pairs(pairs: list[DupPair], mode: str, max_distance: int, where: str) -> None:
     """Log the cross-split pairs; with mode "error", stop (DataError) when there are any."""
     if not pairs:
-        log.info("[data] near-duplicate check (%s): no image pairs across splits within distance %d",
-                 where, max_distance)
+        log.info(
+            "[data] near-duplicate check (%s): no image pairs across splits within distance %d", where, max_distance
+        )
         return
     by_splits: dict[str, int] = {}
     for p in pairs:
         key = f"{p.split_a}/{p.split_b}"
         by_splits[key] = by_splits.get(key, 0) + 1
     first = pairs[0]
-    text = (f"{len(pairs)} near-duplicate image pair(s) across splits within distance {max_distance} "
-            f"({', '.join(f'{k}: {v}' for k, v in by_splits.items())}), e.g. '{first.id_a}' ({first.split_a}) "
-            f"and '{first.id_b}' ({first.split_b}) at distance {first.distance}")
-    fix = ("give related examples one `group` (frames of one scene, copies of one photo), or set data.dedup=group "
-           "to merge such pairs into one group before splitting; data.dedup=warn only reports them")
+    text = (
+        f"{len(pairs)} near-duplicate image pair(s) across splits within distance {max_distance} "
+        f"({', '.join(f'{k}: {v}' for k, v in by_splits.items())}), e.g. '{first.id_a}' ({first.split_a}) "
+        f"and '{first.id_b}' ({first.split_b}) at distance {first.distance}"
+    )
+    fix = (
+        "give related examples one `group` (frames of one scene, copies of one photo), or set data.dedup=group "
+        "to merge such pairs into one group before splitting; data.dedup=warn only reports them"
+    )
     if mode == "error":
         raise DataError(text, file=where, field="images", fix=fix)
     log.warning("[data] %s: %s. Fix: %s", where, text, fix)

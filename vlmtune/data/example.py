@@ -22,9 +22,10 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from vlmtune.errors import DataError
 from vlmtune.jsonlines import JsonLine, read_json_lines
@@ -63,7 +64,7 @@ class Example:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def as_written(self) -> "Example":
+    def as_written(self) -> Example:
         """The example as its data file wrote it, when a model-specific rewrite (a memory connector's prompt) keeps
         the original messages and images in meta.source_example; else the example itself. Input checks (a task's
         leak rules) run on this."""
@@ -77,20 +78,32 @@ def _fail(msg: str, file: str | None, line: int | None, fieldname: str | None, f
     raise DataError(msg, file=file, line=line, field=fieldname, fix=fix)
 
 
-def example_from_dict(obj: Any, *, base_dir: Path | None = None, file: str | None = None,
-                      line: int | None = None, check_images: bool = True,
-                      known_tasks: Iterable[str] | None = None) -> Example:
+def example_from_dict(
+    obj: Any,
+    *,
+    base_dir: Path | None = None,
+    file: str | None = None,
+    line: int | None = None,
+    check_images: bool = True,
+    known_tasks: Iterable[str] | None = None,
+) -> Example:
     """Validate one record and build an Example; image paths become absolute (resolved against base_dir)."""
     if not isinstance(obj, dict):
-        _fail(f"expected a JSON object, got {type(obj).__name__}", file, line, None,
-              "each line must be one JSON object with 'id', 'task', 'messages'")
+        _fail(
+            f"expected a JSON object, got {type(obj).__name__}",
+            file,
+            line,
+            None,
+            "each line must be one JSON object with 'id', 'task', 'messages'",
+        )
     for key in REQUIRED:
         if key not in obj:
             _fail("missing", file, line, key, f"add '{key}' to the record (required: {', '.join(REQUIRED)})")
     unknown = set(obj) - {"id", "task", "images", "messages", "target", "options", "group", "meta"}
     if unknown:
-        _fail(f"unknown field(s) {sorted(unknown)}", file, line, sorted(unknown)[0],
-              "put extra information under 'meta'")
+        _fail(
+            f"unknown field(s) {sorted(unknown)}", file, line, sorted(unknown)[0], "put extra information under 'meta'"
+        )
     if not isinstance(obj["id"], (str, int)) or str(obj["id"]) == "":
         _fail("must be a non-empty string", file, line, "id")
     task = obj["task"]
@@ -111,23 +124,43 @@ def example_from_dict(obj: Any, *, base_dir: Path | None = None, file: str | Non
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
             _fail(f"message {i} must be an object with 'role' and 'content'", file, line, f"messages[{i}]")
         if m["role"] not in ROLES:
-            _fail(f"message {i} has role '{m['role']}'", file, line, f"messages[{i}].role",
-                  f"use one of {', '.join(ROLES)}")
+            _fail(
+                f"message {i} has role '{m['role']}'",
+                file,
+                line,
+                f"messages[{i}].role",
+                f"use one of {', '.join(ROLES)}",
+            )
         if not isinstance(m["content"], str):
             _fail(f"message {i} content must be a string", file, line, f"messages[{i}].content")
         n_placeholders += m["content"].count(IMAGE_TOKEN)
         if m["role"] == "assistant" and IMAGE_TOKEN in m["content"]:
-            _fail(f"message {i} is an assistant message with an {IMAGE_TOKEN} placeholder", file, line,
-                  f"messages[{i}].content", "images belong in user messages")
+            _fail(
+                f"message {i} is an assistant message with an {IMAGE_TOKEN} placeholder",
+                file,
+                line,
+                f"messages[{i}].content",
+                "images belong in user messages",
+            )
     if msgs[0]["role"] == "assistant":
-        _fail("the first message is from the assistant", file, line, "messages[0].role",
-              "start with a user (or system) message")
+        _fail(
+            "the first message is from the assistant",
+            file,
+            line,
+            "messages[0].role",
+            "start with a user (or system) message",
+        )
     images = obj.get("images") or []
     if not isinstance(images, list) or not all(isinstance(p, str) for p in images):
         _fail("must be a list of image paths", file, line, "images")
     if n_placeholders != len(images):
-        _fail(f"{n_placeholders} {IMAGE_TOKEN} placeholder(s) in the messages but {len(images)} image(s)",
-              file, line, "images", f"put exactly one {IMAGE_TOKEN} in a user message per image, in order")
+        _fail(
+            f"{n_placeholders} {IMAGE_TOKEN} placeholder(s) in the messages but {len(images)} image(s)",
+            file,
+            line,
+            "images",
+            f"put exactly one {IMAGE_TOKEN} in a user message per image, in order",
+        )
     resolved = []
     for j, p in enumerate(images):
         path = Path(p)
@@ -144,17 +177,34 @@ def example_from_dict(obj: Any, *, base_dir: Path | None = None, file: str | Non
         _fail("must be an object", file, line, "meta")
     group = obj.get("group")
     if group is not None and (isinstance(group, bool) or not isinstance(group, (str, int))):
-        _fail(f"must be a string, an int or null, got {type(group).__name__}", file, line, "group",
-              "records sharing a group (e.g. one scene or patient) stay in one split; give its name")
-    return Example(id=str(obj["id"]), task=task, messages=[dict(m) for m in msgs], images=resolved,
-                   target=obj.get("target"), options=options,
-                   group=None if group is None else str(group), meta=meta)
+        _fail(
+            f"must be a string, an int or null, got {type(group).__name__}",
+            file,
+            line,
+            "group",
+            "records sharing a group (e.g. one scene or patient) stay in one split; give its name",
+        )
+    return Example(
+        id=str(obj["id"]),
+        task=task,
+        messages=[dict(m) for m in msgs],
+        images=resolved,
+        target=obj.get("target"),
+        options=options,
+        group=None if group is None else str(group),
+        meta=meta,
+    )
 
 
 def _check_image(path: Path, file: str | None, line: int | None, fieldname: str) -> None:
     if not path.exists():
-        _fail(f"image not found: {path}", file, line, fieldname,
-              "image paths are resolved relative to the JSONL file; check the path or copy the image there")
+        _fail(
+            f"image not found: {path}",
+            file,
+            line,
+            fieldname,
+            "image paths are resolved relative to the JSONL file; check the path or copy the image there",
+        )
     if path.is_dir():
         _fail(f"image path is a folder: {path}", file, line, fieldname, "give the path of an image file")
     try:
@@ -164,8 +214,13 @@ def _check_image(path: Path, file: str | None, line: int | None, fieldname: str)
         with Image.open(path) as im:
             im.load()
     except Exception as e:  # PIL raises many types for corrupt files
-        _fail(f"image cannot be decoded ({type(e).__name__}: {e}): {path}", file, line, fieldname,
-              "re-export the image as PNG/JPEG or remove the record")
+        _fail(
+            f"image cannot be decoded ({type(e).__name__}: {e}): {path}",
+            file,
+            line,
+            fieldname,
+            "re-export the image as PNG/JPEG or remove the record",
+        )
 
 
 def rejects_path_for(path: str | os.PathLike) -> Path:
@@ -183,6 +238,7 @@ class Record:
     raw: the record's source text, written to the rejects file when it is skipped.
     build: returns the Example or raises DataError (naming file, record, field and fix).
     """
+
     name: str | None
     raw: str
     build: Callable[[], Example]
@@ -226,8 +282,13 @@ class RecordReader:
                 ex = rec.build()
                 if ex.id in seen:
                     prefix = f"{rec.name}: " if rec.name else ""
-                    raise DataError(f"{prefix}duplicate id '{ex.id}'", file=str(self.path), line=rec.line,
-                                    field="id", fix=f"ids must be unique within {self.unique_within}")
+                    raise DataError(
+                        f"{prefix}duplicate id '{ex.id}'",
+                        file=str(self.path),
+                        line=rec.line,
+                        field="id",
+                        fix=f"ids must be unique within {self.unique_within}",
+                    )
             except DataError as e:
                 if not self.skip_invalid:
                     raise
@@ -255,8 +316,14 @@ class JsonlReader(RecordReader):
 
     unique_within = "a file"
 
-    def __init__(self, path: str | os.PathLike, *, skip_invalid: bool = False, check_images: bool = True,
-                 known_tasks: Iterable[str] | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        skip_invalid: bool = False,
+        check_images: bool = True,
+        known_tasks: Iterable[str] | None = None,
+    ):
         tasks = list(known_tasks) if known_tasks is not None else None
         super().__init__(path, self._records(Path(path), check_images, tasks), skip_invalid=skip_invalid)
 
@@ -265,15 +332,22 @@ class JsonlReader(RecordReader):
         def build(line: JsonLine) -> Example:
             if line.error is not None:
                 raise line.error
-            return example_from_dict(line.value, base_dir=path.parent, file=str(path), line=line.number,
-                                     check_images=check_images, known_tasks=tasks)
+            return example_from_dict(
+                line.value,
+                base_dir=path.parent,
+                file=str(path),
+                line=line.number,
+                check_images=check_images,
+                known_tasks=tasks,
+            )
 
         for line in read_json_lines(path, lenient=True, what="the data file (JSONL, one record per line)"):
             yield Record(name=None, raw=line.text, line=line.number, build=functools.partial(build, line))
 
 
-def iter_jsonl(path: str | os.PathLike, *, check_images: bool = True,
-               known_tasks: Iterable[str] | None = None) -> Iterator[Example]:
+def iter_jsonl(
+    path: str | os.PathLike, *, check_images: bool = True, known_tasks: Iterable[str] | None = None
+) -> Iterator[Example]:
     """Stream Examples from a JSONL file; the first bad record raises a DataError naming file and line."""
     return JsonlReader(path, check_images=check_images, known_tasks=known_tasks)
 

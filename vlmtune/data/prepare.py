@@ -43,8 +43,14 @@ def reader_options(cfg: RunConfig, data_dir: Path | None = None) -> dict:
                 raise _unknown(key, known, f"data.format_options of the '{fmt}' reader")
     opts = dict(d.format_options)
     if d.source == "hf":
-        opts.update(config=d.hf_config, revision=d.hf_revision, streaming=d.hf_streaming, columns=d.hf_columns,
-                    prompt=d.hf_prompt, formatting=d.hf_formatting)
+        opts.update(
+            config=d.hf_config,
+            revision=d.hf_revision,
+            streaming=d.hf_streaming,
+            columns=d.hf_columns,
+            prompt=d.hf_prompt,
+            formatting=d.hf_formatting,
+        )
         if data_dir is not None:
             opts.setdefault("extract_images_to", str(data_dir / "images"))
     if fmt == "jsonl":
@@ -65,15 +71,21 @@ def read_files(cfg: RunConfig, path: str, data_dir: Path | None = None) -> list[
             path = f"{d.hf_name} [{path}]"
         else:
             if not Path(path).exists():
-                raise DataError("not found", file=path, fix="check data.path / data.train / data.val / data.test "
-                                                            "(paths are relative to where vlmtune runs)")
+                raise DataError(
+                    "not found",
+                    file=path,
+                    fix="check data.path / data.train / data.val / data.test "
+                    "(paths are relative to where vlmtune runs)",
+                )
             reader = FORMATS.get(d.format)(path, **reader_options(cfg, data_dir))
         examples = list(itertools.islice(reader, d.limit) if d.limit else reader)
     except (IsADirectoryError, NotADirectoryError, PermissionError, UnicodeDecodeError) as e:
         kind = "a folder" if Path(path).is_dir() else "a file"
-        raise DataError(f"the '{d.format}' reader cannot read {kind} here ({type(e).__name__}: {e})", file=path,
-                        fix="give the file or folder data.format expects (docs/formats.md), or set data.format to "
-                            "match it") from None
+        raise DataError(
+            f"the '{d.format}' reader cannot read {kind} here ({type(e).__name__}: {e})",
+            file=path,
+            fix="give the file or folder data.format expects (docs/formats.md), or set data.format to match it",
+        ) from None
     if not examples:
         raise DataError("holds no records", file=path, fix="check that it is the right file and that it is not empty")
     if getattr(reader, "rejected", 0):
@@ -85,8 +97,10 @@ def read_files(cfg: RunConfig, path: str, data_dir: Path | None = None) -> list[
 
         n_read = len(examples)
         examples, how = sample_examples(examples, d.sample, seed=d.seed)
-        log.info(f"[data] {path}: sampled {len(examples)} of the {n_read} records read (data.sample={d.sample}, "
-                 f"seed {d.seed}, {how})")
+        log.info(
+            f"[data] {path}: sampled {len(examples)} of the {n_read} records read (data.sample={d.sample}, "
+            f"seed {d.seed}, {how})"
+        )
     return examples
 
 
@@ -100,8 +114,9 @@ def prepare_data(cfg: RunConfig, run_dir: Path, *, mark_done: bool = True) -> di
     if d.source == "synth":
         from vlmtune.data.synth import synthesize
 
-        src = synthesize(d.task, d.n, data_dir / "source", seed=d.seed, image_size=d.image_size,
-                         options=d.synth_options)
+        src = synthesize(
+            d.task, d.n, data_dir / "source", seed=d.seed, image_size=d.image_size, options=d.synth_options
+        )
         examples = load_jsonl(src, known_tasks=TASKS.names())
         splits = split_examples(examples, d.split, seed=d.seed, stratify=d.stratify)
     elif d.path or (d.source == "hf" and not d.test):
@@ -109,14 +124,18 @@ def prepare_data(cfg: RunConfig, run_dir: Path, *, mark_done: bool = True) -> di
         if d.dedup == "group":
             examples, merged = merge_near_duplicates(examples, d.dedup_distance)
             groups = len({e.group if e.group is not None else e.id for e in examples})
-            log.info(f"[data] data.dedup=group: {merged} merge(s) of groups with near-duplicate images (distance <= "
-                     f"{d.dedup_distance}) leave {groups} group(s) of {len(examples)} examples")
+            log.info(
+                f"[data] data.dedup=group: {merged} merge(s) of groups with near-duplicate images (distance <= "
+                f"{d.dedup_distance}) leave {groups} group(s) of {len(examples)} examples"
+            )
         splits = split_examples(examples, d.split, seed=d.seed, stratify=d.stratify)
     else:
         splits = {name: (read_files(cfg, getattr(d, name), data_dir) if getattr(d, name) else []) for name in SPLITS}
         if d.dedup == "group":
-            log.warning("[data] data.dedup=group cannot regroup splits that were made before (data.train/val/test); "
-                        "the pairs are reported instead")
+            log.warning(
+                "[data] data.dedup=group cannot regroup splits that were made before (data.train/val/test); "
+                "the pairs are reported instead"
+            )
     for name in SPLITS:
         splits.setdefault(name, [])
     if d.augment:
@@ -135,33 +154,43 @@ def prepare_data(cfg: RunConfig, run_dir: Path, *, mark_done: bool = True) -> di
     for name, exs in splits.items():
         wrong = [e.id for e in exs if e.task != d.task]
         if wrong:
-            raise ConfigError(f"data.task is '{d.task}' but {len(wrong)} {name} records have another task "
-                              f"(e.g. '{wrong[0]}'). Fix: set data.task to match the data")
+            raise ConfigError(
+                f"data.task is '{d.task}' but {len(wrong)} {name} records have another task "
+                f"(e.g. '{wrong[0]}'). Fix: set data.task to match the data"
+            )
     if not splits["train"] or not splits["test"]:
-        raise ConfigError("the train and test splits must both be non-empty. Fix: check data.split / data.train / "
-                          "data.test (and that data.n or the files hold enough records)")
+        raise ConfigError(
+            "the train and test splits must both be non-empty. Fix: check data.split / data.train / "
+            "data.test (and that data.n or the files hold enough records)"
+        )
     for name, exs in splits.items():
         write_jsonl(data_dir / f"{name}.jsonl", exs)
     counts = split_counts(splits)
-    log.info("[data] " + ", ".join(f"{k}: {len(v)}" for k, v in splits.items())
-             + f"  (labels: {_labels_summary(counts.get('train', {}))})")
+    log.info(
+        "[data] "
+        + ", ".join(f"{k}: {len(v)}" for k, v in splits.items())
+        + f"  (labels: {_labels_summary(counts.get('train', {}))})"
+    )
     if mark_done:
         write_manifest(run_dir, splits)
     return splits
 
 
-def check_near_duplicates(splits: dict[str, list[Example]], mode: str, max_distance: int,
-                          data_dir: Path) -> list[DupPair]:
+def check_near_duplicates(
+    splits: dict[str, list[Example]], mode: str, max_distance: int, data_dir: Path
+) -> list[DupPair]:
     """Find near-duplicate images across the splits, write them to data_dir/near_duplicates.json (the report
     reads it), log them, and stop when mode is "error"."""
     pairs = cross_split_pairs(splits, max_distance)
-    atomic_write_json(data_dir / DEDUP_FILE, {"max_distance": max_distance, "mode": mode, "n_pairs": len(pairs),
-                                              "pairs": [p.to_dict() for p in pairs]})
+    atomic_write_json(
+        data_dir / DEDUP_FILE,
+        {"max_distance": max_distance, "mode": mode, "n_pairs": len(pairs), "pairs": [p.to_dict() for p in pairs]},
+    )
     report_pairs(pairs, "warn" if mode == "group" else mode, max_distance, str(data_dir))
     return pairs
 
 
-MANIFEST = "manifest.json"   # run_dir/data/manifest.json: split sizes, file hashes and label counts
+MANIFEST = "manifest.json"  # run_dir/data/manifest.json: split sizes, file hashes and label counts
 
 
 def write_manifest(run_dir: Path, splits: dict[str, list[Example]]) -> None:
@@ -170,9 +199,14 @@ def write_manifest(run_dir: Path, splits: dict[str, list[Example]]) -> None:
     from vlmtune.data.splits import split_counts
 
     data_dir = run_dir / "data"
-    atomic_write_json(data_dir / MANIFEST, {"splits": {k: len(v) for k, v in splits.items()},
-                                            "files": {k: _sha256(data_dir / f"{k}.jsonl") for k in splits},
-                                            "labels": split_counts(splits)})
+    atomic_write_json(
+        data_dir / MANIFEST,
+        {
+            "splits": {k: len(v) for k, v in splits.items()},
+            "files": {k: _sha256(data_dir / f"{k}.jsonl") for k in splits},
+            "labels": split_counts(splits),
+        },
+    )
 
 
 def data_done(run_dir: Path) -> bool:
@@ -194,5 +228,9 @@ def _sha256(path: Path) -> str:
 
 
 def load_splits(run_dir: Path, *, check_images: bool = True) -> dict[str, list[Example]]:
-    return {n: load_jsonl(run_dir / "data" / f"{n}.jsonl", check_images=check_images)
-            if (run_dir / "data" / f"{n}.jsonl").exists() else [] for n in SPLITS}
+    return {
+        n: load_jsonl(run_dir / "data" / f"{n}.jsonl", check_images=check_images)
+        if (run_dir / "data" / f"{n}.jsonl").exists()
+        else []
+        for n in SPLITS
+    }

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter, defaultdict
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from vlmtune.data.example import Example
 from vlmtune.errors import ConfigError, DataError
@@ -32,8 +32,9 @@ _NO_TARGET = "<none>"
 _FRACTION_TOL = 1e-6
 
 
-def split_examples(examples: Iterable[Example], fractions: Mapping[str, float], seed: int,
-                   stratify: bool = True, by: str = "group") -> dict[str, list[Example]]:
+def split_examples(
+    examples: Iterable[Example], fractions: Mapping[str, float], seed: int, stratify: bool = True, by: str = "group"
+) -> dict[str, list[Example]]:
     """Split examples into named parts with exact, seeded, group-preserving counts.
 
     fractions: split name -> fraction of groups, e.g. {"train": 0.8, "val": 0.1, "test": 0.1}; must sum
@@ -72,7 +73,8 @@ def split_examples(examples: Iterable[Example], fractions: Mapping[str, float], 
     if empty:
         raise ConfigError(
             f"split(s) {empty} would be empty: {len(keys)} group(s) are too few for fractions "
-            f"{dict(fracs)}. Fix: add data, raise those fractions, or set them to 0")
+            f"{dict(fracs)}. Fix: add data, raise those fractions, or set them to 0"
+        )
 
     # Tie-breaks in the reconciliation are seeded too, so equal remainders don't always favour one label.
     cells = _allocate(strata, fracs, totals, rng)
@@ -81,7 +83,7 @@ def split_examples(examples: Iterable[Example], fractions: Mapping[str, float], 
         start = 0
         for name in names:
             n = cells[label][name]
-            for k in ks[start:start + n]:
+            for k in ks[start : start + n]:
                 assignment[k] = name
             start += n
 
@@ -145,17 +147,21 @@ def check_no_leakage(splits: Mapping[str, Iterable[Example]], by: str = "group")
                 checks.append((where_group, _group_key(ex), "group"))
             for seen, key, what in checks:
                 if seen.setdefault(key, name) != name:
-                    raise DataError(f"{what} '{key}' is in both '{seen[key]}' and '{name}'",
-                                    field=what, fix="split with vlmtune.data.splits.split_examples, "
-                                    "which keeps each group in one split")
+                    raise DataError(
+                        f"{what} '{key}' is in both '{seen[key]}' and '{name}'",
+                        field=what,
+                        fix="split with vlmtune.data.splits.split_examples, which keeps each group in one split",
+                    )
             src = (ex.meta or {}).get("augmented_from")
             if src is not None:
                 pending.append((ex.id, str(src), name))
     for copy_id, src, name in pending:
         if src in where_id and where_id[src] != name:
-            raise DataError(f"'{copy_id}' (in '{name}') is an augmented copy of '{src}' (in '{where_id[src]}')",
-                            field="meta.augmented_from",
-                            fix="augment after splitting, or give copies their source's group")
+            raise DataError(
+                f"'{copy_id}' (in '{name}') is an augmented copy of '{src}' (in '{where_id[src]}')",
+                field="meta.augmented_from",
+                fix="augment after splitting, or give copies their source's group",
+            )
 
 
 def split_counts(splits: Mapping[str, Iterable[Example]], max_labels: int = 20) -> dict[str, dict[str, int]]:
@@ -179,6 +185,7 @@ def split_counts(splits: Mapping[str, Iterable[Example]], max_labels: int = 20) 
 
 # --- helpers ---------------------------------------------------------------------------------------
 
+
 def _check_fractions(fractions: Mapping[str, float]) -> dict[str, float]:
     if not fractions:
         raise ConfigError("split fractions are empty; give e.g. {train: 0.8, val: 0.1, test: 0.1}")
@@ -189,8 +196,9 @@ def _check_fractions(fractions: Mapping[str, float]) -> dict[str, float]:
         fracs[str(name)] = float(f)
     total = sum(fracs.values())
     if abs(total - 1.0) > _FRACTION_TOL:
-        raise ConfigError(f"split fractions must sum to 1, got {total:g} ({fracs}); "
-                          "e.g. {train: 0.8, val: 0.1, test: 0.1}")
+        raise ConfigError(
+            f"split fractions must sum to 1, got {total:g} ({fracs}); e.g. {{train: 0.8, val: 0.1, test: 0.1}}"
+        )
     return fracs
 
 
@@ -198,8 +206,9 @@ def _check_unique_ids(examples: list[Example]) -> None:
     seen: set[str] = set()
     for ex in examples:
         if ex.id in seen:
-            raise DataError(f"duplicate id '{ex.id}'", field="id",
-                            fix="ids must be unique across the examples being split")
+            raise DataError(
+                f"duplicate id '{ex.id}'", field="id", fix="ids must be unique across the examples being split"
+            )
         seen.add(ex.id)
 
 
@@ -263,8 +272,9 @@ def _largest_remainder(n: int, fracs: dict[str, float]) -> dict[str, int]:
     return counts
 
 
-def _allocate(strata: dict[str, list[str]], fracs: dict[str, float], totals: dict[str, int],
-              rng: random.Random) -> dict[str, dict[str, int]]:
+def _allocate(
+    strata: dict[str, list[str]], fracs: dict[str, float], totals: dict[str, int], rng: random.Random
+) -> dict[str, dict[str, int]]:
     """Per-stratum split counts: each stratum rounded by largest remainder, columns summing to `totals`.
 
     Start from each cell's floor, then hand out the leftover units cell by cell in order of remainder,
@@ -275,8 +285,12 @@ def _allocate(strata: dict[str, list[str]], fracs: dict[str, float], totals: dic
     cells = {s: {k: math.floor(len(ks) * fracs[k] + 1e-9) for k in names} for s, ks in strata.items()}
     need_row = {s: len(ks) - sum(cells[s].values()) for s, ks in strata.items()}
     need_col = {k: totals[k] - sum(cells[s][k] for s in strata) for k in names}
-    cands = [(len(ks) * fracs[k] - cells[s][k], rng.random(), s, k)
-             for s, ks in strata.items() for k in names if fracs[k] > 0]
+    cands = [
+        (len(ks) * fracs[k] - cells[s][k], rng.random(), s, k)
+        for s, ks in strata.items()
+        for k in names
+        if fracs[k] > 0
+    ]
     cands.sort(key=lambda c: (-c[0], c[1]))
     for rem, _, s, k in cands:
         if rem > 1e-9 and need_row[s] > 0 and need_col[k] > 0:

@@ -47,9 +47,11 @@ from vlmtune.tasks.base import Task
 log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown (applied by the server)"
-LOGLIK_NEEDS = ("eval.mode=loglik needs the log-probability of every prompt token: `prompt_logprobs` in "
-                "/v1/chat/completions, with the chat-template switches `add_generation_prompt` and "
-                "`continue_final_message` (vLLM has them, and so does `vlmtune serve`; Ollama and OpenAI's API do not)")
+LOGLIK_NEEDS = (
+    "eval.mode=loglik needs the log-probability of every prompt token: `prompt_logprobs` in "
+    "/v1/chat/completions, with the chat-template switches `add_generation_prompt` and "
+    "`continue_final_message` (vLLM has them, and so does `vlmtune serve`; Ollama and OpenAI's API do not)"
+)
 
 
 def redact(url: str) -> str:
@@ -61,9 +63,17 @@ def redact(url: str) -> str:
 
 
 def remote_config(ecfg: EvalConfig, model: str) -> RemoteConfig:
-    return RemoteConfig(base_url=ecfg.endpoint, model=model, api_key=os.environ.get(ecfg.api_key_env),
-                        concurrency=ecfg.concurrency, rpm=ecfg.rpm, tpm=ecfg.tpm, timeout=ecfg.timeout,
-                        max_retries=ecfg.max_retries, context_tokens=ecfg.context_tokens or None)
+    return RemoteConfig(
+        base_url=ecfg.endpoint,
+        model=model,
+        api_key=os.environ.get(ecfg.api_key_env),
+        concurrency=ecfg.concurrency,
+        rpm=ecfg.rpm,
+        tpm=ecfg.tpm,
+        timeout=ecfg.timeout,
+        max_retries=ecfg.max_retries,
+        context_tokens=ecfg.context_tokens or None,
+    )
 
 
 def listed_model(client: RemoteClient, wanted: str) -> tuple[str, dict[str, Any]]:
@@ -72,14 +82,18 @@ def listed_model(client: RemoteClient, wanted: str) -> tuple[str, dict[str, Any]
         listed = client.served_models()
     except Exception as e:  # some servers have no /v1/models; a server that is down fails on the first request
         if not wanted:
-            raise ConfigError(f"eval.model is empty and {redact(client.cfg.base_url)}/models could not be read "
-                              f"({type(e).__name__}: {str(e)[:200]}). Fix: give the model name (--model NAME)") from None
+            raise ConfigError(
+                f"eval.model is empty and {redact(client.cfg.base_url)}/models could not be read "
+                f"({type(e).__name__}: {str(e)[:200]}). Fix: give the model name (--model NAME)"
+            ) from None
         return wanted, {"error": f"{type(e).__name__}: {str(e)[:200]}"}
     names = [str(m.get("id")) for m in listed]
     if not wanted:
         if len(names) != 1:
-            raise ConfigError(f"eval.model is empty and the server lists {len(names)} models "
-                              f"({', '.join(names[:10]) or 'none'}). Fix: choose one with --model NAME")
+            raise ConfigError(
+                f"eval.model is empty and the server lists {len(names)} models "
+                f"({', '.join(names[:10]) or 'none'}). Fix: choose one with --model NAME"
+            )
         wanted = names[0]
     info = next((m for m in listed if str(m.get("id")) == wanted), None)
     if info is None:
@@ -116,23 +130,31 @@ class RemoteBackend:
                 f"{len(failed)} of {len(responses)} requests to {self.model_name} at {redact(self.ecfg.endpoint)} failed "
                 f"after their retries (first: {failed[0].error}). The answers received are in {self.cache_path}; "
                 "rerun the same command to ask only the failed ones again (raise eval.timeout or eval.max_retries, "
-                "or lower eval.concurrency, if the server is overloaded)")
+                "or lower eval.concurrency, if the server is overloaded)"
+            )
         self.seen.extend(responses)
         return responses
 
     def generate(self, examples: list[Example], ecfg: EvalConfig, desc: str, *, shard: bool = True) -> list[str]:
         params = {"temperature": 0.0, "max_tokens": ecfg.max_new_tokens}
-        requests = [ChatRequest(messages=ex.prompt_messages(), images=list(ex.images), params=params)
-                    for ex in examples]
+        requests = [
+            ChatRequest(messages=ex.prompt_messages(), images=list(ex.images), params=params) for ex in examples
+        ]
         return [(r.text or "").strip() for r in self._run(requests, desc)]
 
     def score(self, examples: list[Example], options: list[list[str]], ecfg: EvalConfig) -> list[list[float]]:
         def req(ex: Example, answer: str | None, *, open_end: bool = False) -> ChatRequest:
             turn = [] if answer is None else [{"role": "assistant", "content": answer}]
-            switches = {"prompt_logprobs": 0, "add_generation_prompt": answer is None,
-                        "continue_final_message": open_end}
-            return ChatRequest(messages=ex.prompt_messages() + turn, images=list(ex.images),
-                               params={"temperature": 0.0, "max_tokens": 1, "extra_body": switches})
+            switches = {
+                "prompt_logprobs": 0,
+                "add_generation_prompt": answer is None,
+                "continue_final_message": open_end,
+            }
+            return ChatRequest(
+                messages=ex.prompt_messages() + turn,
+                images=list(ex.images),
+                params={"temperature": 0.0, "max_tokens": 1, "extra_body": switches},
+            )
 
         self._probe(req(examples[0], None))
         requests: list[ChatRequest] = []
@@ -152,18 +174,26 @@ class RemoteBackend:
         try:
             [first] = self._run([request], "eval (probe)")
         except VlmtuneError as e:
-            raise ConfigError(f"{LOGLIK_NEEDS}. The server at {redact(self.ecfg.endpoint)} refused the request: "
-                              f"{e}. Fix: use eval.mode=generate, or serve the model with vLLM") from None
+            raise ConfigError(
+                f"{LOGLIK_NEEDS}. The server at {redact(self.ecfg.endpoint)} refused the request: "
+                f"{e}. Fix: use eval.mode=generate, or serve the model with vLLM"
+            ) from None
         if not first.prompt_logprobs:
-            raise ConfigError(f"{LOGLIK_NEEDS}. The server at {redact(self.ecfg.endpoint)} answered without them. "
-                              "Fix: use eval.mode=generate, or serve the model with vLLM (`vllm serve MODEL`)")
+            raise ConfigError(
+                f"{LOGLIK_NEEDS}. The server at {redact(self.ecfg.endpoint)} answered without them. "
+                "Fix: use eval.mode=generate, or serve the model with vLLM (`vllm serve MODEL`)"
+            )
 
     # -- recording ------------------------------------------------------------------------------------------
     def fingerprint(self, task: Task, examples: list[Example], decoding: dict[str, Any]) -> dict[str, Any]:
         messages = canonical_json([ex.prompt_messages() for ex in examples[:50]])
-        server = {"endpoint": redact(self.ecfg.endpoint), "model": self.model_name, "listed": self.listed,
-                  "answered_by": sorted({r.model for r in self.seen if r.model}),
-                  "system_fingerprint": sorted({r.system_fingerprint for r in self.seen if r.system_fingerprint})}
+        server = {
+            "endpoint": redact(self.ecfg.endpoint),
+            "model": self.model_name,
+            "listed": self.listed,
+            "answered_by": sorted({r.model for r in self.seen if r.model}),
+            "system_fingerprint": sorted({r.system_fingerprint for r in self.seen if r.system_fingerprint}),
+        }
         try:
             client_version = md.version("openai")
         except md.PackageNotFoundError:
@@ -171,13 +201,24 @@ class RemoteBackend:
         return assemble_fingerprint(
             {"model": self.model_name, "model_hash": None, "adapter": None, "adapter_hash": None},
             {"prompt_hash": "messages:" + text_hash(messages), "chat_template_hash": UNKNOWN, "image_size": UNKNOWN},
-            task=task, examples=examples, decoding=decoding, backend="openai", extra={"server": server},
-            versions={**library_versions(), "openai": client_version})
+            task=task,
+            examples=examples,
+            decoding=decoding,
+            backend="openai",
+            extra={"server": server},
+            versions={**library_versions(), "openai": client_version},
+        )
 
     def files(self) -> dict[str, Any]:
         """remote.json: what the run cost and where its answers are kept."""
-        return {"remote.json": {"endpoint": redact(self.ecfg.endpoint), "model": self.model_name,
-                                "cache": str(self.cache_path), **self.totals}}
+        return {
+            "remote.json": {
+                "endpoint": redact(self.ecfg.endpoint),
+                "model": self.model_name,
+                "cache": str(self.cache_path),
+                **self.totals,
+            }
+        }
 
 
 def option_score(ex: Example, option: str, prompt: ChatResponse, full: ChatResponse, open_: ChatResponse) -> float:
@@ -187,14 +228,18 @@ def option_score(ex: Example, option: str, prompt: ChatResponse, full: ChatRespo
     start = next((i for i in range(1, min(len(p), len(f))) if p[i] != f[i]), min(len(p), len(f)))
     end = next((i for i in range(1, min(len(o), len(f))) if o[i] != f[i]), len(o))
     if end < len(o) or end >= len(f) or start > end:
-        raise DataError(f"example '{ex.id}', option {option!r}: the server's renderings do not nest (prompt "
-                        f"{len(p)} tokens, open answer {len(o)}, complete answer {len(f)}, differing at {start} and "
-                        f"{end}); it may ignore add_generation_prompt / continue_final_message",
-                        fix="evaluate with eval.mode=generate against this server, or serve the model with vLLM")
-    entries = (full.prompt_logprobs or [])[start:end + 1]
+        raise DataError(
+            f"example '{ex.id}', option {option!r}: the server's renderings do not nest (prompt "
+            f"{len(p)} tokens, open answer {len(o)}, complete answer {len(f)}, differing at {start} and "
+            f"{end}); it may ignore add_generation_prompt / continue_final_message",
+            fix="evaluate with eval.mode=generate against this server, or serve the model with vLLM",
+        )
+    entries = (full.prompt_logprobs or [])[start : end + 1]
     if any(e is None for e in entries):
-        raise DataError(f"example '{ex.id}', option {option!r}: the server gave no log-probability for an answer "
-                        "token", fix="evaluate with eval.mode=generate against this server, or serve the model with vLLM")
+        raise DataError(
+            f"example '{ex.id}', option {option!r}: the server gave no log-probability for an answer token",
+            fix="evaluate with eval.mode=generate against this server, or serve the model with vLLM",
+        )
     return float(sum(e[1] for e in entries if e is not None))
 
 
@@ -204,8 +249,9 @@ def ids_of(r: ChatResponse, ex: Example, option: str) -> list[int | None]:
     return [None if e is None else int(e[0]) for e in r.prompt_logprobs]
 
 
-def evaluate_remote(examples: list[Example], task: Task, out_dir: str | Path, *, label: str | None = None,
-                    ecfg: EvalConfig) -> dict[str, Any]:
+def evaluate_remote(
+    examples: list[Example], task: Task, out_dir: str | Path, *, label: str | None = None, ecfg: EvalConfig
+) -> dict[str, Any]:
     """Evaluate the model an OpenAI-compatible server serves (eval.backend=openai); returns metrics.json's content."""
     if not examples:
         raise DataError("no examples to evaluate")

@@ -53,8 +53,11 @@ def data_hash(examples: list[Example]) -> str:
     """Hash of the evaluated records (ids, prompts, targets); image bytes are covered by their paths' content."""
     h = hashlib.sha256()
     for ex in examples:
-        h.update(json.dumps([ex.id, ex.prompt_messages(), ex.target, ex.options], sort_keys=True,
-                            ensure_ascii=False, default=str).encode())
+        h.update(
+            json.dumps(
+                [ex.id, ex.prompt_messages(), ex.target, ex.options], sort_keys=True, ensure_ascii=False, default=str
+            ).encode()
+        )
         for p in ex.images:
             h.update(Path(p).read_bytes() if Path(p).exists() else p.encode())
     return h.hexdigest()[:16]
@@ -67,23 +70,56 @@ def image_size_of(processor: Processor) -> Any:
     return getattr(ip, "crop_size", None) or getattr(ip, "size", None)
 
 
-def fingerprint(*, ref: ModelRef, adapter: str | None, processor: Processor, task: Task, examples: list[Example],
-                decoding: dict[str, Any], backend: str = "transformers") -> dict[str, Any]:
+def fingerprint(
+    *,
+    ref: ModelRef,
+    adapter: str | None,
+    processor: Processor,
+    task: Task,
+    examples: list[Example],
+    decoding: dict[str, Any],
+    backend: str = "transformers",
+) -> dict[str, Any]:
     prompts = "\n".join(prompt_text(processor, ex) for ex in examples[:50])
     return assemble_fingerprint(
         {"model": ref.name, "model_hash": dir_hash(ref.path), "adapter": adapter, "adapter_hash": dir_hash(adapter)},
-        {"prompt_hash": text_hash(prompts), "chat_template_hash": text_hash(chat_template_of(processor)),
-         "image_size": image_size_of(processor)}, task=task, examples=examples, decoding=decoding, backend=backend)
+        {
+            "prompt_hash": text_hash(prompts),
+            "chat_template_hash": text_hash(chat_template_of(processor)),
+            "image_size": image_size_of(processor),
+        },
+        task=task,
+        examples=examples,
+        decoding=decoding,
+        backend=backend,
+    )
 
 
-def assemble_fingerprint(who: dict[str, Any], rendering: dict[str, Any], *, task: Task, examples: list[Example],
-                         decoding: dict[str, Any], backend: str, versions: dict[str, str] | None = None,
-                         extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def assemble_fingerprint(
+    who: dict[str, Any],
+    rendering: dict[str, Any],
+    *,
+    task: Task,
+    examples: list[Example],
+    decoding: dict[str, Any],
+    backend: str,
+    versions: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """fingerprint.json: who answered (model, model_hash, adapter, adapter_hash), the task and data, how prompts were
     rendered (prompt_hash, chat_template_hash, image_size), decoding, backend, and `extra` (a server's report)."""
-    return {**who, "task": task.name, "task_options": options_dict(task), "n": len(examples),
-            "data_hash": data_hash(examples), **rendering, "decoding": decoding, "backend": backend, **(extra or {}),
-            "versions": versions or library_versions()}
+    return {
+        **who,
+        "task": task.name,
+        "task_options": options_dict(task),
+        "n": len(examples),
+        "data_hash": data_hash(examples),
+        **rendering,
+        "decoding": decoding,
+        "backend": backend,
+        **(extra or {}),
+        "versions": versions or library_versions(),
+    }
 
 
 def options_for(task: Task, ex: Example) -> list[str]:
@@ -93,8 +129,10 @@ def options_for(task: Task, ex: Example) -> list[str]:
         return [str(o) for o in (task.answer_texts(ex) or ex.options)]
     opts = task.default_options(ex)
     if not opts:
-        raise ConfigError(f"eval.mode=loglik needs a closed answer set, but example '{ex.id}' has no 'options' and "
-                          f"task '{task.name}' defines none; use eval.mode=generate")
+        raise ConfigError(
+            f"eval.mode=loglik needs a closed answer set, but example '{ex.id}' has no 'options' and "
+            f"task '{task.name}' defines none; use eval.mode=generate"
+        )
     return [str(o) for o in opts]
 
 
@@ -107,6 +145,7 @@ def best_option(options: list[str], scores: list[float]) -> str:
 class Answers:
     """What a system answered: raw texts (one per example) and, when options were scored, their scores and where
     they came from (`scores_from`: "loglik" for the model's log-likelihoods, or e.g. "VisDial ranks in sub.json")."""
+
     texts: list[str]
     scores: list[list[float]] | None = None
     scores_from: str = LOGLIK
@@ -115,6 +154,7 @@ class Answers:
 @dataclass
 class EvalRecord:
     """Who answered and how: written into metrics.json and fingerprint.json next to the scores."""
+
     label: str
     model: str
     adapter: str | None
@@ -123,7 +163,7 @@ class EvalRecord:
     fingerprint: dict[str, Any]
     seconds: float = 0.0
     order_check: dict[str, Any] | None = field(default=None)
-    files: dict[str, Any] = field(default_factory=dict)   # more JSON files for the evaluation directory (remote.json)
+    files: dict[str, Any] = field(default_factory=dict)  # more JSON files for the evaluation directory (remote.json)
 
 
 class Backend(Protocol):
@@ -132,8 +172,8 @@ class Backend(Protocol):
 
     model_name: str
     adapter: str | None
-    decoding: dict[str, Any]        # what decoding.* records besides greedy and max_new_tokens
-    option_scoring: str             # how option scores are made, as decoding.option_scoring says
+    decoding: dict[str, Any]  # what decoding.* records besides greedy and max_new_tokens
+    option_scoring: str  # how option scores are made, as decoding.option_scoring says
 
     def generate(self, examples: list[Example], ecfg: EvalConfig, desc: str, *, shard: bool = True) -> list[str]: ...
 
@@ -156,21 +196,40 @@ class HFBackend:
 
     def generate(self, examples: list[Example], ecfg: EvalConfig, desc: str, *, shard: bool = True) -> list[str]:
         def run(idx: list[int]) -> list[str]:
-            return generate(self.model, self.processor, [examples[i] for i in idx], batch_size=ecfg.batch_size,
-                            max_new_tokens=ecfg.max_new_tokens, desc=desc)
+            return generate(
+                self.model,
+                self.processor,
+                [examples[i] for i in idx],
+                batch_size=ecfg.batch_size,
+                max_new_tokens=ecfg.max_new_tokens,
+                desc=desc,
+            )
 
         return sharded(run, len(examples)) if shard else run(list(range(len(examples))))
 
     def score(self, examples: list[Example], options: list[list[str]], ecfg: EvalConfig) -> list[list[float]]:
         from vlmtune.infer.score import score_options
 
-        return sharded(lambda idx: score_options(self.model, self.processor, [examples[i] for i in idx],
-                                                 [options[i] for i in idx], batch_size=ecfg.batch_size),
-                       len(examples))
+        return sharded(
+            lambda idx: score_options(
+                self.model,
+                self.processor,
+                [examples[i] for i in idx],
+                [options[i] for i in idx],
+                batch_size=ecfg.batch_size,
+            ),
+            len(examples),
+        )
 
     def fingerprint(self, task: Task, examples: list[Example], decoding: dict[str, Any]) -> dict[str, Any]:
-        return fingerprint(ref=self.ref, adapter=self.adapter, processor=self.processor, task=task,
-                           examples=examples, decoding=decoding)
+        return fingerprint(
+            ref=self.ref,
+            adapter=self.adapter,
+            processor=self.processor,
+            task=task,
+            examples=examples,
+            decoding=decoding,
+        )
 
     def files(self) -> dict[str, Any]:
         return {}
@@ -190,15 +249,26 @@ def answer(backend: Backend, examples: list[Example], task: Task, ecfg: EvalConf
     return Answers(texts, scores)
 
 
-def evaluate(model: Model, processor: Processor, examples: list[Example], task: Task, out_dir: str | Path, *,
-             label: str, ref: ModelRef, ecfg: EvalConfig, adapter: str | None = None) -> dict[str, Any]:
+def evaluate(
+    model: Model,
+    processor: Processor,
+    examples: list[Example],
+    task: Task,
+    out_dir: str | Path,
+    *,
+    label: str,
+    ref: ModelRef,
+    ecfg: EvalConfig,
+    adapter: str | None = None,
+) -> dict[str, Any]:
     """Answer with a loaded model (eval.backend=hf), parse and score every example; write the evaluation
     directory; return metrics.json's content (see `evaluate_with`)."""
     return evaluate_with(HFBackend(model, processor, ref, adapter), examples, task, out_dir, label=label, ecfg=ecfg)
 
 
-def evaluate_with(backend: Backend, examples: list[Example], task: Task, out_dir: str | Path, *, label: str,
-                  ecfg: EvalConfig) -> dict[str, Any]:
+def evaluate_with(
+    backend: Backend, examples: list[Example], task: Task, out_dir: str | Path, *, label: str, ecfg: EvalConfig
+) -> dict[str, Any]:
     """Answer with `backend`, parse and score every example; write the evaluation directory; return metrics.json's
     content.
 
@@ -223,9 +293,17 @@ def evaluate_with(backend: Backend, examples: list[Example], task: Task, out_dir
 
     order = task.order_check(examples, ask, n_boot=ecfg.n_boot, seed=0)
     fp = backend.fingerprint(task, examples, {**decoding, "mode": ecfg.mode})
-    record = EvalRecord(label=label, model=backend.model_name, adapter=backend.adapter, mode=ecfg.mode,
-                        decoding=decoding, fingerprint=fp, seconds=time.time() - t0, order_check=order,
-                        files=backend.files())
+    record = EvalRecord(
+        label=label,
+        model=backend.model_name,
+        adapter=backend.adapter,
+        mode=ecfg.mode,
+        decoding=decoding,
+        fingerprint=fp,
+        seconds=time.time() - t0,
+        order_check=order,
+        files=backend.files(),
+    )
     return write_evaluation(task, examples, answers, out_dir, record, n_boot=ecfg.n_boot)
 
 
@@ -234,9 +312,17 @@ def prediction_rows(task: Task, examples: list[Example], answers: Answers) -> li
     rows = []
     for i, (ex, text) in enumerate(zip(examples, answers.texts)):
         parsed = task.parse(text, ex)
-        row = {"id": ex.id, "prediction": text, "parsed": parsed.value, "parse_ok": parsed.ok,
-               "target": ex.target, "correct": bool(parsed.ok and task.correct(parsed.value, ex)),
-               "images": list(ex.images), "prompt": ex.prompt_messages()[-1]["content"], "group": ex.group or ex.id}
+        row = {
+            "id": ex.id,
+            "prediction": text,
+            "parsed": parsed.value,
+            "parse_ok": parsed.ok,
+            "target": ex.target,
+            "correct": bool(parsed.ok and task.correct(parsed.value, ex)),
+            "images": list(ex.images),
+            "prompt": ex.prompt_messages()[-1]["content"],
+            "group": ex.group or ex.id,
+        }
         if answers.scores is not None:
             row["scores"] = answers.scores[i]
             row["scores_from"] = answers.scores_from
@@ -247,8 +333,15 @@ def prediction_rows(task: Task, examples: list[Example], answers: Answers) -> li
     return rows
 
 
-def write_evaluation(task: Task, examples: list[Example], answers: Answers, out_dir: str | Path, record: EvalRecord,
-                     *, n_boot: int = 2000) -> dict[str, Any]:
+def write_evaluation(
+    task: Task,
+    examples: list[Example],
+    answers: Answers,
+    out_dir: str | Path,
+    record: EvalRecord,
+    *,
+    n_boot: int = 2000,
+) -> dict[str, Any]:
     """Parse and score answers (model outputs or predictions made elsewhere) and write the evaluation directory."""
     out = Path(out_dir)
     rows = prediction_rows(task, examples, answers)
@@ -262,17 +355,29 @@ def write_evaluation(task: Task, examples: list[Example], answers: Answers, out_
         atomic_write_json(out / "order_check.json", {k: v for k, v in record.order_check.items() if k != "metrics"})
     for name, content in record.files.items():
         atomic_write_json(out / name, content)
-    result = {"task": task.name, "task_options": options_dict(task), "label": record.label, "model": record.model,
-              "adapter": record.adapter, "n": len(rows), "mode": record.mode, "decoding": record.decoding,
-              "seconds": round(record.seconds, 2), "metrics": metrics}
-    atomic_write_text(out / "predictions.jsonl",
-                      "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
+    result = {
+        "task": task.name,
+        "task_options": options_dict(task),
+        "label": record.label,
+        "model": record.model,
+        "adapter": record.adapter,
+        "n": len(rows),
+        "mode": record.mode,
+        "decoding": record.decoding,
+        "seconds": round(record.seconds, 2),
+        "metrics": metrics,
+    }
+    atomic_write_text(
+        out / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows)
+    )
     atomic_write_json(out / "fingerprint.json", record.fingerprint)
     atomic_write_json(out / "metrics.json", result)  # written last: its presence marks the evaluation complete
     key = task.headline(metrics)
     head = metrics.get(key, {})
     if isinstance(head, dict) and "value" in head:
-        log.info(f"[eval] {record.label} ({record.mode}): {key} {head['value']:.3f} "
-                 f"(95% CI {head['ci'][0]:.3f}-{head['ci'][1]:.3f}), n={len(rows)}, "
-                 f"parse failures {sum(not r['parse_ok'] for r in rows)} -> {out}")
+        log.info(
+            f"[eval] {record.label} ({record.mode}): {key} {head['value']:.3f} "
+            f"(95% CI {head['ci'][0]:.3f}-{head['ci'][1]:.3f}), n={len(rows)}, "
+            f"parse failures {sum(not r['parse_ok'] for r in rows)} -> {out}"
+        )
     return result

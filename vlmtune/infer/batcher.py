@@ -22,7 +22,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from vlmtune.infer.chat import ChatRequest, Completion, OnText, check_request, complete
+from vlmtune.infer.chat import ChatRequest, OnText, check_request, complete
 from vlmtune.processing import Model, Processor
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 class Job:
     request: ChatRequest
     on_text: OnText | None = None
-    accepted: Future = field(default_factory=Future)   # the prompt's token count, or the reason it was refused
-    done: Future = field(default_factory=Future)       # the Completion
+    accepted: Future = field(default_factory=Future)  # the prompt's token count, or the reason it was refused
+    done: Future = field(default_factory=Future)  # the Completion
 
 
 class Engine:
@@ -42,7 +42,7 @@ class Engine:
     def __init__(self, model: Model, processor: Processor, *, max_batch: int = 16, wait_s: float = 0.02) -> None:
         self.model, self.processor = model, processor
         self.max_batch, self.wait_s = max_batch, wait_s
-        self.batches: list[int] = []   # the size of each generate call, for logs and benchmarks
+        self.batches: list[int] = []  # the size of each generate call, for logs and benchmarks
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="vlmtune-engine", daemon=True)
         self._thread.start()
@@ -99,7 +99,9 @@ class Engine:
             for j in jobs:
                 j.done.set_exception(e)
             return
-        log.info(f"[serve] {len(jobs)} request{'s' if len(jobs) > 1 else ''} in one batch, {time.monotonic() - t0:.2f}s")
+        log.info(
+            f"[serve] {len(jobs)} request{'s' if len(jobs) > 1 else ''} in one batch, {time.monotonic() - t0:.2f}s"
+        )
         for j, r in zip(jobs, results):
             j.done.set_result(r)
 

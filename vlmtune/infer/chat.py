@@ -12,8 +12,9 @@ own limit and end token (greedy tokens do not depend on how long decoding goes o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from vlmtune.data.example import IMAGE_TOKEN
 from vlmtune.errors import DataError
@@ -32,19 +33,19 @@ class ChatRequest:
     max_new_tokens: int = 256
     sampling: Sampling = GREEDY
     stop: tuple[str, ...] = ()
-    fit_to_context: bool = False   # max_new_tokens is a default, not asked for: shorten it to fit the context
-    add_generation_prompt: bool = True   # render the assistant's header after the messages (the usual case)
-    continue_final: bool = False   # leave the last (assistant) message open, to be continued
-    prompt_logprobs: int | None = None   # also return each prompt token's log-prob and this many likeliest others
+    fit_to_context: bool = False  # max_new_tokens is a default, not asked for: shorten it to fit the context
+    add_generation_prompt: bool = True  # render the assistant's header after the messages (the usual case)
+    continue_final: bool = False  # leave the last (assistant) message open, to be continued
+    prompt_logprobs: int | None = None  # also return each prompt token's log-prob and this many likeliest others
 
 
 @dataclass
 class Completion:
     text: str
-    finish_reason: str       # "stop" (end token or a stop string) | "length" (max_new_tokens reached)
+    finish_reason: str  # "stop" (end token or a stop string) | "length" (max_new_tokens reached)
     prompt_tokens: int
     completion_tokens: int
-    prompt_logprobs: list[dict[str, dict[str, Any]] | None] | None = None   # vLLM's format (serve.py)
+    prompt_logprobs: list[dict[str, dict[str, Any]] | None] | None = None  # vLLM's format (serve.py)
 
 
 def context_length(model: Model) -> int | None:
@@ -66,23 +67,30 @@ def end_token_ids(model: Model, processor: Processor) -> set[int]:
 
 
 def prompt_of(processor: Processor, req: ChatRequest) -> str:
-    return render(processor, req.messages, add_generation_prompt=req.add_generation_prompt,
-                  continue_final=req.continue_final)
+    return render(
+        processor, req.messages, add_generation_prompt=req.add_generation_prompt, continue_final=req.continue_final
+    )
 
 
 def check_request(model: Model, processor: Processor, req: ChatRequest) -> int:
     """Refuse what the model cannot answer (DataError, with the fix); returns the prompt's length in tokens."""
     placeholders = sum(m["content"].count(IMAGE_TOKEN) for m in req.messages)
     if placeholders != len(req.images):
-        raise DataError(f"{placeholders} {IMAGE_TOKEN} placeholder(s) in the messages but {len(req.images)} image(s)",
-                        fix=f"send one image per {IMAGE_TOKEN}, and no literal {IMAGE_TOKEN} in text")
+        raise DataError(
+            f"{placeholders} {IMAGE_TOKEN} placeholder(s) in the messages but {len(req.images)} image(s)",
+            fix=f"send one image per {IMAGE_TOKEN}, and no literal {IMAGE_TOKEN} in text",
+        )
     if req.images and not has_image_processor(processor):
         raise DataError("this model reads text only; it cannot take images", fix="send text, or serve a VLM")
     if req.max_new_tokens < 1:
         raise DataError(f"max tokens must be >= 1, got {req.max_new_tokens}")
-    if req.continue_final and (req.add_generation_prompt or not req.messages or req.messages[-1]["role"] != "assistant"):
-        raise DataError("continue_final_message continues a final assistant message",
-                        fix="end the messages with the assistant's message and set add_generation_prompt to false")
+    if req.continue_final and (
+        req.add_generation_prompt or not req.messages or req.messages[-1]["role"] != "assistant"
+    ):
+        raise DataError(
+            "continue_final_message continues a final assistant message",
+            fix="end the messages with the assistant's message and set add_generation_prompt to false",
+        )
     try:
         n = len(encode_texts(processor, [prompt_of(processor, req)], [req.images])["input_ids"][0])
     except Exception as e:  # the chat template or the processor refused the conversation
@@ -91,9 +99,11 @@ def check_request(model: Model, processor: Processor, req: ChatRequest) -> int:
     if limit is not None and req.fit_to_context and n < limit:
         req.max_new_tokens = min(req.max_new_tokens, limit - n)
     if limit is not None and n + req.max_new_tokens > limit:
-        raise DataError(f"too many tokens: the prompt has {n} and up to {req.max_new_tokens} new ones were asked for, "
-                        f"but the model's context holds {limit}",
-                        fix=f"shorten the conversation or ask for at most {max(0, limit - n)} tokens")
+        raise DataError(
+            f"too many tokens: the prompt has {n} and up to {req.max_new_tokens} new ones were asked for, "
+            f"but the model's context holds {limit}",
+            fix=f"shorten the conversation or ask for at most {max(0, limit - n)} tokens",
+        )
     return n
 
 
@@ -134,7 +144,7 @@ class TextStream:
     def _emit(self, text: str) -> None:
         if len(text) > len(self.sent) and text.startswith(self.sent):
             if self.on_text is not None:
-                self.on_text(text[len(self.sent):])
+                self.on_text(text[len(self.sent) :])
             self.sent = text
 
     def finish(self, final: str) -> None:
@@ -159,8 +169,9 @@ class _BatchStreamer:
         pass
 
 
-def complete(model: Model, processor: Processor, requests: list[ChatRequest],
-             on_text: list[OnText | None] | None = None) -> list[Completion]:
+def complete(
+    model: Model, processor: Processor, requests: list[ChatRequest], on_text: list[OnText | None] | None = None
+) -> list[Completion]:
     """Answer `requests` (sharing one Sampling) in one batch; `on_text[i]` receives request i's text as it grows."""
     sampling = {GREEDY if r.sampling.greedy else r.sampling for r in requests}
     if len(sampling) > 1:
@@ -169,10 +180,15 @@ def complete(model: Model, processor: Processor, requests: list[ChatRequest],
     end_ids = end_token_ids(model, processor)
     streams = [TextStream(tok, r, end_ids, cb) for r, cb in zip(requests, on_text or [None] * len(requests))]
     streamer = _BatchStreamer(streams) if on_text and any(on_text) else None
-    new, prompt_lengths = generate_tokens(model, processor, [prompt_of(processor, r) for r in requests],
-                                          [list(r.images) for r in requests],
-                                          max_new_tokens=max(r.max_new_tokens for r in requests),
-                                          sampling=sampling.pop(), streamer=streamer)
+    new, prompt_lengths = generate_tokens(
+        model,
+        processor,
+        [prompt_of(processor, r) for r in requests],
+        [list(r.images) for r in requests],
+        max_new_tokens=max(r.max_new_tokens for r in requests),
+        sampling=sampling.pop(),
+        streamer=streamer,
+    )
     out = []
     for req, ids, n_prompt, stream in zip(requests, new, prompt_lengths, streams):
         ids = ids[: req.max_new_tokens]
@@ -186,10 +202,18 @@ def complete(model: Model, processor: Processor, requests: list[ChatRequest],
         if req.prompt_logprobs is not None:
             from vlmtune.infer.score import prompt_logprobs
 
-            logprobs = prompt_logprobs(model, processor, prompt_of(processor, req), list(req.images),
-                                       top=req.prompt_logprobs)
-        out.append(Completion(text=text, finish_reason=reason, prompt_tokens=n_prompt, completion_tokens=len(used),
-                              prompt_logprobs=logprobs))
+            logprobs = prompt_logprobs(
+                model, processor, prompt_of(processor, req), list(req.images), top=req.prompt_logprobs
+            )
+        out.append(
+            Completion(
+                text=text,
+                finish_reason=reason,
+                prompt_tokens=n_prompt,
+                completion_tokens=len(used),
+                prompt_logprobs=logprobs,
+            )
+        )
     return out
 
 
@@ -205,9 +229,9 @@ class Conversation:
     pending: list[str] = field(default_factory=list)
 
     def attach(self, path: str) -> None:
-        from vlmtune.processing import load_image
-
         from pathlib import Path
+
+        from vlmtune.processing import load_image
 
         load_image(path)  # a missing or broken file is refused now, not at the next question
         self.pending.append(str(Path(path).resolve()))
@@ -217,8 +241,12 @@ class Conversation:
 
         paths = self.images + self.pending
         question = {"role": "user", "content": "".join(f"{IMAGE_TOKEN}\n" for _ in self.pending) + text}
-        return ChatRequest([*self.messages, question], [load_image_cached(p) for p in paths],
-                           max_new_tokens=max_new_tokens, sampling=sampling)
+        return ChatRequest(
+            [*self.messages, question],
+            [load_image_cached(p) for p in paths],
+            max_new_tokens=max_new_tokens,
+            sampling=sampling,
+        )
 
     def answered(self, request: ChatRequest, answer: str) -> None:
         self.messages = [*request.messages, {"role": "assistant", "content": answer}]

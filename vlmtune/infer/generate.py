@@ -17,8 +17,16 @@ import torch
 
 from vlmtune.data.example import Example
 from vlmtune.logs import progress_bar
-from vlmtune.processing import (Model, Processor, encode_texts, example_inputs, load_image_cached, prompt_text, to_model,
-                                tokenizer_of)
+from vlmtune.processing import (
+    Model,
+    Processor,
+    encode_texts,
+    example_inputs,
+    load_image_cached,
+    prompt_text,
+    to_model,
+    tokenizer_of,
+)
 
 __all__ = ["generate", "generate_tokens", "prompt_text", "Sampling", "GREEDY"]
 
@@ -46,9 +54,17 @@ GREEDY = Sampling()
 
 
 @torch.inference_mode()
-def generate_tokens(model: Model, processor: Processor, texts: list[str], images: list[list[Any]], *,
-                    max_new_tokens: int, sampling: Sampling = GREEDY, streamer: Any = None,
-                    extra: dict[str, Any] | None = None) -> tuple[list[list[int]], list[int]]:
+def generate_tokens(
+    model: Model,
+    processor: Processor,
+    texts: list[str],
+    images: list[list[Any]],
+    *,
+    max_new_tokens: int,
+    sampling: Sampling = GREEDY,
+    streamer: Any = None,
+    extra: dict[str, Any] | None = None,
+) -> tuple[list[list[int]], list[int]]:
     """New token ids for each rendered prompt (one batch, left padded), and each prompt's length in tokens.
 
     `images` holds one list of PIL images per prompt; `extra`, more batched model inputs (`example_inputs`).
@@ -62,22 +78,36 @@ def generate_tokens(model: Model, processor: Processor, texts: list[str], images
         tok.padding_side = old_side
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)
-    out = model.generate(**enc, num_beams=1, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
-                         streamer=streamer, **sampling.generate_kwargs())
-    new = out[:, enc["input_ids"].shape[1]:]
+    out = model.generate(
+        **enc,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=tok.pad_token_id,
+        streamer=streamer,
+        **sampling.generate_kwargs(),
+    )
+    new = out[:, enc["input_ids"].shape[1] :]
     return new.tolist(), [int(n) for n in enc["attention_mask"].sum(dim=1)]
 
 
-def generate(model: Model, processor: Processor, examples: list[Example], *, batch_size: int = 32,
-             max_new_tokens: int = 16, desc: str = "generate") -> list[str]:
+def generate(
+    model: Model,
+    processor: Processor,
+    examples: list[Example],
+    *,
+    batch_size: int = 32,
+    max_new_tokens: int = 16,
+    desc: str = "generate",
+) -> list[str]:
     """Greedy answers for each example, in order."""
     tok = tokenizer_of(processor)
     outputs: list[str] = []
     for i in progress_bar(range(0, len(examples), batch_size), desc=desc):
-        batch = examples[i: i + batch_size]
+        batch = examples[i : i + batch_size]
         texts = [prompt_text(processor, ex) for ex in batch]
         images = [[load_image_cached(p) for p in ex.images] for ex in batch]
-        new, _ = generate_tokens(model, processor, texts, images, max_new_tokens=max_new_tokens,
-                                 extra=example_inputs(processor, batch))
+        new, _ = generate_tokens(
+            model, processor, texts, images, max_new_tokens=max_new_tokens, extra=example_inputs(processor, batch)
+        )
         outputs.extend(t.strip() for t in tok.batch_decode(new, skip_special_tokens=True))
     return outputs

@@ -1,16 +1,16 @@
 """Pacing of request starts for `vlmtune.infer.remote`: at most `rpm` requests and `tpm` tokens per minute.
 
-    pacer = Pacer(rpm=600, tpm=60_000)
-    reserved = pacer.acquire(est_tokens)      # waits for this request's slot
-    ...                                       # send it
-    pacer.correct(reserved, used_tokens)      # what the response says it cost
+pacer = Pacer(rpm=600, tpm=60_000)
+reserved = pacer.acquire(est_tokens)      # waits for this request's slot
+...                                       # send it
+pacer.correct(reserved, used_tokens)      # what the response says it cost
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 class Pacer:
@@ -23,14 +23,15 @@ class Pacer:
     came late (a busy machine) is made up by the next ones, up to `catch_up` seconds of the budget, so the rate
     over a minute is the limit, not less."""
 
-    def __init__(self, rpm: float = 0, tpm: float = 0, clock: Callable[[], float] = time.monotonic,
-                 catch_up: float = 1.0):
+    def __init__(
+        self, rpm: float = 0, tpm: float = 0, clock: Callable[[], float] = time.monotonic, catch_up: float = 1.0
+    ):
         self.rpm, self.tpm, self.clock, self.catch_up = rpm, tpm, clock, catch_up
         self._lock = threading.Lock()
         self._next_req: float | None = None
         self._next_tok: float | None = None
         self._used, self._done = 0, 0
-        self._probe = threading.Event()   # set once a first response (or failure) has come back
+        self._probe = threading.Event()  # set once a first response (or failure) has come back
         self._probing = False
 
     def estimate(self, est_tokens: int) -> int:
@@ -51,8 +52,11 @@ class Pacer:
         with self._lock:
             now = self.clock()
             floor = now - self.catch_up  # a slot missed longer ago than this is lost, not made up
-            start = max(floor, self._next_req if self._next_req is not None else now,
-                        self._next_tok if self._next_tok is not None else now)
+            start = max(
+                floor,
+                self._next_req if self._next_req is not None else now,
+                self._next_tok if self._next_tok is not None else now,
+            )
             if self.rpm:
                 self._next_req = start + 60.0 / self.rpm
             if self.tpm:

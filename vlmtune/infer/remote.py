@@ -54,11 +54,12 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from vlmtune.data.example import IMAGE_TOKEN
 from vlmtune.errors import ConfigError, DataError
@@ -68,8 +69,8 @@ from vlmtune.logs import progress_bar
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-CHARS_PER_TOKEN = 4        # rough text -> tokens estimate (for token pacing and the truncation check)
-TRUNCATION_RATIO = 0.5     # prompt_tokens below this share of the estimate = the server cut the input
+CHARS_PER_TOKEN = 4  # rough text -> tokens estimate (for token pacing and the truncation check)
+TRUNCATION_RATIO = 0.5  # prompt_tokens below this share of the estimate = the server cut the input
 
 
 # ----------------------------------------------------------------------------------------------- records
@@ -92,14 +93,14 @@ class ChatResponse:
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    model: str | None = None          # the model the server says answered
-    error: str | None = None          # the last error when every attempt failed
+    model: str | None = None  # the model the server says answered
+    error: str | None = None  # the last error when every attempt failed
     attempts: int = 0
     seconds: float = 0.0
     input_truncated: bool = False
     system_fingerprint: str | None = None  # the server's configuration tag, when it sends one (OpenAI does)
     prompt_logprobs: list[list[float] | None] | None = None  # [token id, log-prob] per prompt token (vLLM's)
-    cached: bool = False              # read from the cache in this run (not written to the file)
+    cached: bool = False  # read from the cache in this run (not written to the file)
 
     @property
     def ok(self) -> bool:
@@ -129,10 +130,12 @@ class Summary:
 
     def line(self) -> str:
         rate = self.sent / self.seconds * 60 if self.seconds > 0 else 0.0
-        return (f"{self.requests} requests ({self.unique} unique): {self.cached} from the cache, {self.sent} sent, "
-                f"{self.ok} answered, {self.failed} failed, {self.retries} retries; tokens used: "
-                f"{self.prompt_tokens} prompt + {self.completion_tokens} completion; "
-                f"{self.seconds:.1f}s ({rate:.0f} requests/min)")
+        return (
+            f"{self.requests} requests ({self.unique} unique): {self.cached} from the cache, {self.sent} sent, "
+            f"{self.ok} answered, {self.failed} failed, {self.retries} retries; tokens used: "
+            f"{self.prompt_tokens} prompt + {self.completion_tokens} completion; "
+            f"{self.seconds:.1f}s ({rate:.0f} requests/min)"
+        )
 
 
 # ----------------------------------------------------------------------------------------------- keys
@@ -155,10 +158,18 @@ def request_key(model: str, req: ChatRequest, image_hash: Callable[[str], str] =
     """SHA-256 of the canonical JSON of (model, messages with images by content hash, params, tag)."""
     n = sum(m["content"].count(IMAGE_TOKEN) for m in req.messages)
     if n != len(req.images):
-        raise DataError(f"a request has {n} {IMAGE_TOKEN} placeholder(s) but {len(req.images)} image(s)",
-                        field="images", fix=f"put one {IMAGE_TOKEN} in a message per image, in order")
-    body = {"model": model, "messages": [dict(m) for m in req.messages],
-            "images": [image_hash(p) for p in req.images], "params": dict(req.params), "tag": req.tag}
+        raise DataError(
+            f"a request has {n} {IMAGE_TOKEN} placeholder(s) but {len(req.images)} image(s)",
+            field="images",
+            fix=f"put one {IMAGE_TOKEN} in a message per image, in order",
+        )
+    body = {
+        "model": model,
+        "messages": [dict(m) for m in req.messages],
+        "images": [image_hash(p) for p in req.images],
+        "params": dict(req.params),
+        "tag": req.tag,
+    }
     return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
 
 
@@ -224,11 +235,17 @@ class ResponseCache:
             except (ValueError, TypeError, UnicodeDecodeError) as e:
                 if last:
                     self.dropped_partial = True
-                    log.warning(f"[remote] {self.path}: dropped a truncated last line ({len(raw)} bytes; an "
-                                f"interrupted write); its request will be asked again")
+                    log.warning(
+                        f"[remote] {self.path}: dropped a truncated last line ({len(raw)} bytes; an "
+                        f"interrupted write); its request will be asked again"
+                    )
                     break
-                raise DataError(f"not a cache record ({e})", file=str(self.path), line=i,
-                                fix="delete the line (its request is then asked again) or the whole file") from None
+                raise DataError(
+                    f"not a cache record ({e})",
+                    file=str(self.path),
+                    line=i,
+                    fix="delete the line (its request is then asked again) or the whole file",
+                ) from None
             self.entries[resp.key] = resp
             good_end += len(raw) + 1
         if self.dropped_partial:
@@ -271,15 +288,15 @@ class RemoteConfig:
 
     base_url: str
     model: str
-    api_key: str | None = None          # None: $OPENAI_API_KEY, else "none" (local servers ignore it)
+    api_key: str | None = None  # None: $OPENAI_API_KEY, else "none" (local servers ignore it)
     concurrency: int = 8
-    rpm: float = 0                      # requests per minute (0: no limit)
-    tpm: float = 0                      # tokens per minute, prompt + completion (0: no limit)
-    timeout: float = 120.0              # seconds per request
+    rpm: float = 0  # requests per minute (0: no limit)
+    tpm: float = 0  # tokens per minute, prompt + completion (0: no limit)
+    timeout: float = 120.0  # seconds per request
     max_retries: int = 5
-    backoff: float = 1.0                # first retry wait (doubles each time) when no Retry-After is given
+    backoff: float = 1.0  # first retry wait (doubles each time) when no Retry-After is given
     backoff_max: float = 60.0
-    context_tokens: int | None = None   # the server's context size (Ollama's num_ctx), when known
+    context_tokens: int | None = None  # the server's context size (Ollama's num_ctx), when known
 
 
 class _Fatal(Exception):
@@ -329,8 +346,9 @@ class RemoteClient:
             import openai
 
             key = self.cfg.api_key or os.environ.get("OPENAI_API_KEY") or "none"
-            self._client = openai.OpenAI(base_url=self.cfg.base_url, api_key=key, max_retries=0,
-                                         timeout=self.cfg.timeout)
+            self._client = openai.OpenAI(
+                base_url=self.cfg.base_url, api_key=key, max_retries=0, timeout=self.cfg.timeout
+            )
         return self._client
 
     def served_models(self) -> list[dict[str, Any]]:
@@ -361,15 +379,16 @@ class RemoteClient:
                 todo[k] = r
         s = self.summary = Summary(requests=len(requests), unique=len(set(keys)), cached=len(found))
         if todo:
-            log.info(f"[remote] {len(todo)} to ask {self.cfg.model} at {self.cfg.base_url} "
-                     f"({len(found)} in the cache)")
+            log.info(f"[remote] {len(todo)} to ask {self.cfg.model} at {self.cfg.base_url} ({len(found)} in the cache)")
             found.update(self._ask_all(todo, desc))
         s.seconds = time.monotonic() - t0
         log.info(f"[remote] {s.line()}")
         if s.input_truncated:
-            log.warning(f"[remote] {s.input_truncated} response(s) report fewer prompt tokens than their input has: the "
-                        "server cut the input (Ollama does so silently at num_ctx). Fix: raise the context, e.g. "
-                        "OLLAMA_CONTEXT_LENGTH=8192 for `ollama serve`, or PARAMETER num_ctx in a Modelfile")
+            log.warning(
+                f"[remote] {s.input_truncated} response(s) report fewer prompt tokens than their input has: the "
+                "server cut the input (Ollama does so silently at num_ctx). Fix: raise the context, e.g. "
+                "OLLAMA_CONTEXT_LENGTH=8192 for `ollama serve`, or PARAMETER num_ctx in a Modelfile"
+            )
         return [found[k] for k in keys]
 
     def _ask_all(self, todo: dict[str, ChatRequest], desc: str) -> dict[str, ChatResponse]:
@@ -386,9 +405,12 @@ class RemoteClient:
                     out[resp.key] = resp
                     if hasattr(bar, "set_postfix_str"):  # a tqdm bar (progress may be off)
                         mins = max(time.monotonic() - t0, 1e-6) / 60
-                        bar.set_postfix_str(f"{s.sent / mins:.0f} req/min, "
-                                            f"{(s.prompt_tokens + s.completion_tokens) / mins:.0f} tok/min, "
-                                            f"{s.failed} failed", refresh=False)
+                        bar.set_postfix_str(
+                            f"{s.sent / mins:.0f} req/min, "
+                            f"{(s.prompt_tokens + s.completion_tokens) / mins:.0f} tok/min, "
+                            f"{s.failed} failed",
+                            refresh=False,
+                        )
             except _Fatal as e:
                 for f in futures:
                     f.cancel()
@@ -410,15 +432,22 @@ class RemoteClient:
             wait = None
             try:
                 completion = self.openai().chat.completions.create(
-                    model=self.cfg.model, messages=messages, timeout=self.cfg.timeout, **req.params)
+                    model=self.cfg.model, messages=messages, timeout=self.cfg.timeout, **req.params
+                )
                 resp = self._response(key, req, completion, attempts, time.monotonic() - t0)
-                pacer.correct(reserved, (resp.prompt_tokens or 0) + (resp.completion_tokens or 0)
-                              if resp.prompt_tokens is not None else None)
+                pacer.correct(
+                    reserved,
+                    (resp.prompt_tokens or 0) + (resp.completion_tokens or 0)
+                    if resp.prompt_tokens is not None
+                    else None,
+                )
                 return self._record(resp)
             except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as e:
                 pacer.correct(reserved, None)
-                raise _Fatal(f"{self.cfg.base_url} refused the request ({type(e).__name__}: {e}). Fix: check the "
-                             "URL (it ends in /v1), the model name and the API key") from None
+                raise _Fatal(
+                    f"{self.cfg.base_url} refused the request ({type(e).__name__}: {e}). Fix: check the "
+                    "URL (it ends in /v1), the model name and the API key"
+                ) from None
             except openai.APIStatusError as e:
                 if e.status_code != 429 and e.status_code < 500:
                     error = f"HTTP {e.status_code}: {str(e)[:300]}"
@@ -433,12 +462,16 @@ class RemoteClient:
             pacer.correct(reserved, None)  # a failed attempt: the token clock keeps its estimate
             if attempts <= self.cfg.max_retries:
                 if wait is None:
-                    wait = min(self.cfg.backoff_max, self.cfg.backoff * 2 ** (attempts - 1)) * (0.5 + random.random() / 2)
+                    wait = min(self.cfg.backoff_max, self.cfg.backoff * 2 ** (attempts - 1)) * (
+                        0.5 + random.random() / 2
+                    )
                 time.sleep(wait)
         pacer.correct(est, None)
         if unreachable and self.summary.ok == 0:
-            raise _Fatal(f"cannot reach {self.cfg.base_url} ({error}). Fix: start the server (e.g. `ollama serve`, "
-                         "`vllm serve MODEL`) or correct the URL")
+            raise _Fatal(
+                f"cannot reach {self.cfg.base_url} ({error}). Fix: start the server (e.g. `ollama serve`, "
+                "`vllm serve MODEL`) or correct the URL"
+            )
         log.warning(f"[remote] request {key[:12]} failed after {attempts} attempt(s): {error}")
         return self._record(ChatResponse(key=key, error=error, attempts=attempts, seconds=time.monotonic() - t0))
 
@@ -450,13 +483,23 @@ class RemoteClient:
         usage = getattr(completion, "usage", None)
         pt = getattr(usage, "prompt_tokens", None)
         ct = getattr(usage, "completion_tokens", None)
-        truncated = pt is not None and (pt < TRUNCATION_RATIO * estimate_tokens(req) or (
-            self.cfg.context_tokens is not None and pt >= self.cfg.context_tokens))
-        return ChatResponse(key=key, text=text, finish_reason=choice.finish_reason, prompt_tokens=pt,
-                            completion_tokens=ct, model=getattr(completion, "model", None), attempts=attempts,
-                            seconds=round(seconds, 3), input_truncated=bool(truncated),
-                            system_fingerprint=getattr(completion, "system_fingerprint", None),
-                            prompt_logprobs=prompt_logprobs_of(completion))
+        truncated = pt is not None and (
+            pt < TRUNCATION_RATIO * estimate_tokens(req)
+            or (self.cfg.context_tokens is not None and pt >= self.cfg.context_tokens)
+        )
+        return ChatResponse(
+            key=key,
+            text=text,
+            finish_reason=choice.finish_reason,
+            prompt_tokens=pt,
+            completion_tokens=ct,
+            model=getattr(completion, "model", None),
+            attempts=attempts,
+            seconds=round(seconds, 3),
+            input_truncated=bool(truncated),
+            system_fingerprint=getattr(completion, "system_fingerprint", None),
+            prompt_logprobs=prompt_logprobs_of(completion),
+        )
 
     def _record(self, resp: ChatResponse) -> ChatResponse:
         if self.cache is not None:

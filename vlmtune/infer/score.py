@@ -30,8 +30,17 @@ import torch
 from vlmtune.data.example import Example
 from vlmtune.errors import DataError
 from vlmtune.logs import progress_bar
-from vlmtune.processing import (Model, Processor, encode_texts, example_inputs, load_image_cached, prompt_text,
-                                render, to_model, tokenizer_of)
+from vlmtune.processing import (
+    Model,
+    Processor,
+    encode_texts,
+    example_inputs,
+    load_image_cached,
+    prompt_text,
+    render,
+    to_model,
+    tokenizer_of,
+)
 
 
 def _encode(processor, model, text: str, images: list, ex: Example | None = None) -> dict[str, torch.Tensor]:
@@ -64,51 +73,64 @@ def _cut_at_end(ids: list[int], end_ids: set[int]) -> list[int]:
 def _option_texts(examples: list[Example], options: list[list[str]] | None) -> list[list[str]]:
     if options is not None:
         if len(options) != len(examples):
-            raise ValueError(f"options has {len(options)} lists for {len(examples)} examples; pass one list per example")
+            raise ValueError(
+                f"options has {len(options)} lists for {len(examples)} examples; pass one list per example"
+            )
         return [[str(o) for o in opts] for opts in options]
     out = []
     for ex in examples:
         if not ex.options:
-            raise DataError(f"example '{ex.id}' has no options to score", field="options",
-                            fix="add the closed answer set as 'options', or pass options=... to score_options")
+            raise DataError(
+                f"example '{ex.id}' has no options to score",
+                field="options",
+                fix="add the closed answer set as 'options', or pass options=... to score_options",
+            )
         out.append([str(o) for o in ex.options])
     return out
 
 
 def _full_text(processor, ex: Example, option: str) -> str:
     """The conversation with `option` as the assistant's answer, rendered by the model's chat template."""
-    return render(processor, ex.prompt_messages() + [{"role": "assistant", "content": option}],
-                  add_generation_prompt=False)
+    return render(
+        processor, ex.prompt_messages() + [{"role": "assistant", "content": option}], add_generation_prompt=False
+    )
 
 
 def _finish(total: float, n: int, normalize: bool) -> float:
     return total / max(n, 1) if normalize else total
 
 
-def _score_one_full(model, processor, ex: Example, option: str, images: list, prompt_ids: torch.Tensor,
-                    end_ids: set[int]) -> tuple[float, int]:
+def _score_one_full(
+    model, processor, ex: Example, option: str, images: list, prompt_ids: torch.Tensor, end_ids: set[int]
+) -> tuple[float, int]:
     """(sum log-prob, n tokens) of one option from one forward over prompt+option.
 
     Scored tokens start where the full rendering's tokens stop matching the prompt's (the prompt's length when
     the prefix property holds) and end at the first end-of-turn token, inclusive.
     """
     enc = _encode(processor, model, _full_text(processor, ex, option), images, ex)
-    ids = enc["input_ids"][0]                                            # [T]
+    ids = enc["input_ids"][0]  # [T]
     n = min(len(ids), len(prompt_ids))
     diff = (ids[:n] != prompt_ids[:n]).nonzero()
     start = int(diff[0]) if len(diff) else n
     target = _cut_at_end(ids[start:].tolist(), end_ids)
     if start == 0 or not target:
         raise DataError(f"example '{ex.id}': option {option!r} adds no tokens after the prompt", field="options")
-    logits = model(**enc, use_cache=False).logits[0, start - 1: start - 1 + len(target)]   # [L, V]
+    logits = model(**enc, use_cache=False).logits[0, start - 1 : start - 1 + len(target)]  # [L, V]
     logp = torch.log_softmax(logits.float(), dim=-1)
     tgt = torch.tensor(target, device=logp.device)
     return float(logp.gather(-1, tgt[:, None]).sum()), len(target)
 
 
 @torch.inference_mode()
-def score_options_full(model: Model, processor: Processor, examples: list[Example],
-                       options: list[list[str]] | None = None, *, normalize: bool = False) -> list[list[float]]:
+def score_options_full(
+    model: Model,
+    processor: Processor,
+    examples: list[Example],
+    options: list[list[str]] | None = None,
+    *,
+    normalize: bool = False,
+) -> list[list[float]]:
     """Reference scorer: one full forward (prompt + images + option) per option. Same scores as `score_options`."""
     opts = _option_texts(examples, options)
     end_ids = _end_ids(model, processor)
@@ -124,8 +146,9 @@ def score_options_full(model: Model, processor: Processor, examples: list[Exampl
     return out
 
 
-def _option_token_ids(processor, ex: Example, prompt: str, ex_opts: list[str],
-                      end_ids: set[int]) -> list[list[int] | None]:
+def _option_token_ids(
+    processor, ex: Example, prompt: str, ex_opts: list[str], end_ids: set[int]
+) -> list[list[int] | None]:
     """Each option's tokens after the prompt, or None where prompt+option does not tokenize as prompt + option.
 
     Text-only tokenization is enough for the check: the processor only expands image placeholders (special
@@ -138,7 +161,7 @@ def _option_token_ids(processor, ex: Example, prompt: str, ex_opts: list[str],
     out: list[list[int] | None] = []
     for full, ids in zip(fulls, f_ids):
         ok = full.startswith(prompt) and ids[: len(p_ids)] == p_ids and len(ids) > len(p_ids)
-        out.append(_cut_at_end(ids[len(p_ids):], end_ids) if ok else None)
+        out.append(_cut_at_end(ids[len(p_ids) :], end_ids) if ok else None)
     return out
 
 
@@ -160,16 +183,19 @@ def _can_pack(model, length: int, *, strict: bool = False) -> bool:
         why = "multimodal rotary positions"
     elif getattr(model.config, "_attn_implementation", None) not in ("sdpa", "eager"):
         why = f"attention kernel {getattr(model.config, '_attn_implementation', None)!r} takes no 4-D mask"
-    elif "sliding_attention" in (getattr(cfg, "layer_types", None) or []) and (getattr(cfg, "sliding_window", None)
-                                                                              or 0) < length:
+    elif (
+        "sliding_attention" in (getattr(cfg, "layer_types", None) or [])
+        and (getattr(cfg, "sliding_window", None) or 0) < length
+    ):
         why = "sliding-window layers shorter than the packed sequence"
     if why and strict:
         raise ValueError(f"packing=on is not exact for {type(model).__name__}: {why}")
     return why is None
 
 
-def _score_packed(model, cache, first_logp: torch.Tensor, P: int, tails: list[list[int]],
-                  counts: dict[str, int]) -> list[tuple[float, int]]:
+def _score_packed(
+    model, cache, first_logp: torch.Tensor, P: int, tails: list[list[int]], counts: dict[str, int]
+) -> list[tuple[float, int]]:
     """(sum log-prob, n tokens) of each option; options fed packed after the cached prompt (see score_options)."""
     device = first_logp.device
     out: list[tuple[float, int] | None] = [None] * len(tails)
@@ -185,7 +211,7 @@ def _score_packed(model, cache, first_logp: torch.Tensor, P: int, tails: list[li
             out[i] = (float(first_logp[tails[i][0]]), 1)
         if not feed:
             continue
-        inp = torch.tensor([t for i in feed for t in tails[i][:-1]], device=device)        # [S]
+        inp = torch.tensor([t for i in feed for t in tails[i][:-1]], device=device)  # [S]
         S = len(inp)
         pos = torch.cat([P + torch.arange(len(tails[i]) - 1, device=device) for i in feed])  # [S]
         allowed = torch.zeros((S, P + S), dtype=torch.bool, device=device)
@@ -193,14 +219,16 @@ def _score_packed(model, cache, first_logp: torch.Tensor, P: int, tails: list[li
         start = 0
         for i in feed:
             n = len(tails[i]) - 1
-            allowed[start: start + n, P + start: P + start + n] = torch.tril(torch.ones((n, n), dtype=torch.bool))
+            allowed[start : start + n, P + start : P + start + n] = torch.tril(torch.ones((n, n), dtype=torch.bool))
             start += n
-        mask = allowed[None, None]                                                           # [1, 1, S, P + S]
+        mask = allowed[None, None]  # [1, 1, S, P + S]
         if eager:  # eager attention adds the mask to the scores
             mask = torch.zeros(mask.shape, dtype=model.dtype, device=device).masked_fill(
-                ~mask, torch.finfo(model.dtype).min)
-        logits = model(input_ids=inp[None], attention_mask=mask, position_ids=pos[None], cache=cache,
-                       use_cache=True).logits[0]                                             # [S, V]
+                ~mask, torch.finfo(model.dtype).min
+            )
+        logits = model(
+            input_ids=inp[None], attention_mask=mask, position_ids=pos[None], cache=cache, use_cache=True
+        ).logits[0]  # [S, V]
         cache.crop(P - cache.get_seq_length())  # drop the options: the next group starts from the prompt again
         counts["option_forwards"] += 1
         lp = torch.log_softmax(logits.float(), dim=-1)
@@ -208,41 +236,52 @@ def _score_packed(model, cache, first_logp: torch.Tensor, P: int, tails: list[li
         for i in feed:
             q = tails[i]
             n = len(q) - 1
-            rest = lp[start: start + n].gather(-1, torch.tensor(q[1:], device=device)[:, None])[:, 0]
+            rest = lp[start : start + n].gather(-1, torch.tensor(q[1:], device=device)[:, None])[:, 0]
             out[i] = (float(first_logp[q[0]]) + float(rest.sum()), len(q))
             start += n
     counts["packed_examples"] += 1
     return [o for o in out if o is not None]
 
 
-def _score_expanded(model, cache, first_logp: torch.Tensor, P: int, tails: list[list[int]], batch_size: int,
-                    pad_id: int, model_positions: bool, counts: dict[str, int]) -> list[tuple[float, int]]:
+def _score_expanded(
+    model,
+    cache,
+    first_logp: torch.Tensor,
+    P: int,
+    tails: list[list[int]],
+    batch_size: int,
+    pad_id: int,
+    model_positions: bool,
+    counts: dict[str, int],
+) -> list[tuple[float, int]]:
     """(sum log-prob, n tokens) of each option, in batches of options against copies of the prompt's cache."""
     device = first_logp.device
     out: list[tuple[float, int] | None] = [None] * len(tails)
     # Shortest first: options of similar length share a batch, so little of each batch is padding.
     todo = sorted(range(len(tails)), key=lambda j: len(tails[j]))
     for s in range(0, len(todo), batch_size):
-        idx = todo[s: s + batch_size]
+        idx = todo[s : s + batch_size]
         seqs = [tails[j] for j in idx]
         b, L = len(seqs), max(map(len, seqs))
-        target = torch.full((b, L), pad_id, dtype=torch.long, device=device)   # [b, L], right padded
+        target = torch.full((b, L), pad_id, dtype=torch.long, device=device)  # [b, L], right padded
         valid = torch.zeros((b, L), dtype=torch.bool, device=device)
         for r, q in enumerate(seqs):
             target[r, : len(q)] = torch.tensor(q, device=device)
             valid[r, : len(q)] = True
         token_logp = torch.zeros((b, L), device=device)
-        token_logp[:, 0] = first_logp[target[:, 0]]                               # [b]: 1st option token
+        token_logp[:, 0] = first_logp[target[:, 0]]  # [b]: 1st option token
         if L > 1:
             # Feed option tokens 0..L-2 after the cached prefix; their logits predict tokens 1..L-1.
-            inp = target[:, : L - 1]                                               # [b, L-1]
-            attn = torch.cat([torch.ones((b, P), dtype=torch.long, device=device),
-                              valid[:, : L - 1].long()], dim=1)                    # [b, P + L-1]
+            inp = target[:, : L - 1]  # [b, L-1]
+            attn = torch.cat(
+                [torch.ones((b, P), dtype=torch.long, device=device), valid[:, : L - 1].long()], dim=1
+            )  # [b, P + L-1]
             kw: dict[str, Any] = {}
             if not model_positions:
                 kw["position_ids"] = (P + torch.arange(L - 1, device=device)).expand(b, L - 1)
-            logits = model(input_ids=inp, attention_mask=attn, cache=_expand_cache(cache, b),
-                           use_cache=True, **kw).logits                           # [b, L-1, V]
+            logits = model(
+                input_ids=inp, attention_mask=attn, cache=_expand_cache(cache, b), use_cache=True, **kw
+            ).logits  # [b, L-1, V]
             counts["option_forwards"] += 1
             lp = torch.log_softmax(logits.float(), dim=-1)
             token_logp[:, 1:] = lp.gather(-1, target[:, 1:, None])[..., 0]
@@ -261,9 +300,14 @@ def _expand_cache(cache, n: int):
 
     c = copy.deepcopy(cache)  # batch 1: cheap
     for layer in c.layers:
-        if type(layer) is DynamicLayer and layer.is_initialized and layer.keys is not None and layer.keys.numel() \
-                and layer.values is not None:
-            layer.keys = layer.keys.expand(n, -1, -1, -1)       # [n, H, P, D], a view
+        if (
+            type(layer) is DynamicLayer
+            and layer.is_initialized
+            and layer.keys is not None
+            and layer.keys.numel()
+            and layer.values is not None
+        ):
+            layer.keys = layer.keys.expand(n, -1, -1, -1)  # [n, H, P, D], a view
             layer.values = layer.values.expand(n, -1, -1, -1)
         else:
             layer.batch_repeat_interleave(n)
@@ -271,9 +315,17 @@ def _expand_cache(cache, n: int):
 
 
 @torch.inference_mode()
-def score_options(model: Model, processor: Processor, examples: list[Example], options: list[list[str]] | None = None, *,
-                  batch_size: int = 16, normalize: bool = False, stats: dict[str, int] | None = None,
-                  packing: str = "auto") -> list[list[float]]:
+def score_options(
+    model: Model,
+    processor: Processor,
+    examples: list[Example],
+    options: list[list[str]] | None = None,
+    *,
+    batch_size: int = 16,
+    normalize: bool = False,
+    stats: dict[str, int] | None = None,
+    packing: str = "auto",
+) -> list[list[float]]:
     """Log-likelihood of each option as the assistant's answer; the prompt (and its images) runs once per example.
 
     Returns one list of scores per example, in option order (sum of token log-probs, or the per-token mean with
@@ -295,8 +347,14 @@ def score_options(model: Model, processor: Processor, examples: list[Example], o
     tok = tokenizer_of(processor)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else next(iter(end_ids), 0)
     model_positions = _uses_model_positions(model)
-    counts = {"examples": len(examples), "options": sum(map(len, opts)), "prefix_forwards": 0,
-              "option_forwards": 0, "fallback_options": 0, "packed_examples": 0}
+    counts = {
+        "examples": len(examples),
+        "options": sum(map(len, opts)),
+        "prefix_forwards": 0,
+        "option_forwards": 0,
+        "fallback_options": 0,
+        "packed_examples": 0,
+    }
     out: list[list[float]] = []
     for ex, ex_opts in progress_bar(list(zip(examples, opts)), desc="score"):
         images = [load_image_cached(p) for p in ex.images]
@@ -305,7 +363,7 @@ def score_options(model: Model, processor: Processor, examples: list[Example], o
         P = enc["input_ids"].shape[1]
         pre = model(**enc, use_cache=True, logits_to_keep=1)
         counts["prefix_forwards"] += 1
-        first_logp = torch.log_softmax(pre.logits[0, -1].float(), dim=-1)   # [V]: predicts each option's 1st token
+        first_logp = torch.log_softmax(pre.logits[0, -1].float(), dim=-1)  # [V]: predicts each option's 1st token
         cache = pre.cache
         row: list[float | None] = [None] * len(ex_opts)
         tails = _option_token_ids(processor, ex, prompt, ex_opts, end_ids)
@@ -320,43 +378,47 @@ def score_options(model: Model, processor: Processor, examples: list[Example], o
         if packing != "off" and _can_pack(model, longest, strict=packing == "on"):
             scored = _score_packed(model, cache, first_logp, P, todo_tails, counts)
         else:
-            scored = _score_expanded(model, cache, first_logp, P, todo_tails, batch_size, pad_id,
-                                     model_positions, counts)
+            scored = _score_expanded(
+                model, cache, first_logp, P, todo_tails, batch_size, pad_id, model_positions, counts
+            )
         for j, (total, n) in zip(todo, scored):
             row[j] = _finish(total, n, normalize)
         scores = [float(x) for x in row if x is not None]
         assert len(scores) == len(row)  # every option was scored, by the full forward or the cached prompt
         out.append(scores)
     if counts["fallback_options"]:
-        warnings.warn(f"{counts['fallback_options']} of {counts['options']} options tokenize differently after the "
-                      "prompt than alone (a merge across the prompt/answer boundary); they were scored with a full "
-                      "forward each", stacklevel=2)
+        warnings.warn(
+            f"{counts['fallback_options']} of {counts['options']} options tokenize differently after the "
+            "prompt than alone (a merge across the prompt/answer boundary); they were scored with a full "
+            "forward each",
+            stacklevel=2,
+        )
     if stats is not None:
         stats.update(counts)
     return out
 
 
 @torch.inference_mode()
-def prompt_logprobs(model: Model, processor: Processor, text: str, images: list, *,
-                    top: int = 0) -> list[dict[str, dict] | None]:
+def prompt_logprobs(
+    model: Model, processor: Processor, text: str, images: list, *, top: int = 0
+) -> list[dict[str, dict] | None]:
     """Each token's log-probability given the tokens before it, for one rendered text (one forward), in vLLM's
     `prompt_logprobs` format: None for the first token, then `{"<id>": {"logprob", "rank", "decoded_token"}}` with
     the text's own token first and the `top` likeliest tokens after it. `rank` 1 is the likeliest token."""
     enc = _encode(processor, model, text, images)
     ids = enc["input_ids"][0].tolist()
-    logp = torch.log_softmax(model(**enc, use_cache=False).logits[0, :-1].float(), dim=-1)   # [T-1, V]
+    logp = torch.log_softmax(model(**enc, use_cache=False).logits[0, :-1].float(), dim=-1)  # [T-1, V]
     tok = tokenizer_of(processor)
     out: list[dict[str, dict] | None] = [None]
     for pos, token in enumerate(ids[1:]):
         row = logp[pos]
 
-        def entry(t: int) -> dict:
+        def entry(t: int, row: torch.Tensor = row) -> dict:
             lp = float(row[t])
             return {"logprob": lp, "rank": int((row > row[t]).sum()) + 1, "decoded_token": tok.decode([t])}
 
         here = {str(token): entry(token)}
-        for t in (row.topk(top).indices.tolist() if top > 0 else []):
+        for t in row.topk(top).indices.tolist() if top > 0 else []:
             here.setdefault(str(t), entry(t))
         out.append(here)
     return out
-

@@ -35,5 +35,16 @@ from vlmtune.memory.scoring import ScoreSettings
 from vlmtune.memory.store import open_bank
 from vlmtune.memory.toolkit import Toolkit
 
-__all__ = ["BankSettings", "MemoryBank", "Reminder", "ScoreSettings", "Scored", "TokenCounter", "Toolkit", "Write",
-           "build_reminder", "inject", "open_bank"]
+__all__ = [
+    "BankSettings",
+    "MemoryBank",
+    "Reminder",
+    "ScoreSettings",
+    "Scored",
+    "TokenCounter",
+    "Toolkit",
+    "Write",
+    "build_reminder",
+    "inject",
+    "open_bank",
+]

@@ -20,8 +20,9 @@ Both are deterministic. A `BankStore` (vlmtune.memory.store) makes every change 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,12 +40,13 @@ POLICIES = ("merge", "evict")
 @dataclass
 class Write:
     """What one turn writes. `kind`: an item kind or an episode turn kind (show, again, chat, ...)."""
+
     turn: int
     text: str
     kind: str = "turn"
     image: str | None = None
     slot: str | None = None
-    saliency: float | None = None       # an explicit mark or a teacher's rating; None: novelty
+    saliency: float | None = None  # an explicit mark or a teacher's rating; None: novelty
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -62,7 +64,7 @@ class _Parts:
 class Scored:
     item: MemoryItem
     score: float
-    _parts: Any = None   # a dict, or a _Parts read on first use
+    _parts: Any = None  # a dict, or a _Parts read on first use
 
     @property
     def parts(self) -> dict[str, Any]:
@@ -74,10 +76,10 @@ class Scored:
 @dataclass(frozen=True)
 class BankSettings:
     score: ScoreSettings = field(default_factory=ScoreSettings)
-    capacity: int = 0               # live items kept (0: no limit)
-    policy: str = "merge"           # at capacity: merge (MA-LMM) | evict
-    index: str = "exact"            # exact | faiss | usearch
-    candidates: int = 1024          # items scored exactly per query (every item while the bank is smaller)
+    capacity: int = 0  # live items kept (0: no limit)
+    policy: str = "merge"  # at capacity: merge (MA-LMM) | evict
+    index: str = "exact"  # exact | faiss | usearch
+    candidates: int = 1024  # items scored exactly per query (every item while the bank is smaller)
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -95,12 +97,12 @@ class MemoryBank:
         self.vec_image: dict[str, np.ndarray] = {}
         self.keys: dict[str, int] = {}
         self._next_key = 0
-        self._repeats: dict[tuple[str | None, str | None], str] = {}   # (image hash, slot) or (None, text) -> id
-        self._slots: dict[str, str] = {}                                # slot -> its live, current item
-        self._tokens: dict[str, set[str]] = {}                          # id -> its key's tokens (no-encoder paths)
+        self._repeats: dict[tuple[str | None, str | None], str] = {}  # (image hash, slot) or (None, text) -> id
+        self._slots: dict[str, str] = {}  # slot -> its live, current item
+        self._tokens: dict[str, set[str]] = {}  # id -> its key's tokens (no-encoder paths)
         self.bm25 = BM25()
         self.text_index = make_index(self.settings.index, kit.text.dim) if kit.text else None
-        self.store = store   # a vlmtune.memory.store.BankStore, or None: in memory only
+        self.store = store  # a vlmtune.memory.store.BankStore, or None: in memory only
 
     def _index(self) -> ExactIndex:
         """The dense text index, which exists whenever text vectors do (a text encoder is configured)."""
@@ -111,8 +113,10 @@ class MemoryBank:
     def write(self, w: Write) -> MemoryItem:
         kind = TURN_KINDS.get(w.kind, w.kind)
         if kind not in KINDS:
-            raise ConfigError(f"memory item kind '{w.kind}' is unknown; use one of {', '.join(KINDS)} "
-                              f"(or an episode turn kind: {', '.join(TURN_KINDS)})")
+            raise ConfigError(
+                f"memory item kind '{w.kind}' is unknown; use one of {', '.join(KINDS)} "
+                f"(or an episode turn kind: {', '.join(TURN_KINDS)})"
+            )
         image_hash = file_hash(w.image) if w.image else None
         same = self._same(w, image_hash)
         if same is not None:
@@ -121,9 +125,20 @@ class MemoryBank:
             self._log("put", item=same)
             return same
         content = content_hash(w.text, image_hash)
-        item = MemoryItem(id=f"m{w.turn:06d}-{content[:8]}", kind=kind, text=w.text, turn=w.turn, turns=[w.turn],
-                          content=content, image=w.image, image_hash=image_hash, slot=w.slot, last_access=w.turn,
-                          strength=self.settings.score.decay, meta=dict(w.meta))
+        item = MemoryItem(
+            id=f"m{w.turn:06d}-{content[:8]}",
+            kind=kind,
+            text=w.text,
+            turn=w.turn,
+            turns=[w.turn],
+            content=content,
+            image=w.image,
+            image_hash=image_hash,
+            slot=w.slot,
+            last_access=w.turn,
+            strength=self.settings.score.decay,
+            meta=dict(w.meta),
+        )
         if w.image and image_hash is not None:
             item.key = self.kit.key_texts([w.image], [image_hash])[0]
         vt = self.kit.text_vectors([item.key_text()])
@@ -198,8 +213,9 @@ class MemoryBank:
     def _enforce_capacity(self, now: int) -> None:
         cap = self.settings.capacity
         while cap and len(self.items) > cap:
-            stale = sorted((it for it in self.items.values() if it.superseded_by is not None),
-                           key=lambda it: (it.turns[-1], it.id))
+            stale = sorted(
+                (it for it in self.items.values() if it.superseded_by is not None), key=lambda it: (it.turns[-1], it.id)
+            )
             if stale:
                 self._drop(stale[0].id)
             elif self.settings.policy == "evict":
@@ -221,21 +237,22 @@ class MemoryBank:
     def _merge_most_similar(self) -> None:
         ordered = sorted(self.items.values(), key=lambda it: (it.turn, it.id))
         sims = [self._similarity(a, b) for a, b in zip(ordered, ordered[1:])]
-        j = max(range(len(sims)), key=lambda i: (round(sims[i], 12), -i))   # ties: the earliest pair
+        j = max(range(len(sims)), key=lambda i: (round(sims[i], 12), -i))  # ties: the earliest pair
         a, b = ordered[j], ordered[j + 1]
         merged = merge_items(a, b)
         vt = _mean(self.vec_text.get(a.id), self.vec_text.get(b.id))
         vi = _mean(self.vec_image.get(a.id), self.vec_image.get(b.id))
         self._remove(b.id)
-        self._replace(merged, vt, vi)   # in a's place: a replayed journal gives the same order
+        self._replace(merged, vt, vi)  # in a's place: a replayed journal gives the same order
         self._log("drop", id=b.id)
         self._log("put", item=merged)
         if self.store is not None:
             self.store.save_vectors(merged, vt, vi)
 
     # --- retrieval -----------------------------------------------------------------------------------------
-    def retrieve(self, query: str, now: int, *, settings: ScoreSettings | None = None,
-                 query_image: str | None = None) -> list[Scored]:
+    def retrieve(
+        self, query: str, now: int, *, settings: ScoreSettings | None = None, query_image: str | None = None
+    ) -> list[Scored]:
         """Every candidate item ranked by the score (best first), with its score parts."""
         s = settings or self.settings.score
         if not self.items:
@@ -247,8 +264,9 @@ class MemoryBank:
         if qv is not None:
             dense = np.array([float(self.vec_text[it.id] @ qv) if it.id in self.vec_text else 0.0 for it in cands])
             if self.kit.joint:  # a joint encoder: the query meets the picture itself too
-                dense = np.maximum(dense, [float(self.vec_image[it.id] @ qv) if it.id in self.vec_image else -1.0
-                                           for it in cands])
+                dense = np.maximum(
+                    dense, [float(self.vec_image[it.id] @ qv) if it.id in self.vec_image else -1.0 for it in cands]
+                )
         if query_image is not None and self.kit.image is not None:
             qis = self.kit.image_vectors([query_image])
             assert qis is not None  # there is an image encoder
@@ -258,8 +276,9 @@ class MemoryBank:
         bm25 = self.bm25.scores(query, [self.keys[it.id] for it in cands])
         parts = components(cands, now, dense=dense, bm25=bm25, settings=s)
         scores, scaled = combine(parts, [it.superseded_by is not None for it in cands], s)
-        return [Scored(cands[i], float(scores[i]), _Parts(parts, scaled, i, float(scores[i])))
-                for i in rank(cands, scores)]
+        return [
+            Scored(cands[i], float(scores[i]), _Parts(parts, scaled, i, float(scores[i]))) for i in rank(cands, scores)
+        ]
 
     def _candidates(self, query: str, qv: np.ndarray | None, now: int) -> list[MemoryItem]:
         live = list(self.items.values())
@@ -305,13 +324,24 @@ def apply_touch(items: dict[str, MemoryItem], ids: Sequence[str], now: int, s: S
 def merge_items(a: MemoryItem, b: MemoryItem) -> MemoryItem:
     """One item standing for two adjacent ones (MA-LMM-style merging)."""
     return MemoryItem(
-        id=a.id, kind=a.kind if a.kind == b.kind else "turn", text=f"{a.text} | {b.text}", turn=a.turn,
-        turns=sorted(a.turns + b.turns), content=content_hash(a.content + b.content, None),
-        key=f"{a.key} {b.key}".strip(), image=b.image or a.image, image_hash=b.image_hash or a.image_hash,
-        slot=b.slot or a.slot, saliency=max(a.saliency, b.saliency), access_count=a.access_count + b.access_count,
-        last_access=max(a.last_access, b.last_access), strength=max(a.strength, b.strength),
+        id=a.id,
+        kind=a.kind if a.kind == b.kind else "turn",
+        text=f"{a.text} | {b.text}",
+        turn=a.turn,
+        turns=sorted(a.turns + b.turns),
+        content=content_hash(a.content + b.content, None),
+        key=f"{a.key} {b.key}".strip(),
+        image=b.image or a.image,
+        image_hash=b.image_hash or a.image_hash,
+        slot=b.slot or a.slot,
+        saliency=max(a.saliency, b.saliency),
+        access_count=a.access_count + b.access_count,
+        last_access=max(a.last_access, b.last_access),
+        strength=max(a.strength, b.strength),
         superseded_by=a.superseded_by if (a.superseded_by and b.superseded_by) else None,
-        merged=a.merged + [b.id] + b.merged, meta={**b.meta, **a.meta})
+        merged=a.merged + [b.id] + b.merged,
+        meta={**b.meta, **a.meta},
+    )
 
 
 def _jaccard(a: set[str], b: set[str]) -> float:

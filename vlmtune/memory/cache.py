@@ -23,8 +23,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -54,8 +55,10 @@ class EmbeddingCache:
         if manifest.exists():
             stored = json.loads(manifest.read_text(encoding="utf-8"))
             if stored != identity:
-                raise ConfigError(f"{self.dir} holds embeddings of another encoder ({stored}), not of {identity}; "
-                                  "use that encoder, or another folder")
+                raise ConfigError(
+                    f"{self.dir} holds embeddings of another encoder ({stored}), not of {identity}; "
+                    "use that encoder, or another folder"
+                )
         else:
             atomic_write_json(manifest, identity)
         self._vecs: dict[str, np.ndarray] = {}
@@ -64,16 +67,18 @@ class EmbeddingCache:
         self._load()
 
     @classmethod
-    def for_encoder(cls, encoder: Any, cache: str | os.PathLike | None = None) -> "EmbeddingCache":
+    def for_encoder(cls, encoder: Any, cache: str | os.PathLike | None = None) -> EmbeddingCache:
         """The shared cache folder of `encoder` under $VLMTUNE_CACHE/embeddings/."""
         return cls(embeddings_dir(cache) / identity_id(encoder.identity), encoder.identity)
 
     @classmethod
-    def open_existing(cls, folder: str | os.PathLike) -> "EmbeddingCache":
+    def open_existing(cls, folder: str | os.PathLike) -> EmbeddingCache:
         manifest = Path(folder) / "encoder.json"
         if not manifest.exists():
-            raise ConfigError(f"{folder} is not an embedding folder (no encoder.json); write one with "
-                              "vlmtune.memory.cache.EmbeddingCache(folder, identity)")
+            raise ConfigError(
+                f"{folder} is not an embedding folder (no encoder.json); write one with "
+                "vlmtune.memory.cache.EmbeddingCache(folder, identity)"
+            )
         return cls(folder, json.loads(manifest.read_text(encoding="utf-8")))
 
     def _load(self) -> None:
@@ -116,8 +121,10 @@ class EmbeddingCache:
         from safetensors.numpy import save
 
         keys = list(self._pending)
-        data = save({"vectors": np.stack([self._pending[k] for k in keys]).astype(STORE_DTYPE)},
-                    metadata={"keys": json.dumps(keys)})
+        data = save(
+            {"vectors": np.stack([self._pending[k] for k in keys]).astype(STORE_DTYPE)},
+            metadata={"keys": json.dumps(keys)},
+        )
         while (self.dir / f"shard-{self._shards:06d}.safetensors").exists():
             self._shards += 1
         atomic_write_bytes(self.dir / f"shard-{self._shards:06d}.safetensors", data)
@@ -128,7 +135,7 @@ class EmbeddingCache:
     def _embed(self, keys: list[str], items: Sequence[Any], compute: Any, batch: int = 256) -> np.ndarray:
         missing = [i for i, k in enumerate(keys) if k not in self]
         for start in range(0, len(missing), batch):
-            idx = missing[start: start + batch]
+            idx = missing[start : start + batch]
             todo = {keys[i]: items[i] for i in idx}  # duplicates inside a batch are computed once
             self.put_many(list(todo), compute(list(todo.values())))
         found = self.get_many(keys)
@@ -154,9 +161,14 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
         log.warning(f"[memory] {path}: the last line was cut off (an interrupted write) and is dropped")
         with open(path, "r+b") as f:
             f.truncate(end)
-    return [line.value for line in read_json_lines(path, what="a memory journal",
-                                                   fix="this file is written by vlmtune's memory; restore it or "
-                                                       "start a new bank")]
+    return [
+        line.value
+        for line in read_json_lines(
+            path,
+            what="a memory journal",
+            fix="this file is written by vlmtune's memory; restore it or start a new bank",
+        )
+    ]
 
 
 def _whole_lines_end(path: Path, block: int = 1 << 16) -> int:

@@ -34,8 +34,8 @@ class ChatMemory:
         self.bank = MemoryBank(kit or Toolkit.build("bm25", "none", caption=False))
         self.counter = TokenCounter(processor)
         self.k, self.budget = k, budget
-        self.turn = 0                 # the next turn's number
-        self.conversation_start = 0   # the first turn of the current conversation
+        self.turn = 0  # the next turn's number
+        self.conversation_start = 0  # the first turn of the current conversation
 
     def new_conversation(self) -> None:
         self.conversation_start = self.turn
@@ -44,10 +44,14 @@ class ChatMemory:
         """The reminder for `question`: the best earlier-conversation items that share a word with it, at most k,
         under the token budget, chronological. Images are named, not re-attached."""
         asked = content_words(question)
-        ranked = [s for s in self.bank.retrieve(question, now=self.turn)
-                  if s.item.turn < self.conversation_start and asked & content_words(s.item.text.partition(": ")[2])]
-        reminder = build_reminder(ranked, now=self.turn, k=self.k, budget=self.budget, max_images=0,
-                                  counter=self.counter)
+        ranked = [
+            s
+            for s in self.bank.retrieve(question, now=self.turn)
+            if s.item.turn < self.conversation_start and asked & content_words(s.item.text.partition(": ")[2])
+        ]
+        reminder = build_reminder(
+            ranked, now=self.turn, k=self.k, budget=self.budget, max_images=0, counter=self.counter
+        )
         self.bank.touch([it["id"] for it in reminder.items], self.turn)
         return reminder
 
@@ -65,8 +69,15 @@ class ChatMemory:
         for it in reminder.items:
             p = it["parts"]
             scaled = p.get("scaled", {})
-            out.append([it["turns"][0], self.turn - it["turns"][0], it["text"], f"{p.get('score', 0.0):.3f}",
-                        *(f"{scaled.get(k, 0.0):.3f}" for k in ("relevance", "recency", "frequency", "saliency"))])
+            out.append(
+                [
+                    it["turns"][0],
+                    self.turn - it["turns"][0],
+                    it["text"],
+                    f"{p.get('score', 0.0):.3f}",
+                    *(f"{scaled.get(k, 0.0):.3f}" for k in ("relevance", "recency", "frequency", "saliency")),
+                ]
+            )
         return out
 
 

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -48,8 +49,11 @@ def memory_items(ex: Example) -> list[dict[str, Any]]:
     if "connector" in ex.meta:
         return ex.meta["connector"]["items"]
     if not ex.images:
-        raise DataError(f"example '{ex.id}' has no image; a memory connector's items pair an image embedding with "
-                        "each turn's text", field="images", fix="give every example its image")
+        raise DataError(
+            f"example '{ex.id}' has no image; a memory connector's items pair an image embedding with each turn's text",
+            field="images",
+            fix="give every example its image",
+        )
     prompt = ex.prompt_messages()
     users = [i for i, m in enumerate(prompt) if m["role"] == "user"]
     if not users:
@@ -74,9 +78,16 @@ def connector_example(ex: Example, n_tokens: Any) -> Example:
         return ex
     items = memory_items(ex)
     user = PLACEHOLDER * n_tokens(len(items)) + "\n" + asked_question(ex)
-    return dataclasses.replace(ex, images=[], messages=[{"role": "user", "content": user}, *_answer(ex)],
-                               meta={**ex.meta, "connector": {"items": items},
-                                     "source_example": {"messages": ex.messages, "images": ex.images}})
+    return dataclasses.replace(
+        ex,
+        images=[],
+        messages=[{"role": "user", "content": user}, *_answer(ex)],
+        meta={
+            **ex.meta,
+            "connector": {"items": items},
+            "source_example": {"messages": ex.messages, "images": ex.images},
+        },
+    )
 
 
 def baseline_example(ex: Example, baseline: str) -> Example:
@@ -85,8 +96,12 @@ def baseline_example(ex: Example, baseline: str) -> Example:
         msgs = [{"role": m["role"], "content": _clean(m["content"])} for m in ex.prompt_messages()]
     else:
         msgs = [{"role": "user", "content": asked_question(ex)}]
-    return dataclasses.replace(ex, images=[], messages=[*msgs, *_answer(ex)],
-                               meta={**ex.meta, "source_example": {"messages": ex.messages, "images": ex.images}})
+    return dataclasses.replace(
+        ex,
+        images=[],
+        messages=[*msgs, *_answer(ex)],
+        meta={**ex.meta, "source_example": {"messages": ex.messages, "images": ex.images}},
+    )
 
 
 def _answer(ex: Example) -> list[dict[str, str]]:
@@ -121,9 +136,11 @@ class MemoryFeatures:
         found = cache.get_many(keys)
         missing = [n for k, n in zip(keys, names) if k not in found]
         if missing:
-            raise DataError(f"example '{ex.id}': no stored {what} embedding for {missing[0]!r} in {cache.dir}",
-                            fix="extract the embeddings first: `vlmtune memory embed DATA.jsonl` with the connector's "
-                                "encoders (a run does it in its embed stage)")
+            raise DataError(
+                f"example '{ex.id}': no stored {what} embedding for {missing[0]!r} in {cache.dir}",
+                fix="extract the embeddings first: `vlmtune memory embed DATA.jsonl` with the connector's "
+                "encoders (a run does it in its embed stage)",
+            )
         return np.stack([found[k] for k in keys])
 
     def example_inputs(self, examples: list[Example]) -> dict[str, Any]:
@@ -141,10 +158,20 @@ class MemoryFeatures:
             if not items:
                 continue
             n = len(items)
-            image[b, :n] = torch.from_numpy(self._lookup(self.image_cache, [self._image_key(i["image"]) for i in items],
-                                                         [i["image"] for i in items], "image", ex))
-            text[b, :n] = torch.from_numpy(self._lookup(self.text_cache, [text_hash(i["text"]) for i in items],
-                                                        [i["text"] for i in items], "text", ex))
+            image[b, :n] = torch.from_numpy(
+                self._lookup(
+                    self.image_cache,
+                    [self._image_key(i["image"]) for i in items],
+                    [i["image"] for i in items],
+                    "image",
+                    ex,
+                )
+            )
+            text[b, :n] = torch.from_numpy(
+                self._lookup(
+                    self.text_cache, [text_hash(i["text"]) for i in items], [i["text"] for i in items], "text", ex
+                )
+            )
             turn[b, :n] = torch.tensor([int(i["turn"]) for i in items])
             mask[b, :n] = True
         return {"memory_image": image, "memory_text": text, "memory_turn": turn, "memory_mask": mask}
@@ -157,12 +184,15 @@ def connector_toolkit(c: ConnectorConfig, ref: ModelRef) -> Toolkit:
         from vlmtune.models.load import load_model
 
         model, processor = load_model(ref.unquantized())
-    kit = Toolkit.build(c.text_encoder, c.image_encoder, caption=False, model=model, processor=processor,
-                        model_hash=dir_hash(ref.path))
+    kit = Toolkit.build(
+        c.text_encoder, c.image_encoder, caption=False, model=model, processor=processor, model_hash=dir_hash(ref.path)
+    )
     if kit.text is None or kit.image is None or kit.text_cache is None or kit.image_cache is None:
-        raise ConfigError(f"connector.text_encoder={c.text_encoder} / connector.image_encoder={c.image_encoder}: the "
-                          "connector needs dense vectors for both. Fix: e.g. text_encoder: minilm (or hashing), "
-                          "image_encoder: vision_tower (or pixels, clip:PATH, precomputed:DIR)")
+        raise ConfigError(
+            f"connector.text_encoder={c.text_encoder} / connector.image_encoder={c.image_encoder}: the "
+            "connector needs dense vectors for both. Fix: e.g. text_encoder: minilm (or hashing), "
+            "image_encoder: vision_tower (or pixels, clip:PATH, precomputed:DIR)"
+        )
     return kit
 
 
@@ -180,14 +210,17 @@ def embed_items(kit: Toolkit, example_lists: Iterable[list[Example]], c: Connect
                 images[it["image"]] = None
     paths, chunk = list(images), 256
     for s in progress_bar(range(0, len(paths), chunk), desc="connector embed: images"):
-        kit.image_vectors(paths[s: s + chunk])
+        kit.image_vectors(paths[s : s + chunk])
         kit.flush()
     words = list(texts)
     for s in progress_bar(range(0, len(words), chunk), desc="connector embed: texts"):
-        kit.text_vectors(words[s: s + chunk])
+        kit.text_vectors(words[s : s + chunk])
         kit.flush()
-    log.info(f"[connector] {len(paths)} images and {len(words)} item texts embedded (cached: "
-             f"{kit.image_cache.dir}, {kit.text_cache.dir})")
+    assert kit.image_cache is not None and kit.text_cache is not None  # set when the toolkit was built
+    log.info(
+        f"[connector] {len(paths)} images and {len(words)} item texts embedded (cached: "
+        f"{kit.image_cache.dir}, {kit.text_cache.dir})"
+    )
     return MemoryFeatures(kit.image_cache, kit.text_cache, c.max_turns)
 
 
@@ -197,24 +230,33 @@ def features_for(meta: dict[str, Any], cache: str | None = None) -> MemoryFeatur
     caches = []
     for part in ("image", "text"):
         identity, spec = meta["encoders"][part], meta["specs"][part]
-        folder = Path(spec.partition(":")[2]) if spec.startswith("precomputed:") else \
-            embeddings_dir(cache) / identity_id(identity)
+        folder = (
+            Path(spec.partition(":")[2])
+            if spec.startswith("precomputed:")
+            else embeddings_dir(cache) / identity_id(identity)
+        )
         if not (folder / "encoder.json").exists():
-            raise ConfigError(f"no stored {part} embeddings of {identity.get('name')} at {folder}. Fix: extract them "
-                              f"with `vlmtune memory embed DATA --{part}-encoder {spec}` (or the run that trained the "
-                              "connector) on this machine")
+            raise ConfigError(
+                f"no stored {part} embeddings of {identity.get('name')} at {folder}. Fix: extract them "
+                f"with `vlmtune memory embed DATA --{part}-encoder {spec}` (or the run that trained the "
+                "connector) on this machine"
+            )
         caches.append(EmbeddingCache(folder, identity))
     return MemoryFeatures(caches[0], caches[1], int(meta["config"]["max_turns"]))
 
 
 def connector_meta(ref: ModelRef, features: MemoryFeatures, c: ConnectorConfig) -> dict[str, Any]:
     """What connector.json records about the LM and encoders a connector belongs to."""
-    return {"lm": {"name": ref.name, "hash": dir_hash(ref.path)}, "encoders": features.identities(),
-            "specs": {"image": c.image_encoder, "text": c.text_encoder}}
+    return {
+        "lm": {"name": ref.name, "hash": dir_hash(ref.path)},
+        "encoders": features.identities(),
+        "specs": {"image": c.image_encoder, "text": c.text_encoder},
+    }
 
 
-def load_for_eval(ref: ModelRef, folder: str | Path, *, features: MemoryFeatures | None = None,
-                  specs: dict[str, str] | None = None) -> tuple[Any, Any]:
+def load_for_eval(
+    ref: ModelRef, folder: str | Path, *, features: MemoryFeatures | None = None, specs: dict[str, str] | None = None
+) -> tuple[Any, Any]:
     """(model, processor) of a saved connector on `ref`'s LM. ConfigError when it was trained on another LM, or
     when `specs` (the encoders asked for now, e.g. a recipe's connector section) differ from its own."""
     from vlmtune.models.connector import check_fits, load_connector, read_meta
@@ -222,9 +264,11 @@ def load_for_eval(ref: ModelRef, folder: str | Path, *, features: MemoryFeatures
 
     meta = read_meta(folder)
     if specs is not None and specs != meta["specs"]:
-        raise ConfigError(f"the memory connector {folder} was trained with encoders {meta['specs']}, not {specs}. "
-                          "Fix: set connector.image_encoder / connector.text_encoder to the ones connector.json names, "
-                          "or train a connector for these encoders")
+        raise ConfigError(
+            f"the memory connector {folder} was trained with encoders {meta['specs']}, not {specs}. "
+            "Fix: set connector.image_encoder / connector.text_encoder to the ones connector.json names, "
+            "or train a connector for these encoders"
+        )
     features = features or features_for(meta)
     check_fits(meta, lm_name=ref.name, lm_hash=dir_hash(ref.path), encoders=features.identities(), folder=folder)
     lm, processor = load_model(ref)
@@ -235,6 +279,7 @@ def load_for_eval(ref: ModelRef, folder: str | Path, *, features: MemoryFeatures
 class ConnectorRun:
     """A run's examples as the connector sees them (`soft`) and as the no-connector baseline sees them (`plain`),
     and what training needs (vlmtune.train.trainer.ConnectorSetup)."""
+
     soft: dict[str, list[Example]]
     plain: dict[str, list[Example]]
     setup: Any

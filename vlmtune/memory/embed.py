@@ -79,17 +79,19 @@ def embed_dataset(path: str | Path, kit: Toolkit, *, connector: bool = False) ->
     hashes = [file_hash(p) for p in images]
     new_i = sum(1 for h in hashes if kit.image_cache is not None and h not in kit.image_cache)
     captions = 0
-    for start in progress_bar(range(0, len(images), CHUNK), desc="memory embed: images",
-                              total=(len(images) + CHUNK - 1) // CHUNK):
-        chunk, hs = images[start: start + CHUNK], hashes[start: start + CHUNK]
+    for start in progress_bar(
+        range(0, len(images), CHUNK), desc="memory embed: images", total=(len(images) + CHUNK - 1) // CHUNK
+    ):
+        chunk, hs = images[start : start + CHUNK], hashes[start : start + CHUNK]
         kit.image_vectors(chunk, hs)
         caps = kit.key_texts(chunk, hs)
         captions += sum(1 for c in caps if c)
         keys = [f"{said[p]} {c}".strip() for p, c in zip(chunk, caps)]
-        kit.text_vectors([k for k in keys if k])   # the image items' key vectors (an image with no words has none)
+        kit.text_vectors([k for k in keys if k])  # the image items' key vectors (an image with no words has none)
         kit.flush()
-    for start in progress_bar(range(0, len(texts), CHUNK), desc="memory embed: texts",
-                              total=(len(texts) + CHUNK - 1) // CHUNK):
-        kit.text_vectors(texts[start: start + CHUNK])
+    for start in progress_bar(
+        range(0, len(texts), CHUNK), desc="memory embed: texts", total=(len(texts) + CHUNK - 1) // CHUNK
+    ):
+        kit.text_vectors(texts[start : start + CHUNK])
         kit.flush()
     return EmbedStats(len(texts), len(images), new_t, new_i, captions)

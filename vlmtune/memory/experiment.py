@@ -32,8 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from vlmtune.config import RunConfig
-from vlmtune.data.example import Example, atomic_write_bytes, atomic_write_json, atomic_write_text, load_jsonl, \
-    write_jsonl
+from vlmtune.data.example import (
+    Example,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    load_jsonl,
+    write_jsonl,
+)
 from vlmtune.errors import ConfigError
 from vlmtune.memory.episodes import Runner, RunnerSettings, read_episodes
 from vlmtune.memory.measure import retrieval_metrics
@@ -54,8 +60,10 @@ def episodes_path(cfg: RunConfig, run_dir: Path) -> Path:
         return run_dir / "data" / "source" / "episodes.jsonl"
     data_file = cfg.data.path or cfg.data.test or cfg.data.train
     if data_file is None:  # data.source=hf: no file for episodes.jsonl to sit beside
-        raise ConfigError(f"memory needs episodes, and data.source={cfg.data.source} has no data file beside which to "
-                          "find episodes.jsonl. Fix: set memory.episodes to the episodes.jsonl written with your probes")
+        raise ConfigError(
+            f"memory needs episodes, and data.source={cfg.data.source} has no data file beside which to "
+            "find episodes.jsonl. Fix: set memory.episodes to the episodes.jsonl written with your probes"
+        )
     p = Path(data_file)
     return (p if p.is_dir() else p.parent) / "episodes.jsonl"
 
@@ -91,24 +99,37 @@ def _runner(cfg: RunConfig, ref: ModelRef) -> tuple[Runner, Any]:
 
     model, processor = load_model(ref)
     m = cfg.memory
-    kit = Toolkit.build(m.text_encoder, m.image_encoder, caption=m.caption_images, model=model, processor=processor,
-                        model_hash=dir_hash(ref.path), caption_tokens=m.caption_tokens)
+    kit = Toolkit.build(
+        m.text_encoder,
+        m.image_encoder,
+        caption=m.caption_images,
+        model=model,
+        processor=processor,
+        model_hash=dir_hash(ref.path),
+        caption_tokens=m.caption_tokens,
+    )
     return Runner(kit, TokenCounter(processor), RunnerSettings.from_config(m, window=default_window(model))), model
 
 
-def with_memory(cfg: RunConfig, splits: dict[str, list[Example]], run_dir: Path, ref: ModelRef) -> dict[str, list[Example]]:
+def with_memory(
+    cfg: RunConfig, splits: dict[str, list[Example]], run_dir: Path, ref: ModelRef
+) -> dict[str, list[Example]]:
     """The splits with reminders (module docstring); the compared methods' test examples under run_dir/memory/."""
     m = cfg.memory
     path = episodes_path(cfg, run_dir)
     episodes = read_episodes(path)
     missing = [ex.id for s in splits.values() for ex in s if "episode" not in ex.meta]
     if missing:
-        raise ConfigError(f"memory.enabled needs examples that name their episode (meta.episode, meta.turn); "
-                          f"'{missing[0]}' does not. Fix: use probes written with their episodes (data.task=memory "
-                          "synthesizes them; `vlmtune memory build` converts LoCoMo / VisDial)")
+        raise ConfigError(
+            f"memory.enabled needs examples that name their episode (meta.episode, meta.turn); "
+            f"'{missing[0]}' does not. Fix: use probes written with their episodes (data.task=memory "
+            "synthesizes them; `vlmtune memory build` converts LoCoMo / VisDial)"
+        )
     runner, model = _runner(cfg, ref)
-    log.info(f"[memory] {len(episodes)} episodes from {path}; retrieval '{m.method}', k={m.k}, "
-             f"budget {m.token_budget} tokens, window {runner.s.window}")
+    log.info(
+        f"[memory] {len(episodes)} episodes from {path}; retrieval '{m.method}', k={m.k}, "
+        f"budget {m.token_budget} tokens, window {runner.s.window}"
+    )
     out_dir = run_dir / "memory"
     method = m.method
     train_out = runner.run(episodes, splits["train"], sorted({method, "oracle", "removed"}))
@@ -131,12 +152,16 @@ def with_memory(cfg: RunConfig, splits: dict[str, list[Example]], run_dir: Path,
         compared = runner.run(episodes, splits["test"], methods)
         retrieval = {}
         for meth, outs in compared.items():
-            exs = [inject(ex, o.reminder, o.record) for ex, o in zip(splits["test"], outs)
-                   if meth != "full" or o.record.get("fits")]
+            exs = [
+                inject(ex, o.reminder, o.record)
+                for ex, o in zip(splits["test"], outs)
+                if meth != "full" or o.record.get("fits")
+            ]
             write_jsonl(out_dir / "methods" / meth / "examples.jsonl", exs)
             kept = [(ex, o) for ex, o in zip(splits["test"], outs) if meth != "full" or o.record.get("fits")]
-            retrieval[meth] = retrieval_metrics([ex for ex, _ in kept], [o for _, o in kept], n_boot=cfg.eval.n_boot,
-                                                seed=cfg.data.seed, by="bucket")
+            retrieval[meth] = retrieval_metrics(
+                [ex for ex, _ in kept], [o for _, o in kept], n_boot=cfg.eval.n_boot, seed=cfg.data.seed, by="bucket"
+            )
         atomic_write_json(out_dir / "retrieval.json", retrieval)
     counts = {mode: sum(1 for ex in mixed if ex.meta["memory"]["mix"] == mode) for mode in MIX_SOURCE}
     log.info(f"[memory] train mix {counts}; examples with reminders -> {out_dir / 'data'}")
@@ -144,13 +169,14 @@ def with_memory(cfg: RunConfig, splits: dict[str, list[Example]], run_dir: Path,
     return result
 
 
-def compare_methods(cfg: RunConfig, run_dir: Path, ref: ModelRef, task: Any, *, adapter: Path | None,
-                    resume: bool = False) -> dict[str, Any]:
+def compare_methods(
+    cfg: RunConfig, run_dir: Path, ref: ModelRef, task: Any, *, adapter: Path | None, resume: bool = False
+) -> dict[str, Any]:
     """Evaluate the fine-tuned model with each compared method; the paired on/off report; summary and plot.
     With `resume`, a method whose evaluation finished (its metrics.json) is read back, not run again."""
-    from vlmtune.report import compare_runs
     from vlmtune.eval.run import evaluate
     from vlmtune.models.load import load_model
+    from vlmtune.report import compare_runs
 
     out_dir = run_dir / "memory"
     loaded = None
@@ -164,30 +190,58 @@ def compare_methods(cfg: RunConfig, run_dir: Path, ref: ModelRef, task: Any, *, 
         if not exs:
             log.info(f"[memory] method {meth}: no test probe fits; not evaluated")
             continue
-        loaded = loaded or load_model(ref, adapter=adapter)   # once, and only when something is left to evaluate
-        metrics[meth] = evaluate(*loaded, exs, task, out_dir / "methods" / meth, label=f"memory {meth}",
-                                 ref=ref, ecfg=cfg.eval, adapter=str(adapter) if adapter else None)["metrics"]
+        loaded = loaded or load_model(ref, adapter=adapter)  # once, and only when something is left to evaluate
+        metrics[meth] = evaluate(
+            *loaded,
+            exs,
+            task,
+            out_dir / "methods" / meth,
+            label=f"memory {meth}",
+            ref=ref,
+            ecfg=cfg.eval,
+            adapter=str(adapter) if adapter else None,
+        )["metrics"]
     del loaded
     retrieval = json.loads((out_dir / "retrieval.json").read_text()) if (out_dir / "retrieval.json").exists() else {}
-    summary: dict[str, Any] = {"methods": {k: {"metrics": v, "retrieval": retrieval.get(k, {})} for k, v in metrics.items()}}
+    summary: dict[str, Any] = {
+        "methods": {k: {"metrics": v, "retrieval": retrieval.get(k, {})} for k, v in metrics.items()}
+    }
     on = cfg.memory.method
     if "none" in metrics and on in metrics:
-        cmp = compare_runs(out_dir / "methods" / "none", out_dir / "methods" / on, out_dir / "report",
-                           title=f"memory off vs on ({on}): {cfg.name}", allow_mismatch=True, n_boot=cfg.eval.n_boot,
-                           seed=cfg.data.seed)
+        cmp = compare_runs(
+            out_dir / "methods" / "none",
+            out_dir / "methods" / on,
+            out_dir / "report",
+            title=f"memory off vs on ({on}): {cfg.name}",
+            allow_mismatch=True,
+            n_boot=cfg.eval.n_boot,
+            seed=cfg.data.seed,
+        )
         summary["on_vs_off"] = {"method": on, **{k: cmp.get(k) for k in ON_VS_OFF_KEYS}}
     if (against := methods_vs_none(cfg, out_dir, list(metrics))) is not None:
         summary["methods_vs_none"] = against
-    atomic_write_bytes(out_dir / "plots" / "accuracy_by_distance.png",
-                       plot_by_distance({k: v for k, v in metrics.items()}, title=f"{cfg.name}: accuracy against distance"))
+    atomic_write_bytes(
+        out_dir / "plots" / "accuracy_by_distance.png",
+        plot_by_distance({k: v for k, v in metrics.items()}, title=f"{cfg.name}: accuracy against distance"),
+    )
     atomic_write_json(out_dir / "summary.json", summary)
     atomic_write_text(out_dir / "summary.md", summary_markdown(summary))
     log.info(f"[memory] methods compared -> {out_dir / 'summary.md'}")
     return summary
 
 
-ON_VS_OFF_KEYS = ("accuracy_difference", "mcnemar", "mcnemar_clustered", "headline_test", "tests", "mde", "flips", "n",
-                  "clusters", "report_md")
+ON_VS_OFF_KEYS = (
+    "accuracy_difference",
+    "mcnemar",
+    "mcnemar_clustered",
+    "headline_test",
+    "tests",
+    "mde",
+    "flips",
+    "n",
+    "clusters",
+    "report_md",
+)
 
 
 def methods_vs_none(cfg: RunConfig, out_dir: Path, methods: list[str]) -> dict[str, Any] | None:
@@ -206,13 +260,25 @@ def methods_vs_none(cfg: RunConfig, out_dir: Path, methods: list[str]) -> dict[s
     if len(same) < 2:
         return None
     other = [m for m in methods if m != "none" and m not in same]
-    res = compare_many([out_dir / "methods" / m for m in ["none", *same]], out_dir / "report_methods",
-                       labels=["none", *same], reference=0, title=f"memory methods against memory off: {cfg.name}",
-                       allow_mismatch=True, n_boot=cfg.eval.n_boot, seed=cfg.data.seed)
+    res = compare_many(
+        [out_dir / "methods" / m for m in ["none", *same]],
+        out_dir / "report_methods",
+        labels=["none", *same],
+        reference=0,
+        title=f"memory methods against memory off: {cfg.name}",
+        allow_mismatch=True,
+        n_boot=cfg.eval.n_boot,
+        seed=cfg.data.seed,
+    )
     if other:
         log.info(f"[memory] not in the pairwise tests (evaluated on other probes): {', '.join(other)}")
-    return {"tests": res["tests"], "n": res["n"], "clusters": res["clusters"], "left_out": other,
-            "report_md": res["report_md"]}
+    return {
+        "tests": res["tests"],
+        "n": res["n"],
+        "clusters": res["clusters"],
+        "left_out": other,
+        "report_md": res["report_md"],
+    }
 
 
 def _cell(e: Any) -> str:
@@ -228,17 +294,25 @@ def _cell(e: Any) -> str:
 def summary_markdown(summary: dict[str, Any]) -> str:
     from vlmtune.memory.measure import BUCKETS
 
-    lines = ["# Memory methods side by side", "",
-             "Accuracy (95% interval, n, the interval's method) of the fine-tuned model with each method's reminders; "
-             "retrieval recall@5 and MRR of the evidence; the reminder's share of the history's tokens. Probes of one "
-             "episode count as one cluster; summary.json names every interval's method in full.", "",
-             "| method | accuracy | " + " | ".join(f"distance {b}" for b in BUCKETS) + " | recall@5 | MRR | injected share |",
-             "|---" * (len(BUCKETS) + 5) + "|"]
+    lines = [
+        "# Memory methods side by side",
+        "",
+        "Accuracy (95% interval, n, the interval's method) of the fine-tuned model with each method's reminders; "
+        "retrieval recall@5 and MRR of the evidence; the reminder's share of the history's tokens. Probes of one "
+        "episode count as one cluster; summary.json names every interval's method in full.",
+        "",
+        "| method | accuracy | "
+        + " | ".join(f"distance {b}" for b in BUCKETS)
+        + " | recall@5 | MRR | injected share |",
+        "|---" * (len(BUCKETS) + 5) + "|",
+    ]
     for meth, d in summary["methods"].items():
         m, r = d["metrics"], d["retrieval"]
-        lines.append(f"| {meth} | {_cell(m.get('accuracy'))} | "
-                     + " | ".join(_cell(m.get(f"accuracy_distance_{b}")) for b in BUCKETS)
-                     + f" | {_cell(r.get('recall@5'))} | {_cell(r.get('mrr'))} | {_cell(r.get('injected_share'))} |")
+        lines.append(
+            f"| {meth} | {_cell(m.get('accuracy'))} | "
+            + " | ".join(_cell(m.get(f"accuracy_distance_{b}")) for b in BUCKETS)
+            + f" | {_cell(r.get('recall@5'))} | {_cell(r.get('mrr'))} | {_cell(r.get('injected_share'))} |"
+        )
     if "on_vs_off" in summary:
         lines += ["", on_vs_off_line(summary["on_vs_off"])]
     if "methods_vs_none" in summary:
@@ -251,13 +325,19 @@ def methods_vs_none_lines(d: dict[str, Any]) -> list[str]:
     from vlmtune.report.fmt import ci_str, format_p, n_text
 
     tests = d["tests"]
-    lines = [f"Every method against memory off (none), paired over n = {n_text(d['n'], d['clusters'])} probes; "
-             f"{len(tests)} tests, so judge each by its Holm-adjusted p (the chance of any false positive among "
-             f"them held at 5%). Report: {d['report_md']}", "",
-             "| method | compared | difference [95% CI] | test | p | p, Holm |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"Every method against memory off (none), paired over n = {n_text(d['n'], d['clusters'])} probes; "
+        f"{len(tests)} tests, so judge each by its Holm-adjusted p (the chance of any false positive among "
+        f"them held at 5%). Report: {d['report_md']}",
+        "",
+        "| method | compared | difference [95% CI] | test | p | p, Holm |",
+        "|---|---|---|---|---|---|",
+    ]
     for t in tests:
-        lines.append(f"| {t['pair'][1]} | {t['metric']} | {t['diff']:+.3f} {ci_str(t['ci'])} | {t['test']} | "
-                     f"{format_p(t['p_value'])} | {format_p(t['p_holm'])} |")
+        lines.append(
+            f"| {t['pair'][1]} | {t['metric']} | {t['diff']:+.3f} {ci_str(t['ci'])} | {t['test']} | "
+            f"{format_p(t['p_value'])} | {format_p(t['p_holm'])} |"
+        )
     if d.get("left_out"):
         lines += ["", f"Not tested here (evaluated on other probes): {', '.join(d['left_out'])}."]
     return lines
@@ -270,8 +350,11 @@ def on_vs_off_line(d: dict[str, Any]) -> str:
     from vlmtune.report.fmt import ci_str, format_p, mde_text, n_text
 
     diff, mc, flips = d.get("accuracy_difference") or {}, d.get("mcnemar") or {}, d.get("flips") or {}
-    head = d.get("headline_test") or {"key": "mcnemar", "method": mc.get("method", "McNemar"),
-                                      "p_value": mc.get("p_value")}
+    head = d.get("headline_test") or {
+        "key": "mcnemar",
+        "method": mc.get("method", "McNemar"),
+        "p_value": mc.get("p_value"),
+    }
     test = f"{head['method']}: p = {format_p(head['p_value'])}"
     if head["key"] != "mcnemar":
         test += f" (exact McNemar, ignoring episodes: p = {format_p(mc.get('p_value'))})"
@@ -279,14 +362,17 @@ def on_vs_off_line(d: dict[str, Any]) -> str:
     if len(tests) > 1:
         test += f", Holm-adjusted over {len(tests)} tests p = {format_p(tests[0]['p_holm'])}"
     mde = f"; minimum detectable difference {mde_text(d['mde'])} (80% power)" if d.get("mde") else ""
-    return (f"memory off vs on ({d.get('method')}), paired over n={n_text(d.get('n'), d.get('clusters'))} probes: "
-            f"accuracy difference {diff.get('diff', float('nan')):+.3f} {ci_str(diff.get('ci'))} "
-            f"({diff.get('method', 'paired bootstrap')}); {test} ({flips.get('fixed', 0)} fixed, "
-            f"{flips.get('broken', 0)} broken){mde}; report: {d.get('report_md')}")
+    return (
+        f"memory off vs on ({d.get('method')}), paired over n={n_text(d.get('n'), d.get('clusters'))} probes: "
+        f"accuracy difference {diff.get('diff', float('nan')):+.3f} {ci_str(diff.get('ci'))} "
+        f"({diff.get('method', 'paired bootstrap')}); {test} ({flips.get('fixed', 0)} fixed, "
+        f"{flips.get('broken', 0)} broken){mde}; report: {d.get('report_md')}"
+    )
 
 
-def plot_by_distance(series: dict[str, dict[str, Any]], *, key: str = "accuracy_distance_{b}",
-                     title: str = "accuracy against distance") -> bytes:
+def plot_by_distance(
+    series: dict[str, dict[str, Any]], *, key: str = "accuracy_distance_{b}", title: str = "accuracy against distance"
+) -> bytes:
     """One curve per method: the metric per distance bucket (from metrics dicts), with its 95% interval."""
     from vlmtune.memory.measure import BUCKETS
     from vlmtune.report.plots import draw
@@ -294,11 +380,20 @@ def plot_by_distance(series: dict[str, dict[str, Any]], *, key: str = "accuracy_
     def plot(fig: Any) -> None:
         ax = fig.add_subplot(1, 1, 1)
         for j, (method, metrics) in enumerate(series.items()):
-            points = [(i + (j - len(series) / 2) * 0.03, e) for i, b in enumerate(BUCKETS)
-                      if isinstance(e := metrics.get(key.format(b=b)), dict) and e.get("n")]
+            points = [
+                (i + (j - len(series) / 2) * 0.03, e)
+                for i, b in enumerate(BUCKETS)
+                if isinstance(e := metrics.get(key.format(b=b)), dict) and e.get("n")
+            ]
             if points:
-                ax.errorbar([x for x, _ in points], [e["value"] for _, e in points], marker="o", capsize=2, label=method,
-                            yerr=[[e["value"] - e["ci"][0] for _, e in points], [e["ci"][1] - e["value"] for _, e in points]])
+                ax.errorbar(
+                    [x for x, _ in points],
+                    [e["value"] for _, e in points],
+                    marker="o",
+                    capsize=2,
+                    label=method,
+                    yerr=[[e["value"] - e["ci"][0] for _, e in points], [e["ci"][1] - e["value"] for _, e in points]],
+                )
         ax.set_xticks(range(len(BUCKETS)), BUCKETS)
         ax.set_xlabel("turns from the evidence to the probe")
         ax.set_ylim(-0.02, 1.02)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -33,8 +33,9 @@ INDEX_EXTRA = "memory-index"
 
 def tokenize(text: str) -> list[str]:
     """Lower-cased words (a plural "s" stripped) and adjacent word pairs."""
-    words = [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w
-             for w in _WORD.findall(text.lower())]
+    words = [
+        w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in _WORD.findall(text.lower())
+    ]
     return words + [f"{a}_{b}" for a, b in zip(words, words[1:])]
 
 
@@ -45,7 +46,7 @@ class BM25:
         self.k1, self.b, self.epsilon = k1, b, epsilon
         self.docs: dict[int, Counter] = {}
         self.lengths: dict[int, int] = {}
-        self.postings: dict[str, dict[int, int]] = {}   # term -> {key: term frequency}
+        self.postings: dict[str, dict[int, int]] = {}  # term -> {key: term frequency}
         self.total = 0
         self._idf_cache: dict[str, float] | None = None
 

@@ -20,8 +20,16 @@ from typing import Any
 
 KINDS = ("turn", "image", "fact", "update")
 # Episode turn kinds (vlmtune.data.synth.memory, the readers) -> item kinds.
-TURN_KINDS = {"chat": "turn", "text": "turn", "show": "image", "again": "image", "image_update": "image",
-              "image": "image", "fact": "fact", "update": "update"}
+TURN_KINDS = {
+    "chat": "turn",
+    "text": "turn",
+    "show": "image",
+    "again": "image",
+    "image_update": "image",
+    "image": "image",
+    "fact": "fact",
+    "update": "update",
+}
 
 
 def identity_id(identity: dict[str, Any]) -> str:
@@ -55,27 +63,27 @@ def _file_hash(path: str, size: int, mtime_ns: int) -> str:
 
 def content_hash(text: str, image_hash: str | None) -> str:
     """What makes two writes the same item: the text and the image bytes."""
-    return hashlib.sha256(f"{text}\0{image_hash or ''}".encode("utf-8")).hexdigest()[:24]
+    return hashlib.sha256(f"{text}\0{image_hash or ''}".encode()).hexdigest()[:24]
 
 
 @dataclass
 class MemoryItem:
     id: str
-    kind: str                       # turn | image | fact | update
-    text: str                       # what is rendered in a reminder
-    turn: int                       # first written
-    turns: list[int]                # every turn it was written (reinforcement, merges)
-    content: str                    # content hash (text + image bytes)
-    key: str = ""                   # extra retrieval key (key expansion: an image's caption); not rendered
-    image: str | None = None        # image path (re-attached when retrieved, up to memory.max_images)
+    kind: str  # turn | image | fact | update
+    text: str  # what is rendered in a reminder
+    turn: int  # first written
+    turns: list[int]  # every turn it was written (reinforcement, merges)
+    content: str  # content hash (text + image bytes)
+    key: str = ""  # extra retrieval key (key expansion: an image's caption); not rendered
+    image: str | None = None  # image path (re-attached when retrieved, up to memory.max_images)
     image_hash: str | None = None
-    slot: str | None = None         # what it sets ("Leo's favourite colour"): a later item with the slot supersedes it
-    saliency: float = 0.0           # novelty at write time, an explicit mark, or a teacher's rating, in [0, 1]
-    access_count: int = 0           # recalls (retrievals that used it)
-    last_access: int = 0            # turn of the last write or recall
-    strength: float = 1.0           # recency time constant, in turns (grows on recall)
+    slot: str | None = None  # what it sets ("Leo's favourite colour"): a later item with the slot supersedes it
+    saliency: float = 0.0  # novelty at write time, an explicit mark, or a teacher's rating, in [0, 1]
+    access_count: int = 0  # recalls (retrievals that used it)
+    last_access: int = 0  # turn of the last write or recall
+    strength: float = 1.0  # recency time constant, in turns (grows on recall)
     superseded_by: str | None = None
-    merged: list[str] = field(default_factory=list)   # ids merged into it (MA-LMM-style capacity merging)
+    merged: list[str] = field(default_factory=list)  # ids merged into it (MA-LMM-style capacity merging)
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -91,5 +99,5 @@ class MemoryItem:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "MemoryItem":
+    def from_dict(cls, d: dict[str, Any]) -> MemoryItem:
         return cls(**d)

@@ -14,7 +14,8 @@ turns (no interval: they are timings of one run on a shared machine).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,8 +26,9 @@ from vlmtune.stats import bootstrap_entry, proportion_entry
 BUCKETS = ("1-5", "6-20", "21-50", "51-100", "101-200", "201-500")
 
 
-def retrieval_metrics(probes: Sequence[Example], outcomes: Sequence[Outcome], *, n_boot: int = 1000, seed: int = 0,
-                      by: str | None = None) -> dict[str, Any]:
+def retrieval_metrics(
+    probes: Sequence[Example], outcomes: Sequence[Outcome], *, n_boot: int = 1000, seed: int = 0, by: str | None = None
+) -> dict[str, Any]:
     """Metrics of one method over probes (with evidence, for recall/MRR); `by` splits them by a meta key too."""
     with_ev = [(ex, o) for ex, o in zip(probes, outcomes) if ex.meta.get("evidence")]
     groups = [ex.group for ex, _ in with_ev]
@@ -34,24 +36,33 @@ def retrieval_metrics(probes: Sequence[Example], outcomes: Sequence[Outcome], *,
     ranks = [o.record.get("evidence_rank") for _, o in with_ev]
     if with_ev and "evidence_rank" in with_ev[0][1].record:
         for k in (1, 3, 5):
-            out[f"recall@{k}"] = proportion_entry([r is not None and r <= k for r in ranks], groups=groups,
-                                                  n_boot=n_boot)
+            out[f"recall@{k}"] = proportion_entry(
+                [r is not None and r <= k for r in ranks], groups=groups, n_boot=n_boot
+            )
         rr = np.array([1.0 / r if r else 0.0 for r in ranks])
         out["mrr"] = bootstrap_entry(rr, groups, n_boot=n_boot, seed=seed)
     if with_ev:
-        out["evidence_injected"] = proportion_entry([bool(o.record.get("evidence_injected")) for _, o in with_ev],
-                                                    groups=groups, n_boot=n_boot)
-    timed = [(ex.group, o.reminder.tokens / o.record["history_tokens"]) for ex, o in zip(probes, outcomes)
-             if o.record.get("history_tokens")]
+        out["evidence_injected"] = proportion_entry(
+            [bool(o.record.get("evidence_injected")) for _, o in with_ev], groups=groups, n_boot=n_boot
+        )
+    timed = [
+        (ex.group, o.reminder.tokens / o.record["history_tokens"])
+        for ex, o in zip(probes, outcomes)
+        if o.record.get("history_tokens")
+    ]
     if timed:
-        out["injected_share"] = bootstrap_entry([v for _, v in timed], [g for g, _ in timed], n_boot=n_boot,
-                                                seed=seed)
+        out["injected_share"] = bootstrap_entry([v for _, v in timed], [g for g, _ in timed], n_boot=n_boot, seed=seed)
     if by:
         keys = sorted({ex.meta.get(by) for ex, _ in with_ev}, key=str)
-        out["by_" + by] = {str(k): retrieval_metrics([ex for ex, _ in with_ev if ex.meta.get(by) == k],
-                                                     [o for ex, o in with_ev if ex.meta.get(by) == k], n_boot=n_boot,
-                                                     seed=seed)
-                           for k in keys}
+        out["by_" + by] = {
+            str(k): retrieval_metrics(
+                [ex for ex, _ in with_ev if ex.meta.get(by) == k],
+                [o for ex, o in with_ev if ex.meta.get(by) == k],
+                n_boot=n_boot,
+                seed=seed,
+            )
+            for k in keys
+        }
     return out
 
 

@@ -25,8 +25,9 @@ write a `<reminder>` themselves still have it stripped from their answers before
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from vlmtune.data.example import IMAGE_TOKEN, Example
 from vlmtune.memory.bank import Scored
@@ -82,17 +83,20 @@ def measure_image_tokens(processor: Any) -> int:
     if processor is None or not has_image_processor(processor):
         return 0
     msgs = [{"role": "user", "content": f"{IMAGE_TOKEN}\nx"}]
-    with_img = encode_texts(processor, [render(processor, msgs, add_generation_prompt=True)],
-                            [[Image.new("RGB", (64, 64), (200, 200, 200))]])
+    with_img = encode_texts(
+        processor,
+        [render(processor, msgs, add_generation_prompt=True)],
+        [[Image.new("RGB", (64, 64), (200, 200, 200))]],
+    )
     plain = encode_texts(processor, [render(processor, [{"role": "user", "content": "x"}], add_generation_prompt=True)])
     return int(with_img["input_ids"].shape[1] - plain["input_ids"].shape[1])
 
 
 @dataclass
 class Reminder:
-    text: str                                   # the block ("" when nothing was chosen)
-    images: list[str]                           # re-attached images, in placeholder order
-    items: list[dict[str, Any]] = field(default_factory=list)   # what was injected, with score parts
+    text: str  # the block ("" when nothing was chosen)
+    images: list[str]  # re-attached images, in placeholder order
+    items: list[dict[str, Any]] = field(default_factory=list)  # what was injected, with score parts
     tokens: int = 0
 
 
@@ -109,8 +113,16 @@ def item_line(item: MemoryItem, now: int, *, attach: bool) -> str:
     return line
 
 
-def build_reminder(ranked: Sequence[Scored], *, now: int, k: int, budget: int, max_images: int,
-                   counter: TokenCounter, all_images: bool = False) -> Reminder:
+def build_reminder(
+    ranked: Sequence[Scored],
+    *,
+    now: int,
+    k: int,
+    budget: int,
+    max_images: int,
+    counter: TokenCounter,
+    all_images: bool = False,
+) -> Reminder:
     """Choose (best first, under `budget` tokens, at most k) and render chronologically. `all_images` attaches
     every image (the full-context methods); otherwise the best `max_images` image items get theirs."""
     chosen: list[tuple[int, Scored, bool]] = []
@@ -134,10 +146,22 @@ def render_reminder(chosen: Sequence[tuple[int, Scored, bool]], now: int, tokens
         return Reminder("", [], [], 0)
     ordered = sorted(chosen, key=lambda c: (c[1].item.turn, c[1].item.id))
     lines = [item_line(s.item, now, attach=attach) for _, s, attach in ordered]
-    items = [{"id": s.item.id, "rank": r + 1, "turns": list(s.item.turns), "kind": s.item.kind, "text": s.item.text,
-              "image": s.item.image if attach else None, "superseded": s.item.superseded_by is not None,
-              "parts": s.parts} for r, s, attach in ordered]
-    return Reminder("\n".join([OPEN, *lines, CLOSE]), [s.item.image for _, s, a in ordered if a and s.item.image], items, tokens)
+    items = [
+        {
+            "id": s.item.id,
+            "rank": r + 1,
+            "turns": list(s.item.turns),
+            "kind": s.item.kind,
+            "text": s.item.text,
+            "image": s.item.image if attach else None,
+            "superseded": s.item.superseded_by is not None,
+            "parts": s.parts,
+        }
+        for r, s, attach in ordered
+    ]
+    return Reminder(
+        "\n".join([OPEN, *lines, CLOSE]), [s.item.image for _, s, a in ordered if a and s.item.image], items, tokens
+    )
 
 
 def inject(example: Example, reminder: Reminder, record: dict[str, Any]) -> Example:

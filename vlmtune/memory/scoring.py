@@ -22,8 +22,9 @@ Forgetting is deterministic too (`vlmtune.memory.bank`), where MemoryBank's was 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -37,9 +38,9 @@ DEFAULT_WEIGHTS = {"relevance": 1.0, "recency": 0.25, "frequency": 0.1, "salienc
 @dataclass(frozen=True)
 class ScoreSettings:
     weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
-    hybrid: float = 0.5                 # share of the dense cosine in relevance (the rest is BM25)
-    decay: float = 50.0                 # initial strength S, in turns
-    growth: float = 1.0                 # S grows by decay x growth per recall
+    hybrid: float = 0.5  # share of the dense cosine in relevance (the rest is BM25)
+    decay: float = 50.0  # initial strength S, in turns
+    growth: float = 1.0  # S grows by decay x growth per recall
     superseded_penalty: float = 0.5
 
     def __post_init__(self) -> None:
@@ -73,8 +74,9 @@ def recency(item: MemoryItem, now: int) -> float:
     return math.exp(-max(now - last, 0) / item.strength)
 
 
-def components(items: Sequence[MemoryItem], now: int, *, dense: np.ndarray | None, bm25: np.ndarray | None,
-               settings: ScoreSettings) -> dict[str, np.ndarray]:
+def components(
+    items: Sequence[MemoryItem], now: int, *, dense: np.ndarray | None, bm25: np.ndarray | None, settings: ScoreSettings
+) -> dict[str, np.ndarray]:
     """Raw parts per item (module docstring), plus "dense" and "bm25" as they entered relevance."""
     n = len(items)
     if dense is None:
@@ -83,10 +85,12 @@ def components(items: Sequence[MemoryItem], now: int, *, dense: np.ndarray | Non
         rel = np.asarray(dense, dtype=np.float64)
     else:
         rel = settings.hybrid * np.asarray(dense, dtype=np.float64) + (1 - settings.hybrid) * _share_of_max(bm25)
-    parts = {"relevance": rel,
-             "recency": np.array([recency(it, now) for it in items]),
-             "frequency": np.log1p([it.frequency for it in items]).astype(np.float64),
-             "saliency": np.array([it.saliency for it in items], dtype=np.float64)}
+    parts = {
+        "relevance": rel,
+        "recency": np.array([recency(it, now) for it in items]),
+        "frequency": np.log1p([it.frequency for it in items]).astype(np.float64),
+        "saliency": np.array([it.saliency for it in items], dtype=np.float64),
+    }
     if dense is not None:
         parts["dense"] = np.asarray(dense, dtype=np.float64)
     if bm25 is not None:
@@ -109,7 +113,9 @@ def min_max(x: np.ndarray) -> np.ndarray:
     return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
 
 
-def combine(parts: dict[str, np.ndarray], superseded: Sequence[bool], settings: ScoreSettings) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def combine(
+    parts: dict[str, np.ndarray], superseded: Sequence[bool], settings: ScoreSettings
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(scores, scaled parts): the weighted sum of the min-max scaled parts, minus the superseded penalty."""
     scaled = {p: min_max(parts[p]) for p in PARTS}
     score = sum(settings.weight(p) * scaled[p] for p in PARTS)

@@ -29,8 +29,9 @@ import os
 import random
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from vlmtune.data.example import Example, atomic_write_text, write_jsonl
 from vlmtune.data.synth.memory import UNKNOWN, bucket_of
@@ -47,8 +48,16 @@ def _rel(path: str | None, out: Path) -> str | None:
     return None if path is None else os.path.relpath(Path(path).resolve(), out.resolve())
 
 
-def build_visdial_chain(path: str | os.PathLike, out_dir: str | os.PathLike, *, image_dirs: Sequence[str] | str | None,
-                        chain: int = 5, seed: int = 0, dense: str | None = None, limit: int = 0) -> Path:
+def build_visdial_chain(
+    path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    image_dirs: Sequence[str] | str | None,
+    chain: int = 5,
+    seed: int = 0,
+    dense: str | None = None,
+    limit: int = 0,
+) -> Path:
     """Chain VisDial dialogues into episodes (module docstring). Returns OUT/data.jsonl."""
     from vlmtune.data.formats.visdial import read_visdial
 
@@ -68,34 +77,70 @@ def build_visdial_chain(path: str | os.PathLike, out_dir: str | os.PathLike, *, 
         ep = f"visdial-chain-{e:05d}"
         turns: list[dict[str, Any]] = []
         held: list[tuple[Example, int, int]] = []
-        for k, image_id in enumerate(ids[start: start + chain], start=1):
+        for k, image_id in enumerate(ids[start : start + chain], start=1):
             rounds = sorted(dialogs[image_id], key=lambda x: x.meta["round_id"])
             photo = len(turns)
-            turns.append({"turn": photo, "kind": "show", "text": f"Here is photo #{k}. Caption: {rounds[0].meta['caption']}",
-                          "image": _rel(rounds[0].images[0], out), "slot": f"photo #{k}", "meta": {"image_id": image_id}})
+            turns.append(
+                {
+                    "turn": photo,
+                    "kind": "show",
+                    "text": f"Here is photo #{k}. Caption: {rounds[0].meta['caption']}",
+                    "image": _rel(rounds[0].images[0], out),
+                    "slot": f"photo #{k}",
+                    "meta": {"image_id": image_id},
+                }
+            )
             out_round = rng.randrange(len(rounds))
             for j, r in enumerate(rounds):
                 if j == out_round:
                     held.append((r, photo, k))
                     continue
-                turns.append({"turn": len(turns), "kind": "text",
-                              "text": f"About photo #{k}: Q: {r.meta['question']} A: {r.target['answer']}", "image": None,
-                              "slot": None, "meta": {"image_id": image_id, "round_id": r.meta["round_id"]}})
+                turns.append(
+                    {
+                        "turn": len(turns),
+                        "kind": "text",
+                        "text": f"About photo #{k}: Q: {r.meta['question']} A: {r.target['answer']}",
+                        "image": None,
+                        "slot": None,
+                        "meta": {"image_id": image_id, "round_id": r.meta["round_id"]},
+                    }
+                )
         end = len(turns)
         for r, photo, k in held:
             question = f"About photo #{k}: {r.meta['question']}"
-            evidence = [photo] + [t["turn"] for t in turns if t["meta"].get("image_id") == r.meta["image_id"]
-                                  and t["turn"] != photo]
-            probes.append(Example(
-                id=f"{ep}-p{k}", task="dialog", options=list(r.options or []), group=ep,
-                messages=[{"role": "user", "content": question}, {"role": "assistant", "content": r.target["answer"]}],
-                target={**r.target, "round": 1},
-                meta={"episode": ep, "turn": end, "evidence": evidence, "kind": "visdial", "distance": end - photo,
-                      "bucket": bucket_of(end - photo), "question": question, "image_id": r.meta["image_id"],
-                      "round_id": r.meta["round_id"], "source": "visdial-chain"}))
+            evidence = [photo] + [
+                t["turn"] for t in turns if t["meta"].get("image_id") == r.meta["image_id"] and t["turn"] != photo
+            ]
+            probes.append(
+                Example(
+                    id=f"{ep}-p{k}",
+                    task="dialog",
+                    options=list(r.options or []),
+                    group=ep,
+                    messages=[
+                        {"role": "user", "content": question},
+                        {"role": "assistant", "content": r.target["answer"]},
+                    ],
+                    target={**r.target, "round": 1},
+                    meta={
+                        "episode": ep,
+                        "turn": end,
+                        "evidence": evidence,
+                        "kind": "visdial",
+                        "distance": end - photo,
+                        "bucket": bucket_of(end - photo),
+                        "question": question,
+                        "image_id": r.meta["image_id"],
+                        "round_id": r.meta["round_id"],
+                        "source": "visdial-chain",
+                    },
+                )
+            )
         episodes.append({"id": ep, "length": end, "turns": turns})
     if not episodes:
-        raise DataError(f"{path}: fewer than chain={chain} dialogues were read", fix="lower --chain or give more dialogues")
+        raise DataError(
+            f"{path}: fewer than chain={chain} dialogues were read", fix="lower --chain or give more dialogues"
+        )
     return _write(out, episodes, probes)
 
 
@@ -122,10 +167,14 @@ def convert_locomo(path: str | os.PathLike, out_dir: str | os.PathLike, *, image
         where = f"record {n}"
         try:
             ep, conv = str(sample["sample_id"]), sample["conversation"]
-            sessions = sorted((int(m.group(1)) for k in conv if (m := re.fullmatch(r"session_(\d+)", k))))
+            sessions = sorted(int(m.group(1)) for k in conv if (m := re.fullmatch(r"session_(\d+)", k)))
         except (KeyError, TypeError) as e:
-            raise DataError(f"{where}: missing {e}", file=str(path), field=str(e),
-                            fix='each record needs "sample_id" and "conversation" with session_N lists') from None
+            raise DataError(
+                f"{where}: missing {e}",
+                file=str(path),
+                field=str(e),
+                fix='each record needs "sample_id" and "conversation" with session_N lists',
+            ) from None
         turns: list[dict[str, Any]] = []
         by_dia: dict[str, int] = {}
         for s in sessions:
@@ -150,11 +199,25 @@ def convert_locomo(path: str | os.PathLike, out_dir: str | os.PathLike, *, image
                 raise DataError(f"{where}: qa {q} has no answer", file=str(path), field=f"qa[{q}].answer")
             evidence = sorted({by_dia[d] for d in _dia_ids(qa.get("evidence", [])) if d in by_dia})
             distance = end - evidence[0] if evidence and kind != "abstention" else None
-            probes.append(Example(
-                id=f"locomo-{ep}-q{q:03d}", task="memory", group=ep, target=answer, options=None,
-                messages=[{"role": "user", "content": qa["question"]}, {"role": "assistant", "content": answer}],
-                meta={"episode": ep, "turn": end, "evidence": [] if kind == "abstention" else evidence, "kind": kind,
-                      "distance": distance, "bucket": bucket_of(distance), "source": "locomo"}))
+            probes.append(
+                Example(
+                    id=f"locomo-{ep}-q{q:03d}",
+                    task="memory",
+                    group=ep,
+                    target=answer,
+                    options=None,
+                    messages=[{"role": "user", "content": qa["question"]}, {"role": "assistant", "content": answer}],
+                    meta={
+                        "episode": ep,
+                        "turn": end,
+                        "evidence": [] if kind == "abstention" else evidence,
+                        "kind": kind,
+                        "distance": distance,
+                        "bucket": bucket_of(distance),
+                        "source": "locomo",
+                    },
+                )
+            )
         episodes.append({"id": ep, "length": end, "turns": turns})
     return _write(out, episodes, probes)
 

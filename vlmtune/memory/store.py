@@ -60,13 +60,17 @@ class BankStore:
                     f"the memory bank in {self.dir} was built with encoders {_names(state.get('encoders'))}, but this "
                     f"run uses {_names(encoders)} (their identities differ: {state.get('encoders')} vs {encoders}); "
                     "vectors of different encoders cannot be compared. Fix: use the bank's encoders "
-                    "(memory.text_encoder / memory.image_encoder), or give another memory.bank_dir to build a new bank")
+                    "(memory.text_encoder / memory.image_encoder), or give another memory.bank_dir to build a new bank"
+                )
         else:
-            atomic_write_json(state_path, {"format": FORMAT, "encoders": encoders, "settings": _settings_dict(settings)})
+            atomic_write_json(
+                state_path, {"format": FORMAT, "encoders": encoders, "settings": _settings_dict(settings)}
+            )
         emb = self.dir / "embeddings"
         self.text_vecs = EmbeddingCache(emb / "text", kit.text.identity, flush_every=flush_every) if kit.text else None
-        self.image_vecs = (EmbeddingCache(emb / "image", kit.image.identity, flush_every=flush_every)
-                           if kit.image else None)
+        self.image_vecs = (
+            EmbeddingCache(emb / "image", kit.image.identity, flush_every=flush_every) if kit.image else None
+        )
 
     def log(self, row: dict[str, Any]) -> None:
         append_journal(self.journal, [row])
@@ -96,12 +100,13 @@ def _names(encoders: dict[str, Any] | None) -> str:
     return ", ".join(f"{k}={(v or {}).get('name', 'none')}" for k, v in encoders.items())
 
 
-def open_bank(folder: str | os.PathLike, kit: Toolkit, settings: BankSettings | None = None, *,
-              flush_every: int = 64) -> MemoryBank:
+def open_bank(
+    folder: str | os.PathLike, kit: Toolkit, settings: BankSettings | None = None, *, flush_every: int = 64
+) -> MemoryBank:
     """A bank backed by `folder`: created empty, or replayed from its journal (module docstring)."""
     settings = settings or BankSettings()
     store = BankStore(folder, kit, settings, flush_every=flush_every)
-    bank = MemoryBank(kit, settings, store=None)   # replay without logging again
+    bank = MemoryBank(kit, settings, store=None)  # replay without logging again
     items: dict[str, MemoryItem] = {}
     for row in read_journal(store.journal):
         op = row.get("op")
@@ -121,14 +126,19 @@ def open_bank(folder: str | os.PathLike, kit: Toolkit, settings: BankSettings | 
             vt, recomputed = texts[0], recomputed + 1
             store.save_vectors(item, vt, None)
         vi = _vector(store.image_vecs, item.image_hash) if item.image_hash else None
-        if vi is None and item.image and \
-                (images := kit.image_vectors([item.image], [item.image_hash] if item.image_hash else None)) is not None:
+        if (
+            vi is None
+            and item.image
+            and (images := kit.image_vectors([item.image], [item.image_hash] if item.image_hash else None)) is not None
+        ):
             vi, recomputed = images[0], recomputed + 1
             store.save_vectors(item, None, vi)
         bank._add(item, vt, vi)
     if items:
-        log.info(f"[memory] opened the bank in {store.dir}: {len(items)} items"
-                 + (f", {recomputed} vector(s) recomputed (not flushed before the last stop)" if recomputed else ""))
+        log.info(
+            f"[memory] opened the bank in {store.dir}: {len(items)} items"
+            + (f", {recomputed} vector(s) recomputed (not flushed before the last stop)" if recomputed else "")
+        )
     store.flush()
     bank.store = store
     return bank

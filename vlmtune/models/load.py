@@ -58,20 +58,22 @@ class ModelRef:
     cfg: ModelConfig
 
     @classmethod
-    def of(cls, cfg: ModelConfig) -> "ModelRef":
+    def of(cls, cfg: ModelConfig) -> ModelRef:
         """A ModelRef for a directory or hub id, which need no resolving."""
         from vlmtune.models.gguf import is_gguf_name
 
         if cfg.name in NEEDS_RESOLVING or is_gguf_name(cfg.name):
-            raise ConfigError(f"model '{cfg.name}' must be built or converted before loading; call "
-                              "vlmtune.build.resolve_model(cfg) (the CLI and the pipeline do)")
+            raise ConfigError(
+                f"model '{cfg.name}' must be built or converted before loading; call "
+                "vlmtune.build.resolve_model(cfg) (the CLI and the pipeline do)"
+            )
         return cls(cfg.name, cfg.name, cfg)
 
-    def at(self, path: str | Path) -> "ModelRef":
+    def at(self, path: str | Path) -> ModelRef:
         """The same settings, loading other weights (a full fine-tune's model/ directory)."""
         return ModelRef(self.name, str(path), self.cfg)
 
-    def unquantized(self) -> "ModelRef":
+    def unquantized(self) -> ModelRef:
         return ModelRef(self.name, self.path, dataclasses.replace(self.cfg, load_in_4bit=False, load_in_8bit=False))
 
 
@@ -116,8 +118,10 @@ def load_processor(ref: ModelRef) -> tuple[Processor, bool]:
     try:
         vision = is_vision_model(ref.path)
     except OSError as e:
-        raise ConfigError(f"cannot load model '{ref.path}': {e}. Give a local directory, 'tiny', or a hub id "
-                          "(hub ids need network access or a populated HF cache)") from None
+        raise ConfigError(
+            f"cannot load model '{ref.path}': {e}. Give a local directory, 'tiny', or a hub id "
+            "(hub ids need network access or a populated HF cache)"
+        ) from None
     processor = (AutoProcessor if vision else AutoTokenizer).from_pretrained(ref.path)
     tok = tokenizer_of(processor)
     if tok.pad_token is None:
@@ -131,9 +135,11 @@ def check_loadable(ref: ModelRef) -> None:
     try:
         is_vision_model(ref.path)
     except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot load model '{ref.name}': {str(e).splitlines()[0]}. Fix: give a local directory "
-                          "saved with save_pretrained, 'tiny', or a hub id (hub ids need network access or a "
-                          "populated HF cache)") from None
+        raise ConfigError(
+            f"cannot load model '{ref.name}': {str(e).splitlines()[0]}. Fix: give a local directory "
+            "saved with save_pretrained, 'tiny', or a hub id (hub ids need network access or a "
+            "populated HF cache)"
+        ) from None
 
 
 def load_model(model: ModelRef | ModelConfig, *, adapter: str | Path | None = None) -> tuple[Model, Processor]:
@@ -154,15 +160,19 @@ def load_model(model: ModelRef | ModelConfig, *, adapter: str | Path | None = No
         require("quant", "model.load_in_4bit" if cfg.load_in_4bit else "model.load_in_8bit")
     if cfg.load_in_4bit:
         kw["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype if dtype != torch.float32 else torch.float32,
             # The vision tower and projector stay in full precision, as QLoRA recipes for VLMs do.
             # transformers matches these from the start of the module name (or as a suffix), hence ".*".
-            llm_int8_skip_modules=[rf".*{m}" for m in VISION_PARTS] + ["lm_head"])
+            llm_int8_skip_modules=[rf".*{m}" for m in VISION_PARTS] + ["lm_head"],
+        )
         kw["device_map"] = {"": device if device != "cpu" else "cpu"}
     elif cfg.load_in_8bit:
         kw["quantization_config"] = BitsAndBytesConfig(
-            load_in_8bit=True, llm_int8_skip_modules=[rf".*{m}" for m in VISION_PARTS] + ["lm_head"])
+            load_in_8bit=True, llm_int8_skip_modules=[rf".*{m}" for m in VISION_PARTS] + ["lm_head"]
+        )
         kw["device_map"] = {"": device}
     processor, vision = load_processor(ref)
     auto = AutoModelForImageTextToText if vision else AutoModelForCausalLM
@@ -173,17 +183,21 @@ def load_model(model: ModelRef | ModelConfig, *, adapter: str | Path | None = No
         from peft import PeftModel
 
         if not (Path(adapter) / "adapter_config.json").exists():
-            raise ConfigError(f"--adapter {adapter}: no adapter_config.json there (expected a PEFT adapter dir, "
-                              "e.g. runs/<name>/adapter)")
+            raise ConfigError(
+                f"--adapter {adapter}: no adapter_config.json there (expected a PEFT adapter dir, "
+                "e.g. runs/<name>/adapter)"
+            )
         try:
             loaded = PeftModel.from_pretrained(loaded, str(adapter))
         except RuntimeError as e:  # torch's load_state_dict: "size mismatch for ..." when the base differs
             if "size mismatch" not in str(e) and "Missing key" not in str(e):
                 raise
             trained_on = _adapter_base(adapter)
-            raise ConfigError(f"--adapter {adapter} does not fit model '{ref.name}': its weights have other shapes "
-                              f"(it was trained on {trained_on or 'another base'}). Fix: pass the base it was trained "
-                              f"on as --model (or model.name), or an adapter trained on '{ref.name}'") from None
+            raise ConfigError(
+                f"--adapter {adapter} does not fit model '{ref.name}': its weights have other shapes "
+                f"(it was trained on {trained_on or 'another base'}). Fix: pass the base it was trained "
+                f"on as --model (or model.name), or an adapter trained on '{ref.name}'"
+            ) from None
         log.info(f"[model] adapter {adapter}")
     loaded.eval()
     return loaded, processor
@@ -223,8 +237,9 @@ def lora_target_modules(model: Model, target: str = "language", modules: str = "
         if name.split(".")[-1] in wanted:
             names.append(name)
     if not names:
-        raise ConfigError(f"no linear layers match train.lora_target={target} train.lora_modules={modules} "
-                          f"in {type(model).__name__}")
+        raise ConfigError(
+            f"no linear layers match train.lora_target={target} train.lora_modules={modules} in {type(model).__name__}"
+        )
     return names
 
 
@@ -277,5 +292,7 @@ def text_hash(s: str | None) -> str | None:
 
 
 def chat_template_of(processor: Processor) -> str | None:
-    t = getattr(processor, "chat_template", None) or getattr(getattr(processor, "tokenizer", None), "chat_template", None)
+    t = getattr(processor, "chat_template", None) or getattr(
+        getattr(processor, "tokenizer", None), "chat_template", None
+    )
     return t if isinstance(t, str) else (json.dumps(t, sort_keys=True) if t else None)

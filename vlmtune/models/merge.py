@@ -13,8 +13,8 @@ front matter) and export.json (where it came from, content hashes of the base, a
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 from pathlib import Path
 
 from vlmtune.config import ModelConfig
@@ -23,15 +23,18 @@ from vlmtune.errors import ConfigError, VlmtuneError
 log = logging.getLogger(__name__)
 
 
-def merge_adapter(base: str | Path, adapter_dir: str | Path, out_dir: str | Path, *, source: str | Path | None = None) -> Path:
+def merge_adapter(
+    base: str | Path, adapter_dir: str | Path, out_dir: str | Path, *, source: str | Path | None = None
+) -> Path:
     """Load `base` in full precision with the adapter, merge_and_unload, save model + processor + README.md."""
     from vlmtune.models.load import load_model
 
     adapter = Path(adapter_dir)
     cfg_file = adapter / "adapter_config.json"
     if not cfg_file.exists():
-        raise ConfigError(f"adapter {adapter}: no adapter_config.json there (expected a PEFT adapter dir, "
-                          "e.g. runs/<name>/adapter)")
+        raise ConfigError(
+            f"adapter {adapter}: no adapter_config.json there (expected a PEFT adapter dir, e.g. runs/<name>/adapter)"
+        )
     # Merging into 4-bit weights would round the LoRA delta away; the base is loaded unquantised.
     model, processor = load_model(ModelConfig(name=str(base), load_in_4bit=False), adapter=adapter)
     merged = model.merge_and_unload()
@@ -39,14 +42,21 @@ def merge_adapter(base: str | Path, adapter_dir: str | Path, out_dir: str | Path
     out.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out)
     processor.save_pretrained(out)
-    (out / "README.md").write_text(model_card("merged", base, adapter, architecture=type(merged).__name__,
-                                              source=source))
+    (out / "README.md").write_text(
+        model_card("merged", base, adapter, architecture=type(merged).__name__, source=source)
+    )
     log.info(f"[merge] {adapter} merged into {base} -> {out}")
     return out
 
 
-def model_card(kind: str, base: str | Path | None, adapter: str | Path | None, *, architecture: str | None = None,
-               source: str | Path | None = None) -> str:
+def model_card(
+    kind: str,
+    base: str | Path | None,
+    adapter: str | Path | None,
+    *,
+    architecture: str | None = None,
+    source: str | Path | None = None,
+) -> str:
     """README.md for an exported directory; the front matter is what the hub reads (base model, library)."""
     from vlmtune.models.load import dir_hash
 
@@ -55,12 +65,20 @@ def model_card(kind: str, base: str | Path | None, adapter: str | Path | None, *
     if hub_base:
         front.append(f"base_model: {hub_base}")
     front.append("---")
-    what = {"adapter": "a LoRA adapter (PEFT); load it on top of its base model",
-            "merged": "a base model with a LoRA adapter folded into its weights (`peft` `merge_and_unload`); "
-                      "it loads without PEFT",
-            "model": "a fully fine-tuned model"}[kind]
-    lines = [*front, "", f"# {'Merged model' if kind == 'merged' else 'Adapter' if kind == 'adapter' else 'Model'}",
-             "", f"This directory is {what}. Made with vlmtune.", ""]
+    what = {
+        "adapter": "a LoRA adapter (PEFT); load it on top of its base model",
+        "merged": "a base model with a LoRA adapter folded into its weights (`peft` `merge_and_unload`); "
+        "it loads without PEFT",
+        "model": "a fully fine-tuned model",
+    }[kind]
+    lines = [
+        *front,
+        "",
+        f"# {'Merged model' if kind == 'merged' else 'Adapter' if kind == 'adapter' else 'Model'}",
+        "",
+        f"This directory is {what}. Made with vlmtune.",
+        "",
+    ]
     if source is not None:
         lines.append(f"- exported from: `{source}`")
     if base is not None:
@@ -75,8 +93,11 @@ def model_card(kind: str, base: str | Path | None, adapter: str | Path | None, *
     if architecture:
         lines.append(f"- architecture: `{architecture}`")
     if kind == "adapter":
-        lines += ["", "Load it with `vlmtune eval --model BASE --adapter DIR ...`, or with "
-                  "`peft.PeftModel.from_pretrained(base_model, DIR)`."]
+        lines += [
+            "",
+            "Load it with `vlmtune eval --model BASE --adapter DIR ...`, or with "
+            "`peft.PeftModel.from_pretrained(base_model, DIR)`.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -99,11 +120,14 @@ def push_to_hub(path: str | Path, repo_id: str, private: bool = True, token: str
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id=repo_id, private=private, repo_type="model", exist_ok=True)
-        api.upload_folder(folder_path=str(p), repo_id=repo_id, repo_type="model",
-                          commit_message=f"Upload {p.name} with vlmtune")
+        api.upload_folder(
+            folder_path=str(p), repo_id=repo_id, repo_type="model", commit_message=f"Upload {p.name} with vlmtune"
+        )
     except Exception as e:  # no token, no network, no permission: the local export is intact either way
-        raise VlmtuneError(f"push_to_hub: uploading {p} to {repo_id} failed ({type(e).__name__}: {e}). Log in with "
-                           "`hf auth login` (or set HF_TOKEN) and check the network; the directory is unchanged, "
-                           f"so you can retry with `hf upload {repo_id} {p} --repo-type model"
-                           f"{' --private' if private else ''}`") from e
+        raise VlmtuneError(
+            f"push_to_hub: uploading {p} to {repo_id} failed ({type(e).__name__}: {e}). Log in with "
+            "`hf auth login` (or set HF_TOKEN) and check the network; the directory is unchanged, "
+            f"so you can retry with `hf upload {repo_id} {p} --repo-type model"
+            f"{' --private' if private else ''}`"
+        ) from e
     return str(url)

@@ -48,6 +48,7 @@ TINY_TAG = "vlmtune-tiny-llava"
 @dataclass(frozen=True)
 class TinyBaseConfig:
     """How the tiny base is built. Every field enters the cache key."""
+
     image_size: int = 64
     patch_size: int = 16
     vision_hidden: int = 128
@@ -80,8 +81,12 @@ def tokenizer_corpus() -> list[str]:
         for c in COLORS:
             for k in KINDS:
                 lines.append(f"{n} shapes: {n} {c} {k} and {n} {c} {k}s, {n} {k}s.")
-    lines += [" ".join(SIZES), " ".join(str(i) for i in range(100)), "0 1 2 3 4 5 6 7 8 9 10 11 12",
-              "The answer is . There are a an the of in this image what which how many is most common."]
+    lines += [
+        " ".join(SIZES),
+        " ".join(str(i) for i in range(100)),
+        "0 1 2 3 4 5 6 7 8 9 10 11 12",
+        "The answer is . There are a an the of in this image what which how many is most common.",
+    ]
     return lines * 4
 
 
@@ -92,12 +97,23 @@ def build_tokenizer(vocab_size: int):
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(tokenizer_corpus(), trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="<|end|>", pad_token="<pad>",
-                                   unk_token="<unk>", extra_special_tokens={"image_token": "<image>"},
-                                   padding_side="left", chat_template=CHAT_TEMPLATE)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="<|end|>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_special_tokens={"image_token": "<image>"},
+        padding_side="left",
+        chat_template=CHAT_TEMPLATE,
+    )
     # Rendered prompts already begin with the role marker; no BOS is added so prompt/answer boundaries stay clean.
     fast.add_bos_token = False  # type: ignore[misc]  # settable at runtime; typed as a read-only property
     return fast
@@ -107,11 +123,17 @@ def build_processor(cfg: TinyBaseConfig):
     from transformers import CLIPImageProcessor, LlavaProcessor
 
     tok = build_tokenizer(cfg.vocab_size)
-    ip = CLIPImageProcessor(size={"shortest_edge": cfg.image_size},
-                            crop_size={"height": cfg.image_size, "width": cfg.image_size})
-    return LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=cfg.patch_size,
-                          vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                          chat_template=CHAT_TEMPLATE)
+    ip = CLIPImageProcessor(
+        size={"shortest_edge": cfg.image_size}, crop_size={"height": cfg.image_size, "width": cfg.image_size}
+    )
+    return LlavaProcessor(
+        image_processor=ip,
+        tokenizer=tok,
+        patch_size=cfg.patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+    )
 
 
 def build_model(cfg: TinyBaseConfig, tokenizer):
@@ -120,20 +142,41 @@ def build_model(cfg: TinyBaseConfig, tokenizer):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     torch.manual_seed(cfg.seed)
-    vc = CLIPVisionConfig(hidden_size=cfg.vision_hidden, intermediate_size=cfg.vision_hidden * 2,
-                          num_hidden_layers=cfg.vision_layers, num_attention_heads=cfg.heads,
-                          image_size=cfg.image_size, patch_size=cfg.patch_size, projection_dim=cfg.vision_hidden)
-    tc = LlamaConfig(vocab_size=len(tokenizer), hidden_size=cfg.text_hidden, intermediate_size=cfg.text_hidden * 2,
-                     num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
-                     max_position_embeddings=512, tie_word_embeddings=True,
-                     bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                     pad_token_id=tokenizer.pad_token_id)
+    vc = CLIPVisionConfig(
+        hidden_size=cfg.vision_hidden,
+        intermediate_size=cfg.vision_hidden * 2,
+        num_hidden_layers=cfg.vision_layers,
+        num_attention_heads=cfg.heads,
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        projection_dim=cfg.vision_hidden,
+    )
+    tc = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.text_hidden,
+        intermediate_size=cfg.text_hidden * 2,
+        num_hidden_layers=cfg.text_layers,
+        num_attention_heads=cfg.heads,
+        num_key_value_heads=cfg.heads,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     n_img = (cfg.image_size // cfg.patch_size) ** 2
     # transformers' typed config signatures omit the token ids they take through **kwargs
-    config = LlavaConfig(vision_config=vc, text_config=tc, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),  # type: ignore[call-arg]
-                         vision_feature_layer=-1, vision_feature_select_strategy="default",
-                         image_seq_length=n_img, projector_hidden_act="gelu", tie_word_embeddings=True,
-                         pad_token_id=tokenizer.pad_token_id)
+    config = LlavaConfig(
+        vision_config=vc,
+        text_config=tc,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),  # type: ignore[call-arg]
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        image_seq_length=n_img,
+        projector_hidden_act="gelu",
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     model = LlavaForConditionalGeneration(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id

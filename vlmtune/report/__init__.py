@@ -20,5 +20,16 @@ from vlmtune.report.plots import THUMB_PX
 from vlmtune.report.render import FLIP_CAP
 from vlmtune.report.run import compare_many, compare_runs, format_summary, write_report
 
-__all__ = ["FLIP_CAP", "PREDICTIONS_PAGE", "THUMB_PX", "Comparison", "MultiComparison", "compare", "compare_many",
-           "compare_runs", "compare_several", "format_summary", "write_report"]
+__all__ = [
+    "FLIP_CAP",
+    "PREDICTIONS_PAGE",
+    "THUMB_PX",
+    "Comparison",
+    "MultiComparison",
+    "compare",
+    "compare_many",
+    "compare_runs",
+    "compare_several",
+    "format_summary",
+    "write_report",
+]

@@ -23,9 +23,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from vlmtune.errors import ConfigError, DataError, VlmtuneError
 from vlmtune.report.fmt import MISSING, jsonable, show
@@ -42,7 +43,7 @@ WEIGHT_KEYS = frozenset({"model", "model_hash", "adapter", "adapter_hash", "serv
 # Plots the report draws itself (plots/<name>.png); a task's section plot never takes one of these names.
 GENERIC_PLOTS = ("metrics", "confusion", "loss")
 PARSE_FAILURE_RATE = "parse_failure_rate"
-PREDICTIONS_PAGE = "predictions.html"   # every example, every run's answer: the report links it
+PREDICTIONS_PAGE = "predictions.html"  # every example, every run's answer: the report links it
 Pair = tuple[Row, Row]
 
 
@@ -51,20 +52,24 @@ class Comparison:
     """Everything the report shows; comparison.json is its plain-JSON form."""
 
     title: str
-    runs: dict[str, dict[str, Any]]   # "baseline"/"candidate" -> label, dir, task, model, adapter, n, mode, scoring
-    metrics: list[dict[str, Any]]     # {name, baseline: entry, candidate: entry, diff}; entry {value, ci, n, clusters, method}
-    tests: dict[str, Any]             # vlmtune.report.paired.pair_tests: accuracy, headline, per_example
-    family: list[dict[str, Any]]      # the tests counted for multiplicity, each with p_holm when there are several
-    flips: dict[str, list[dict[str, Any]]]   # fixed, broken, still_wrong
+    runs: dict[str, dict[str, Any]]  # "baseline"/"candidate" -> label, dir, task, model, adapter, n, mode, scoring
+    metrics: list[
+        dict[str, Any]
+    ]  # {name, baseline: entry, candidate: entry, diff}; entry {value, ci, n, clusters, method}
+    tests: dict[str, Any]  # vlmtune.report.paired.pair_tests: accuracy, headline, per_example
+    family: list[dict[str, Any]]  # the tests counted for multiplicity, each with p_holm when there are several
+    flips: dict[str, list[dict[str, Any]]]  # fixed, broken, still_wrong
     fingerprint_differences: list[dict[str, Any]]
     fingerprints: dict[str, dict[str, Any]]
     notes: list[str]
     sources: dict[str, dict[str, str]] = field(default_factory=dict)  # run label -> metric -> where it comes from
     confusions: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (run label, metrics "confusion")
     sections: list[ReportSection] = field(default_factory=list)  # the task's own sections (plot_name set if drawn)
-    history: list[dict[str, Any]] | None = None                  # the training log, for the loss plot
-    plots: list[str] = field(default_factory=list)               # plot files drawn, relative to the report dir
-    rows: tuple[list[Row], list[Row]] = field(default_factory=lambda: ([], []))                 # the paired prediction rows (the predictions page)
+    history: list[dict[str, Any]] | None = None  # the training log, for the loss plot
+    plots: list[str] = field(default_factory=list)  # plot files drawn, relative to the report dir
+    rows: tuple[list[Row], list[Row]] = field(
+        default_factory=lambda: ([], [])
+    )  # the paired prediction rows (the predictions page)
 
     @property
     def labels(self) -> tuple[str, str]:
@@ -96,18 +101,38 @@ class Comparison:
 
     def to_json(self) -> dict[str, Any]:
         acc = self.tests["accuracy"]
-        return jsonable({
-            "title": self.title, "baseline": self.runs["baseline"], "candidate": self.runs["candidate"],
-            "metrics": self.metrics, "n": acc["n"], "clusters": acc["clusters"],
-            "mcnemar": self.mcnemar, "mcnemar_clustered": acc["mcnemar_clustered"],
-            "headline_test": self.tests["headline"], "accuracy_difference": self.bootstrap, "mde": acc["mde"],
-            "paired_continuous": self.paired, "tests": self.family,
-            "flips": {k: {"count": len(v), "ids": [f["id"] for f in v]} for k, v in self.flips.items()},
-            "predictions": PREDICTIONS_PAGE, "metric_sources": self.sources,
-            "fingerprint_differences": self.fingerprint_differences, "notes": self.notes, "plots": self.plots,
-            "task_sections": [{"title": s.title, "text": s.text, "table": s.table,
-                               "plot": f"plots/{s.plot_name}.png" if s.plot else None} for s in self.sections],
-        })
+        return jsonable(
+            {
+                "title": self.title,
+                "baseline": self.runs["baseline"],
+                "candidate": self.runs["candidate"],
+                "metrics": self.metrics,
+                "n": acc["n"],
+                "clusters": acc["clusters"],
+                "mcnemar": self.mcnemar,
+                "mcnemar_clustered": acc["mcnemar_clustered"],
+                "headline_test": self.tests["headline"],
+                "accuracy_difference": self.bootstrap,
+                "mde": acc["mde"],
+                "paired_continuous": self.paired,
+                "tests": self.family,
+                "flips": {k: {"count": len(v), "ids": [f["id"] for f in v]} for k, v in self.flips.items()},
+                "predictions": PREDICTIONS_PAGE,
+                "metric_sources": self.sources,
+                "fingerprint_differences": self.fingerprint_differences,
+                "notes": self.notes,
+                "plots": self.plots,
+                "task_sections": [
+                    {
+                        "title": s.title,
+                        "text": s.text,
+                        "table": s.table,
+                        "plot": f"plots/{s.plot_name}.png" if s.plot else None,
+                    }
+                    for s in self.sections
+                ],
+            }
+        )
 
     def summary(self, out_dir: str | Path) -> dict[str, Any]:
         """The headline numbers and the files written (what `format_summary` prints and `run` returns)."""
@@ -116,21 +141,42 @@ class Comparison:
 
         def side(role: str) -> dict[str, Any]:
             e = self.accuracy[role]
-            return {"label": self.runs[role]["label"],
-                    "accuracy": {k: e.get(k) for k in ("value", "ci", "n", "clusters", "method")}}
+            return {
+                "label": self.runs[role]["label"],
+                "accuracy": {k: e.get(k) for k in ("value", "ci", "n", "clusters", "method")},
+            }
 
-        return {"baseline": side("baseline"), "candidate": side("candidate"), "n": acc["n"],
-                "clusters": acc["clusters"], "mcnemar": self.mcnemar, "mcnemar_clustered": acc["mcnemar_clustered"],
-                "headline_test": self.tests["headline"], "accuracy_difference": self.bootstrap, "mde": acc["mde"],
-                "tests": self.family, "flips": {k: len(v) for k, v in self.flips.items()},
-                "report_md": str(out / "report.md"), "report_html": str(out / "report.html"),
-                "comparison_json": str(out / "comparison.json"), "predictions_html": str(out / PREDICTIONS_PAGE),
-                "fingerprint_differences": self.fingerprint_differences}
+        return {
+            "baseline": side("baseline"),
+            "candidate": side("candidate"),
+            "n": acc["n"],
+            "clusters": acc["clusters"],
+            "mcnemar": self.mcnemar,
+            "mcnemar_clustered": acc["mcnemar_clustered"],
+            "headline_test": self.tests["headline"],
+            "accuracy_difference": self.bootstrap,
+            "mde": acc["mde"],
+            "tests": self.family,
+            "flips": {k: len(v) for k, v in self.flips.items()},
+            "report_md": str(out / "report.md"),
+            "report_html": str(out / "report.html"),
+            "comparison_json": str(out / "comparison.json"),
+            "predictions_html": str(out / PREDICTIONS_PAGE),
+            "fingerprint_differences": self.fingerprint_differences,
+        }
 
 
-def compare(base: EvalRun, cand: EvalRun, *, title: str = "vlmtune report", allow_mismatch: bool = False,
-            history: list[dict[str, Any]] | None = None, n_boot: int = 2000, seed: int = 0,
-            labels: Sequence[str] | None = None) -> Comparison:
+def compare(
+    base: EvalRun,
+    cand: EvalRun,
+    *,
+    title: str = "vlmtune report",
+    allow_mismatch: bool = False,
+    history: list[dict[str, Any]] | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    labels: Sequence[str] | None = None,
+) -> Comparison:
     """Pair the runs, refuse an unfair comparison, compute every number; nothing is written. labels: the two
     runs' names (default: metrics.json's, made distinct by their directories when they are the same)."""
     pairs = pair_rows(base, cand)
@@ -147,17 +193,36 @@ def compare(base: EvalRun, cand: EvalRun, *, title: str = "vlmtune report", allo
     task = task_of(cand, notes)
     tests = pair_tests(rows_a, rows_b, groups, task, n_boot=n_boot, seed=seed)
     return Comparison(
-        title=title, runs={"baseline": {**run_info(base, rows_a), "label": la},
-                           "candidate": {**run_info(cand, rows_b), "label": lb}},
-        metrics=[{"name": m["name"], "baseline": m["entries"][0], "candidate": m["entries"][1],
-                  "diff": m["entries"][1]["value"] - m["entries"][0]["value"]} for m in table],
-        tests=tests, family=holm_family(family(tests)), flips=find_flips(pairs),
-        fingerprint_differences=jsonable(diffs), fingerprints={"baseline": base.fingerprint, "candidate": cand.fingerprint},
-        notes=notes, sources=metric_sources([base, cand], names),
-        confusions=[(label, run.metrics["confusion"]) for run, label in zip((base, cand), names)
-                    if isinstance(run.metrics.get("confusion"), dict)],
+        title=title,
+        runs={
+            "baseline": {**run_info(base, rows_a), "label": la},
+            "candidate": {**run_info(cand, rows_b), "label": lb},
+        },
+        metrics=[
+            {
+                "name": m["name"],
+                "baseline": m["entries"][0],
+                "candidate": m["entries"][1],
+                "diff": m["entries"][1]["value"] - m["entries"][0]["value"],
+            }
+            for m in table
+        ],
+        tests=tests,
+        family=holm_family(family(tests)),
+        flips=find_flips(pairs),
+        fingerprint_differences=jsonable(diffs),
+        fingerprints={"baseline": base.fingerprint, "candidate": cand.fingerprint},
+        notes=notes,
+        sources=metric_sources([base, cand], names),
+        confusions=[
+            (label, run.metrics["confusion"])
+            for run, label in zip((base, cand), names)
+            if isinstance(run.metrics.get("confusion"), dict)
+        ],
         sections=named_plots(task.report_sections(rows_a, rows_b, labels=names)) if task else [],
-        history=history, rows=(rows_a, rows_b))
+        history=history,
+        rows=(rows_a, rows_b),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -174,9 +239,11 @@ def pair_rows(base: EvalRun, cand: EvalRun) -> list[Pair]:
             if only:
                 few = ", ".join(repr(i) for i in sorted(only)[:5]) + (", ..." if len(only) > 5 else "")
                 parts.append(f"{len(only)} id(s) only in the {name} ({few})")
-        raise DataError("the two runs were evaluated on different examples: " + "; ".join(parts),
-                        file=str(cand.path / PREDICTIONS),
-                        fix="evaluate both models on the same test file (runs/<name>/data/test.jsonl)")
+        raise DataError(
+            "the two runs were evaluated on different examples: " + "; ".join(parts),
+            file=str(cand.path / PREDICTIONS),
+            fix="evaluate both models on the same test file (runs/<name>/data/test.jsonl)",
+        )
     by_id = {r["id"]: r for r in cand.rows}
     return [(r, by_id[r["id"]]) for r in base.rows]
 
@@ -230,12 +297,14 @@ def run_labels(runs: Sequence[EvalRun], labels: Sequence[str] | None) -> list[st
 def check_fair(diffs: list[dict[str, Any]], allow_mismatch: bool) -> None:
     """Refuse (VlmtuneError, naming every difference) unless allow_mismatch."""
     if diffs and not allow_mismatch:
-        lines = "\n".join(f"  {d['key']}: baseline {show(d['baseline'])}, candidate {show(d['candidate'])}"
-                          for d in diffs)
+        lines = "\n".join(
+            f"  {d['key']}: baseline {show(d['baseline'])}, candidate {show(d['candidate'])}" for d in diffs
+        )
         raise VlmtuneError(
             "the two runs differ in more than the model weights, so their scores are not comparable:\n"
             f"{lines}\nRe-run the evaluations with the same settings, or pass --allow-mismatch to compare "
-            "anyway (the differences are then listed at the top of the report).")
+            "anyway (the differences are then listed at the top of the report)."
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -243,8 +312,11 @@ def check_fair(diffs: list[dict[str, Any]], allow_mismatch: bool) -> None:
 
 
 def _is_metric(entry: Any) -> bool:
-    return (isinstance(entry, dict) and isinstance(entry.get("value"), (int, float))
-            and not isinstance(entry.get("value"), bool))
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("value"), (int, float))
+        and not isinstance(entry.get("value"), bool)
+    )
 
 
 def _ci(entry: dict[str, Any]) -> list[float] | None:
@@ -255,8 +327,13 @@ def _ci(entry: dict[str, Any]) -> list[float] | None:
 def _entry(e: dict[str, Any]) -> dict[str, Any]:
     """A metrics.json entry as the report shows it: value, interval, n, groups and the interval's method (None
     where an older metrics.json does not say)."""
-    return {"value": float(e["value"]), "ci": _ci(e), "n": e.get("n"), "clusters": e.get("clusters"),
-            "method": e.get("method")}
+    return {
+        "value": float(e["value"]),
+        "ci": _ci(e),
+        "n": e.get("n"),
+        "clusters": e.get("clusters"),
+        "method": e.get("method"),
+    }
 
 
 def _from_rows(hits: list[bool], groups: Sequence[Any]) -> dict[str, Any]:
@@ -264,14 +341,18 @@ def _from_rows(hits: list[bool], groups: Sequence[Any]) -> dict[str, Any]:
     return {**proportion_entry(hits, groups=groups), "count": sum(hits), "source": PREDICTIONS}
 
 
-def metric_table(runs: Sequence[EvalRun], rows: Sequence[Sequence[Row]], groups: Sequence[Any],
-                 notes: list[str]) -> list[dict[str, Any]]:
+def metric_table(
+    runs: Sequence[EvalRun], rows: Sequence[Sequence[Row]], groups: Sequence[Any], notes: list[str]
+) -> list[dict[str, Any]]:
     """[{"name", "entries": [one per run]}]: accuracy first, then every other metric all runs report (metrics.json
     order), then the parse-failure rate. Accuracy comes from metrics.json when it has one (checked against the
     rows' `correct`), else from the rows; the parse-failure rate always from the rows (so it carries its count),
     once, whether or not metrics.json has its own `parse_failure_rate`."""
-    names = [name for name in runs[0].metrics
-             if name != PARSE_FAILURE_RATE and all(_is_metric(run.metrics.get(name)) for run in runs)]
+    names = [
+        name
+        for name in runs[0].metrics
+        if name != PARSE_FAILURE_RATE and all(_is_metric(run.metrics.get(name)) for run in runs)
+    ]
     correct = [[bool(r["correct"]) for r in rs] for rs in rows]
     failed = [[not r.get("parse_ok", True) for r in rs] for rs in rows]
     table: list[dict[str, Any]] = []
@@ -296,8 +377,10 @@ def _check_stated(runs: Sequence[EvalRun], name: str, hits: list[list[bool]], no
             continue
         actual = sum(h) / len(h)
         if abs(float(stated) - actual) > 1e-6:
-            notes.append(f"{run.label}: metrics.json says {name} {float(stated):.4f} but the rows of {PREDICTIONS} "
-                         f"give {actual:.4f}; {what} {PREDICTIONS}.")
+            notes.append(
+                f"{run.label}: metrics.json says {name} {float(stated):.4f} but the rows of {PREDICTIONS} "
+                f"give {actual:.4f}; {what} {PREDICTIONS}."
+            )
 
 
 def metric_sources(runs: Sequence[EvalRun], labels: Sequence[str]) -> dict[str, dict[str, str]]:
@@ -319,22 +402,40 @@ def find_flips(pairs: list[Pair]) -> dict[str, list[dict[str, Any]]]:
         if a["correct"] and b["correct"]:
             continue
         kind = "still_wrong" if not a["correct"] and not b["correct"] else "fixed" if b["correct"] else "broken"
-        flips[kind].append({
-            "id": a["id"], "target": a.get("target"), "images": a.get("images") or b.get("images") or [],
-            "prompt": a.get("prompt"),
-            "baseline": {"prediction": a.get("prediction"), "parsed": a.get("parsed"), "parse_ok": a.get("parse_ok")},
-            "candidate": {"prediction": b.get("prediction"), "parsed": b.get("parsed"), "parse_ok": b.get("parse_ok")},
-        })
+        flips[kind].append(
+            {
+                "id": a["id"],
+                "target": a.get("target"),
+                "images": a.get("images") or b.get("images") or [],
+                "prompt": a.get("prompt"),
+                "baseline": {
+                    "prediction": a.get("prediction"),
+                    "parsed": a.get("parsed"),
+                    "parse_ok": a.get("parse_ok"),
+                },
+                "candidate": {
+                    "prediction": b.get("prediction"),
+                    "parsed": b.get("parsed"),
+                    "parse_ok": b.get("parse_ok"),
+                },
+            }
+        )
     return flips
 
 
 def run_info(run: EvalRun, rows: list[Row]) -> dict[str, Any]:
     k = sum(1 for r in rows if not r.get("parse_ok", True))
-    return {"label": run.label, "dir": str(run.path.resolve()), "task": run.task,
-            "model": run.metrics_file.get("model", run.fingerprint.get("model")),
-            "adapter": run.metrics_file.get("adapter", run.fingerprint.get("adapter")),
-            "n": len(rows), "mode": run.mode, "scoring": run.scoring,
-            "parse_failures": {"count": k, "n": len(rows), "rate": k / len(rows)}}
+    return {
+        "label": run.label,
+        "dir": str(run.path.resolve()),
+        "task": run.task,
+        "model": run.metrics_file.get("model", run.fingerprint.get("model")),
+        "adapter": run.metrics_file.get("adapter", run.fingerprint.get("adapter")),
+        "n": len(rows),
+        "mode": run.mode,
+        "scoring": run.scoring,
+        "parse_failures": {"count": k, "n": len(rows), "rate": k / len(rows)},
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -351,8 +452,10 @@ def task_of(run: EvalRun, notes: list[str]) -> Task | None:
     try:
         return build_task(run.task, run.task_options)
     except VlmtuneError as e:
-        notes.append(f"task '{run.task}' could not be built here ({e}); {left_out}. A task from a plugin must be "
-                     "importable when comparing too (VLMTUNE_PLUGINS=<module>).")
+        notes.append(
+            f"task '{run.task}' could not be built here ({e}); {left_out}. A task from a plugin must be "
+            "importable when comparing too (VLMTUNE_PLUGINS=<module>)."
+        )
         log.warning(f"[compare] {notes[-1]}")
         return None
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
-TEXT_CAP = 400         # characters of a prediction shown in a table cell
+TEXT_CAP = 400  # characters of a prediction shown in a table cell
 MISSING = "(missing)"  # a fingerprint key present in only one run
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from vlmtune.errors import DataError
 from vlmtune.jsonlines import read_json_lines
@@ -28,8 +29,8 @@ class EvalRun:
     """One evaluation directory, loaded."""
 
     path: Path
-    rows: list[Row]                  # predictions.jsonl, in file order
-    metrics_file: dict[str, Any]     # the whole metrics.json
+    rows: list[Row]  # predictions.jsonl, in file order
+    metrics_file: dict[str, Any]  # the whole metrics.json
     fingerprint: dict[str, Any]
 
     @property
@@ -71,18 +72,27 @@ def load_eval_dir(path: str | os.PathLike, role: str = "run") -> EvalRun:
     """Load predictions.jsonl, metrics.json and fingerprint.json; a missing or bad file raises DataError."""
     path = Path(path)
     if not path.is_dir():
-        raise DataError(f"{role} evaluation directory not found", file=str(path),
-                        fix=f"pass a directory holding {PREDICTIONS}, {METRICS} and {FINGERPRINT} "
-                            "(e.g. runs/<name>/zero_shot)")
+        raise DataError(
+            f"{role} evaluation directory not found",
+            file=str(path),
+            fix=f"pass a directory holding {PREDICTIONS}, {METRICS} and {FINGERPRINT} (e.g. runs/<name>/zero_shot)",
+        )
     for name in (PREDICTIONS, METRICS, FINGERPRINT):
         if not (path / name).is_file():
-            raise DataError(f"the {role} evaluation directory has no {name}", file=str(path / name),
-                            fix="re-run the evaluation into this directory; it writes all three files")
+            raise DataError(
+                f"the {role} evaluation directory has no {name}",
+                file=str(path / name),
+                fix="re-run the evaluation into this directory; it writes all three files",
+            )
     metrics_file = read_json_object(path / METRICS)
     if not isinstance(metrics_file.get("metrics", {}), dict):
         raise DataError("must be an object of name -> {value, ci, n}", file=str(path / METRICS), field="metrics")
-    return EvalRun(path=path, rows=read_prediction_rows(path / PREDICTIONS), metrics_file=metrics_file,
-                   fingerprint=read_json_object(path / FINGERPRINT))
+    return EvalRun(
+        path=path,
+        rows=read_prediction_rows(path / PREDICTIONS),
+        metrics_file=metrics_file,
+        fingerprint=read_json_object(path / FINGERPRINT),
+    )
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
@@ -90,8 +100,11 @@ def read_json_object(path: Path) -> dict[str, Any]:
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise DataError(f"not valid JSON ({e.msg} at line {e.lineno})", file=str(path),
-                        fix="the file may be truncated; re-run the evaluation") from None
+        raise DataError(
+            f"not valid JSON ({e.msg} at line {e.lineno})",
+            file=str(path),
+            fix="the file may be truncated; re-run the evaluation",
+        ) from None
     if not isinstance(obj, dict):
         raise DataError(f"expected a JSON object, got {type(obj).__name__}", file=str(path))
     return obj
@@ -101,13 +114,21 @@ def read_prediction_rows(path: Path) -> list[Row]:
     """predictions.jsonl -> rows, each with a string 'id' (unique) and 'correct'."""
     rows: list[Row] = []
     seen: set[str] = set()
-    for line in read_json_lines(path, what="an evaluation's predictions.jsonl",
-                                fix="each line must be one prediction row; re-run the evaluation"):
+    for line in read_json_lines(
+        path,
+        what="an evaluation's predictions.jsonl",
+        fix="each line must be one prediction row; re-run the evaluation",
+    ):
         lineno, row = line.number, line.value
         for key in ("id", "correct"):
             if not isinstance(row, dict) or key not in row:
-                raise DataError("missing", file=str(path), line=lineno, field=key,
-                                fix="prediction rows need 'id' and 'correct' (see vlmtune/tasks/base.py)")
+                raise DataError(
+                    "missing",
+                    file=str(path),
+                    line=lineno,
+                    field=key,
+                    fix="prediction rows need 'id' and 'correct' (see vlmtune/tasks/base.py)",
+                )
         row["id"] = str(row["id"])  # ids may be ints in hand-made files; pairing compares strings
         if row["id"] in seen:
             raise DataError(f"duplicate id '{row['id']}'", file=str(path), line=lineno, field="id")
@@ -126,10 +147,17 @@ def load_history(history: Sequence[dict[str, Any]] | str | os.PathLike | None) -
         return list(history)
     path = Path(history)
     if not path.is_file():
-        raise DataError("training history not found", file=str(path),
-                        fix="pass trainer_state.json (from the checkpoint dir) or the log_history list")
+        raise DataError(
+            "training history not found",
+            file=str(path),
+            fix="pass trainer_state.json (from the checkpoint dir) or the log_history list",
+        )
     obj = read_json_object(path) if path.suffix == ".json" else None
     if not isinstance(obj, dict) or not isinstance(obj.get("log_history"), list):
-        raise DataError("no 'log_history' list", file=str(path), field="log_history",
-                        fix="pass the trainer_state.json that transformers.Trainer writes into each checkpoint")
+        raise DataError(
+            "no 'log_history' list",
+            file=str(path),
+            field="log_history",
+            fix="pass the trainer_state.json that transformers.Trainer writes into each checkpoint",
+        )
     return obj["log_history"]

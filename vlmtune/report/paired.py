@@ -14,7 +14,8 @@ McNemar treats each discordant example as independent evidence and rejects too o
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -31,19 +32,24 @@ def shared_groups(runs_rows: Sequence[Sequence[Row]], labels: Sequence[str], not
     groups = row_groups(runs_rows[0])
     for rows, label in zip(runs_rows[1:], labels[1:]):
         if row_groups(rows) != groups:
-            notes.append(f"{label}'s prediction rows give other groups than {labels[0]}'s; the tests use "
-                         f"{labels[0]}'s groups.")
+            notes.append(
+                f"{label}'s prediction rows give other groups than {labels[0]}'s; the tests use {labels[0]}'s groups."
+            )
     return groups
 
 
-def pair_tests(rows_a: Sequence[Row], rows_b: Sequence[Row], groups: Sequence[Any], task: Task | None, *,
-               n_boot: int, seed: int) -> dict[str, Any]:
+def pair_tests(
+    rows_a: Sequence[Row], rows_b: Sequence[Row], groups: Sequence[Any], task: Task | None, *, n_boot: int, seed: int
+) -> dict[str, Any]:
     """Every paired test of B against A (rows paired by position): {"accuracy", "headline", "per_example"}."""
     correct_a = [bool(r["correct"]) for r in rows_a]
     correct_b = [bool(r["correct"]) for r in rows_b]
     acc = jsonable(paired_comparison(correct_a, correct_b, list(groups), n_boot=n_boot, seed=seed, alpha=ALPHA))
-    return {"accuracy": acc, "headline": headline_test(acc),
-            "per_example": per_example_tests(task, rows_a, rows_b, groups, n_boot, seed) if task else []}
+    return {
+        "accuracy": acc,
+        "headline": headline_test(acc),
+        "per_example": per_example_tests(task, rows_a, rows_b, groups, n_boot, seed) if task else [],
+    }
 
 
 def headline_test(acc: dict[str, Any]) -> dict[str, Any]:
@@ -51,17 +57,26 @@ def headline_test(acc: dict[str, Any]) -> dict[str, Any]:
     {"key" ("mcnemar_clustered" | "mcnemar"), "method", "p_value", "why"}."""
     clustered = acc.get("mcnemar_clustered")
     if clustered is not None:
-        return {"key": "mcnemar_clustered", "method": clustered["method"], "p_value": clustered["p_value"],
-                "why": f"examples share groups ({acc['n']} examples in {acc['clusters']} groups), so the discordant "
-                       "examples of one group are not independent; exact McNemar counts each one as fresh evidence "
-                       "and is shown for reference only"}
+        return {
+            "key": "mcnemar_clustered",
+            "method": clustered["method"],
+            "p_value": clustered["p_value"],
+            "why": f"examples share groups ({acc['n']} examples in {acc['clusters']} groups), so the discordant "
+            "examples of one group are not independent; exact McNemar counts each one as fresh evidence "
+            "and is shown for reference only",
+        }
     exact = acc["mcnemar"]
-    return {"key": "mcnemar", "method": exact["method"], "p_value": exact["p_value"],
-            "why": "every example is its own group, so the clustered test is the same test"}
+    return {
+        "key": "mcnemar",
+        "method": exact["method"],
+        "p_value": exact["p_value"],
+        "why": "every example is its own group, so the clustered test is the same test",
+    }
 
 
-def per_example_tests(task: Task, rows_a: Sequence[Row], rows_b: Sequence[Row], groups: Sequence[Any],
-                      n_boot: int, seed: int) -> list[dict[str, Any]]:
+def per_example_tests(
+    task: Task, rows_a: Sequence[Row], rows_b: Sequence[Row], groups: Sequence[Any], n_boot: int, seed: int
+) -> list[dict[str, Any]]:
     """A paired (cluster) bootstrap of the mean of each per-example value the task defines (`Task.per_example`),
     over the examples where both runs have a value: [{"name", "n", "clusters", "baseline", "candidate", "diff",
     "ci", "p_value", "method", ...}]."""
@@ -83,13 +98,33 @@ def family(pt: dict[str, Any], pair: tuple[str, str] | None = None) -> list[dict
     paired bootstrap of each per-example value. (The paired bootstrap of the accuracy difference asks the same
     question as McNemar, so it is an interval beside it, not a second test.)"""
     acc = pt["accuracy"]
-    tests = [{"metric": "accuracy", "test": pt["headline"]["method"], "key": pt["headline"]["key"],
-              "diff": acc["accuracy_difference"]["diff"], "ci": acc["accuracy_difference"]["ci"],
-              "interval": acc["accuracy_difference"]["method"], "n": acc["n"], "clusters": acc["clusters"],
-              "p_value": pt["headline"]["p_value"]}]
-    tests += [{"metric": p["name"], "test": p["method"], "key": "paired_bootstrap", "diff": p["diff"],
-               "ci": p["ci"], "interval": p["method"], "n": p["n"], "clusters": p["clusters"],
-               "p_value": p["p_value"]} for p in pt["per_example"]]
+    tests = [
+        {
+            "metric": "accuracy",
+            "test": pt["headline"]["method"],
+            "key": pt["headline"]["key"],
+            "diff": acc["accuracy_difference"]["diff"],
+            "ci": acc["accuracy_difference"]["ci"],
+            "interval": acc["accuracy_difference"]["method"],
+            "n": acc["n"],
+            "clusters": acc["clusters"],
+            "p_value": pt["headline"]["p_value"],
+        }
+    ]
+    tests += [
+        {
+            "metric": p["name"],
+            "test": p["method"],
+            "key": "paired_bootstrap",
+            "diff": p["diff"],
+            "ci": p["ci"],
+            "interval": p["method"],
+            "n": p["n"],
+            "clusters": p["clusters"],
+            "p_value": p["p_value"],
+        }
+        for p in pt["per_example"]
+    ]
     if pair is not None:
         for t in tests:
             t["pair"] = list(pair)
@@ -111,11 +146,17 @@ def mde_sentence(acc: dict[str, Any], significant: bool) -> str:
     if mde["mde"] is None:
         size = "no accuracy difference up to 1 can be detected with 80% power"
     else:
-        size = (f"the smallest accuracy difference it detects with {POWER:.0%} power (two-sided, at the "
-                f"{ALPHA:.0%} level) is **±{mde['mde']:.3f}**")
-    first = (f"Minimum detectable difference: with {where} and {rate:.1%} of the examples discordant, {size} "
-             f"({mde['method']}).")
+        size = (
+            f"the smallest accuracy difference it detects with {POWER:.0%} power (two-sided, at the "
+            f"{ALPHA:.0%} level) is **±{mde['mde']:.3f}**"
+        )
+    first = (
+        f"Minimum detectable difference: with {where} and {rate:.1%} of the examples discordant, {size} "
+        f"({mde['method']})."
+    )
     if significant:
         return first
-    return first + (" The test found no significant difference, which does not show the systems are equal: a "
-                    "true difference smaller than this would usually go undetected with this test set.")
+    return first + (
+        " The test found no significant difference, which does not show the systems are equal: a "
+        "true difference smaller than this would usually go undetected with this test set."
+    )

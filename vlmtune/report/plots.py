@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from vlmtune.report.compare import Comparison
 from vlmtune.tasks.base import REPORT_COLORS
@@ -20,7 +21,7 @@ from vlmtune.tasks.base import REPORT_COLORS
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-THUMB_PX = 96          # longest side of an example thumbnail in report.html
+THUMB_PX = 96  # longest side of an example thumbnail in report.html
 BASELINE_COLOR, CANDIDATE_COLOR = REPORT_COLORS
 # Trainer log keys that are bookkeeping, not quality metrics.
 _EVAL_BOOKKEEPING = {"eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second"}
@@ -37,8 +38,12 @@ def draw_plots(c: Comparison) -> dict[str, bytes]:
     return plots
 
 
-def draw_generic(metrics: list[dict[str, Any]], labels: list[str], confusions: list[tuple[str, dict[str, Any]]],
-                 history: list[dict[str, Any]] | None = None) -> dict[str, bytes]:
+def draw_generic(
+    metrics: list[dict[str, Any]],
+    labels: list[str],
+    confusions: list[tuple[str, dict[str, Any]]],
+    history: list[dict[str, Any]] | None = None,
+) -> dict[str, bytes]:
     """The plots any comparison of two or more runs has: metrics.png, confusion.png (when the runs have confusion
     matrices), loss.png (when a training history is given)."""
     plots: dict[str, bytes] = {}
@@ -67,14 +72,14 @@ def colors(k: int) -> list[Any]:
     return [colormaps["tab10"](i % 10) for i in range(k)]
 
 
-def draw(plot: Callable[["Figure"], None], size: tuple[float, float]) -> bytes:
+def draw(plot: Callable[[Figure], None], size: tuple[float, float]) -> bytes:
     """Run a drawing function on a fresh figure of `size` inches; the PNG."""
     fig = _figure(*size)
     plot(fig)
     return _png(fig)
 
 
-def _figure(width: float, height: float) -> "Figure":
+def _figure(width: float, height: float) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -83,7 +88,7 @@ def _figure(width: float, height: float) -> "Figure":
     return fig
 
 
-def _png(fig: "Figure") -> bytes:
+def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
@@ -93,7 +98,9 @@ def plot_metric_bars(metrics: list[dict[str, Any]], labels: list[str]) -> bytes 
     """One panel per metric (their scales differ), one bar per run with its 95% CI as error bars. A panel whose
     bars are all exactly 0 with nothing to say (the parse-failure rate of runs that never failed to parse) is left
     out; the metrics table still lists it. None when no panel is left."""
-    rows = [m for m in metrics if not (m["name"] == "parse_failure_rate" and all(e["value"] == 0 for e in m["entries"]))]
+    rows = [
+        m for m in metrics if not (m["name"] == "parse_failure_rate" and all(e["value"] == 0 for e in m["entries"]))
+    ]
     if not rows:
         return None
     k = len(labels)
@@ -120,7 +127,7 @@ def plot_metric_bars(metrics: list[dict[str, Any]], labels: list[str]) -> bytes 
         top = max(vals + [ci[1] for ci in cis if ci and ci[1] is not None])
         if 0 <= min(vals) and top <= 1:
             ax.set_ylim(0, 1.08)
-    for ax in axes[len(rows):]:
+    for ax in axes[len(rows) :]:
         ax.set_visible(False)
     return _png(fig)
 
@@ -152,6 +159,7 @@ def _confusion_axes(conf: dict[str, Any]) -> tuple[list[list[float]], list[str],
 
 def _label_order(labels: list[str]) -> list[str]:
     """Numbers in numeric order ('2' before '10'); other labels in the order the runs list them."""
+
     def number(x: str) -> float | None:
         try:
             return float(x)
@@ -161,7 +169,9 @@ def _label_order(labels: list[str]) -> list[str]:
     return sorted(labels, key=lambda x: number(x) or 0.0) if all(number(x) is not None for x in labels) else labels
 
 
-def shared_confusions(runs: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, list[list[float]], list[str], list[str]]]:
+def shared_confusions(
+    runs: list[tuple[str, dict[str, Any]]],
+) -> list[tuple[str, list[list[float]], list[str], list[str]]]:
     """Every run's confusion matrix on the same label axis: rows and columns are both the union of all runs' gold
     and predicted labels in `_label_order` (so the diagonal is always "right", and a label only one run predicted
     gets a column in both panels), plus the parse-failure column last when any run has one.
@@ -169,15 +179,18 @@ def shared_confusions(runs: list[tuple[str, dict[str, Any]]]) -> list[tuple[str,
     panels = [(label, parsed) for label, conf in runs if (parsed := _confusion_axes(conf)) is not None]
     if not panels:
         return []
-    union = _label_order(list(dict.fromkeys(x for _, (_, rows, cols) in panels for x in [*cols, *rows]
-                                            if x != PARSE_FAILURE_COL)))
+    union = _label_order(
+        list(dict.fromkeys(x for _, (_, rows, cols) in panels for x in [*cols, *rows] if x != PARSE_FAILURE_COL))
+    )
     counts = []
     for _, (matrix, rows, cols) in panels:
         counts.append({(rows[i], cols[j]): v for i, r in enumerate(matrix) for j, v in enumerate(r)})
     out_rows = union
     out_cols = union + ([PARSE_FAILURE_COL] if any(PARSE_FAILURE_COL in p[1][2] for p in panels) else [])
-    return [(label, [[cell.get((r, c), 0) for c in out_cols] for r in out_rows], out_rows, out_cols)
-            for (label, _), cell in zip(panels, counts)]
+    return [
+        (label, [[cell.get((r, c), 0) for c in out_cols] for r in out_rows], out_rows, out_cols)
+        for (label, _), cell in zip(panels, counts)
+    ]
 
 
 def plot_confusions(runs: list[tuple[str, dict[str, Any]]]) -> bytes | None:
@@ -196,8 +209,9 @@ def plot_confusions(runs: list[tuple[str, dict[str, Any]]]) -> bytes | None:
         if size <= 25:  # beyond that the numbers overlap; the colours still tell the story
             for i, r in enumerate(matrix):
                 for j, v in enumerate(r):
-                    ax.text(j, i, f"{v:g}", ha="center", va="center", fontsize=8,
-                            color="white" if v > vmax / 2 else "black")
+                    ax.text(
+                        j, i, f"{v:g}", ha="center", va="center", fontsize=8, color="white" if v > vmax / 2 else "black"
+                    )
         ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(len(rows)), rows, fontsize=8)
         ax.set_xlabel("prediction")
@@ -208,13 +222,26 @@ def plot_confusions(runs: list[tuple[str, dict[str, Any]]]) -> bytes | None:
 
 def plot_history(history: list[dict[str, Any]]) -> bytes | None:
     """Train and eval loss vs step; eval metrics (eval_* other than loss) in a second panel."""
+
     def series(key: str) -> tuple[list[float], list[float]]:
-        pts = [(e.get("step", i), e[key]) for i, e in enumerate(history)
-               if isinstance(e.get(key), (int, float)) and not isinstance(e.get(key), bool)]
+        pts = [
+            (e.get("step", i), e[key])
+            for i, e in enumerate(history)
+            if isinstance(e.get(key), (int, float)) and not isinstance(e.get(key), bool)
+        ]
         return [p[0] for p in pts], [p[1] for p in pts]
 
-    metric_keys = sorted({k for e in history for k in e if k.startswith("eval_") and k not in _EVAL_BOOKKEEPING
-                          and isinstance(e[k], (int, float)) and not isinstance(e[k], bool)})
+    metric_keys = sorted(
+        {
+            k
+            for e in history
+            for k in e
+            if k.startswith("eval_")
+            and k not in _EVAL_BOOKKEEPING
+            and isinstance(e[k], (int, float))
+            and not isinstance(e[k], bool)
+        }
+    )
     train, evl = series("loss"), series("eval_loss")
     if not train[0] and not evl[0] and not metric_keys:
         return None

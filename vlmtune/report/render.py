@@ -16,10 +16,11 @@ import base64
 import html
 import json
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from vlmtune.report.compare import PREDICTIONS_PAGE, Comparison, flatten
 from vlmtune.report.fmt import MISSING, ci_str, each, entry_cell, format_p, method_of, n_text, short, show
@@ -30,7 +31,7 @@ from vlmtune.tasks.base import ReportSection
 if TYPE_CHECKING:
     import jinja2
 
-FLIP_CAP = 24          # rows per flipped-examples table; the total is always stated
+FLIP_CAP = 24  # rows per flipped-examples table; the total is always stated
 TEMPLATES = Path(__file__).parent / "templates"
 
 
@@ -40,16 +41,16 @@ class Table:
 
     header: list[str]
     rows: list[list[str]]
-    code: frozenset[int] = frozenset()    # columns of identifiers and settings (monospace)
-    text: frozenset[int] = frozenset()    # columns of free text (wrapped as written in HTML)
+    code: frozenset[int] = frozenset()  # columns of identifiers and settings (monospace)
+    text: frozenset[int] = frozenset()  # columns of free text (wrapped as written in HTML)
     images: list[list[str]] | None = None  # per row, image files: a thumbnail column in HTML (after the first)
 
 
 @dataclass
 class Plot:
-    name: str    # what it shows (alt text)
-    path: str    # the PNG, relative to the report directory (Markdown links it)
-    png: bytes   # its bytes (HTML embeds them)
+    name: str  # what it shows (alt text)
+    path: str  # the PNG, relative to the report directory (Markdown links it)
+    png: bytes  # its bytes (HTML embeds them)
 
 
 @dataclass
@@ -58,11 +59,11 @@ class Section:
 
     title: str | None = None
     level: int = 2
-    style: str = ""              # "warning": set apart above everything; "headline": the summary list
-    fold: str | None = None      # HTML: the body folds away under this summary line
-    items: list[str] = field(default_factory=list)   # a bulleted list
-    notes: list[str] = field(default_factory=list)   # caveats, each shown as a note
-    text: list[str] = field(default_factory=list)    # paragraphs
+    style: str = ""  # "warning": set apart above everything; "headline": the summary list
+    fold: str | None = None  # HTML: the body folds away under this summary line
+    items: list[str] = field(default_factory=list)  # a bulleted list
+    notes: list[str] = field(default_factory=list)  # caveats, each shown as a note
+    text: list[str] = field(default_factory=list)  # paragraphs
     table: Table | None = None
     plots: list[Plot] = field(default_factory=list)
 
@@ -75,29 +76,47 @@ def sections(c: Comparison, pngs: dict[str, bytes]) -> list[Section]:
     """The whole report as sections, in reading order."""
     out: list[Section] = []
     if c.fingerprint_differences:
-        out.append(Section(
-            style="warning",
-            text=["**⚠ These runs differ in more than the model weights (compared with --allow-mismatch).** "
-                  "The differences below can change scores by themselves:"],
-            table=Table(["setting", "baseline", "candidate"],
-                        [[d["key"], show(d["baseline"]), show(d["candidate"])] for d in c.fingerprint_differences],
-                        code=frozenset({0, 1, 2}))))
+        out.append(
+            Section(
+                style="warning",
+                text=[
+                    "**⚠ These runs differ in more than the model weights (compared with --allow-mismatch).** "
+                    "The differences below can change scores by themselves:"
+                ],
+                table=Table(
+                    ["setting", "baseline", "candidate"],
+                    [[d["key"], show(d["baseline"]), show(d["candidate"])] for d in c.fingerprint_differences],
+                    code=frozenset({0, 1, 2}),
+                ),
+            )
+        )
     out.append(Section(style="headline", items=headline(c), notes=c.notes))
     out.append(runs_section(c.runs.values()))
     out.append(metrics_section(c.metrics_by_run(), c.labels, c.sources))
     out.append(significance_section(c))
-    generic = [Plot(Path(name).stem, f"plots/{name}", png) for name, png in pngs.items()
-               if Path(name).stem not in {s.plot_name for s in c.sections}]
+    generic = [
+        Plot(Path(name).stem, f"plots/{name}", png)
+        for name, png in pngs.items()
+        if Path(name).stem not in {s.plot_name for s in c.sections}
+    ]
     if generic:
         out.append(Section("Plots", plots=generic))
     out += [task_section(s, pngs) for s in c.sections]
     out.append(Section("Flipped examples", text=[predictions_link(c.labels)]))
     out += [flip_section(c, kind) for kind in ("fixed", "broken", "still_wrong")]
     fa, fb = flatten(c.fingerprints["baseline"]), flatten(c.fingerprints["candidate"])
-    out.append(Section("Fingerprints", fold="everything the scores depend on", table=Table(
-        ["key", "baseline", "candidate"],
-        [[k, show(fa.get(k, MISSING)), show(fb.get(k, MISSING))] for k in sorted(set(fa) | set(fb))],
-        code=frozenset({0}), text=frozenset({1, 2}))))
+    out.append(
+        Section(
+            "Fingerprints",
+            fold="everything the scores depend on",
+            table=Table(
+                ["key", "baseline", "candidate"],
+                [[k, show(fa.get(k, MISSING)), show(fb.get(k, MISSING))] for k in sorted(set(fa) | set(fb))],
+                code=frozenset({0}),
+                text=frozenset({1, 2}),
+            ),
+        )
+    )
     return out
 
 
@@ -111,22 +130,29 @@ def headline(c: Comparison) -> list[str]:
         f"Accuracy: {la} {entry_cell(a)} → {lb} {entry_cell(b)} (n = {n_text(acc['n'], acc['clusters'])}; 95% "
         f"intervals: {each([method_of(a), method_of(b)], c.labels)}).",
         f"Difference {lb} − {la}: {bs['diff']:+.3f}, 95% CI {ci_str(bs['ci'])} ({bs['method']}).",
-        mcnemar_sentence(acc["mcnemar"], len(c.flips["fixed"]), len(c.flips["broken"]),
-                         headline=head["key"] == "mcnemar"),
+        mcnemar_sentence(
+            acc["mcnemar"], len(c.flips["fixed"]), len(c.flips["broken"]), headline=head["key"] == "mcnemar"
+        ),
     ]
     if acc["mcnemar_clustered"] is not None:
         cm = acc["mcnemar_clustered"]
-        lines.append(f"**Headline test: {cm['method']}**, p = **{format_p(cm['p_value'])}**; the conclusion rests "
-                     f"on it because {head['why']}.")
+        lines.append(
+            f"**Headline test: {cm['method']}**, p = **{format_p(cm['p_value'])}**; the conclusion rests "
+            f"on it because {head['why']}."
+        )
     if len(c.family) > 1:
         top = c.family[0]
-        lines.append(f"Holm-adjusted over the {len(c.family)} tests in this report: accuracy p = "
-                     f"{format_p(top['p_holm'])} (raw {format_p(top['p_value'])}); see Significance.")
+        lines.append(
+            f"Holm-adjusted over the {len(c.family)} tests in this report: accuracy p = "
+            f"{format_p(top['p_holm'])} (raw {format_p(top['p_value'])}); see Significance."
+        )
     lines.append(mde_sentence(acc, significant=_significant(c.family[0])))
     scorings = [c.runs[k]["scoring"] for k in ("baseline", "candidate")]
     if any(scorings):
-        lines.append(f"Scoring: **{each([str(x) for x in scorings], ('baseline', 'candidate'))}**"
-                     + (" (both runs)." if len(set(scorings)) == 1 else "."))
+        lines.append(
+            f"Scoring: **{each([str(x) for x in scorings], ('baseline', 'candidate'))}**"
+            + (" (both runs)." if len(set(scorings)) == 1 else ".")
+        )
     return lines
 
 
@@ -138,19 +164,31 @@ def _significant(test: dict[str, Any]) -> bool:
 
 def mcnemar_sentence(mc: dict[str, Any], fixed: int, broken: int, *, headline: bool) -> str:
     """Exact McNemar in words; marked as the headline test, or as shown for reference."""
-    role = " (the headline test: every example is its own group)" if headline else \
-        " (treats every example as independent; for reference)"
+    role = (
+        " (the headline test: every example is its own group)"
+        if headline
+        else " (treats every example as independent; for reference)"
+    )
     return f"Exact McNemar test: {fixed} fixed, {broken} broken, p = {format_p(mc['p_value'])}{role}."
 
 
 def runs_section(runs: Iterable[dict[str, Any]], roles: Sequence[str] = ("baseline", "candidate")) -> Section:
-    return Section("Runs", table=Table(
-        ["", "label", "model", "adapter", "n", "scoring", "directory"],
-        [[role, r["label"], r["model"], r["adapter"] or "—", r["n"], r["scoring"] or "n/a", r["dir"]]
-         for role, r in zip(roles, runs)], code=frozenset({6})))
+    return Section(
+        "Runs",
+        table=Table(
+            ["", "label", "model", "adapter", "n", "scoring", "directory"],
+            [
+                [role, r["label"], r["model"], r["adapter"] or "—", r["n"], r["scoring"] or "n/a", r["dir"]]
+                for role, r in zip(roles, runs)
+            ],
+            code=frozenset({6}),
+        ),
+    )
 
 
-def metrics_section(metrics: list[dict[str, Any]], labels: Sequence[str], sources: dict[str, dict[str, str]]) -> Section:
+def metrics_section(
+    metrics: list[dict[str, Any]], labels: Sequence[str], sources: dict[str, dict[str, str]]
+) -> Section:
     """One row per metric: each run's value [95% CI] (the parse-failure rate with its count), the difference when
     there are two runs, n (groups) and the interval's method, each run's when they differ."""
     two = len(labels) == 2
@@ -160,13 +198,25 @@ def metrics_section(metrics: list[dict[str, Any]], labels: Sequence[str], source
         es = m["entries"]
         cells = [entry_cell(e) + (f" ({e['count']}/{e['n']})" if "count" in e else "") for e in es]
         diff = [f"{es[1]['value'] - es[0]['value']:+.3f}"] if two else []
-        rows.append([m["name"], *cells, *diff, each([n_text(e.get("n"), e.get("clusters")) for e in es], labels),
-                     each([method_of(e) for e in es], labels)])
-    return Section("Metrics", table=Table(header, rows, text=frozenset({len(header) - 1})),
-                   text=source_lines(sources) + [
-        "Intervals are 95%. n counts the examples behind each number and, when examples share a group, the "
-        "groups: the interval then treats a group as one unit. The parse-failure rate comes from the prediction "
-        "rows (answers that could not be read are scored wrong, never guessed)."])
+        rows.append(
+            [
+                m["name"],
+                *cells,
+                *diff,
+                each([n_text(e.get("n"), e.get("clusters")) for e in es], labels),
+                each([method_of(e) for e in es], labels),
+            ]
+        )
+    return Section(
+        "Metrics",
+        table=Table(header, rows, text=frozenset({len(header) - 1})),
+        text=source_lines(sources)
+        + [
+            "Intervals are 95%. n counts the examples behind each number and, when examples share a group, the "
+            "groups: the interval then treats a group as one unit. The parse-failure rate comes from the prediction "
+            "rows (answers that could not be read are scored wrong, never guessed)."
+        ],
+    )
 
 
 def source_lines(sources: dict[str, dict[str, str]]) -> list[str]:
@@ -175,7 +225,7 @@ def source_lines(sources: dict[str, dict[str, str]]) -> list[str]:
         return []
     distinct = {json.dumps(v, sort_keys=True) for v in sources.values()}
     out = []
-    for label, modes in (sources.items() if len(distinct) > 1 else [(None, next(iter(sources.values())))]):
+    for label, modes in sources.items() if len(distinct) > 1 else [(None, next(iter(sources.values())))]:
         by_source: dict[str, list[str]] = {}
         for metric, src in modes.items():
             by_source.setdefault(src, []).append(f"`{metric}`")
@@ -196,33 +246,70 @@ def significance_section(c: Comparison) -> Section:
         return f"{test}: the headline test" if key == head["key"] else test
 
     mc, bs = acc["mcnemar"], acc["accuracy_difference"]
-    rows: list[list[Any]] = [["accuracy", mark("mcnemar", mc["method"]), f"b = {mc['b']} (right → wrong), c = {mc['c']} (wrong → right)",
-             n_all, format_p(mc["p_value"]), holm_by.get(("accuracy", "mcnemar"))]]
+    rows: list[list[Any]] = [
+        [
+            "accuracy",
+            mark("mcnemar", mc["method"]),
+            f"b = {mc['b']} (right → wrong), c = {mc['c']} (wrong → right)",
+            n_all,
+            format_p(mc["p_value"]),
+            holm_by.get(("accuracy", "mcnemar")),
+        ]
+    ]
     if (cm := acc["mcnemar_clustered"]) is not None:
-        rows.append(["accuracy", mark("mcnemar_clustered", cm["method"]),
-                     f"S = Σ(b_g − c_g) = {cm['statistic']:+d}, z = {cm['z']:.2f}, {cm['discordant_groups']} "
-                     "discordant groups", n_all, format_p(cm["p_value"]), holm_by.get(("accuracy", "mcnemar_clustered"))])
-    rows.append(["accuracy difference", bs["method"], f"{bs['diff']:+.3f} {ci_str(bs['ci'])}", n_all,
-                 format_p(bs["p_value"]), "— (the interval of the McNemar comparison)"])
+        rows.append(
+            [
+                "accuracy",
+                mark("mcnemar_clustered", cm["method"]),
+                f"S = Σ(b_g − c_g) = {cm['statistic']:+d}, z = {cm['z']:.2f}, {cm['discordant_groups']} "
+                "discordant groups",
+                n_all,
+                format_p(cm["p_value"]),
+                holm_by.get(("accuracy", "mcnemar_clustered")),
+            ]
+        )
+    rows.append(
+        [
+            "accuracy difference",
+            bs["method"],
+            f"{bs['diff']:+.3f} {ci_str(bs['ci'])}",
+            n_all,
+            format_p(bs["p_value"]),
+            "— (the interval of the McNemar comparison)",
+        ]
+    )
     for p in c.paired:
-        rows.append([f"mean {p['name']}: {p['baseline']:.3f} → {p['candidate']:.3f}", p["method"],
-                     f"{p['diff']:+.3f} {ci_str(p['ci'])}", n_text(p["n"], p["clusters"]), format_p(p["p_value"]),
-                     holm_by.get((p["name"], "paired_bootstrap"))])
+        rows.append(
+            [
+                f"mean {p['name']}: {p['baseline']:.3f} → {p['candidate']:.3f}",
+                p["method"],
+                f"{p['diff']:+.3f} {ci_str(p['ci'])}",
+                n_text(p["n"], p["clusters"]),
+                format_p(p["p_value"]),
+                holm_by.get((p["name"], "paired_bootstrap")),
+            ]
+        )
     header = ["compared", "test", "estimate (candidate − baseline) [95% CI]", "n", "p"]
     if k > 1:
         header.append(f"p, Holm-adjusted ({k} tests)")
-        rows = [r[:5] + [r[5] if isinstance(r[5], str) else format_p(r[5]) if r[5] is not None else "—"]
-                for r in rows]
+        rows = [r[:5] + [r[5] if isinstance(r[5], str) else format_p(r[5]) if r[5] is not None else "—"] for r in rows]
     else:
         rows = [r[:5] for r in rows]
-    text = ["Paired tests on the same examples. Per-example values are compared over the examples where both "
-            "runs have one (a parse failure has none)."]
+    text = [
+        "Paired tests on the same examples. Per-example values are compared over the examples where both "
+        "runs have one (a parse failure has none)."
+    ]
     if k > 1:
-        text.append(f"This report tests {k} things (the headline McNemar on accuracy and the paired bootstrap of each "
-                    "per-example value), so the chance of at least one false positive is larger than 5%; Holm's "
-                    "adjusted p-values keep it at 5%. Read those when asking whether any one of them is significant.")
-    return Section("Significance (paired, same examples)", text=text,
-                   table=Table(header, [[str(x) for x in r] for r in rows], text=frozenset({1})))
+        text.append(
+            f"This report tests {k} things (the headline McNemar on accuracy and the paired bootstrap of each "
+            "per-example value), so the chance of at least one false positive is larger than 5%; Holm's "
+            "adjusted p-values keep it at 5%. Read those when asking whether any one of them is significant."
+        )
+    return Section(
+        "Significance (paired, same examples)",
+        text=text,
+        table=Table(header, [[str(x) for x in r] for r in rows], text=frozenset({1})),
+    )
 
 
 def predictions_link(labels: Sequence[str]) -> str:
@@ -234,12 +321,19 @@ def task_section(s: ReportSection, pngs: dict[str, bytes]) -> Section:
     """A task's ReportSection as a report section (its plot already drawn, under its plot_name)."""
     name = f"{s.plot_name}.png"
     table = Table(list(s.table[0]), [list(r) for r in s.table[1:]]) if s.table else None
-    return Section(s.title, text=list(s.text), table=table,
-                   plots=[Plot(s.plot_name or s.title, f"plots/{name}", pngs[name])] if s.plot else [])
+    return Section(
+        s.title,
+        text=list(s.text),
+        table=table,
+        plots=[Plot(s.plot_name or s.title, f"plots/{name}", pngs[name])] if s.plot else [],
+    )
 
 
-FLIP_TITLES = {"fixed": "Fixed (wrong → right)", "broken": "Broken (right → wrong)",
-               "still_wrong": "Still wrong in both"}
+FLIP_TITLES = {
+    "fixed": "Fixed (wrong → right)",
+    "broken": "Broken (right → wrong)",
+    "still_wrong": "Still wrong in both",
+}
 
 
 def flip_section(c: Comparison, kind: str) -> Section:
@@ -250,10 +344,16 @@ def flip_section(c: Comparison, kind: str) -> Section:
         return Section(title, level=3, text=["(none)"])
     la, lb = c.labels
     rows = flips[:FLIP_CAP]
-    return Section(title, level=3, table=Table(
-        ["id", "target", la, lb],
-        [[f["id"], f["target"], f["baseline"]["prediction"], f["candidate"]["prediction"]] for f in rows],
-        text=frozenset({1, 2, 3}), images=[f["images"] for f in rows]))
+    return Section(
+        title,
+        level=3,
+        table=Table(
+            ["id", "target", la, lb],
+            [[f["id"], f["target"], f["baseline"]["prediction"], f["candidate"]["prediction"]] for f in rows],
+            text=frozenset({1, 2, 3}),
+            images=[f["images"] for f in rows],
+        ),
+    )
 
 
 def predictions_sections(labels: Sequence[str], runs_rows: Sequence[Sequence[dict[str, Any]]]) -> list[Section]:
@@ -265,17 +365,27 @@ def predictions_sections(labels: Sequence[str], runs_rows: Sequence[Sequence[dic
     rows = []
     for paired in zip(*runs_rows):
         first = paired[0]
-        cells = [first["id"], first.get("group", ""), ", ".join(map(str, first.get("images") or [])),
-                 first.get("prompt", ""), first.get("target")]
+        cells = [
+            first["id"],
+            first.get("group", ""),
+            ", ".join(map(str, first.get("images") or [])),
+            first.get("prompt", ""),
+            first.get("target"),
+        ]
         for r in paired:
             parsed = "" if r.get("parse_ok", True) else " (parse failure)"
             cells += [f"{r.get('prediction')}{parsed}", "✓" if r["correct"] else "✗"]
         rows.append(cells)
     right = ", ".join(f"{label} {sum(bool(r['correct']) for r in rs)}" for label, rs in zip(labels, runs_rows))
-    return [Section(text=[f"{len(rows)} examples; right: {right}. Texts longer than 400 characters are cut. "
-                          "[Back to the report](report.html)."],
-                    table=Table(header, rows, code=frozenset({0, 1, 2}),
-                                text=frozenset({3, 4, *range(5, len(header), 2)})))]
+    return [
+        Section(
+            text=[
+                f"{len(rows)} examples; right: {right}. Texts longer than 400 characters are cut. "
+                "[Back to the report](report.html)."
+            ],
+            table=Table(header, rows, code=frozenset({0, 1, 2}), text=frozenset({3, 4, *range(5, len(header), 2)})),
+        )
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -292,12 +402,17 @@ def render_html(title: str, doc: list[Section]) -> str:
 
 
 @lru_cache(maxsize=2)
-def _env(kind: str) -> "jinja2.Environment":
+def _env(kind: str) -> jinja2.Environment:
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=kind == "html",
-                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-                             undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=kind == "html",
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
     if kind == "md":
         env.filters["cell"] = _md_cell
         env.filters["quote"] = _md_quote

@@ -16,14 +16,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from vlmtune.data.example import atomic_write_bytes, atomic_write_json, atomic_write_text
 from vlmtune.errors import ConfigError
-from vlmtune.report.compare import Comparison, compare
-from vlmtune.report.compare import PREDICTIONS_PAGE
-from vlmtune.report.fmt import ci_str, entry_cell, format_p, method_of, mde_text, n_text
+from vlmtune.report.compare import PREDICTIONS_PAGE, Comparison, compare
+from vlmtune.report.fmt import ci_str, entry_cell, format_p, mde_text, method_of, n_text
 from vlmtune.report.load import FINGERPRINT, METRICS, PREDICTIONS, Row, load_eval_dir, load_history
 from vlmtune.report.many import compare_several, format_many_summary, many_sections
 from vlmtune.report.plots import draw_generic, draw_plots
@@ -31,11 +31,19 @@ from vlmtune.report.render import Section, predictions_sections, render_html, re
 from vlmtune.tasks.base import ReportSection
 
 
-def compare_runs(baseline_dir: str | os.PathLike, candidate_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                 *, history: Sequence[dict[str, Any]] | str | os.PathLike | None = None,
-                 title: str = "vlmtune report", allow_mismatch: bool = False,
-                 n_boot: int = 2000, seed: int = 0, extra: Sequence[ReportSection] = (),
-                 labels: Sequence[str] | None = None) -> dict[str, Any]:
+def compare_runs(
+    baseline_dir: str | os.PathLike,
+    candidate_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    history: Sequence[dict[str, Any]] | str | os.PathLike | None = None,
+    title: str = "vlmtune report",
+    allow_mismatch: bool = False,
+    n_boot: int = 2000,
+    seed: int = 0,
+    extra: Sequence[ReportSection] = (),
+    labels: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Compare a baseline and a candidate evaluation of the same examples; write the report into out_dir.
 
     Returns `Comparison.summary`: {"baseline": {"label", "accuracy": {"value", "ci"}}, "candidate": {...},
@@ -45,16 +53,31 @@ def compare_runs(baseline_dir: str | os.PathLike, candidate_dir: str | os.PathLi
     labels: the two runs' names in the report (default: metrics.json's labels, made distinct by their directories).
     """
     check_not_same(Path(baseline_dir), Path(candidate_dir))
-    comparison = compare(load_eval_dir(baseline_dir, "baseline"), load_eval_dir(candidate_dir, "candidate"),
-                         title=title, allow_mismatch=allow_mismatch, history=load_history(history),
-                         n_boot=n_boot, seed=seed, labels=labels)
+    comparison = compare(
+        load_eval_dir(baseline_dir, "baseline"),
+        load_eval_dir(candidate_dir, "candidate"),
+        title=title,
+        allow_mismatch=allow_mismatch,
+        history=load_history(history),
+        n_boot=n_boot,
+        seed=seed,
+        labels=labels,
+    )
     comparison = write_report(comparison, out_dir, extra=extra)
     return comparison.summary(Path(out_dir))
 
 
-def compare_many(eval_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
-                 labels: Sequence[str] | None = None, reference: int | None = None, title: str = "vlmtune report",
-                 allow_mismatch: bool = False, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+def compare_many(
+    eval_dirs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    labels: Sequence[str] | None = None,
+    reference: int | None = None,
+    title: str = "vlmtune report",
+    allow_mismatch: bool = False,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Compare several evaluations of the same examples pairwise (every pair, or each against eval_dirs[reference]),
     with Holm-adjusted p-values over all tests; write report.md, report.html, comparison.json, predictions.html and
     plots/ into out_dir.
@@ -66,8 +89,15 @@ def compare_many(eval_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathL
     paths = [Path(d) for d in eval_dirs]
     for a, b in itertools.combinations(paths, 2):
         check_not_same(a, b)
-    mc = compare_several([load_eval_dir(p, f"run {i + 1}") for i, p in enumerate(paths)], labels=labels,
-                         reference=reference, title=title, allow_mismatch=allow_mismatch, n_boot=n_boot, seed=seed)
+    mc = compare_several(
+        [load_eval_dir(p, f"run {i + 1}") for i, p in enumerate(paths)],
+        labels=labels,
+        reference=reference,
+        title=title,
+        allow_mismatch=allow_mismatch,
+        n_boot=n_boot,
+        seed=seed,
+    )
     out = Path(out_dir)
     pngs = draw_generic(mc.metrics, mc.labels, mc.confusions)
     mc = dataclasses.replace(mc, plots=[f"plots/{name}" for name in pngs])
@@ -82,15 +112,18 @@ def check_not_same(a: Path, b: Path) -> None:
     """Comparing an evaluation with itself (or with a copy of it: the same files) reports a difference of exactly
     zero: refuse."""
     files = (FINGERPRINT, PREDICTIONS, METRICS)
-    same = a.resolve() == b.resolve() or (all((a / f).is_file() and (b / f).is_file() for f in files)
-                                          and all((a / f).read_bytes() == (b / f).read_bytes() for f in files))
+    same = a.resolve() == b.resolve() or (
+        all((a / f).is_file() and (b / f).is_file() for f in files)
+        and all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+    )
     if same:
-        raise ConfigError(f"{a} and {b} are the same evaluation; compare two different ones "
-                          "(e.g. runs/NAME/zero_shot runs/NAME/finetuned)")
+        raise ConfigError(
+            f"{a} and {b} are the same evaluation; compare two different ones "
+            "(e.g. runs/NAME/zero_shot runs/NAME/finetuned)"
+        )
 
 
-def write_report(comparison: Comparison, out_dir: str | os.PathLike,
-                 extra: Sequence[ReportSection] = ()) -> Comparison:
+def write_report(comparison: Comparison, out_dir: str | os.PathLike, extra: Sequence[ReportSection] = ()) -> Comparison:
     """Draw the plots and write every file; the comparison with its plot files listed. `extra` sections (no
     plots) go before the flipped examples, and into comparison.json as "data_sections"."""
     out = Path(out_dir)
@@ -112,8 +145,9 @@ def write_report(comparison: Comparison, out_dir: str | os.PathLike,
 
 def write_predictions_page(out: Path, title: str, labels: Sequence[str], rows: Sequence[Sequence[Row]]) -> None:
     """predictions.html: every example with every run's answer (the reports link it)."""
-    atomic_write_text(out / PREDICTIONS_PAGE, render_html(f"{title}: all predictions",
-                                                          predictions_sections(labels, rows)))
+    atomic_write_text(
+        out / PREDICTIONS_PAGE, render_html(f"{title}: all predictions", predictions_sections(labels, rows))
+    )
 
 
 def write_documents(out: Path, title: str, doc: list[Section], as_json: dict[str, Any]) -> None:
@@ -130,25 +164,33 @@ def format_summary(summary: dict[str, Any]) -> str:
         return format_many_summary(summary)
     a, b = summary["baseline"], summary["candidate"]
     width = max(len(a["label"]), len(b["label"]))
-    lines = [f"{s['label']:<{width}}  accuracy {entry_cell(s['accuracy'])}  (n = "
-             f"{n_text(s['accuracy'].get('n'), s['accuracy'].get('clusters'))}; {method_of(s['accuracy'])})"
-             for s in (a, b)]
+    lines = [
+        f"{s['label']:<{width}}  accuracy {entry_cell(s['accuracy'])}  (n = "
+        f"{n_text(s['accuracy'].get('n'), s['accuracy'].get('clusters'))}; {method_of(s['accuracy'])})"
+        for s in (a, b)
+    ]
     if (d := summary.get("accuracy_difference")) is not None:
         lines.append(f"difference {d['diff']:+.3f} {ci_str(d['ci'])} (95% CI, {d.get('method', 'paired bootstrap')})")
     flips = summary.get("flips", {})
     flip_txt = f" ({flips['fixed']} fixed, {flips['broken']} broken)" if flips else ""
     head = (summary.get("headline_test") or {}).get("key", "mcnemar")
-    lines.append(f"McNemar exact p = {format_p(summary['mcnemar']['p_value'])}{flip_txt}"
-                 + ("  <- headline test" if head == "mcnemar" else "  (ignores groups; for reference)"))
+    lines.append(
+        f"McNemar exact p = {format_p(summary['mcnemar']['p_value'])}{flip_txt}"
+        + ("  <- headline test" if head == "mcnemar" else "  (ignores groups; for reference)")
+    )
     if (cm := summary.get("mcnemar_clustered")) is not None:
         lines.append(f"clustered McNemar p = {format_p(cm['p_value'])} ({cm['clusters']} groups)  <- headline test")
     tests = summary.get("tests") or []
     if len(tests) > 1:
-        lines.append(f"Holm-adjusted over {len(tests)} tests: " + ", ".join(
-            f"{t['metric']} p = {format_p(t['p_holm'])}" for t in tests))
+        lines.append(
+            f"Holm-adjusted over {len(tests)} tests: "
+            + ", ".join(f"{t['metric']} p = {format_p(t['p_holm'])}" for t in tests)
+        )
     if (mde := summary.get("mde")) is not None:
-        lines.append(f"minimum detectable accuracy difference {mde_text(mde)} (80% power, 5% level): smaller true "
-                     "differences usually test as not significant")
+        lines.append(
+            f"minimum detectable accuracy difference {mde_text(mde)} (80% power, 5% level): smaller true "
+            "differences usually test as not significant"
+        )
     if summary.get("fingerprint_differences"):
         keys = ", ".join(d["key"] for d in summary["fingerprint_differences"])
         lines.append(f"WARNING: the runs also differ in {keys} (--allow-mismatch); see the report")

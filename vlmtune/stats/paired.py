@@ -25,15 +25,17 @@ bootstrap gives the interval of the difference beside it.
 from __future__ import annotations
 
 import math
-from typing import Any, Hashable, Sequence, Union
+from collections.abc import Hashable, Sequence
+from typing import Any, Union
 
 import numpy as np
 from scipy.optimize import brentq
-from scipy.stats import binom, binomtest, norm, t as student_t
+from scipy.stats import binom, binomtest, norm
+from scipy.stats import t as student_t
 
 from vlmtune.stats.resample import Clusters, bootstrap_method, clusters_of, mean_replicates, percentile_ci
 
-Bools = Union[Sequence[bool], np.ndarray]     # one value per example: a list or a NumPy array
+Bools = Union[Sequence[bool], np.ndarray]  # one value per example: a list or a NumPy array
 Floats = Union[Sequence[float], np.ndarray]
 
 
@@ -57,8 +59,15 @@ def mcnemar_exact(correct_a: Bools, correct_b: Bools) -> dict[str, Any]:
     c = int(np.sum(~a & bb))
     n_disc = b + c
     p = 1.0 if n_disc == 0 else float(binomtest(b, n_disc, 0.5, alternative="two-sided").pvalue)
-    return {"b": b, "c": c, "n_discordant": n_disc, "statistic": min(b, c), "p_value": p, "n": int(a.size),
-            "method": "exact McNemar (binomial test on discordant pairs)"}
+    return {
+        "b": b,
+        "c": c,
+        "n_discordant": n_disc,
+        "statistic": min(b, c),
+        "p_value": p,
+        "n": int(a.size),
+        "method": "exact McNemar (binomial test on discordant pairs)",
+    }
 
 
 def sign_flip_pvalue(d: Sequence[int] | np.ndarray) -> float:
@@ -70,16 +79,16 @@ def sign_flip_pvalue(d: Sequence[int] | np.ndarray) -> float:
     if mags.size == 0:
         return 1.0
     total = int(mags.sum())
-    pmf = np.zeros(2 * total + 1)          # index s + total for s in -total..total
+    pmf = np.zeros(2 * total + 1)  # index s + total for s in -total..total
     pmf[total] = 1.0
     for u, k in zip(*np.unique(mags, return_counts=True)):
         u, k = int(u), int(k)
-        weights = binom.pmf(np.arange(k + 1), k, 0.5)       # j of the k groups positive: shift u * (2j - k)
+        weights = binom.pmf(np.arange(k + 1), k, 0.5)  # j of the k groups positive: shift u * (2j - k)
         nxt = np.zeros_like(pmf)
         for j, w in enumerate(weights):
             shift = u * (2 * j - k)
             if shift >= 0:
-                nxt[shift:] += w * pmf[:pmf.size - shift]
+                nxt[shift:] += w * pmf[: pmf.size - shift]
             else:
                 nxt[:shift] += w * pmf[-shift:]
         pmf = nxt
@@ -87,8 +96,9 @@ def sign_flip_pvalue(d: Sequence[int] | np.ndarray) -> float:
     return float(min(1.0, pmf[np.abs(s) >= s_obs].sum()))
 
 
-def mcnemar_clustered(correct_a: Bools, correct_b: Bools,
-                      groups: Sequence[Hashable | None] | None = None) -> dict[str, Any]:
+def mcnemar_clustered(
+    correct_a: Bools, correct_b: Bools, groups: Sequence[Hashable | None] | None = None
+) -> dict[str, Any]:
     """Clustered McNemar: exact sign-flip test of S = sum over groups of (b_g - c_g) (module docstring).
 
     Returns {"b", "c", "statistic" (S), "z" (Durkalski's S / sqrt(sum d_g^2)), "p_value", "n", "clusters",
@@ -100,15 +110,27 @@ def mcnemar_clustered(correct_a: Bools, correct_b: Bools,
     d = np.bincount(cl.codes, weights=d_i, minlength=cl.count).astype(np.int64) if a.size else np.zeros(0, int)
     s = int(d.sum())
     ss = float((d.astype(float) ** 2).sum())
-    return {"b": int(np.sum(a & ~bb)), "c": int(np.sum(~a & bb)), "statistic": s,
-            "z": s / math.sqrt(ss) if ss > 0 else 0.0, "p_value": sign_flip_pvalue(d), "n": int(a.size),
-            "clusters": cl.count, "discordant_groups": int(np.count_nonzero(d)),
-            "method": f"clustered McNemar (exact sign-flip test over {cl.count} groups)"}
+    return {
+        "b": int(np.sum(a & ~bb)),
+        "c": int(np.sum(~a & bb)),
+        "statistic": s,
+        "z": s / math.sqrt(ss) if ss > 0 else 0.0,
+        "p_value": sign_flip_pvalue(d),
+        "n": int(a.size),
+        "clusters": cl.count,
+        "discordant_groups": int(np.count_nonzero(d)),
+        "method": f"clustered McNemar (exact sign-flip test over {cl.count} groups)",
+    }
 
 
-def paired_bootstrap(values_a: Floats, values_b: Floats, n_boot: int = 2000,
-                     seed: int = 0, alpha: float = 0.05,
-                     groups: Sequence[Hashable | None] | None = None) -> dict[str, Any]:
+def paired_bootstrap(
+    values_a: Floats,
+    values_b: Floats,
+    n_boot: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    groups: Sequence[Hashable | None] | None = None,
+) -> dict[str, Any]:
     """Paired bootstrap for a per-example score: diff = mean(b - a) (positive: B is better).
 
     Each resample draws groups with replacement (`groups`; None: each example alone) and keeps both systems'
@@ -122,8 +144,15 @@ def paired_bootstrap(values_a: Floats, values_b: Floats, n_boot: int = 2000,
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"values_a and values_b must be 1-D and paired, got shapes {a.shape} and {b.shape}")
     if a.size == 0:
-        return {"diff": float("nan"), "ci": [float("nan"), float("nan")], "p_value": float("nan"), "n": 0,
-                "clusters": 0, "n_boot": n_boot, "method": bootstrap_method(n_boot, clusters_of(None, 0), paired=True)}
+        return {
+            "diff": float("nan"),
+            "ci": [float("nan"), float("nan")],
+            "p_value": float("nan"),
+            "n": 0,
+            "clusters": 0,
+            "n_boot": n_boot,
+            "method": bootstrap_method(n_boot, clusters_of(None, 0), paired=True),
+        }
     cl = clusters_of(groups, a.size)
     d = b - a
     diff = float(d.mean())
@@ -132,8 +161,15 @@ def paired_bootstrap(values_a: Floats, values_b: Floats, n_boot: int = 2000,
     # tolerance so an all-zero difference (floating noise) still reads as p = 1
     extreme = np.abs(reps - diff) >= abs(diff) - 1e-12
     p = float((1 + np.sum(extreme)) / (n_boot + 1))
-    return {"diff": diff, "ci": [lo, hi], "p_value": min(1.0, p), "n": int(d.size), "clusters": cl.count,
-            "n_boot": int(n_boot), "method": bootstrap_method(n_boot, cl, paired=True)}
+    return {
+        "diff": diff,
+        "ci": [lo, hi],
+        "p_value": min(1.0, p),
+        "n": int(d.size),
+        "clusters": cl.count,
+        "n_boot": int(n_boot),
+        "method": bootstrap_method(n_boot, cl, paired=True),
+    }
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -159,8 +195,15 @@ def _quantiles(alpha: float, power: float, clusters: int | None) -> tuple[float,
     return float(norm.ppf(1 - alpha / 2)), float(norm.ppf(power))
 
 
-def min_detectable_difference(n: float, discordant_rate: float, *, deff: float = 1.0, clusters: int | None = None,
-                              alpha: float = 0.05, power: float = 0.8) -> float:
+def min_detectable_difference(
+    n: float,
+    discordant_rate: float,
+    *,
+    deff: float = 1.0,
+    clusters: int | None = None,
+    alpha: float = 0.05,
+    power: float = 0.8,
+) -> float:
     """Smallest accuracy difference |p_B - p_A| a two-sided McNemar test at `alpha` detects with `power`.
 
     Connor's (1987, Biometrics 43:207) normal approximation for paired proportions: with N = n / deff effective
@@ -172,12 +215,11 @@ def min_detectable_difference(n: float, discordant_rate: float, *, deff: float =
     """
     big_n = n / deff
     za, zb = _quantiles(alpha, power, clusters)
-    if big_n <= 0 or not big_n > za ** 2:
+    if big_n <= 0 or not big_n > za**2:
         return float("nan")
     pi = float(discordant_rate)
     if pi > 0:
-        delta = (za * math.sqrt(pi * big_n) + zb * math.sqrt(max(pi * (big_n + zb ** 2 - za ** 2), 0.0))) \
-            / (big_n + zb ** 2)
+        delta = (za * math.sqrt(pi * big_n) + zb * math.sqrt(max(pi * (big_n + zb**2 - za**2), 0.0))) / (big_n + zb**2)
         if delta <= pi:
             return float(delta)
 
@@ -198,12 +240,18 @@ def _difference_deff(d_i: np.ndarray, cl: Clusters) -> float:
     if v_iid <= 0:
         return float((cl.sizes.astype(float) ** 2).sum() / n)
     d_g = np.bincount(cl.codes, weights=d_i, minlength=g)
-    v_cluster = g / (g - 1) * float(((d_g - mean * cl.sizes) ** 2).sum()) / n ** 2
+    v_cluster = g / (g - 1) * float(((d_g - mean * cl.sizes) ** 2).sum()) / n**2
     return max(1.0, v_cluster / v_iid)
 
 
-def paired_mde(correct_a: Bools, correct_b: Bools, groups: Sequence[Hashable | None] | None = None,
-               *, alpha: float = 0.05, power: float = 0.8) -> dict[str, Any]:
+def paired_mde(
+    correct_a: Bools,
+    correct_b: Bools,
+    groups: Sequence[Hashable | None] | None = None,
+    *,
+    alpha: float = 0.05,
+    power: float = 0.8,
+) -> dict[str, Any]:
     """The minimum detectable accuracy difference for this test set: n, its groups (design effect of the
     per-example difference, t quantiles with G-1 df) and the observed discordant rate.
     Returns {"mde", "n", "clusters", "discordant_rate", "deff", "alpha", "power", "method"}."""
@@ -212,24 +260,47 @@ def paired_mde(correct_a: Bools, correct_b: Bools, groups: Sequence[Hashable | N
     d_i = a.astype(float) - b.astype(float)
     rate = float(np.mean(d_i != 0)) if a.size else float("nan")
     deff = _difference_deff(d_i, cl) if a.size else 1.0
-    mde = min_detectable_difference(a.size, rate, deff=deff, clusters=cl.count if cl.repeated else None,
-                                    alpha=alpha, power=power) if a.size else float("nan")
+    mde = (
+        min_detectable_difference(
+            a.size, rate, deff=deff, clusters=cl.count if cl.repeated else None, alpha=alpha, power=power
+        )
+        if a.size
+        else float("nan")
+    )
     where = f"{cl.count} groups, design effect {deff:.2f}, t with {cl.count - 1} df" if cl.repeated else "independent"
-    return {"mde": mde, "n": int(a.size), "clusters": cl.count, "discordant_rate": rate, "deff": deff,
-            "alpha": alpha, "power": power,
-            "method": f"McNemar power, normal approximation (Connor 1987; {where})"}
+    return {
+        "mde": mde,
+        "n": int(a.size),
+        "clusters": cl.count,
+        "discordant_rate": rate,
+        "deff": deff,
+        "alpha": alpha,
+        "power": power,
+        "method": f"McNemar power, normal approximation (Connor 1987; {where})",
+    }
 
 
-def paired_comparison(correct_a: Bools, correct_b: Bools,
-                      groups: Sequence[Hashable | None] | None = None, *, n_boot: int = 2000, seed: int = 0,
-                      alpha: float = 0.05) -> dict[str, Any]:
+def paired_comparison(
+    correct_a: Bools,
+    correct_b: Bools,
+    groups: Sequence[Hashable | None] | None = None,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
     """Everything a report says about an accuracy comparison of B against A on the same examples:
     {"n", "clusters", "mcnemar" (exact), "mcnemar_clustered" (None unless a group repeats),
     "accuracy_difference" (paired bootstrap, by group), "mde" (paired_mde)}."""
     a, b = _paired_bools(correct_a, correct_b)
     cl = clusters_of(groups, a.size)
-    return {"n": int(a.size), "clusters": cl.count, "mcnemar": mcnemar_exact(a, b),
-            "mcnemar_clustered": mcnemar_clustered(a, b, groups) if cl.repeated else None,
-            "accuracy_difference": paired_bootstrap(a.astype(float), b.astype(float), n_boot=n_boot, seed=seed,
-                                                    alpha=alpha, groups=groups),
-            "mde": paired_mde(a, b, groups, alpha=alpha)}
+    return {
+        "n": int(a.size),
+        "clusters": cl.count,
+        "mcnemar": mcnemar_exact(a, b),
+        "mcnemar_clustered": mcnemar_clustered(a, b, groups) if cl.repeated else None,
+        "accuracy_difference": paired_bootstrap(
+            a.astype(float), b.astype(float), n_boot=n_boot, seed=seed, alpha=alpha, groups=groups
+        ),
+        "mde": paired_mde(a, b, groups, alpha=alpha),
+    }

@@ -39,11 +39,13 @@ and 0.5 (Clopper-Pearson with the same n_eff: 92.6% and 90.1%). Figures: `benchm
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Hashable, Sequence
+from typing import Any
 
 import numpy as np
-from scipy.stats import beta, norm, t as student_t
+from scipy.stats import beta, norm
+from scipy.stats import t as student_t
 
 from vlmtune.stats.resample import NAN_CI, clusters_of, metric_entry
 
@@ -103,12 +105,12 @@ def effective_size(hits_per_group: Any, sizes: Any, alpha: float = 0.05) -> tupl
     if g < 2:
         return _out(np.full(y.shape[:-1], np.inf)), _out(np.zeros(y.shape[:-1]))  # one group: no df at all
     p = y.sum(axis=-1) / n
-    v_cluster = g / (g - 1) * ((y - p[..., None] * m) ** 2).sum(axis=-1) / n ** 2
+    v_cluster = g / (g - 1) * ((y - p[..., None] * m) ** 2).sum(axis=-1) / n**2
     v_iid = p * (1 - p) / (n - 1)
-    flat = v_iid <= 0                                   # p = 0 or 1: no variation to estimate deff from
+    flat = v_iid <= 0  # p = 0 or 1: no variation to estimate deff from
     with np.errstate(invalid="ignore", divide="ignore"):
         deff = np.maximum(1.0, v_cluster / np.where(flat, 1.0, v_iid))
-    deff = np.where(flat, float((m ** 2).sum()) / n, deff)  # worst case: a group counts once
+    deff = np.where(flat, float((m**2).sum()) / n, deff)  # worst case: a group counts once
     df_factor = (_z(alpha) / float(student_t.ppf(1 - alpha / 2, g - 1))) ** 2
     return _out(deff), _out(n / deff * df_factor)
 
@@ -116,17 +118,23 @@ def effective_size(hits_per_group: Any, sizes: Any, alpha: float = 0.05) -> tupl
 @dataclass(frozen=True)
 class ProportionCI:
     """A proportion with its interval and how it was made."""
+
     value: float
     ci: tuple[float, float]
     n: int
     clusters: int
     method: str
-    deff: float | None = None       # design effect (only when groups repeat)
-    n_eff: float | None = None      # effective sample size behind the interval (only when groups repeat)
+    deff: float | None = None  # design effect (only when groups repeat)
+    n_eff: float | None = None  # effective sample size behind the interval (only when groups repeat)
 
 
-def proportion_interval(hits: Sequence[bool] | np.ndarray, groups: Sequence[Hashable | None] | None = None, *,
-                        alpha: float = 0.05, method: str = "wilson") -> ProportionCI:
+def proportion_interval(
+    hits: Sequence[bool] | np.ndarray,
+    groups: Sequence[Hashable | None] | None = None,
+    *,
+    alpha: float = 0.05,
+    method: str = "wilson",
+) -> ProportionCI:
     """The proportion of true `hits` with a score interval; design-effect adjusted when a group repeats."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -148,14 +156,21 @@ def proportion_interval(hits: Sequence[bool] | np.ndarray, groups: Sequence[Hash
     else:
         lo, hi = proportion_ci(k / n * n_eff, n_eff, alpha, method)
         assumed = ", assumed: no variation to estimate it" if k in (0, n) else ""
-        label = (f"{method} with design effect (deff {deff:.2f}{assumed}; effective n {n_eff:.1f} "
-                 f"from {cl.count} groups)")
+        label = (
+            f"{method} with design effect (deff {deff:.2f}{assumed}; effective n {n_eff:.1f} from {cl.count} groups)"
+        )
     return ProportionCI(k / n, (float(lo), float(hi)), n, cl.count, label, float(deff), float(n_eff))
 
 
-def proportion_entry(hits: Sequence[bool] | np.ndarray, *, groups: Sequence[Hashable | None] | None = None,
-                     alpha: float = 0.05, method: str = "wilson", n_boot: int | None = None,
-                     seed: int | None = None) -> dict[str, Any]:
+def proportion_entry(
+    hits: Sequence[bool] | np.ndarray,
+    *,
+    groups: Sequence[Hashable | None] | None = None,
+    alpha: float = 0.05,
+    method: str = "wilson",
+    n_boot: int | None = None,
+    seed: int | None = None,
+) -> dict[str, Any]:
     """A metrics entry for a proportion (accuracy-like): {"value", "ci", "n", "clusters", "method"} plus
     "deff" and "n_eff" when groups repeat. The single place where proportions get their interval.
 

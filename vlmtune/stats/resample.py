@@ -27,13 +27,14 @@ metrics computed with one seed are resampled on the same example sets.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Iterator, Sequence
-
 import math
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from scipy.stats import norm, t as student_t
+from scipy.stats import norm
+from scipy.stats import t as student_t
 
 # Cap on elements per block of resamples: n_boot x n int64 weights for 20k examples would be 320 MB in one go;
 # blocking keeps memory flat while the result stays identical for a given seed.
@@ -44,6 +45,7 @@ NAN_CI = (float("nan"), float("nan"))
 @dataclass(frozen=True)
 class Clusters:
     """Which group each example belongs to: codes [n] in 0..G-1 (numbered by first appearance), sizes [G]."""
+
     codes: np.ndarray
     sizes: np.ndarray
 
@@ -103,8 +105,9 @@ def group_counts(n_groups: int, n_boot: int, seed: int, width: int | None = None
         done += b
 
 
-def bootstrap_distribution(n: int, fn: Callable[[np.ndarray], np.ndarray], n_boot: int = 2000,
-                           seed: int = 0) -> np.ndarray:
+def bootstrap_distribution(
+    n: int, fn: Callable[[np.ndarray], np.ndarray], n_boot: int = 2000, seed: int = 0
+) -> np.ndarray:
     """Replicates of a statistic under resampling of n items with replacement (examples independent).
 
     `fn` gets an index matrix [b, n] (one resample per row) and returns [b] or [b, ...] values.
@@ -126,31 +129,38 @@ def bootstrap_distribution(n: int, fn: Callable[[np.ndarray], np.ndarray], n_boo
     return np.concatenate(out, axis=0)
 
 
-def cluster_bootstrap_distribution(fn: Callable[[np.ndarray], np.ndarray], n: int,
-                                   groups: Sequence[Hashable | None] | Clusters | None = None,
-                                   n_boot: int = 2000, seed: int = 0) -> np.ndarray:
+def cluster_bootstrap_distribution(
+    fn: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    groups: Sequence[Hashable | None] | Clusters | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> np.ndarray:
     """Replicates of a statistic under resampling of the groups of n examples.
 
     `fn` gets integer example weights [b, n] (how often each example's group was drawn) and returns [b] or
     [b, ...]. Returns [n_boot] or [n_boot, ...].
     """
     cl = groups if isinstance(groups, Clusters) else clusters_of(groups, n)
-    return np.concatenate([np.asarray(fn(counts[:, cl.codes]))
-                           for counts in group_counts(cl.count, n_boot, seed, width=cl.n)], axis=0)
+    return np.concatenate(
+        [np.asarray(fn(counts[:, cl.codes])) for counts in group_counts(cl.count, n_boot, seed, width=cl.n)], axis=0
+    )
 
 
-def mean_replicates(values: np.ndarray, groups: Sequence[Hashable | None] | Clusters | None = None,
-                    n_boot: int = 2000, seed: int = 0) -> np.ndarray:
+def mean_replicates(
+    values: np.ndarray, groups: Sequence[Hashable | None] | Clusters | None = None, n_boot: int = 2000, seed: int = 0
+) -> np.ndarray:
     """Bootstrap replicates [n_boot] of the mean of values [n] under resampling of groups: the drawn groups'
     sums over their sizes. Sums run row by row (not through BLAS), so blocking never changes a bit."""
     x = np.asarray(values, dtype=float)
     if x.ndim != 1:
         raise ValueError(f"values must be 1-D, got shape {x.shape}")
     cl = groups if isinstance(groups, Clusters) else clusters_of(groups, x.size)
-    sums = np.bincount(cl.codes, weights=x, minlength=cl.count)           # [G]
+    sums = np.bincount(cl.codes, weights=x, minlength=cl.count)  # [G]
     sizes = cl.sizes.astype(float)
-    return np.concatenate([(c * sums).sum(axis=1) / (c * sizes).sum(axis=1)
-                           for c in group_counts(cl.count, n_boot, seed)])  # c: [b, G] multiplicities
+    return np.concatenate(
+        [(c * sums).sum(axis=1) / (c * sizes).sum(axis=1) for c in group_counts(cl.count, n_boot, seed)]
+    )  # c: [b, G] multiplicities
 
 
 def expanded_alpha(alpha: float, n_groups: int) -> float:
@@ -181,12 +191,17 @@ def bootstrap_method(n_boot: int, clusters: Clusters, paired: bool = False) -> s
     return f"{kind}bootstrap (expanded percentile, {n_boot} resamples)"
 
 
-def metric_entry(value: float, ci: Sequence[float], n: int, *, clusters: int | None = None,
-                 method: str | None = None, **extra: Any) -> dict[str, Any]:
+def metric_entry(
+    value: float, ci: Sequence[float], n: int, *, clusters: int | None = None, method: str | None = None, **extra: Any
+) -> dict[str, Any]:
     """One entry of a metrics dict (plain Python types):
     {"value", "ci": [lo, hi], "n", "clusters" (groups among the n; n when not given), "method", ...extra}."""
-    out = {"value": float(value), "ci": [float(ci[0]), float(ci[1])], "n": int(n),
-           "clusters": int(n if clusters is None else clusters)}
+    out = {
+        "value": float(value),
+        "ci": [float(ci[0]), float(ci[1])],
+        "n": int(n),
+        "clusters": int(n if clusters is None else clusters),
+    }
     if method is not None:
         out["method"] = method
     out.update(extra)
@@ -198,9 +213,15 @@ def nan_entry(method: str) -> dict[str, Any]:
     return metric_entry(float("nan"), NAN_CI, 0, clusters=0, method=method)
 
 
-def bootstrap_entry(values: Sequence[float] | np.ndarray, groups: Sequence[Hashable | None] | None = None, *,
-                    n_boot: int = 2000, seed: int = 0, alpha: float = 0.05,
-                    transform: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, Any]:
+def bootstrap_entry(
+    values: Sequence[float] | np.ndarray,
+    groups: Sequence[Hashable | None] | None = None,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> dict[str, Any]:
     """Entry for the mean of per-example values (MAE, ROUGE, MRR, NDCG, ...), or `transform` of it (RMSE:
     np.sqrt of the mean squared error), with an expanded percentile bootstrap interval that resamples groups."""
     x = np.asarray(values, dtype=float)
@@ -209,13 +230,23 @@ def bootstrap_entry(values: Sequence[float] | np.ndarray, groups: Sequence[Hasha
     cl = clusters_of(groups, x.size)
     f = transform or (lambda v: v)
     reps = f(mean_replicates(x, cl, n_boot, seed))
-    return metric_entry(float(f(np.asarray(x.mean()))), percentile_ci(reps, alpha, cl.count), x.size, clusters=cl.count,
-                        method=bootstrap_method(n_boot, cl))
+    return metric_entry(
+        float(f(np.asarray(x.mean()))),
+        percentile_ci(reps, alpha, cl.count),
+        x.size,
+        clusters=cl.count,
+        method=bootstrap_method(n_boot, cl),
+    )
 
 
-def bootstrap_ci(values: Sequence[float] | np.ndarray, stat: Callable[..., Any] = np.mean,
-                 n_boot: int = 2000, alpha: float = 0.05, seed: int = 0,
-                 groups: Sequence[Hashable | None] | None = None) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    stat: Callable[..., Any] = np.mean,
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    groups: Sequence[Hashable | None] | None = None,
+) -> tuple[float, float]:
     """Expanded percentile bootstrap CI of `stat(values)` (module docstring); (nan, nan) for no values or a single
     group. With `groups`, groups are resampled.
 
@@ -243,9 +274,16 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, stat: Callable[..., Any] 
     return percentile_ci(cluster_bootstrap_distribution(fn, arr.size, cl, n_boot, seed), alpha, cl.count)
 
 
-def bootstrap_metric(y_true: Sequence[Any], y_pred: Sequence[Any], fn: Callable[[Any, Any], Any],
-                     n_boot: int = 2000, alpha: float = 0.05, seed: int = 0, vectorized: bool = False,
-                     groups: Sequence[Hashable | None] | None = None) -> tuple[float, float]:
+def bootstrap_metric(
+    y_true: Sequence[Any],
+    y_pred: Sequence[Any],
+    fn: Callable[[Any, Any], Any],
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    vectorized: bool = False,
+    groups: Sequence[Hashable | None] | None = None,
+) -> tuple[float, float]:
     """Expanded percentile bootstrap CI of a paired metric `fn(y_true, y_pred)` (F1, accuracy, ...).
 
     Pairs are resampled together (by group when `groups` is given). With `vectorized=True` and no repeated

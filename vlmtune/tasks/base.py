@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from vlmtune.data.example import Example
 from vlmtune.errors import ConfigError
@@ -45,17 +46,17 @@ from vlmtune.errors import ConfigError
 if TYPE_CHECKING:  # matplotlib is imported only when a report draws
     from matplotlib.figure import Figure
 
-Row = dict[str, Any]          # one prediction row (above)
-LOGLIK = "loglik"             # a row's scores_from when the model scored the options itself
-Metrics = dict[str, Any]      # one metrics dict (above)
-Answerer = Callable[[list[Example]], list[str]]   # examples -> raw answers (the model, for order checks)
+Row = dict[str, Any]  # one prediction row (above)
+LOGLIK = "loglik"  # a row's scores_from when the model scored the options itself
+Metrics = dict[str, Any]  # one metrics dict (above)
+Answerer = Callable[[list[Example]], list[str]]  # examples -> raw answers (the model, for order checks)
 
 
 @dataclass(frozen=True)
 class Parsed:
-    value: Any          # the structured answer (int for count, label str for classify, ...); None on failure
-    ok: bool            # False = parse failure (counted, reported with the raw text)
-    raw: str            # the text that was parsed
+    value: Any  # the structured answer (int for count, label str for classify, ...); None on failure
+    ok: bool  # False = parse failure (counted, reported with the raw text)
+    raw: str  # the text that was parsed
 
 
 # The comparison report's colours for the baseline and the candidate run, for task plots to match.
@@ -70,10 +71,11 @@ class ReportSection:
     HTML too). table: rows of cells, the first row the header. plot: draws on a matplotlib Figure of
     `plot_size` inches (saved as plots/<plot_name>.png; plot_name defaults to the title, made file-safe).
     """
+
     title: str
     text: list[str] = field(default_factory=list)
     table: list[list[str]] | None = None
-    plot: Callable[["Figure"], None] | None = None
+    plot: Callable[[Figure], None] | None = None
     plot_name: str | None = None
     plot_size: tuple[float, float] = (6.0, 3.5)
 
@@ -117,6 +119,7 @@ class Task(abc.ABC):
     def check_example(self, example: Example) -> None:
         """Raise DataError if the example cannot be evaluated fairly (dialog: the asked round's gold answer is in
         the input). Called on EVERY example before evaluating or scoring."""
+        return None  # the default: every example can be evaluated
 
     def row_extras(self, example: Example) -> Row:
         """Extra JSON-able fields for this example's prediction row (mcq: options, option_photo). Never
@@ -132,8 +135,15 @@ class Task(abc.ABC):
         """A closed answer set for examples without `options` (count: 0..20), so eval.mode=loglik works."""
         return None
 
-    def option_metrics(self, rows: Sequence[Row], examples: Sequence[Example], options: Sequence[Sequence[str]],
-                       *, n_boot: int, seed: int) -> Metrics:
+    def option_metrics(
+        self,
+        rows: Sequence[Row],
+        examples: Sequence[Example],
+        options: Sequence[Sequence[str]],
+        *,
+        n_boot: int,
+        seed: int,
+    ) -> Metrics:
         """Metrics from option scores when answers were both generated and scored (eval.mode=both).
 
         Default: `loglik_accuracy`, the accuracy of the best-scoring option (no parse failures possible).
@@ -145,8 +155,10 @@ class Task(abc.ABC):
             sc = row["scores"]
             p = self.parse(opts[max(range(len(sc)), key=sc.__getitem__)], ex)
             hits.append(bool(p.ok and self.correct(p.value, ex)))
-        return {"loglik_accuracy": proportion_entry(hits, groups=row_groups(rows)),
-                "metric_modes": {"accuracy": "generate", "loglik_accuracy": "loglik"}}
+        return {
+            "loglik_accuracy": proportion_entry(hits, groups=row_groups(rows)),
+            "metric_modes": {"accuracy": "generate", "loglik_accuracy": "loglik"},
+        }
 
     def order_check(self, examples: list[Example], answer: Answerer, *, n_boot: int, seed: int) -> dict | None:
         """Ask the examples again in other option orders (mcq); None when the task has no such check or it is
@@ -183,8 +195,9 @@ class Task(abc.ABC):
         """The metric a one-line summary shows (its key in `metrics`)."""
         return "accuracy"
 
-    def report_sections(self, baseline: Sequence[Row], candidate: Sequence[Row], *,
-                        labels: tuple[str, str] = ("baseline", "candidate")) -> list[ReportSection]:
+    def report_sections(
+        self, baseline: Sequence[Row], candidate: Sequence[Row], *, labels: tuple[str, str] = ("baseline", "candidate")
+    ) -> list[ReportSection]:
         """Sections of the comparison report that belong to this task (count: the error histogram).
 
         baseline, candidate: the two runs' prediction rows, paired (row i of each is the same example);

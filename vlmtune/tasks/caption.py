@@ -10,12 +10,13 @@ For real captioning scores use the text metrics (BLEU, ROUGE, BERTScore) in vlmt
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from vlmtune.stats import bootstrap_entry, proportion_entry
 from vlmtune.registry import TASKS
+from vlmtune.stats import bootstrap_entry, proportion_entry
 from vlmtune.tasks.base import Parsed, Row, Task, row_groups
 from vlmtune.tasks.classify import normalize
 
@@ -25,8 +26,13 @@ def _predictions(rows: Sequence[Row]) -> list[str]:
 
 
 def _token_f1s(rows: Sequence[Row]) -> np.ndarray:
-    return np.array([max((token_f1(p, ref) for ref in _references(r["target"])), default=0.0)
-                     for p, r in zip(_predictions(rows), rows)], dtype=float)
+    return np.array(
+        [
+            max((token_f1(p, ref) for ref in _references(r["target"])), default=0.0)
+            for p, r in zip(_predictions(rows), rows)
+        ],
+        dtype=float,
+    )
 
 
 def _references(target: Any) -> list[str]:
@@ -72,6 +78,8 @@ class CaptionTask(Task):
         em = np.array([exact_match(p, r["target"]) for p, r in zip(_predictions(rows), rows)], dtype=bool)
         groups = row_groups(rows)
         failures = sum(1 for r in rows if not r.get("parse_ok", True))
-        return {"exact_match": proportion_entry(em, groups=groups),
-                "token_f1": bootstrap_entry(_token_f1s(rows), groups, n_boot=n_boot, seed=seed),
-                "parse_failures": failures}
+        return {
+            "exact_match": proportion_entry(em, groups=groups),
+            "token_f1": bootstrap_entry(_token_f1s(rows), groups, n_boot=n_boot, seed=seed),
+            "parse_failures": failures,
+        }

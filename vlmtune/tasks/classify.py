@@ -23,8 +23,9 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from vlmtune.errors import ConfigError, DataError
 from vlmtune.metrics.classification import classification_metrics
@@ -35,7 +36,8 @@ _HANGUL = "\uac00-\ud7a3"
 _LEAD_IN = re.compile(
     r"^[\W_]*(?:(?:the\s+)?(?:final\s+)?(?:answer|label|category|class|prediction)(?:\s+is)?\s*[:\-]?"
     r"|(?:정답|답|분류|결과)\s*(?:은|는|:)"
-    r")?[\W_]*")
+    r")?[\W_]*"
+)
 _OPENERS = " \t\n*\"'“‘(["  # markdown bold, quotes, brackets before the answer
 # After the first label: optional glued Hangul (particle/copula), then a sentence end.
 _SENTENCE_END = re.compile(rf"[{_HANGUL}]*[*\"'”’)\]]*[ \t]*(?:[.!?。\n]|$)")
@@ -72,11 +74,15 @@ def _compile(labels: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[re.Pattern
     seen: dict[str, str] = {}
     for lab, norm in zip(labels, norms):
         if not norm:
-            raise DataError(f"label {lab!r} has no letters or digits", field="options",
-                            fix="use labels with visible text")
+            raise DataError(
+                f"label {lab!r} has no letters or digits", field="options", fix="use labels with visible text"
+            )
         if norm in seen:
-            raise DataError(f"labels {seen[norm]!r} and {lab!r} are the same after normalization ({norm!r})",
-                            field="options", fix="make labels differ in more than case or punctuation")
+            raise DataError(
+                f"labels {seen[norm]!r} and {lab!r} are the same after normalization ({norm!r})",
+                field="options",
+                fix="make labels differ in more than case or punctuation",
+            )
         seen[norm] = lab
     return norms, tuple(_label_pattern(n) for n in norms)
 
@@ -94,8 +100,9 @@ def parse_label(text: str, labels: Sequence[Any]) -> Parsed:
     body = unicodedata.normalize("NFKC", text).casefold()
     spans = [(m.start(), m.end(), i) for i, pat in enumerate(patterns) for m in pat.finditer(body)]
     # drop a match that lies inside another label's longer match ("drug" inside "drug sale")
-    spans = [s for s in spans
-             if not any(o[0] <= s[0] and s[1] <= o[1] and (o[1] - o[0]) > (s[1] - s[0]) for o in spans)]
+    spans = [
+        s for s in spans if not any(o[0] <= s[0] and s[1] <= o[1] and (o[1] - o[0]) > (s[1] - s[0]) for o in spans)
+    ]
     found = sorted({i for _, _, i in spans})
     if not found:
         return Parsed(None, False, text)
@@ -116,9 +123,13 @@ class ClassifyTask(Task):
 
     @dataclass
     class Options:
-        labels: list | None = field(default=None, metadata={
-            "help": "the label set for examples without 'options' (e.g. [cat, dog]); also fixes the label order "
-                    "of the per-class report and confusion matrix"})
+        labels: list | None = field(
+            default=None,
+            metadata={
+                "help": "the label set for examples without 'options' (e.g. [cat, dog]); also fixes the label order "
+                "of the per-class report and confusion matrix"
+            },
+        )
 
     def __init__(self, options: Any = None, **kwargs: Any):
         super().__init__(options, **kwargs)
@@ -132,8 +143,10 @@ class ClassifyTask(Task):
             return list(options)
         if self.labels:
             return self.labels
-        raise ConfigError("task 'classify' needs a label set: give the examples 'options' "
-                          "or set the task's labels (data.task_options: {labels: [cat, dog]})")
+        raise ConfigError(
+            "task 'classify' needs a label set: give the examples 'options' "
+            "or set the task's labels (data.task_options: {labels: [cat, dog]})"
+        )
 
     def parse(self, text: str, example: Any = None) -> Parsed:
         return parse_label(text, self.labels_for(example))
@@ -148,5 +161,4 @@ class ClassifyTask(Task):
         """Metrics dict from prediction rows (failures: parse_ok false or parsed null)."""
         gold = [r["target"] for r in rows]
         pred = [r["parsed"] if r.get("parse_ok") and r.get("parsed") is not None else None for r in rows]
-        return classification_metrics(gold, pred, labels=self.labels, n_boot=n_boot, seed=seed,
-                                      groups=row_groups(rows))
+        return classification_metrics(gold, pred, labels=self.labels, n_boot=n_boot, seed=seed, groups=row_groups(rows))

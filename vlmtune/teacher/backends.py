@@ -19,21 +19,38 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from vlmtune.config import ModelConfig, TeachConfig
 from vlmtune.data.example import IMAGE_TOKEN, Example
 from vlmtune.errors import ConfigError
-from vlmtune.infer.remote import ChatRequest, ChatResponse, RemoteClient, RemoteConfig, ResponseCache, Summary, request_key
+from vlmtune.infer.remote import (
+    ChatRequest,
+    ChatResponse,
+    RemoteClient,
+    RemoteConfig,
+    ResponseCache,
+    Summary,
+    request_key,
+)
 
 log = logging.getLogger(__name__)
 
 
 def remote_config(tcfg: TeachConfig) -> RemoteConfig:
-    return RemoteConfig(base_url=tcfg.base_url, model=tcfg.model, api_key=os.environ.get(tcfg.api_key_env),
-                        concurrency=tcfg.concurrency, rpm=tcfg.rpm, tpm=tcfg.tpm, timeout=tcfg.timeout,
-                        max_retries=tcfg.max_retries, context_tokens=tcfg.context_tokens or None)
+    return RemoteConfig(
+        base_url=tcfg.base_url,
+        model=tcfg.model,
+        api_key=os.environ.get(tcfg.api_key_env),
+        concurrency=tcfg.concurrency,
+        rpm=tcfg.rpm,
+        tpm=tcfg.tpm,
+        timeout=tcfg.timeout,
+        max_retries=tcfg.max_retries,
+        context_tokens=tcfg.context_tokens or None,
+    )
 
 
 class LocalBackend:
@@ -41,8 +58,9 @@ class LocalBackend:
 
     def __init__(self, tcfg: TeachConfig, cache: str | os.PathLike):
         if tcfg.temperature != 0:
-            raise ConfigError(f"teach.backend=local decodes greedily; teach.temperature must be 0, got "
-                              f"{tcfg.temperature}")
+            raise ConfigError(
+                f"teach.backend=local decodes greedily; teach.temperature must be 0, got {tcfg.temperature}"
+            )
         self.tcfg = tcfg
         self.cache = ResponseCache(cache)
         self.summary = Summary()
@@ -63,7 +81,7 @@ class LocalBackend:
         if self._loaded is None:
             from vlmtune.models.load import load_model
 
-            self.model_id  # resolves the name
+            _ = self.model_id  # resolves the name (a property with a side effect)
             self._loaded = load_model(self._ref)
         return self._loaded
 
@@ -89,13 +107,15 @@ class LocalBackend:
         tok = tokenizer_of(processor)
         vision = has_image_processor(processor)
         if not vision and any(r.images for r in todo.values()):
-            log.warning(f"[teach] {self.tcfg.model} is a text-only model: the images are not shown to it, so its "
-                        "answers are not grounded in the image (the agreement filter judges them)")
+            log.warning(
+                f"[teach] {self.tcfg.model} is a text-only model: the images are not shown to it, so its "
+                "answers are not grounded in the image (the agreement filter judges them)"
+            )
         items = list(todo.items())
         bs = max(1, self.tcfg.batch_size)
         log.info(f"[teach] {len(items)} requests to {self.model_id} (local, batches of {bs})")
         for i in range(0, len(items), bs):
-            chunk = items[i: i + bs]
+            chunk = items[i : i + bs]
             t0 = time.monotonic()
             examples = [self._example(k, r, vision) for k, r in chunk]
             budget = int(chunk[0][1].params.get("max_tokens") or 256)
@@ -106,9 +126,16 @@ class LocalBackend:
                 if finish is None:
                     finish = "length" if len(tok(text, add_special_tokens=False)["input_ids"]) >= budget - 1 else "stop"
                 pt = len(tok(prompt_text(processor, ex), add_special_tokens=False)["input_ids"])
-                resp = ChatResponse(key=key, text=text, finish_reason=finish, prompt_tokens=pt,
-                                    completion_tokens=len(tok(text, add_special_tokens=False)["input_ids"]),
-                                    model=self.model_id, attempts=1, seconds=round(secs, 3))
+                resp = ChatResponse(
+                    key=key,
+                    text=text,
+                    finish_reason=finish,
+                    prompt_tokens=pt,
+                    completion_tokens=len(tok(text, add_special_tokens=False)["input_ids"]),
+                    model=self.model_id,
+                    attempts=1,
+                    seconds=round(secs, 3),
+                )
                 self.cache.append(resp)
                 s = self.summary
                 s.sent += 1

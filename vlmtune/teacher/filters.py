@@ -31,24 +31,29 @@ from vlmtune.tasks.base import Task
 
 CHECKS = ("finish", "format", "length", "agreement", "future", "grounding", "language", "duplicate")
 # Openers a chat model writes before doing what it was asked ("Okay, here's the response...").
-PREAMBLE = re.compile(r"^\s*(okay|ok|sure|certainly|of course|here'?s|here is|alright|absolutely)\b[ ,!:.]",
-                      re.IGNORECASE)
+PREAMBLE = re.compile(
+    r"^\s*(okay|ok|sure|certainly|of course|here'?s|here is|alright|absolutely)\b[ ,!:.]", re.IGNORECASE
+)
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 # Words about the conversation rather than the picture: a reminder may use them freely.
-META_WORDS = frozenset("""
+META_WORDS = frozenset(
+    """
 user human asks asked asking ask now question questions final current last earlier previous prior conversation
 conversations turn turns dialogue dialog picture image photo photograph scene established confirmed mentioned
 said says told answer answered answers reply recall recalls summary whether also already still focused focus
 focusing detail details regarding about series progressively first next then yes no not
-""".split())
+""".split()
+)
 # Words that mark a sentence restating the current question.
 ASKING = frozenset("asks asking question wants wondering inquires now".split())  # not "asked", "questions"
-STOP_WORDS = frozenset("""
+STOP_WORDS = frozenset(
+    """
 the and for are but was were has have had his her its our their they them this that these those there here with
 from into onto what which who whom whose when where why how any some all each both few more most other such only
 own same than too very can will just should would could may might must does did doing done being been is be a an
 of to in on at by as it or if so we you your i me my mine he she him hers yours them us one ones is're 's
-""".split())
+""".split()
+)
 
 
 @dataclass
@@ -65,13 +70,15 @@ class FilterConfig:
     skip: list = field(default_factory=list)
 
     @classmethod
-    def of(cls, values: dict[str, Any]) -> "FilterConfig":
+    def of(cls, values: dict[str, Any]) -> FilterConfig:
         from vlmtune.config import coerce_fields
 
         cfg = cls(**coerce_fields(cls, dict(values), "teach.filters"))
         unknown = set(cfg.skip) - set(CHECKS)
         if unknown:
-            raise ConfigError(f"teach.filters.skip names unknown check(s) {sorted(unknown)}; checks: {', '.join(CHECKS)}")
+            raise ConfigError(
+                f"teach.filters.skip names unknown check(s) {sorted(unknown)}; checks: {', '.join(CHECKS)}"
+            )
         if cfg.language not in ("en", "ko", "any"):
             raise ConfigError(f"teach.filters.language is {cfg.language!r}; choose en, ko or any")
         return cfg
@@ -104,9 +111,9 @@ def parse_output(text: str, block: str = "reminder") -> Output:
         return Output(raw, raw.strip(), None, "", n_open, n_close)
     end = low.find(close_t, start)
     if end < 0:
-        return Output(raw, raw[:start].strip(), raw[start + len(open_t):].strip(), "", n_open, n_close)
-    answer = raw[end + len(close_t):].strip()
-    return Output(raw, raw[:start].strip(), raw[start + len(open_t):end].strip(), answer, n_open, n_close)
+        return Output(raw, raw[:start].strip(), raw[start + len(open_t) :].strip(), "", n_open, n_close)
+    answer = raw[end + len(close_t) :].strip()
+    return Output(raw, raw[:start].strip(), raw[start + len(open_t) : end].strip(), answer, n_open, n_close)
 
 
 def words(text: str) -> list[str]:
@@ -209,8 +216,15 @@ class Verdict:
     details: dict[str, str]
 
 
-def check(out: Output, finish_reason: str | None, input_truncated: bool, example: Example, task: Task,
-          later: list[dict[str, str]], fcfg: FilterConfig) -> Verdict:
+def check(
+    out: Output,
+    finish_reason: str | None,
+    input_truncated: bool,
+    example: Example,
+    task: Task,
+    later: list[dict[str, str]],
+    fcfg: FilterConfig,
+) -> Verdict:
     """Run every check that is not skipped (duplicates are found across outputs, by `mark_duplicates`)."""
     found: dict[str, str] = {}
     if finish_reason != "stop":
@@ -235,8 +249,10 @@ def check(out: Output, finish_reason: str | None, input_truncated: bool, example
     block_text = out.block or ""
     nb, na = len(words(block_text)), len(words(out.answer))
     if out.block is not None and not (fcfg.min_words <= nb <= fcfg.max_words) or na > fcfg.max_answer_words:
-        found["length"] = f"{nb} block words (bounds {fcfg.min_words}-{fcfg.max_words}), {na} answer words " \
-                          f"(at most {fcfg.max_answer_words})"
+        found["length"] = (
+            f"{nb} block words (bounds {fcfg.min_words}-{fcfg.max_words}), {na} answer words "
+            f"(at most {fcfg.max_answer_words})"
+        )
     if out.answer:
         parsed = task.parse(out.answer, example)
         score = task.agreement(parsed.value, example) if parsed.ok else 0.0

@@ -94,19 +94,23 @@ class Template:
                 out.append({"role": role, "content": text})
         n = sum(m["content"].count(IMAGE_TOKEN) for m in out)
         if n != len(example.images):
-            raise ConfigError(f"teacher template {self.name} places {n} {IMAGE_TOKEN} placeholder(s) for example "
-                              f"'{example.id}', which has {len(example.images)} image(s). Fix: put {{{{ images }}}} in "
-                              "its user block")
+            raise ConfigError(
+                f"teacher template {self.name} places {n} {IMAGE_TOKEN} placeholder(s) for example "
+                f"'{example.id}', which has {len(example.images)} image(s). Fix: put {{{{ images }}}} in "
+                "its user block"
+            )
         return out
 
-    def request(self, example: Example, params: dict[str, Any],
-                messages: list[dict[str, str]] | None = None) -> ChatRequest:
+    def request(
+        self, example: Example, params: dict[str, Any], messages: list[dict[str, str]] | None = None
+    ) -> ChatRequest:
         """The ChatRequest for one example (`messages`: already rendered ones, e.g. by check_teacher_input)."""
         p = dict(params)
         if self.stop:
             p["stop"] = list(self.stop)
-        return ChatRequest(messages=tuple(messages or self.messages(example)), images=tuple(example.images), params=p,
-                           tag=self.tag)
+        return ChatRequest(
+            messages=tuple(messages or self.messages(example)), images=tuple(example.images), params=p, tag=self.tag
+        )
 
 
 def load_template(name_or_path: str, *, rationalize: bool = False) -> Template:
@@ -117,8 +121,10 @@ def load_template(name_or_path: str, *, rationalize: bool = False) -> Template:
     else:
         path = Path(name_or_path)
         if not path.is_file():
-            raise ConfigError(f"teacher template '{name_or_path}' is neither a shipped one ({', '.join(BUILTIN)}) nor "
-                              "a file. Fix: teach.prompt=reminder, or the path of a Jinja2 file with a user block")
+            raise ConfigError(
+                f"teacher template '{name_or_path}' is neither a shipped one ({', '.join(BUILTIN)}) nor "
+                "a file. Fix: teach.prompt=reminder, or the path of a Jinja2 file with a user block"
+            )
         source, name = path.read_text(encoding="utf-8"), path.stem
     tpl = Template(name=name, source=source, version="0", block="reminder", rationalize=rationalize)
     module = tpl._compiled(strict=False).module  # its top-level settings (version, block, stop)
@@ -156,8 +162,13 @@ def context_of(example: Example, *, rationalize: bool = False) -> dict[str, Any]
             pending = None
     question = pending or ""
     conversation = "\n".join([f"Q: {h['question']}\nA: {h['answer']}" for h in history] + [f"Q: {question}"])
-    ctx: dict[str, Any] = {"images": f"{IMAGE_TOKEN}\n" * len(example.images), "context": ctx_lines,
-                           "history": history, "question": question, "conversation": conversation}
+    ctx: dict[str, Any] = {
+        "images": f"{IMAGE_TOKEN}\n" * len(example.images),
+        "context": ctx_lines,
+        "history": history,
+        "question": question,
+        "conversation": conversation,
+    }
     if rationalize:
         ctx["gold_answer"] = gold_answer(example)
     return ctx
@@ -173,8 +184,9 @@ def gold_answer(example: Example) -> str:
 
 
 def _with_canary(example: Example) -> Example:
-    ex = dataclasses.replace(example, messages=[dict(m) for m in example.messages],
-                             target=copy.deepcopy(example.target))
+    ex = dataclasses.replace(
+        example, messages=[dict(m) for m in example.messages], target=copy.deepcopy(example.target)
+    )
     if ex.messages and ex.messages[-1]["role"] == "assistant":
         ex.messages[-1]["content"] = CANARY
     if isinstance(ex.target, dict) and "answer" in ex.target:
@@ -191,8 +203,11 @@ def check_teacher_input(tpl: Template, example: Example, task: Task) -> list[dic
     if not tpl.rationalize:
         probe = tpl.messages(_with_canary(example))
         if probe != messages:
-            raise DataError(f"example '{example.id}': the teacher's input for template {tpl.name} depends on the "
-                            "asked round's gold answer", field="messages",
-                            fix="the teacher sees the dialogue up to the question only; use teach.rationalize=true "
-                                "to give it the gold answer on purpose")
+            raise DataError(
+                f"example '{example.id}': the teacher's input for template {tpl.name} depends on the "
+                "asked round's gold answer",
+                field="messages",
+                fix="the teacher sees the dialogue up to the question only; use teach.rationalize=true "
+                "to give it the gold answer on purpose",
+            )
     return messages

@@ -76,14 +76,15 @@ def later_rounds(examples: list[Example], task: Task) -> dict[str, list[dict[str
     return {d: [r[k] for k in sorted(r)] for d, r in rounds.items()}
 
 
-def judge(examples: list[Example], responses: list[ChatResponse], task: Task, tpl: Template,
-          fcfg: FilterConfig) -> list[Judged]:
+def judge(
+    examples: list[Example], responses: list[ChatResponse], task: Task, tpl: Template, fcfg: FilterConfig
+) -> list[Judged]:
     """Parse and filter every response (pure: the same inputs give the same verdicts)."""
     dialogues = later_rounds(examples, task)
     judged = []
     for ex, resp in zip(examples, responses):
         pos = task.round_of(ex)
-        later = [r for r in dialogues.get(pos[0], [])if r["round"] > pos[1]] if pos else []
+        later = [r for r in dialogues.get(pos[0], []) if r["round"] > pos[1]] if pos else []
         if not resp.ok:
             out = parse_output("", tpl.block)
             verdict = Verdict(["finish"], {"finish": f"no answer: {resp.error}"})
@@ -100,8 +101,15 @@ def export(judged: list[Judged], tcfg: TeachConfig, tpl: Template, model_id: str
     out = []
     for j in judged:
         ex = j.example
-        prov = {"backend": tcfg.backend, "model": model_id, "template": tpl.tag, "template_hash": tpl.sha,
-                "key": j.key, "target": tcfg.target, "accepted": j.accepted}
+        prov = {
+            "backend": tcfg.backend,
+            "model": model_id,
+            "template": tpl.tag,
+            "template_hash": tpl.sha,
+            "key": j.key,
+            "target": tcfg.target,
+            "accepted": j.accepted,
+        }
         if not j.accepted:
             if tcfg.on_reject == "drop":
                 continue
@@ -118,9 +126,14 @@ def export(judged: list[Judged], tcfg: TeachConfig, tpl: Template, model_id: str
 def counts_of(judged: list[Judged], summary: Summary) -> dict[str, Any]:
     per = {c: sum(c in j.verdict.reasons for j in judged) for c in CHECKS}
     first = {c: sum(bool(j.verdict.reasons) and j.verdict.reasons[0] == c for j in judged) for c in CHECKS}
-    return {"examples": len(judged), "accepted": sum(j.accepted for j in judged),
-            "rejected": sum(not j.accepted for j in judged), "failed_by_check": per, "first_failed_check": first,
-            "requests": dataclasses.asdict(summary)}
+    return {
+        "examples": len(judged),
+        "accepted": sum(j.accepted for j in judged),
+        "rejected": sum(not j.accepted for j in judged),
+        "failed_by_check": per,
+        "first_failed_check": first,
+        "requests": dataclasses.asdict(summary),
+    }
 
 
 def teach(examples: list[Example], task: Task, tcfg: TeachConfig, out_dir: str | Path | None = None) -> TeachResult:
@@ -137,34 +150,51 @@ def teach(examples: list[Example], task: Task, tcfg: TeachConfig, out_dir: str |
     requests = []
     for ex in examples:
         if ex.answer_text() is None:
-            raise DataError(f"example '{ex.id}' has no gold answer (a final assistant message) to train on",
-                            field="messages", fix="teach training examples: each ends with the gold answer")
+            raise DataError(
+                f"example '{ex.id}' has no gold answer (a final assistant message) to train on",
+                field="messages",
+                fix="teach training examples: each ends with the gold answer",
+            )
         requests.append(tpl.request(ex, params, check_teacher_input(tpl, ex, task)))
     backend = make_backend(tcfg, tcfg.cache or teacher_cache(tcfg.model))
     responses = backend.run(requests, desc="teacher")
     judged = judge(examples, responses, task, tpl, fcfg)
-    result = TeachResult(export(judged, tcfg, tpl, backend.model_id), judged, counts_of(judged, backend.summary),
-                         backend.summary, tpl, backend.model_id)
+    result = TeachResult(
+        export(judged, tcfg, tpl, backend.model_id),
+        judged,
+        counts_of(judged, backend.summary),
+        backend.summary,
+        tpl,
+        backend.model_id,
+    )
     c = result.counts
-    log.info(f"[teach] {c['accepted']} of {c['examples']} outputs accepted; rejected by check: "
-             + ", ".join(f"{k} {v}" for k, v in c["failed_by_check"].items() if v))
+    log.info(
+        f"[teach] {c['accepted']} of {c['examples']} outputs accepted; rejected by check: "
+        + ", ".join(f"{k} {v}" for k, v in c["failed_by_check"].items() if v)
+    )
     if out_dir is not None:
         write_outputs(result, tcfg, Path(out_dir))
     return result
 
 
 def write_outputs(result: TeachResult, tcfg: TeachConfig, out: Path) -> None:
-    from vlmtune.teacher.report import render_html, render_markdown
-
     from vlmtune.data.example import atomic_write_text
+    from vlmtune.teacher.report import render_html, render_markdown
 
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "data.jsonl", result.examples)
     atomic_write_text(out / "teach_report.md", render_markdown(result, tcfg))
     atomic_write_text(out / "teach_report.html", render_html(result, tcfg))
-    atomic_write_json(out / "teach.json", {"model": result.model_id, "template": result.template.tag,
-                                           "target": tcfg.target, "on_reject": tcfg.on_reject,
-                                           "filters": dataclasses.asdict(FilterConfig.of(tcfg.filters)),
-                                           **{k: v for k, v in result.counts.items() if k != "requests"}})
+    atomic_write_json(
+        out / "teach.json",
+        {
+            "model": result.model_id,
+            "template": result.template.tag,
+            "target": tcfg.target,
+            "on_reject": tcfg.on_reject,
+            "filters": dataclasses.asdict(FilterConfig.of(tcfg.filters)),
+            **{k: v for k, v in result.counts.items() if k != "requests"},
+        },
+    )
     result.out_dir = out
     result.files = {n: str(out / n) for n in ("data.jsonl", "teach_report.md", "teach_report.html", "teach.json")}

@@ -22,12 +22,15 @@ from vlmtune.distributed import is_main_process
 
 log = logging.getLogger(__name__)
 
-SENTINEL = "vlmtune-complete.json"   # in checkpoint-N/: every file of the checkpoint with its size, written last
+SENTINEL = "vlmtune-complete.json"  # in checkpoint-N/: every file of the checkpoint with its size, written last
 
 
 def mark_complete(checkpoint: Path) -> None:
-    files = {str(f.relative_to(checkpoint)): f.stat().st_size for f in sorted(checkpoint.rglob("*"))
-             if f.is_file() and f.name != SENTINEL}
+    files = {
+        str(f.relative_to(checkpoint)): f.stat().st_size
+        for f in sorted(checkpoint.rglob("*"))
+        if f.is_file() and f.name != SENTINEL
+    }
     atomic_write_json(checkpoint / SENTINEL, {"files": files})
 
 
@@ -44,8 +47,11 @@ def checkpoints(folder: Path) -> list[Path]:
     """checkpoint-N folders in `folder`, newest (highest N) first."""
     if not folder.is_dir():
         return []
-    return sorted((p for p in folder.iterdir() if re.fullmatch(r"checkpoint-\d+", p.name) and p.is_dir()),
-                  key=lambda p: int(p.name.split("-")[1]), reverse=True)
+    return sorted(
+        (p for p in folder.iterdir() if re.fullmatch(r"checkpoint-\d+", p.name) and p.is_dir()),
+        key=lambda p: int(p.name.split("-")[1]),
+        reverse=True,
+    )
 
 
 def last_complete_checkpoint(folder: Path) -> Path | None:
@@ -59,6 +65,7 @@ def last_complete_checkpoint(folder: Path) -> Path | None:
             aside = folder / "incomplete" / f"{ckpt.name}-{int(time.time())}"
             aside.parent.mkdir(exist_ok=True)
             os.replace(ckpt, aside)
-            log.warning(f"[train] {ckpt} is incomplete (interrupted while it was being saved): ignored, moved to "
-                        f"{aside}")
+            log.warning(
+                f"[train] {ckpt} is incomplete (interrupted while it was being saved): ignored, moved to {aside}"
+            )
     return best

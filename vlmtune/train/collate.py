@@ -14,8 +14,15 @@ import torch
 
 from vlmtune.data.example import IMAGE_TOKEN, Example
 from vlmtune.errors import DataError
-from vlmtune.processing import (Processor, encode_texts, example_inputs, image_token_id, load_image, load_image_cached,
-                                render)
+from vlmtune.processing import (
+    Processor,
+    encode_texts,
+    example_inputs,
+    image_token_id,
+    load_image,
+    load_image_cached,
+    render,
+)
 
 IGNORE = -100
 # Per-token processor outputs (Gemma 3 marks image tokens with these); padded and truncated like input_ids.
@@ -29,12 +36,13 @@ def _tokenize(processor, text: str, images: list) -> dict[str, torch.Tensor]:
 
 @dataclass
 class EncodeSettings:
-    loss_on: str = "assistant"   # assistant | all
+    loss_on: str = "assistant"  # assistant | all
     max_length: int = 256
 
 
-def encode_example(processor: Processor, ex: Example, settings: EncodeSettings, *,
-                   cache_images: bool = True) -> dict[str, Any]:
+def encode_example(
+    processor: Processor, ex: Example, settings: EncodeSettings, *, cache_images: bool = True
+) -> dict[str, Any]:
     """One training example -> {input_ids [T], attention_mask [T], labels [T], pixel_values ..., n_loss_tokens}."""
     loader = load_image_cached if cache_images else load_image
     images = [loader(p) for p in ex.images]
@@ -49,40 +57,55 @@ def encode_example(processor: Processor, ex: Example, settings: EncodeSettings, 
             continue
         n_assistant += 1
         n_img_before = sum(mm["content"].count(IMAGE_TOKEN) for mm in ex.messages[:i])
-        prefix = _tokenize(processor, render(processor, ex.messages[:i], add_generation_prompt=True),
-                          images[:n_img_before])["input_ids"][0]
-        upto = _tokenize(processor, render(processor, ex.messages[: i + 1], add_generation_prompt=False),
-                        images[:n_img_before])["input_ids"][0]
+        prefix = _tokenize(
+            processor, render(processor, ex.messages[:i], add_generation_prompt=True), images[:n_img_before]
+        )["input_ids"][0]
+        upto = _tokenize(
+            processor, render(processor, ex.messages[: i + 1], add_generation_prompt=False), images[:n_img_before]
+        )["input_ids"][0]
         start, end = len(prefix), len(upto)
         if not (torch.equal(ids[:start], prefix) and torch.equal(ids[:end], upto)):
             raise DataError(
                 f"example '{ex.id}': the chat template's rendering of the conversation up to assistant turn {i} "
                 "is not a prefix of the full rendering, so the answer tokens cannot be located",
-                field=f"messages[{i}]", fix="use a chat template whose turns render incrementally, or train.loss_on=all")
+                field=f"messages[{i}]",
+                fix="use a chat template whose turns render incrementally, or train.loss_on=all",
+            )
         labels[start:end] = ids[start:end]
     if n_assistant == 0:
-        raise DataError(f"example '{ex.id}' has no assistant message to train on", field="messages",
-                        fix="add the answer as a final assistant message")
+        raise DataError(
+            f"example '{ex.id}' has no assistant message to train on",
+            field="messages",
+            fix="add the answer as a final assistant message",
+        )
     if settings.loss_on == "all":
         labels = ids.clone()
         labels[enc["attention_mask"][0] == 0] = IGNORE
     if img_id is not None:
         labels[ids == img_id] = IGNORE  # image placeholder positions never carry loss
     if len(ids) > settings.max_length:
-        if img_id is not None and bool((ids[settings.max_length:] == img_id).any()):
+        if img_id is not None and bool((ids[settings.max_length :] == img_id).any()):
             raise DataError(
                 f"example '{ex.id}' is {len(ids)} tokens; truncating to train.max_length={settings.max_length} "
                 "would cut its image tokens (the image would no longer match its features)",
-                field="messages", fix=f"raise train.max_length to at least {len(ids)} or shorten the text")
+                field="messages",
+                fix=f"raise train.max_length to at least {len(ids)} or shorten the text",
+            )
         ids, labels = ids[: settings.max_length], labels[: settings.max_length]
-    out: dict[str, Any] = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
-                           "n_loss_tokens": int((labels != IGNORE).sum())}
+    out: dict[str, Any] = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "labels": labels,
+        "n_loss_tokens": int((labels != IGNORE).sum()),
+    }
     for k, v in {**enc, **example_inputs(processor, [ex])}.items():
         if k not in ("input_ids", "attention_mask") and isinstance(v, torch.Tensor):
             out[k] = v[0][: len(ids)] if k in TOKEN_ALIGNED else v
     if out["n_loss_tokens"] == 0:
-        raise DataError(f"example '{ex.id}' has no answer tokens left after truncation to "
-                        f"train.max_length={settings.max_length}", fix="raise train.max_length")
+        raise DataError(
+            f"example '{ex.id}' has no answer tokens left after truncation to train.max_length={settings.max_length}",
+            fix="raise train.max_length",
+        )
     return out
 
 
@@ -150,7 +173,7 @@ def padding_fraction(lengths: list[int], order: list[int], batch_size: int) -> f
     """Share of the tokens in right-padded batches (taken in `order`) that are padding."""
     pad = total = 0
     for s in range(0, len(order), batch_size):
-        batch = [lengths[i] for i in order[s: s + batch_size]]
+        batch = [lengths[i] for i in order[s : s + batch_size]]
         pad += max(batch) * len(batch) - sum(batch)
         total += max(batch) * len(batch)
     return pad / total if total else 0.0

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 IGNORE = -100
-CHUNK_ELEMENTS = 1 << 25   # logits per chunk ([tokens, vocab] float32: 128 MB), e.g. 128 tokens of Gemma-3's 262k
+CHUNK_ELEMENTS = 1 << 25  # logits per chunk ([tokens, vocab] float32: 128 MB), e.g. 128 tokens of Gemma-3's 262k
 
 
 class Unsupported(Exception):
@@ -83,16 +83,16 @@ def answer_only_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any
     hidden = captured.get("hidden")
     if hidden is None or hidden.shape[:2] != labels.shape:
         raise Unsupported(f"{type(base).__name__}: the body's output is not [batch, tokens, hidden]")
-    shifted = labels[:, 1:]                                    # position t predicts token t+1
-    keep = shifted != IGNORE                                   # [B, T-1]
-    h = hidden[:, :-1][keep]                                   # [N, D]
-    target = shifted[keep]                                     # [N]
+    shifted = labels[:, 1:]  # position t predicts token t+1
+    keep = shifted != IGNORE  # [B, T-1]
+    h = hidden[:, :-1][keep]  # [N, D]
+    target = shifted[keep]  # [N]
     n = int(target.numel())
     vocab = head.weight.shape[0] if hasattr(head, "weight") else base.config.get_text_config().vocab_size
     step = max(1, CHUNK_ELEMENTS // vocab)
     total = hidden.new_zeros((), dtype=torch.float32)
     for s in range(0, n, step):
-        hs, ts = h[s: s + step], target[s: s + step]
+        hs, ts = h[s : s + step], target[s : s + step]
         if n > step and torch.is_grad_enabled():
             # Recompute the chunk's logits in backward instead of keeping every chunk's [n, V] alive at once.
             total = total + checkpoint(_chunk_loss, head, base.config, hs, ts, use_reentrant=False)

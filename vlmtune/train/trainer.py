@@ -25,8 +25,8 @@ from vlmtune.config import EvalConfig, TrainConfig
 from vlmtune.data.example import Example, atomic_write_json
 from vlmtune.distributed import is_main_process
 from vlmtune.errors import ConfigError
-from vlmtune.models.load import ModelRef, module_part
 from vlmtune.logs import make_bar, release_bar
+from vlmtune.models.load import ModelRef, module_part
 from vlmtune.processing import Model, Processor, tokenizer_of
 from vlmtune.tasks.base import Task
 from vlmtune.train.checkpoints import last_complete_checkpoint, mark_complete
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 class ConnectorSetup:
     """Train a memory connector (vlmtune.models.connector) on the frozen model instead of LoRA/full fine-tuning:
     its settings, the features that give each example's stored embeddings, and what connector.json records."""
+
     cfg: Any
     features: Any
     meta: dict
@@ -47,7 +48,7 @@ class ConnectorSetup:
 
 @dataclass
 class TrainResult:
-    output_dir: Path                    # adapter dir (LoRA) or model dir (full), with the processor
+    output_dir: Path  # adapter dir (LoRA) or model dir (full), with the processor
     steps: int
     final_loss: float | None
     seconds: float
@@ -86,8 +87,12 @@ class ConsoleCallback(TrainerCallback):
         logs = logs or {}
         if self.bar is not None and "loss" in logs:
             rate = self.samples / self.seconds if self.seconds else 0.0
-            self.bar.set_postfix(loss=f"{logs['loss']:.4g}", lr=f"{logs.get('learning_rate', 0):.2g}",
-                                 **{"samples/s": f"{rate:.1f}"}, refresh=False)
+            self.bar.set_postfix(
+                loss=f"{logs['loss']:.4g}",
+                lr=f"{logs.get('learning_rate', 0):.2g}",
+                **{"samples/s": f"{rate:.1f}"},
+                refresh=False,
+            )
             self.samples, self.seconds = 0, 0.0
         scores = {k[5:]: v for k, v in logs.items() if k.startswith("eval_") and k not in _EVAL_BOOKKEEPING}
         if scores and state.is_world_process_zero:
@@ -148,16 +153,20 @@ class VlmTrainer(Trainer):
                 log.warning(f"[train] answer-only logits off ({e}); computing the full logits")
                 self._answer_only = False
             else:
-                if (self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs
-                        and num_items_in_batch is not None):
+                if (
+                    self.args.average_tokens_across_devices
+                    and self.model_accepts_loss_kwargs
+                    and num_items_in_batch is not None
+                ):
                     loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss scales a summed loss
                 return (loss, {}) if return_outputs else loss
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     def _get_train_sampler(self, train_dataset=None):
         ds = train_dataset if train_dataset is not None else self.train_dataset
-        return self._length_sampler(ds, self.args.train_batch_size * self.args.gradient_accumulation_steps) \
-            or super()._get_train_sampler(train_dataset)
+        return self._length_sampler(
+            ds, self.args.train_batch_size * self.args.gradient_accumulation_steps
+        ) or super()._get_train_sampler(train_dataset)
 
     def _get_eval_sampler(self, eval_dataset):
         return self._length_sampler(eval_dataset, self.args.eval_batch_size) or super()._get_eval_sampler(eval_dataset)
@@ -208,9 +217,15 @@ class VlmTrainer(Trainer):
         if self.args.should_save:
             ckpt = checkpoints_dir(self.args) / f"checkpoint-{self.state.global_step}"
             if all(hasattr(self, a) for a in LOSS_ATTRS):  # transformers' private loss bookkeeping (5.x)
-                atomic_write_json(ckpt / LOSS_STATE, {
-                    "total_loss": self._total_loss_scalar, "unlogged_loss": float(self._tr_loss.item()),
-                    "last_logged_step": self._globalstep_last_logged, "first_step": self._initial_global_step})
+                atomic_write_json(
+                    ckpt / LOSS_STATE,
+                    {
+                        "total_loss": self._total_loss_scalar,
+                        "unlogged_loss": float(self._tr_loss.item()),
+                        "last_logged_step": self._globalstep_last_logged,
+                        "first_step": self._initial_global_step,
+                    },
+                )
             mark_complete(ckpt)
 
 
@@ -224,7 +239,7 @@ LOSS_ATTRS = ("_total_loss_scalar", "_tr_loss", "_globalstep_last_logged", "_ini
 class RestoreLossState(TrainerCallback):
     """Puts a checkpoint's LOSS_STATE back into the trainer when training (re)starts from it."""
 
-    def __init__(self, trainer: "VlmTrainer", state: dict):
+    def __init__(self, trainer: VlmTrainer, state: dict):
         self.trainer, self.state = trainer, state
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -244,14 +259,17 @@ def make_generation_eval(processor: Processor, examples: list[Example], task: Ta
     def run(model) -> dict[str, float]:
         was_training = model.training
         model.eval()
-        texts = generate(model, processor, examples, batch_size=ecfg.batch_size, max_new_tokens=ecfg.max_new_tokens,
-                         desc="validate")
+        texts = generate(
+            model, processor, examples, batch_size=ecfg.batch_size, max_new_tokens=ecfg.max_new_tokens, desc="validate"
+        )
         if was_training:
             model.train()
         parsed = [task.parse(t, ex) for t, ex in zip(texts, examples)]
         correct = [p.ok and task.correct(p.value, ex) for p, ex in zip(parsed, examples)]
-        return {"eval_accuracy": sum(correct) / max(1, len(correct)),
-                "eval_parse_failure_rate": sum(not p.ok for p in parsed) / max(1, len(parsed))}
+        return {
+            "eval_accuracy": sum(correct) / max(1, len(correct)),
+            "eval_parse_failure_rate": sum(not p.ok for p in parsed) / max(1, len(parsed)),
+        }
 
     return run
 
@@ -264,9 +282,15 @@ def attach_lora(model: Model, tcfg: TrainConfig) -> Model:
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=tcfg.gradient_checkpointing)
     targets = lora_target_modules(model, tcfg.lora_target, tcfg.lora_modules)
-    lcfg = LoraConfig(r=tcfg.lora_r, lora_alpha=tcfg.lora_alpha, lora_dropout=tcfg.lora_dropout,
-                      target_modules=targets, bias="none", task_type="CAUSAL_LM",
-                      modules_to_save=projector_modules_to_save(model, tcfg.lora_target) or None)
+    lcfg = LoraConfig(
+        r=tcfg.lora_r,
+        lora_alpha=tcfg.lora_alpha,
+        lora_dropout=tcfg.lora_dropout,
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+        modules_to_save=projector_modules_to_save(model, tcfg.lora_target) or None,
+    )
     return get_peft_model(model, lcfg)
 
 
@@ -277,10 +301,21 @@ def count_params(model: Model) -> tuple[int, int]:
 
 
 # The package each train.report_to logger needs (transformers' integration name -> import name).
-LOGGER_PACKAGES = {"azure_ml": "azureml", "comet_ml": "comet_ml", "mlflow": "mlflow", "neptune": "neptune",
-                   "tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb", "codecarbon": "codecarbon",
-                   "clearml": "clearml", "dagshub": "dagshub", "flyte": "flytekit", "dvclive": "dvclive",
-                   "swanlab": "swanlab"}
+LOGGER_PACKAGES = {
+    "azure_ml": "azureml",
+    "comet_ml": "comet_ml",
+    "mlflow": "mlflow",
+    "neptune": "neptune",
+    "tensorboard": "tensorboard",
+    "trackio": "trackio",
+    "wandb": "wandb",
+    "codecarbon": "codecarbon",
+    "clearml": "clearml",
+    "dagshub": "dagshub",
+    "flyte": "flytekit",
+    "dvclive": "dvclive",
+    "swanlab": "swanlab",
+}
 
 
 def check_train_config(tcfg: TrainConfig) -> None:
@@ -306,8 +341,10 @@ def check_train_config(tcfg: TrainConfig) -> None:
     for name in tcfg.report_to:
         one_of("train.report_to", name, sorted(LOGGER_PACKAGES))
         if importlib.util.find_spec(LOGGER_PACKAGES[name]) is None:
-            raise ConfigError(f"train.report_to includes {name}, but its package is not installed: "
-                              f"pip install {LOGGER_PACKAGES[name]} (or drop it from train.report_to)")
+            raise ConfigError(
+                f"train.report_to includes {name}, but its package is not installed: "
+                f"pip install {LOGGER_PACKAGES[name]} (or drop it from train.report_to)"
+            )
 
 
 def checkpoints_dir(args: TrainingArguments) -> Path:
@@ -320,7 +357,7 @@ def training_arguments(out_dir: Path, tcfg: TrainConfig, *, has_val: bool, devic
     per_epoch = tcfg.eval_steps == 0
     return TrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
-        run_name=out_dir.name,   # trackers name the run after runs/<name>; vlmtune.track finds it by that name
+        run_name=out_dir.name,  # trackers name the run after runs/<name>; vlmtune.track finds it by that name
         per_device_train_batch_size=tcfg.batch_size,
         per_device_eval_batch_size=tcfg.batch_size,
         gradient_accumulation_steps=tcfg.grad_accum,
@@ -343,7 +380,7 @@ def training_arguments(out_dir: Path, tcfg: TrainConfig, *, has_val: bool, devic
         data_seed=tcfg.seed,
         # TensorBoard is attached by train() with an explicit log dir (runs/<name>/logs), not through report_to.
         report_to=[r for r in tcfg.report_to if r != "tensorboard"],
-        remove_unused_columns=False,   # the collator needs every field (pixel_values, labels)
+        remove_unused_columns=False,  # the collator needs every field (pixel_values, labels)
         label_names=["labels"],
         dataloader_num_workers=0,
         use_cpu=(device == "cpu"),
@@ -357,9 +394,20 @@ def training_arguments(out_dir: Path, tcfg: TrainConfig, *, has_val: bool, devic
     )
 
 
-def train(ref: ModelRef, train_examples: list[Example], val_examples: list[Example], out_dir: str | Path,
-          tcfg: TrainConfig, *, task: Task | None = None, ecfg: EvalConfig | None = None, resume: bool = False,
-          callbacks: list | None = None, stage: str = "train", connector: ConnectorSetup | None = None) -> TrainResult:
+def train(
+    ref: ModelRef,
+    train_examples: list[Example],
+    val_examples: list[Example],
+    out_dir: str | Path,
+    tcfg: TrainConfig,
+    *,
+    task: Task | None = None,
+    ecfg: EvalConfig | None = None,
+    resume: bool = False,
+    callbacks: list | None = None,
+    stage: str = "train",
+    connector: ConnectorSetup | None = None,
+) -> TrainResult:
     """Fine-tune `ref`; writes OUT/adapter (or OUT/model, or OUT/connector with `connector`), OUT/checkpoints,
     OUT/logs. `stage` names the job in the console (the tiny base's build trains through here too).
 
@@ -393,42 +441,57 @@ def train(ref: ModelRef, train_examples: list[Example], val_examples: list[Examp
     enc = EncodeSettings(loss_on=tcfg.loss_on, max_length=tcfg.max_length)
     train_ds = EncodedDataset(processor, train_examples, enc)
     val_ds = EncodedDataset(processor, val_examples, enc) if val_examples else None
-    log.info(f"[{stage}] {len(train_ds)} train examples, {train_ds.loss_tokens} loss tokens "
-             f"({tcfg.loss_on} tokens; image and padding tokens excluded)")
+    log.info(
+        f"[{stage}] {len(train_ds)} train examples, {train_ds.loss_tokens} loss tokens "
+        f"({tcfg.loss_on} tokens; image and padding tokens excluded)"
+    )
     _log_padding(train_ds, tcfg, stage)
     gen_eval = None
     if task is not None and val_examples:
         gen_eval = make_generation_eval(processor, val_examples[: tcfg.val_max_examples], task, ecfg or EvalConfig())
     device = str(next(model.parameters()).device.type)
-    args = training_arguments(out, tcfg, has_val=val_ds is not None, device=device,
-                              dtype=next(model.parameters()).dtype)
+    args = training_arguments(
+        out, tcfg, has_val=val_ds is not None, device=device, dtype=next(model.parameters()).dtype
+    )
     callbacks = list(callbacks or [])
     if "tensorboard" in tcfg.report_to and is_main_process():
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
 
         callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(out / "logs"))))
-    trainer = VlmTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                         data_collator=Collator(tokenizer_of(processor).pad_token_id), processing_class=processor,
-                         callbacks=callbacks, gen_eval=gen_eval, answer_only=tcfg.answer_only_logits)
+    trainer = VlmTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        data_collator=Collator(tokenizer_of(processor).pad_token_id),
+        processing_class=processor,
+        callbacks=callbacks,
+        gen_eval=gen_eval,
+        answer_only=tcfg.answer_only_logits,
+    )
     for noisy in (PrinterCallback, ProgressCallback):  # they print raw log dicts to stdout
         trainer.remove_callback(noisy)
     trainer.add_callback(ConsoleCallback(stage))
     # --- run ----------------------------------------------------------------------------------------
     last = last_complete_checkpoint(checkpoints_dir(args)) if resume else None
     if resume:
-        log.info(f"[{stage}] resuming from {last}" if last else f"[{stage}] --resume: no checkpoint yet, starting fresh")
+        log.info(
+            f"[{stage}] resuming from {last}" if last else f"[{stage}] --resume: no checkpoint yet, starting fresh"
+        )
     if last is not None and (last / LOSS_STATE).exists():
         trainer.add_callback(RestoreLossState(trainer, json.loads((last / LOSS_STATE).read_text())))
     trainer.train(resume_from_checkpoint=str(last) if last else None)
     if trainer.state.global_step == 0:
-        raise ConfigError(f"training ran 0 optimizer steps ({len(train_ds)} train examples, train.batch_size "
-                          f"{tcfg.batch_size}, train.grad_accum {tcfg.grad_accum}, train.epochs {tcfg.epochs}, "
-                          f"train.max_steps {tcfg.max_steps}), so nothing was fine-tuned. Fix: give more train "
-                          "examples, more epochs or train.max_steps >= 1")
+        raise ConfigError(
+            f"training ran 0 optimizer steps ({len(train_ds)} train examples, train.batch_size "
+            f"{tcfg.batch_size}, train.grad_accum {tcfg.grad_accum}, train.epochs {tcfg.epochs}, "
+            f"train.max_steps {tcfg.max_steps}), so nothing was fine-tuned. Fix: give more train "
+            "examples, more epochs or train.max_steps >= 1"
+        )
     # --- clean up -----------------------------------------------------------------------------------
     final_dir = out / ("connector" if connector else "adapter" if tcfg.method == "lora" else "model")
-    partial = out / f".{final_dir.name}.partial"   # the same name on every rank: they all call save_model
+    partial = out / f".{final_dir.name}.partial"  # the same name on every rank: they all call save_model
     if trainer.is_world_process_zero() and partial.exists():
         shutil.rmtree(partial)  # left by a run killed while saving
     if connector is not None:
@@ -453,9 +516,16 @@ def train(ref: ModelRef, train_examples: list[Example], val_examples: list[Examp
         os.replace(partial, final_dir)  # the adapter appears whole or not at all
         atomic_write_json(out / "train_history.json", history)  # written last: marks the training complete
     losses = [h["loss"] for h in history if "loss" in h]
-    return TrainResult(output_dir=final_dir, steps=trainer.state.global_step,
-                       final_loss=losses[-1] if losses else None, seconds=time.time() - t0, history=history,
-                       train_loss_tokens=train_ds.loss_tokens, trainable_params=trainable, total_params=total)
+    return TrainResult(
+        output_dir=final_dir,
+        steps=trainer.state.global_step,
+        final_loss=losses[-1] if losses else None,
+        seconds=time.time() - t0,
+        history=history,
+        train_loss_tokens=train_ds.loss_tokens,
+        trainable_params=trainable,
+        total_params=total,
+    )
 
 
 def _log_padding(ds: EncodedDataset, tcfg: TrainConfig, stage: str = "train") -> None:
@@ -466,13 +536,22 @@ def _log_padding(ds: EncodedDataset, tcfg: TrainConfig, stage: str = "train") ->
     if len(lengths) < 2:
         return
     shuffled = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(tcfg.seed)).tolist()
-    grouped = list(LengthGroupedSampler(tcfg.batch_size * tcfg.grad_accum, lengths=lengths,
-                                        generator=torch.Generator().manual_seed(tcfg.seed)))
+    grouped = list(
+        LengthGroupedSampler(
+            tcfg.batch_size * tcfg.grad_accum, lengths=lengths, generator=torch.Generator().manual_seed(tcfg.seed)
+        )
+    )
     before = padding_fraction(lengths, shuffled, tcfg.batch_size)
     after = padding_fraction(lengths, grouped, tcfg.batch_size)
-    how = "grouped by length (train.group_by_length)" if tcfg.group_by_length else "shuffled (train.group_by_length=false)"
-    log.info(f"[{stage}] padding: {before:.1%} of batch tokens when shuffled, {after:.1%} when grouped by length; "
-             f"batches are {how}")
+    how = (
+        "grouped by length (train.group_by_length)"
+        if tcfg.group_by_length
+        else "shuffled (train.group_by_length=false)"
+    )
+    log.info(
+        f"[{stage}] padding: {before:.1%} of batch tokens when shuffled, {after:.1%} when grouped by length; "
+        f"batches are {how}"
+    )
 
 
 def _sort_adapter_config(folder: Path) -> None:

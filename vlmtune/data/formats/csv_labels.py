@@ -34,8 +34,9 @@ import functools
 import io
 import os
 import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from vlmtune.data.example import IMAGE_TOKEN, Example, Record, RecordReader, example_from_dict
 from vlmtune.data.formats.imagefolder import DEFAULT_GROUP_PATTERN, DEFAULT_PROMPT, group_of
@@ -49,12 +50,23 @@ _INT = re.compile(r"\+?(\d+)(?:\.0*)?")
 
 
 @FORMATS.register("csv_labels", help="frames folder + labels CSV (frames/ + labels.csv id,count) -> count/classify")
-def read_csv_labels(path: str | os.PathLike, *, frames_dir: str | os.PathLike | None = None, id_column: str = "id",
-                    label_column: str = "count", image_pattern: str = "seq_{id:06d}.jpg",
-                    file_column: str | None = None, task: str = "count", prompt: str | None = None,
-                    labels: Sequence[str] | None = None, id_prefix: str = "",
-                    group_pattern: str | None = DEFAULT_GROUP_PATTERN, delimiter: str = ",",
-                    skip_invalid: bool = False, check_images: bool = True) -> RecordReader:
+def read_csv_labels(
+    path: str | os.PathLike,
+    *,
+    frames_dir: str | os.PathLike | None = None,
+    id_column: str = "id",
+    label_column: str = "count",
+    image_pattern: str = "seq_{id:06d}.jpg",
+    file_column: str | None = None,
+    task: str = "count",
+    prompt: str | None = None,
+    labels: Sequence[str] | None = None,
+    id_prefix: str = "",
+    group_pattern: str | None = DEFAULT_GROUP_PATTERN,
+    delimiter: str = ",",
+    skip_invalid: bool = False,
+    check_images: bool = True,
+) -> RecordReader:
     """Stream `count` (or `classify`) Examples from a labels CSV and its frames folder.
 
     frames_dir: where the images are (default: `frames/` next to the CSV).
@@ -69,8 +81,12 @@ def read_csv_labels(path: str | os.PathLike, *, frames_dir: str | os.PathLike | 
         raise DataError("file not found", file=str(path), fix="check the path to the labels CSV")
     frames = Path(frames_dir) if frames_dir is not None else path.parent / "frames"
     if not frames.is_dir():
-        raise DataError(f"frames folder not found: {frames}", file=str(path), field="frames_dir",
-                        fix="pass frames_dir= the folder that holds the images")
+        raise DataError(
+            f"frames folder not found: {frames}",
+            file=str(path),
+            field="frames_dir",
+            fix="pass frames_dir= the folder that holds the images",
+        )
     file = str(path)
     header = _header(path, delimiter)
     needed = [c for c in (id_column if file_column is None else file_column, label_column)]
@@ -78,16 +94,28 @@ def read_csv_labels(path: str | os.PathLike, *, frames_dir: str | os.PathLike | 
         if col not in header:
             close = difflib.get_close_matches(col, header, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
-            raise DataError(f"no column '{col}' in the header", file=file, line=1, field=col,
-                            fix=f"{hint}columns: {', '.join(header)} (set id_column / label_column / file_column)")
+            raise DataError(
+                f"no column '{col}' in the header",
+                file=file,
+                line=1,
+                field=col,
+                fix=f"{hint}columns: {', '.join(header)} (set id_column / label_column / file_column)",
+            )
     if task == "classify":
-        label_list = [str(x) for x in labels] if labels is not None else sorted(
-            {v for _, row in _rows(path, delimiter) if (v := dict(zip(header, row)).get(label_column, "").strip())})
+        label_list = (
+            [str(x) for x in labels]
+            if labels is not None
+            else sorted(
+                {v for _, row in _rows(path, delimiter) if (v := dict(zip(header, row)).get(label_column, "").strip())}
+            )
+        )
         try:
             text = (prompt or DEFAULT_PROMPT).format(labels=", ".join(label_list))
         except (KeyError, IndexError, ValueError) as e:
-            raise ConfigError(f"csv_labels prompt {prompt!r} cannot be formatted ({type(e).__name__}: {e}); the only "
-                              "placeholder is {labels} (write {{ and }} for literal braces)") from None
+            raise ConfigError(
+                f"csv_labels prompt {prompt!r} cannot be formatted ({type(e).__name__}: {e}); the only "
+                "placeholder is {labels} (write {{ and }} for literal braces)"
+            ) from None
     else:
         label_list = None
         text = prompt or COUNT_PROMPT
@@ -95,8 +123,12 @@ def read_csv_labels(path: str | os.PathLike, *, frames_dir: str | os.PathLike | 
 
     def build(line: int, values: list[str]) -> Example:
         if len(values) > len(header):
-            raise DataError(f"{len(values)} fields but the header has {len(header)}", file=file, line=line,
-                            fix="quote values that contain the delimiter")
+            raise DataError(
+                f"{len(values)} fields but the header has {len(header)}",
+                file=file,
+                line=line,
+                fix="quote values that contain the delimiter",
+            )
         row = dict(zip(header, values))
         key = (row.get(id_column) or "").strip()
         if file_column is not None:
@@ -109,17 +141,27 @@ def read_csv_labels(path: str | os.PathLike, *, frames_dir: str | os.PathLike | 
             name = _format_name(image_pattern, key, file, line, id_column)
         img = frames / name
         if not img.is_file():
-            raise DataError(f"image not found: {img}", file=file, line=line, field=file_column or id_column,
-                            fix=f"check frames_dir ({frames}) and "
-                                + (f"the '{file_column}' column" if file_column else f"image_pattern ({image_pattern!r})"))
+            raise DataError(
+                f"image not found: {img}",
+                file=file,
+                line=line,
+                field=file_column or id_column,
+                fix=f"check frames_dir ({frames}) and "
+                + (f"the '{file_column}' column" if file_column else f"image_pattern ({image_pattern!r})"),
+            )
         if check_images:
             check_image_once(img, checked, file=file, line=line, field=file_column or id_column)
         raw = (row.get(label_column) or "").strip()
         if task == "count":
             m = _INT.fullmatch(raw)
             if not m:
-                raise DataError(f"count must be a non-negative integer, got {raw!r}", file=file, line=line,
-                                field=label_column, fix="fix the value, or use task='classify' for text labels")
+                raise DataError(
+                    f"count must be a non-negative integer, got {raw!r}",
+                    file=file,
+                    line=line,
+                    field=label_column,
+                    fix="fix the value, or use task='classify' for text labels",
+                )
             target: Any = int(m.group(1))
             answer = str(target)
         else:
@@ -127,24 +169,40 @@ def read_csv_labels(path: str | os.PathLike, *, frames_dir: str | os.PathLike | 
                 raise DataError("empty label", file=file, line=line, field=label_column)
             assert label_list is not None  # set for task == "classify"
             if raw not in label_list:
-                raise DataError(f"label {raw!r} is not one of the labels {label_list}", file=file, line=line,
-                                field=label_column, fix="add it to labels or fix the row")
+                raise DataError(
+                    f"label {raw!r} is not one of the labels {label_list}",
+                    file=file,
+                    line=line,
+                    field=label_column,
+                    fix="add it to labels or fix the row",
+                )
             target = answer = raw
         stem = Path(name).with_suffix("").as_posix()
-        obj = {"id": f"{id_prefix}{stem}", "task": task, "images": [str(img.resolve())],
-               "messages": [{"role": "user", "content": f"{IMAGE_TOKEN}\n{text}"},
-                            {"role": "assistant", "content": answer}],
-               "target": target, "options": list(label_list) if label_list is not None else None,
-               "group": group_of(Path(name).stem, group_pattern),
-               "meta": {"csv_line": line, "csv_id": key or None, "file": name}}
+        obj = {
+            "id": f"{id_prefix}{stem}",
+            "task": task,
+            "images": [str(img.resolve())],
+            "messages": [
+                {"role": "user", "content": f"{IMAGE_TOKEN}\n{text}"},
+                {"role": "assistant", "content": answer},
+            ],
+            "target": target,
+            "options": list(label_list) if label_list is not None else None,
+            "group": group_of(Path(name).stem, group_pattern),
+            "meta": {"csv_line": line, "csv_id": key or None, "file": name},
+        }
         return example_from_dict(obj, file=file, line=line, check_images=False)
 
     def records() -> Iterator[Record]:
         for line, row in _rows(path, delimiter):
             buf = io.StringIO()
             csv.writer(buf, delimiter=delimiter).writerow(row)
-            yield Record(name=f"line {line}", raw=buf.getvalue().rstrip("\r\n"), line=line,
-                         build=functools.partial(build, line, row))
+            yield Record(
+                name=f"line {line}",
+                raw=buf.getvalue().rstrip("\r\n"),
+                line=line,
+                build=functools.partial(build, line, row),
+            )
 
     return RecordReader(path, records(), skip_invalid=skip_invalid)
 
@@ -154,10 +212,13 @@ def _format_name(pattern: str, key: str, file: str, line: int, column: str) -> s
     try:
         return pattern.format(id=value)
     except (ValueError, KeyError, IndexError) as e:
-        raise DataError(f"cannot build the file name from id {key!r} with image_pattern {pattern!r} "
-                        f"({type(e).__name__}: {e})", file=file, line=line, field=column,
-                        fix="use {id} for text ids, {id:06d} for numbers, "
-                            "or file_column= a column with file names") from None
+        raise DataError(
+            f"cannot build the file name from id {key!r} with image_pattern {pattern!r} ({type(e).__name__}: {e})",
+            file=file,
+            line=line,
+            field=column,
+            fix="use {id} for text ids, {id:06d} for numbers, or file_column= a column with file names",
+        ) from None
 
 
 def _header(path: Path, delimiter: str) -> list[str]:
@@ -167,8 +228,9 @@ def _header(path: Path, delimiter: str) -> list[str]:
         except UnicodeDecodeError as e:
             raise DataError(f"not valid UTF-8 (byte {e.start})", file=str(path), fix="save the CSV as UTF-8") from None
     if not header:
-        raise DataError("empty file (no header row)", file=str(path), line=1,
-                        fix="the first row names the columns, e.g. id,count")
+        raise DataError(
+            "empty file (no header row)", file=str(path), line=1, fix="the first row names the columns, e.g. id,count"
+        )
     return [h.strip() for h in header]
 
 

@@ -34,8 +34,9 @@ import functools
 import json
 import logging
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from vlmtune.data.example import IMAGE_TOKEN, Example, Record, RecordReader
 from vlmtune.data.formats.sharegpt import Converter, Layout, _jsonable, _undecoded
@@ -44,18 +45,37 @@ from vlmtune.registry import FORMATS
 
 log = logging.getLogger(__name__)
 
-SIMPLE_COLUMNS = {"image": "image", "question": "question", "answer": "answer", "options": None, "label": None,
-                  "id": None, "group": None}
+SIMPLE_COLUMNS = {
+    "image": "image",
+    "question": "question",
+    "answer": "answer",
+    "options": None,
+    "label": None,
+    "id": None,
+    "group": None,
+}
 _SIMPLE_LAYOUT = Layout.make("openai", {"messages": "messages", "images": "images"}, None, "hf")
 
 
 @FORMATS.register("hf", help="a Hugging Face dataset by hub name or local hub-style folder, with a column mapping")
-def read_hf(path: str | os.PathLike, *, task: str, split: str = "train", config: str | None = None,
-            revision: str | None = None, streaming: bool = False, columns: Mapping[str, Any] | None = None,
-            prompt: str = "{question}", formatting: str | None = None, tags: Mapping[str, Any] | None = None,
-            options: Sequence[Any] | None = None, target_from: str = "auto",
-            extract_images_to: str | os.PathLike | None = None, skip_invalid: bool = False,
-            check_images: bool = True) -> RecordReader:
+def read_hf(
+    path: str | os.PathLike,
+    *,
+    task: str,
+    split: str = "train",
+    config: str | None = None,
+    revision: str | None = None,
+    streaming: bool = False,
+    columns: Mapping[str, Any] | None = None,
+    prompt: str = "{question}",
+    formatting: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    options: Sequence[Any] | None = None,
+    target_from: str = "auto",
+    extract_images_to: str | os.PathLike | None = None,
+    skip_invalid: bool = False,
+    check_images: bool = True,
+) -> RecordReader:
     """Stream Examples from one split of a Hugging Face dataset (see the module docstring).
 
     path: a hub id (owner/name) or a local folder; split/config/revision as in `datasets.load_dataset`.
@@ -81,19 +101,30 @@ def read_hf(path: str | os.PathLike, *, task: str, split: str = "train", config:
     missing = {k: v for k, v in need.items() if names and v not in names}
     if missing:
         key, col = next(iter(missing.items()))
-        raise DataError(f"no column '{col}' (split '{split}')", file=str(path), field=key,
-                        fix=f"map {key} to one of the dataset's columns: {', '.join(names)}")
+        raise DataError(
+            f"no column '{col}' (split '{split}')",
+            file=str(path),
+            field=key,
+            fix=f"map {key} to one of the dataset's columns: {', '.join(names)}",
+        )
     if image_col is not None:
         ds = ds.cast_column(image_col, _undecoded(ds.features[image_col]))  # path/bytes, not decoded images
     label_names: list[str] | None = None
     if not messages and cols["label"] is not None:
         feature = (ds.features or {}).get(cols["label"])
         label_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
-    convert = Converter(layout if messages else _SIMPLE_LAYOUT, task=task, target_from=target_from,
-                        options=options if options is not None else label_names, media_dir=where,
-                        image_placeholder=IMAGE_TOKEN, check_images=check_images,
-                        id_prefix=f"{Path(str(path)).name}-{split}", file=str(path),
-                        extract_to=Path(extract_images_to) if extract_images_to is not None else None)
+    convert = Converter(
+        layout if messages else _SIMPLE_LAYOUT,
+        task=task,
+        target_from=target_from,
+        options=options if options is not None else label_names,
+        media_dir=where,
+        image_placeholder=IMAGE_TOKEN,
+        check_images=check_images,
+        id_prefix=f"{Path(str(path)).name}-{split}",
+        file=str(path),
+        extract_to=Path(extract_images_to) if extract_images_to is not None else None,
+    )
     convert.row_options = not messages and cols["options"] is not None
     file = str(path)
 
@@ -103,8 +134,11 @@ def read_hf(path: str | os.PathLike, *, task: str, split: str = "train", config:
     def records() -> Iterator[Record]:
         for i, row in enumerate(ds):
             name = f"{split} row {i}"
-            yield Record(name=name, raw=json.dumps(_jsonable(row), ensure_ascii=False, default=str),
-                         build=functools.partial(build, row, name, i))
+            yield Record(
+                name=name,
+                raw=json.dumps(_jsonable(row), ensure_ascii=False, default=str),
+                build=functools.partial(build, row, name, i),
+            )
 
     reader_path = Path(str(path)) if Path(str(path)).is_dir() else Path(f"{str(path).replace('/', '--')}-{split}")
     return RecordReader(reader_path, records(), skip_invalid=skip_invalid)
@@ -113,36 +147,56 @@ def read_hf(path: str | os.PathLike, *, task: str, split: str = "train", config:
 def _simple_columns(columns: Mapping[str, Any] | None) -> dict[str, str | None]:
     unknown = sorted(set(columns or {}) - set(SIMPLE_COLUMNS))
     if unknown:
-        raise ConfigError(f"hf columns {unknown} are not known; simple columns: {', '.join(SIMPLE_COLUMNS)} "
-                          "(or give formatting: sharegpt | openai with columns.messages)")
+        raise ConfigError(
+            f"hf columns {unknown} are not known; simple columns: {', '.join(SIMPLE_COLUMNS)} "
+            "(or give formatting: sharegpt | openai with columns.messages)"
+        )
     return {**SIMPLE_COLUMNS, **{k: (str(v) if v is not None else None) for k, v in (columns or {}).items()}}
 
 
-def simple_record(row: Mapping[str, Any], cols: Mapping[str, str | None], prompt: str,
-                  label_names: list[str] | None, name: str, file: str) -> dict[str, Any]:
+def simple_record(
+    row: Mapping[str, Any],
+    cols: Mapping[str, str | None],
+    prompt: str,
+    label_names: list[str] | None,
+    name: str,
+    file: str,
+) -> dict[str, Any]:
     """A simple-columns row as an OpenAI-messages record the shared Converter reads."""
+
     def fail(msg: str, field: str, fix: str) -> DataError:
         return DataError(f"{name}: {msg}", file=file, field=field, fix=fix)
 
     try:
         question = prompt.format_map({k: v for k, v in row.items() if not isinstance(v, (bytes, Mapping))})
     except (KeyError, IndexError, ValueError) as e:
-        raise fail(f"the prompt template {prompt!r} cannot be filled ({type(e).__name__}: {e})", "prompt",
-                   f"use {{column}} fields of the dataset's columns: {', '.join(row)}") from None
+        raise fail(
+            f"the prompt template {prompt!r} cannot be filled ({type(e).__name__}: {e})",
+            "prompt",
+            f"use {{column}} fields of the dataset's columns: {', '.join(row)}",
+        ) from None
     if cols["label"] is not None:
         value = row.get(cols["label"])
-        answer = label_names[value] if label_names is not None and isinstance(value, int) and \
-            0 <= value < len(label_names) else value
+        answer = (
+            label_names[value]
+            if label_names is not None and isinstance(value, int) and 0 <= value < len(label_names)
+            else value
+        )
     else:
         answer = row.get(cols["answer"]) if cols["answer"] is not None else None
     if answer is None or str(answer).strip() == "":
         field = cols["label"] or cols["answer"] or "answer"
-        raise fail("no answer", f"columns.{'label' if cols['label'] else 'answer'}",
-                   f"every row needs a value in column '{field}'")
+        raise fail(
+            "no answer",
+            f"columns.{'label' if cols['label'] else 'answer'}",
+            f"every row needs a value in column '{field}'",
+        )
     image = row.get(cols["image"]) if cols["image"] else None
     images = [] if image is None else list(image) if isinstance(image, (list, tuple)) else [image]
-    rec: dict[str, Any] = {"messages": [{"role": "user", "content": question},
-                                        {"role": "assistant", "content": str(answer)}], "images": images}
+    rec: dict[str, Any] = {
+        "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": str(answer)}],
+        "images": images,
+    }
     for key in ("id", "group", "options"):
         col = cols[key]
         if col is not None and row.get(col) is not None:
@@ -172,24 +226,33 @@ def load_hf(name: str, *, config: str | None, split: str, revision: str | None, 
         snapshot = snapshot_download(name, repo_type="dataset", revision=revision, local_files_only=True)
     except (FileNotFoundError, OSError, ValueError):
         why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub cannot be reached"
-        raise DataError(f"hub dataset '{name}' is not in the local cache ({constants.HF_HUB_CACHE}) and {why}",
-                        file=name,
-                        fix=f"on a machine with access run `hf download {name} --repo-type dataset` (the same cache; "
-                            f"or `huggingface-cli download {name} --repo-type dataset --local-dir DIR` and give the "
-                            "folder DIR instead of the name)") from None
+        raise DataError(
+            f"hub dataset '{name}' is not in the local cache ({constants.HF_HUB_CACHE}) and {why}",
+            file=name,
+            fix=f"on a machine with access run `hf download {name} --repo-type dataset` (the same cache; "
+            f"or `huggingface-cli download {name} --repo-type dataset --local-dir DIR` and give the "
+            "folder DIR instead of the name)",
+        ) from None
     log.info("[data] %s: offline, using the cached snapshot %s", name, snapshot)
     return _load(datasets, snapshot, config, split, None, streaming, name), Path(snapshot)
 
 
-def _load(datasets: Any, where: str, config: str | None, split: str, revision: str | None, streaming: bool,
-          name: str) -> Any:
+def _load(
+    datasets: Any, where: str, config: str | None, split: str, revision: str | None, streaming: bool, name: str
+) -> Any:
     try:
         return datasets.load_dataset(where, config, split=split, revision=revision, streaming=streaming)
     except ValueError as e:
         if "split" in str(e).lower() or "config" in str(e).lower():
             raise ConfigError(f"{name}: {e} (set data.hf_split / data.hf_config)") from None
-        raise DataError(f"cannot be loaded with datasets.load_dataset ({e})", file=name,
-                        fix="check that the folder holds a dataset (parquet/JSON/CSV files, README.md)") from None
+        raise DataError(
+            f"cannot be loaded with datasets.load_dataset ({e})",
+            file=name,
+            fix="check that the folder holds a dataset (parquet/JSON/CSV files, README.md)",
+        ) from None
     except datasets.exceptions.DatasetNotFoundError as e:
-        raise DataError(f"no such dataset ({e})", file=name,
-                        fix="check the name (owner/name), or give a local folder laid out as a hub dataset") from None
+        raise DataError(
+            f"no such dataset ({e})",
+            file=name,
+            fix="check the name (owner/name), or give a local folder laid out as a hub dataset",
+        ) from None

@@ -33,8 +33,8 @@ import functools
 import logging
 import os
 import re
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
 
 from vlmtune.data.example import IMAGE_TOKEN, Example, Record, RecordReader, example_from_dict
 from vlmtune.data.formats.records import check_image_once
@@ -50,6 +50,7 @@ _PREFIX = re.compile(r"^(\d+)[_\-. ]+(?=\S)")
 
 
 # --- class names ----------------------------------------------------------------------------------------
+
 
 def strip_numeric_prefix(name: str) -> str:
     """'0_irrelevant' -> 'irrelevant', '12-cat' -> 'cat'; names without a numeric prefix are unchanged."""
@@ -79,12 +80,20 @@ def group_of(stem: str, pattern: str | re.Pattern[str] | None) -> str:
 
 # --- the reader -----------------------------------------------------------------------------------------
 
+
 @FORMATS.register("imagefolder", help="one subfolder per class (raw_data/0_irrelevant/...) -> classify examples")
-def read_imagefolder(root: str | os.PathLike, *, labels: Mapping[str, str] | None = None, strip_prefix: bool = True,
-                     prompt: str = DEFAULT_PROMPT, task: str = "classify",
-                     group_pattern: str | None = DEFAULT_GROUP_PATTERN,
-                     extensions: Iterable[str] = IMAGE_EXTENSIONS, skip_invalid: bool = False,
-                     check_images: bool = True) -> RecordReader:
+def read_imagefolder(
+    root: str | os.PathLike,
+    *,
+    labels: Mapping[str, str] | None = None,
+    strip_prefix: bool = True,
+    prompt: str = DEFAULT_PROMPT,
+    task: str = "classify",
+    group_pattern: str | None = DEFAULT_GROUP_PATTERN,
+    extensions: Iterable[str] = IMAGE_EXTENSIONS,
+    skip_invalid: bool = False,
+    check_images: bool = True,
+) -> RecordReader:
     """Stream `classify` Examples from ROOT/<class folder>/**/<image>.
 
     labels: {folder: label}; default: the folder names (numeric prefix stripped if strip_prefix).
@@ -95,19 +104,25 @@ def read_imagefolder(root: str | os.PathLike, *, labels: Mapping[str, str] | Non
     """
     root = Path(root)
     if not root.is_dir():
-        raise DataError("not a directory", file=str(root),
-                        fix="give the folder that holds one subfolder per class, e.g. raw_data/")
+        raise DataError(
+            "not a directory", file=str(root), fix="give the folder that holds one subfolder per class, e.g. raw_data/"
+        )
     folders = class_folders(root)
     if not folders:
-        raise DataError("no class subfolders found", file=str(root),
-                        fix="put the images of each class in their own subfolder, e.g. raw_data/0_irrelevant/")
+        raise DataError(
+            "no class subfolders found",
+            file=str(root),
+            fix="put the images of each class in their own subfolder, e.g. raw_data/0_irrelevant/",
+        )
     folder_label = _labels(root, folders, labels, strip_prefix)
     label_list = [folder_label[f] for f in folders]
     try:
         text = prompt.format(labels=", ".join(label_list))
     except (KeyError, IndexError, ValueError) as e:
-        raise ConfigError(f"imagefolder prompt {prompt!r} cannot be formatted ({type(e).__name__}: {e}); "
-                          "the only placeholder is {labels} (write {{ and }} for literal braces)") from None
+        raise ConfigError(
+            f"imagefolder prompt {prompt!r} cannot be formatted ({type(e).__name__}: {e}); "
+            "the only placeholder is {labels} (write {{ and }} for literal braces)"
+        ) from None
     exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
     checked: dict[str, DataError | None] = {}
 
@@ -120,21 +135,32 @@ def read_imagefolder(root: str | os.PathLike, *, labels: Mapping[str, str] | Non
                 if any(part.startswith(".") for part in rel.parts) or p.suffix.lower() not in exts:
                     ignored += 1
                     continue
-                yield Record(name=str(rel), raw=str(rel),
-                             build=functools.partial(_build, p, rel, folder))
+                yield Record(name=str(rel), raw=str(rel), build=functools.partial(_build, p, rel, folder))
         if ignored:
-            log.info("%s: ignored %d file(s) that are hidden or have no image extension (%s)",
-                     root, ignored, ", ".join(sorted(exts)))
+            log.info(
+                "%s: ignored %d file(s) that are hidden or have no image extension (%s)",
+                root,
+                ignored,
+                ", ".join(sorted(exts)),
+            )
 
     def _build(p: Path, rel: Path, folder: str) -> Example:
         if check_images:
             check_image_once(p, checked, file=str(rel), line=None, field="image")
         label = folder_label[folder]
-        obj = {"id": rel.with_suffix("").as_posix(), "task": task, "images": [str(p.resolve())],
-               "messages": [{"role": "user", "content": f"{IMAGE_TOKEN}\n{text}"},
-                            {"role": "assistant", "content": label}],
-               "target": label, "options": list(label_list), "group": group_of(p.stem, group_pattern),
-               "meta": {"folder": folder, "file": rel.as_posix()}}
+        obj = {
+            "id": rel.with_suffix("").as_posix(),
+            "task": task,
+            "images": [str(p.resolve())],
+            "messages": [
+                {"role": "user", "content": f"{IMAGE_TOKEN}\n{text}"},
+                {"role": "assistant", "content": label},
+            ],
+            "target": label,
+            "options": list(label_list),
+            "group": group_of(p.stem, group_pattern),
+            "meta": {"folder": folder, "file": rel.as_posix()},
+        }
         return example_from_dict(obj, file=str(root), check_images=False)
 
     return RecordReader(root, records(), skip_invalid=skip_invalid)
@@ -150,21 +176,37 @@ def _labels(root: Path, folders: list[str], labels: Mapping[str, str] | None, st
         if unknown:
             close = difflib.get_close_matches(unknown[0], folders, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
-            raise DataError(f"labels names folder(s) {unknown} that are not in {root}", file=str(root),
-                            field="labels", fix=f"{hint}class folders: {', '.join(folders)}")
+            raise DataError(
+                f"labels names folder(s) {unknown} that are not in {root}",
+                file=str(root),
+                field="labels",
+                fix=f"{hint}class folders: {', '.join(folders)}",
+            )
         unmapped = [f for f in folders if f not in labels]
         if unmapped:
-            raise DataError(f"class folder(s) {unmapped} have no label in the mapping", file=str(root),
-                            field="labels", fix="add them to labels ({folder: label}) or move them out of the root")
+            raise DataError(
+                f"class folder(s) {unmapped} have no label in the mapping",
+                file=str(root),
+                field="labels",
+                fix="add them to labels ({folder: label}) or move them out of the root",
+            )
         out = {f: str(labels[f]) for f in folders}
     bad = [f for f, lab in out.items() if not lab.strip()]
     if bad:
-        raise DataError(f"folder(s) {bad} give an empty label", file=str(root), field="labels",
-                        fix="give every class a visible label")
+        raise DataError(
+            f"folder(s) {bad} give an empty label",
+            file=str(root),
+            field="labels",
+            fix="give every class a visible label",
+        )
     seen: dict[str, str] = {}
     for f in folders:
         if out[f] in seen:
-            raise DataError(f"folders '{seen[out[f]]}' and '{f}' have the same label '{out[f]}'", file=str(root),
-                            field="labels", fix="merge the folders or give them different labels")
+            raise DataError(
+                f"folders '{seen[out[f]]}' and '{f}' have the same label '{out[f]}'",
+                file=str(root),
+                field="labels",
+                fix="merge the folders or give them different labels",
+            )
         seen[out[f]] = f
     return out

@@ -12,15 +12,20 @@ Strict by default: the first bad record raises a DataError naming file, line, fi
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 from vlmtune.data.example import JsonlReader
 from vlmtune.registry import FORMATS
 
 
 @FORMATS.register("jsonl", help="canonical Example records, one JSON object per line")
-def read_jsonl(path: str | os.PathLike, *, skip_invalid: bool = False, check_images: bool = True,
-               known_tasks: Iterable[str] | None = None) -> JsonlReader:
+def read_jsonl(
+    path: str | os.PathLike,
+    *,
+    skip_invalid: bool = False,
+    check_images: bool = True,
+    known_tasks: Iterable[str] | None = None,
+) -> JsonlReader:
     """Stream Examples from a JSONL file. With skip_invalid, bad records go to `<path>.rejects.jsonl`.
 
     Returns a JsonlReader: iterate it for Examples; afterwards `.rejected` is how many were skipped.

@@ -58,7 +58,7 @@ from typing import Any
 
 from vlmtune.data.example import IMAGE_TOKEN, Example, RecordReader, example_from_dict
 from vlmtune.data.formats.records import check_image_once, json_records
-from vlmtune.data.synth.coref import (EN_INSTRUCTION, EN_OPTIONS, KO_INSTRUCTION, KO_OPTIONS, LETTERS)
+from vlmtune.data.synth.coref import EN_INSTRUCTION, EN_OPTIONS, KO_INSTRUCTION, KO_OPTIONS, LETTERS
 from vlmtune.errors import ConfigError, DataError
 from vlmtune.registry import FORMATS
 
@@ -70,8 +70,14 @@ _QUESTION_PREFIX = re.compile(r"^\s*(?:question|질문)\s*[:：]", re.I)
 
 
 @FORMATS.register("mcq_json", help="multiple-choice JSON/JSONL (dialogue turns with photos, 4 options) -> mcq")
-def read_mcq_json(path: str | os.PathLike, *, n_options: int = 4, lang: str = "auto", skip_invalid: bool = False,
-                  check_images: bool = True) -> RecordReader:
+def read_mcq_json(
+    path: str | os.PathLike,
+    *,
+    n_options: int = 4,
+    lang: str = "auto",
+    skip_invalid: bool = False,
+    check_images: bool = True,
+) -> RecordReader:
     """Stream `mcq` Examples from a JSON list or JSONL file in the schema of the module docstring.
 
     n_options: how many options every record must have (2..4; the mcq task letters them A-D).
@@ -91,8 +97,11 @@ def read_mcq_json(path: str | os.PathLike, *, n_options: int = 4, lang: str = "a
             return DataError(f"{name}: {msg}", file=file, line=line, field=field, fix=fix)
 
         if not isinstance(obj, dict):
-            raise fail(f"expected a JSON object, got {type(obj).__name__}", None,
-                       "each record is {id, turns, question, options, answer}")
+            raise fail(
+                f"expected a JSON object, got {type(obj).__name__}",
+                None,
+                "each record is {id, turns, question, options, answer}",
+            )
         for key in ("id", "turns", "question", "options", "answer"):
             if key not in obj:
                 raise fail("missing", key, "records need id, turns, question, options and answer (see docs/formats.md)")
@@ -105,8 +114,11 @@ def read_mcq_json(path: str | os.PathLike, *, n_options: int = 4, lang: str = "a
         if not isinstance(turns, list) or not turns:
             raise fail("must be a non-empty list of {speaker, text, image?, caption?}", "turns")
         options = obj["options"]
-        if not isinstance(options, list) or len(options) != n_options or \
-                not all(isinstance(o, str) and o.strip() for o in options):
+        if (
+            not isinstance(options, list)
+            or len(options) != n_options
+            or not all(isinstance(o, str) and o.strip() for o in options)
+        ):
             got = f"{len(options)} items" if isinstance(options, list) else type(options).__name__
             raise fail(f"must be {n_options} non-empty strings, got {got}", "options")
         if len({o.strip() for o in options}) != len(options):
@@ -135,8 +147,11 @@ def read_mcq_json(path: str | os.PathLike, *, n_options: int = 4, lang: str = "a
             if not isinstance(text, str):
                 raise fail("must be a string", f"{where}.text")
             if IMAGE_TOKEN in text:
-                raise fail(f"contains {IMAGE_TOKEN}", f"{where}.text",
-                           "give the photo as 'image'; the reader places the placeholder")
+                raise fail(
+                    f"contains {IMAGE_TOKEN}",
+                    f"{where}.text",
+                    "give the photo as 'image'; the reader places the placeholder",
+                )
             if text:
                 lines.append(f'{speaker}: "{text}"')
                 spoken.append([speaker, text])
@@ -149,8 +164,11 @@ def read_mcq_json(path: str | os.PathLike, *, n_options: int = 4, lang: str = "a
                     raise fail("must be a path string", f"{where}.image")
                 p = Path(image) if Path(image).is_absolute() else path.parent / image
                 if not p.is_file():
-                    raise fail(f"image not found: {p}", f"{where}.image",
-                               "image paths are resolved relative to the JSON file's folder")
+                    raise fail(
+                        f"image not found: {p}",
+                        f"{where}.image",
+                        "image paths are resolved relative to the JSON file's folder",
+                    )
                 if check_images:
                     check_image_once(p, checked, file=file, line=line, field=f"{where}.image")
                 images.append(str(p.resolve()))
@@ -165,13 +183,18 @@ def read_mcq_json(path: str | os.PathLike, *, n_options: int = 4, lang: str = "a
 
         photo = obj.get("option_photo")
         if photo is not None:
-            if not isinstance(photo, list) or len(photo) != len(options) or \
-                    not all(isinstance(x, (int, str)) and not isinstance(x, bool) for x in photo):
+            if (
+                not isinstance(photo, list)
+                or len(photo) != len(options)
+                or not all(isinstance(x, (int, str)) and not isinstance(x, bool) for x in photo)
+            ):
                 raise fail(f"must list one photo (int or str) per option ({len(options)})", "option_photo")
             out_of_range = [x for x in photo if isinstance(x, int) and not 0 <= x < max(n_photos, 1)]
             if n_photos and out_of_range:
-                raise fail(f"photo index {out_of_range[0]} is not one of the {n_photos} posted photos (0-based)",
-                           "option_photo")
+                raise fail(
+                    f"photo index {out_of_range[0]} is not one of the {n_photos} posted photos (0-based)",
+                    "option_photo",
+                )
         meta = obj.get("meta") or {}
         if not isinstance(meta, dict):
             raise fail("must be an object", "meta")
@@ -179,20 +202,43 @@ def read_mcq_json(path: str | os.PathLike, *, n_options: int = 4, lang: str = "a
         q = question.strip()
         if not _QUESTION_PREFIX.match(q):
             q = ("질문: " if ko else "Question: ") + q
-        prompt = "\n".join(lines + ["", q, KO_OPTIONS if ko else EN_OPTIONS,
-                                    *(f"{LETTERS[k]}) {o}" for k, o in enumerate(options)),
-                                    "", KO_INSTRUCTION if ko else EN_INSTRUCTION])
+        prompt = "\n".join(
+            lines
+            + [
+                "",
+                q,
+                KO_OPTIONS if ko else EN_OPTIONS,
+                *(f"{LETTERS[k]}) {o}" for k, o in enumerate(options)),
+                "",
+                KO_INSTRUCTION if ko else EN_INSTRUCTION,
+            ]
+        )
         modality = "none" if not kinds else kinds.pop() if len(kinds) == 1 else "mixed"
-        rec = {"id": str(obj["id"]), "task": "mcq", "images": images,
-               "messages": [{"role": "user", "content": prompt},
-                            {"role": "assistant", "content": f"{LETTERS[target]}) {options[target]}"}],
-               "target": target, "options": list(options),
-               "group": str(obj["group"]) if obj.get("group") is not None else str(obj["id"]),
-               "meta": {**meta, **({"option_photo": list(photo)} if photo is not None else {}), "turns": spoken,
-                        "lang": "ko" if ko else "en", "modality": modality, "n_photos": n_photos}}
+        rec = {
+            "id": str(obj["id"]),
+            "task": "mcq",
+            "images": images,
+            "messages": [
+                {"role": "user", "content": prompt},
+                {"role": "assistant", "content": f"{LETTERS[target]}) {options[target]}"},
+            ],
+            "target": target,
+            "options": list(options),
+            "group": str(obj["group"]) if obj.get("group") is not None else str(obj["id"]),
+            "meta": {
+                **meta,
+                **({"option_photo": list(photo)} if photo is not None else {}),
+                "turns": spoken,
+                "lang": "ko" if ko else "en",
+                "modality": modality,
+                "n_photos": n_photos,
+            },
+        }
         return example_from_dict(rec, file=file, line=line, check_images=False)
 
-    return RecordReader(path, json_records(path, build, what="an mcq JSON list or JSONL file"), skip_invalid=skip_invalid)
+    return RecordReader(
+        path, json_records(path, build, what="an mcq JSON list or JSONL file"), skip_invalid=skip_invalid
+    )
 
 
 def _is_ko(lang: str, question: str, options: list[str]) -> bool:
@@ -207,12 +253,18 @@ def _answer_index(answer: Any, n: int, fail: Any) -> int:
         raise fail(f"must be a letter {letters[0]}-{letters[-1]} or an int index, got {answer!r}", "answer")
     if isinstance(answer, int):
         if not 0 <= answer < n:
-            raise fail(f"index {answer} is out of range for {n} options (0-based: 0..{n - 1})", "answer",
-                       f"give a 0-based index or a letter {letters[0]}-{letters[-1]}")
+            raise fail(
+                f"index {answer} is out of range for {n} options (0-based: 0..{n - 1})",
+                "answer",
+                f"give a 0-based index or a letter {letters[0]}-{letters[-1]}",
+            )
         return answer
     if isinstance(answer, str):
         m = re.fullmatch(r"\s*\(?([A-Za-z])\)?\s*", answer)
         if m and m.group(1).upper() in letters:
             return letters.index(m.group(1).upper())
-    raise fail(f"{answer!r} is not one of the letters {', '.join(letters)} or a 0-based index 0..{n - 1}", "answer",
-               f"give a letter {letters[0]}-{letters[-1]} or a 0-based int")
+    raise fail(
+        f"{answer!r} is not one of the letters {', '.join(letters)} or a 0-based index 0..{n - 1}",
+        "answer",
+        f"give a letter {letters[0]}-{letters[-1]} or a 0-based int",
+    )

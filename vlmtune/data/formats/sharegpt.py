@@ -55,24 +55,41 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
-from vlmtune.data.example import (IMAGE_TOKEN, Example, Record, RecordReader, atomic_write_bytes,
-                                  example_from_dict)
+from vlmtune.data.example import IMAGE_TOKEN, Example, Record, RecordReader, atomic_write_bytes, example_from_dict
 from vlmtune.data.formats.records import check_image_once, json_records
 from vlmtune.errors import ConfigError, DataError
 from vlmtune.registry import FORMATS
 
 FORMATTINGS = ("sharegpt", "openai")
-DEFAULT_COLUMNS: dict[str, Any] = {"messages": {"sharegpt": "conversations", "openai": "messages"}, "images": "images",
-                   "system": None}
+DEFAULT_COLUMNS: dict[str, Any] = {
+    "messages": {"sharegpt": "conversations", "openai": "messages"},
+    "images": "images",
+    "system": None,
+}
 DEFAULT_TAGS = {
-    "sharegpt": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
-                 "system_tag": "system", "observation_tag": "observation", "function_tag": "function_call"},
-    "openai": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
-               "system_tag": "system", "observation_tag": "tool", "function_tag": "function"},
+    "sharegpt": {
+        "role_tag": "from",
+        "content_tag": "value",
+        "user_tag": "human",
+        "assistant_tag": "gpt",
+        "system_tag": "system",
+        "observation_tag": "observation",
+        "function_tag": "function_call",
+    },
+    "openai": {
+        "role_tag": "role",
+        "content_tag": "content",
+        "user_tag": "user",
+        "assistant_tag": "assistant",
+        "system_tag": "system",
+        "observation_tag": "tool",
+        "function_tag": "function",
+    },
 }
 UNSUPPORTED_COLUMNS = ("videos", "audios", "tools", "chosen", "rejected", "kto_tag")
 HUB_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
@@ -81,6 +98,7 @@ HUB_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_
 @dataclass(frozen=True)
 class Layout:
     """Where a record keeps its messages, images and system prompt, and how roles are spelled."""
+
     formatting: str
     messages: str
     images: str | None
@@ -88,25 +106,31 @@ class Layout:
     tags: Mapping[str, str]
 
     @classmethod
-    def make(cls, formatting: str | None, columns: Mapping[str, Any] | None, tags: Mapping[str, Any] | None,
-             where: str) -> "Layout":
+    def make(
+        cls, formatting: str | None, columns: Mapping[str, Any] | None, tags: Mapping[str, Any] | None, where: str
+    ) -> Layout:
         formatting = formatting or "sharegpt"
         if formatting not in FORMATTINGS:
-            raise ConfigError(f"{where}: formatting '{formatting}' is not supported; use one of "
-                              f"{', '.join(FORMATTINGS)} (alpaca-style data: convert it to messages first)")
+            raise ConfigError(
+                f"{where}: formatting '{formatting}' is not supported; use one of "
+                f"{', '.join(FORMATTINGS)} (alpaca-style data: convert it to messages first)"
+            )
         columns = dict(columns or {})
         bad = [c for c in UNSUPPORTED_COLUMNS if columns.get(c)]
         if bad:
             raise ConfigError(f"{where}: columns {bad} are not supported (vlmtune reads messages, images, system)")
         unknown_tags = set(tags or {}) - set(DEFAULT_TAGS["sharegpt"])
         if unknown_tags:
-            raise ConfigError(f"{where}: unknown tag key(s) {sorted(unknown_tags)}; "
-                              f"known: {', '.join(DEFAULT_TAGS['sharegpt'])}")
-        return cls(formatting=formatting,
-                   messages=columns.get("messages") or DEFAULT_COLUMNS["messages"][formatting],
-                   images=columns.get("images", DEFAULT_COLUMNS["images"]),
-                   system=columns.get("system"),
-                   tags={**DEFAULT_TAGS[formatting], **{k: str(v) for k, v in (tags or {}).items()}})
+            raise ConfigError(
+                f"{where}: unknown tag key(s) {sorted(unknown_tags)}; known: {', '.join(DEFAULT_TAGS['sharegpt'])}"
+            )
+        return cls(
+            formatting=formatting,
+            messages=columns.get("messages") or DEFAULT_COLUMNS["messages"][formatting],
+            images=columns.get("images", DEFAULT_COLUMNS["images"]),
+            system=columns.get("system"),
+            tags={**DEFAULT_TAGS[formatting], **{k: str(v) for k, v in (tags or {}).items()}},
+        )
 
 
 def load_dataset_info(path: str | os.PathLike, dataset: str | None) -> tuple[str, dict[str, Any], Path]:
@@ -114,19 +138,28 @@ def load_dataset_info(path: str | os.PathLike, dataset: str | None) -> tuple[str
     path = Path(path)
     info_path = path / "dataset_info.json" if path.is_dir() else path
     if not info_path.exists():
-        raise DataError("file not found", file=str(info_path),
-                        fix="give a LLaMA-Factory dataset_info.json (or the folder holding it)")
+        raise DataError(
+            "file not found",
+            file=str(info_path),
+            fix="give a LLaMA-Factory dataset_info.json (or the folder holding it)",
+        )
     try:
         info = json.loads(info_path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as e:
-        raise DataError(f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})", file=str(info_path),
-                        line=e.lineno, fix="repair dataset_info.json") from None
+        raise DataError(
+            f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})",
+            file=str(info_path),
+            line=e.lineno,
+            fix="repair dataset_info.json",
+        ) from None
     if not isinstance(info, dict) or not info:
         raise DataError("expected a non-empty object {dataset name: entry}", file=str(info_path))
     if dataset is None:
         if len(info) != 1:
-            raise ConfigError(f"{info_path} describes {len(info)} datasets; choose one with dataset=NAME "
-                              f"(available: {', '.join(sorted(info))})")
+            raise ConfigError(
+                f"{info_path} describes {len(info)} datasets; choose one with dataset=NAME "
+                f"(available: {', '.join(sorted(info))})"
+            )
         dataset = next(iter(info))
     if dataset not in info:
         close = difflib.get_close_matches(dataset, list(info), n=1)
@@ -137,17 +170,29 @@ def load_dataset_info(path: str | os.PathLike, dataset: str | None) -> tuple[str
         raise DataError("the entry must be an object", file=str(info_path), field=dataset)
     hub = [k for k in HUB_KEYS if entry.get(k)]
     if hub:
-        raise ConfigError(f"{info_path}: dataset '{dataset}' is loaded from {hub[0]}; vlmtune reads local files "
-                          "only: download it and point file_name at the local copy")
+        raise ConfigError(
+            f"{info_path}: dataset '{dataset}' is loaded from {hub[0]}; vlmtune reads local files "
+            "only: download it and point file_name at the local copy"
+        )
     return dataset, entry, info_path
 
 
 @FORMATS.register("sharegpt", help="LLaMA-Factory sharegpt / OpenAI messages + images (JSON/JSONL, dataset_info.json)")
-def read_sharegpt(path: str | os.PathLike, *, task: str, dataset: str | None = None, target_from: str = "auto",
-                  options: Sequence[Any] | None = None, formatting: str | None = None,
-                  columns: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None,
-                  media_dir: str | os.PathLike | None = None, image_placeholder: str = IMAGE_TOKEN,
-                  skip_invalid: bool = False, check_images: bool = True) -> RecordReader:
+def read_sharegpt(
+    path: str | os.PathLike,
+    *,
+    task: str,
+    dataset: str | None = None,
+    target_from: str = "auto",
+    options: Sequence[Any] | None = None,
+    formatting: str | None = None,
+    columns: Mapping[str, Any] | None = None,
+    tags: Mapping[str, Any] | None = None,
+    media_dir: str | os.PathLike | None = None,
+    image_placeholder: str = IMAGE_TOKEN,
+    skip_invalid: bool = False,
+    check_images: bool = True,
+) -> RecordReader:
     """Stream Examples from a sharegpt/OpenAI-style JSON or JSONL file (see the module docstring).
 
     path: the data file, or a dataset_info.json (or its folder) with `dataset` naming the entry.
@@ -159,33 +204,67 @@ def read_sharegpt(path: str | os.PathLike, *, task: str, dataset: str | None = N
         dataset, entry, info_path = load_dataset_info(path, dataset)
         file_name = entry.get("file_name")
         if not isinstance(file_name, str) or not file_name:
-            raise DataError("no file_name", file=str(info_path), field=f"{dataset}.file_name",
-                            fix="give the data file's name, relative to dataset_info.json's folder")
+            raise DataError(
+                "no file_name",
+                file=str(info_path),
+                field=f"{dataset}.file_name",
+                fix="give the data file's name, relative to dataset_info.json's folder",
+            )
         data_path = info_path.parent / file_name
         if data_path.is_dir():
-            raise ConfigError(f"{info_path}: file_name '{file_name}' is a folder; give one JSON/JSONL file "
-                              "(or read a save_to_disk folder with the 'hf_disk' format)")
-        layout = Layout.make(formatting or entry.get("formatting"), {**(entry.get("columns") or {}), **(columns or {})},
-                             {**(entry.get("tags") or {}), **(tags or {})}, f"{info_path} [{dataset}]")
+            raise ConfigError(
+                f"{info_path}: file_name '{file_name}' is a folder; give one JSON/JSONL file "
+                "(or read a save_to_disk folder with the 'hf_disk' format)"
+            )
+        layout = Layout.make(
+            formatting or entry.get("formatting"),
+            {**(entry.get("columns") or {}), **(columns or {})},
+            {**(entry.get("tags") or {}), **(tags or {})},
+            f"{info_path} [{dataset}]",
+        )
         base = Path(media_dir) if media_dir is not None else info_path.parent
     else:
         data_path, layout = path, Layout.make(formatting, columns, tags, str(path))
         base = Path(media_dir) if media_dir is not None else path.parent
-    convert = Converter(layout, task=task, target_from=target_from, options=options, media_dir=base,
-                        image_placeholder=image_placeholder, check_images=check_images,
-                        id_prefix=dataset or data_path.stem, file=str(data_path))
-    return RecordReader(data_path, json_records(data_path, convert, what=f"a {layout.formatting} JSON list or JSONL file"),
-                        skip_invalid=skip_invalid)
+    convert = Converter(
+        layout,
+        task=task,
+        target_from=target_from,
+        options=options,
+        media_dir=base,
+        image_placeholder=image_placeholder,
+        check_images=check_images,
+        id_prefix=dataset or data_path.stem,
+        file=str(data_path),
+    )
+    return RecordReader(
+        data_path,
+        json_records(data_path, convert, what=f"a {layout.formatting} JSON list or JSONL file"),
+        skip_invalid=skip_invalid,
+    )
 
 
-@FORMATS.register("hf_disk", help="a datasets save_to_disk folder with sharegpt / OpenAI messages + images columns",
-                  extra="hf")
-def read_hf_disk(path: str | os.PathLike, *, task: str, split: str | None = None, dataset_info: str | None = None,
-                 dataset: str | None = None, target_from: str = "auto", options: Sequence[Any] | None = None,
-                 formatting: str | None = None, columns: Mapping[str, Any] | None = None,
-                 tags: Mapping[str, Any] | None = None, media_dir: str | os.PathLike | None = None,
-                 extract_images_to: str | os.PathLike | None = None, image_placeholder: str = IMAGE_TOKEN,
-                 skip_invalid: bool = False, check_images: bool = True) -> RecordReader:
+@FORMATS.register(
+    "hf_disk", help="a datasets save_to_disk folder with sharegpt / OpenAI messages + images columns", extra="hf"
+)
+def read_hf_disk(
+    path: str | os.PathLike,
+    *,
+    task: str,
+    split: str | None = None,
+    dataset_info: str | None = None,
+    dataset: str | None = None,
+    target_from: str = "auto",
+    options: Sequence[Any] | None = None,
+    formatting: str | None = None,
+    columns: Mapping[str, Any] | None = None,
+    tags: Mapping[str, Any] | None = None,
+    media_dir: str | os.PathLike | None = None,
+    extract_images_to: str | os.PathLike | None = None,
+    image_placeholder: str = IMAGE_TOKEN,
+    skip_invalid: bool = False,
+    check_images: bool = True,
+) -> RecordReader:
     """Stream Examples from a folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`.
 
     split: which split of a DatasetDict (not needed for a Dataset or a one-split DatasetDict).
@@ -204,40 +283,61 @@ def read_hf_disk(path: str | os.PathLike, *, task: str, split: str | None = None
     entry: dict[str, Any] = {}
     if dataset_info is not None:
         dataset, entry, _ = load_dataset_info(dataset_info, dataset)
-    layout = Layout.make(formatting or entry.get("formatting"), {**(entry.get("columns") or {}), **(columns or {})},
-                         {**(entry.get("tags") or {}), **(tags or {})}, str(path))
+    layout = Layout.make(
+        formatting or entry.get("formatting"),
+        {**(entry.get("columns") or {}), **(columns or {})},
+        {**(entry.get("tags") or {}), **(tags or {})},
+        str(path),
+    )
     try:
         ds = datasets.load_from_disk(str(path))
     except (FileNotFoundError, ValueError) as e:
-        raise DataError(f"cannot be loaded with datasets.load_from_disk ({e})", file=str(path),
-                        fix="give a folder written by save_to_disk "
-                            "(it holds dataset_info.json / dataset_dict.json)") from None
+        raise DataError(
+            f"cannot be loaded with datasets.load_from_disk ({e})",
+            file=str(path),
+            fix="give a folder written by save_to_disk (it holds dataset_info.json / dataset_dict.json)",
+        ) from None
     if isinstance(ds, datasets.DatasetDict):
         if split is None and len(ds) == 1:
             split = next(iter(ds))
         if split not in ds:
-            raise ConfigError(f"{path} holds splits {', '.join(ds)}; choose one with split=NAME"
-                              + (f" ('{split}' is not one of them)" if split is not None else ""))
+            raise ConfigError(
+                f"{path} holds splits {', '.join(ds)}; choose one with split=NAME"
+                + (f" ('{split}' is not one of them)" if split is not None else "")
+            )
         ds = ds[split]
     for col in (layout.messages,):
         if col not in ds.column_names:
             close = difflib.get_close_matches(col, ds.column_names, n=1)
-            raise DataError(f"no column '{col}'", file=str(path), field="columns.messages",
-                            fix=(f"did you mean '{close[0]}'? " if close else "")
-                            + f"columns: {', '.join(ds.column_names)}")
+            raise DataError(
+                f"no column '{col}'",
+                file=str(path),
+                field="columns.messages",
+                fix=(f"did you mean '{close[0]}'? " if close else "") + f"columns: {', '.join(ds.column_names)}",
+            )
     if layout.images and layout.images in ds.column_names:
         ds = ds.cast_column(layout.images, _undecoded(ds.features[layout.images]))  # paths/bytes, not PIL images
-    convert = Converter(layout, task=task, target_from=target_from, options=options,
-                        media_dir=Path(media_dir) if media_dir is not None else path.parent,
-                        image_placeholder=image_placeholder, check_images=check_images,
-                        id_prefix=dataset or path.name + (f"-{split}" if split else ""), file=str(path),
-                        extract_to=Path(extract_images_to) if extract_images_to is not None else None)
+    convert = Converter(
+        layout,
+        task=task,
+        target_from=target_from,
+        options=options,
+        media_dir=Path(media_dir) if media_dir is not None else path.parent,
+        image_placeholder=image_placeholder,
+        check_images=check_images,
+        id_prefix=dataset or path.name + (f"-{split}" if split else ""),
+        file=str(path),
+        extract_to=Path(extract_images_to) if extract_images_to is not None else None,
+    )
 
     def records() -> Iterator[Record]:
         for i, row in enumerate(ds):
             name = f"row {i}"
-            yield Record(name=name, raw=json.dumps(_jsonable(row), ensure_ascii=False, default=str),
-                         build=functools.partial(convert, row, None, name, i))
+            yield Record(
+                name=name,
+                raw=json.dumps(_jsonable(row), ensure_ascii=False, default=str),
+                build=functools.partial(convert, row, None, name, i),
+            )
 
     return RecordReader(path, records(), skip_invalid=skip_invalid)
 
@@ -250,9 +350,20 @@ class Converter:
 
     row_options = False
 
-    def __init__(self, layout: Layout, *, task: str, target_from: str, options: Sequence[Any] | None,
-                 media_dir: Path, image_placeholder: str, check_images: bool, id_prefix: str, file: str,
-                 extract_to: Path | None = None):
+    def __init__(
+        self,
+        layout: Layout,
+        *,
+        task: str,
+        target_from: str,
+        options: Sequence[Any] | None,
+        media_dir: Path,
+        image_placeholder: str,
+        check_images: bool,
+        id_prefix: str,
+        file: str,
+        extract_to: Path | None = None,
+    ):
         if not isinstance(task, str) or not task:
             raise ConfigError("give the examples' task, e.g. task='count' (see `vlmtune ls`)")
         if not (target_from in ("auto", "answer", "parse") or target_from.startswith("column:")):
@@ -284,8 +395,11 @@ class Converter:
             raise fail(f"expected an object, got {type(rec).__name__}", None)
         raw_msgs = rec.get(lay.messages)
         if not isinstance(raw_msgs, list) or not raw_msgs:
-            raise fail("missing or not a non-empty list", lay.messages,
-                       f"set columns.messages to the field holding the conversation (record fields: {', '.join(rec)})")
+            raise fail(
+                "missing or not a non-empty list",
+                lay.messages,
+                f"set columns.messages to the field holding the conversation (record fields: {', '.join(rec)})",
+            )
         role_of = {tags["user_tag"]: "user", tags["assistant_tag"]: "assistant", tags["system_tag"]: "system"}
         messages: list[dict[str, str]] = []
         part_images: list[Any] = []
@@ -295,13 +409,19 @@ class Converter:
         for j, m in enumerate(raw_msgs):
             field = f"{lay.messages}[{j}]"
             if not isinstance(m, Mapping) or tags["role_tag"] not in m or tags["content_tag"] not in m:
-                raise fail(f"must be an object with '{tags['role_tag']}' and '{tags['content_tag']}'", field,
-                           "set tags.role_tag / tags.content_tag to the keys your messages use")
+                raise fail(
+                    f"must be an object with '{tags['role_tag']}' and '{tags['content_tag']}'",
+                    field,
+                    "set tags.role_tag / tags.content_tag to the keys your messages use",
+                )
             tag = m[tags["role_tag"]]
             if tag in (tags["observation_tag"], tags["function_tag"]) or tag not in role_of:
-                raise fail(f"role '{tag}' is not supported", f"{field}.{tags['role_tag']}",
-                           f"roles: {tags['user_tag']} (user), {tags['assistant_tag']} (assistant), "
-                           f"{tags['system_tag']} (system, first only); set tags.user_tag / tags.assistant_tag")
+                raise fail(
+                    f"role '{tag}' is not supported",
+                    f"{field}.{tags['role_tag']}",
+                    f"roles: {tags['user_tag']} (user), {tags['assistant_tag']} (assistant), "
+                    f"{tags['system_tag']} (system, first only); set tags.user_tag / tags.assistant_tag",
+                )
             role = role_of[tag]
             if role == "system" and (j > 0 or system):
                 raise fail("a system message must come first (and only once)", f"{field}.{tags['role_tag']}")
@@ -311,9 +431,12 @@ class Converter:
             messages.append({"role": role, "content": content})
         turns = [m["role"] for m in messages if m["role"] != "system"]
         expected = ["user", "assistant"] * (len(turns) // 2 + 1)
-        if turns != expected[:len(turns)] or not turns or turns[-1] != "assistant":
-            raise fail(f"roles must alternate user, assistant, ... and end with the assistant's answer; got {turns}",
-                       lay.messages, "the last message is the answer the model learns; drop trailing user turns")
+        if turns != expected[: len(turns)] or not turns or turns[-1] != "assistant":
+            raise fail(
+                f"roles must alternate user, assistant, ... and end with the assistant's answer; got {turns}",
+                lay.messages,
+                "the last message is the answer the model learns; drop trailing user turns",
+            )
 
         images = self._images(rec, part_images, fail)
         n_tokens = sum(m["content"].count(IMAGE_TOKEN) for m in messages)
@@ -322,17 +445,29 @@ class Converter:
             k = next(i for i, m in enumerate(messages) if m["role"] == "user")
             messages[k] = {"role": "user", "content": IMAGE_TOKEN * len(images) + "\n" + messages[k]["content"]}
         elif n_tokens != len(images):
-            raise fail(f"{n_tokens} {IMAGE_TOKEN} placeholder(s) but {len(images)} image(s)", lay.images or "images",
-                       f"use one {IMAGE_TOKEN} per image (or none: the images then go before the first user message)")
+            raise fail(
+                f"{n_tokens} {IMAGE_TOKEN} placeholder(s) but {len(images)} image(s)",
+                lay.images or "images",
+                f"use one {IMAGE_TOKEN} per image (or none: the images then go before the first user message)",
+            )
 
         rid = rec.get("id")
-        ex_id = str(rid) if isinstance(rid, (str, int)) and not isinstance(rid, bool) and str(rid) else \
-            f"{self.id_prefix}-{index:06d}"
+        ex_id = (
+            str(rid)
+            if isinstance(rid, (str, int)) and not isinstance(rid, bool) and str(rid)
+            else f"{self.id_prefix}-{index:06d}"
+        )
         group = rec.get("group")
-        obj = {"id": ex_id, "task": self.task, "images": images, "messages": messages, "target": None,
-               "options": self._options(rec),
-               "group": str(group) if group is not None else ex_id,
-               "meta": {"source": Path(self.file).name, "index": index}}
+        obj = {
+            "id": ex_id,
+            "task": self.task,
+            "images": images,
+            "messages": messages,
+            "target": None,
+            "options": self._options(rec),
+            "group": str(group) if group is not None else ex_id,
+            "meta": {"source": Path(self.file).name, "index": index},
+        }
         ex = example_from_dict(obj, file=self.file, line=line, check_images=False)
         ex.target = self._target(ex, rec, fail)
         return ex
@@ -359,8 +494,11 @@ class Converter:
                 if not isinstance(ref, str) or not ref:
                     raise fail("an image part needs a url or path", f"{field}[{k}]")
                 if ref.startswith("data:") or "://" in ref and not ref.startswith("file://"):
-                    raise fail(f"image {ref[:40]!r}... is not a local file", f"{field}[{k}]",
-                               "save the image to disk and give its path")
+                    raise fail(
+                        f"image {ref[:40]!r}... is not a local file",
+                        f"{field}[{k}]",
+                        "save the image to disk and give its path",
+                    )
                 part_images.append(ref.removeprefix("file://"))
                 texts.append(IMAGE_TOKEN)
             else:
@@ -372,8 +510,9 @@ class Converter:
         col = rec.get(lay.images) if lay.images else None
         items = [] if col is None else [col] if isinstance(col, (str, Mapping)) else list(col)
         if items and part_images:
-            raise fail("images come both from message parts and from the images column", lay.images,
-                       "give each image once")
+            raise fail(
+                "images come both from message parts and from the images column", lay.images, "give each image once"
+            )
         out = []
         for j, item in enumerate(items or part_images):
             field = f"{lay.images}[{j}]" if items else "images"
@@ -391,14 +530,20 @@ class Converter:
                 p = None if data else p
         if p is None and data:
             if self.extract_to is None:
-                raise fail("the image is stored as bytes only", field,
-                           "pass extract_images_to=DIR (the images are written there once)")
+                raise fail(
+                    "the image is stored as bytes only",
+                    field,
+                    "pass extract_images_to=DIR (the images are written there once)",
+                )
             p = _extract(data, self.extract_to)
         if p is None:
             raise fail("no image path", field)
         if not p.is_file():
-            raise fail(f"image not found: {p}", field,
-                       f"image paths are resolved against media_dir ({self.media_dir}); set media_dir or fix the path")
+            raise fail(
+                f"image not found: {p}",
+                field,
+                f"image paths are resolved against media_dir ({self.media_dir}); set media_dir or fix the path",
+            )
         if self.check_images:
             check_image_once(p, self._checked, file=self.file, line=None, field=field)
         return str(p.resolve())
@@ -414,8 +559,11 @@ class Converter:
             return answer
         parsed = self._parser.parse(answer, ex)
         if not parsed.ok:
-            raise fail(f"the answer {answer[:80]!r} cannot be read as a '{self.task}' target", self.layout.messages,
-                       "fix the answer, give options (classify/mcq), or use target_from='answer' / 'column:NAME'")
+            raise fail(
+                f"the answer {answer[:80]!r} cannot be read as a '{self.task}' target",
+                self.layout.messages,
+                "fix the answer, give options (classify/mcq), or use target_from='answer' / 'column:NAME'",
+            )
         return parsed.value
 
 
@@ -450,7 +598,9 @@ def _extract(data: bytes, out_dir: Path) -> Path:
     digest = hashlib.sha1(data).hexdigest()[:16]
     try:
         with Image.open(io.BytesIO(data)) as im:
-            ext = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp"}.get(im.format or "", ".img")
+            ext = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp"}.get(
+                im.format or "", ".img"
+            )
     except Exception:  # undecodable bytes: written anyway, so the decode check names the file
         ext = ".img"
     p = out_dir / f"{digest}{ext}"

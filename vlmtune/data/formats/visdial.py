@@ -59,8 +59,9 @@ import json
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from vlmtune.data.example import IMAGE_TOKEN, Example, Record, RecordReader, example_from_dict
 from vlmtune.data.formats.records import check_image_once, load_json, stream_json
@@ -106,11 +107,21 @@ class ImageFinder:
 
 
 @FORMATS.register("visdial", help="VisDial v1.0 dialog JSON (+ dense annotations) -> dialog examples per round")
-def read_visdial(path: str | os.PathLike, *, image_dirs: Sequence[str | os.PathLike] | str | None = None,
-                 dense: str | os.PathLike | None = None, rounds: str = "all", include_unanswered: bool = False,
-                 split: str | None = None, instruction: str = DIALOG_INSTRUCTION, question_mark: bool = True,
-                 n_options: int = N_OPTIONS, dense_round_base: int = 1, skip_invalid: bool = False,
-                 check_images: bool = True) -> RecordReader:
+def read_visdial(
+    path: str | os.PathLike,
+    *,
+    image_dirs: Sequence[str | os.PathLike] | str | None = None,
+    dense: str | os.PathLike | None = None,
+    rounds: str = "all",
+    include_unanswered: bool = False,
+    split: str | None = None,
+    instruction: str = DIALOG_INSTRUCTION,
+    question_mark: bool = True,
+    n_options: int = N_OPTIONS,
+    dense_round_base: int = 1,
+    skip_invalid: bool = False,
+    check_images: bool = True,
+) -> RecordReader:
     """Stream `dialog` Examples from a VisDial v1.0 dialog file (see the module docstring).
 
     image_dirs: folders holding the images (default: the JSON file's folder).
@@ -128,8 +139,13 @@ def read_visdial(path: str | os.PathLike, *, image_dirs: Sequence[str | os.PathL
         raise ConfigError(f"visdial split='{split}' is not supported; use one of {', '.join(IMAGE_NAMES)}")
     questions, answers, dialogs, file_split = _stream_top(path)
     split = split or (file_split if file_split in IMAGE_NAMES else None)
-    dirs = [Path(image_dirs)] if isinstance(image_dirs, (str, os.PathLike)) else \
-        [Path(d) for d in image_dirs] if image_dirs is not None else [path.parent]
+    dirs = (
+        [Path(image_dirs)]
+        if isinstance(image_dirs, (str, os.PathLike))
+        else [Path(d) for d in image_dirs]
+        if image_dirs is not None
+        else [path.parent]
+    )
     finder = ImageFinder(dirs)
     relevance = _load_dense(Path(dense), n_options, dense_round_base) if dense is not None else {}
     dense_images = {img for img, _ in relevance}
@@ -167,10 +183,15 @@ def read_visdial(path: str | os.PathLike, *, image_dirs: Sequence[str | os.PathL
             names = image_names(img, split)
             found = finder.find(names)
             if found is None:
-                raise fail(f"image not found: tried {names} in {finder.searched} (and their subfolders "
-                           f"{', '.join(IMAGE_SUBDIRS)})", i, None, f"{base}.image_id",
-                           "download the VisDial v1.0 images (train: COCO train2014 + val2014; val: "
-                           "VisualDialog_val2018; test: VisualDialog_test2018) and pass their folders as image_dirs")
+                raise fail(
+                    f"image not found: tried {names} in {finder.searched} (and their subfolders "
+                    f"{', '.join(IMAGE_SUBDIRS)})",
+                    i,
+                    None,
+                    f"{base}.image_id",
+                    "download the VisDial v1.0 images (train: COCO train2014 + val2014; val: "
+                    "VisualDialog_val2018; test: VisualDialog_test2018) and pass their folders as image_dirs",
+                )
             images[img] = found.resolve()
         if check_images:
             check_image_once(images[img], checked, file=file, line=None, field=f"{base}.image_id")
@@ -178,9 +199,14 @@ def read_visdial(path: str | os.PathLike, *, image_dirs: Sequence[str | os.PathL
 
     def text(table: list[str], idx: Any, what: str, i: int, r: int, field: str) -> str:
         if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < len(table):
-            raise fail(f"{what} index {idx!r} is not in data.{what}s (0..{len(table) - 1})", i, r, field,
-                       f"a round's {what} is a 0-based int index into data.{what}s: check that the file is complete "
-                       "and is one VisDial v1.0 file (indices of one split's file do not fit another's tables)")
+            raise fail(
+                f"{what} index {idx!r} is not in data.{what}s (0..{len(table) - 1})",
+                i,
+                r,
+                field,
+                f"a round's {what} is a 0-based int index into data.{what}s: check that the file is complete "
+                "and is one VisDial v1.0 file (indices of one split's file do not fit another's tables)",
+            )
         return table[idx]
 
     def question(rd: Any, i: int, r: int) -> str:
@@ -197,22 +223,37 @@ def read_visdial(path: str | os.PathLike, *, image_dirs: Sequence[str | os.PathL
         msgs: list[dict[str, str]] = []
         for k in range(1, r + 1):
             q = question(rds[k - 1], i, k)
-            msgs.append({"role": "user", "content": f"{IMAGE_TOKEN}\n{instruction}\nCaption: {cap}\n{q}" if k == 1 else q})
+            msgs.append(
+                {"role": "user", "content": f"{IMAGE_TOKEN}\n{instruction}\nCaption: {cap}\n{q}" if k == 1 else q}
+            )
             if k < r:  # gold history: rounds 1..r-1 only
                 a = rds[k - 1].get("answer")
                 if a in _NO_ANSWER:
-                    raise fail(f"round {k} has no answer, but round {r} follows it", i, r,
-                               f"data.dialogs[{i}].dialog[{k - 1}].answer",
-                               "only a dialog's last round may be unanswered (VisDial test split)")
-                msgs.append({"role": "assistant",
-                             "content": text(answers, a, "answer", i, r, f"data.dialogs[{i}].dialog[{k - 1}].answer")})
+                    raise fail(
+                        f"round {k} has no answer, but round {r} follows it",
+                        i,
+                        r,
+                        f"data.dialogs[{i}].dialog[{k - 1}].answer",
+                        "only a dialog's last round may be unanswered (VisDial test split)",
+                    )
+                msgs.append(
+                    {
+                        "role": "assistant",
+                        "content": text(answers, a, "answer", i, r, f"data.dialogs[{i}].dialog[{k - 1}].answer"),
+                    }
+                )
         rd = rds[r - 1]
         q = question(rd, i, r)
         opt_idx = rd.get("answer_options")
         if not isinstance(opt_idx, list) or len(opt_idx) != n_options:
             got = f"{len(opt_idx)} options" if isinstance(opt_idx, list) else repr(type(opt_idx).__name__)
-            raise fail(f"answer_options must list {n_options} answer indices, got {got}", i, r,
-                       f"{base}.answer_options", f"every scored round needs its own {n_options} candidates")
+            raise fail(
+                f"answer_options must list {n_options} answer indices, got {got}",
+                i,
+                r,
+                f"{base}.answer_options",
+                f"every scored round needs its own {n_options} candidates",
+            )
         options = [text(answers, x, "answer", i, r, f"{base}.answer_options") for x in opt_idx]
         a_idx = rd.get("answer")
         if a_idx in _NO_ANSWER:
@@ -223,18 +264,43 @@ def read_visdial(path: str | os.PathLike, *, image_dirs: Sequence[str | os.PathL
             if gt is None and a_idx in opt_idx:
                 gt = opt_idx.index(a_idx)
             if not isinstance(gt, int) or isinstance(gt, bool) or not 0 <= gt < n_options:
-                raise fail(f"gt_index {gt!r} is not an index into the round's {n_options} options (0-based)", i, r,
-                           f"{base}.gt_index", "gt_index must point at the gold answer in this round's answer_options")
+                raise fail(
+                    f"gt_index {gt!r} is not an index into the round's {n_options} options (0-based)",
+                    i,
+                    r,
+                    f"{base}.gt_index",
+                    "gt_index must point at the gold answer in this round's answer_options",
+                )
             if opt_idx[gt] != a_idx:
-                raise fail(f"answer_options[gt_index={gt}] is {options[gt]!r} but the answer is {answer!r}", i, r,
-                           f"{base}.gt_index", "gt_index must point at the gold answer in this round's answer_options")
+                raise fail(
+                    f"answer_options[gt_index={gt}] is {options[gt]!r} but the answer is {answer!r}",
+                    i,
+                    r,
+                    f"{base}.gt_index",
+                    "gt_index must point at the gold answer in this round's answer_options",
+                )
             msgs.append({"role": "assistant", "content": answer})
         rel = relevance.get((img, r))
         target = {"answer": answer, "gt_index": gt, "relevance": list(rel) if rel is not None else None, "round": r}
-        obj = {"id": f"visdial-{split or 'unknown'}-{img}-{r}", "task": "dialog", "images": [str(image)],
-               "messages": msgs, "target": target, "options": options, "group": f"visdial-{img}",
-               "meta": {"image_id": img, "round_id": r, "question": q, "caption": cap, "split": split,
-                        "n_rounds": len(rds), "dense": rel is not None, "source": "visdial"}}
+        obj = {
+            "id": f"visdial-{split or 'unknown'}-{img}-{r}",
+            "task": "dialog",
+            "images": [str(image)],
+            "messages": msgs,
+            "target": target,
+            "options": options,
+            "group": f"visdial-{img}",
+            "meta": {
+                "image_id": img,
+                "round_id": r,
+                "question": q,
+                "caption": cap,
+                "split": split,
+                "n_rounds": len(rds),
+                "dense": rel is not None,
+                "source": "visdial",
+            },
+        }
         return example_from_dict(obj, file=file, check_images=False)
 
     def records() -> Iterator[Record]:
@@ -245,10 +311,14 @@ def read_visdial(path: str | os.PathLike, *, image_dirs: Sequence[str | os.PathL
             if img in dense_images:
                 dense_images.discard(img)
                 if n and dense_rounds[img] > n:
-                    raise DataError(f"dense annotation for image_id {img} round {dense_rounds[img]}, but that "
-                                    f"dialog has {n} round(s)", file=str(dense), field="round_id",
-                                    fix="check that the dense file belongs to this dialog file, and its round_id "
-                                        "base (dense_round_base)")
+                    raise DataError(
+                        f"dense annotation for image_id {img} round {dense_rounds[img]}, but that "
+                        f"dialog has {n} round(s)",
+                        file=str(dense),
+                        field="round_id",
+                        fix="check that the dense file belongs to this dialog file, and its round_id "
+                        "base (dense_round_base)",
+                    )
             # n == 0: one record, whose build reports what is wrong with the dialog
             wanted = [1] if n == 0 else range(1, n + 1) if rounds == "all" else [n]
             for r in wanted:
@@ -260,15 +330,26 @@ def read_visdial(path: str | os.PathLike, *, image_dirs: Sequence[str | os.PathL
                     if split == "test" and "answer_options" not in rd and rd.get("answer") not in _NO_ANSWER:
                         skipped["history_only"] += 1
                         continue
-                raw = json.dumps({"image_id": d.get("image_id") if isinstance(d, dict) else None, "round": r,
-                                  "round_record": rd}, ensure_ascii=False, default=str)
+                raw = json.dumps(
+                    {"image_id": d.get("image_id") if isinstance(d, dict) else None, "round": r, "round_record": rd},
+                    ensure_ascii=False,
+                    default=str,
+                )
                 yield Record(name=where(d, i, r), raw=raw, build=functools.partial(build, d, i, r))
         if dense_images:
-            log.warning("%s: %d dense annotation(s) are for images not in the dialog file (first: %s)",
-                        dense, len(dense_images), min(dense_images))
+            log.warning(
+                "%s: %d dense annotation(s) are for images not in the dialog file (first: %s)",
+                dense,
+                len(dense_images),
+                min(dense_images),
+            )
         if skipped["unanswered"]:
-            log.warning("%s: left out %d unanswered round(s) (the test split's last rounds); pass "
-                        "include_unanswered=True to predict on them for a submission", path, skipped["unanswered"])
+            log.warning(
+                "%s: left out %d unanswered round(s) (the test split's last rounds); pass "
+                "include_unanswered=True to predict on them for a submission",
+                path,
+                skipped["unanswered"],
+            )
 
     reader = RecordReader(path, records(), skip_invalid=skip_invalid)
     reader.skipped = skipped  # type: ignore[attr-defined]
@@ -276,6 +357,7 @@ def read_visdial(path: str | os.PathLike, *, image_dirs: Sequence[str | os.PathL
 
 
 # --- file-level checks (always fatal) -------------------------------------------------------------------
+
 
 def _check_top(obj: Any, path: Path) -> tuple[list[str], list[str], list[Any], str | None]:
     fix = 'a VisDial v1.0 file is {"split", "data": {"questions": [...], "answers": [...], "dialogs": [...]}}'
@@ -306,21 +388,39 @@ def _load_dense(path: Path, n_options: int, base: int) -> dict[tuple[int, int], 
         img, rid = e.get("image_id"), e.get("round_id")
         rel = e.get("gt_relevance", e.get("relevance"))
         if not isinstance(img, int) or not isinstance(rid, int) or isinstance(rid, bool):
-            raise DataError(f"entry {j}: image_id and round_id must be integers, got {img!r}, {rid!r}",
-                            file=str(path), field=f"[{j}]", fix=fix)
-        if not isinstance(rel, list) or len(rel) != n_options or \
-                not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rel):
+            raise DataError(
+                f"entry {j}: image_id and round_id must be integers, got {img!r}, {rid!r}",
+                file=str(path),
+                field=f"[{j}]",
+                fix=fix,
+            )
+        if (
+            not isinstance(rel, list)
+            or len(rel) != n_options
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rel)
+        ):
             got = f"{len(rel)} values" if isinstance(rel, list) else type(rel).__name__
-            raise DataError(f"entry {j} (image_id {img}): gt_relevance must be {n_options} numbers, got {got}",
-                            file=str(path), field=f"[{j}].gt_relevance", fix=fix)
+            raise DataError(
+                f"entry {j} (image_id {img}): gt_relevance must be {n_options} numbers, got {got}",
+                file=str(path),
+                field=f"[{j}].gt_relevance",
+                fix=fix,
+            )
         r = rid - base + 1
         if r < 1:
-            raise DataError(f"entry {j} (image_id {img}): round_id {rid} is below {base}", file=str(path),
-                            field=f"[{j}].round_id", fix="round_id is 1-based in VisDial v1.0 val; "
-                                                          "set dense_round_base=0 for a file that counts from 0")
+            raise DataError(
+                f"entry {j} (image_id {img}): round_id {rid} is below {base}",
+                file=str(path),
+                field=f"[{j}].round_id",
+                fix="round_id is 1-based in VisDial v1.0 val; set dense_round_base=0 for a file that counts from 0",
+            )
         if (img, r) in out:
-            raise DataError(f"entry {j}: a second annotation for image_id {img} round {r}", file=str(path),
-                            field=f"[{j}]", fix="keep one dense annotation per (image_id, round_id)")
+            raise DataError(
+                f"entry {j}: a second annotation for image_id {img} round {r}",
+                file=str(path),
+                field=f"[{j}]",
+                fix="keep one dense annotation per (image_id, round_id)",
+            )
         out[(img, r)] = [float(v) for v in rel]
     return out
 
@@ -336,16 +436,22 @@ def _stream_top(path: Path) -> tuple[list[str], list[str], Iterator[Any], str | 
 
     def exact_error() -> Exception:
         _check_top(load_json(path, what), path)  # raises for bad JSON / UTF-8, then for a bad shape
-        return DataError("the streaming JSON parser (ijson) rejected the file, but json accepts it", file=str(path),
-                         fix="report this; meanwhile convert the file with another tool")
+        return DataError(
+            "the streaming JSON parser (ijson) rejected the file, but json accepts it",
+            file=str(path),
+            fix="report this; meanwhile convert the file with another tool",
+        )
 
     if not path.exists():
         raise DataError("file not found", file=str(path), fix=f"check the path to {what}")
     split = next(stream_json(path, "split", what=what, on_error=exact_error), None)
     questions = next(stream_json(path, "data.questions", what=what, on_error=exact_error), None)
     answers = next(stream_json(path, "data.answers", what=what, on_error=exact_error), None)
-    if not (isinstance(questions, list) and isinstance(answers, list)
-            and all(isinstance(x, str) for t in (questions, answers) for x in t)):
+    if not (
+        isinstance(questions, list)
+        and isinstance(answers, list)
+        and all(isinstance(x, str) for t in (questions, answers) for x in t)
+    ):
         raise exact_error()
 
     def dialogs() -> Iterator[Any]:
@@ -355,8 +461,11 @@ def _stream_top(path: Path) -> tuple[list[str], list[str], Iterator[Any], str | 
             yield d
         if n == 0:  # an empty list is fine; a missing or mistyped one is an error
             with open(path, "rb") as f:
-                kinds = [e for p, e, _ in ijson.parse(f) if p == "data.dialogs" and e in ("start_array", "start_map",
-                                                                                         "string", "number", "null")]
+                kinds = [
+                    e
+                    for p, e, _ in ijson.parse(f)
+                    if p == "data.dialogs" and e in ("start_array", "start_map", "string", "number", "null")
+                ]
             if kinds[:1] != ["start_array"]:
                 raise exact_error()
 

@@ -19,17 +19,15 @@ import dataclasses
 import io
 import json
 import random
-from pathlib import Path
-from typing import Callable
-
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
-
-from vlmtune.logs import progress_bar
 
 from vlmtune.data.example import IMAGE_TOKEN, Example, atomic_write_bytes, write_jsonl
 from vlmtune.data.synth.shapes import COLORS, KINDS, MAX_SHAPES, Scene, caption, make_scene, render
 from vlmtune.errors import ConfigError
+from vlmtune.logs import progress_bar
 
 CLASSIFY_LABELS = ("circles", "squares", "triangles", "mixed")
 COUNT_MAX = 5
@@ -42,6 +40,7 @@ CLASSIFY_PROMPT = "Which kind of shape is most common in this image? Answer circ
 class Item:
     """What a generator returns for one example: scenes (rendered to PNGs, in placeholder order),
     the conversation (with one <image> placeholder per scene), and the structured answer."""
+
     scenes: list[Scene]
     messages: list[dict[str, str]]
     target: Any
@@ -50,9 +49,13 @@ class Item:
 
 
 def single_turn(scene: Scene, prompt: str, answer: str, target: Any, options: list | None = None) -> Item:
-    return Item(scenes=[scene], messages=[{"role": "user", "content": f"{IMAGE_TOKEN}\n{prompt}"},
-                                          {"role": "assistant", "content": answer}],
-                target=target, options=options, meta={"scene": scene.to_dict()})
+    return Item(
+        scenes=[scene],
+        messages=[{"role": "user", "content": f"{IMAGE_TOKEN}\n{prompt}"}, {"role": "assistant", "content": answer}],
+        target=target,
+        options=options,
+        meta={"scene": scene.to_dict()},
+    )
 
 
 # task name -> generator(rng, **options) -> Item. Modules of this package add theirs with @generator("name").
@@ -65,6 +68,7 @@ def generator(name: str):
     def deco(fn):
         GENERATORS[name] = fn
         return fn
+
     return deco
 
 
@@ -113,8 +117,9 @@ def _register_more() -> None:
 _register_more()
 
 
-def check_options(task: str, options: dict[str, Any] | None, generator: Any = None,
-                  skip: tuple[str, ...] = ("rng",)) -> dict[str, Any]:
+def check_options(
+    task: str, options: dict[str, Any] | None, generator: Any = None, skip: tuple[str, ...] = ("rng",)
+) -> dict[str, Any]:
     """The generator's options, checked by name against its keyword arguments (ConfigError otherwise).
     generator: the function that takes them (default: the task's per-example generator); skip: its arguments
     that are not options."""
@@ -125,13 +130,22 @@ def check_options(task: str, options: dict[str, Any] | None, generator: Any = No
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         known = f"its options are: {', '.join(accepted)}" if accepted else "it takes none"
-        raise ConfigError(f"data.synth_options: the '{task}' generator has no option "
-                          f"{', '.join(map(repr, unknown))}; {known}")
+        raise ConfigError(
+            f"data.synth_options: the '{task}' generator has no option {', '.join(map(repr, unknown))}; {known}"
+        )
     return options
 
 
-def synthesize(task: str, n: int, out_dir: str | Path, *, seed: int = 0, image_size: int = 64,
-               prefix: str | None = None, options: dict[str, Any] | None = None) -> Path:
+def synthesize(
+    task: str,
+    n: int,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    image_size: int = 64,
+    prefix: str | None = None,
+    options: dict[str, Any] | None = None,
+) -> Path:
     """Write `n` examples of `task` to OUT/data.jsonl with images under OUT/images/. Returns the JSONL path.
 
     Example i depends only on (seed, task, i) and the generator's `options`, so a larger n extends a smaller one.
@@ -139,9 +153,13 @@ def synthesize(task: str, n: int, out_dir: str | Path, *, seed: int = 0, image_s
     if task == "memory":  # whole episodes whose probes share one history (vlmtune.data.synth.memory)
         from vlmtune.data.synth.memory import synthesize_memory
 
-        return synthesize_memory(n, out_dir, seed=seed, image_size=image_size,
-                                 **check_options(task, options, synthesize_memory, skip=("n", "out_dir", "seed",
-                                                                                         "image_size")))
+        return synthesize_memory(
+            n,
+            out_dir,
+            seed=seed,
+            image_size=image_size,
+            **check_options(task, options, synthesize_memory, skip=("n", "out_dir", "seed", "image_size")),
+        )
     if task not in GENERATORS:
         raise ConfigError(f"the shapes world has no task '{task}'; available: {', '.join(GENERATORS)}")
     if n < 1:
@@ -157,8 +175,9 @@ def synthesize(task: str, n: int, out_dir: str | Path, *, seed: int = 0, image_s
         item = GENERATORS[task](rng, **options)
         images = []
         for j, scene in enumerate(item.scenes):
-            img_path = out / "images" / (f"{prefix}-{i:06d}.png" if len(item.scenes) == 1 else
-                                         f"{prefix}-{i:06d}-{j}.png")
+            img_path = (
+                out / "images" / (f"{prefix}-{i:06d}.png" if len(item.scenes) == 1 else f"{prefix}-{i:06d}-{j}.png")
+            )
             buf = io.BytesIO()
             render(scene, image_size).save(buf, format="PNG")
             atomic_write_bytes(img_path, buf.getvalue())  # safe when several ranks synthesize the same data
@@ -166,8 +185,16 @@ def synthesize(task: str, n: int, out_dir: str | Path, *, seed: int = 0, image_s
         drawn = json.dumps([dataclasses.asdict(sc) for sc in item.scenes], sort_keys=True)
         own = f"{prefix}-scene-{i:06d}"
         group = item.meta.pop("group", None) or (first_seen.setdefault(drawn, own) if item.scenes else own)
-        examples.append(Example(
-            id=f"{prefix}-{i:06d}", task=item.meta.pop("task", task), images=images, messages=item.messages,
-            target=item.target, options=item.options, group=group,
-            meta={"source": "shapes-world", "seed": seed, **item.meta}))
+        examples.append(
+            Example(
+                id=f"{prefix}-{i:06d}",
+                task=item.meta.pop("task", task),
+                images=images,
+                messages=item.messages,
+                target=item.target,
+                options=item.options,
+                group=group,
+                meta={"source": "shapes-world", "seed": seed, **item.meta},
+            )
+        )
     return write_jsonl(out / "data.jsonl", examples)

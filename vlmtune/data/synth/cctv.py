@@ -28,7 +28,7 @@ def _background(rng: random.Random, w: int, h: int) -> np.ndarray:
     img += nprng.normal(0, 6, (h, w, 1))  # floor texture, the same in every frame
     for _ in range(6):  # shop fronts along the top
         x0, ww = rng.randrange(0, w - w // 6), rng.randrange(w // 10, w // 5)
-        img[: h // 3, x0:x0 + ww] = [rng.randrange(40, 220) for _ in range(3)]
+        img[: h // 3, x0 : x0 + ww] = [rng.randrange(40, 220) for _ in range(3)]
     return img
 
 
@@ -41,8 +41,9 @@ def _person(img: np.ndarray, x: float, y: float, scale: float, colour: tuple[int
     img[head] = (200, 160, 130)
 
 
-def write_cctv_layout(out: str | Path, n_frames: int, *, seed: int = 0, size: tuple[int, int] = (320, 240),
-                      max_people: int = 60) -> Path:
+def write_cctv_layout(
+    out: str | Path, n_frames: int, *, seed: int = 0, size: tuple[int, int] = (320, 240), max_people: int = 60
+) -> Path:
     """Write frames/seq_{id:06d}.jpg (ids 1..n_frames) and labels.csv; returns the CSV's path."""
     from io import BytesIO
 
@@ -59,8 +60,16 @@ def write_cctv_layout(out: str | Path, n_frames: int, *, seed: int = 0, size: tu
         busy = 0.1 + 0.25 * np.sin(fid / 300) ** 2  # people arriving per frame: quiet and busy hours
         if len(people) < max_people and rng.random() < busy:
             y = rng.uniform(h * 0.45, h * 0.95)
-            people.append([rng.choice([-8.0, w + 8.0]), y, rng.uniform(2, 5) * rng.choice([-1, 1]),
-                           rng.uniform(-0.5, 0.5), 0.6 + 0.8 * y / h, *(rng.randrange(20, 235) for _ in range(3))])
+            people.append(
+                [
+                    rng.choice([-8.0, w + 8.0]),
+                    y,
+                    rng.uniform(2, 5) * rng.choice([-1, 1]),
+                    rng.uniform(-0.5, 0.5),
+                    0.6 + 0.8 * y / h,
+                    *(rng.randrange(20, 235) for _ in range(3)),
+                ]
+            )
             people[-1][2] = abs(people[-1][2]) if people[-1][0] < 0 else -abs(people[-1][2])
         for p in people:
             p[0] += p[2]

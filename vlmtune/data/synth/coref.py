@@ -28,35 +28,49 @@ from typing import Any
 
 from vlmtune.data.example import IMAGE_TOKEN
 from vlmtune.data.synth import Item, generator
-from vlmtune.errors import ConfigError
 from vlmtune.data.synth.shapes import COLORS, KINDS, Scene, make_scene
+from vlmtune.errors import ConfigError
 
-SPEAKERS = ("A", "B")          # speaker i posts photo i
+SPEAKERS = ("A", "B")  # speaker i posts photo i
 LETTERS = "ABCD"
 MODALITIES = ("image", "caption", "both")
 
 LANGS = ("en", "ko")
 KO_COLOR = {"red": "빨간", "green": "초록", "blue": "파란", "yellow": "노란"}
-KO_KIND = {"circle": "원", "square": "사각형", "triangle": "삼각형"}   # all end in a final consonant: 이/을/은
+KO_KIND = {"circle": "원", "square": "사각형", "triangle": "삼각형"}  # all end in a final consonant: 이/을/은
 KO_SIZE = {"big": "큰", "small": "작은"}
 
 # --- English templates ------------------------------------------------------------------------------
 EN_OPEN = ("Here's a photo I took today.", "Let me share a picture from my desk.", "Look what I drew this morning.")
 EN_REPLY = ("Nice! I'll post one too.", "Oh cool, here's mine.", "Love it. Here is my photo.")
 # {pos}: "my" / "your"; {obj}: "red circle"
-EN_MENTION = ("I really like {pos} {obj}.", "{Pos} {obj} stands out the most.",
-              "The colour of {pos} {obj} is so vivid.", "Look at {pos} {obj}, it came out nicely.")
+EN_MENTION = (
+    "I really like {pos} {obj}.",
+    "{Pos} {obj} stands out the most.",
+    "The colour of {pos} {obj} is so vivid.",
+    "Look at {pos} {obj}, it came out nicely.",
+)
 EN_PROPERTY = {
-    "color": ("In {whose} photo, the only {value} shape looks great.",
-              "The one {value} shape in {whose} photo catches my eye."),
-    "kind": ("The only {value} in {whose} photo is my favourite.",
-             "There is just one {value} in {whose} photo and it looks great."),
-    "size": ("The only {value} shape in {whose} photo really stands out.",
-             "In {whose} photo, the single {value} shape is the nicest."),
+    "color": (
+        "In {whose} photo, the only {value} shape looks great.",
+        "The one {value} shape in {whose} photo catches my eye.",
+    ),
+    "kind": (
+        "The only {value} in {whose} photo is my favourite.",
+        "There is just one {value} in {whose} photo and it looks great.",
+    ),
+    "size": (
+        "The only {value} shape in {whose} photo really stands out.",
+        "In {whose} photo, the single {value} shape is the nicest.",
+    ),
 }
 EN_FILLER = ("Haha, true.", "Totally agree!", "Right?", "Thanks!")
-EN_FINAL = ("Yes, I keep looking at that one.", "Oh, that one? I like it too.",
-            "Honestly, that one is the best part.", "Same here, that one makes the whole picture.")
+EN_FINAL = (
+    "Yes, I keep looking at that one.",
+    "Oh, that one? I like it too.",
+    "Honestly, that one is the best part.",
+    "Same here, that one makes the whole picture.",
+)
 EN_QUESTION = 'Question: in the last line, which object does "that one" refer to?'
 EN_OPTIONS = "Options:"
 EN_INSTRUCTION = "Answer with the letter and the option."
@@ -65,16 +79,30 @@ EN_INSTRUCTION = "Answer with the letter and the option."
 KO_OPEN = ("오늘 찍은 사진 올릴게.", "내 책상 사진 하나 공유할게.", "아침에 그린 그림이야.")
 KO_REPLY = ("오 좋다! 나도 하나 올릴게.", "멋지다, 내 사진도 봐.", "좋네. 나도 방금 찍은 사진 올릴게.")
 # {pos}: "내가 올린 사진 속" / "네가 올린 사진 속"; {obj}: "빨간 원"
-KO_MENTION = ("{pos} {obj}이 제일 마음에 들어.", "{pos} {obj}이 정말 눈에 띈다.",
-              "{pos} {obj} 색이 참 선명하네.", "{pos} {obj}을 보니까 기분이 좋아져.")
+KO_MENTION = (
+    "{pos} {obj}이 제일 마음에 들어.",
+    "{pos} {obj}이 정말 눈에 띈다.",
+    "{pos} {obj} 색이 참 선명하네.",
+    "{pos} {obj}을 보니까 기분이 좋아져.",
+)
 KO_PROPERTY = {
-    "color": ("{whose} 사진에서 하나뿐인 {value} 도형이 정말 예뻐.", "{whose} 사진에 {value} 도형은 하나밖에 없는데 그게 눈에 띄어."),
+    "color": (
+        "{whose} 사진에서 하나뿐인 {value} 도형이 정말 예뻐.",
+        "{whose} 사진에 {value} 도형은 하나밖에 없는데 그게 눈에 띄어.",
+    ),
     "kind": ("{whose} 사진에 하나밖에 없는 {value}이 제일 좋아.", "{whose} 사진에서 {value}은 하나뿐인데 참 멋지다."),
-    "size": ("{whose} 사진에서 하나뿐인 {value} 도형이 확 눈에 띄어.", "{whose} 사진 속 {value} 도형은 하나뿐인데 그게 제일 좋아."),
+    "size": (
+        "{whose} 사진에서 하나뿐인 {value} 도형이 확 눈에 띄어.",
+        "{whose} 사진 속 {value} 도형은 하나뿐인데 그게 제일 좋아.",
+    ),
 }
 KO_FILLER = ("ㅋㅋ 맞아.", "완전 공감!", "그치?", "고마워!")
-KO_FINAL = ("맞아, 저거 보니까 기분이 좋아져.", "나도 저거 마음에 들어.",
-            "특히 저거 보니까 딱 그런 느낌이 들더라.", "솔직히 저거 때문에 사진이 살아.")
+KO_FINAL = (
+    "맞아, 저거 보니까 기분이 좋아져.",
+    "나도 저거 마음에 들어.",
+    "특히 저거 보니까 딱 그런 느낌이 들더라.",
+    "솔직히 저거 때문에 사진이 살아.",
+)
 KO_QUESTION = "질문: 마지막 발화에서 '저거'가 가리키는 것은 무엇인가?"
 KO_OPTIONS = "선택지:"
 KO_INSTRUCTION = "보기의 기호와 내용으로 답하시오."
@@ -131,8 +159,7 @@ def _describe(rng: random.Random, speaker: int, photo: int, prop: str, value: st
 def unique_properties(scene: Scene, index: int) -> list[str]:
     """Which of colour, kind, size single out shape `index` in its scene (no other shape shares it)."""
     me = scene.shapes[index]
-    return [p for p in ("color", "kind", "size")
-            if sum(getattr(s, p) == getattr(me, p) for s in scene.shapes) == 1]
+    return [p for p in ("color", "kind", "size") if sum(getattr(s, p) == getattr(me, p) for s in scene.shapes) == 1]
 
 
 def _scenes(rng: random.Random) -> tuple[list[Scene], int, int]:
@@ -177,7 +204,7 @@ def _mcq_item(rng: random.Random, lang: str | None = None, modality: str | None 
 
     # --- dialogue -------------------------------------------------------------------------------------
     en = lang == "en"
-    lines: list[str] = []   # everything in the dialogue, photo lines included
+    lines: list[str] = []  # everything in the dialogue, photo lines included
     turns: list[list[str]] = []
 
     def say(speaker: int, text: str) -> None:
@@ -211,15 +238,40 @@ def _mcq_item(rng: random.Random, lang: str | None = None, modality: str | None 
     say(speaker, rng.choice(EN_FINAL if en else KO_FINAL))
 
     option_lines = [f"{LETTERS[j]}) {o}" for j, o in enumerate(options)]
-    prompt = "\n".join(lines + ["", EN_QUESTION if en else KO_QUESTION, EN_OPTIONS if en else KO_OPTIONS,
-                                *option_lines, "", EN_INSTRUCTION if en else KO_INSTRUCTION])
+    prompt = "\n".join(
+        lines
+        + [
+            "",
+            EN_QUESTION if en else KO_QUESTION,
+            EN_OPTIONS if en else KO_OPTIONS,
+            *option_lines,
+            "",
+            EN_INSTRUCTION if en else KO_INSTRUCTION,
+        ]
+    )
     answer = f"{LETTERS[target]}) {options[target]}"
     meta: dict[str, Any] = {
-        "option_photo": [p for p, _ in chosen], "option_object": [i for _, i in chosen],
-        "referent": {"photo": photo, "index": index, "color": ref.color, "kind": ref.kind, "size": ref.size,
-                     "strategy": strategy, "property": prop, "line": ref_line},
-        "turns": turns, "lang": lang, "modality": modality, "scenes": [s.to_dict() for s in scenes],
+        "option_photo": [p for p, _ in chosen],
+        "option_object": [i for _, i in chosen],
+        "referent": {
+            "photo": photo,
+            "index": index,
+            "color": ref.color,
+            "kind": ref.kind,
+            "size": ref.size,
+            "strategy": strategy,
+            "property": prop,
+            "line": ref_line,
+        },
+        "turns": turns,
+        "lang": lang,
+        "modality": modality,
+        "scenes": [s.to_dict() for s in scenes],
     }
-    return Item(scenes=scenes if modality != "caption" else [],
-                messages=[{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
-                target=target, options=options, meta=meta)
+    return Item(
+        scenes=scenes if modality != "caption" else [],
+        messages=[{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
+        target=target,
+        options=options,
+        meta=meta,
+    )

@@ -38,9 +38,10 @@ import io
 import json
 import math
 import random
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AbstractSet, Any
+from typing import Any
 
 from vlmtune.data.example import Example, atomic_write_bytes, atomic_write_text, write_jsonl
 from vlmtune.data.synth.shapes import COLORS, KINDS, Scene, make_scene, render
@@ -49,16 +50,26 @@ from vlmtune.logs import progress_bar
 
 LENGTHS = (50, 100, 200, 500)
 SMALL_LENGTHS = (20, 40)
-MIN_EPISODES = 8   # enough groups for a grouped train/val/test split
+MIN_EPISODES = 8  # enough groups for a grouped train/val/test split
 BUCKETS = ((1, 5), (6, 20), (21, 50), (51, 100), (101, 200), (201, 500))
 PROBE_KINDS = ("image_recall", "text_to_image", "text_recall", "update", "frequency", "temporal", "abstention")
 UNKNOWN = "unknown"
 NAMES = ("Mina", "Tom", "Ana", "Leo", "Kai", "Eva", "Sam", "Ivy", "Max", "Zoe", "Ben", "Lia")
 ATTRS = {"colour": tuple(COLORS), "shape": KINDS, "number": tuple(str(i) for i in range(10))}
-CHAT = ("I had tea this afternoon.", "It rained all morning.", "The bus was late again.",
-        "I am reading a long book.", "We cooked pasta tonight.", "My phone battery died.",
-        "The park was busy today.", "I cleaned the kitchen.", "Work was quiet this week.",
-        "I watched a film last night.", "The coffee here is good.", "I forgot my umbrella.")
+CHAT = (
+    "I had tea this afternoon.",
+    "It rained all morning.",
+    "The bus was late again.",
+    "I am reading a long book.",
+    "We cooked pasta tonight.",
+    "My phone battery died.",
+    "The park was busy today.",
+    "I cleaned the kitchen.",
+    "Work was quiet this week.",
+    "I watched a film last night.",
+    "The coffee here is good.",
+    "I forgot my umbrella.",
+)
 PROBES_PER_KIND = 2
 
 
@@ -74,18 +85,18 @@ def bucket_of(distance: int | None) -> str:
 
 @dataclass
 class Turn:
-    kind: str                       # show | again | image_update | fact | update | chat
+    kind: str  # show | again | image_update | fact | update | chat
     text: str
     scene: Scene | None = None
     slot: str | None = None
-    image_of: int | None = None     # "again": the turn whose image (same bytes) is shown again
+    image_of: int | None = None  # "again": the turn whose image (same bytes) is shown again
     meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class Probe:
     kind: str
-    turn: int                       # asked after history turns 0..turn-1
+    turn: int  # asked after history turns 0..turn-1
     question: str
     answer: str
     evidence: list[int]
@@ -115,8 +126,12 @@ class _Episode:
     def free(self, lo: int, hi: int) -> list[int]:
         return [i for i in range(max(lo, 0), min(hi, self.length)) if self.turns[i] is None]
 
-    def scene(self, must: tuple[str, str] | None = None, one_kind: str | None = None,
-              avoid: AbstractSet[tuple[str, str]] = frozenset()) -> Scene:
+    def scene(
+        self,
+        must: tuple[str, str] | None = None,
+        one_kind: str | None = None,
+        avoid: AbstractSet[tuple[str, str]] = frozenset(),
+    ) -> Scene:
         """A scene holding `must` (colour, kind), and when `one_kind` exactly one shape of that kind; no pair
         in `avoid` or in the reserved text->image targets (other than `must`)."""
         forbidden = (self.reserved | set(avoid)) - ({must} if must else set())
@@ -162,11 +177,17 @@ class _Episode:
         return i
 
     def show(self, scene: Scene, tag: int) -> Turn:
-        return Turn("show", f"Here is photo #{tag}, {self.rng.choice(NAMES)}'s drawing.", scene, f"photo #{tag}",
-                    meta={"tag": tag})
+        return Turn(
+            "show",
+            f"Here is photo #{tag}, {self.rng.choice(NAMES)}'s drawing.",
+            scene,
+            f"photo #{tag}",
+            meta={"tag": tag},
+        )
 
-    def add_probe(self, kind: str, t: int, question: str, answer: str, evidence: list[int], options: list[str],
-                  **meta: Any) -> None:
+    def add_probe(
+        self, kind: str, t: int, question: str, answer: str, evidence: list[int], options: list[str], **meta: Any
+    ) -> None:
         self.probes.append(Probe(kind, t, question, answer, sorted(evidence), options, meta))
 
     # --- probes ---------------------------------------------------------------------------------------------
@@ -179,8 +200,9 @@ class _Episode:
         scene = self.scene(one_kind=kind)
         self.turns[t - d] = self.show(scene, tag)
         colour = next(s.color for s in scene.shapes if s.kind == kind)
-        self.add_probe("image_recall", t, f"What colour was the {kind} in photo #{tag}?", colour, [t - d],
-                       [*COLORS, UNKNOWN])
+        self.add_probe(
+            "image_recall", t, f"What colour was the {kind} in photo #{tag}?", colour, [t - d], [*COLORS, UNKNOWN]
+        )
 
     def text_to_image(self, combo: tuple[str, str]) -> None:
         spot = self.free_spot()
@@ -191,8 +213,10 @@ class _Episode:
         self.turns[t - d] = self.show(self.scene(must=combo), tag)
         colour, kind = combo
         # Hard negatives: one attribute differs; placed between the evidence and the probe when there is room.
-        negatives = [(self.rng.choice([c for c in COLORS if c != colour]), kind),
-                     (colour, self.rng.choice([k for k in KINDS if k != kind]))]
+        negatives = [
+            (self.rng.choice([c for c in COLORS if c != colour]), kind),
+            (colour, self.rng.choice([k for k in KINDS if k != kind])),
+        ]
         for neg in negatives:
             if neg in self.reserved:
                 continue
@@ -201,15 +225,14 @@ class _Episode:
             turn.meta["hard_negative_of"] = f"{colour} {kind}"
             if self.place(t - d + 1, t, turn) is None:
                 self.place(0, t, turn)
-        self.add_probe("text_to_image", t, f"Which photo had a {colour} {kind}?", str(tag), [t - d],
-                       [UNKNOWN], tag=tag)
+        self.add_probe("text_to_image", t, f"Which photo had a {colour} {kind}?", str(tag), [t - d], [UNKNOWN], tag=tag)
 
     def fact_turn(self, slot: tuple[str, str], value: str, update: bool) -> Turn:
         name, attr = slot
-        text = (f"Update: {name}'s favourite {attr} is now {value}." if update
-                else f"{name}'s favourite {attr} is {value}.")
-        return Turn("update" if update else "fact", text, slot=f"{name}'s favourite {attr}",
-                    meta={"value": value})
+        text = (
+            f"Update: {name}'s favourite {attr} is now {value}." if update else f"{name}'s favourite {attr} is {value}."
+        )
+        return Turn("update" if update else "fact", text, slot=f"{name}'s favourite {attr}", meta={"value": value})
 
     def text_recall(self) -> None:
         spot = self.free_spot()
@@ -219,8 +242,9 @@ class _Episode:
         slot = self.free_slots.pop()
         value = self.rng.choice(ATTRS[slot[1]])
         self.turns[t - d] = self.fact_turn(slot, value, update=False)
-        self.add_probe("text_recall", t, f"What is {slot[0]}'s favourite {slot[1]}?", value, [t - d],
-                       [*ATTRS[slot[1]], UNKNOWN])
+        self.add_probe(
+            "text_recall", t, f"What is {slot[0]}'s favourite {slot[1]}?", value, [t - d], [*ATTRS[slot[1]], UNKNOWN]
+        )
 
     def update(self, image: bool) -> None:
         for _ in range(20):
@@ -239,19 +263,43 @@ class _Episode:
             colours = self.rng.sample(allowed, len(versions))
             for j, (pos, colour) in enumerate(zip(versions, colours)):
                 scene = self.scene(must=(colour, kind), one_kind=kind)
-                self.turns[pos] = (self.show(scene, tag) if j == 0 else
-                                   Turn("image_update", f"I redrew photo #{tag}; here is the new version.", scene,
-                                        f"photo #{tag}", meta={"tag": tag}))
-            self.add_probe("update", t, f"What colour was the {kind} in photo #{tag}?", colours[-1], [e],
-                           [*COLORS, UNKNOWN], versions=versions, of="image")
+                self.turns[pos] = (
+                    self.show(scene, tag)
+                    if j == 0
+                    else Turn(
+                        "image_update",
+                        f"I redrew photo #{tag}; here is the new version.",
+                        scene,
+                        f"photo #{tag}",
+                        meta={"tag": tag},
+                    )
+                )
+            self.add_probe(
+                "update",
+                t,
+                f"What colour was the {kind} in photo #{tag}?",
+                colours[-1],
+                [e],
+                [*COLORS, UNKNOWN],
+                versions=versions,
+                of="image",
+            )
             return
         versions = sorted(self.rng.sample(earlier, n_old)) + [e]
         slot = self.free_slots.pop()
         values = self.rng.sample(list(ATTRS[slot[1]]), len(versions))
         for j, (pos, value) in enumerate(zip(versions, values)):
             self.turns[pos] = self.fact_turn(slot, value, update=j > 0)
-        self.add_probe("update", t, f"What is {slot[0]}'s favourite {slot[1]}?", values[-1], [e],
-                       [*ATTRS[slot[1]], UNKNOWN], versions=versions, of="fact")
+        self.add_probe(
+            "update",
+            t,
+            f"What is {slot[0]}'s favourite {slot[1]}?",
+            values[-1],
+            [e],
+            [*ATTRS[slot[1]], UNKNOWN],
+            versions=versions,
+            of="fact",
+        )
 
     def frequency(self) -> None:
         for _ in range(20):
@@ -267,10 +315,18 @@ class _Episode:
         first = self.turns[e] = self.show(self.scene(), tag)
         shown = [e] + self.rng.sample(later, count - 1)
         for pos in shown[1:]:
-            self.turns[pos] = Turn("again", f"Here is photo #{tag} again.", first.scene, f"photo #{tag}",
-                                   image_of=e, meta={"tag": tag})
-        self.add_probe("frequency", t, f"How many times did I show you photo #{tag}?", str(count), shown,
-                       ["1", "2", "3", "4", "5", UNKNOWN], tag=tag)
+            self.turns[pos] = Turn(
+                "again", f"Here is photo #{tag} again.", first.scene, f"photo #{tag}", image_of=e, meta={"tag": tag}
+            )
+        self.add_probe(
+            "frequency",
+            t,
+            f"How many times did I show you photo #{tag}?",
+            str(count),
+            shown,
+            ["1", "2", "3", "4", "5", UNKNOWN],
+            tag=tag,
+        )
 
     def temporal(self) -> None:
         for _ in range(20):
@@ -286,19 +342,33 @@ class _Episode:
         self.turns[e1] = self.show(self.scene(), first)
         self.turns[e2] = self.show(self.scene(), second)
         a, b = (first, second) if self.rng.random() < 0.5 else (second, first)
-        self.add_probe("temporal", t, f"Which did I show you first, photo #{a} or photo #{b}?", str(first),
-                       [e1, e2], [str(a), str(b), UNKNOWN])
+        self.add_probe(
+            "temporal",
+            t,
+            f"Which did I show you first, photo #{a} or photo #{b}?",
+            str(first),
+            [e1, e2],
+            [str(a), str(b), UNKNOWN],
+        )
 
     def abstention(self) -> None:
         t = self.rng.randint(1, self.length)
         if self.rng.random() < 0.5:
-            name, attr = self.free_slots.pop()   # never told in this episode (filler facts skip it too)
-            self.add_probe("abstention", t, f"What is {name}'s favourite {attr}?", UNKNOWN, [],
-                           [*ATTRS[attr], UNKNOWN], of="fact")
+            name, attr = self.free_slots.pop()  # never told in this episode (filler facts skip it too)
+            self.add_probe(
+                "abstention", t, f"What is {name}'s favourite {attr}?", UNKNOWN, [], [*ATTRS[attr], UNKNOWN], of="fact"
+            )
         else:
             kind = self.rng.choice(KINDS)
-            self.add_probe("abstention", t, f"What colour was the {kind} in photo #{next(self.tags)}?", UNKNOWN, [],
-                           [*COLORS, UNKNOWN], of="image")
+            self.add_probe(
+                "abstention",
+                t,
+                f"What colour was the {kind} in photo #{next(self.tags)}?",
+                UNKNOWN,
+                [],
+                [*COLORS, UNKNOWN],
+                of="image",
+            )
 
     # --- the whole episode -----------------------------------------------------------------------------------
     def build(self) -> tuple[list[Turn], list[Probe]]:
@@ -329,22 +399,35 @@ class _Episode:
         # text->image answers must be unique among the photos shown before the probe (checked, not assumed)
         for p in self.probes:
             if p.kind == "text_to_image":
-                colour, kind = p.question[len("Which photo had a "):-1].split(" ")
-                holders = {tt.meta.get("tag") for tt in turns[: p.turn] if tt.scene is not None
-                           and any(s.color == colour and s.kind == kind for s in tt.scene.shapes)}
+                colour, kind = p.question[len("Which photo had a ") : -1].split(" ")
+                holders = {
+                    tt.meta.get("tag")
+                    for tt in turns[: p.turn]
+                    if tt.scene is not None and any(s.color == colour and s.kind == kind for s in tt.scene.shapes)
+                }
                 assert holders == {int(p.answer)}, (p.question, holders)
-                p.options = sorted({str(tt.meta["tag"]) for tt in turns[: p.turn] if "tag" in tt.meta},
-                                   key=int) + [UNKNOWN]
+                p.options = sorted({str(tt.meta["tag"]) for tt in turns[: p.turn] if "tag" in tt.meta}, key=int) + [
+                    UNKNOWN
+                ]
         return turns, sorted(self.probes, key=lambda p: (p.turn, PROBE_KINDS.index(p.kind)))
 
 
-def build_episode(seed: int, index: int, length: int, per_kind: int = PROBES_PER_KIND) -> tuple[list[Turn], list[Probe]]:
+def build_episode(
+    seed: int, index: int, length: int, per_kind: int = PROBES_PER_KIND
+) -> tuple[list[Turn], list[Probe]]:
     """One episode's history turns and probes; depends only on (seed, index, length, per_kind)."""
     return _Episode(random.Random(f"shapes-memory-{seed}-{index}"), length, per_kind).build()
 
 
-def synthesize_memory(n: int, out_dir: str | Path, *, seed: int = 0, image_size: int = 64,
-                      per_kind: int = PROBES_PER_KIND, lengths: tuple[int, ...] = LENGTHS) -> Path:
+def synthesize_memory(
+    n: int,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    image_size: int = 64,
+    per_kind: int = PROBES_PER_KIND,
+    lengths: tuple[int, ...] = LENGTHS,
+) -> Path:
     """Write about `n` probes (whole episodes of 7 x per_kind probes, at least 8 episodes;
     lengths cycle through `lengths`) to OUT/data.jsonl, with OUT/episodes.jsonl and OUT/images/. Returns the
     data.jsonl path."""
@@ -357,7 +440,7 @@ def synthesize_memory(n: int, out_dir: str | Path, *, seed: int = 0, image_size:
     # At least two episodes of each length (so a grouped train/val/test split can be drawn): a small n gets one
     # probe of each kind per episode instead of per_kind.
     if n < len(PROBE_KINDS) * 2 * len(lengths):
-        lengths = SMALL_LENGTHS   # a handful of probes (run --smoke, tests): short episodes, same kinds of turns
+        lengths = SMALL_LENGTHS  # a handful of probes (run --smoke, tests): short episodes, same kinds of turns
     per_kind = max(1, min(per_kind, n // (len(PROBE_KINDS) * 2 * len(lengths))))
     n_episodes = max(MIN_EPISODES, math.ceil(n / (len(PROBE_KINDS) * per_kind)))
     lines, examples = [], []
@@ -378,17 +461,33 @@ def synthesize_memory(n: int, out_dir: str | Path, *, seed: int = 0, image_size:
             meta = dict(turn.meta)
             if turn.scene is not None:
                 meta["scene"] = turn.scene.to_dict()
-            rows.append({"turn": i, "kind": turn.kind, "text": turn.text, "image": image, "slot": turn.slot,
-                         "meta": meta})
+            rows.append(
+                {"turn": i, "kind": turn.kind, "text": turn.text, "image": image, "slot": turn.slot, "meta": meta}
+            )
         lines.append(json.dumps({"id": ep, "length": length, "turns": rows}, ensure_ascii=False))
         for j, p in enumerate(probes):
             distance = p.turn - p.evidence[0] if p.evidence else None
-            examples.append(Example(
-                id=f"{ep}-p{j:02d}", task="memory", group=ep, target=p.answer, options=p.options,
-                messages=[{"role": "user", "content": p.question}, {"role": "assistant", "content": p.answer}],
-                meta={"source": "shapes-memory", "seed": seed, "episode": ep, "turn": p.turn,
-                      "evidence": p.evidence, "kind": p.kind, "distance": distance, "bucket": bucket_of(distance),
-                      "length": length, **p.meta}))
+            examples.append(
+                Example(
+                    id=f"{ep}-p{j:02d}",
+                    task="memory",
+                    group=ep,
+                    target=p.answer,
+                    options=p.options,
+                    messages=[{"role": "user", "content": p.question}, {"role": "assistant", "content": p.answer}],
+                    meta={
+                        "source": "shapes-memory",
+                        "seed": seed,
+                        "episode": ep,
+                        "turn": p.turn,
+                        "evidence": p.evidence,
+                        "kind": p.kind,
+                        "distance": distance,
+                        "bucket": bucket_of(distance),
+                        "length": length,
+                        **p.meta,
+                    },
+                )
+            )
     atomic_write_text(out / "episodes.jsonl", "\n".join(lines) + "\n")
     return write_jsonl(out / "data.jsonl", examples)
-

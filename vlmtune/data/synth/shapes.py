@@ -8,8 +8,8 @@ shape is fully visible), each with a kind, a colour and a size. Everything is dr
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from PIL import Image, ImageDraw
 
@@ -26,14 +26,14 @@ class Shape:
     kind: str
     color: str
     size: str
-    cell: int          # 0..GRID*GRID-1, row-major
+    cell: int  # 0..GRID*GRID-1, row-major
     jitter: tuple[int, int]
 
 
 @dataclass(frozen=True)
 class Scene:
     shapes: tuple[Shape, ...]
-    background: int    # grey level of the background
+    background: int  # grey level of the background
     noise_seed: int
 
     def count(self, color: str | None = None, kind: str | None = None) -> int:
@@ -44,8 +44,13 @@ class Scene:
 
 
 def random_shape(rng: random.Random, cell: int, *, color: str | None = None, kind: str | None = None) -> Shape:
-    return Shape(kind=kind or rng.choice(KINDS), color=color or rng.choice(list(COLORS)),
-                 size=rng.choice(SIZES), cell=cell, jitter=(rng.randint(-2, 2), rng.randint(-2, 2)))
+    return Shape(
+        kind=kind or rng.choice(KINDS),
+        color=color or rng.choice(list(COLORS)),
+        size=rng.choice(SIZES),
+        cell=cell,
+        jitter=(rng.randint(-2, 2), rng.randint(-2, 2)),
+    )
 
 
 def make_scene(rng: random.Random, specs: Sequence[tuple[str | None, str | None]]) -> Scene:
@@ -54,8 +59,11 @@ def make_scene(rng: random.Random, specs: Sequence[tuple[str | None, str | None]
         raise ValueError(f"at most {MAX_SHAPES} shapes per scene, got {len(specs)}")
     cells = rng.sample(range(GRID * GRID), len(specs))
     shapes = tuple(random_shape(rng, c, color=col, kind=k) for c, (col, k) in zip(cells, specs))
-    return Scene(shapes=tuple(sorted(shapes, key=lambda s: s.cell)), background=rng.randint(225, 250),
-                 noise_seed=rng.randrange(2**31))
+    return Scene(
+        shapes=tuple(sorted(shapes, key=lambda s: s.cell)),
+        background=rng.randint(225, 250),
+        noise_seed=rng.randrange(2**31),
+    )
 
 
 def render(scene: Scene, size: int = 64) -> Image.Image:

@@ -46,8 +46,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from vlmtune.data.example import IMAGE_TOKEN
 from vlmtune.data.synth import Item, generator
@@ -103,7 +103,7 @@ def _all_forms() -> dict[Meaning, list[str]]:
     cols = list(COLORS)
     for i, a in enumerate(cols):
         forms[("colors", (a,))] = [f"all {a}", f"they are all {a}"]
-        for b in cols[i + 1:]:
+        for b in cols[i + 1 :]:
             forms[("colors", (a, b))] = [f"{a} and {b}", f"{b} and {a}", f"they are {a} and {b}"]
     forms[("unsure",)] = ["i can't tell", "not sure", "hard to say", "i don't know", "maybe", "i think so"]
     return forms
@@ -120,8 +120,8 @@ assert len(POOL) >= N_OPTIONS, (len(POOL), N_OPTIONS)
 @dataclass(frozen=True)
 class Question:
     text: str
-    gold: Meaning                  # its canonical phrasing is the gold answer
-    accepted: frozenset            # meanings that are correct answers (gold included)
+    gold: Meaning  # its canonical phrasing is the gold answer
+    accepted: frozenset  # meanings that are correct answers (gold included)
 
 
 def _q(text: str, gold: Meaning, *also: Meaning) -> Question:
@@ -154,8 +154,11 @@ def _t_count_kind(rng: random.Random, s: Scene) -> Question:
 
 
 def _t_count_color_kind(rng: random.Random, s: Scene) -> Question:
-    c, k = rng.choice([(x.color, x.kind) for x in s.shapes]) if rng.random() < 0.5 else \
-        (rng.choice(list(COLORS)), rng.choice(KINDS))
+    c, k = (
+        rng.choice([(x.color, x.kind) for x in s.shapes])
+        if rng.random() < 0.5
+        else (rng.choice(list(COLORS)), rng.choice(KINDS))
+    )
     return _count_q(s.count(c, k), f"how many {c} {k}s are there?")
 
 
@@ -164,8 +167,11 @@ def _t_count_total(rng: random.Random, s: Scene) -> Question:
 
 
 def _t_exists(rng: random.Random, s: Scene) -> Question:
-    c, k = rng.choice([(x.color, x.kind) for x in s.shapes]) if rng.random() < 0.5 else \
-        (rng.choice(list(COLORS)), rng.choice(KINDS))
+    c, k = (
+        rng.choice([(x.color, x.kind) for x in s.shapes])
+        if rng.random() < 0.5
+        else (rng.choice(list(COLORS)), rng.choice(KINDS))
+    )
     return _exists_q(s.count(c, k), f"is there a {c} {k}?", ("yes",))
 
 
@@ -222,15 +228,29 @@ def _t_more_than(rng: random.Random, s: Scene) -> Question:
 
 
 TEMPLATES: tuple[Callable[[random.Random, Scene], Question | None], ...] = (
-    _t_count_color, _t_count_kind, _t_count_color_kind, _t_count_total, _t_exists, _t_any_kind,
-    _t_colour_of, _t_shape_of, _t_size_of, _t_colours_of_kind, _t_same_colour, _t_more_than)
+    _t_count_color,
+    _t_count_kind,
+    _t_count_color_kind,
+    _t_count_total,
+    _t_exists,
+    _t_any_kind,
+    _t_colour_of,
+    _t_shape_of,
+    _t_size_of,
+    _t_colours_of_kind,
+    _t_same_colour,
+    _t_more_than,
+)
 
 
 # ----------------------------------------------------------------------------- captions
 def _caption(rng: random.Random, s: Scene) -> str:
     """A short caption with partial information, as VisDial's captions give a little of the picture."""
-    choices = ["a picture with some shapes.", f"a picture with {number_word(len(s.shapes))} shapes.",
-               "some coloured shapes on a grey background."]
+    choices = [
+        "a picture with some shapes.",
+        f"a picture with {number_word(len(s.shapes))} shapes.",
+        "some coloured shapes on a grey background.",
+    ]
     x = rng.choice(s.shapes)
     choices.append(f"a {x.color} {x.kind} and some other shapes.")
     return rng.choice(choices)
@@ -240,10 +260,10 @@ def _caption(rng: random.Random, s: Scene) -> str:
 @dataclass(frozen=True)
 class Round:
     question: str
-    answer: str                    # gold, canonical phrasing
-    options: list[str]             # N_OPTIONS distinct candidates
-    gt_index: int                  # options[gt_index] == answer
-    relevance: list[float]         # per option: REL_GOLD / REL_EQUIVALENT / REL_OTHER
+    answer: str  # gold, canonical phrasing
+    options: list[str]  # N_OPTIONS distinct candidates
+    gt_index: int  # options[gt_index] == answer
+    relevance: list[float]  # per option: REL_GOLD / REL_EQUIVALENT / REL_OTHER
 
 
 @dataclass(frozen=True)
@@ -309,11 +329,22 @@ def round_messages(d: Dialogue, r: int) -> list[dict[str, str]]:
 def round_item(d: Dialogue, r: int) -> Item:
     """The Item for round r of dialogue d (group = the scene)."""
     rd = d.rounds[r - 1]
-    return Item(scenes=[d.scene], messages=round_messages(d, r),
-                target={"answer": rd.answer, "gt_index": rd.gt_index, "relevance": list(rd.relevance), "round": r},
-                options=list(rd.options),
-                meta={"scene": d.scene.to_dict(), "group": d.group, "dialog_id": d.dialog_id, "caption": d.caption,
-                      "question": rd.question, "round": r, "n_rounds": len(d.rounds), "dense": True})
+    return Item(
+        scenes=[d.scene],
+        messages=round_messages(d, r),
+        target={"answer": rd.answer, "gt_index": rd.gt_index, "relevance": list(rd.relevance), "round": r},
+        options=list(rd.options),
+        meta={
+            "scene": d.scene.to_dict(),
+            "group": d.group,
+            "dialog_id": d.dialog_id,
+            "caption": d.caption,
+            "question": rd.question,
+            "round": r,
+            "n_rounds": len(d.rounds),
+            "dense": True,
+        },
+    )
 
 
 def dialog_items(d: Dialogue) -> list[Item]:

@@ -25,17 +25,19 @@ from typing import Any, ClassVar
 from vlmtune.errors import ConfigError
 from vlmtune.registry import FAMILIES
 
-TEXT_HIDDEN = 64      # bitsandbytes' CPU 4-bit matmul needs widths divisible by 64
+TEXT_HIDDEN = 64  # bitsandbytes' CPU 4-bit matmul needs widths divisible by 64
 VISION_HIDDEN = 32
 HEADS = 2
 VOCAB = 400
 SEED = 0
 
 # Content may be a string or a list of {"type": "image"|"text"} parts (what processing.to_chat produces).
-_PARTS = ("{% if message['content'] is string %}{{ message['content'] }}"
-          "{% else %}{% for part in message['content'] %}"
-          "{% if part['type'] == 'image' %}IMAGE{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-          "{% endfor %}{% endif %}")
+_PARTS = (
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}IMAGE{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+)
 
 
 def parts(image: str) -> str:
@@ -46,14 +48,14 @@ def parts(image: str) -> str:
 class Family:
     """One architecture family. Subclasses set the class attributes and `build`."""
 
-    pattern: ClassVar[str] = ""          # regex on a lower-cased hub id / path / model_type
-    priority: ClassVar[int] = 1          # lower is tried first (more specific patterns first)
-    text_only: ClassVar[bool] = False    # no vision tower
-    specials: ClassVar[list[str]] = []   # special tokens of the stand-in tokenizer
-    named: ClassVar[dict[str, str]] = {} # bos/eos/pad/unk tokens
-    extra: ClassVar[dict[str, str]] = {} # extra_special_tokens (image_token, ...)
-    template: ClassVar[str] = ""         # the family's chat template, in its own turn syntax
-    end_of_turn: ClassVar[str] = ""      # the token a template closes an assistant turn with
+    pattern: ClassVar[str] = ""  # regex on a lower-cased hub id / path / model_type
+    priority: ClassVar[int] = 1  # lower is tried first (more specific patterns first)
+    text_only: ClassVar[bool] = False  # no vision tower
+    specials: ClassVar[list[str]] = []  # special tokens of the stand-in tokenizer
+    named: ClassVar[dict[str, str]] = {}  # bos/eos/pad/unk tokens
+    extra: ClassVar[dict[str, str]] = {}  # extra_special_tokens (image_token, ...)
+    template: ClassVar[str] = ""  # the family's chat template, in its own turn syntax
+    end_of_turn: ClassVar[str] = ""  # the token a template closes an assistant turn with
 
     def build(self, tok: Any) -> tuple[Any, Any]:
         """(model, processor) of a seeded tiny random-weight stand-in, given its tokenizer."""
@@ -101,11 +103,20 @@ def build_tokenizer(family: str) -> Any:
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=fam.specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB,
+        special_tokens=fam.specials,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(tokenizer_corpus() + ["USER: ASSISTANT: user model assistant system"], trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **fam.named, extra_special_tokens=fam.extra,
-                                   padding_side="left", chat_template=fam.template)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        **fam.named,
+        extra_special_tokens=fam.extra,
+        padding_side="left",
+        chat_template=fam.template,
+    )
     # The templates write the BOS themselves (or have none); the tokenizer adds nothing.
     fast.add_bos_token = False  # type: ignore[misc]  # settable at runtime; typed as a read-only property
     return fast
@@ -113,17 +124,32 @@ def build_tokenizer(family: str) -> Any:
 
 def text_kw(tok: Any) -> dict:
     """Shared text-model config values of the stand-ins."""
-    return dict(vocab_size=len(tok), hidden_size=TEXT_HIDDEN, intermediate_size=TEXT_HIDDEN * 2, num_hidden_layers=1,
-                num_attention_heads=HEADS, num_key_value_heads=HEADS, max_position_embeddings=1024,
-                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    return dict(
+        vocab_size=len(tok),
+        hidden_size=TEXT_HIDDEN,
+        intermediate_size=TEXT_HIDDEN * 2,
+        num_hidden_layers=1,
+        num_attention_heads=HEADS,
+        num_key_value_heads=HEADS,
+        max_position_embeddings=1024,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
 
 
 def clip_config(image_size: int, patch: int) -> Any:
     from transformers import CLIPVisionConfig
 
-    return CLIPVisionConfig(hidden_size=VISION_HIDDEN, intermediate_size=VISION_HIDDEN * 2, num_hidden_layers=1,
-                            num_attention_heads=HEADS, image_size=image_size, patch_size=patch,
-                            projection_dim=VISION_HIDDEN)
+    return CLIPVisionConfig(
+        hidden_size=VISION_HIDDEN,
+        intermediate_size=VISION_HIDDEN * 2,
+        num_hidden_layers=1,
+        num_attention_heads=HEADS,
+        image_size=image_size,
+        patch_size=patch,
+        projection_dim=VISION_HIDDEN,
+    )
 
 
 def build_standin(family: str, out_dir: str | Path) -> Path:

@@ -23,5 +23,8 @@ class Gemma3Text(Family):
     def build(self, tok: Any) -> tuple[Any, Any]:
         from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-        return Gemma3ForCausalLM(Gemma3TextConfig(**text_kw(tok), head_dim=TEXT_HIDDEN // HEADS, sliding_window=64,
-                                                  layer_types=["full_attention"])), tok
+        return Gemma3ForCausalLM(
+            Gemma3TextConfig(
+                **text_kw(tok), head_dim=TEXT_HIDDEN // HEADS, sliding_window=64, layer_types=["full_attention"]
+            )
+        ), tok

@@ -21,8 +21,14 @@ class Llama(Family):
     pattern = r"llama"
     priority = 2  # after llava ("xtuner/llava-llama-3-8b" is a LLaVA)
     text_only = True
-    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
-                "<|finetune_right_pad_id|>"]
+    specials = [
+        "<|begin_of_text|>",
+        "<|end_of_text|>",
+        "<|start_header_id|>",
+        "<|end_header_id|>",
+        "<|eot_id|>",
+        "<|finetune_right_pad_id|>",
+    ]
     named = dict(bos_token="<|begin_of_text|>", eos_token="<|eot_id|>", pad_token="<|finetune_right_pad_id|>")
     template = LLAMA3_TEMPLATE
     end_of_turn = "<|eot_id|>"

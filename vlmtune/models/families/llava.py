@@ -27,17 +27,32 @@ class Llava(Family):
     end_of_turn = "</s>"
 
     def build(self, tok: Any) -> tuple[Any, Any]:
-        from transformers import (CLIPImageProcessor, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
-                                  LlavaProcessor)
+        from transformers import (
+            CLIPImageProcessor,
+            LlamaConfig,
+            LlavaConfig,
+            LlavaForConditionalGeneration,
+            LlavaProcessor,
+        )
 
         size, patch = 32, 16  # 2x2 patches -> 4 image tokens
         ip = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-        proc = LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=patch,
-                              vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                              chat_template=LLAVA_TEMPLATE)
+        proc = LlavaProcessor(
+            image_processor=ip,
+            tokenizer=tok,
+            patch_size=patch,
+            vision_feature_select_strategy="default",
+            num_additional_image_tokens=1,
+            chat_template=LLAVA_TEMPLATE,
+        )
         # transformers' typed config signatures omit the token ids they take through **kwargs
-        config = LlavaConfig(vision_config=clip_config(size, patch), text_config=LlamaConfig(**text_kw(tok)),  # type: ignore[call-arg]
-                             image_token_index=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=-1,
-                             vision_feature_select_strategy="default", image_seq_length=(size // patch) ** 2,
-                             pad_token_id=tok.pad_token_id)
+        config = LlavaConfig(
+            vision_config=clip_config(size, patch),
+            text_config=LlamaConfig(**text_kw(tok)),  # type: ignore[call-arg]
+            image_token_index=tok.convert_tokens_to_ids("<image>"),
+            vision_feature_layer=-1,
+            vision_feature_select_strategy="default",
+            image_seq_length=(size // patch) ** 2,
+            pad_token_id=tok.pad_token_id,
+        )
         return LlavaForConditionalGeneration(config), proc
