@@ -540,7 +540,7 @@ def _outside(meta) -> list:
 @pytest.mark.parametrize("key,f", list(_numeric_fields()), ids=lambda x: x if isinstance(x, str) else "")
 def test_every_numeric_config_field_has_bounds_that_validate_checks(key, f, capsys):
     bad = _outside(f.metadata)
-    assert bad, f"{key} has no bounds: give its field ge/gt/le/lt in vlmtune/config.py"
+    assert bad, f"{key} has no bounds: give its field ge/gt/le/lt in vlmtune/config/sections.py"
     for value in bad:
         assert main(["validate", RECIPE, f"{key}={value}"]) == 2, (key, value)
         err = capsys.readouterr().err

@@ -52,7 +52,7 @@ def model_args(p: argparse.ArgumentParser) -> None:
 
 def config_flags(p: argparse.ArgumentParser, section: str, names: list[str]) -> None:
     """One flag per config field (`--api-key-env` for eval.api_key_env), typed and documented as the field is in
-    vlmtune/config.py; defaults stay unset (None), so that the field's own default applies."""
+    vlmtune/config/sections.py; defaults stay unset (None), so that the field's own default applies."""
     import dataclasses
     import typing
 
