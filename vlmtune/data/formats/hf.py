@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmtune.data.example import IMAGE_TOKEN, Example, Record, RecordReader
-from vlmtune.data.formats.sharegpt import Converter, Layout, _jsonable, _undecoded
+from vlmtune.data.formats.convert import Converter, Layout, _jsonable, _undecoded
 from vlmtune.errors import ConfigError, DataError
 from vlmtune.registry import FORMATS
 
