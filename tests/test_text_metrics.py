@@ -13,10 +13,10 @@ sacrebleu = pytest.importorskip("sacrebleu")
 rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
 
 from vlmtune.metrics import text  # noqa: E402
-from vlmtune.metrics.text import (
+from vlmtune.metrics.cider import cider_scores  # noqa: E402
+from vlmtune.metrics.text import (  # noqa: E402
     MissingExtraError,
     bleu,
-    cider_scores,
     rouge,
     rouge_scores,  # noqa: E402
     sentence_bleu,
@@ -194,7 +194,8 @@ def test_missing_extras_name_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_registered() -> None:
-    from vlmtune.metrics.text import bertscore, bleu, cider, rouge
+    from vlmtune.metrics.cider import cider
+    from vlmtune.metrics.text import bertscore, bleu, rouge
 
     assert [METRICS.get(n) for n in ("bleu", "rouge", "cider", "bertscore")] == [bleu, rouge, cider, bertscore]
     assert text_metrics(PREDS, REFS, metrics=["cider"], n_boot=10).keys() >= {"cider", "stripped_fraction"}
