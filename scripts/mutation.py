@@ -56,9 +56,9 @@ GROUPS: dict[str, tuple[list[str], list[str], list[str]]] = {
         ["tests/test_parsing.py", "tests/test_parse_edges.py", "tests/test_properties.py"],
     ),
     "parse-option": (
-        ["vlmtune/tasks/mcq.py"],
+        ["vlmtune/tasks/mcq_parse.py"],
         [
-            f"vlmtune.tasks.mcq.x_{f}__mutmut_*"
+            f"vlmtune.tasks.mcq_parse.x_{f}__mutmut_*"
             for f in (
                 "_casefold_keep_length",
                 "_core",
