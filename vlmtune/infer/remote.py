@@ -46,70 +46,39 @@ fewer than one token per 8 characters), or reaches `context_tokens` when that is
 from __future__ import annotations
 
 import base64
-import hashlib
-import json
 import logging
 import mimetypes
 import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any
 
 from vlmtune.data.example import IMAGE_TOKEN
-from vlmtune.errors import ConfigError, DataError
+from vlmtune.errors import ConfigError
 from vlmtune.infer.pacing import Pacer
+from vlmtune.infer.responses import (  # noqa: F401  (the client's types, re-exported)
+    CACHE_VERSION,
+    ChatRequest,
+    ChatResponse,
+    ResponseCache,
+    canonical_json,
+    file_sha256,
+    request_key,
+)
 from vlmtune.logs import progress_bar
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
 CHARS_PER_TOKEN = 4  # rough text -> tokens estimate (for token pacing and the truncation check)
 TRUNCATION_RATIO = 0.5  # prompt_tokens below this share of the estimate = the server cut the input
 
 
 # ----------------------------------------------------------------------------------------------- records
-@dataclass(frozen=True)
-class ChatRequest:
-    """One chat completion to ask: vlmtune messages (`<image>` placeholders), image paths, parameters, a tag."""
-
-    messages: tuple[dict[str, str], ...] | list[dict[str, str]]
-    images: tuple[str, ...] | list[str] = ()
-    params: dict[str, Any] = field(default_factory=dict)
-    tag: str = ""
-
-
-@dataclass
-class ChatResponse:
-    """What came back for one request key (or why nothing did: `error`)."""
-
-    key: str
-    text: str | None = None
-    finish_reason: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    model: str | None = None  # the model the server says answered
-    error: str | None = None  # the last error when every attempt failed
-    attempts: int = 0
-    seconds: float = 0.0
-    input_truncated: bool = False
-    system_fingerprint: str | None = None  # the server's configuration tag, when it sends one (OpenAI does)
-    prompt_logprobs: list[list[float] | None] | None = None  # [token id, log-prob] per prompt token (vLLM's)
-    cached: bool = False  # read from the cache in this run (not written to the file)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.text is not None
-
-    def to_json(self) -> str:
-        d = asdict(self)
-        d.pop("cached")
-        return json.dumps({"v": CACHE_VERSION, **d}, ensure_ascii=False, sort_keys=True)
 
 
 @dataclass
@@ -139,38 +108,6 @@ class Summary:
 
 
 # ----------------------------------------------------------------------------------------------- keys
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    except FileNotFoundError:
-        raise DataError(f"image not found: {path}", fix="check the image paths of the data file") from None
-    return h.hexdigest()
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def request_key(model: str, req: ChatRequest, image_hash: Callable[[str], str] = file_sha256) -> str:
-    """SHA-256 of the canonical JSON of (model, messages with images by content hash, params, tag)."""
-    n = sum(m["content"].count(IMAGE_TOKEN) for m in req.messages)
-    if n != len(req.images):
-        raise DataError(
-            f"a request has {n} {IMAGE_TOKEN} placeholder(s) but {len(req.images)} image(s)",
-            field="images",
-            fix=f"put one {IMAGE_TOKEN} in a message per image, in order",
-        )
-    body = {
-        "model": model,
-        "messages": [dict(m) for m in req.messages],
-        "images": [image_hash(p) for p in req.images],
-        "params": dict(req.params),
-        "tag": req.tag,
-    }
-    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
 
 
 def to_openai_messages(req: ChatRequest) -> list[dict[str, Any]]:
@@ -204,81 +141,6 @@ def estimate_tokens(req: ChatRequest) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- cache
-class ResponseCache:
-    """An append-only JSONL file of ChatResponses; the last line per key wins (a success after a failure)."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self.entries: dict[str, ChatResponse] = {}
-        self.dropped_partial = False
-        self._fd: int | None = None
-        self._load()
-
-    def _load(self) -> None:
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        good_end = 0
-        lines = data.split(b"\n")
-        for i, raw in enumerate(lines, start=1):
-            last = i == len(lines)
-            if not raw.strip():
-                if not last:
-                    good_end += len(raw) + 1
-                continue
-            try:
-                if last:  # no newline after it: the write was cut short
-                    raise ValueError("no newline")
-                obj = json.loads(raw.decode("utf-8"))
-                resp = ChatResponse(**{k: v for k, v in obj.items() if k != "v"})
-            except (ValueError, TypeError, UnicodeDecodeError) as e:
-                if last:
-                    self.dropped_partial = True
-                    log.warning(
-                        f"[remote] {self.path}: dropped a truncated last line ({len(raw)} bytes; an "
-                        f"interrupted write); its request will be asked again"
-                    )
-                    break
-                raise DataError(
-                    f"not a cache record ({e})",
-                    file=str(self.path),
-                    line=i,
-                    fix="delete the line (its request is then asked again) or the whole file",
-                ) from None
-            self.entries[resp.key] = resp
-            good_end += len(raw) + 1
-        if self.dropped_partial:
-            with open(self.path, "r+b") as f:
-                f.truncate(good_end)
-
-    def get(self, key: str) -> ChatResponse | None:
-        r = self.entries.get(key)
-        return r if r is not None and r.ok else None
-
-    def append(self, resp: ChatResponse) -> None:
-        """Append one line with a single write() on an O_APPEND descriptor. Once write() returns, the line is the
-        kernel's: a kill -9 of this process cannot lose it (a power cut can; no fsync per line), and a kill during
-        the write leaves at most a partial last line, which the next load drops."""
-        line = (resp.to_json() + "\n").encode("utf-8")
-        with self._lock:
-            if self._fd is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            os.write(self._fd, line)
-            self.entries[resp.key] = resp
-
-    def close(self) -> None:
-        with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass
 
 
 # ----------------------------------------------------------------------------------------------- client
