@@ -99,21 +99,27 @@ class Comparison:
         acc = next(m for m in self.metrics if m["name"] == "accuracy")
         return {"baseline": acc["baseline"], "candidate": acc["candidate"]}
 
-    def to_json(self) -> dict[str, Any]:
+    def _headline(self) -> dict[str, Any]:
+        """The accuracy comparison's tests, as comparison.json and the summary both give them."""
         acc = self.tests["accuracy"]
+        return {
+            "n": acc["n"],
+            "clusters": acc["clusters"],
+            "mcnemar": self.mcnemar,
+            "mcnemar_clustered": acc["mcnemar_clustered"],
+            "headline_test": self.tests["headline"],
+            "accuracy_difference": self.bootstrap,
+            "mde": acc["mde"],
+        }
+
+    def to_json(self) -> dict[str, Any]:
         return jsonable(
             {
                 "title": self.title,
                 "baseline": self.runs["baseline"],
                 "candidate": self.runs["candidate"],
                 "metrics": self.metrics,
-                "n": acc["n"],
-                "clusters": acc["clusters"],
-                "mcnemar": self.mcnemar,
-                "mcnemar_clustered": acc["mcnemar_clustered"],
-                "headline_test": self.tests["headline"],
-                "accuracy_difference": self.bootstrap,
-                "mde": acc["mde"],
+                **self._headline(),
                 "paired_continuous": self.paired,
                 "tests": self.family,
                 "flips": {k: {"count": len(v), "ids": [f["id"] for f in v]} for k, v in self.flips.items()},
@@ -137,7 +143,6 @@ class Comparison:
     def summary(self, out_dir: str | Path) -> dict[str, Any]:
         """The headline numbers and the files written (what `format_summary` prints and `run` returns)."""
         out = Path(out_dir)
-        acc = self.tests["accuracy"]
 
         def side(role: str) -> dict[str, Any]:
             e = self.accuracy[role]
@@ -149,13 +154,7 @@ class Comparison:
         return {
             "baseline": side("baseline"),
             "candidate": side("candidate"),
-            "n": acc["n"],
-            "clusters": acc["clusters"],
-            "mcnemar": self.mcnemar,
-            "mcnemar_clustered": acc["mcnemar_clustered"],
-            "headline_test": self.tests["headline"],
-            "accuracy_difference": self.bootstrap,
-            "mde": acc["mde"],
+            **self._headline(),
             "tests": self.family,
             "flips": {k: len(v) for k, v in self.flips.items()},
             "report_md": str(out / "report.md"),
