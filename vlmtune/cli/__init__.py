@@ -94,6 +94,8 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     extra = [r for r in rest if "=" in r and not r.startswith("-")]
     if extra and hasattr(args, "overrides") and len(extra) == len(rest):
         args.overrides = [*args.overrides, *extra]
+    elif rest and isinstance(getattr(args, "evals", None), list) and not any(r.startswith("-") for r in rest):
+        args.evals = [*args.evals, *rest]  # `compare A --out X B`: the directories after an option
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return args
