@@ -4,14 +4,16 @@ as a function of (seed, epoch) alone."""
 
 from __future__ import annotations
 
+import collections
 import json
+import random
 from pathlib import Path
 
 import torch
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from vlmtune.train.checkpoints import SENTINEL, checkpoints, is_complete, last_complete_checkpoint, mark_complete
-from vlmtune.train.trainer import EpochLengthSampler
+from vlmtune.train.sampling import EpochLengthSampler, length_grouped_indices
 
 
 def _checkpoint(folder: Path, step: int, *, complete: bool = True) -> Path:
@@ -83,13 +85,42 @@ def test_epoch_length_sampler_is_a_function_of_seed_and_epoch():
     assert len(s) == 12 and s.epoch == 0
     first = list(s)
     assert sorted(first) == list(range(12)) and list(s) == first  # every index once, repeatable
-    ref = get_length_grouped_indices(lengths, 4, generator=torch.Generator().manual_seed(3))
-    assert first == list(ref)
+    assert first == length_grouped_indices(lengths, 4, torch.Generator().manual_seed(3))
     s.set_epoch(2)
-    assert list(s) == list(get_length_grouped_indices(lengths, 4, generator=torch.Generator().manual_seed(5)))
+    assert list(s) == length_grouped_indices(lengths, 4, torch.Generator().manual_seed(5))
     assert list(s) != first
     torch.manual_seed(123)  # the global RNG plays no part
     assert list(EpochLengthSampler(4, lengths, seed=3)) == first
+
+
+def _majority_share(order: list[int], labels: list[int], batch: int) -> float:
+    shares = []
+    for i in range(0, len(order), batch):
+        counts = collections.Counter(labels[j] for j in order[i : i + batch])
+        shares.append(max(counts.values()) / sum(counts.values()))
+    return sum(shares) / len(shares)
+
+
+def test_length_grouping_never_sorts_batches_by_label_yet_saves_padding():
+    """Answers whose length follows the label (classify: 1-3 tokens apart, prompts alike) stay as mixed as in a
+    random order, where transformers' exact sort gives single-label batches; lengths far apart are still grouped."""
+    from vlmtune.train.collate import padding_fraction
+
+    rng = random.Random(0)
+    labels = [rng.randrange(4) for _ in range(1200)]
+    lengths = [{0: 33, 1: 34, 2: 36, 3: 35}[y] for y in labels]
+    exact = list(get_length_grouped_indices(lengths, 16, generator=torch.Generator().manual_seed(0)))
+    ours = length_grouped_indices(lengths, 16, torch.Generator().manual_seed(0))
+    shuffled = torch.randperm(1200, generator=torch.Generator().manual_seed(0)).tolist()
+    assert sorted(ours) == list(range(1200))
+    assert _majority_share(exact, labels, 16) > 0.7  # the failure this sampler avoids
+    assert _majority_share(ours, labels, 16) < _majority_share(shuffled, labels, 16) + 0.05
+    # Very different lengths (short questions beside long dialogues) are kept apart: far less padding.
+    varied = [rng.choice((40, 60, 400, 900)) + rng.randrange(20) for _ in range(1200)]
+    grouped = length_grouped_indices(varied, 16, torch.Generator().manual_seed(0))
+    assert padding_fraction(varied, grouped, 16) < 0.5 * padding_fraction(varied, shuffled, 16)
+    first = grouped[:16]  # the longest batch comes first, so an out-of-memory error shows at the first step
+    assert max(varied[i] for i in first) == max(varied)
 
 
 def test_the_trainer_groups_by_length_only_when_asked(micro_model_dir, count_data, tmp_path):

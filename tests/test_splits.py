@@ -399,3 +399,11 @@ def test_equal_remainders_are_broken_by_the_seed_not_by_the_label():
         assert len(test) == 3 and len({e.target for e in test}) == 3, seed
         chosen.add(frozenset(e.target for e in test))
     assert len(chosen) > 1, chosen
+
+
+def test_the_split_log_line_says_open_ended_targets_instead_of_listing_them():
+    from vlmtune.data.prepare import _labels_summary
+
+    assert _labels_summary({"3": 30, "0": 26, "total": 56}) == "total: 56, 3: 30, 0: 26"
+    open_ended = {f"answer {i}": 1 for i in range(20)} | {"<other>": 80, "total": 100}
+    assert _labels_summary(open_ended) == "total: 100, open-ended targets (no label repeats)"

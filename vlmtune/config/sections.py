@@ -151,8 +151,9 @@ class TrainConfig:
     )
     group_by_length: bool = _f(
         True,
-        "batch examples of similar length together (a seeded shuffle of mega-batches "
-        "sorted by length, as transformers does), so less of each batch is padding",
+        "batch examples of similar length together (mega-batches sorted by length with a jitter of a "
+        "quarter of the median length, so lengths that differ only by the answer's label stay mixed), "
+        "so less of each batch is padding",
     )
     seed: int = _f(0, "training seed (data order, dropout, LoRA init)", ge=0)
     report_to: list = _f(["tensorboard"], "loggers: tensorboard, and/or others transformers supports; [] for none")

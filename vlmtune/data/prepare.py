@@ -216,6 +216,9 @@ def data_done(run_dir: Path) -> bool:
 
 def _labels_summary(counts: dict, most: int = 12) -> str:
     """Label counts for one log line: the most common `most`, then how many more (all are in the manifest)."""
+    labels = {k: v for k, v in counts.items() if k not in ("total", "<other>")}
+    if labels and max(labels.values()) == 1 and "<other>" in counts:  # open-ended targets: no label repeats
+        return f"total: {counts.get('total', 0)}, open-ended targets (no label repeats)"
     items = sorted(counts.items(), key=lambda kv: -kv[1])
     text = ", ".join(f"{k if len(k) <= 40 else k[:37] + '...'}: {v}" for k, v in items[:most])
     return text + (f", ... {len(items) - most} more labels (data/{MANIFEST})" if len(items) > most else "")

@@ -32,6 +32,7 @@ from vlmtune.train.callbacks import LOSS_ATTRS, LOSS_STATE, ConsoleCallback, Res
 from vlmtune.train.checkpoints import last_complete_checkpoint, mark_complete
 from vlmtune.train.collate import Collator, EncodedDataset, EncodeSettings, padding_fraction
 from vlmtune.train.loss import Unsupported, answer_only_loss
+from vlmtune.train.sampling import EpochLengthSampler, length_grouped_indices
 
 log = logging.getLogger(__name__)
 
@@ -56,28 +57,6 @@ class TrainResult:
     train_loss_tokens: int = 0
     trainable_params: int = 0
     total_params: int = 0
-
-
-class EpochLengthSampler(torch.utils.data.Sampler):
-    """transformers' length-grouped order, drawn from (seed, epoch) alone. transformers' LengthGroupedSampler draws
-    from the global RNG, which a resumed run restores at the checkpoint's step, not at its epoch's start, so a run
-    resumed inside epoch 2 or later would take other batches than the run it continues. The Trainer calls
-    `set_epoch` before each epoch (resumed ones too), so the order is a function of the epoch only."""
-
-    def __init__(self, batch_size: int, lengths: list[int], seed: int):
-        self.batch_size, self.lengths, self.seed, self.epoch = batch_size, lengths, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __iter__(self):
-        from transformers.trainer_pt_utils import get_length_grouped_indices
-
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
 class VlmTrainer(Trainer):
@@ -122,8 +101,8 @@ class VlmTrainer(Trainer):
         return self._length_sampler(eval_dataset, self.args.eval_batch_size) or super()._get_eval_sampler(eval_dataset)
 
     def _length_sampler(self, ds, batch_size: int):
-        """transformers' LengthGroupedSampler with lengths from the encoded token ids (transformers would look
-        them up under the processor's first input name, which may be pixel_values)."""
+        """Length-grouped batches (`vlmtune.train.sampling`) over the encoded token ids' lengths (transformers would
+        look them up under the processor's first input name, which may be pixel_values)."""
         if self.args.train_sampling_strategy != "group_by_length" or not isinstance(ds, EncodedDataset):
             return None
         return EpochLengthSampler(batch_size, ds.lengths, seed=self.args.data_seed or self.args.seed)
@@ -457,16 +436,12 @@ def train(
 
 def _log_padding(ds: EncodedDataset, tcfg: TrainConfig, stage: str = "train") -> None:
     """How much of the training batches is padding, in a random order and in the order training uses."""
-    from transformers.trainer_pt_utils import LengthGroupedSampler
-
     lengths = ds.lengths
     if len(lengths) < 2:
         return
     shuffled = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(tcfg.seed)).tolist()
-    grouped = list(
-        LengthGroupedSampler(
-            tcfg.batch_size * tcfg.grad_accum, lengths=lengths, generator=torch.Generator().manual_seed(tcfg.seed)
-        )
+    grouped = length_grouped_indices(
+        lengths, tcfg.batch_size * tcfg.grad_accum, torch.Generator().manual_seed(tcfg.seed)
     )
     before = padding_fraction(lengths, shuffled, tcfg.batch_size)
     after = padding_fraction(lengths, grouped, tcfg.batch_size)
