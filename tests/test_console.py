@@ -126,3 +126,17 @@ def test_compare_refuses_an_evaluation_with_itself(tmp_path, capsys):
     for other in (ev, tmp_path / "copy"):
         assert main(["compare", str(ev), str(other), "--out", str(tmp_path / "cmp")]) == 2
         assert "are the same evaluation" in capsys.readouterr().err
+
+
+def test_a_librarys_bare_logging_call_does_not_print_every_line_twice():
+    """A library calling `logging.info(...)` makes logging.basicConfig() give the root logger a stream handler;
+    vlmtune's lines would then print twice ("[x] ..." and "INFO:vlmtune...:[x] ..."). Its own process: pytest's
+    handlers on the root logger would hide the effect."""
+    import subprocess
+
+    code = (
+        "import logging; from vlmtune import logs; logs.setup(); "
+        "logging.info('a library speaks'); logging.getLogger('vlmtune.x').info('[x] once')"
+    )
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    assert err.count("[x] once") == 1, err

@@ -93,6 +93,12 @@ def setup(*, quiet: bool = False, stream: Any = None) -> None:
     handler._vlmtune_console = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)  # the console handler filters (-q); a run's log file gets INFO whole
+    # A library's bare `logging.info(...)` calls logging.basicConfig(), which gives the root logger a stream
+    # handler, and every vlmtune line then printed twice ("[x] ..." and "INFO:vlmtune...:[x] ..."): seen after a
+    # dialog evaluation. basicConfig does nothing when the root logger has a handler, so give it a silent one.
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.NullHandler())
     set_progress(not quiet)
     for name, prefix in KNOWN_NOISE:
         lg = logging.getLogger(name)
