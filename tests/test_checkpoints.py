@@ -121,6 +121,8 @@ def test_length_grouping_never_sorts_batches_by_label_yet_saves_padding():
     assert padding_fraction(varied, grouped, 16) < 0.5 * padding_fraction(varied, shuffled, 16)
     first = grouped[:16]  # the longest batch comes first, so an out-of-memory error shows at the first step
     assert max(varied[i] for i in first) == max(varied)
+    # train.length_tolerance=0 is transformers' exact sort, unchanged (the order earlier versions trained in).
+    assert length_grouped_indices(lengths, 16, torch.Generator().manual_seed(0), 0) == exact
 
 
 def test_the_trainer_groups_by_length_only_when_asked(micro_model_dir, count_data, tmp_path):

@@ -155,6 +155,13 @@ class TrainConfig:
         "quarter of the median length, so lengths that differ only by the answer's label stay mixed), "
         "so less of each batch is padding",
     )
+    length_tolerance: int = _f(
+        -1,
+        "group_by_length: tokens within which lengths are not told apart (random order among them); -1: a "
+        "quarter of the median length, at least 32; 0: transformers' exact sort (batches can then hold one "
+        "label only, when the answers' length follows the label)",
+        ge=-1,
+    )
     seed: int = _f(0, "training seed (data order, dropout, LoRA init)", ge=0)
     report_to: list = _f(["tensorboard"], "loggers: tensorboard, and/or others transformers supports; [] for none")
 

@@ -62,8 +62,9 @@ class TrainResult:
 class VlmTrainer(Trainer):
     """Trainer that logs the number of loss tokens per batch and validates by generating answers."""
 
-    def __init__(self, *args, gen_eval=None, answer_only: bool = True, **kwargs):
+    def __init__(self, *args, gen_eval=None, answer_only: bool = True, length_tolerance: int = -1, **kwargs):
         super().__init__(*args, **kwargs)
+        self._length_tolerance = length_tolerance
         self._gen_eval = gen_eval
         self._answer_only = answer_only
         self._loss_tokens = 0
@@ -105,7 +106,9 @@ class VlmTrainer(Trainer):
         look them up under the processor's first input name, which may be pixel_values)."""
         if self.args.train_sampling_strategy != "group_by_length" or not isinstance(ds, EncodedDataset):
             return None
-        return EpochLengthSampler(batch_size, ds.lengths, seed=self.args.data_seed or self.args.seed)
+        return EpochLengthSampler(
+            batch_size, ds.lengths, seed=self.args.data_seed or self.args.seed, tolerance=self._length_tolerance
+        )
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if "loss" in logs and self._loss_batches:
@@ -375,6 +378,7 @@ def train(
         callbacks=callbacks,
         gen_eval=gen_eval,
         answer_only=tcfg.answer_only_logits,
+        length_tolerance=tcfg.length_tolerance,
     )
     for noisy in (PrinterCallback, ProgressCallback):  # they print raw log dicts to stdout
         trainer.remove_callback(noisy)
@@ -441,7 +445,7 @@ def _log_padding(ds: EncodedDataset, tcfg: TrainConfig, stage: str = "train") ->
         return
     shuffled = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(tcfg.seed)).tolist()
     grouped = length_grouped_indices(
-        lengths, tcfg.batch_size * tcfg.grad_accum, torch.Generator().manual_seed(tcfg.seed)
+        lengths, tcfg.batch_size * tcfg.grad_accum, torch.Generator().manual_seed(tcfg.seed), tcfg.length_tolerance
     )
     before = padding_fraction(lengths, shuffled, tcfg.batch_size)
     after = padding_fraction(lengths, grouped, tcfg.batch_size)
