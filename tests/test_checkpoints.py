@@ -154,3 +154,12 @@ def test_the_trainer_groups_by_length_only_when_asked(micro_model_dir, count_dat
         assert type(sampler) is kind, (strategy, sampler)
         if kind is EpochLengthSampler:
             assert sampler.lengths == ds.lengths and sampler.batch_size == 2 and sampler.seed == 4
+            assert sampler.tolerance == -1  # train.length_tolerance's default reaches the sampler
+            exact = VlmTrainer(
+                model=model,
+                args=args,
+                train_dataset=ds,
+                data_collator=Collator(tokenizer_of(proc).pad_token_id),
+                length_tolerance=0,
+            )._get_train_sampler()
+            assert exact.tolerance == 0
